@@ -1,0 +1,408 @@
+//! Safe decoding of ring-buffer records into owned events (user half of the ABI).
+//!
+//! A record is untrusted bytes: its length and every length field inside it are checked before
+//! use, and anything malformed is a [`DecodeError`] naming the problem, never a panic.
+
+use std::{borrow::ToOwned, string::String, vec::Vec};
+
+use crate::{
+    limits::{ARGS_BUF, FILENAME_LEN},
+    process::{ExecArgsHead, ExecRecord, ExitRecord, ForkRecord, TaskInfo},
+    record::{ABI_VERSION, EventKind, RecordHeader, flags},
+};
+
+/// Why a record could not be decoded.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("record of {len} bytes is shorter than the {need} bytes its kind needs")]
+    TooShort { len: usize, need: usize },
+    #[error("record has unknown kind {0}")]
+    UnknownKind(u16),
+    #[error("record was written with ABI version {found}, this sensor reads version {ABI_VERSION}")]
+    AbiMismatch { found: u16 },
+    #[error("record field {field} says {value} bytes, more than the {max} available")]
+    BadLength {
+        field: &'static str,
+        value: usize,
+        max: usize,
+    },
+}
+
+/// The task an event is about.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Task {
+    pub pid: u32,
+    pub tgid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub euid: u32,
+    pub egid: u32,
+    pub cgroup_id: u64,
+    pub start_boot_ns: u64,
+    pub parent_start_boot_ns: u64,
+    pub comm: String,
+}
+
+/// How a process ended, decoded from a wait(2) status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case", tag = "how")]
+pub enum ExitStatus {
+    Exited { code: u8 },
+    Signaled { signal: u8, core_dumped: bool },
+}
+
+impl ExitStatus {
+    /// Decodes a kernel `exit_code` (wait status).
+    pub fn from_wait_status(status: u32) -> Self {
+        let signal = (status & 0x7f) as u8;
+        if signal == 0 {
+            Self::Exited {
+                code: ((status >> 8) & 0xff) as u8,
+            }
+        } else {
+            Self::Signaled {
+                signal,
+                core_dumped: status & 0x80 != 0,
+            }
+        }
+    }
+}
+
+/// One decoded kernel event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KernelEvent {
+    Fork {
+        boot_ns: u64,
+        task: Task,
+    },
+    Exec {
+        boot_ns: u64,
+        task: Task,
+        old_pid: u32,
+        filename: String,
+        filename_truncated: bool,
+    },
+    ExecArgs {
+        boot_ns: u64,
+        task: Task,
+        argv: Vec<String>,
+        /// More arguments or bytes existed than the record holds.
+        truncated: bool,
+        /// The user memory holding the arguments could not be read in full.
+        unreadable: bool,
+    },
+    Exit {
+        boot_ns: u64,
+        task: Task,
+        status: ExitStatus,
+    },
+}
+
+impl KernelEvent {
+    pub fn kind(&self) -> EventKind {
+        match self {
+            Self::Fork { .. } => EventKind::Fork,
+            Self::Exec { .. } => EventKind::Exec,
+            Self::ExecArgs { .. } => EventKind::ExecArgs,
+            Self::Exit { .. } => EventKind::Exit,
+        }
+    }
+
+    pub fn task(&self) -> &Task {
+        match self {
+            Self::Fork { task, .. }
+            | Self::Exec { task, .. }
+            | Self::ExecArgs { task, .. }
+            | Self::Exit { task, .. } => task,
+        }
+    }
+
+    pub fn boot_ns(&self) -> u64 {
+        match self {
+            Self::Fork { boot_ns, .. }
+            | Self::Exec { boot_ns, .. }
+            | Self::ExecArgs { boot_ns, .. }
+            | Self::Exit { boot_ns, .. } => *boot_ns,
+        }
+    }
+}
+
+/// Reads a `T` from the front of `bytes` after checking the length.
+fn read_pod<T: Copy>(bytes: &[u8]) -> Result<T, DecodeError> {
+    let need = core::mem::size_of::<T>();
+    if bytes.len() < need {
+        return Err(DecodeError::TooShort {
+            len: bytes.len(),
+            need,
+        });
+    }
+    // SAFETY: the length is checked above, `read_unaligned` has no alignment requirement, and
+    // every `T` used here is `#[repr(C)]` integers and byte arrays, valid for any bit pattern.
+    Ok(unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}
+
+/// Text up to the first NUL (or the whole slice), with invalid UTF-8 replaced.
+fn c_text(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+fn task(raw: &TaskInfo) -> Task {
+    let TaskInfo {
+        start_boot_ns,
+        parent_start_boot_ns,
+        cgroup_id,
+        pid,
+        tgid,
+        ppid,
+        uid,
+        gid,
+        euid,
+        egid,
+        _pad,
+        comm,
+    } = *raw;
+    Task {
+        pid,
+        tgid,
+        ppid,
+        uid,
+        gid,
+        euid,
+        egid,
+        cgroup_id,
+        start_boot_ns,
+        parent_start_boot_ns,
+        comm: c_text(&comm),
+    }
+}
+
+/// Splits NUL-terminated arguments.
+fn split_args(bytes: &[u8]) -> Vec<String> {
+    let bytes = bytes.strip_suffix(&[0]).unwrap_or(bytes);
+    if bytes.is_empty() {
+        return Vec::new();
+    }
+    bytes
+        .split(|&b| b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
+}
+
+/// Decodes one ring-buffer record.
+pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
+    let header: RecordHeader = read_pod(bytes)?;
+    let kind = EventKind::from_raw(header.kind).ok_or(DecodeError::UnknownKind(header.kind))?;
+    if header.abi != ABI_VERSION {
+        return Err(DecodeError::AbiMismatch { found: header.abi });
+    }
+    let boot_ns = header.boot_ns;
+    let has = |flag: u16| header.flags & flag != 0;
+    Ok(match kind {
+        EventKind::Fork => {
+            let r: ForkRecord = read_pod(bytes)?;
+            KernelEvent::Fork {
+                boot_ns,
+                task: task(&r.task),
+            }
+        }
+        EventKind::Exec => {
+            let r: ExecRecord = read_pod(bytes)?;
+            let len = r.filename_len as usize;
+            if len > FILENAME_LEN {
+                return Err(DecodeError::BadLength {
+                    field: "filename_len",
+                    value: len,
+                    max: FILENAME_LEN,
+                });
+            }
+            KernelEvent::Exec {
+                boot_ns,
+                task: task(&r.task),
+                old_pid: r.old_pid,
+                filename: c_text(&r.filename[..len]),
+                filename_truncated: has(flags::FILENAME_TRUNCATED),
+            }
+        }
+        EventKind::ExecArgs => {
+            // Only the head and `args_len` bytes are on the ring, not the whole buffer.
+            let head: ExecArgsHead = read_pod(bytes)?;
+            let args_len = head.args_len as usize;
+            let tail = &bytes[core::mem::size_of::<ExecArgsHead>()..];
+            let available = tail.len().min(ARGS_BUF);
+            if args_len > available {
+                return Err(DecodeError::BadLength {
+                    field: "args_len",
+                    value: args_len,
+                    max: available,
+                });
+            }
+            KernelEvent::ExecArgs {
+                boot_ns,
+                task: task(&head.task),
+                argv: split_args(&tail[..args_len]),
+                truncated: has(flags::ARGV_TRUNCATED) || has(flags::ARG_TRUNCATED),
+                unreadable: has(flags::ARGV_UNREADABLE),
+            }
+        }
+        EventKind::Exit => {
+            let r: ExitRecord = read_pod(bytes)?;
+            KernelEvent::Exit {
+                boot_ns,
+                task: task(&r.task),
+                status: ExitStatus::from_wait_status(r.exit_code),
+            }
+        }
+    })
+}
+
+/// Builds record bytes the way the kernel does, for tests of the decoder and of the pipeline.
+pub mod testing {
+    use super::*;
+
+    pub fn header(kind: EventKind, flags: u16, boot_ns: u64) -> RecordHeader {
+        RecordHeader {
+            kind: kind as u16,
+            abi: ABI_VERSION,
+            flags,
+            _pad: 0,
+            boot_ns,
+        }
+    }
+
+    pub fn task_info(pid: u32, tgid: u32, ppid: u32, comm: &str) -> TaskInfo {
+        let mut c = [0u8; crate::limits::COMM_LEN];
+        let n = comm.len().min(c.len() - 1);
+        c[..n].copy_from_slice(&comm.as_bytes()[..n]);
+        TaskInfo {
+            start_boot_ns: 1_000_000_000,
+            parent_start_boot_ns: 500_000_000,
+            cgroup_id: 1,
+            pid,
+            tgid,
+            ppid,
+            uid: 0,
+            gid: 0,
+            euid: 0,
+            egid: 0,
+            _pad: 0,
+            comm: c,
+        }
+    }
+
+    /// The raw bytes of a `#[repr(C)]` record.
+    pub fn bytes_of<T: Copy>(value: &T) -> Vec<u8> {
+        // SAFETY: reading `size_of::<T>()` bytes of a live, initialised `Copy` value; the
+        // records used here have explicit padding fields, so every byte is initialised.
+        unsafe {
+            core::slice::from_raw_parts((value as *const T).cast::<u8>(), core::mem::size_of::<T>())
+        }
+        .to_owned()
+    }
+
+    /// An exec-args record as the kernel sends it: fixed part plus the used argument bytes.
+    pub fn exec_args(task: TaskInfo, args: &[&str], flags: u16) -> Vec<u8> {
+        let mut body = Vec::new();
+        for a in args {
+            body.extend_from_slice(a.as_bytes());
+            body.push(0);
+        }
+        let head = ExecArgsHead {
+            header: header(EventKind::ExecArgs, flags, 7),
+            task,
+            argc: args.len() as u32,
+            args_len: body.len() as u32,
+        };
+        let mut out = bytes_of(&head);
+        out.extend_from_slice(&body);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{testing::*, *};
+
+    #[test]
+    fn exec_args_round_trip() {
+        let t = task_info(10, 10, 1, "sh");
+        let raw = exec_args(t, &["echo", "alpha", "beta gamma"], 0);
+        let ev = decode(&raw).expect("decodes");
+        match ev {
+            KernelEvent::ExecArgs { argv, truncated, .. } => {
+                assert_eq!(argv, ["echo", "alpha", "beta gamma"]);
+                assert!(!truncated);
+            }
+            other => panic!("wrong event {other:?}"),
+        }
+    }
+
+    #[test]
+    fn empty_argv_is_empty() {
+        let raw = exec_args(task_info(1, 1, 0, "x"), &[], 0);
+        match decode(&raw).expect("decodes") {
+            KernelEvent::ExecArgs { argv, .. } => assert!(argv.is_empty()),
+            other => panic!("wrong event {other:?}"),
+        }
+    }
+
+    #[test]
+    fn truncated_records_are_errors_not_panics() {
+        let t = task_info(10, 10, 1, "sh");
+        let raw = exec_args(t, &["echo", "alpha"], 0);
+        for cut in 0..raw.len() {
+            // Every prefix either decodes to a shorter-but-valid record or is an error.
+            let _ = decode(&raw[..cut]);
+        }
+        assert!(matches!(
+            decode(&raw[..raw.len() - 1]),
+            Err(DecodeError::BadLength { field: "args_len", .. })
+        ));
+        assert!(matches!(decode(&[1, 2, 3]), Err(DecodeError::TooShort { .. })));
+    }
+
+    #[test]
+    fn unknown_kind_and_abi_are_named() {
+        let mut h = header(EventKind::Fork, 0, 1);
+        h.kind = 99;
+        assert_eq!(decode(&bytes_of(&h)), Err(DecodeError::UnknownKind(99)));
+        let mut h = header(EventKind::Fork, 0, 1);
+        h.abi = 42;
+        assert_eq!(decode(&bytes_of(&h)), Err(DecodeError::AbiMismatch { found: 42 }));
+    }
+
+    #[test]
+    fn lying_filename_len_is_rejected() {
+        let mut rec = ExecRecord {
+            header: header(EventKind::Exec, 0, 1),
+            task: task_info(5, 5, 1, "true"),
+            old_pid: 5,
+            filename_len: 10_000,
+            filename: [0; FILENAME_LEN],
+        };
+        assert!(matches!(
+            decode(&bytes_of(&rec)),
+            Err(DecodeError::BadLength { field: "filename_len", .. })
+        ));
+        rec.filename_len = 9;
+        rec.filename[..9].copy_from_slice(b"/bin/true");
+        match decode(&bytes_of(&rec)).expect("decodes") {
+            KernelEvent::Exec { filename, .. } => assert_eq!(filename, "/bin/true"),
+            other => panic!("wrong event {other:?}"),
+        }
+    }
+
+    #[test]
+    fn wait_status_decoding() {
+        assert_eq!(ExitStatus::from_wait_status(3 << 8), ExitStatus::Exited { code: 3 });
+        assert_eq!(
+            ExitStatus::from_wait_status(9),
+            ExitStatus::Signaled { signal: 9, core_dumped: false }
+        );
+        assert_eq!(
+            ExitStatus::from_wait_status(11 | 0x80),
+            ExitStatus::Signaled { signal: 11, core_dumped: true }
+        );
+    }
+}

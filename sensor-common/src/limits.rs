@@ -1,0 +1,14 @@
+//! Size limits of the records. Anything longer is truncated and the truncation is flagged.
+
+/// Length of a task's `comm` (TASK_COMM_LEN).
+pub const COMM_LEN: usize = 16;
+/// Bytes kept of an executed file's path (as the kernel's `sched_process_exec` reports it).
+pub const FILENAME_LEN: usize = 512;
+/// Most arguments kept from an argument vector.
+pub const ARGS_MAX: usize = 32;
+/// Bytes of argument text (NUL-separated) the kernel collects before it stops adding arguments.
+pub const ARGS_CAP: usize = 4096;
+/// Size of the argument buffer: one argument of up to `ARGS_CAP` bytes may start anywhere
+/// below `ARGS_CAP`, so the buffer is twice that (this is also what lets the verifier prove
+/// every copy stays in bounds).
+pub const ARGS_BUF: usize = 2 * ARGS_CAP;

@@ -1,0 +1,69 @@
+//! Maps and the load-time configuration shared by every program.
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns},
+    macros::map,
+    maps::{PerCpuArray, RingBuf},
+};
+use sensor_common::{
+    config::KernelConfig,
+    process::ExecArgsRecord,
+    record::{ABI_VERSION, EventKind, RecordHeader},
+    stats::{Counter, STATS_SLOTS, slot},
+};
+
+/// Every record for userspace. The loader sets the real size (`--ring-buffer-bytes`).
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 23, 0);
+
+/// Per-CPU counters: events lost to a full ring and events filtered on purpose, per kind.
+#[map]
+pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STATS_SLOTS, 0);
+
+/// Per-CPU scratch space for building a variable-length argument record off the stack.
+#[map]
+pub static ARGS_SCRATCH: PerCpuArray<ExecArgsRecord> = PerCpuArray::with_max_entries(1, 0);
+
+/// Filled in by the loader (`EbpfLoader::override_global`).
+#[unsafe(no_mangle)]
+static CONFIG: KernelConfig = KernelConfig::zeroed();
+
+/// The load-time configuration. Read through a volatile load of its address so the compiler
+/// cannot fold the zeroed initializer into the code.
+#[inline(always)]
+pub fn config() -> &'static KernelConfig {
+    // SAFETY: CONFIG is a static that lives for the whole program; the volatile read only hides
+    // its (constant) address from the optimiser.
+    unsafe { &*core::ptr::read_volatile(&&raw const CONFIG) }
+}
+
+#[inline(always)]
+pub fn count(kind: EventKind, counter: Counter) {
+    if let Some(p) = STATS.get_ptr_mut(slot(kind, counter)) {
+        // SAFETY: per-CPU slot, valid for the program's run.
+        unsafe { *p += 1 };
+    }
+}
+
+/// True when the current task belongs to the sensor itself: counted and dropped.
+#[inline(always)]
+pub fn is_own(kind: EventKind) -> bool {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let own = tgid == config().sensor_tgid;
+    if own {
+        count(kind, Counter::Filtered);
+    }
+    own
+}
+
+#[inline(always)]
+pub fn header(kind: EventKind, flags: u16) -> RecordHeader {
+    RecordHeader {
+        kind: kind as u16,
+        abi: ABI_VERSION,
+        flags,
+        _pad: 0,
+        // SAFETY: no preconditions.
+        boot_ns: unsafe { bpf_ktime_get_boot_ns() },
+    }
+}

@@ -1,0 +1,205 @@
+//! Process lifecycle: fork (new processes only), exec (image and argument vector), exit.
+
+use aya_ebpf::{
+    EbpfContext,
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_probe_read_user,
+        generated::{bpf_probe_read_kernel_str, bpf_probe_read_user_str},
+    },
+    macros::{raw_tracepoint, tracepoint},
+    programs::{RawTracePointContext, TracePointContext},
+};
+use sensor_common::{
+    config::FIELD_ABSENT,
+    limits::{ARGS_BUF, ARGS_CAP, ARGS_MAX, FILENAME_LEN},
+    process::{ExecArgsHead, ExecRecord, ExitRecord, ForkRecord},
+    record::{EventKind, flags},
+    stats::Counter,
+};
+
+use crate::{
+    maps::{ARGS_SCRATCH, EVENTS, config, count, header, is_own},
+    task::task_info,
+};
+
+/// `sched_process_fork(struct task_struct *parent, struct task_struct *child)`, as a raw
+/// tracepoint because only it hands over the child's `task_struct` (needed to tell a new
+/// process from a new thread, and to read the child's identity).
+#[raw_tracepoint(tracepoint = "sched_process_fork")]
+pub fn vigil_fork(ctx: RawTracePointContext) -> i32 {
+    let child = ctx.arg::<u64>(1) as *const u8;
+    let info = task_info(child);
+    if info.pid != info.tgid {
+        return 0; // a thread, not a process
+    }
+    if is_own(EventKind::Fork) {
+        return 0;
+    }
+    match EVENTS.reserve::<ForkRecord>(0) {
+        Some(mut entry) => {
+            entry.write(ForkRecord {
+                header: header(EventKind::Fork, 0),
+                task: info,
+            });
+            entry.submit(0);
+        }
+        None => count(EventKind::Fork, Counter::RingFull),
+    }
+    0
+}
+
+#[tracepoint]
+pub fn vigil_exec(ctx: TracePointContext) -> u32 {
+    if is_own(EventKind::Exec) {
+        return 0;
+    }
+    let Some(mut entry) = EVENTS.reserve::<ExecRecord>(0) else {
+        count(EventKind::Exec, Counter::RingFull);
+        return 0;
+    };
+    let tp = &config().tracepoints;
+    // SAFETY: the current task pointer is valid while this program runs.
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    let rec = entry.as_mut_ptr();
+    // SAFETY: `rec` points at a reserved, exclusively owned ExecRecord; fields are written
+    // through raw pointers without forming references to uninitialised memory, and the
+    // context reads are bounded probe reads.
+    unsafe {
+        let loc: u32 = ctx.read_at(tp.exec_filename as usize).unwrap_or(0);
+        let old_pid: u32 = ctx.read_at(tp.exec_old_pid as usize).unwrap_or(0);
+        let src_len = (loc >> 16) as usize;
+        let src = ctx.as_ptr().cast::<u8>().add((loc & 0xffff) as usize);
+        let copied = bpf_probe_read_kernel_str(
+            (&raw mut (*rec).filename).cast(),
+            FILENAME_LEN as u32,
+            src.cast(),
+        );
+        let filename_len = if copied > 0 { copied as u32 - 1 } else { 0 };
+        let fl = if src_len > FILENAME_LEN {
+            flags::FILENAME_TRUNCATED
+        } else {
+            0
+        };
+        (&raw mut (*rec).header).write(header(EventKind::Exec, fl));
+        (&raw mut (*rec).task).write(task_info(task));
+        (&raw mut (*rec).old_pid).write(old_pid);
+        (&raw mut (*rec).filename_len).write(filename_len);
+    }
+    entry.submit(0);
+    0
+}
+
+#[tracepoint]
+pub fn vigil_exit(ctx: TracePointContext) -> u32 {
+    let gd_off = config().tracepoints.exit_group_dead;
+    let last_thread = if gd_off != FIELD_ABSENT {
+        // SAFETY: bounded probe read of the tracepoint record.
+        unsafe { ctx.read_at::<u8>(gd_off as usize) }.unwrap_or(0) != 0
+    } else {
+        // Older kernels: report when the leader exits.
+        let id = bpf_get_current_pid_tgid();
+        id as u32 == (id >> 32) as u32
+    };
+    if !last_thread || is_own(EventKind::Exit) {
+        return 0;
+    }
+    // SAFETY: the current task pointer is valid while this program runs.
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    let exit_code: u32 = {
+        let off = config().task.exit_code as usize;
+        // SAFETY: probe read; a fault yields 0.
+        unsafe { aya_ebpf::helpers::bpf_probe_read_kernel(task.add(off).cast::<u32>()) }
+            .unwrap_or(0)
+    };
+    match EVENTS.reserve::<ExitRecord>(0) {
+        Some(mut entry) => {
+            entry.write(ExitRecord {
+                header: header(EventKind::Exit, 0),
+                task: task_info(task),
+                exit_code,
+                _pad: 0,
+            });
+            entry.submit(0);
+        }
+        None => count(EventKind::Exit, Counter::RingFull),
+    }
+    0
+}
+
+#[tracepoint]
+pub fn vigil_execve(ctx: TracePointContext) -> u32 {
+    exec_args(&ctx, config().tracepoints.execve_argv);
+    0
+}
+
+#[tracepoint]
+pub fn vigil_execveat(ctx: TracePointContext) -> u32 {
+    exec_args(&ctx, config().tracepoints.execveat_argv);
+    0
+}
+
+/// Collects the argument vector at syscall entry into per-CPU scratch space, then sends only
+/// the bytes used.
+#[inline(always)]
+fn exec_args(ctx: &TracePointContext, argv_off: u32) {
+    if is_own(EventKind::ExecArgs) {
+        return;
+    }
+    let Some(rec) = ARGS_SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: `rec` is this CPU's scratch record, exclusively ours for the program's run; all
+    // user memory is read with probe-read helpers, and every write into `args` starts below
+    // ARGS_CAP and is at most ARGS_CAP long, inside the 2 * ARGS_CAP buffer.
+    unsafe {
+        let argv = ctx.read_at::<u64>(argv_off as usize).unwrap_or(0) as *const u64;
+        let args = (&raw mut (*rec).args).cast::<u8>();
+        let mut len: usize = 0;
+        let mut argc: u32 = 0;
+        let mut fl: u16 = 0;
+        let mut i: usize = 0;
+        while i < ARGS_MAX {
+            let Ok(p) = bpf_probe_read_user(argv.add(i)) else {
+                fl |= flags::ARGV_UNREADABLE;
+                break;
+            };
+            if p == 0 {
+                break;
+            }
+            if len >= ARGS_CAP {
+                fl |= flags::ARGV_TRUNCATED;
+                break;
+            }
+            let n = bpf_probe_read_user_str(
+                args.add(len & (ARGS_CAP - 1)).cast(),
+                ARGS_CAP as u32,
+                p as *const _,
+            );
+            if n <= 0 {
+                fl |= flags::ARGV_UNREADABLE;
+                break;
+            }
+            if n as usize >= ARGS_CAP {
+                fl |= flags::ARG_TRUNCATED;
+            }
+            len += n as usize;
+            argc += 1;
+            i += 1;
+        }
+        if i == ARGS_MAX && bpf_probe_read_user(argv.add(ARGS_MAX)).unwrap_or(0u64) != 0 {
+            fl |= flags::ARGV_TRUNCATED;
+        }
+        let len = if len > ARGS_BUF { ARGS_BUF } else { len };
+        (&raw mut (*rec).head).write(ExecArgsHead {
+            header: crate::maps::header(EventKind::ExecArgs, fl),
+            task: task_info(bpf_get_current_task() as *const u8),
+            argc,
+            args_len: len as u32,
+        });
+        let total = core::mem::size_of::<ExecArgsHead>() + len;
+        let bytes = core::slice::from_raw_parts(rec.cast::<u8>(), total);
+        if EVENTS.output::<[u8]>(bytes, 0).is_err() {
+            count(EventKind::ExecArgs, Counter::RingFull);
+        }
+    }
+}

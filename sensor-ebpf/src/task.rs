@@ -1,0 +1,38 @@
+//! Reading a task's identity from its `task_struct`, at offsets resolved from BTF at load time.
+
+use aya_ebpf::helpers::{bpf_get_current_cgroup_id, bpf_probe_read_kernel};
+use sensor_common::{limits::COMM_LEN, process::TaskInfo};
+
+use crate::maps::config;
+
+/// Reads a `T` at `base + off`, or `T::default()` when the read faults.
+#[inline(always)]
+unsafe fn field<T: Default>(base: *const u8, off: u32) -> T {
+    // SAFETY: bpf_probe_read_kernel tolerates any address and reports a fault as an error.
+    unsafe { bpf_probe_read_kernel(base.add(off as usize).cast::<T>()) }.unwrap_or_default()
+}
+
+/// The identity, lineage and credentials of `task` (a `struct task_struct *`).
+#[inline(always)]
+pub fn task_info(task: *const u8) -> TaskInfo {
+    let l = &config().task;
+    // SAFETY: `field` only probe-reads; a bad pointer yields zeros, never a fault.
+    unsafe {
+        let parent: *const u8 = field::<u64>(task, l.real_parent) as *const u8;
+        let cred: *const u8 = field::<u64>(task, l.cred) as *const u8;
+        TaskInfo {
+            start_boot_ns: field(task, l.start_boottime),
+            parent_start_boot_ns: field(parent, l.start_boottime),
+            cgroup_id: bpf_get_current_cgroup_id(),
+            pid: field(task, l.pid),
+            tgid: field(task, l.tgid),
+            ppid: field(parent, l.tgid),
+            uid: field(cred, l.cred_uid),
+            gid: field(cred, l.cred_gid),
+            euid: field(cred, l.cred_euid),
+            egid: field(cred, l.cred_egid),
+            _pad: 0,
+            comm: field::<[u8; COMM_LEN]>(task, l.comm),
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! The local control socket (`STATE/control.sock`, mode 0600, root or the sensor's own user
+//! only): one JSON request line in, one JSON response line out.
+
+use std::{
+    collections::BTreeMap,
+    io::{BufRead, BufReader, Write},
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::{Deserialize, Serialize};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncWriteExt},
+    net::{UnixListener, UnixStream},
+    sync::{mpsc, oneshot},
+};
+
+use crate::{
+    kernel::{loader::HookKind, probe::HookSupport},
+    process_table::{Process, TableStats},
+};
+
+/// Longest request line accepted.
+const MAX_REQUEST: usize = 64 * 1024;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "request", rename_all = "snake_case")]
+pub enum Request {
+    Status,
+    /// The live process holding `pid`, with its known ancestry.
+    Process { pid: u32 },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HookStatus {
+    pub program: String,
+    pub kind: HookKind,
+    pub target: String,
+}
+
+/// Per-kind counts: what userspace received, what the kernel lost to a full ring buffer, and
+/// what it filtered on purpose.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KindStatus {
+    pub received: u64,
+    pub dropped: u64,
+    pub filtered: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    pub version: String,
+    pub pid: u32,
+    pub uptime_secs: u64,
+    pub hooks: Vec<HookStatus>,
+    pub support: HookSupport,
+    pub ring_buffer_bytes: u32,
+    pub events: BTreeMap<String, KindStatus>,
+    pub decode_errors: u64,
+    pub processes: TableStats,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessView {
+    pub process: Process,
+    /// Nearest first.
+    pub ancestry: Vec<Process>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "response", rename_all = "snake_case")]
+pub enum Response {
+    Status(Status),
+    Process { found: Option<ProcessView> },
+    Error { message: String },
+}
+
+/// A request with the way back to its connection.
+pub type Envelope = (Request, oneshot::Sender<Response>);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("cannot listen on the control socket {path}: {source}")]
+    Bind {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "no sensor answers on {path} ({source}); is `vigil-sensor run` running with this --state?"
+    )]
+    Connect {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the control socket {path} failed: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the sensor sent a response that cannot be read: {0}")]
+    BadResponse(serde_json::Error),
+}
+
+/// Binds the socket (replacing a stale one) with mode 0600.
+pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
+    let err = |source| ControlError::Bind {
+        path: path.to_owned(),
+        source,
+    };
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                "another sensor is running with this state directory",
+            )));
+        }
+        std::fs::remove_file(path).map_err(err)?;
+    }
+    let listener = UnixListener::bind(path).map_err(err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+    Ok(listener)
+}
+
+/// Accepts connections until the channel closes. Peers that are neither root nor the
+/// sensor's own user are refused before a byte is read.
+pub async fn serve(listener: UnixListener, tx: mpsc::Sender<Envelope>) {
+    let me = nix::unistd::geteuid().as_raw();
+    loop {
+        let stream = match listener.accept().await {
+            Ok((s, _)) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "control socket accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let allowed = stream.peer_cred().is_ok_and(|c| c.uid() == 0 || c.uid() == me);
+        if !allowed {
+            tracing::warn!("refused a control connection from an unauthorised user");
+            continue;
+        }
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            if let Err(e) = handle(stream, tx).await {
+                tracing::debug!(error = %e, "control connection ended with an error");
+            }
+        });
+    }
+}
+
+async fn handle(stream: UnixStream, tx: mpsc::Sender<Envelope>) -> std::io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut reader = tokio::io::BufReader::new(read).take(MAX_REQUEST as u64);
+    let mut line = String::new();
+    reader.read_line(&mut line).await?;
+    let response = match serde_json::from_str::<Request>(line.trim()) {
+        Ok(request) => {
+            let (reply, answer) = oneshot::channel();
+            if tx.send((request, reply)).await.is_err() {
+                Response::Error {
+                    message: "the sensor is shutting down".into(),
+                }
+            } else {
+                answer.await.unwrap_or(Response::Error {
+                    message: "the sensor dropped the request".into(),
+                })
+            }
+        }
+        Err(e) => Response::Error {
+            message: format!("malformed request: {e}"),
+        },
+    };
+    let mut out = serde_json::to_vec(&response).map_err(std::io::Error::from)?;
+    out.push(b'\n');
+    write.write_all(&out).await?;
+    write.shutdown().await
+}
+
+use tokio::io::AsyncReadExt as _;
+
+/// Sends one request to a running sensor and waits for its response.
+pub fn request(socket: &Path, req: &Request) -> Result<Response, ControlError> {
+    let io = |source| ControlError::Io {
+        path: socket.to_owned(),
+        source,
+    };
+    let mut stream =
+        std::os::unix::net::UnixStream::connect(socket).map_err(|source| ControlError::Connect {
+            path: socket.to_owned(),
+            source,
+        })?;
+    stream.set_read_timeout(Some(Duration::from_secs(10))).map_err(io)?;
+    let mut line = serde_json::to_vec(req).map_err(|e| io(e.into()))?;
+    line.push(b'\n');
+    stream.write_all(&line).map_err(io)?;
+    let mut answer = String::new();
+    BufReader::new(stream).read_line(&mut answer).map_err(io)?;
+    serde_json::from_str(&answer).map_err(ControlError::BadResponse)
+}

@@ -1,0 +1,167 @@
+//! `vigil-sensor`: command-line edge of the sensor.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+use sensor_userspace::{
+    control::{self, ProcessView, Request, Response, Status},
+    kernel::btf::VMLINUX_BTF,
+    process_table::TableLimits,
+    run::{RunOptions, run},
+    state::StateDir,
+};
+
+const DEFAULT_STATE: &str = "/var/lib/vigil";
+
+#[derive(Parser)]
+#[command(name = "vigil-sensor", version, about = "Vigil host sensor: kernel telemetry, detection and response")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Load the kernel programs and run the sensor until SIGINT or SIGTERM.
+    Run {
+        /// State directory (control socket, journals).
+        #[arg(long, default_value = DEFAULT_STATE)]
+        state: PathBuf,
+        /// Write every event as a JSON line to FILE (appended), or to standard output with `-`.
+        #[arg(long, value_name = "FILE|-")]
+        events_out: Option<PathBuf>,
+        /// Size of the kernel ring buffer in bytes (a power of two, at least 4096).
+        #[arg(long, default_value_t = 8 << 20)]
+        ring_buffer_bytes: u32,
+        /// Kernel BTF to resolve struct layouts from.
+        #[arg(long, default_value = VMLINUX_BTF)]
+        btf: PathBuf,
+        /// Seconds an exited process stays in the process table.
+        #[arg(long, default_value_t = 300)]
+        retention_secs: u64,
+        /// Most exited processes kept in the process table.
+        #[arg(long, default_value_t = 65_536)]
+        max_exited: usize,
+    },
+    /// Show a running sensor's uptime, hooks and per-kind event and drop counts.
+    Status {
+        #[arg(long, default_value = DEFAULT_STATE)]
+        state: PathBuf,
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a live process as the sensor knows it, with its ancestry.
+    Process {
+        #[arg(long, default_value = DEFAULT_STATE)]
+        state: PathBuf,
+        pid: u32,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("VIGIL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn ask(state: &Path, req: &Request) -> Result<Response> {
+    let socket = StateDir::existing(state).control_socket();
+    let resp = control::request(&socket, req)?;
+    if let Response::Error { message } = &resp {
+        bail!("the sensor refused the request: {message}");
+    }
+    Ok(resp)
+}
+
+fn print_status(s: &Status) {
+    println!("vigil-sensor {} (pid {}), up {}s", s.version, s.pid, s.uptime_secs);
+    println!("hooks attached:");
+    for h in &s.hooks {
+        println!("  {:<16} {:?} {}", h.program, h.kind, h.target);
+    }
+    let sup = &s.support;
+    println!(
+        "kernel support: tracepoint={} raw_tracepoint={} ring_buffer={} fentry={} lsm={}",
+        sup.tracepoint, sup.raw_tracepoint, sup.ring_buffer, sup.fentry, sup.lsm
+    );
+    println!("ring buffer: {} bytes", s.ring_buffer_bytes);
+    println!("{:<10} {:>12} {:>10} {:>10}", "events", "received", "dropped", "filtered");
+    for (kind, c) in &s.events {
+        println!("{kind:<10} {:>12} {:>10} {:>10}", c.received, c.dropped, c.filtered);
+    }
+    println!("malformed records skipped: {}", s.decode_errors);
+    let p = &s.processes;
+    println!(
+        "processes: {} live, {} exited kept, {} seeded from /proc, {} aged out",
+        p.live, p.exited, p.seeded, p.aged_out
+    );
+}
+
+fn print_process(v: &ProcessView) {
+    let line = |p: &sensor_userspace::process_table::Process| {
+        format!(
+            "pid {} start {} uid {} {} {}",
+            p.key.pid,
+            p.key.start,
+            p.uid,
+            p.exe.as_deref().unwrap_or("?"),
+            p.argv.join(" ")
+        )
+    };
+    println!("{}", line(&v.process));
+    for (depth, a) in v.ancestry.iter().enumerate() {
+        println!("{}└ {}", "  ".repeat(depth), line(a));
+    }
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    init_logging();
+    match cli.command {
+        Command::Run {
+            state,
+            events_out,
+            ring_buffer_bytes,
+            btf,
+            retention_secs,
+            max_exited,
+        } => {
+            let opts = RunOptions {
+                state,
+                events_out,
+                ring_buffer_bytes,
+                btf,
+                limits: TableLimits {
+                    retention_ns: retention_secs.saturating_mul(1_000_000_000),
+                    max_exited,
+                },
+            };
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            rt.block_on(run(opts))?;
+        }
+        Command::Status { state, json } => match ask(&state, &Request::Status)? {
+            Response::Status(s) if json => println!("{}", serde_json::to_string_pretty(&s)?),
+            Response::Status(s) => print_status(&s),
+            other => bail!("unexpected response: {other:?}"),
+        },
+        Command::Process { state, pid, json } => match ask(&state, &Request::Process { pid })? {
+            Response::Process { found: Some(v) } if json => {
+                println!("{}", serde_json::to_string_pretty(&v)?)
+            }
+            Response::Process { found: Some(v) } => print_process(&v),
+            Response::Process { found: None } => bail!("the sensor knows no live process {pid}"),
+            other => bail!("unexpected response: {other:?}"),
+        },
+    }
+    Ok(())
+}

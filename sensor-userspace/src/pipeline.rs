@@ -1,0 +1,276 @@
+//! From ring-buffer bytes to published events: decode, join the argument vector to its exec,
+//! apply to the process table, publish. Free of I/O except the sink it is given, so it is
+//! tested without a kernel.
+
+use std::collections::{BTreeMap, HashMap};
+
+use sensor_common::{
+    decode::{KernelEvent, decode},
+    record::EventKind,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    clock::BootClock,
+    events::{ANCESTRY_DEPTH, Event, Kind, ProcessRef},
+    process_table::{ProcessKey, ProcessTable},
+};
+
+/// Where published events go.
+pub trait Sink {
+    fn publish(&mut self, event: &Event);
+    fn flush(&mut self) {}
+}
+
+/// A sink that drops everything (no `--events-out`).
+pub struct Discard;
+
+impl Sink for Discard {
+    fn publish(&mut self, _: &Event) {}
+}
+
+/// Counts per event kind, as userspace saw them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Seen {
+    pub received: u64,
+}
+
+/// An argument vector waiting for its exec.
+struct PendingArgs {
+    boot_ns: u64,
+    argv: Vec<String>,
+    truncated: bool,
+}
+
+/// How long an argument vector waits for its exec before it is forgotten (a failed exec).
+const PENDING_ARGS_TTL_NS: u64 = 10 * 1_000_000_000;
+
+pub struct Pipeline<S: Sink> {
+    pub table: ProcessTable,
+    sink: S,
+    clock: BootClock,
+    pending: HashMap<u32, PendingArgs>,
+    seen: BTreeMap<&'static str, u64>,
+    decode_errors: u64,
+}
+
+impl<S: Sink> Pipeline<S> {
+    pub fn new(table: ProcessTable, sink: S, clock: BootClock) -> Self {
+        Self {
+            table,
+            sink,
+            clock,
+            pending: HashMap::new(),
+            seen: EventKind::ALL.iter().map(|k| (k.name(), 0)).collect(),
+            decode_errors: 0,
+        }
+    }
+
+    /// Takes one raw record. A malformed record is counted and skipped with a log line.
+    pub fn ingest(&mut self, bytes: &[u8]) {
+        match decode(bytes) {
+            Ok(event) => self.apply(event),
+            Err(e) => {
+                self.decode_errors += 1;
+                // Log the first few, then every 1000th, so a flood cannot flood the log.
+                if self.decode_errors <= 10 || self.decode_errors.is_multiple_of(1000) {
+                    tracing::warn!(error = %e, len = bytes.len(), total = self.decode_errors, "skipped a malformed ring-buffer record");
+                }
+            }
+        }
+    }
+
+    pub fn apply(&mut self, event: KernelEvent) {
+        *self.seen.entry(event.kind().name()).or_default() += 1;
+        match event {
+            KernelEvent::ExecArgs {
+                boot_ns,
+                task,
+                argv,
+                truncated,
+                unreadable,
+            } => {
+                self.pending.insert(
+                    task.pid,
+                    PendingArgs {
+                        boot_ns,
+                        argv,
+                        truncated: truncated || unreadable,
+                    },
+                );
+            }
+            KernelEvent::Fork { boot_ns, task } => {
+                let key = self.table.on_fork(&task);
+                self.publish(Kind::Fork, boot_ns, task.pid, key, None);
+            }
+            KernelEvent::Exec {
+                boot_ns,
+                task,
+                old_pid,
+                filename,
+                filename_truncated,
+            } => {
+                let argv = self.pending.remove(&old_pid).map(|a| (a.argv, a.truncated));
+                if filename_truncated {
+                    tracing::debug!(pid = task.tgid, "exec filename truncated");
+                }
+                let key = self.table.on_exec(&task, &filename, argv);
+                self.publish(Kind::Exec, boot_ns, old_pid, key, None);
+            }
+            KernelEvent::Exit {
+                boot_ns,
+                task,
+                status,
+            } => {
+                let key = self.table.on_exit(&task, boot_ns, status);
+                self.pending.remove(&task.pid);
+                self.publish(Kind::Exit, boot_ns, task.pid, key, Some(status));
+            }
+        }
+    }
+
+    fn publish(
+        &mut self,
+        kind: Kind,
+        boot_ns: u64,
+        tid: u32,
+        key: ProcessKey,
+        exit: Option<sensor_common::decode::ExitStatus>,
+    ) {
+        let Some(p) = self.table.get(&key) else {
+            return;
+        };
+        let event = Event {
+            kind,
+            time_ns: self.clock.to_unix_ns(boot_ns),
+            boot_ns,
+            pid: key.pid,
+            tid,
+            start: key.start,
+            ppid: p.ppid,
+            parent: p.parent,
+            uid: p.uid,
+            gid: p.gid,
+            euid: p.euid,
+            egid: p.egid,
+            comm: p.comm.clone(),
+            cgroup_id: p.cgroup_id,
+            exe: p.exe.clone(),
+            argv: p.argv.clone(),
+            argv_truncated: p.argv_truncated,
+            exit,
+            ancestry: self
+                .table
+                .ancestors(&key, ANCESTRY_DEPTH)
+                .into_iter()
+                .map(ProcessRef::from)
+                .collect(),
+        };
+        self.sink.publish(&event);
+    }
+
+    /// Periodic upkeep: age out exited processes, forget argument vectors of failed execs.
+    pub fn tick(&mut self, now_boot_ns: u64) {
+        self.table.age_out(now_boot_ns);
+        self.pending
+            .retain(|_, a| now_boot_ns.saturating_sub(a.boot_ns) < PENDING_ARGS_TTL_NS);
+        self.sink.flush();
+    }
+
+    pub fn flush(&mut self) {
+        self.sink.flush();
+    }
+
+    pub fn seen(&self) -> &BTreeMap<&'static str, u64> {
+        &self.seen
+    }
+
+    pub fn decode_errors(&self) -> u64 {
+        self.decode_errors
+    }
+
+    pub fn sink(&self) -> &S {
+        &self.sink
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sensor_common::{
+        decode::testing::{bytes_of, exec_args, header, task_info},
+        limits::FILENAME_LEN,
+        process::{ExecRecord, ExitRecord, ForkRecord},
+    };
+
+    use super::*;
+    use crate::process_table::TableLimits;
+
+    #[derive(Default)]
+    struct Collect(Vec<Event>);
+    impl Sink for Collect {
+        fn publish(&mut self, e: &Event) {
+            self.0.push(e.clone());
+        }
+    }
+
+    fn pipeline() -> Pipeline<Collect> {
+        Pipeline::new(
+            ProcessTable::new(100, TableLimits::default()),
+            Collect::default(),
+            BootClock::fixed(0),
+        )
+    }
+
+    fn exec_record(pid: u32, ppid: u32, path: &str) -> Vec<u8> {
+        let mut filename = [0u8; FILENAME_LEN];
+        filename[..path.len()].copy_from_slice(path.as_bytes());
+        bytes_of(&ExecRecord {
+            header: header(EventKind::Exec, 0, 2),
+            task: task_info(pid, pid, ppid, "echo"),
+            old_pid: pid,
+            filename_len: path.len() as u32,
+            filename,
+        })
+    }
+
+    #[test]
+    fn exec_gets_its_argv_and_parent() {
+        let mut p = pipeline();
+        p.ingest(&bytes_of(&ForkRecord {
+            header: header(EventKind::Fork, 0, 1),
+            task: task_info(42, 42, 7, "sh"),
+        }));
+        p.ingest(&exec_args(task_info(42, 42, 7, "sh"), &["/bin/echo", "alpha", "beta gamma"], 0));
+        p.ingest(&exec_record(42, 7, "/bin/echo"));
+        let e = p.sink().0.last().expect("an exec event").clone();
+        assert_eq!(e.kind, Kind::Exec);
+        assert_eq!(e.exe.as_deref(), Some("/bin/echo"));
+        assert_eq!(e.argv, ["/bin/echo", "alpha", "beta gamma"]);
+        assert_eq!(e.ppid, 7);
+    }
+
+    #[test]
+    fn corrupt_records_are_counted_and_skipped() {
+        let mut p = pipeline();
+        let good = exec_record(42, 7, "/bin/true");
+        p.ingest(&good[..good.len() / 2]);
+        p.ingest(&[0xff; 3]);
+        p.ingest(&[]);
+        p.ingest(&good);
+        assert_eq!(p.decode_errors(), 3);
+        assert_eq!(p.sink().0.len(), 1, "the good record still goes through");
+    }
+
+    #[test]
+    fn exit_status_is_published() {
+        let mut p = pipeline();
+        p.ingest(&bytes_of(&ExitRecord {
+            header: header(EventKind::Exit, 0, 3),
+            task: task_info(42, 42, 7, "sh"),
+            exit_code: 3 << 8,
+            _pad: 0,
+        }));
+        let e = p.sink().0.last().expect("an exit event");
+        assert_eq!(e.exit, Some(sensor_common::decode::ExitStatus::Exited { code: 3 }));
+    }
+}

@@ -1,0 +1,214 @@
+//! `vigil-sensor run`: load, attach, seed, then move events from the kernel to the sink until
+//! SIGINT or SIGTERM, answering the control socket on the way.
+
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use sensor_common::record::EventKind;
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::mpsc,
+};
+
+use crate::{
+    clock::BootClock,
+    control::{self, ControlError, HookStatus, KindStatus, ProcessView, Request, Response, Status},
+    kernel::{
+        loader::{self, LoadError, LoadOptions, Loaded},
+        ringbuf::{KernelStats, RingError, RingReader},
+    },
+    output::{JsonLines, OutputError},
+    pipeline::{Discard, Pipeline, Sink},
+    process_table::{ProcessTable, TableLimits},
+    procfs,
+    state::{StateDir, StateError},
+};
+
+/// How often exited processes age out and buffered output is flushed.
+const TICK: Duration = Duration::from_millis(200);
+
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    pub state: PathBuf,
+    pub events_out: Option<PathBuf>,
+    pub ring_buffer_bytes: u32,
+    pub btf: PathBuf,
+    pub limits: TableLimits,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("vigil-sensor run must be run as root (it loads eBPF programs); try: sudo vigil-sensor run ...")]
+    NotRoot,
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Output(#[from] OutputError),
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error(transparent)]
+    Ring(#[from] RingError),
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    #[error("cannot install the {0} handler: {1}")]
+    Signal(&'static str, std::io::Error),
+    #[error("reading the ring buffer failed: {0}")]
+    RingRead(std::io::Error),
+}
+
+impl Sink for Box<dyn Sink + Send> {
+    fn publish(&mut self, event: &crate::events::Event) {
+        (**self).publish(event);
+    }
+    fn flush(&mut self) {
+        (**self).flush();
+    }
+}
+
+fn raise_memlock() {
+    use nix::sys::resource::{RLIM_INFINITY, Resource, setrlimit};
+    // Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; later ones ignore it.
+    if let Err(e) = setrlimit(Resource::RLIMIT_MEMLOCK, RLIM_INFINITY, RLIM_INFINITY) {
+        tracing::warn!(error = %e, "cannot raise RLIMIT_MEMLOCK; loading may fail on older kernels");
+    }
+}
+
+struct Running {
+    loaded: Loaded,
+    stats: KernelStats,
+    started: Instant,
+    ring_buffer_bytes: u32,
+}
+
+impl Running {
+    fn status<S: Sink>(&self, pipeline: &Pipeline<S>) -> Status {
+        let events = EventKind::ALL
+            .iter()
+            .map(|&k| {
+                let kc = self.stats.read(k);
+                let received = pipeline.seen().get(k.name()).copied().unwrap_or(0);
+                (
+                    k.name().to_owned(),
+                    KindStatus {
+                        received,
+                        dropped: kc.ring_full,
+                        filtered: kc.filtered,
+                    },
+                )
+            })
+            .collect();
+        Status {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            pid: std::process::id(),
+            uptime_secs: self.started.elapsed().as_secs(),
+            hooks: self
+                .loaded
+                .attached
+                .iter()
+                .map(|h| HookStatus {
+                    program: h.program.to_owned(),
+                    kind: h.kind,
+                    target: h.target.to_owned(),
+                })
+                .collect(),
+            support: self.loaded.support.clone(),
+            ring_buffer_bytes: self.ring_buffer_bytes,
+            events,
+            decode_errors: pipeline.decode_errors(),
+            processes: pipeline.table.stats(),
+        }
+    }
+
+    fn answer<S: Sink>(&self, pipeline: &Pipeline<S>, req: Request) -> Response {
+        match req {
+            Request::Status => Response::Status(self.status(pipeline)),
+            Request::Process { pid } => Response::Process {
+                found: pipeline.table.live(pid).map(|p| ProcessView {
+                    process: p.clone(),
+                    ancestry: pipeline
+                        .table
+                        .ancestors(&p.key, usize::MAX)
+                        .into_iter()
+                        .cloned()
+                        .collect(),
+                }),
+            },
+        }
+    }
+}
+
+pub async fn run(opts: RunOptions) -> Result<(), RunError> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err(RunError::NotRoot);
+    }
+    let state = StateDir::prepare(&opts.state)?;
+    let sink: Box<dyn Sink + Send> = match &opts.events_out {
+        Some(path) => Box::new(JsonLines::open(path)?),
+        None => Box::new(Discard),
+    };
+    raise_memlock();
+    let mut loaded = loader::load_and_attach(&LoadOptions {
+        btf_path: opts.btf.clone(),
+        ring_buffer_bytes: opts.ring_buffer_bytes,
+        sensor_tgid: std::process::id(),
+    })?;
+    let mut ring = RingReader::take(&mut loaded.ebpf)?;
+    let stats = KernelStats::take(&mut loaded.ebpf)?;
+
+    // Seed after attaching, so nothing that starts in between is missed.
+    let mut table = ProcessTable::new(procfs::ticks_per_second(), opts.limits);
+    table.seed(procfs::scan(std::path::Path::new("/proc")));
+    tracing::info!(processes = table.len(), "process table seeded from /proc");
+    let mut pipeline = Pipeline::new(table, sink, BootClock::now());
+
+    let listener = control::bind(&state.control_socket())?;
+    let (ctrl_tx, mut ctrl_rx) = mpsc::channel(16);
+    let server = tokio::spawn(control::serve(listener, ctrl_tx));
+
+    let mut sigint = signal(SignalKind::interrupt()).map_err(|e| RunError::Signal("SIGINT", e))?;
+    let mut sigterm = signal(SignalKind::terminate()).map_err(|e| RunError::Signal("SIGTERM", e))?;
+    let mut tick = tokio::time::interval(TICK);
+    let running = Running {
+        loaded,
+        stats,
+        started: Instant::now(),
+        ring_buffer_bytes: opts.ring_buffer_bytes,
+    };
+    tracing::info!(
+        state = %state.path().display(),
+        hooks = running.loaded.attached.len(),
+        "vigil-sensor running"
+    );
+
+    let result = loop {
+        tokio::select! {
+            ready = ring.wait_ready() => {
+                if let Err(e) = ready {
+                    break Err(RunError::RingRead(e));
+                }
+                ring.drain_now(|bytes| pipeline.ingest(bytes));
+                pipeline.flush();
+            }
+            Some((req, reply)) = ctrl_rx.recv() => {
+                // Bring the table up to date before answering about it.
+                ring.drain_now(|bytes| pipeline.ingest(bytes));
+                let _ = reply.send(running.answer(&pipeline, req));
+            }
+            _ = tick.tick() => {
+                ring.drain_now(|bytes| pipeline.ingest(bytes));
+                pipeline.tick(BootClock::boot_now_ns());
+            }
+            _ = sigint.recv() => break Ok(()),
+            _ = sigterm.recv() => break Ok(()),
+        }
+    };
+    server.abort();
+    ring.drain_now(|bytes| pipeline.ingest(bytes));
+    pipeline.flush();
+    let _ = std::fs::remove_file(state.control_socket());
+    drop(running); // detaches every program
+    tracing::info!("detached; vigil-sensor stopped");
+    result
+}
