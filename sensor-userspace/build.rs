@@ -26,5 +26,7 @@ fn main() -> Result<()> {
         }],
         aya_build::Toolchain::default(),
     )
-    .context("building the eBPF programs (run `cargo xtask setup` if bpf-linker or rust-src is missing)")
+    .context(
+        "building the eBPF programs (run `cargo xtask setup` if bpf-linker or rust-src is missing)",
+    )
 }

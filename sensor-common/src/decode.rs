@@ -330,7 +330,9 @@ mod tests {
         let raw = exec_args(t, &["echo", "alpha", "beta gamma"], 0);
         let ev = decode(&raw).expect("decodes");
         match ev {
-            KernelEvent::ExecArgs { argv, truncated, .. } => {
+            KernelEvent::ExecArgs {
+                argv, truncated, ..
+            } => {
                 assert_eq!(argv, ["echo", "alpha", "beta gamma"]);
                 assert!(!truncated);
             }
@@ -357,9 +359,15 @@ mod tests {
         }
         assert!(matches!(
             decode(&raw[..raw.len() - 1]),
-            Err(DecodeError::BadLength { field: "args_len", .. })
+            Err(DecodeError::BadLength {
+                field: "args_len",
+                ..
+            })
         ));
-        assert!(matches!(decode(&[1, 2, 3]), Err(DecodeError::TooShort { .. })));
+        assert!(matches!(
+            decode(&[1, 2, 3]),
+            Err(DecodeError::TooShort { .. })
+        ));
     }
 
     #[test]
@@ -369,7 +377,10 @@ mod tests {
         assert_eq!(decode(&bytes_of(&h)), Err(DecodeError::UnknownKind(99)));
         let mut h = header(EventKind::Fork, 0, 1);
         h.abi = 42;
-        assert_eq!(decode(&bytes_of(&h)), Err(DecodeError::AbiMismatch { found: 42 }));
+        assert_eq!(
+            decode(&bytes_of(&h)),
+            Err(DecodeError::AbiMismatch { found: 42 })
+        );
     }
 
     #[test]
@@ -383,7 +394,10 @@ mod tests {
         };
         assert!(matches!(
             decode(&bytes_of(&rec)),
-            Err(DecodeError::BadLength { field: "filename_len", .. })
+            Err(DecodeError::BadLength {
+                field: "filename_len",
+                ..
+            })
         ));
         rec.filename_len = 9;
         rec.filename[..9].copy_from_slice(b"/bin/true");
@@ -395,14 +409,23 @@ mod tests {
 
     #[test]
     fn wait_status_decoding() {
-        assert_eq!(ExitStatus::from_wait_status(3 << 8), ExitStatus::Exited { code: 3 });
+        assert_eq!(
+            ExitStatus::from_wait_status(3 << 8),
+            ExitStatus::Exited { code: 3 }
+        );
         assert_eq!(
             ExitStatus::from_wait_status(9),
-            ExitStatus::Signaled { signal: 9, core_dumped: false }
+            ExitStatus::Signaled {
+                signal: 9,
+                core_dumped: false
+            }
         );
         assert_eq!(
             ExitStatus::from_wait_status(11 | 0x80),
-            ExitStatus::Signaled { signal: 11, core_dumped: true }
+            ExitStatus::Signaled {
+                signal: 11,
+                core_dumped: true
+            }
         );
     }
 }

@@ -16,6 +16,22 @@ use sensor_common::{
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 23, 0);
 
+const NO_WAKEUP: u64 = 1; // BPF_RB_NO_WAKEUP
+const FORCE_WAKEUP: u64 = 2; // BPF_RB_FORCE_WAKEUP
+const AVAIL_DATA: u64 = 0; // BPF_RB_AVAIL_DATA
+
+/// Submit flags for a record: silent, unless the ring is past its wake-up watermark (see
+/// `KernelConfig::wakeup_bytes`). Userspace drains on a short timer, so a silent record waits
+/// at most one poll interval.
+#[inline(always)]
+pub fn wakeup() -> u64 {
+    if EVENTS.query(AVAIL_DATA) >= u64::from(config().wakeup_bytes) {
+        FORCE_WAKEUP
+    } else {
+        NO_WAKEUP
+    }
+}
+
 /// Per-CPU counters: events lost to a full ring and events filtered on purpose, per kind.
 #[map]
 pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STATS_SLOTS, 0);

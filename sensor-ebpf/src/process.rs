@@ -18,7 +18,7 @@ use sensor_common::{
 };
 
 use crate::{
-    maps::{ARGS_SCRATCH, EVENTS, config, count, header, is_own},
+    maps::{ARGS_SCRATCH, EVENTS, config, count, header, is_own, wakeup},
     task::task_info,
 };
 
@@ -41,7 +41,7 @@ pub fn vigil_fork(ctx: RawTracePointContext) -> i32 {
                 header: header(EventKind::Fork, 0),
                 task: info,
             });
-            entry.submit(0);
+            entry.submit(wakeup());
         }
         None => count(EventKind::Fork, Counter::RingFull),
     }
@@ -85,7 +85,7 @@ pub fn vigil_exec(ctx: TracePointContext) -> u32 {
         (&raw mut (*rec).old_pid).write(old_pid);
         (&raw mut (*rec).filename_len).write(filename_len);
     }
-    entry.submit(0);
+    entry.submit(wakeup());
     0
 }
 
@@ -119,7 +119,7 @@ pub fn vigil_exit(ctx: TracePointContext) -> u32 {
                 exit_code,
                 _pad: 0,
             });
-            entry.submit(0);
+            entry.submit(wakeup());
         }
         None => count(EventKind::Exit, Counter::RingFull),
     }
@@ -198,7 +198,7 @@ fn exec_args(ctx: &TracePointContext, argv_off: u32) {
         });
         let total = core::mem::size_of::<ExecArgsHead>() + len;
         let bytes = core::slice::from_raw_parts(rec.cast::<u8>(), total);
-        if EVENTS.output::<[u8]>(bytes, 0).is_err() {
+        if EVENTS.output::<[u8]>(bytes, wakeup()).is_err() {
             count(EventKind::ExecArgs, Counter::RingFull);
         }
     }

@@ -29,7 +29,9 @@ const MAX_REQUEST: usize = 64 * 1024;
 pub enum Request {
     Status,
     /// The live process holding `pid`, with its known ancestry.
-    Process { pid: u32 },
+    Process {
+        pid: u32,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -135,7 +137,9 @@ pub async fn serve(listener: UnixListener, tx: mpsc::Sender<Envelope>) {
                 continue;
             }
         };
-        let allowed = stream.peer_cred().is_ok_and(|c| c.uid() == 0 || c.uid() == me);
+        let allowed = stream
+            .peer_cred()
+            .is_ok_and(|c| c.uid() == 0 || c.uid() == me);
         if !allowed {
             tracing::warn!("refused a control connection from an unauthorised user");
             continue;
@@ -185,12 +189,15 @@ pub fn request(socket: &Path, req: &Request) -> Result<Response, ControlError> {
         path: socket.to_owned(),
         source,
     };
-    let mut stream =
-        std::os::unix::net::UnixStream::connect(socket).map_err(|source| ControlError::Connect {
+    let mut stream = std::os::unix::net::UnixStream::connect(socket).map_err(|source| {
+        ControlError::Connect {
             path: socket.to_owned(),
             source,
-        })?;
-    stream.set_read_timeout(Some(Duration::from_secs(10))).map_err(io)?;
+        }
+    })?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(io)?;
     let mut line = serde_json::to_vec(req).map_err(|e| io(e.into()))?;
     line.push(b'\n');
     stream.write_all(&line).map_err(io)?;

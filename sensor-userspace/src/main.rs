@@ -15,7 +15,11 @@ use sensor_userspace::{
 const DEFAULT_STATE: &str = "/var/lib/vigil";
 
 #[derive(Parser)]
-#[command(name = "vigil-sensor", version, about = "Vigil host sensor: kernel telemetry, detection and response")]
+#[command(
+    name = "vigil-sensor",
+    version,
+    about = "Vigil host sensor: kernel telemetry, detection and response"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -34,6 +38,10 @@ enum Command {
         /// Size of the kernel ring buffer in bytes (a power of two, at least 4096).
         #[arg(long, default_value_t = 8 << 20)]
         ring_buffer_bytes: u32,
+        /// Milliseconds between drains of the ring when the kernel has not woken the sensor:
+        /// the bound on how late an event is seen.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=1000))]
+        poll_interval_ms: u64,
         /// Kernel BTF to resolve struct layouts from.
         #[arg(long, default_value = VMLINUX_BTF)]
         btf: PathBuf,
@@ -81,7 +89,10 @@ fn ask(state: &Path, req: &Request) -> Result<Response> {
 }
 
 fn print_status(s: &Status) {
-    println!("vigil-sensor {} (pid {}), up {}s", s.version, s.pid, s.uptime_secs);
+    println!(
+        "vigil-sensor {} (pid {}), up {}s",
+        s.version, s.pid, s.uptime_secs
+    );
     println!("hooks attached:");
     for h in &s.hooks {
         println!("  {:<16} {:?} {}", h.program, h.kind, h.target);
@@ -92,9 +103,15 @@ fn print_status(s: &Status) {
         sup.tracepoint, sup.raw_tracepoint, sup.ring_buffer, sup.fentry, sup.lsm
     );
     println!("ring buffer: {} bytes", s.ring_buffer_bytes);
-    println!("{:<10} {:>12} {:>10} {:>10}", "events", "received", "dropped", "filtered");
+    println!(
+        "{:<10} {:>12} {:>10} {:>10}",
+        "events", "received", "dropped", "filtered"
+    );
     for (kind, c) in &s.events {
-        println!("{kind:<10} {:>12} {:>10} {:>10}", c.received, c.dropped, c.filtered);
+        println!(
+            "{kind:<10} {:>12} {:>10} {:>10}",
+            c.received, c.dropped, c.filtered
+        );
     }
     println!("malformed records skipped: {}", s.decode_errors);
     let p = &s.processes;
@@ -129,6 +146,7 @@ fn main() -> Result<()> {
             state,
             events_out,
             ring_buffer_bytes,
+            poll_interval_ms,
             btf,
             retention_secs,
             max_exited,
@@ -137,6 +155,7 @@ fn main() -> Result<()> {
                 state,
                 events_out,
                 ring_buffer_bytes,
+                poll_interval: std::time::Duration::from_millis(poll_interval_ms),
                 btf,
                 limits: TableLimits {
                     retention_ns: retention_secs.saturating_mul(1_000_000_000),

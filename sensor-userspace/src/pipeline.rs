@@ -240,7 +240,11 @@ mod tests {
             header: header(EventKind::Fork, 0, 1),
             task: task_info(42, 42, 7, "sh"),
         }));
-        p.ingest(&exec_args(task_info(42, 42, 7, "sh"), &["/bin/echo", "alpha", "beta gamma"], 0));
+        p.ingest(&exec_args(
+            task_info(42, 42, 7, "sh"),
+            &["/bin/echo", "alpha", "beta gamma"],
+            0,
+        ));
         p.ingest(&exec_record(42, 7, "/bin/echo"));
         let e = p.sink().0.last().expect("an exec event").clone();
         assert_eq!(e.kind, Kind::Exec);
@@ -271,6 +275,9 @@ mod tests {
             _pad: 0,
         }));
         let e = p.sink().0.last().expect("an exit event");
-        assert_eq!(e.exit, Some(sensor_common::decode::ExitStatus::Exited { code: 3 }));
+        assert_eq!(
+            e.exit,
+            Some(sensor_common::decode::ExitStatus::Exited { code: 3 })
+        );
     }
 }

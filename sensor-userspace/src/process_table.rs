@@ -225,7 +225,12 @@ impl ProcessTable {
     }
 
     /// A new image in an existing process.
-    pub fn on_exec(&mut self, task: &Task, filename: &str, argv: Option<(Vec<String>, bool)>) -> ProcessKey {
+    pub fn on_exec(
+        &mut self,
+        task: &Task,
+        filename: &str,
+        argv: Option<(Vec<String>, bool)>,
+    ) -> ProcessKey {
         let p = self.entry_for(task);
         Self::refresh(p, task);
         p.exe = Some(filename.to_owned());
@@ -340,7 +345,11 @@ mod tests {
     fn pid_reuse_never_merges_processes() {
         let mut t = ProcessTable::new(100, TableLimits::default());
         let first = t.on_fork(&task(500, 10, 1, 0, "a"));
-        t.on_exit(&task(500, 10, 1, 0, "a"), 11, ExitStatus::Exited { code: 0 });
+        t.on_exit(
+            &task(500, 10, 1, 0, "a"),
+            11,
+            ExitStatus::Exited { code: 0 },
+        );
         let second = t.on_fork(&task(500, 20, 1, 0, "b"));
         assert_ne!(first, second);
         assert_eq!(t.get(&first).map(|p| p.comm.as_str()), Some("a"));
@@ -351,9 +360,16 @@ mod tests {
     fn lineage_and_inherited_image() {
         let mut t = ProcessTable::new(100, TableLimits::default());
         let sh = t.on_fork(&task(10, 1, 1, 0, "sh"));
-        t.on_exec(&task(10, 1, 1, 0, "sh"), "/bin/sh", Some((vec!["sh".into()], false)));
+        t.on_exec(
+            &task(10, 1, 1, 0, "sh"),
+            "/bin/sh",
+            Some((vec!["sh".into()], false)),
+        );
         let child = t.on_fork(&task(11, 2, 10, 1, "sh"));
-        assert_eq!(t.get(&child).and_then(|p| p.exe.as_deref()), Some("/bin/sh"));
+        assert_eq!(
+            t.get(&child).and_then(|p| p.exe.as_deref()),
+            Some("/bin/sh")
+        );
         let anc: Vec<_> = t.ancestors(&child, 8).iter().map(|p| p.key).collect();
         assert_eq!(anc, vec![sh]);
     }

@@ -34,13 +34,18 @@ pub struct RunOptions {
     pub state: PathBuf,
     pub events_out: Option<PathBuf>,
     pub ring_buffer_bytes: u32,
+    /// How often the ring is drained when the kernel has not woken the sensor (the kernel
+    /// wakes it only when the ring passes a quarter full): the bound on event latency.
+    pub poll_interval: Duration,
     pub btf: PathBuf,
     pub limits: TableLimits,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    #[error("vigil-sensor run must be run as root (it loads eBPF programs); try: sudo vigil-sensor run ...")]
+    #[error(
+        "vigil-sensor run must be run as root (it loads eBPF programs); try: sudo vigil-sensor run ..."
+    )]
     NotRoot,
     #[error(transparent)]
     State(#[from] StateError),
@@ -67,11 +72,24 @@ impl Sink for Box<dyn Sink + Send> {
     }
 }
 
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; later ones charge the memory cgroup
+/// and ignore it. Raise it as far as allowed; if loading then fails with EPERM on an old
+/// kernel, the load error says so.
 fn raise_memlock() {
-    use nix::sys::resource::{RLIM_INFINITY, Resource, setrlimit};
-    // Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; later ones ignore it.
-    if let Err(e) = setrlimit(Resource::RLIMIT_MEMLOCK, RLIM_INFINITY, RLIM_INFINITY) {
-        tracing::warn!(error = %e, "cannot raise RLIMIT_MEMLOCK; loading may fail on older kernels");
+    use nix::sys::resource::{RLIM_INFINITY, Resource, getrlimit, setrlimit};
+    if setrlimit(Resource::RLIMIT_MEMLOCK, RLIM_INFINITY, RLIM_INFINITY).is_ok() {
+        return;
+    }
+    match getrlimit(Resource::RLIMIT_MEMLOCK) {
+        Ok((_, hard)) => {
+            let r = setrlimit(Resource::RLIMIT_MEMLOCK, hard, hard);
+            tracing::debug!(
+                hard,
+                ok = r.is_ok(),
+                "RLIMIT_MEMLOCK raised to its hard limit only"
+            );
+        }
+        Err(e) => tracing::debug!(error = %e, "cannot read RLIMIT_MEMLOCK"),
     }
 }
 
@@ -168,8 +186,11 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     let server = tokio::spawn(control::serve(listener, ctrl_tx));
 
     let mut sigint = signal(SignalKind::interrupt()).map_err(|e| RunError::Signal("SIGINT", e))?;
-    let mut sigterm = signal(SignalKind::terminate()).map_err(|e| RunError::Signal("SIGTERM", e))?;
+    let mut sigterm =
+        signal(SignalKind::terminate()).map_err(|e| RunError::Signal("SIGTERM", e))?;
     let mut tick = tokio::time::interval(TICK);
+    let mut poll = tokio::time::interval(opts.poll_interval);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let running = Running {
         loaded,
         stats,
@@ -188,13 +209,17 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
                 if let Err(e) = ready {
                     break Err(RunError::RingRead(e));
                 }
+                // Output is flushed on the tick (or when its buffer fills), not per batch.
                 ring.drain_now(|bytes| pipeline.ingest(bytes));
-                pipeline.flush();
             }
             Some((req, reply)) = ctrl_rx.recv() => {
                 // Bring the table up to date before answering about it.
                 ring.drain_now(|bytes| pipeline.ingest(bytes));
+                pipeline.flush();
                 let _ = reply.send(running.answer(&pipeline, req));
+            }
+            _ = poll.tick() => {
+                ring.drain_now(|bytes| pipeline.ingest(bytes));
             }
             _ = tick.tick() => {
                 ring.drain_now(|bytes| pipeline.ingest(bytes));

@@ -70,15 +70,22 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("file");
         std::fs::write(&file, b"x").expect("write");
-        let err = StateDir::prepare(&file.join("state")).err().expect("must fail");
-        assert!(err.to_string().contains("cannot create the state directory"), "{err}");
+        let err = StateDir::prepare(&file.join("state")).expect_err("must fail");
+        assert!(
+            err.to_string()
+                .contains("cannot create the state directory"),
+            "{err}"
+        );
     }
 
     #[test]
     fn created_private() {
         let dir = tempfile::tempdir().expect("tempdir");
         let s = StateDir::prepare(&dir.path().join("a/b")).expect("prepare");
-        let mode = std::fs::metadata(s.path()).expect("meta").permissions().mode();
+        let mode = std::fs::metadata(s.path())
+            .expect("meta")
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o700);
     }
 }

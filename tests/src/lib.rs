@@ -1,1 +1,265 @@
+//! Harness for Vigil's end-to-end tests: start the real `vigil-sensor` binary against the real
+//! kernel, make real processes, and read what it published.
+//!
+//! A loaded program sees the whole host, so every assertion filters by the pids the test itself
+//! made; every wait has a deadline and fails with what it did see.
 
+use std::{
+    io::{BufRead, BufReader, Read, Seek, SeekFrom},
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+use serde_json::Value;
+
+/// How long a test waits for an event before it fails.
+pub const EVENT_DEADLINE: Duration = Duration::from_secs(15);
+
+/// The `vigil-sensor` binary: `VIGIL_SENSOR_BIN`, or the one cargo built next to this test.
+pub fn sensor_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("VIGIL_SENSOR_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/vigil-sensor
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("vigil-sensor"))
+        .expect("target directory");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first with `cargo build -p sensor-userspace` (`cargo xtask test` does)",
+        bin.display()
+    );
+    bin
+}
+
+/// True when this process may load eBPF programs. Tests that need the kernel call it first and
+/// say clearly that they were skipped, and why, when it is false.
+pub fn kernel_tests_enabled(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED {test}: kernel tests load eBPF programs and must run as root");
+        return false;
+    }
+    true
+}
+
+/// Runs `vigil-sensor ARGS` to completion.
+pub fn sensor_cmd(args: &[&str]) -> Output {
+    Command::new(sensor_bin())
+        .args(args)
+        .env("VIGIL_LOG", "info")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run vigil-sensor")
+}
+
+/// A running sensor with a private state directory and events file, stopped on drop.
+pub struct Sensor {
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    events_read: u64,
+    pub events: Vec<Value>,
+}
+
+impl Sensor {
+    pub fn start() -> Result<Self> {
+        Self::start_with(&[])
+    }
+
+    /// Starts the sensor with extra `run` arguments and waits until it answers `status`.
+    pub fn start_with(extra: &[&str]) -> Result<Self> {
+        let dir = tempfile::Builder::new().prefix("vigil-e2e-").tempdir()?;
+        let state = dir.path().join("state");
+        let events = dir.path().join("events.jsonl");
+        let log = std::fs::File::create(dir.path().join("sensor.log"))?;
+        let child = Command::new(sensor_bin())
+            .arg("run")
+            .arg("--state")
+            .arg(&state)
+            .arg("--events-out")
+            .arg(&events)
+            .args(extra)
+            .env("VIGIL_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("start vigil-sensor")?;
+        let mut s = Self {
+            child: Some(child),
+            dir,
+            events_read: 0,
+            events: Vec::new(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if s.status().is_ok() {
+                return Ok(s);
+            }
+            if let Some(st) = s.child_mut().try_wait()? {
+                bail!("the sensor exited during start-up ({st}):\n{}", s.log());
+            }
+            if Instant::now() > deadline {
+                bail!("the sensor did not answer status within 60 s:\n{}", s.log());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn child_mut(&mut self) -> &mut Child {
+        self.child
+            .as_mut()
+            .expect("sensor child present until drop")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    pub fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// What the sensor logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("sensor.log")).unwrap_or_default()
+    }
+
+    /// `vigil-sensor status --json`.
+    pub fn status(&self) -> Result<Value> {
+        let state = self.state();
+        let out = sensor_cmd(&["status", "--json", "--state", &state.to_string_lossy()]);
+        if !out.status.success() {
+            bail!("status failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(serde_json::from_slice(&out.stdout)?)
+    }
+
+    /// `vigil-sensor process PID --json`, or None when the sensor does not know it.
+    pub fn process(&self, pid: u32) -> Result<Option<Value>> {
+        let state = self.state();
+        let out = sensor_cmd(&[
+            "process",
+            "--json",
+            "--state",
+            &state.to_string_lossy(),
+            &pid.to_string(),
+        ]);
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            if err.contains("knows no live process") {
+                return Ok(None);
+            }
+            bail!("process failed: {err}");
+        }
+        Ok(Some(serde_json::from_slice(&out.stdout)?))
+    }
+
+    /// Reads events published since the last call into `self.events`.
+    pub fn poll_events(&mut self) -> Result<()> {
+        let path = self.dir.path().join("events.jsonl");
+        let Ok(mut f) = std::fs::File::open(&path) else {
+            return Ok(());
+        };
+        f.seek(SeekFrom::Start(self.events_read))?;
+        let mut buf = String::new();
+        f.read_to_string(&mut buf)?;
+        // Only whole lines: a line being written is read next time.
+        let whole = buf.rfind('\n').map_or(0, |i| i + 1);
+        for line in BufReader::new(&buf.as_bytes()[..whole]).lines() {
+            let line = line?;
+            let v: Value = serde_json::from_str(&line)
+                .with_context(|| format!("published a line that is not JSON: {line}"))?;
+            self.events.push(v);
+        }
+        self.events_read += whole as u64;
+        Ok(())
+    }
+
+    /// Waits for the first event matching `pred`.
+    pub fn wait_event(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Result<Value> {
+        let deadline = Instant::now() + EVENT_DEADLINE;
+        loop {
+            self.poll_events()?;
+            if let Some(e) = self.events.iter().find(|e| pred(e)) {
+                return Ok(e.clone());
+            }
+            if Instant::now() > deadline {
+                let tail: Vec<String> = self
+                    .events
+                    .iter()
+                    .rev()
+                    .take(10)
+                    .map(Value::to_string)
+                    .collect();
+                bail!(
+                    "no event {what} within {EVENT_DEADLINE:?}; saw {} events, the last ones:\n{}",
+                    self.events.len(),
+                    tail.join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Sends `signal` and waits for the sensor to exit.
+    pub fn stop_with(mut self, signal: i32) -> Result<std::process::ExitStatus> {
+        let mut child = self.child.take().context("already stopped")?;
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(child.id() as i32, signal) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(st) = child.try_wait()? {
+                return Ok(st);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                bail!("the sensor did not stop within 20 s of signal {signal}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Sensor {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: kill(2) on our own child.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Field helpers for published events.
+pub fn u(e: &Value, key: &str) -> u64 {
+    e[key].as_u64().unwrap_or(u64::MAX)
+}
+
+pub fn s<'a>(e: &'a Value, key: &str) -> &'a str {
+    e[key].as_str().unwrap_or("")
+}
+
+pub fn argv(e: &Value) -> Vec<String> {
+    e["argv"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}

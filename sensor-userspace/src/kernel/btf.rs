@@ -1,13 +1,35 @@
 //! `task_struct` and `cred` member offsets from the kernel's BTF. rustc emits no CO-RE
 //! relocations, so the loader resolves the offsets here and hands them to the programs.
+//!
+//! This is a small reader of the BTF format (header, fixed-size type records, string table)
+//! that indexes type positions and decodes only the structs it is asked about. A general BTF
+//! library (btf-rs) decoded every type up front and held ~50 MB for a 5.5 MB vmlinux BTF; this
+//! holds the file and a 4-byte index entry per type, and frees both once the layout is known.
 
 use std::path::{Path, PathBuf};
 
-use btf_rs::{Btf, BtfType, Type};
 use sensor_common::config::TaskLayout;
 
 /// Where the running kernel publishes its BTF.
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+const BTF_MAGIC: u16 = 0xeb9f;
+const KIND_INT: u32 = 1;
+const KIND_PTR: u32 = 2;
+const KIND_ARRAY: u32 = 3;
+const KIND_STRUCT: u32 = 4;
+const KIND_UNION: u32 = 5;
+const KIND_ENUM: u32 = 6;
+const KIND_TYPEDEF: u32 = 8;
+const KIND_VOLATILE: u32 = 9;
+const KIND_CONST: u32 = 10;
+const KIND_RESTRICT: u32 = 11;
+const KIND_FUNC_PROTO: u32 = 13;
+const KIND_VAR: u32 = 14;
+const KIND_DATASEC: u32 = 15;
+const KIND_DECL_TAG: u32 = 17;
+const KIND_TYPE_TAG: u32 = 18;
+const KIND_ENUM64: u32 = 19;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BtfError {
@@ -15,6 +37,11 @@ pub enum BtfError {
         "no kernel BTF at {path}: the sensor needs a kernel built with CONFIG_DEBUG_INFO_BTF (Linux 5.8+)"
     )]
     Missing { path: PathBuf },
+    #[error("cannot read the kernel BTF at {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot parse the kernel BTF at {path}: {reason}")]
     Parse { path: PathBuf, reason: String },
     #[error("the kernel BTF has no struct {0}")]
@@ -24,13 +51,30 @@ pub enum BtfError {
         strukt: &'static str,
         member: &'static str,
     },
-    #[error("BTF lookup failed while resolving {what}: {reason}")]
-    Lookup { what: String, reason: String },
 }
 
-/// The kernel's BTF, read once.
+/// One type record: where it starts and what it is.
+#[derive(Clone, Copy)]
+struct TypeRec {
+    name_off: u32,
+    kind: u32,
+    vlen: u32,
+    kind_flag: bool,
+    size_or_type: u32,
+    /// Byte offset of the record's trailing data in the type section.
+    data: usize,
+}
+
+/// A parsed BTF blob: the raw bytes plus an index from type id to record position.
 pub struct KernelBtf {
-    btf: Btf,
+    types: Vec<u8>,
+    strings: Vec<u8>,
+    /// `index[id - 1]` is the byte offset of type `id` in `types`.
+    index: Vec<u32>,
+}
+
+fn u32_at(b: &[u8], off: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(b.get(off..off + 4)?.try_into().ok()?))
 }
 
 impl KernelBtf {
@@ -40,70 +84,149 @@ impl KernelBtf {
                 path: path.to_owned(),
             });
         }
-        let btf = Btf::from_file(path).map_err(|e| BtfError::Parse {
+        let raw = std::fs::read(path).map_err(|source| BtfError::Read {
             path: path.to_owned(),
-            reason: e.to_string(),
+            source,
         })?;
-        Ok(Self { btf })
-    }
-
-    fn lookup<T>(&self, what: &str, r: anyhow::Result<T>) -> Result<T, BtfError> {
-        r.map_err(|e| BtfError::Lookup {
-            what: what.to_owned(),
-            reason: e.to_string(),
+        Self::parse(&raw).map_err(|reason| BtfError::Parse {
+            path: path.to_owned(),
+            reason,
         })
     }
 
-    fn find_struct(&self, name: &'static str) -> Result<btf_rs::Struct, BtfError> {
-        let types = self.btf.resolve_types_by_name(name).map_err(|_| BtfError::NoStruct(name))?;
-        types
-            .into_iter()
-            .find_map(|t| match t {
-                Type::Struct(s) if !s.members.is_empty() => Some(s),
-                _ => None,
+    /// Parses a little-endian BTF blob.
+    pub fn parse(raw: &[u8]) -> Result<Self, String> {
+        let magic = raw.get(0..2).map(|m| u16::from_le_bytes([m[0], m[1]]));
+        if magic != Some(BTF_MAGIC) {
+            return Err("not BTF (bad magic)".into());
+        }
+        let hdr = |off| u32_at(raw, off).ok_or_else(|| "truncated header".to_owned());
+        let hdr_len = hdr(4)? as usize;
+        let (type_off, type_len) = (hdr(8)? as usize, hdr(12)? as usize);
+        let (str_off, str_len) = (hdr(16)? as usize, hdr(20)? as usize);
+        let section = |off: usize, len: usize, what: &str| {
+            let start = hdr_len.checked_add(off).ok_or("section offset overflows")?;
+            let end = start.checked_add(len).ok_or("section length overflows")?;
+            raw.get(start..end)
+                .map(<[u8]>::to_vec)
+                .ok_or_else(|| format!("{what} section runs past the end of the file"))
+        };
+        let types = section(type_off, type_len, "type")?;
+        let strings = section(str_off, str_len, "string")?;
+        let mut btf = Self {
+            types,
+            strings,
+            index: Vec::new(),
+        };
+        let mut pos = 0usize;
+        while pos < btf.types.len() {
+            btf.index
+                .push(u32::try_from(pos).map_err(|_| "type section too large")?);
+            let rec = btf.record_at(pos).ok_or("truncated type record")?;
+            pos = rec.data + btf.trailing_len(&rec)?;
+        }
+        Ok(btf)
+    }
+
+    fn record_at(&self, pos: usize) -> Option<TypeRec> {
+        let info = u32_at(&self.types, pos + 4)?;
+        Some(TypeRec {
+            name_off: u32_at(&self.types, pos)?,
+            kind: (info >> 24) & 0x1f,
+            vlen: info & 0xffff,
+            kind_flag: info >> 31 == 1,
+            size_or_type: u32_at(&self.types, pos + 8)?,
+            data: pos + 12,
+        })
+    }
+
+    fn trailing_len(&self, rec: &TypeRec) -> Result<usize, String> {
+        let vlen = rec.vlen as usize;
+        Ok(match rec.kind {
+            KIND_INT | KIND_VAR | KIND_DECL_TAG => 4,
+            KIND_ARRAY => 12,
+            KIND_STRUCT | KIND_UNION | KIND_DATASEC | KIND_ENUM64 => 12 * vlen,
+            KIND_ENUM | KIND_FUNC_PROTO => 8 * vlen,
+            0 | KIND_PTR | 7 | KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | 12
+            | 16 | KIND_TYPE_TAG => 0,
+            other => return Err(format!("unknown BTF kind {other}")),
+        })
+    }
+
+    fn name(&self, off: u32) -> &[u8] {
+        let tail = self.strings.get(off as usize..).unwrap_or(&[]);
+        let end = tail.iter().position(|&b| b == 0).unwrap_or(tail.len());
+        &tail[..end]
+    }
+
+    fn by_id(&self, id: u32) -> Option<TypeRec> {
+        let pos = *self.index.get((id as usize).checked_sub(1)?)?;
+        self.record_at(pos as usize)
+    }
+
+    fn find_struct(&self, name: &'static str) -> Result<TypeRec, BtfError> {
+        self.index
+            .iter()
+            .filter_map(|&pos| self.record_at(pos as usize))
+            .find(|r| {
+                r.kind == KIND_STRUCT && r.vlen > 0 && self.name(r.name_off) == name.as_bytes()
             })
             .ok_or(BtfError::NoStruct(name))
     }
 
-    /// Byte offset of `member` in `strukt`, looking through anonymous structs and unions.
-    pub fn member_offset(&self, strukt: &'static str, member: &'static str) -> Result<u32, BtfError> {
-        let s = self.find_struct(strukt)?;
-        self.search(&s, member, 0)?
-            .map(|bits| bits / 8)
-            .ok_or(BtfError::NoMember { strukt, member })
-    }
-
-    fn search(&self, s: &btf_rs::Struct, member: &str, base_bits: u32) -> Result<Option<u32>, BtfError> {
-        for m in &s.members {
-            let name = self.lookup(member, self.btf.resolve_name(m))?;
-            let bits = base_bits + m.bit_offset();
-            if name == member {
-                return Ok(Some(bits));
+    /// Bit offset of `member` in the struct or union `rec`, looking through anonymous members.
+    fn search(&self, rec: &TypeRec, member: &str, base_bits: u32, depth: u32) -> Option<u32> {
+        if depth > 8 {
+            return None;
+        }
+        for i in 0..rec.vlen as usize {
+            let m = rec.data + 12 * i;
+            let (name_off, ty, raw_off) = (
+                u32_at(&self.types, m)?,
+                u32_at(&self.types, m + 4)?,
+                u32_at(&self.types, m + 8)?,
+            );
+            let bits = base_bits
+                + if rec.kind_flag {
+                    raw_off & 0x00ff_ffff
+                } else {
+                    raw_off
+                };
+            let name = self.name(name_off);
+            if name == member.as_bytes() {
+                return Some(bits);
             }
             if name.is_empty() {
-                // An anonymous struct or union: its members belong to the parent.
-                let mut t = self.lookup(member, self.btf.resolve_chained_type(m))?;
-                loop {
-                    match t {
-                        Type::Struct(inner) | Type::Union(inner) => {
-                            if let Some(found) = self.search(&inner, member, bits)? {
-                                return Ok(Some(found));
-                            }
-                            break;
-                        }
-                        Type::Typedef(_) | Type::Const(_) | Type::Volatile(_) => {
-                            let next = t.as_btf_type().map(|bt| self.btf.resolve_chained_type(bt));
-                            match next {
-                                Some(r) => t = self.lookup(member, r)?,
-                                None => break,
-                            }
-                        }
-                        _ => break,
-                    }
+                let mut t = self.by_id(ty)?;
+                let mut hops = 0;
+                while matches!(
+                    t.kind,
+                    KIND_TYPEDEF | KIND_CONST | KIND_VOLATILE | KIND_TYPE_TAG
+                ) && hops < 8
+                {
+                    t = self.by_id(t.size_or_type)?;
+                    hops += 1;
+                }
+                if matches!(t.kind, KIND_STRUCT | KIND_UNION)
+                    && let Some(found) = self.search(&t, member, bits, depth + 1)
+                {
+                    return Some(found);
                 }
             }
         }
-        Ok(None)
+        None
+    }
+
+    /// Byte offset of `member` in struct `strukt`.
+    pub fn member_offset(
+        &self,
+        strukt: &'static str,
+        member: &'static str,
+    ) -> Result<u32, BtfError> {
+        let s = self.find_struct(strukt)?;
+        self.search(&s, member, 0, 0)
+            .map(|bits| bits / 8)
+            .ok_or(BtfError::NoMember { strukt, member })
     }
 
     /// The offsets the process programs read.
@@ -126,19 +249,79 @@ impl KernelBtf {
     }
 }
 
-// `BtfType` is the trait behind `resolve_name`/`resolve_chained_type`; keep it in scope.
-#[expect(dead_code, reason = "names the trait whose methods the resolver calls")]
-fn _uses(_: &dyn BtfType) {}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// A hand-built BTF blob: `struct s { int a; union { int b; struct { int c; }; }; }`.
+    fn tiny_btf() -> Vec<u8> {
+        let strings = b"\0int\0s\0a\0b\0c\0".to_vec();
+        let (int, s, a, b, c) = (1u32, 5u32, 7u32, 9u32, 11u32);
+        let mut types = Vec::new();
+        let mut push = |words: &[u32]| {
+            for w in words {
+                types.extend_from_slice(&w.to_le_bytes());
+            }
+        };
+        // 1: int (size 4, 32 bits)
+        push(&[int, KIND_INT << 24, 4, 32]);
+        // 2: anonymous struct { int c; }
+        push(&[0, KIND_STRUCT << 24 | 1, 4, c, 1, 0]);
+        // 3: anonymous union { int b; struct {int c;}; }
+        push(&[0, KIND_UNION << 24 | 2, 4, b, 1, 0, 0, 2, 0]);
+        // 4: struct s { int a; union ...; } with the union at byte 8
+        push(&[s, KIND_STRUCT << 24 | 2, 12, a, 1, 0, 0, 3, 64]);
+        let mut raw = Vec::new();
+        raw.extend_from_slice(&BTF_MAGIC.to_le_bytes());
+        raw.extend_from_slice(&[1, 0]);
+        for w in [
+            24u32,
+            0,
+            types.len() as u32,
+            types.len() as u32,
+            strings.len() as u32,
+        ] {
+            raw.extend_from_slice(&w.to_le_bytes());
+        }
+        raw.extend_from_slice(&types);
+        raw.extend_from_slice(&strings);
+        raw
+    }
+
+    #[test]
+    fn finds_members_through_anonymous_unions() {
+        let btf = KernelBtf::parse(&tiny_btf()).expect("parses");
+        assert_eq!(btf.member_offset("s", "a").ok(), Some(0));
+        assert_eq!(btf.member_offset("s", "b").ok(), Some(8));
+        assert_eq!(btf.member_offset("s", "c").ok(), Some(8));
+        assert!(matches!(
+            btf.member_offset("s", "zz"),
+            Err(BtfError::NoMember { .. })
+        ));
+        assert!(matches!(
+            btf.member_offset("nope", "a"),
+            Err(BtfError::NoStruct("nope"))
+        ));
+    }
+
+    #[test]
+    fn truncated_blobs_are_errors() {
+        let raw = tiny_btf();
+        for cut in [0, 1, 5, 23, 30, raw.len() - 1] {
+            assert!(KernelBtf::parse(&raw[..cut]).is_err(), "cut at {cut}");
+        }
+    }
+
     #[test]
     fn missing_btf_is_a_clear_error() {
-        let err = KernelBtf::open(Path::new("/nonexistent/vmlinux")).err().expect("must fail");
+        let err = KernelBtf::open(Path::new("/nonexistent/vmlinux"))
+            .err()
+            .expect("must fail");
         let text = err.to_string();
-        assert!(text.contains("/nonexistent/vmlinux") && text.contains("CONFIG_DEBUG_INFO_BTF"), "{text}");
+        assert!(
+            text.contains("/nonexistent/vmlinux") && text.contains("CONFIG_DEBUG_INFO_BTF"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -157,7 +340,12 @@ mod tests {
             return;
         };
         let l = btf.task_layout().expect("task_struct layout");
-        assert!(l.tgid > l.pid.saturating_sub(8) && l.tgid != l.pid, "{l:?}");
-        assert!(l.cred_euid > l.cred_uid, "{l:?}");
+        assert_eq!(
+            l.tgid,
+            l.pid + 4,
+            "pid and tgid are adjacent pid_t fields: {l:?}"
+        );
+        assert_eq!(l.cred_gid, l.cred_uid + 4, "{l:?}");
+        assert!(l.cred_euid > l.cred_gid, "{l:?}");
     }
 }

@@ -6,8 +6,13 @@ use sensor_common::config::{FIELD_ABSENT, TracepointLayout};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LayoutError {
-    #[error("cannot read tracepoint format {path}: {source} (is tracefs mounted, and does this kernel have the tracepoint?)")]
-    Read { path: PathBuf, source: std::io::Error },
+    #[error(
+        "cannot read tracepoint format {path}: {source} (is tracefs mounted, and does this kernel have the tracepoint?)"
+    )]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("tracepoint {tracepoint} has no field {field}")]
     NoField {
         tracepoint: &'static str,
@@ -16,7 +21,7 @@ pub enum LayoutError {
 }
 
 /// A field's byte offset in a tracepoint `format` file, e.g. from
-/// `field:pid_t old_pid;	offset:16;	size:4;	signed:1;`.
+/// `field:pid_t old_pid; offset:16; size:4; signed:1;` (tab-separated).
 pub fn field_offset(format: &str, field: &str) -> Option<u32> {
     format.lines().find_map(|line| {
         let decl = line.trim().strip_prefix("field:")?;
@@ -26,7 +31,9 @@ pub fn field_offset(format: &str, field: &str) -> Option<u32> {
         if name != field {
             return None;
         }
-        let off = rest.split(';').find_map(|p| p.trim().strip_prefix("offset:"))?;
+        let off = rest
+            .split(';')
+            .find_map(|p| p.trim().strip_prefix("offset:"))?;
         off.trim().parse().ok()
     })
 }
@@ -36,7 +43,11 @@ fn read_format(tracefs: &Path, tracepoint: &'static str) -> Result<String, Layou
     std::fs::read_to_string(&path).map_err(|source| LayoutError::Read { path, source })
 }
 
-fn required(format: &str, tracepoint: &'static str, field: &'static str) -> Result<u32, LayoutError> {
+fn required(
+    format: &str,
+    tracepoint: &'static str,
+    field: &'static str,
+) -> Result<u32, LayoutError> {
     field_offset(format, field).ok_or(LayoutError::NoField { tracepoint, field })
 }
 
@@ -75,6 +86,9 @@ mod tests {
         assert_eq!(field_offset(EXEC_FORMAT, "old_pid"), Some(16));
         assert_eq!(field_offset(EXEC_FORMAT, "pid"), Some(12));
         assert_eq!(field_offset(EXEC_FORMAT, "group_dead"), None);
-        assert_eq!(field_offset("\tfield:char comm[16];\toffset:8;\tsize:16;", "comm"), Some(8));
+        assert_eq!(
+            field_offset("\tfield:char comm[16];\toffset:8;\tsize:16;", "comm"),
+            Some(8)
+        );
     }
 }

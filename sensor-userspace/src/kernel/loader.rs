@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use aya::{
-    Ebpf, EbpfLoader, Endianness,
+    Ebpf, EbpfLoader,
     programs::{ProgramError, RawTracePoint, TracePoint},
 };
 use sensor_common::config::KernelConfig;
@@ -87,7 +87,9 @@ pub enum LoadError {
     Layout(#[from] LayoutError),
     #[error(transparent)]
     Probe(#[from] ProbeError),
-    #[error("ring buffer size {0} bytes is invalid: it must be a power of two and a multiple of the 4096-byte page")]
+    #[error(
+        "ring buffer size {0} bytes is invalid: it must be a power of two and a multiple of the 4096-byte page"
+    )]
     RingBufferSize(u32),
     #[error("cannot load the eBPF object: {0}")]
     Object(#[source] aya::EbpfError),
@@ -95,7 +97,9 @@ pub enum LoadError {
     MissingProgram(&'static str),
     #[error("the eBPF object has no map {0}")]
     MissingMap(&'static str),
-    #[error("the kernel verifier rejected program {program}: {reason}\n--- verifier log (last lines) ---\n{log_tail}")]
+    #[error(
+        "the kernel verifier rejected program {program}: {reason}\n--- verifier log (last lines) ---\n{log_tail}"
+    )]
     Verifier {
         program: &'static str,
         reason: std::io::Error,
@@ -175,22 +179,18 @@ pub fn open(opts: &LoadOptions) -> Result<Loaded, LoadError> {
         "probed kernel hook support"
     );
     support.require_baseline()?;
-    let kernel_btf = KernelBtf::open(&opts.btf_path)?;
+    let task_layout = KernelBtf::open(&opts.btf_path)?.task_layout()?;
     let config = KernelConfig {
         sensor_tgid: opts.sensor_tgid,
-        _pad: 0,
-        task: kernel_btf.task_layout()?,
+        wakeup_bytes: opts.ring_buffer_bytes / 4,
+        task: task_layout,
         tracepoints: tracepoint_layout(&tracefs)?,
     };
     tracing::debug!(?config, "kernel layout resolved");
-    let aya_btf = aya::Btf::parse_file(&opts.btf_path, Endianness::default()).map_err(|e| {
-        BtfError::Parse {
-            path: opts.btf_path.clone(),
-            reason: e.to_string(),
-        }
-    })?;
+    // The programs carry no CO-RE relocations (offsets come in through CONFIG), so aya's own
+    // parse of the kernel BTF is not needed: drop it rather than hold it during the load.
     let ebpf = EbpfLoader::new()
-        .btf(Some(&aya_btf))
+        .btf(None)
         .override_global("CONFIG", &config, true)
         .map_max_entries("EVENTS", opts.ring_buffer_bytes)
         .load(EBPF_OBJECT)
@@ -212,12 +212,15 @@ impl Loaded {
             .ok_or(LoadError::MissingProgram(spec.program))?;
         let result = match spec.kind {
             HookKind::Tracepoint => {
-                let p: &mut TracePoint = prog.try_into().map_err(|e| program_error(spec.program, e))?;
+                let p: &mut TracePoint = prog
+                    .try_into()
+                    .map_err(|e| program_error(spec.program, e))?;
                 p.load()
             }
             HookKind::RawTracepoint => {
-                let p: &mut RawTracePoint =
-                    prog.try_into().map_err(|e| program_error(spec.program, e))?;
+                let p: &mut RawTracePoint = prog
+                    .try_into()
+                    .map_err(|e| program_error(spec.program, e))?;
                 p.load()
             }
         };
@@ -268,7 +271,6 @@ pub fn load_and_attach(opts: &LoadOptions) -> Result<Loaded, LoadError> {
     Ok(loaded)
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -283,7 +285,10 @@ mod tests {
 
     #[test]
     fn verifier_tail_keeps_the_end() {
-        let log = (1..=30).map(|i| format!("line {i}")).collect::<Vec<_>>().join("\n");
+        let log = (1..=30)
+            .map(|i| format!("line {i}"))
+            .collect::<Vec<_>>()
+            .join("\n");
         let t = tail(&log, 3);
         assert_eq!(t, "line 28\nline 29\nline 30");
     }

@@ -9,4 +9,5 @@ pub mod ringbuf;
 pub mod tracefs;
 
 /// The compiled kernel programs, embedded at build time (empty when built with AYA_BUILD_SKIP).
-pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sensor-ebpf"));
+pub static EBPF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sensor-ebpf"));

@@ -30,7 +30,9 @@ pub struct RingReader {
 
 impl RingReader {
     pub fn take(ebpf: &mut Ebpf) -> Result<Self, RingError> {
-        let map = ebpf.take_map("EVENTS").ok_or(RingError::MissingMap("EVENTS"))?;
+        let map = ebpf
+            .take_map("EVENTS")
+            .ok_or(RingError::MissingMap("EVENTS"))?;
         let ring = RingBuf::try_from(map).map_err(|source| RingError::MapType {
             name: "EVENTS",
             source,
@@ -80,7 +82,9 @@ pub struct KernelCounts {
 
 impl KernelStats {
     pub fn take(ebpf: &mut Ebpf) -> Result<Self, RingError> {
-        let map = ebpf.take_map("STATS").ok_or(RingError::MissingMap("STATS"))?;
+        let map = ebpf
+            .take_map("STATS")
+            .ok_or(RingError::MissingMap("STATS"))?;
         let map = PerCpuArray::try_from(map).map_err(|source| RingError::MapType {
             name: "STATS",
             source,

@@ -31,7 +31,9 @@ pub fn unescape_mount_path(raw: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        let octal = bytes.get(i + 1..i + 4).filter(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)));
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)));
         match (bytes[i], octal) {
             (b'\\', Some(d)) => {
                 out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
@@ -62,7 +64,9 @@ pub fn ensure_mounted() -> Result<(PathBuf, bool), TracefsError> {
         Some("tracefs"),
         target,
         Some("tracefs"),
-        nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV | nix::mount::MsFlags::MS_NOEXEC,
+        nix::mount::MsFlags::MS_NOSUID
+            | nix::mount::MsFlags::MS_NODEV
+            | nix::mount::MsFlags::MS_NOEXEC,
         None::<&str>,
     )
     .map_err(|source| TracefsError::Mount {
@@ -80,7 +84,10 @@ mod tests {
     #[test]
     fn finds_tracefs_and_unescapes() {
         let table = "proc /proc proc rw 0 0\ntracefs /sys/kernel/tr\\040acing tracefs rw 0 0\n";
-        assert_eq!(find_in_mounts(table), Some(PathBuf::from("/sys/kernel/tr acing")));
+        assert_eq!(
+            find_in_mounts(table),
+            Some(PathBuf::from("/sys/kernel/tr acing"))
+        );
         assert_eq!(find_in_mounts("proc /proc proc rw 0 0\n"), None);
     }
 }

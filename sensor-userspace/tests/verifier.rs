@@ -1,0 +1,35 @@
+//! A program the kernel verifier rejects is reported with its name and the verifier's reason.
+
+use sensor_userspace::kernel::{
+    btf::VMLINUX_BTF,
+    loader::{self, LoadError, LoadOptions, SELFTEST_REJECTED},
+};
+
+#[test]
+fn verifier_rejection_names_the_program_and_quotes_the_log() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED: loading eBPF programs needs root");
+        return;
+    }
+    let mut loaded = loader::open(&LoadOptions {
+        btf_path: VMLINUX_BTF.into(),
+        ring_buffer_bytes: 1 << 16,
+        sensor_tgid: std::process::id(),
+    })
+    .expect("the object opens");
+    let err = loaded
+        .load_program(SELFTEST_REJECTED)
+        .expect_err("the verifier must refuse the self-test program");
+    assert!(matches!(err, LoadError::Verifier { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains("vigil_selftest_rejected"), "{text}");
+    assert!(
+        text.contains("invalid mem access"),
+        "the log tail holds the reason:\n{text}"
+    );
+    // The real programs still load in the same object.
+    loaded
+        .attach_all()
+        .expect("the real programs load and attach");
+}

@@ -1,0 +1,80 @@
+//! Small helpers for running commands.
+
+use std::{
+    path::PathBuf,
+    process::{Command, Stdio},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+/// The cargo that runs us (falls back to `cargo` on PATH).
+pub fn cargo_bin() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+}
+
+/// The workspace root (xtask lives one level below it).
+pub fn workspace_root() -> Result<PathBuf> {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .parent()
+        .map(PathBuf::from)
+        .context("xtask has no parent directory")
+}
+
+pub fn target_dir() -> Result<PathBuf> {
+    Ok(std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or(workspace_root()?.join("target")))
+}
+
+/// Runs `cargo ARGS` in the workspace root, failing when it fails.
+pub fn cargo(args: &[&str]) -> Result<()> {
+    let mut cmd = Command::new(cargo_bin());
+    cmd.args(args).current_dir(workspace_root()?);
+    run(cmd)
+}
+
+pub fn run(mut cmd: Command) -> Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+/// Output of a command that must succeed, or `None` when it cannot start or fails.
+pub fn output(program: &str, args: &[&str]) -> Option<String> {
+    let out = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+pub fn require_root(what: &str) -> Result<()> {
+    if !is_root() {
+        bail!(
+            "{what} loads eBPF programs into the kernel and must run as root (try: sudo -E {what})"
+        );
+    }
+    Ok(())
+}
+
+/// Runs a command in the foreground and exits with its status.
+pub fn exec(mut cmd: Command) -> Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
+    std::process::exit(status.code().unwrap_or(1));
+}
