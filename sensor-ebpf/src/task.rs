@@ -13,16 +13,21 @@ unsafe fn field<T: Default>(base: *const u8, off: u32) -> T {
 }
 
 /// The identity, lineage and credentials of `task` (a `struct task_struct *`).
+///
+/// A process is named by its thread-group leader's start time: the task may be any thread
+/// (the last one to exit, or the thread that forked), and so may its `real_parent`.
 #[inline(always)]
 pub fn task_info(task: *const u8) -> TaskInfo {
     let l = &config().task;
     // SAFETY: `field` only probe-reads; a bad pointer yields zeros, never a fault.
     unsafe {
+        let leader: *const u8 = field::<u64>(task, l.group_leader) as *const u8;
         let parent: *const u8 = field::<u64>(task, l.real_parent) as *const u8;
+        let parent_leader: *const u8 = field::<u64>(parent, l.group_leader) as *const u8;
         let cred: *const u8 = field::<u64>(task, l.cred) as *const u8;
         TaskInfo {
-            start_boot_ns: field(task, l.start_boottime),
-            parent_start_boot_ns: field(parent, l.start_boottime),
+            start_boot_ns: field(leader, l.start_boottime),
+            parent_start_boot_ns: field(parent_leader, l.start_boottime),
             cgroup_id: bpf_get_current_cgroup_id(),
             pid: field(task, l.pid),
             tgid: field(task, l.tgid),

@@ -217,3 +217,37 @@ fn sigterm_and_sigint_stop_cleanly() {
         let _ = dir;
     }
 }
+
+#[test]
+fn a_child_forked_by_a_thread_names_the_process_as_parent() {
+    if !kernel_tests_enabled("a_child_forked_by_a_thread_names_the_process_as_parent") {
+        return;
+    }
+    let mut sensor = Sensor::start().expect("sensor starts");
+    // A thread started a while after the process: its own start time differs from the
+    // process's, and the child's lineage must name the process, not the thread.
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let pid = std::thread::spawn(|| {
+        let mut c = Command::new("/bin/true").spawn().expect("spawn");
+        let pid = c.id();
+        c.wait().expect("wait");
+        pid
+    })
+    .join()
+    .expect("thread") as u64;
+    let exec = sensor
+        .wait_event("exec of the thread's child", |e| {
+            s(e, "kind") == "exec" && u(e, "pid") == pid
+        })
+        .expect("exec");
+    let me = sensor
+        .process(std::process::id())
+        .expect("query")
+        .expect("this test is known");
+    assert_eq!(exec["parent"]["pid"], me["process"]["key"]["pid"]);
+    assert_eq!(
+        exec["parent"]["start"], me["process"]["key"]["start"],
+        "parent named by the process's identity"
+    );
+    assert_eq!(u(&exec["ancestry"][0], "pid"), std::process::id() as u64);
+}

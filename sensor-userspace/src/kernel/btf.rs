@@ -237,6 +237,7 @@ impl KernelBtf {
             pid: t("pid")?,
             tgid: t("tgid")?,
             real_parent: t("real_parent")?,
+            group_leader: t("group_leader")?,
             start_boottime: t("start_boottime")?,
             exit_code: t("exit_code")?,
             cred: t("cred")?,
