@@ -20,6 +20,41 @@ pub struct TaskLayout {
     pub cred_egid: u32,
 }
 
+/// Byte offsets of the file, fd-table, inode and socket members the syscall programs follow
+/// from a task to what an fd refers to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FileLayout {
+    pub task_files: u32,
+    pub task_mm: u32,
+    pub mm_exe_file: u32,
+    pub files_fdt: u32,
+    pub fdt_fd: u32,
+    pub fdt_max_fds: u32,
+    pub file_inode: u32,
+    pub file_private_data: u32,
+    /// `file.f_path.dentry`.
+    pub file_dentry: u32,
+    /// `dentry.d_name.name`.
+    pub dentry_name: u32,
+    pub inode_mode: u32,
+    pub inode_ino: u32,
+    pub inode_sb: u32,
+    pub inode_rdev: u32,
+    pub inode_nlink: u32,
+    pub sb_dev: u32,
+    pub socket_sk: u32,
+    pub sk_family: u32,
+    pub sk_daddr: u32,
+    pub sk_rcv_saddr: u32,
+    pub sk_dport: u32,
+    pub sk_num: u32,
+    pub sk_v6_daddr: u32,
+    pub sk_v6_rcv_saddr: u32,
+    pub sk_type: u32,
+    pub sk_protocol: u32,
+}
+
 /// A tracepoint field offset that some kernels lack.
 pub const FIELD_ABSENT: u32 = u32::MAX;
 
@@ -38,6 +73,10 @@ pub struct TracepointLayout {
     pub execve_argv: u32,
     /// `sys_enter_execveat`: `const char *const *argv`.
     pub execveat_argv: u32,
+    /// `sys_enter_*`: the first of the six `unsigned long` arguments.
+    pub syscall_args: u32,
+    /// `sys_exit_*`: `long ret`.
+    pub syscall_ret: u32,
 }
 
 /// Everything the kernel programs are told at load time.
@@ -51,6 +90,7 @@ pub struct KernelConfig {
     /// drained before it overflows. A wake-up costs ~10 us in a VM; a silent write ~1 us.
     pub wakeup_bytes: u32,
     pub task: TaskLayout,
+    pub files: FileLayout,
     pub tracepoints: TracepointLayout,
 }
 
@@ -74,12 +114,42 @@ impl KernelConfig {
                 cred_euid: 0,
                 cred_egid: 0,
             },
+            files: FileLayout {
+                task_files: 0,
+                task_mm: 0,
+                mm_exe_file: 0,
+                files_fdt: 0,
+                fdt_fd: 0,
+                fdt_max_fds: 0,
+                file_inode: 0,
+                file_private_data: 0,
+                file_dentry: 0,
+                dentry_name: 0,
+                inode_mode: 0,
+                inode_ino: 0,
+                inode_sb: 0,
+                inode_rdev: 0,
+                inode_nlink: 0,
+                sb_dev: 0,
+                socket_sk: 0,
+                sk_family: 0,
+                sk_daddr: 0,
+                sk_rcv_saddr: 0,
+                sk_dport: 0,
+                sk_num: 0,
+                sk_v6_daddr: 0,
+                sk_v6_rcv_saddr: 0,
+                sk_type: 0,
+                sk_protocol: 0,
+            },
             tracepoints: TracepointLayout {
                 exec_filename: 0,
                 exec_old_pid: 0,
                 exit_group_dead: 0,
                 execve_argv: 0,
                 execveat_argv: 0,
+                syscall_args: 0,
+                syscall_ret: 0,
             },
         }
     }

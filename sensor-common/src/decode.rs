@@ -6,9 +6,10 @@
 use std::{borrow::ToOwned, string::String, vec::Vec};
 
 use crate::{
-    limits::{ARGS_BUF, FILENAME_LEN},
+    limits::{ARGS_BUF, FILENAME_LEN, PATH_CAP},
     process::{ExecArgsHead, ExecRecord, ExitRecord, ForkRecord, TaskInfo},
     record::{ABI_VERSION, EventKind, RecordHeader, flags},
+    syscall::{Syscall, SyscallHead},
 };
 
 /// Why a record could not be decoded.
@@ -18,6 +19,8 @@ pub enum DecodeError {
     TooShort { len: usize, need: usize },
     #[error("record has unknown kind {0}")]
     UnknownKind(u16),
+    #[error("syscall record names unknown syscall {0}")]
+    UnknownSyscall(u16),
     #[error("record was written with ABI version {found}, this sensor reads version {ABI_VERSION}")]
     AbiMismatch { found: u16 },
     #[error("record field {field} says {value} bytes, more than the {max} available")]
@@ -69,6 +72,92 @@ impl ExitStatus {
     }
 }
 
+/// A file by identity: device (userspace `st_dev` encoding) and inode number.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+pub struct FileId {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl FileId {
+    /// From the kernel's internal `dev_t` (major << 20 | minor) and an inode number.
+    pub fn from_kernel(kdev: u32, ino: u64) -> Self {
+        let (major, minor) = (u64::from(kdev >> 20), u64::from(kdev & 0xfffff));
+        // glibc's makedev(), so the value compares equal to stat(2)'s st_dev.
+        let dev = ((major & 0xffff_f000) << 32)
+            | ((major & 0x0000_0fff) << 8)
+            | ((minor & 0xffff_ff00) << 12)
+            | (minor & 0x0000_00ff);
+        Self { dev, ino }
+    }
+}
+
+/// What a standard stream (fd 0, 1 or 2) of a new image is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamKind {
+    Closed,
+    File,
+    Directory,
+    Pipe,
+    Socket,
+    Tty,
+    Null,
+    CharDevice,
+    Other,
+}
+
+impl StreamKind {
+    /// From an inode's `i_mode` and `i_rdev` (kernel `dev_t` encoding).
+    pub fn from_inode(mode: u32, rdev: u32) -> Self {
+        let major = rdev >> 20;
+        let minor = rdev & 0xfffff;
+        match mode & 0o170000 {
+            0 => Self::Closed,
+            0o100000 => Self::File,
+            0o040000 => Self::Directory,
+            0o010000 => Self::Pipe,
+            0o140000 => Self::Socket,
+            0o020000 if major == 1 && minor == 3 => Self::Null,
+            // tty, console and ptmx (4, 5), pseudo-terminal slaves (136-143)
+            0o020000 if major == 4 || major == 5 || (136..=143).contains(&major) => Self::Tty,
+            0o020000 => Self::CharDevice,
+            _ => Self::Other,
+        }
+    }
+}
+
+/// A socket as a syscall record describes it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SocketInfo {
+    /// AF_* number: 1 unix, 2 inet, 10 inet6.
+    pub family: u16,
+    /// SOCK_* number: 1 stream, 2 datagram, 3 raw.
+    pub sock_type: u16,
+    /// IPPROTO_* number: 6 tcp, 17 udp.
+    pub protocol: u16,
+    pub local: Option<core::net::SocketAddr>,
+    pub remote: Option<core::net::SocketAddr>,
+}
+
+/// A decoded syscall record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyscallEvent {
+    pub call: Syscall,
+    pub ret: i64,
+    pub args: [u64; 6],
+    pub path: Option<String>,
+    pub path2: Option<String>,
+    pub path_truncated: bool,
+    pub sensitive_read: bool,
+    /// The file an fd argument or result refers to, and its `i_mode`.
+    pub file: Option<(FileId, u32)>,
+    pub socket: Option<SocketInfo>,
+    pub extra: [u8; crate::limits::SHORT_STR],
+}
+
 /// One decoded kernel event.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum KernelEvent {
@@ -82,6 +171,11 @@ pub enum KernelEvent {
         old_pid: u32,
         filename: String,
         filename_truncated: bool,
+        exe: FileId,
+        /// The executed inode has no links (deleted file or memfd).
+        exe_unlinked: bool,
+        exe_memfd: bool,
+        stdio: [StreamKind; 3],
     },
     ExecArgs {
         boot_ns: u64,
@@ -97,6 +191,11 @@ pub enum KernelEvent {
         task: Task,
         status: ExitStatus,
     },
+    Syscall {
+        boot_ns: u64,
+        task: Task,
+        call: SyscallEvent,
+    },
 }
 
 impl KernelEvent {
@@ -106,6 +205,7 @@ impl KernelEvent {
             Self::Exec { .. } => EventKind::Exec,
             Self::ExecArgs { .. } => EventKind::ExecArgs,
             Self::Exit { .. } => EventKind::Exit,
+            Self::Syscall { .. } => EventKind::Syscall,
         }
     }
 
@@ -114,7 +214,8 @@ impl KernelEvent {
             Self::Fork { task, .. }
             | Self::Exec { task, .. }
             | Self::ExecArgs { task, .. }
-            | Self::Exit { task, .. } => task,
+            | Self::Exit { task, .. }
+            | Self::Syscall { task, .. } => task,
         }
     }
 
@@ -123,7 +224,8 @@ impl KernelEvent {
             Self::Fork { boot_ns, .. }
             | Self::Exec { boot_ns, .. }
             | Self::ExecArgs { boot_ns, .. }
-            | Self::Exit { boot_ns, .. } => *boot_ns,
+            | Self::Exit { boot_ns, .. }
+            | Self::Syscall { boot_ns, .. } => *boot_ns,
         }
     }
 }
@@ -223,6 +325,12 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
                 old_pid: r.old_pid,
                 filename: c_text(&r.filename[..len]),
                 filename_truncated: has(flags::FILENAME_TRUNCATED),
+                exe: FileId::from_kernel(r.exe_dev, r.exe_ino),
+                exe_unlinked: has(flags::EXE_UNLINKED),
+                exe_memfd: has(flags::EXE_MEMFD),
+                stdio: core::array::from_fn(|i| {
+                    StreamKind::from_inode(r.stdio_mode[i], r.stdio_rdev[i])
+                }),
             }
         }
         EventKind::ExecArgs => {
@@ -246,6 +354,15 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
                 unreadable: has(flags::ARGV_UNREADABLE),
             }
         }
+        EventKind::Syscall => KernelEvent::Syscall {
+            boot_ns,
+            task: task(&read_pod::<SyscallHead>(bytes)?.task),
+            call: syscall(
+                bytes,
+                has(flags::PATH_TRUNCATED),
+                has(flags::SENSITIVE_READ),
+            )?,
+        },
         EventKind::Exit => {
             let r: ExitRecord = read_pod(bytes)?;
             KernelEvent::Exit {
@@ -254,6 +371,61 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
                 status: ExitStatus::from_wait_status(r.exit_code),
             }
         }
+    })
+}
+
+fn socket_addr(family: u16, addr: [u8; 16], port: u16) -> Option<core::net::SocketAddr> {
+    use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+    let ip = match family {
+        2 => IpAddr::V4(Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3])),
+        10 => IpAddr::V6(Ipv6Addr::from(addr)),
+        _ => return None,
+    };
+    (!ip.is_unspecified() || port != 0).then_some(SocketAddr::new(ip, port))
+}
+
+fn syscall(
+    bytes: &[u8],
+    path_truncated: bool,
+    sensitive_read: bool,
+) -> Result<SyscallEvent, DecodeError> {
+    let h: SyscallHead = read_pod(bytes)?;
+    let call = Syscall::from_raw(h.syscall).ok_or(DecodeError::UnknownSyscall(h.syscall))?;
+    let data = &bytes[core::mem::size_of::<SyscallHead>()..];
+    let take = |field: &'static str, at: usize, len: u16| -> Result<Option<String>, DecodeError> {
+        let len = usize::from(len);
+        if len == 0 {
+            return Ok(None);
+        }
+        if len > PATH_CAP || at + len > data.len() {
+            return Err(DecodeError::BadLength {
+                field,
+                value: len,
+                max: data.len().saturating_sub(at).min(PATH_CAP),
+            });
+        }
+        Ok(Some(c_text(&data[at..at + len])))
+    };
+    let path = take("path1_len", 0, h.path1_len)?;
+    let path2 = take("path2_len", PATH_CAP, h.path2_len)?;
+    let socket = (h.sock_family != 0).then(|| SocketInfo {
+        family: h.sock_family,
+        sock_type: h.sock_type,
+        protocol: h.sock_protocol,
+        local: socket_addr(h.sock_family, h.local_addr, h.local_port),
+        remote: socket_addr(h.sock_family, h.remote_addr, h.remote_port),
+    });
+    Ok(SyscallEvent {
+        call,
+        ret: h.ret,
+        args: h.args,
+        path,
+        path2,
+        path_truncated,
+        sensitive_read,
+        file: (h.inode != 0).then(|| (FileId::from_kernel(h.dev, h.inode), h.file_mode)),
+        socket,
+        extra: h.extra,
     })
 }
 
@@ -299,6 +471,39 @@ pub mod testing {
             core::slice::from_raw_parts((value as *const T).cast::<u8>(), core::mem::size_of::<T>())
         }
         .to_owned()
+    }
+
+    /// An exec record for `path`.
+    pub fn exec_record(task: TaskInfo, path: &str) -> ExecRecord {
+        let mut filename = [0u8; FILENAME_LEN];
+        let n = path.len().min(FILENAME_LEN - 1);
+        filename[..n].copy_from_slice(&path.as_bytes()[..n]);
+        ExecRecord {
+            header: header(EventKind::Exec, 0, 2),
+            task,
+            old_pid: task.pid,
+            filename_len: n as u32,
+            exe_ino: 0,
+            exe_dev: 0,
+            stdio_mode: [0; 3],
+            stdio_rdev: [0; 3],
+            filename,
+        }
+    }
+
+    /// A syscall record as the kernel sends it (head plus used path bytes).
+    pub fn syscall_record(task: TaskInfo, call: Syscall, ret: i64, path: Option<&str>) -> Vec<u8> {
+        // SAFETY: SyscallHead is plain integers and byte arrays; all-zero is valid.
+        let mut head: SyscallHead = unsafe { core::mem::zeroed() };
+        head.header = header(EventKind::Syscall, 0, 5);
+        head.task = task;
+        head.ret = ret;
+        head.syscall = call as u16;
+        let p = path.unwrap_or("").as_bytes();
+        head.path1_len = p.len() as u16;
+        let mut out = bytes_of(&head);
+        out.extend_from_slice(p);
+        out
     }
 
     /// An exec-args record as the kernel sends it: fixed part plus the used argument bytes.
@@ -385,13 +590,8 @@ mod tests {
 
     #[test]
     fn lying_filename_len_is_rejected() {
-        let mut rec = ExecRecord {
-            header: header(EventKind::Exec, 0, 1),
-            task: task_info(5, 5, 1, "true"),
-            old_pid: 5,
-            filename_len: 10_000,
-            filename: [0; FILENAME_LEN],
-        };
+        let mut rec = testing::exec_record(task_info(5, 5, 1, "true"), "");
+        rec.filename_len = 10_000;
         assert!(matches!(
             decode(&bytes_of(&rec)),
             Err(DecodeError::BadLength {
@@ -399,12 +599,57 @@ mod tests {
                 ..
             })
         ));
-        rec.filename_len = 9;
-        rec.filename[..9].copy_from_slice(b"/bin/true");
+        let rec = testing::exec_record(task_info(5, 5, 1, "true"), "/bin/true");
         match decode(&bytes_of(&rec)).expect("decodes") {
             KernelEvent::Exec { filename, .. } => assert_eq!(filename, "/bin/true"),
             other => panic!("wrong event {other:?}"),
         }
+    }
+
+    #[test]
+    fn syscall_paths_are_bounded_by_the_record() {
+        let raw = syscall_record(
+            task_info(9, 9, 1, "cat"),
+            Syscall::Openat,
+            -2,
+            Some("/etc/shadow"),
+        );
+        match decode(&raw).expect("decodes") {
+            KernelEvent::Syscall { call, .. } => {
+                assert_eq!(call.call, Syscall::Openat);
+                assert_eq!(call.ret, -2);
+                assert_eq!(call.path.as_deref(), Some("/etc/shadow"));
+            }
+            other => panic!("wrong event {other:?}"),
+        }
+        assert!(matches!(
+            decode(&raw[..raw.len() - 3]),
+            Err(DecodeError::BadLength {
+                field: "path1_len",
+                ..
+            })
+        ));
+        let mut bad = raw.clone();
+        let at = core::mem::offset_of!(SyscallHead, syscall);
+        bad[at..at + 2].copy_from_slice(&999u16.to_ne_bytes());
+        assert_eq!(decode(&bad), Err(DecodeError::UnknownSyscall(999)));
+    }
+
+    #[test]
+    fn stream_kinds_and_devices() {
+        assert_eq!(StreamKind::from_inode(0o140777, 0), StreamKind::Socket);
+        assert_eq!(StreamKind::from_inode(0o010600, 0), StreamKind::Pipe);
+        assert_eq!(
+            StreamKind::from_inode(0o020620, 136 << 20 | 3),
+            StreamKind::Tty
+        );
+        assert_eq!(
+            StreamKind::from_inode(0o020666, 1 << 20 | 3),
+            StreamKind::Null
+        );
+        assert_eq!(StreamKind::from_inode(0, 0), StreamKind::Closed);
+        // /dev/vda1 (254:1) as the kernel and as stat(2) encode it
+        assert_eq!(FileId::from_kernel(254 << 20 | 1, 7).dev, (254 << 8) | 1);
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod limits;
 pub mod process;
 pub mod record;
 pub mod stats;
+pub mod syscall;
 
 #[cfg(feature = "user")]
 pub mod decode;

@@ -12,3 +12,9 @@ pub const ARGS_CAP: usize = 4096;
 /// below `ARGS_CAP`, so the buffer is twice that (this is also what lets the verifier prove
 /// every copy stays in bounds).
 pub const ARGS_BUF: usize = 2 * ARGS_CAP;
+/// Bytes kept of each path of a syscall record (two paths at most: rename's old and new).
+pub const PATH_CAP: usize = 1024;
+/// Bytes of a file name (basename) compared against the sensitive-read set.
+pub const SENSITIVE_NAME_LEN: usize = 32;
+/// Bytes kept of a short string argument (a mount's file-system type).
+pub const SHORT_STR: usize = 16;

@@ -47,6 +47,12 @@ pub struct ExecRecord {
     pub old_pid: u32,
     /// Bytes used in `filename`, without the NUL.
     pub filename_len: u32,
+    /// The executed file (`mm->exe_file`): inode number and device (kernel `dev_t` encoding).
+    pub exe_ino: u64,
+    pub exe_dev: u32,
+    /// `i_mode` and `i_rdev` of fds 0, 1 and 2 after the exec (0 when closed).
+    pub stdio_mode: [u32; 3],
+    pub stdio_rdev: [u32; 3],
     pub filename: [u8; FILENAME_LEN],
 }
 

@@ -14,11 +14,19 @@ pub enum EventKind {
     ExecArgs = 2,
     /// The last thread of a process exited: `sched_process_exit` with `group_dead`.
     Exit = 3,
+    /// A monitored system call and its result: `sys_enter_*` paired with `sys_exit_*`.
+    Syscall = 4,
 }
 
 impl EventKind {
     /// Every kind, in discriminant order.
-    pub const ALL: [EventKind; 4] = [Self::Fork, Self::Exec, Self::ExecArgs, Self::Exit];
+    pub const ALL: [EventKind; 5] = [
+        Self::Fork,
+        Self::Exec,
+        Self::ExecArgs,
+        Self::Exit,
+        Self::Syscall,
+    ];
     /// Number of kinds: the stride of the per-kind counters.
     pub const COUNT: u32 = Self::ALL.len() as u32;
 
@@ -29,6 +37,7 @@ impl EventKind {
             1 => Some(Self::Exec),
             2 => Some(Self::ExecArgs),
             3 => Some(Self::Exit),
+            4 => Some(Self::Syscall),
             _ => None,
         }
     }
@@ -40,6 +49,7 @@ impl EventKind {
             Self::Exec => "exec",
             Self::ExecArgs => "exec_args",
             Self::Exit => "exit",
+            Self::Syscall => "syscall",
         }
     }
 }
@@ -54,10 +64,18 @@ pub mod flags {
     pub const ARGV_UNREADABLE: u16 = 1 << 2;
     /// The file name was longer than [`crate::limits::FILENAME_LEN`].
     pub const FILENAME_TRUNCATED: u16 = 1 << 3;
+    /// A path of a syscall record was longer than [`crate::limits::PATH_CAP`].
+    pub const PATH_TRUNCATED: u16 = 1 << 4;
+    /// The executed file's inode has no links: a deleted file or a memfd (fileless exec).
+    pub const EXE_UNLINKED: u16 = 1 << 5;
+    /// The executed file is a memfd (its dentry is named `memfd:...`).
+    pub const EXE_MEMFD: u16 = 1 << 6;
+    /// A read-only open kept because its file name is in the sensitive set.
+    pub const SENSITIVE_READ: u16 = 1 << 7;
 }
 
 /// Version of this ABI; bumped whenever a record layout changes.
-pub const ABI_VERSION: u16 = 1;
+pub const ABI_VERSION: u16 = 2;
 
 /// The first bytes of every record.
 #[repr(C)]

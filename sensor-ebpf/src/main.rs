@@ -7,9 +7,11 @@
 #![no_std]
 #![no_main]
 
+mod files;
 mod maps;
 mod process;
 mod selftest;
+mod syscall;
 mod task;
 
 #[cfg(target_arch = "bpf")]

@@ -18,8 +18,9 @@ use sensor_common::{
 };
 
 use crate::{
+    files::{dentry_name_starts_with, fd_file, inode_of},
     maps::{ARGS_SCRATCH, EVENTS, config, count, header, is_own, wakeup},
-    task::task_info,
+    task::{field, task_info},
 };
 
 /// `sched_process_fork(struct task_struct *parent, struct task_struct *child)`, as a raw
@@ -75,11 +76,31 @@ pub fn vigil_exec(ctx: TracePointContext) -> u32 {
             src.cast(),
         );
         let filename_len = if copied > 0 { copied as u32 - 1 } else { 0 };
-        let fl = if src_len > FILENAME_LEN {
+        let mut fl = if src_len > FILENAME_LEN {
             flags::FILENAME_TRUNCATED
         } else {
             0
         };
+        // The image actually executed, and whether it still has a name on disk.
+        let fl_cfg = &config().files;
+        let mm = field::<u64>(task, fl_cfg.task_mm) as *const u8;
+        let exe = field::<u64>(mm, fl_cfg.mm_exe_file) as *const u8;
+        let exe_inode = inode_of(exe);
+        if !exe.is_null() && exe_inode.nlink == 0 {
+            fl |= flags::EXE_UNLINKED;
+        }
+        if !exe.is_null() && dentry_name_starts_with(exe, b"memfd:") {
+            fl |= flags::EXE_MEMFD;
+        }
+        (&raw mut (*rec).exe_ino).write(exe_inode.ino);
+        (&raw mut (*rec).exe_dev).write(exe_inode.dev);
+        let mut i = 0;
+        while i < 3 {
+            let stdio = inode_of(fd_file(task, i as u64));
+            (&raw mut (*rec).stdio_mode[i]).write(stdio.mode);
+            (&raw mut (*rec).stdio_rdev[i]).write(stdio.rdev);
+            i += 1;
+        }
         (&raw mut (*rec).header).write(header(EventKind::Exec, fl));
         (&raw mut (*rec).task).write(task_info(task));
         (&raw mut (*rec).old_pid).write(old_pid);

@@ -7,7 +7,7 @@ use crate::maps::config;
 
 /// Reads a `T` at `base + off`, or `T::default()` when the read faults.
 #[inline(always)]
-unsafe fn field<T: Default>(base: *const u8, off: u32) -> T {
+pub unsafe fn field<T: Default>(base: *const u8, off: u32) -> T {
     // SAFETY: bpf_probe_read_kernel tolerates any address and reports a fault as an error.
     unsafe { bpf_probe_read_kernel(base.add(off as usize).cast::<T>()) }.unwrap_or_default()
 }

@@ -1,20 +1,16 @@
 //! The events the sensor publishes, one JSON object per line (schema in the README).
+//!
+//! An event is the acting process's context plus `kind` and that kind's own fields.
 
-use sensor_common::decode::ExitStatus;
+use std::net::SocketAddr;
+
+use sensor_common::decode::{ExitStatus, FileId, StreamKind};
 use serde::{Deserialize, Serialize};
 
 use crate::process_table::{Process, ProcessKey};
 
 /// How deep `ancestry` goes.
 pub const ANCESTRY_DEPTH: usize = 16;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Kind {
-    Fork,
-    Exec,
-    Exit,
-}
 
 /// A process as events name it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,10 +31,144 @@ impl From<&Process> for ProcessRef {
     }
 }
 
+/// A socket endpoint in an event.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Net {
+    /// `unix`, `inet` or `inet6` (or the AF_ number).
+    pub family: String,
+    /// `tcp`, `udp`, `raw`... (or the IPPROTO_/SOCK_ number).
+    pub protocol: String,
+    pub local: Option<SocketAddr>,
+    pub remote: Option<SocketAddr>,
+    /// For UNIX sockets: the socket's path.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub unix_path: Option<String>,
+}
+
+/// A file named in an event.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileRef {
+    /// Absolute when it could be resolved; as the call gave it otherwise.
+    pub path: Option<String>,
+    /// False when a relative path could not be resolved (the process was already gone).
+    pub resolved: bool,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub id: Option<FileId>,
+}
+
+/// What happened, with its own fields.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum What {
+    Fork,
+    Exec {
+        argv: Vec<String>,
+        argv_truncated: bool,
+        /// The executed file by identity.
+        exe_file: FileId,
+        /// The executed inode had no links (a deleted file or a memfd): fileless execution.
+        fileless: bool,
+        memfd: bool,
+        /// What fds 0, 1 and 2 are in the new image.
+        stdio: [StreamKind; 3],
+    },
+    Exit {
+        exit: ExitStatus,
+    },
+    Open {
+        file: FileRef,
+        flags: u64,
+        mode: u32,
+        write: bool,
+        create: bool,
+        truncate: bool,
+        /// A read-only open kept because the file name is in the sensitive set.
+        sensitive_read: bool,
+    },
+    Unlink {
+        file: FileRef,
+    },
+    Rename {
+        file: FileRef,
+        to: FileRef,
+    },
+    Chmod {
+        file: FileRef,
+        mode: u32,
+        setuid: bool,
+        setgid: bool,
+    },
+    Chown {
+        file: FileRef,
+        /// None: left unchanged (-1).
+        owner: Option<u32>,
+        group: Option<u32>,
+    },
+    Connect {
+        net: Net,
+    },
+    Accept {
+        net: Net,
+    },
+    Bind {
+        net: Net,
+    },
+    Listen {
+        net: Net,
+        backlog: u64,
+    },
+    /// setuid, setreuid, setresuid (None: unchanged).
+    SetUid {
+        ruid: Option<u32>,
+        euid: Option<u32>,
+        suid: Option<u32>,
+    },
+    SetGid {
+        rgid: Option<u32>,
+        egid: Option<u32>,
+        sgid: Option<u32>,
+    },
+    Capset {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    },
+    Ptrace {
+        request: u64,
+        request_name: Option<String>,
+        target_pid: i64,
+    },
+    ModuleLoad {
+        params: Option<String>,
+        file: Option<FileRef>,
+    },
+    Bpf {
+        command: u64,
+        command_name: Option<String>,
+        /// For BPF_PROG_LOAD: the BPF_PROG_TYPE_* number.
+        prog_type: Option<u32>,
+    },
+    MemfdCreate {
+        name: Option<String>,
+        flags: u64,
+    },
+    Mount {
+        source: Option<String>,
+        target: FileRef,
+        fstype: Option<String>,
+        flags: u64,
+    },
+    Kill {
+        target_pid: i64,
+        signal: u64,
+    },
+}
+
 /// One published event.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
-    pub kind: Kind,
+    #[serde(flatten)]
+    pub what: What,
     /// Wall-clock time, nanoseconds since the Unix epoch.
     pub time_ns: u64,
     /// CLOCK_BOOTTIME nanoseconds, as the kernel stamped it.
@@ -56,10 +186,14 @@ pub struct Event {
     pub comm: String,
     pub cgroup_id: u64,
     pub exe: Option<String>,
-    pub argv: Vec<String>,
-    pub argv_truncated: bool,
+    /// For syscall events: the call's name, its raw result and the error's name on failure.
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub exit: Option<ExitStatus>,
-    /// Known ancestors, nearest first.
+    pub syscall: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub ret: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub error: Option<String>,
+    /// Known ancestors, nearest first (on exec events).
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub ancestry: Vec<ProcessRef>,
 }

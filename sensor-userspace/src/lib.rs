@@ -7,6 +7,7 @@
 pub mod clock;
 pub mod control;
 pub mod events;
+pub mod interpret;
 pub mod kernel;
 pub mod output;
 pub mod pipeline;

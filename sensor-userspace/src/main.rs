@@ -6,7 +6,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 use sensor_userspace::{
     control::{self, ProcessView, Request, Response, Status},
-    kernel::btf::VMLINUX_BTF,
+    kernel::{btf::VMLINUX_BTF, loader},
     process_table::TableLimits,
     run::{RunOptions, run},
     state::StateDir,
@@ -51,6 +51,10 @@ enum Command {
         /// Most exited processes kept in the process table.
         #[arg(long, default_value_t = 65_536)]
         max_exited: usize,
+        /// A file name whose read-only opens are reported (repeatable; replaces the default
+        /// set of credential and private-key names).
+        #[arg(long = "sensitive-name", value_name = "NAME")]
+        sensitive_names: Vec<String>,
     },
     /// Show a running sensor's uptime, hooks and per-kind event and drop counts.
     Status {
@@ -150,7 +154,16 @@ fn main() -> Result<()> {
             btf,
             retention_secs,
             max_exited,
+            sensitive_names,
         } => {
+            let sensitive_names = if sensitive_names.is_empty() {
+                loader::DEFAULT_SENSITIVE_NAMES
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect()
+            } else {
+                sensitive_names
+            };
             let opts = RunOptions {
                 state,
                 events_out,
@@ -161,6 +174,7 @@ fn main() -> Result<()> {
                     retention_ns: retention_secs.saturating_mul(1_000_000_000),
                     max_exited,
                 },
+                sensitive_names,
             };
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

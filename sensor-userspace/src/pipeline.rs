@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     clock::BootClock,
-    events::{ANCESTRY_DEPTH, Event, Kind, ProcessRef},
+    events::{ANCESTRY_DEPTH, Event, ProcessRef, What},
+    interpret::{Resolver, error_name, interpret},
     process_table::{ProcessKey, ProcessTable},
 };
 
@@ -48,6 +49,7 @@ const PENDING_ARGS_TTL_NS: u64 = 10 * 1_000_000_000;
 pub struct Pipeline<S: Sink> {
     pub table: ProcessTable,
     sink: S,
+    resolver: Box<dyn Resolver + Send>,
     clock: BootClock,
     pending: HashMap<u32, PendingArgs>,
     seen: BTreeMap<&'static str, u64>,
@@ -55,10 +57,16 @@ pub struct Pipeline<S: Sink> {
 }
 
 impl<S: Sink> Pipeline<S> {
-    pub fn new(table: ProcessTable, sink: S, clock: BootClock) -> Self {
+    pub fn new(
+        table: ProcessTable,
+        sink: S,
+        clock: BootClock,
+        resolver: Box<dyn Resolver + Send>,
+    ) -> Self {
         Self {
             table,
             sink,
+            resolver,
             clock,
             pending: HashMap::new(),
             seen: EventKind::ALL.iter().map(|k| (k.name(), 0)).collect(),
@@ -101,7 +109,7 @@ impl<S: Sink> Pipeline<S> {
             }
             KernelEvent::Fork { boot_ns, task } => {
                 let key = self.table.on_fork(&task);
-                self.publish(Kind::Fork, boot_ns, task.pid, key, None);
+                self.publish(What::Fork, boot_ns, task.pid, key, None);
             }
             KernelEvent::Exec {
                 boot_ns,
@@ -109,13 +117,30 @@ impl<S: Sink> Pipeline<S> {
                 old_pid,
                 filename,
                 filename_truncated,
+                exe,
+                exe_unlinked,
+                exe_memfd,
+                stdio,
             } => {
                 let argv = self.pending.remove(&old_pid).map(|a| (a.argv, a.truncated));
                 if filename_truncated {
                     tracing::debug!(pid = task.tgid, "exec filename truncated");
                 }
                 let key = self.table.on_exec(&task, &filename, argv);
-                self.publish(Kind::Exec, boot_ns, old_pid, key, None);
+                let (argv, argv_truncated) = self
+                    .table
+                    .get(&key)
+                    .map(|p| (p.argv.clone(), p.argv_truncated))
+                    .unwrap_or_default();
+                let what = What::Exec {
+                    argv,
+                    argv_truncated,
+                    exe_file: exe,
+                    fileless: exe_unlinked,
+                    memfd: exe_memfd,
+                    stdio,
+                };
+                self.publish(what, boot_ns, old_pid, key, None);
             }
             KernelEvent::Exit {
                 boot_ns,
@@ -124,24 +149,48 @@ impl<S: Sink> Pipeline<S> {
             } => {
                 let key = self.table.on_exit(&task, boot_ns, status);
                 self.pending.remove(&task.pid);
-                self.publish(Kind::Exit, boot_ns, task.pid, key, Some(status));
+                self.publish(What::Exit { exit: status }, boot_ns, task.pid, key, None);
+            }
+            KernelEvent::Syscall {
+                boot_ns,
+                task,
+                call,
+            } => {
+                let key = self.table.touch(&task);
+                let what = interpret(&call, task.tgid, self.resolver.as_ref());
+                self.publish(
+                    what,
+                    boot_ns,
+                    task.pid,
+                    key,
+                    Some((call.call.name(), call.ret)),
+                );
             }
         }
     }
 
     fn publish(
         &mut self,
-        kind: Kind,
+        what: What,
         boot_ns: u64,
         tid: u32,
         key: ProcessKey,
-        exit: Option<sensor_common::decode::ExitStatus>,
+        syscall: Option<(&'static str, i64)>,
     ) {
         let Some(p) = self.table.get(&key) else {
             return;
         };
+        let ancestry = if matches!(what, What::Exec { .. }) {
+            self.table
+                .ancestors(&key, ANCESTRY_DEPTH)
+                .into_iter()
+                .map(ProcessRef::from)
+                .collect()
+        } else {
+            Vec::new()
+        };
         let event = Event {
-            kind,
+            what,
             time_ns: self.clock.to_unix_ns(boot_ns),
             boot_ns,
             pid: key.pid,
@@ -156,15 +205,10 @@ impl<S: Sink> Pipeline<S> {
             comm: p.comm.clone(),
             cgroup_id: p.cgroup_id,
             exe: p.exe.clone(),
-            argv: p.argv.clone(),
-            argv_truncated: p.argv_truncated,
-            exit,
-            ancestry: self
-                .table
-                .ancestors(&key, ANCESTRY_DEPTH)
-                .into_iter()
-                .map(ProcessRef::from)
-                .collect(),
+            syscall: syscall.map(|(name, _)| name.to_owned()),
+            ret: syscall.map(|(_, ret)| ret),
+            error: syscall.and_then(|(_, ret)| error_name(ret)),
+            ancestry,
         };
         self.sink.publish(&event);
     }
@@ -197,9 +241,8 @@ impl<S: Sink> Pipeline<S> {
 #[cfg(test)]
 mod tests {
     use sensor_common::{
-        decode::testing::{bytes_of, exec_args, header, task_info},
-        limits::FILENAME_LEN,
-        process::{ExecRecord, ExitRecord, ForkRecord},
+        decode::testing::{self, bytes_of, exec_args, header, task_info},
+        process::{ExitRecord, ForkRecord},
     };
 
     use super::*;
@@ -218,19 +261,15 @@ mod tests {
             ProcessTable::new(100, TableLimits::default()),
             Collect::default(),
             BootClock::fixed(0),
+            Box::new(crate::interpret::NoResolver),
         )
     }
 
     fn exec_record(pid: u32, ppid: u32, path: &str) -> Vec<u8> {
-        let mut filename = [0u8; FILENAME_LEN];
-        filename[..path.len()].copy_from_slice(path.as_bytes());
-        bytes_of(&ExecRecord {
-            header: header(EventKind::Exec, 0, 2),
-            task: task_info(pid, pid, ppid, "echo"),
-            old_pid: pid,
-            filename_len: path.len() as u32,
-            filename,
-        })
+        bytes_of(&testing::exec_record(
+            task_info(pid, pid, ppid, "echo"),
+            path,
+        ))
     }
 
     #[test]
@@ -247,9 +286,11 @@ mod tests {
         ));
         p.ingest(&exec_record(42, 7, "/bin/echo"));
         let e = p.sink().0.last().expect("an exec event").clone();
-        assert_eq!(e.kind, Kind::Exec);
         assert_eq!(e.exe.as_deref(), Some("/bin/echo"));
-        assert_eq!(e.argv, ["/bin/echo", "alpha", "beta gamma"]);
+        match &e.what {
+            What::Exec { argv, .. } => assert_eq!(argv, &["/bin/echo", "alpha", "beta gamma"]),
+            other => panic!("{other:?}"),
+        }
         assert_eq!(e.ppid, 7);
     }
 
@@ -276,8 +317,10 @@ mod tests {
         }));
         let e = p.sink().0.last().expect("an exit event");
         assert_eq!(
-            e.exit,
-            Some(sensor_common::decode::ExitStatus::Exited { code: 3 })
+            e.what,
+            What::Exit {
+                exit: sensor_common::decode::ExitStatus::Exited { code: 3 }
+            }
         );
     }
 }

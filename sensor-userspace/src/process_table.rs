@@ -248,6 +248,13 @@ impl ProcessTable {
         p.key
     }
 
+    /// Any other event of a process: refreshes its credentials and comm.
+    pub fn touch(&mut self, task: &Task) -> ProcessKey {
+        let p = self.entry_for(task);
+        Self::refresh(p, task);
+        p.key
+    }
+
     /// The end of a process.
     pub fn on_exit(&mut self, task: &Task, boot_ns: u64, status: ExitStatus) -> ProcessKey {
         let p = self.entry_for(task);

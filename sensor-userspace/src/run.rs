@@ -39,6 +39,8 @@ pub struct RunOptions {
     pub poll_interval: Duration,
     pub btf: PathBuf,
     pub limits: TableLimits,
+    /// File names whose read-only opens are reported.
+    pub sensitive_names: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -126,9 +128,9 @@ impl Running {
                 .attached
                 .iter()
                 .map(|h| HookStatus {
-                    program: h.program.to_owned(),
+                    program: h.program.clone(),
                     kind: h.kind,
-                    target: h.target.to_owned(),
+                    target: h.target.clone(),
                 })
                 .collect(),
             support: self.loaded.support.clone(),
@@ -171,6 +173,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         btf_path: opts.btf.clone(),
         ring_buffer_bytes: opts.ring_buffer_bytes,
         sensor_tgid: std::process::id(),
+        sensitive_names: opts.sensitive_names.clone(),
     })?;
     let mut ring = RingReader::take(&mut loaded.ebpf)?;
     let stats = KernelStats::take(&mut loaded.ebpf)?;
@@ -179,7 +182,12 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     let mut table = ProcessTable::new(procfs::ticks_per_second(), opts.limits);
     table.seed(procfs::scan(std::path::Path::new("/proc")));
     tracing::info!(processes = table.len(), "process table seeded from /proc");
-    let mut pipeline = Pipeline::new(table, sink, BootClock::now());
+    let mut pipeline = Pipeline::new(
+        table,
+        sink,
+        BootClock::now(),
+        Box::new(crate::interpret::ProcResolver),
+    );
 
     let listener = control::bind(&state.control_socket())?;
     let (ctrl_tx, mut ctrl_rx) = mpsc::channel(16);
@@ -233,6 +241,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     ring.drain_now(|bytes| pipeline.ingest(bytes));
     pipeline.flush();
     let _ = std::fs::remove_file(state.control_socket());
+    tracing::info!("detaching");
     drop(running); // detaches every program
     tracing::info!("detached; vigil-sensor stopped");
     result

@@ -2,7 +2,7 @@
 
 use sensor_userspace::kernel::{
     btf::VMLINUX_BTF,
-    loader::{self, LoadError, LoadOptions, SELFTEST_REJECTED},
+    loader::{self, DEFAULT_SENSITIVE_NAMES, LoadError, LoadOptions, selftest_rejected},
 };
 
 #[test]
@@ -16,10 +16,14 @@ fn verifier_rejection_names_the_program_and_quotes_the_log() {
         btf_path: VMLINUX_BTF.into(),
         ring_buffer_bytes: 1 << 16,
         sensor_tgid: std::process::id(),
+        sensitive_names: DEFAULT_SENSITIVE_NAMES
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
     })
     .expect("the object opens");
     let err = loaded
-        .load_program(SELFTEST_REJECTED)
+        .load_program(&selftest_rejected())
         .expect_err("the verifier must refuse the self-test program");
     assert!(matches!(err, LoadError::Verifier { .. }), "{err:?}");
     let text = err.to_string();

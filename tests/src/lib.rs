@@ -231,15 +231,19 @@ impl Drop for Sensor {
         if let Some(mut child) = self.child.take() {
             // SAFETY: kill(2) on our own child.
             unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
+            // Detaching ~70 tracepoints takes the kernel a few seconds: reap the sensor in
+            // the background rather than hold the test up; kill it if it does not stop.
+            std::thread::spawn(move || {
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while Instant::now() < deadline {
+                    if let Ok(Some(_)) = child.try_wait() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
                 }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+                let _ = child.kill();
+                let _ = child.wait();
+            });
         }
     }
 }

@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use sensor_common::config::TaskLayout;
+use sensor_common::config::{FileLayout, TaskLayout};
 
 /// Where the running kernel publishes its BTF.
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
@@ -250,6 +250,43 @@ impl KernelBtf {
     }
 }
 
+impl KernelBtf {
+    /// The offsets the syscall and exec programs follow from a task to files and sockets.
+    pub fn file_layout(&self) -> Result<FileLayout, BtfError> {
+        let o = |s, m| self.member_offset(s, m);
+        let sock = o("sock", "__sk_common")?;
+        let sk = |m| Ok::<u32, BtfError>(sock + o("sock_common", m)?);
+        Ok(FileLayout {
+            task_files: o("task_struct", "files")?,
+            task_mm: o("task_struct", "mm")?,
+            mm_exe_file: o("mm_struct", "exe_file")?,
+            files_fdt: o("files_struct", "fdt")?,
+            fdt_fd: o("fdtable", "fd")?,
+            fdt_max_fds: o("fdtable", "max_fds")?,
+            file_inode: o("file", "f_inode")?,
+            file_private_data: o("file", "private_data")?,
+            file_dentry: o("file", "f_path")? + o("path", "dentry")?,
+            dentry_name: o("dentry", "d_name")? + o("qstr", "name")?,
+            inode_mode: o("inode", "i_mode")?,
+            inode_ino: o("inode", "i_ino")?,
+            inode_sb: o("inode", "i_sb")?,
+            inode_rdev: o("inode", "i_rdev")?,
+            inode_nlink: o("inode", "__i_nlink")?,
+            sb_dev: o("super_block", "s_dev")?,
+            socket_sk: o("socket", "sk")?,
+            sk_family: sk("skc_family")?,
+            sk_daddr: sk("skc_daddr")?,
+            sk_rcv_saddr: sk("skc_rcv_saddr")?,
+            sk_dport: sk("skc_dport")?,
+            sk_num: sk("skc_num")?,
+            sk_v6_daddr: sk("skc_v6_daddr")?,
+            sk_v6_rcv_saddr: sk("skc_v6_rcv_saddr")?,
+            sk_type: o("sock", "sk_type")?,
+            sk_protocol: o("sock", "sk_protocol")?,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -348,5 +385,7 @@ mod tests {
         );
         assert_eq!(l.cred_gid, l.cred_uid + 4, "{l:?}");
         assert!(l.cred_euid > l.cred_gid, "{l:?}");
+        let f = btf.file_layout().expect("file and socket layout");
+        assert_eq!(f.sk_rcv_saddr, f.sk_daddr + 4, "{f:?}");
     }
 }

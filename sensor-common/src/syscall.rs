@@ -1,0 +1,162 @@
+//! Monitored system calls: the catalogue, and the record each enter/exit pair produces.
+
+use crate::{
+    limits::{PATH_CAP, SHORT_STR},
+    process::TaskInfo,
+    record::RecordHeader,
+};
+
+/// What a syscall record's arguments and paths mean depends on the call.
+macro_rules! syscalls {
+    ($($(#[$doc:meta])* $variant:ident = $n:literal, $name:literal;)*) => {
+        /// Every monitored system call.
+        #[repr(u16)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        #[cfg_attr(feature = "user", derive(serde::Serialize, serde::Deserialize))]
+        #[cfg_attr(feature = "user", serde(rename_all = "snake_case"))]
+        pub enum Syscall {
+            $($(#[$doc])* $variant = $n,)*
+        }
+
+        impl Syscall {
+            pub const ALL: &'static [Syscall] = &[$(Syscall::$variant,)*];
+
+            pub const fn from_raw(raw: u16) -> Option<Self> {
+                match raw {
+                    $($n => Some(Self::$variant),)*
+                    _ => None,
+                }
+            }
+
+            /// The kernel's name of the call (and of its tracepoints, `sys_enter_NAME`).
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $name,)*
+                }
+            }
+        }
+    };
+}
+
+syscalls! {
+    /// `open(path, flags, mode)`
+    Open = 0, "open";
+    /// `openat(dirfd, path, flags, mode)`
+    Openat = 1, "openat";
+    /// `openat2(dirfd, path, how, size)`: flags and mode are copied into args 2 and 3.
+    Openat2 = 2, "openat2";
+    /// `creat(path, mode)`
+    Creat = 3, "creat";
+    /// `unlink(path)`
+    Unlink = 4, "unlink";
+    /// `unlinkat(dirfd, path, flags)`
+    Unlinkat = 5, "unlinkat";
+    /// `rename(old, new)`
+    Rename = 6, "rename";
+    /// `renameat(olddirfd, old, newdirfd, new)`
+    Renameat = 7, "renameat";
+    /// `renameat2(olddirfd, old, newdirfd, new, flags)`
+    Renameat2 = 8, "renameat2";
+    /// `chmod(path, mode)`
+    Chmod = 9, "chmod";
+    /// `fchmod(fd, mode)`
+    Fchmod = 10, "fchmod";
+    /// `fchmodat(dirfd, path, mode)`
+    Fchmodat = 11, "fchmodat";
+    /// `chown(path, uid, gid)`
+    Chown = 12, "chown";
+    /// `lchown(path, uid, gid)`
+    Lchown = 13, "lchown";
+    /// `fchown(fd, uid, gid)`
+    Fchown = 14, "fchown";
+    /// `fchownat(dirfd, path, uid, gid, flags)`
+    Fchownat = 15, "fchownat";
+    /// `connect(fd, addr, len)`
+    Connect = 16, "connect";
+    /// `accept(fd, addr, len)`
+    Accept = 17, "accept";
+    /// `accept4(fd, addr, len, flags)`
+    Accept4 = 18, "accept4";
+    /// `bind(fd, addr, len)`
+    Bind = 19, "bind";
+    /// `listen(fd, backlog)`
+    Listen = 20, "listen";
+    /// `setuid(uid)`
+    Setuid = 21, "setuid";
+    /// `setgid(gid)`
+    Setgid = 22, "setgid";
+    /// `setreuid(ruid, euid)`
+    Setreuid = 23, "setreuid";
+    /// `setregid(rgid, egid)`
+    Setregid = 24, "setregid";
+    /// `setresuid(ruid, euid, suid)`
+    Setresuid = 25, "setresuid";
+    /// `setresgid(rgid, egid, sgid)`
+    Setresgid = 26, "setresgid";
+    /// `capset(header, data)`: effective/permitted/inheritable (low words) go to `extra`.
+    Capset = 27, "capset";
+    /// `ptrace(request, pid, addr, data)`
+    Ptrace = 28, "ptrace";
+    /// `init_module(image, len, params)`
+    InitModule = 29, "init_module";
+    /// `finit_module(fd, params, flags)`
+    FinitModule = 30, "finit_module";
+    /// `bpf(cmd, attr, size)`: for BPF_PROG_LOAD the program type goes to `extra`.
+    Bpf = 31, "bpf";
+    /// `memfd_create(name, flags)`
+    MemfdCreate = 32, "memfd_create";
+    /// `mount(source, target, fstype, flags, data)`: the fstype goes to `extra`.
+    Mount = 33, "mount";
+    /// `kill(pid, sig)`
+    Kill = 34, "kill";
+}
+
+/// The fixed part of a syscall record. `data` follows: `path1` at 0 and, when present,
+/// `path2` at [`PATH_CAP`]; only the bytes in use are sent.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SyscallHead {
+    pub header: RecordHeader,
+    pub task: TaskInfo,
+    /// The raw return value (negative errno on failure).
+    pub ret: i64,
+    /// The raw arguments.
+    pub args: [u64; 6],
+    /// The file an fd argument or result refers to (open result, fchmod/fchown/finit_module fd).
+    pub inode: u64,
+    pub dev: u32,
+    pub file_mode: u32,
+    /// A [`Syscall`] discriminant.
+    pub syscall: u16,
+    /// Bytes of `path1`/`path2` in use (0: absent).
+    pub path1_len: u16,
+    pub path2_len: u16,
+    /// Socket facts, from the socket itself and from the call's address argument.
+    pub sock_family: u16,
+    pub sock_type: u16,
+    pub sock_protocol: u16,
+    pub local_port: u16,
+    pub remote_port: u16,
+    pub local_addr: [u8; 16],
+    pub remote_addr: [u8; 16],
+    /// Call-specific bytes: a mount's fstype, a BPF program type, capset's sets.
+    pub extra: [u8; SHORT_STR],
+}
+
+/// A whole syscall record as built in per-CPU scratch space.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SyscallRecord {
+    pub head: SyscallHead,
+    pub data: [u8; 2 * PATH_CAP],
+}
+
+/// Arguments saved at syscall entry until the matching exit.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct PendingSyscall {
+    pub args: [u64; 6],
+    pub syscall: u16,
+    pub flags: u16,
+    pub _pad: u32,
+}
