@@ -286,8 +286,12 @@ fn on_exit(ctx: &TracePointContext, sys: Syscall) {
                 user_sockaddr(rec, a[1], false, &mut fl);
             }
             Syscall::Bind => {
-                fill_socket(fd_file(task, a[0]), head);
+                // What was asked for; on success the socket's state (the port the kernel
+                // chose for port 0) wins.
                 user_sockaddr(rec, a[1], true, &mut fl);
+                if ret == 0 {
+                    fill_socket(fd_file(task, a[0]), head);
+                }
             }
             Syscall::Listen => fill_socket(fd_file(task, a[0]), head),
             Syscall::Accept | Syscall::Accept4 if ret >= 0 => {

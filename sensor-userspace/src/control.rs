@@ -41,6 +41,16 @@ pub struct HookStatus {
     pub target: String,
 }
 
+impl From<&crate::kernel::loader::HookSpec> for HookStatus {
+    fn from(h: &crate::kernel::loader::HookSpec) -> Self {
+        Self {
+            program: h.program.clone(),
+            kind: h.kind,
+            target: h.target.clone(),
+        }
+    }
+}
+
 /// Per-kind counts: what userspace received, what the kernel lost to a full ring buffer, and
 /// what it filtered on purpose.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,6 +66,8 @@ pub struct Status {
     pub pid: u32,
     pub uptime_secs: u64,
     pub hooks: Vec<HookStatus>,
+    /// Optional hooks this kernel lacks (a syscall absent on this architecture or build).
+    pub skipped_hooks: Vec<HookStatus>,
     pub support: HookSupport,
     pub ring_buffer_bytes: u32,
     pub events: BTreeMap<String, KindStatus>,

@@ -117,16 +117,17 @@ pub enum What {
         net: Net,
         backlog: u64,
     },
-    /// setuid, setreuid, setresuid (None: unchanged).
+    /// setuid, setreuid, setresuid: the ids asked for (None: unchanged). The event's own
+    /// `uid`/`euid` are the process's credentials after the call.
     SetUid {
-        ruid: Option<u32>,
-        euid: Option<u32>,
-        suid: Option<u32>,
+        new_ruid: Option<u32>,
+        new_euid: Option<u32>,
+        new_suid: Option<u32>,
     },
     SetGid {
-        rgid: Option<u32>,
-        egid: Option<u32>,
-        sgid: Option<u32>,
+        new_rgid: Option<u32>,
+        new_egid: Option<u32>,
+        new_sgid: Option<u32>,
     },
     Capset {
         effective: u32,

@@ -101,6 +101,12 @@ fn print_status(s: &Status) {
     for h in &s.hooks {
         println!("  {:<16} {:?} {}", h.program, h.kind, h.target);
     }
+    for h in &s.skipped_hooks {
+        println!(
+            "  {:<16} skipped: this kernel has no {}",
+            h.program, h.target
+        );
+    }
     let sup = &s.support;
     println!(
         "kernel support: tracepoint={} raw_tracepoint={} ring_buffer={} fentry={} lsm={}",

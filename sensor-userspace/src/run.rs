@@ -123,16 +123,8 @@ impl Running {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             pid: std::process::id(),
             uptime_secs: self.started.elapsed().as_secs(),
-            hooks: self
-                .loaded
-                .attached
-                .iter()
-                .map(|h| HookStatus {
-                    program: h.program.clone(),
-                    kind: h.kind,
-                    target: h.target.clone(),
-                })
-                .collect(),
+            hooks: self.loaded.attached.iter().map(HookStatus::from).collect(),
+            skipped_hooks: self.loaded.skipped.iter().map(HookStatus::from).collect(),
             support: self.loaded.support.clone(),
             ring_buffer_bytes: self.ring_buffer_bytes,
             events,
