@@ -463,6 +463,24 @@ pub mod testing {
         }
     }
 
+    /// A decoded task: process `pid` started `start_s` seconds after boot, child of `ppid`
+    /// started at `pstart_s`.
+    pub fn task(pid: u32, start_s: u64, ppid: u32, pstart_s: u64, comm: &str) -> Task {
+        Task {
+            pid,
+            tgid: pid,
+            ppid,
+            uid: 0,
+            gid: 0,
+            euid: 0,
+            egid: 0,
+            cgroup_id: 1,
+            start_boot_ns: start_s * 1_000_000_000,
+            parent_start_boot_ns: pstart_s * 1_000_000_000,
+            comm: comm.into(),
+        }
+    }
+
     /// The raw bytes of a `#[repr(C)]` record.
     pub fn bytes_of<T: Copy>(value: &T) -> Vec<u8> {
         // SAFETY: reading `size_of::<T>()` bytes of a live, initialised `Copy` value; the

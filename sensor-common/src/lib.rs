@@ -20,3 +20,5 @@ pub mod syscall;
 
 #[cfg(feature = "user")]
 pub mod decode;
+#[cfg(feature = "user")]
+pub mod wire;

@@ -32,6 +32,38 @@ pub enum Request {
     Process {
         pid: u32,
     },
+    /// A question to the entity graph.
+    Graph {
+        query: GraphQuery,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "query", rename_all = "snake_case")]
+pub enum GraphQuery {
+    /// Ancestors, descendants, files written and connections of the tree rooted at the
+    /// live process `pid`.
+    Tree { pid: u32 },
+    /// Processes that executed `path`.
+    Executors { path: String },
+    /// The first process seen writing `path`.
+    FirstWriter { path: String },
+    /// Writes a snapshot (rmp-serde) into the state directory.
+    Snapshot,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "answer", rename_all = "snake_case")]
+pub enum GraphAnswer {
+    Tree(crate::graph::TreeView),
+    Processes {
+        processes: Vec<crate::process_table::ProcessKey>,
+    },
+    Snapshot {
+        path: String,
+        nodes: usize,
+        edges: usize,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,6 +105,7 @@ pub struct Status {
     pub events: BTreeMap<String, KindStatus>,
     pub decode_errors: u64,
     pub processes: TableStats,
+    pub graph: crate::graph::GraphStats,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,6 +120,7 @@ pub struct ProcessView {
 pub enum Response {
     Status(Status),
     Process { found: Option<ProcessView> },
+    Graph(GraphAnswer),
     Error { message: String },
 }
 

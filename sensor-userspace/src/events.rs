@@ -54,6 +54,38 @@ pub struct FileRef {
     pub resolved: bool,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub id: Option<FileId>,
+    /// What the inode is, when the kernel saw it: `file`, `directory`, `char_device`,
+    /// `block_device`, `fifo`, `socket` or `symlink`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub file_type: Option<FileType>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileType {
+    File,
+    Directory,
+    CharDevice,
+    BlockDevice,
+    Fifo,
+    Socket,
+    Symlink,
+}
+
+impl FileType {
+    /// From an inode's `i_mode`.
+    pub fn from_mode(mode: u32) -> Option<Self> {
+        Some(match mode & 0o170000 {
+            0o100000 => Self::File,
+            0o040000 => Self::Directory,
+            0o020000 => Self::CharDevice,
+            0o060000 => Self::BlockDevice,
+            0o010000 => Self::Fifo,
+            0o140000 => Self::Socket,
+            0o120000 => Self::Symlink,
+            _ => return None,
+        })
+    }
 }
 
 /// What happened, with its own fields.

@@ -6,7 +6,7 @@ use sensor_common::{
     syscall::Syscall,
 };
 
-use crate::events::{FileRef, Net, What};
+use crate::events::{FileRef, FileType, Net, What};
 
 /// `AT_FDCWD`: a path relative to the current directory.
 const AT_FDCWD: i32 = -100;
@@ -58,32 +58,31 @@ fn id_arg(arg: u64) -> Option<u32> {
     (v != u32::MAX).then_some(v)
 }
 
-fn file(r: &dyn Resolver, pid: u32, dirfd: i32, path: Option<&str>, id: Option<FileId>) -> FileRef {
-    let Some(path) = path else {
-        return FileRef {
-            path: None,
-            resolved: false,
-            id,
-        };
+/// The file a path argument names, with the identity and type of the inode when known.
+fn file(
+    r: &dyn Resolver,
+    pid: u32,
+    dirfd: i32,
+    path: Option<&str>,
+    inode: Option<(FileId, u32)>,
+) -> FileRef {
+    let (id, file_type) = (
+        inode.map(|i| i.0),
+        inode.and_then(|i| FileType::from_mode(i.1)),
+    );
+    let (path, resolved) = match path {
+        None => (None, false),
+        Some(p) if p.starts_with('/') => (Some(p.to_owned()), true),
+        Some(p) => match r.dir(pid, dirfd) {
+            Some(dir) => (Some(join(&dir, p)), true),
+            None => (Some(p.to_owned()), false),
+        },
     };
-    if path.starts_with('/') {
-        return FileRef {
-            path: Some(path.to_owned()),
-            resolved: true,
-            id,
-        };
-    }
-    match r.dir(pid, dirfd) {
-        Some(dir) => FileRef {
-            path: Some(join(&dir, path)),
-            resolved: true,
-            id,
-        },
-        None => FileRef {
-            path: Some(path.to_owned()),
-            resolved: false,
-            id,
-        },
+    FileRef {
+        path,
+        resolved,
+        id,
+        file_type,
     }
 }
 
@@ -103,11 +102,13 @@ fn join(dir: &str, rel: &str) -> String {
 }
 
 /// The file an fd argument names: its path through /proc, and its identity from the kernel.
-fn fd_file(r: &dyn Resolver, pid: u32, fd: i32, id: Option<FileId>) -> FileRef {
+fn fd_file(r: &dyn Resolver, pid: u32, fd: i32, inode: Option<(FileId, u32)>) -> FileRef {
+    let path = r.dir(pid, fd);
     FileRef {
-        path: r.dir(pid, fd),
-        resolved: true,
-        id,
+        resolved: path.is_some(),
+        path,
+        id: inode.map(|i| i.0),
+        file_type: inode.and_then(|i| FileType::from_mode(i.1)),
     }
 }
 
@@ -204,7 +205,7 @@ fn u32_at(bytes: &[u8], at: usize) -> u32 {
 /// The typed event for a syscall record of process `pid`.
 pub fn interpret(e: &SyscallEvent, pid: u32, r: &dyn Resolver) -> What {
     let a = e.args;
-    let id = e.file.map(|(id, _)| id);
+    let id = e.file;
     let path = e.path.as_deref();
     let cwd = AT_FDCWD;
     match e.call {

@@ -1,12 +1,13 @@
 //! `vigil-sensor`: the Vigil host sensor.
 //!
 //! Data flows one way: [`kernel`] loads the programs and reads their ring buffer, the
-//! [`pipeline`] decodes records and applies them to the [`process_table`], and publishes
+//! [`pipeline`] decodes records and applies them to the [`process_table`] and the [`graph`], and publishes
 //! [`events`] to a sink ([`output`]). [`run`] wires it together with the [`control`] socket.
 
 pub mod clock;
 pub mod control;
 pub mod events;
+pub mod graph;
 pub mod interpret;
 pub mod kernel;
 pub mod output;

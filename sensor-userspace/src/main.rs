@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 use sensor_userspace::{
-    control::{self, ProcessView, Request, Response, Status},
+    control::{self, GraphQuery, ProcessView, Request, Response, Status},
     kernel::{btf::VMLINUX_BTF, loader},
     process_table::TableLimits,
     run::{RunOptions, run},
@@ -51,6 +51,9 @@ enum Command {
         /// Most exited processes kept in the process table.
         #[arg(long, default_value_t = 65_536)]
         max_exited: usize,
+        /// Most edges kept in the entity graph (the oldest go first).
+        #[arg(long, default_value_t = 262_144)]
+        max_edges: usize,
         /// A file name whose read-only opens are reported (repeatable; replaces the default
         /// set of credential and private-key names).
         #[arg(long = "sensitive-name", value_name = "NAME")]
@@ -64,6 +67,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Ask the entity graph: `tree PID`, `executors PATH`, `first-writer PATH`, `snapshot`.
+    Graph {
+        #[arg(long, default_value = DEFAULT_STATE)]
+        state: PathBuf,
+        #[command(subcommand)]
+        query: GraphCmd,
+    },
     /// Show a live process as the sensor knows it, with its ancestry.
     Process {
         #[arg(long, default_value = DEFAULT_STATE)]
@@ -72,6 +82,18 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum GraphCmd {
+    /// Ancestors, descendants, files written and connections of a process tree.
+    Tree { pid: u32 },
+    /// Processes that executed a file.
+    Executors { path: String },
+    /// The first process seen writing a file.
+    FirstWriter { path: String },
+    /// Write a snapshot of the graph (rmp-serde) into the state directory.
+    Snapshot,
 }
 
 fn init_logging() {
@@ -124,6 +146,10 @@ fn print_status(s: &Status) {
         );
     }
     println!("malformed records skipped: {}", s.decode_errors);
+    println!(
+        "graph: {} nodes, {} edges, {} edges evicted at the cap",
+        s.graph.nodes, s.graph.edges, s.graph.edges_evicted
+    );
     let p = &s.processes;
     println!(
         "processes: {} live, {} exited kept, {} seeded from /proc, {} aged out",
@@ -160,6 +186,7 @@ fn main() -> Result<()> {
             btf,
             retention_secs,
             max_exited,
+            max_edges,
             sensitive_names,
         } => {
             let sensitive_names = if sensitive_names.is_empty() {
@@ -181,6 +208,7 @@ fn main() -> Result<()> {
                     max_exited,
                 },
                 sensitive_names,
+                graph_limits: sensor_userspace::graph::GraphLimits { max_edges },
             };
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -193,6 +221,18 @@ fn main() -> Result<()> {
             Response::Status(s) => print_status(&s),
             other => bail!("unexpected response: {other:?}"),
         },
+        Command::Graph { state, query } => {
+            let query = match query {
+                GraphCmd::Tree { pid } => GraphQuery::Tree { pid },
+                GraphCmd::Executors { path } => GraphQuery::Executors { path },
+                GraphCmd::FirstWriter { path } => GraphQuery::FirstWriter { path },
+                GraphCmd::Snapshot => GraphQuery::Snapshot,
+            };
+            match ask(&state, &Request::Graph { query })? {
+                Response::Graph(answer) => println!("{}", serde_json::to_string_pretty(&answer)?),
+                other => bail!("unexpected response: {other:?}"),
+            }
+        }
         Command::Process { state, pid, json } => match ask(&state, &Request::Process { pid })? {
             Response::Process { found: Some(v) } if json => {
                 println!("{}", serde_json::to_string_pretty(&v)?)

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     clock::BootClock,
     events::{ANCESTRY_DEPTH, Event, ProcessRef, What},
+    graph::Graph,
     interpret::{Resolver, error_name, interpret},
     process_table::{ProcessKey, ProcessTable},
 };
@@ -48,6 +49,7 @@ const PENDING_ARGS_TTL_NS: u64 = 10 * 1_000_000_000;
 
 pub struct Pipeline<S: Sink> {
     pub table: ProcessTable,
+    pub graph: Graph,
     sink: S,
     resolver: Box<dyn Resolver + Send>,
     clock: BootClock,
@@ -59,12 +61,18 @@ pub struct Pipeline<S: Sink> {
 impl<S: Sink> Pipeline<S> {
     pub fn new(
         table: ProcessTable,
+        mut graph: Graph,
         sink: S,
         clock: BootClock,
         resolver: Box<dyn Resolver + Send>,
     ) -> Self {
+        // Lineage of the processes read from /proc.
+        for p in table.iter() {
+            graph.spawned(0, p.parent, p.key);
+        }
         Self {
             table,
+            graph,
             sink,
             resolver,
             clock,
@@ -109,6 +117,8 @@ impl<S: Sink> Pipeline<S> {
             }
             KernelEvent::Fork { boot_ns, task } => {
                 let key = self.table.on_fork(&task);
+                let parent = self.table.get(&key).and_then(|p| p.parent);
+                self.graph.spawned(boot_ns, parent, key);
                 self.publish(What::Fork, boot_ns, task.pid, key, None);
             }
             KernelEvent::Exec {
@@ -126,6 +136,19 @@ impl<S: Sink> Pipeline<S> {
                 if filename_truncated {
                     tracing::debug!(pid = task.tgid, "exec filename truncated");
                 }
+                // A relative path ("./payload") is resolved against the cwd while it lasts.
+                let filename = if filename.starts_with('/') {
+                    filename
+                } else {
+                    match self.resolver.dir(task.tgid, -100) {
+                        Some(cwd) => format!(
+                            "{}/{}",
+                            cwd.trim_end_matches('/'),
+                            filename.trim_start_matches("./")
+                        ),
+                        None => filename,
+                    }
+                };
                 let key = self.table.on_exec(&task, &filename, argv);
                 let (argv, argv_truncated) = self
                     .table
@@ -140,6 +163,9 @@ impl<S: Sink> Pipeline<S> {
                     memfd: exe_memfd,
                     stdio,
                 };
+                if let Some(p) = self.table.get(&key) {
+                    self.graph.record(boot_ns, p, &what, true, None);
+                }
                 self.publish(what, boot_ns, old_pid, key, None);
             }
             KernelEvent::Exit {
@@ -158,6 +184,18 @@ impl<S: Sink> Pipeline<S> {
             } => {
                 let key = self.table.touch(&task);
                 let what = interpret(&call, task.tgid, self.resolver.as_ref());
+                let target = match &what {
+                    What::Ptrace { target_pid, .. } | What::Kill { target_pid, .. } => {
+                        u32::try_from(*target_pid)
+                            .ok()
+                            .and_then(|t| self.table.live(t))
+                            .map(|p| p.key)
+                    }
+                    _ => None,
+                };
+                if let Some(p) = self.table.get(&key) {
+                    self.graph.record(boot_ns, p, &what, call.ret >= 0, target);
+                }
                 self.publish(
                     what,
                     boot_ns,
@@ -215,7 +253,9 @@ impl<S: Sink> Pipeline<S> {
 
     /// Periodic upkeep: age out exited processes, forget argument vectors of failed execs.
     pub fn tick(&mut self, now_boot_ns: u64) {
-        self.table.age_out(now_boot_ns);
+        for gone in self.table.age_out(now_boot_ns) {
+            self.graph.forget_process(&gone);
+        }
         self.pending
             .retain(|_, a| now_boot_ns.saturating_sub(a.boot_ns) < PENDING_ARGS_TTL_NS);
         self.sink.flush();
@@ -259,6 +299,7 @@ mod tests {
     fn pipeline() -> Pipeline<Collect> {
         Pipeline::new(
             ProcessTable::new(100, TableLimits::default()),
+            Graph::new("test".into(), crate::graph::GraphLimits::default()),
             Collect::default(),
             BootClock::fixed(0),
             Box::new(crate::interpret::NoResolver),

@@ -12,12 +12,9 @@ use serde::{Deserialize, Serialize};
 use crate::procfs::ProcSnapshot;
 
 /// The identity of a process: its pid and its start time in clock ticks since boot (the unit
-/// of `/proc/PID/stat`, so processes seen by the kernel and by /proc compare equal).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct ProcessKey {
-    pub pid: u32,
-    pub start: u64,
-}
+/// of `/proc/PID/stat`, so processes seen by the kernel and by /proc compare equal). The same
+/// type crosses the wire to the controller.
+pub use sensor_common::wire::ProcessId as ProcessKey;
 
 /// Where the table learnt of a process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,6 +94,7 @@ pub struct ProcessTable {
     limits: TableLimits,
     seeded: usize,
     aged_out: u64,
+    pinned: std::collections::HashSet<ProcessKey>,
 }
 
 impl ProcessTable {
@@ -109,6 +107,7 @@ impl ProcessTable {
             limits,
             seeded: 0,
             aged_out: 0,
+            pinned: std::collections::HashSet::new(),
         }
     }
 
@@ -270,17 +269,38 @@ impl ProcessTable {
         key
     }
 
-    /// Removes exited processes past the retention window, and the oldest beyond the cap.
-    pub fn age_out(&mut self, now_boot_ns: u64) {
+    /// Removes exited processes past the retention window, and the oldest beyond the cap;
+    /// returns them. A pinned process (one an open incident refers to) is kept.
+    pub fn age_out(&mut self, now_boot_ns: u64) -> Vec<ProcessKey> {
+        let mut removed = Vec::new();
+        let mut kept = Vec::new();
         while let Some(&(at, key)) = self.exited.front() {
             let expired = now_boot_ns.saturating_sub(at) > self.limits.retention_ns;
-            if !expired && self.exited.len() <= self.limits.max_exited {
+            if !expired && self.exited.len() + kept.len() <= self.limits.max_exited {
                 break;
             }
             self.exited.pop_front();
+            if self.pinned.contains(&key) {
+                kept.push((at, key));
+                continue;
+            }
             self.procs.remove(&key);
             self.aged_out += 1;
+            removed.push(key);
         }
+        for entry in kept.into_iter().rev() {
+            self.exited.push_front(entry);
+        }
+        removed
+    }
+
+    /// Keeps a process (and so its lineage) past its retention window until unpinned.
+    pub fn pin(&mut self, key: ProcessKey) {
+        self.pinned.insert(key);
+    }
+
+    pub fn unpin(&mut self, key: &ProcessKey) {
+        self.pinned.remove(key);
     }
 
     pub fn get(&self, key: &ProcessKey) -> Option<&Process> {
@@ -319,6 +339,11 @@ impl ProcessTable {
         }
     }
 
+    /// Every process in the table.
+    pub fn iter(&self) -> impl Iterator<Item = &Process> {
+        self.procs.values()
+    }
+
     pub fn len(&self) -> usize {
         self.procs.len()
     }
@@ -330,23 +355,9 @@ impl ProcessTable {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use sensor_common::decode::testing::task;
 
-    fn task(pid: u32, start_s: u64, ppid: u32, pstart_s: u64, comm: &str) -> Task {
-        Task {
-            pid,
-            tgid: pid,
-            ppid,
-            uid: 0,
-            gid: 0,
-            euid: 0,
-            egid: 0,
-            cgroup_id: 1,
-            start_boot_ns: start_s * 1_000_000_000,
-            parent_start_boot_ns: pstart_s * 1_000_000_000,
-            comm: comm.into(),
-        }
-    }
+    use super::*;
 
     #[test]
     fn pid_reuse_never_merges_processes() {

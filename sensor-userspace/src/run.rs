@@ -14,7 +14,11 @@ use tokio::{
 
 use crate::{
     clock::BootClock,
-    control::{self, ControlError, HookStatus, KindStatus, ProcessView, Request, Response, Status},
+    control::{
+        self, ControlError, GraphAnswer, GraphQuery, HookStatus, KindStatus, ProcessView, Request,
+        Response, Status,
+    },
+    graph::{Graph, GraphLimits},
     kernel::{
         loader::{self, LoadError, LoadOptions, Loaded},
         ringbuf::{KernelStats, RingError, RingReader},
@@ -39,6 +43,7 @@ pub struct RunOptions {
     pub poll_interval: Duration,
     pub btf: PathBuf,
     pub limits: TableLimits,
+    pub graph_limits: GraphLimits,
     /// File names whose read-only opens are reported.
     pub sensitive_names: Vec<String>,
 }
@@ -96,6 +101,7 @@ fn raise_memlock() {
 }
 
 struct Running {
+    state: StateDir,
     loaded: Loaded,
     stats: KernelStats,
     started: Instant,
@@ -130,11 +136,13 @@ impl Running {
             events,
             decode_errors: pipeline.decode_errors(),
             processes: pipeline.table.stats(),
+            graph: pipeline.graph.stats(),
         }
     }
 
     fn answer<S: Sink>(&self, pipeline: &Pipeline<S>, req: Request) -> Response {
         match req {
+            Request::Graph { query } => self.graph_answer(pipeline, query),
             Request::Status => Response::Status(self.status(pipeline)),
             Request::Process { pid } => Response::Process {
                 found: pipeline.table.live(pid).map(|p| ProcessView {
@@ -147,6 +155,46 @@ impl Running {
                         .collect(),
                 }),
             },
+        }
+    }
+}
+
+impl Running {
+    fn graph_answer<S: Sink>(&self, pipeline: &Pipeline<S>, query: GraphQuery) -> Response {
+        use sensor_common::wire::Versioned as _;
+        match query {
+            GraphQuery::Tree { pid } => match pipeline.table.live(pid) {
+                Some(p) => Response::Graph(GraphAnswer::Tree(
+                    pipeline.graph.tree(&pipeline.table, &p.key),
+                )),
+                None => Response::Error {
+                    message: format!("no live process {pid}"),
+                },
+            },
+            GraphQuery::Executors { path } => Response::Graph(GraphAnswer::Processes {
+                processes: pipeline.graph.executors(&path),
+            }),
+            GraphQuery::FirstWriter { path } => Response::Graph(GraphAnswer::Processes {
+                processes: pipeline.graph.first_writer(&path).into_iter().collect(),
+            }),
+            GraphQuery::Snapshot => {
+                let snap = pipeline.graph.snapshot(&pipeline.table);
+                let path = self.state.path().join("graph.snapshot.msgpack");
+                let written = snap
+                    .encode()
+                    .map_err(|e| e.to_string())
+                    .and_then(|bytes| std::fs::write(&path, bytes).map_err(|e| e.to_string()));
+                match written {
+                    Ok(()) => Response::Graph(GraphAnswer::Snapshot {
+                        path: path.display().to_string(),
+                        nodes: snap.nodes.len(),
+                        edges: snap.edges.len(),
+                    }),
+                    Err(e) => Response::Error {
+                        message: format!("cannot write the snapshot to {}: {e}", path.display()),
+                    },
+                }
+            }
         }
     }
 }
@@ -174,8 +222,12 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     let mut table = ProcessTable::new(procfs::ticks_per_second(), opts.limits);
     table.seed(procfs::scan(std::path::Path::new("/proc")));
     tracing::info!(processes = table.len(), "process table seeded from /proc");
+    let hostname = nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "unknown".into());
     let mut pipeline = Pipeline::new(
         table,
+        Graph::new(hostname, opts.graph_limits),
         sink,
         BootClock::now(),
         Box::new(crate::interpret::ProcResolver),
@@ -192,6 +244,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     let mut poll = tokio::time::interval(opts.poll_interval);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let running = Running {
+        state: state.clone(),
         loaded,
         stats,
         started: Instant::now(),
