@@ -244,6 +244,40 @@ impl Graph {
         );
     }
 
+    /// Adds what /proc shows of a process that predates the sensor: its executable and its open
+    /// sockets (listening; accepted when the local port is one it listens on; else connected).
+    pub fn seed_process(&mut self, p: &Process, sockets: &[crate::procfs::NetSocket]) {
+        let me = NodeId::Process(p.key);
+        if let Some(exe) = &p.exe {
+            self.add_edge(
+                0,
+                EdgeKind::Executed,
+                me.clone(),
+                NodeId::File(exe.clone()),
+                true,
+            );
+        }
+        let listening: Vec<u16> = sockets
+            .iter()
+            .filter(|s| s.listening)
+            .map(|s| s.local.port())
+            .collect();
+        for s in sockets {
+            let (kind, addr) = if s.listening {
+                (EdgeKind::Listened, s.local)
+            } else if listening.contains(&s.local.port()) {
+                (EdgeKind::Accepted, s.remote)
+            } else {
+                (EdgeKind::Connected, s.remote)
+            };
+            let ep = Endpoint::Inet {
+                protocol: s.protocol.to_owned(),
+                addr,
+            };
+            self.add_edge(0, kind, me.clone(), NodeId::Endpoint(ep), true);
+        }
+    }
+
     /// Adds what `p` did to the graph.
     pub fn record(
         &mut self,

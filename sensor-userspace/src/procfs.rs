@@ -115,3 +115,113 @@ mod tests {
         assert!(!snap.argv.is_empty());
     }
 }
+
+/// A socket from `/proc/net/{tcp,tcp6,udp,udp6}`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetSocket {
+    pub protocol: &'static str,
+    pub local: std::net::SocketAddr,
+    pub remote: std::net::SocketAddr,
+    /// TCP LISTEN (or an unconnected UDP socket).
+    pub listening: bool,
+}
+
+/// `0100007F:1F90` (IPv4) or 32 hex digits + port (IPv6), as /proc/net prints them.
+fn parse_hex_addr(field: &str) -> Option<std::net::SocketAddr> {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+    let (addr, port) = field.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    let ip = match addr.len() {
+        8 => IpAddr::V4(Ipv4Addr::from(
+            u32::from_str_radix(addr, 16).ok()?.to_le_bytes(),
+        )),
+        32 => {
+            let mut bytes = [0u8; 16];
+            for (i, chunk) in bytes.chunks_mut(4).enumerate() {
+                let word = u32::from_str_radix(addr.get(i * 8..i * 8 + 8)?, 16).ok()?;
+                chunk.copy_from_slice(&word.to_le_bytes());
+            }
+            IpAddr::V6(Ipv6Addr::from(bytes))
+        }
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
+/// The sockets of one `/proc/net` table, by inode.
+pub fn parse_net_table(text: &str, protocol: &'static str) -> Vec<(u64, NetSocket)> {
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let local = parse_hex_addr(f.get(1)?)?;
+            let remote = parse_hex_addr(f.get(2)?)?;
+            let state = u8::from_str_radix(f.get(3)?, 16).ok()?;
+            let inode: u64 = f.get(9)?.parse().ok()?;
+            let listening = if protocol == "tcp" {
+                state == 0x0a
+            } else {
+                remote.port() == 0
+            };
+            (inode != 0).then_some((
+                inode,
+                NetSocket {
+                    protocol,
+                    local,
+                    remote,
+                    listening,
+                },
+            ))
+        })
+        .collect()
+}
+
+/// Every TCP and UDP socket of the host's network namespace, by inode.
+pub fn net_sockets(proc_root: &Path) -> std::collections::HashMap<u64, NetSocket> {
+    let mut out = std::collections::HashMap::new();
+    for (file, protocol) in [
+        ("tcp", "tcp"),
+        ("tcp6", "tcp"),
+        ("udp", "udp"),
+        ("udp6", "udp"),
+    ] {
+        if let Ok(text) = std::fs::read_to_string(proc_root.join("net").join(file)) {
+            out.extend(parse_net_table(&text, protocol));
+        }
+    }
+    out
+}
+
+/// Inodes of the sockets process `pid` holds open.
+pub fn socket_inodes(proc_root: &Path, pid: u32) -> Vec<u64> {
+    let Ok(dir) = std::fs::read_dir(proc_root.join(pid.to_string()).join("fd")) else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| {
+        let target = std::fs::read_link(e.ok()?.path()).ok()?;
+        let t = target.to_str()?;
+        t.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+    })
+    .collect()
+}
+
+#[cfg(test)]
+mod net_tests {
+    use super::*;
+
+    #[test]
+    fn parses_proc_net_tcp() {
+        let text = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
+   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 12345 1 0000000000000000 100 0 0 10 0\n\
+   1: 0100007F:C350 0100007F:1F90 01 00000000:00000000 00:00000000 00000000     0        0 12346 1 0000000000000000 100 0 0 10 0\n";
+        let socks = parse_net_table(text, "tcp");
+        assert_eq!(socks.len(), 2);
+        assert_eq!(socks[0].0, 12345);
+        assert_eq!(socks[0].1.local.to_string(), "127.0.0.1:8080");
+        assert!(socks[0].1.listening);
+        assert_eq!(socks[1].1.remote.to_string(), "127.0.0.1:8080");
+        assert!(!socks[1].1.listening);
+        let v6 = parse_hex_addr("00000000000000000000000001000000:0016").expect("v6");
+        assert_eq!(v6.to_string(), "[::1]:22");
+    }
+}

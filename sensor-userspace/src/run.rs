@@ -225,9 +225,20 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     let hostname = nix::unistd::gethostname()
         .map(|h| h.to_string_lossy().into_owned())
         .unwrap_or_else(|_| "unknown".into());
+    let mut graph = Graph::new(hostname, opts.graph_limits);
+    let proc_root = std::path::Path::new("/proc");
+    let sockets = procfs::net_sockets(proc_root);
+    for p in table.iter() {
+        let held: Vec<procfs::NetSocket> = procfs::socket_inodes(proc_root, p.key.pid)
+            .iter()
+            .filter_map(|inode| sockets.get(inode).cloned())
+            .collect();
+        graph.seed_process(p, &held);
+    }
+    tracing::info!(edges = graph.stats().edges, "graph seeded from /proc");
     let mut pipeline = Pipeline::new(
         table,
-        Graph::new(hostname, opts.graph_limits),
+        graph,
         sink,
         BootClock::now(),
         Box::new(crate::interpret::ProcResolver),

@@ -200,3 +200,50 @@ fn a_hundred_thousand_short_lived_processes_stay_under_the_caps() {
         "live processes leak: {status}"
     );
 }
+
+#[test]
+fn sockets_opened_before_the_sensor_are_in_the_graph() {
+    if !kernel_tests_enabled("sockets_opened_before_the_sensor_are_in_the_graph") {
+        return;
+    }
+    let mut old = Command::new("python3")
+        .args([
+            "-c",
+            "import socket, sys, time\n\
+             l = socket.socket(); l.bind(('127.0.0.1', 0)); l.listen(1)\n\
+             c = socket.create_connection(l.getsockname()); a, _ = l.accept()\n\
+             print(l.getsockname()[1], c.getsockname()[1], flush=True)\n\
+             sys.stdin.read()",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python");
+    let mut line = String::new();
+    BufReader::new(old.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("ports");
+    let ports: Vec<u16> = line
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    // python3 may be a wrapper that execs the interpreter: the same process either way.
+    let sensor = Sensor::start().expect("sensor starts");
+    let tree = graph(&sensor, &["tree", &old.id().to_string()]);
+    let conns: BTreeSet<String> = tree["connections"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["Inet"]["addr"].as_str().map(str::to_owned))
+        .collect();
+    let expected = BTreeSet::from([
+        format!("127.0.0.1:{}", ports[0]),
+        format!("127.0.0.1:{}", ports[1]),
+    ]);
+    assert_eq!(
+        conns, expected,
+        "the connection it made and the one it accepted: {tree}"
+    );
+    drop(old.stdin.take());
+    let _ = old.wait();
+}
