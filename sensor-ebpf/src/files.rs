@@ -56,6 +56,27 @@ pub fn inode_of(file: *const u8) -> InodeInfo {
     }
 }
 
+/// Identity and mode of the inode behind `file` only (3 fewer reads than [`inode_of`]).
+#[inline(always)]
+pub fn inode_id(file: *const u8) -> InodeInfo {
+    if file.is_null() {
+        return InodeInfo::default();
+    }
+    let l = &config().files;
+    // SAFETY: probe reads only.
+    unsafe {
+        let inode = field::<u64>(file, l.file_inode) as *const u8;
+        let sb = field::<u64>(inode, l.inode_sb) as *const u8;
+        InodeInfo {
+            ino: field(inode, l.inode_ino),
+            dev: field(sb, l.sb_dev),
+            mode: u32::from(field::<u16>(inode, l.inode_mode)),
+            rdev: 0,
+            nlink: 0,
+        }
+    }
+}
+
 /// The name of a file's dentry starts with `prefix`.
 #[inline(always)]
 pub fn dentry_name_starts_with(file: *const u8, prefix: &[u8; 6]) -> bool {

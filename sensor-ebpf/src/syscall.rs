@@ -19,9 +19,9 @@ use sensor_common::{
 };
 
 use crate::{
-    files::{fd_file, fill_socket, inode_of},
+    files::{fd_file, fill_socket, inode_id},
     maps::{EVENTS, config, count, header, is_own, wakeup},
-    task::task_info,
+    task::current_task_lean,
 };
 
 const O_WRONLY: u64 = 0o1;
@@ -234,7 +234,7 @@ fn on_exit(ctx: &TracePointContext, sys: Syscall) {
         let task = bpf_get_current_task() as *const u8;
         let head = &raw mut (*rec).head;
         core::ptr::write_bytes(head.cast::<u8>(), 0, core::mem::size_of::<SyscallHead>());
-        (*head).task = task_info(task);
+        (*head).task = current_task_lean(task);
         (*head).ret = ret;
         (*head).args = p.args;
         (*head).syscall = sys as u16;
@@ -274,7 +274,7 @@ fn on_exit(ctx: &TracePointContext, sys: Syscall) {
             _ => u64::MAX,
         };
         if file_fd != u64::MAX {
-            let inode = inode_of(fd_file(task, file_fd));
+            let inode = inode_id(fd_file(task, file_fd));
             (*head).inode = inode.ino;
             (*head).dev = inode.dev;
             (*head).file_mode = inode.mode;

@@ -6,7 +6,9 @@
 //! a few dozen bytes. Memory is bounded: edges beyond `max_edges` go oldest first (counted),
 //! an aged-out process takes its edges with it, and a node with no edges left is removed.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
+
+use ahash::{HashMap, HashMapExt, HashSet, HashSetExt};
 
 use sensor_common::{
     decode::FileId,
@@ -194,7 +196,14 @@ impl Graph {
         for ix in [e.from, e.to] {
             let empty = match self.slot_mut(ix) {
                 Some(s) => {
-                    s.edges.retain(|&x| x != seq);
+                    // Each node lists its edges in seq order and eviction takes the oldest
+                    // edge overall, so it is at the front; a forgotten process's edges may
+                    // be anywhere.
+                    if s.edges.front() == Some(&seq) {
+                        s.edges.pop_front();
+                    } else {
+                        s.edges.retain(|&x| x != seq);
+                    }
                     s.edges.is_empty() && !matches!(s.id, NodeId::Process(_))
                 }
                 None => false,
@@ -427,7 +436,8 @@ impl Graph {
     pub fn descendants(&self, root: &ProcessKey) -> Vec<ProcessKey> {
         let mut out = Vec::new();
         let mut queue: VecDeque<ProcessKey> = VecDeque::from([*root]);
-        let mut seen = HashSet::from([*root]);
+        let mut seen = HashSet::new();
+        seen.insert(*root);
         while let Some(k) = queue.pop_front() {
             for c in self.children.get(&k).into_iter().flatten() {
                 if seen.insert(*c) {

@@ -2,7 +2,9 @@
 //! apply to the process table, publish. Free of I/O except the sink it is given, so it is
 //! tested without a kernel.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use ahash::{HashMap, HashMapExt};
 
 use sensor_common::{
     decode::{KernelEvent, decode},
@@ -22,6 +24,10 @@ use crate::{
 pub trait Sink {
     fn publish(&mut self, event: &Event);
     fn flush(&mut self) {}
+    /// False when published events go nowhere: the pipeline then does not build them.
+    fn wants_events(&self) -> bool {
+        true
+    }
 }
 
 /// A sink that drops everything (no `--events-out`).
@@ -29,6 +35,9 @@ pub struct Discard;
 
 impl Sink for Discard {
     fn publish(&mut self, _: &Event) {}
+    fn wants_events(&self) -> bool {
+        false
+    }
 }
 
 /// Counts per event kind, as userspace saw them.
@@ -215,6 +224,9 @@ impl<S: Sink> Pipeline<S> {
         key: ProcessKey,
         syscall: Option<(&'static str, i64)>,
     ) {
+        if !self.sink.wants_events() {
+            return;
+        }
         let Some(p) = self.table.get(&key) else {
             return;
         };

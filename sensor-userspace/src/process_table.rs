@@ -4,7 +4,9 @@
 //! processes. Exited processes stay for a retention window (their children still need their
 //! lineage), bounded by a cap, then age out.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use ahash::{HashMap, HashMapExt, HashSet, HashSetExt};
 
 use sensor_common::decode::{ExitStatus, Task};
 use serde::{Deserialize, Serialize};
@@ -94,7 +96,7 @@ pub struct ProcessTable {
     limits: TableLimits,
     seeded: usize,
     aged_out: u64,
-    pinned: std::collections::HashSet<ProcessKey>,
+    pinned: HashSet<ProcessKey>,
 }
 
 impl ProcessTable {
@@ -107,7 +109,7 @@ impl ProcessTable {
             limits,
             seeded: 0,
             aged_out: 0,
-            pinned: std::collections::HashSet::new(),
+            pinned: HashSet::new(),
         }
     }
 
@@ -169,6 +171,7 @@ impl ProcessTable {
 
     fn entry_for(&mut self, task: &Task) -> &mut Process {
         let key = self.key(task.tgid, task.start_boot_ns);
+        // Syscall records leave the parent out (ppid 0): it comes from the fork or exec.
         let parent = (task.ppid != 0).then(|| self.key(task.ppid, task.parent_start_boot_ns));
         if let Some(old) = self.live.insert(task.tgid, key)
             && old != key
@@ -176,7 +179,7 @@ impl ProcessTable {
             // The pid was reused: the old holder is gone even if its exit was missed.
             tracing::debug!(pid = task.tgid, "pid reused by a new process");
         }
-        self.procs.entry(key).or_insert_with(|| Process {
+        let p = self.procs.entry(key).or_insert_with(|| Process {
             key,
             ppid: task.ppid,
             parent,
@@ -192,7 +195,13 @@ impl ProcessTable {
             origin: Origin::Kernel,
             execs: 0,
             exit: None,
-        })
+        });
+        if p.parent.is_none() && parent.is_some() {
+            // First seen in a record without its parent; this one has it.
+            p.parent = parent;
+            p.ppid = task.ppid;
+        }
+        p
     }
 
     fn refresh(p: &mut Process, task: &Task) {

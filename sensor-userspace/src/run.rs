@@ -77,6 +77,9 @@ impl Sink for Box<dyn Sink + Send> {
     fn flush(&mut self) {
         (**self).flush();
     }
+    fn wants_events(&self) -> bool {
+        (**self).wants_events()
+    }
 }
 
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; later ones charge the memory cgroup

@@ -15,23 +15,65 @@ use crate::util::target_dir;
 
 #[derive(Subcommand, Clone, Copy)]
 pub enum Which {
+    /// Every benchmark below, with its default size.
+    All,
     /// fork+exec of /bin/true, without and with the sensor.
     Exec {
-        /// Execs per measurement.
         #[arg(long, default_value_t = 2000)]
         count: u32,
-        /// Alternating without/with rounds; the median ratio is reported.
         #[arg(long, default_value_t = 3)]
         rounds: u32,
+    },
+    /// openat(O_WRONLY)+close (every one an event) and openat(O_RDONLY)+close (filtered in
+    /// the kernel) on a temp file, without and with the sensor.
+    Open {
+        #[arg(long, default_value_t = 1_000_000)]
+        count: u32,
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
+    },
+    /// TCP connect+close to a loopback listener, without and with the sensor.
+    Connect {
+        #[arg(long, default_value_t = 20_000)]
+        count: u32,
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
+    },
+    /// Decode + process table + graph in userspace alone, events per second on one core.
+    Pipeline,
+    /// Write-opens paced at a fixed rate for a few seconds: drops must be zero.
+    Rate {
+        #[arg(long, default_value_t = 100_000)]
+        per_second: u32,
+        #[arg(long, default_value_t = 5)]
+        seconds: u32,
+    },
+    /// The sensor's memory with this many live processes.
+    Rss {
+        #[arg(long, default_value_t = 10_000)]
+        processes: u32,
     },
 }
 
 pub fn run(which: Option<Which>) -> Result<()> {
-    match which.unwrap_or(Which::Exec {
-        count: 2000,
-        rounds: 3,
-    }) {
+    match which.unwrap_or(Which::All) {
+        Which::All => {
+            pipeline()?;
+            exec(2000, 3)?;
+            open(1_000_000, 3)?;
+            connect(20_000, 3)?;
+            rate(100_000, 5)?;
+            rss(10_000)
+        }
         Which::Exec { count, rounds } => exec(count, rounds),
+        Which::Open { count, rounds } => open(count, rounds),
+        Which::Connect { count, rounds } => connect(count, rounds),
+        Which::Pipeline => pipeline(),
+        Which::Rate {
+            per_second,
+            seconds,
+        } => rate(per_second, seconds),
+        Which::Rss { processes } => rss(processes),
     }
 }
 
@@ -46,11 +88,11 @@ impl Sensor {
     fn start(dir: &Path) -> Result<Self> {
         let bin = target_dir()?.join("release/vigil-sensor");
         let state = dir.join("state");
+        // No --events-out: the production default, where events feed the graph and the
+        // detections; `bench pipeline` measures what the JSON feed adds.
         let child = Command::new(&bin)
             .args(["run", "--state"])
             .arg(&state)
-            .arg("--events-out")
-            .arg(dir.join("events.jsonl"))
             .env("VIGIL_LOG", "warn")
             .stdin(Stdio::null())
             .spawn()
@@ -137,59 +179,249 @@ fn exec_storm(count: u32) -> Result<f64> {
     Ok(t.elapsed().as_secs_f64())
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+/// `count` open+close of `path` with `write` or read-only; wall seconds.
+fn open_storm(path: &Path, count: u32, write: bool) -> Result<f64> {
+    let t = Instant::now();
+    for _ in 0..count {
+        let f = std::fs::OpenOptions::new()
+            .read(!write)
+            .write(write)
+            .open(path)?;
+        drop(f);
+    }
+    Ok(t.elapsed().as_secs_f64())
 }
 
-fn exec(count: u32, rounds: u32) -> Result<()> {
+/// `count` connect+accept+close on loopback; wall seconds. Accepting in the same loop keeps
+/// the backlog from overflowing (an overflow means SYN retransmits: seconds of noise).
+fn connect_storm(count: u32) -> Result<f64> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let t = Instant::now();
+    for _ in 0..count {
+        let s = std::net::TcpStream::connect(addr)?;
+        let (server_side, _) = listener.accept()?;
+        reset_on_close(&s);
+        drop(server_side);
+    }
+    Ok(t.elapsed().as_secs_f64())
+}
+
+/// SO_LINGER 0: close with a reset, leaving no TIME_WAIT, so ephemeral ports last the storm.
+fn reset_on_close(s: &std::net::TcpStream) {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: a valid socket fd and a correctly sized linger struct.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&raw const linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// Runs `workload` without and with the sensor, alternating, and reports the median ratio,
+/// the events userspace handled per second of its CPU, drops and peak RSS.
+fn compare(name: &str, rounds: u32, mut workload: impl FnMut() -> Result<f64>) -> Result<()> {
     let dir = std::env::temp_dir().join(format!("vigil-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    exec_storm(200)?; // warm the page cache
-    let mut ratios = Vec::new();
-    let mut rates = Vec::new();
-    let mut cpu_per_event_us = Vec::new();
+    workload()?; // warm caches
+    let (mut ratios, mut per_core, mut rates) = (Vec::new(), Vec::new(), Vec::new());
     let (mut rss, mut drops) = (0.0f64, 0u64);
     for round in 1..=rounds.max(1) {
-        let without = exec_storm(count)?;
+        let without = workload()?;
         let sensor = Sensor::start(&dir)?;
         let before = sensor.status()?;
         let cpu0 = cpu_secs(sensor.pid());
-        let with = exec_storm(count)?;
+        let with = workload()?;
         std::thread::sleep(Duration::from_millis(300)); // let the sensor drain
         let after = sensor.status()?;
         let cpu = cpu_secs(sensor.pid()) - cpu0;
         let events = total(&after, "received") - total(&before, "received");
-        drops += total(&after, "dropped");
+        drops += total(&after, "dropped") - total(&before, "dropped");
         rss = rss.max(peak_rss_mib(sensor.pid()));
         drop(sensor);
         let ratio = with / without;
         println!(
-            "round {round}: without {without:.3} s, with {with:.3} s, ratio {ratio:.3}, {events} events, sensor CPU {cpu:.2} s"
+            "{name} round {round}: without {without:.3} s, with {with:.3} s, ratio {ratio:.3}, {events} events, sensor CPU {cpu:.2} s"
         );
         ratios.push(ratio);
         rates.push(events as f64 / with);
-        if events > 0 {
-            cpu_per_event_us.push(cpu * 1e6 / events as f64);
+        if cpu > 0.0 {
+            per_core.push(events as f64 / cpu);
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
-    println!("exec bench: {count} fork+exec of /bin/true, {rounds} rounds");
+    println!("== {name}, {rounds} rounds");
     println!(
         "  wall-time ratio with/without sensor (median): {:.3}",
         median(ratios)
     );
     println!(
-        "  events per second delivered to userspace (median): {:.0}",
+        "  events per second delivered (median): {:.0}",
         median(rates)
     );
-    if !cpu_per_event_us.is_empty() {
-        println!(
-            "  sensor CPU per event (median): {:.2} us",
-            median(cpu_per_event_us)
-        );
-    }
+    println!(
+        "  events per second of sensor CPU, i.e. per core (median): {:.0}",
+        median(per_core)
+    );
     println!("  events dropped: {drops}");
     println!("  sensor peak RSS: {rss:.1} MiB");
     Ok(())
+}
+
+fn exec(count: u32, rounds: u32) -> Result<()> {
+    compare(
+        &format!("exec-storm ({count} fork+exec of /bin/true)"),
+        rounds,
+        || exec_storm(count),
+    )
+}
+
+fn open(count: u32, rounds: u32) -> Result<()> {
+    let file = tempfile_path("open-storm")?;
+    std::fs::write(&file, b"x")?;
+    compare(
+        &format!("open-storm ({count} write-opens+close)"),
+        rounds,
+        || open_storm(&file, count, true),
+    )?;
+    compare(
+        &format!("open-storm ({count} read-only opens+close, filtered in the kernel)"),
+        rounds,
+        || open_storm(&file, count, false),
+    )?;
+    let _ = std::fs::remove_file(&file);
+    Ok(())
+}
+
+fn connect(count: u32, rounds: u32) -> Result<()> {
+    compare(
+        &format!("connect-storm ({count} loopback connect+close)"),
+        rounds,
+        || connect_storm(count),
+    )
+}
+
+fn tempfile_path(name: &str) -> Result<PathBuf> {
+    Ok(std::env::temp_dir().join(format!("vigil-{name}-{}", std::process::id())))
+}
+
+fn pipeline() -> Result<()> {
+    println!("== pipeline (userspace alone)");
+    crate::util::cargo(&[
+        "bench",
+        "--package",
+        "sensor-userspace",
+        "--bench",
+        "pipeline",
+    ])
+}
+
+/// Write-opens paced at `per_second` for `seconds`: every one is an event; none may drop.
+fn rate(per_second: u32, seconds: u32) -> Result<()> {
+    let dir = std::env::temp_dir().join(format!("vigil-bench-rate-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let file = dir.join("target");
+    std::fs::write(&file, b"x")?;
+    let sensor = Sensor::start(&dir)?;
+    let before = sensor.status()?;
+    let start = Instant::now();
+    let total_ops = u64::from(per_second) * u64::from(seconds);
+    let mut done = 0u64;
+    while done < total_ops {
+        // Catch up to where the schedule says we should be, in small batches.
+        let due = (start.elapsed().as_secs_f64() * f64::from(per_second)) as u64;
+        let batch = due.saturating_sub(done).min(1000);
+        for _ in 0..batch {
+            drop(std::fs::OpenOptions::new().write(true).open(&file)?);
+        }
+        done += batch;
+        if batch == 0 {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+    let achieved = done as f64 / start.elapsed().as_secs_f64();
+    std::thread::sleep(Duration::from_millis(300));
+    let after = sensor.status()?;
+    let dropped = total(&after, "dropped") - total(&before, "dropped");
+    let received = total(&after, "received") - total(&before, "received");
+    drop(sensor);
+    let _ = std::fs::remove_dir_all(&dir);
+    println!("== rate: {done} write-opens at {achieved:.0}/s for {seconds} s");
+    println!("  events received: {received}, dropped: {dropped}");
+    Ok(())
+}
+
+/// The sensor's resident memory with `processes` live processes on the host.
+fn rss(processes: u32) -> Result<()> {
+    let dir = std::env::temp_dir().join(format!("vigil-bench-rss-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let sensor = Sensor::start(&dir)?;
+    let idle = current_rss_mib(sensor.pid());
+    // One parent forks `processes` children that wait on a pipe: no exec, little memory.
+    let script = [
+        "import os, sys",
+        "n = int(sys.argv[1])",
+        "r, w = os.pipe()",
+        "kids = []",
+        "for _ in range(n):",
+        "    pid = os.fork()",
+        "    if pid == 0:",
+        "        os.close(w)",
+        "        os.read(r, 1)",
+        "        os._exit(0)",
+        "    kids.append(pid)",
+        "print('ready', flush=True)",
+        "sys.stdin.read()",
+        "os.close(w)",
+        "for k in kids:",
+        "    os.waitpid(k, 0)",
+    ]
+    .join("\n");
+    let mut parent = Command::new("python3")
+        .args(["-c", &script, &processes.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("python3 for the live processes")?;
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(parent.stdout.take().context("stdout")?),
+        &mut line,
+    )?;
+    std::thread::sleep(Duration::from_millis(500));
+    let st = sensor.status()?;
+    let live = st["processes"]["live"].as_u64().unwrap_or(0);
+    let loaded = current_rss_mib(sensor.pid());
+    let peak = peak_rss_mib(sensor.pid());
+    drop(parent.stdin.take());
+    let _ = parent.wait();
+    drop(sensor);
+    let _ = std::fs::remove_dir_all(&dir);
+    println!("== rss with {processes} extra live processes ({live} live in the process table)");
+    println!("  sensor RSS idle {idle:.1} MiB, with them {loaded:.1} MiB, peak {peak:.1} MiB");
+    Ok(())
+}
+
+/// Resident memory of a process now, in MiB (VmRSS).
+fn current_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .map(|kib| kib / 1024.0)
+        .unwrap_or(0.0)
 }
