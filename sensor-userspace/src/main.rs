@@ -119,15 +119,25 @@ fn print_status(s: &Status) {
         "vigil-sensor {} (pid {}), up {}s",
         s.version, s.pid, s.uptime_secs
     );
-    println!("hooks attached:");
-    for h in &s.hooks {
+    // Process hooks by name; the syscall enter/exit pairs as a count (`--json` lists them).
+    let syscall_hooks = s
+        .hooks
+        .iter()
+        .filter(|h| h.target.starts_with("syscalls/sys_exit_"))
+        .count();
+    println!(
+        "hooks attached: {} (syscalls monitored with enter/exit pairs: {syscall_hooks})",
+        s.hooks.len()
+    );
+    for h in s
+        .hooks
+        .iter()
+        .filter(|h| !h.program.starts_with("vigil_enter_") && !h.program.starts_with("vigil_exit_"))
+    {
         println!("  {:<16} {:?} {}", h.program, h.kind, h.target);
     }
     for h in &s.skipped_hooks {
-        println!(
-            "  {:<16} skipped: this kernel has no {}",
-            h.program, h.target
-        );
+        println!("  skipped {}: this kernel has no {}", h.program, h.target);
     }
     let sup = &s.support;
     println!(
@@ -174,8 +184,20 @@ fn print_process(v: &ProcessView) {
     }
 }
 
+/// Restores the default SIGPIPE action, so `vigil-sensor status | head` ends quietly instead of
+/// panicking on a closed pipe. Not for `run`: a sensor must not die with its stdout reader.
+fn default_sigpipe() {
+    // SAFETY: setting a signal disposition to SIG_DFL at start-up, before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Run { .. }) {
+        default_sigpipe();
+    }
     init_logging();
     match cli.command {
         Command::Run {
