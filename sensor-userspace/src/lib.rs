@@ -14,5 +14,6 @@ pub mod output;
 pub mod pipeline;
 pub mod process_table;
 pub mod procfs;
+pub mod rules;
 pub mod run;
 pub mod state;

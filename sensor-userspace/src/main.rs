@@ -74,6 +74,11 @@ enum Command {
         #[command(subcommand)]
         query: GraphCmd,
     },
+    /// Detection rules.
+    Rules {
+        #[command(subcommand)]
+        action: RulesCmd,
+    },
     /// Show a live process as the sensor knows it, with its ancestry.
     Process {
         #[arg(long, default_value = DEFAULT_STATE)]
@@ -82,6 +87,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum RulesCmd {
+    /// Load every Sigma rule under DIR, name each one skipped with the reason, and end with
+    /// `loaded N of M rules`.
+    Check { dir: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -243,6 +255,16 @@ fn main() -> Result<()> {
             Response::Status(s) => print_status(&s),
             other => bail!("unexpected response: {other:?}"),
         },
+        Command::Rules {
+            action: RulesCmd::Check { dir },
+        } => {
+            let report = sensor_userspace::rules::sigma::load_dir(&dir)
+                .with_context(|| format!("cannot read the rule directory {}", dir.display()))?;
+            for e in &report.skipped {
+                println!("{e}");
+            }
+            println!("loaded {} of {} rules", report.rules.len(), report.total);
+        }
         Command::Graph { state, query } => {
             let query = match query {
                 GraphCmd::Tree { pid } => GraphQuery::Tree { pid },

@@ -1,0 +1,193 @@
+//! Field values as matchers: Sigma's modifiers and wildcards.
+//!
+//! Plain, `contains`, `startswith` and `endswith` values match case-insensitively, with `*`
+//! (any run) and `?` (one character) wildcards and `\` escapes; `re` is a case-sensitive
+//! regular expression; `cidr` an IPv4 or IPv6 network.
+
+use std::net::IpAddr;
+
+/// One wildcard pattern token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Tok {
+    Lit(char),
+    Any,
+    One,
+}
+
+/// A compiled value.
+#[derive(Clone, Debug)]
+pub struct Pattern(Compiled);
+
+#[derive(Clone, Debug)]
+enum Compiled {
+    /// Case-insensitive wildcard match over the whole field.
+    Glob(Vec<Tok>),
+    Regex(regex::Regex),
+    Cidr {
+        net: IpAddr,
+        prefix: u8,
+    },
+}
+
+/// How a value is to be matched, from a field's modifiers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Exact,
+    Contains,
+    StartsWith,
+    EndsWith,
+    Regex,
+    Cidr,
+}
+
+impl Pattern {
+    /// Compiles `value` for `mode`; an error names what is wrong with it.
+    pub fn compile(value: &str, mode: Mode) -> Result<Self, String> {
+        match mode {
+            Mode::Regex => regex::Regex::new(value)
+                .map(|re| Pattern(Compiled::Regex(re)))
+                .map_err(|e| format!("invalid regular expression {value:?}: {e}")),
+            Mode::Cidr => {
+                let (addr, prefix) = value.split_once('/').unwrap_or((value, ""));
+                let net: IpAddr = addr
+                    .parse()
+                    .map_err(|_| format!("invalid CIDR address {value:?}"))?;
+                let max = if net.is_ipv4() { 32 } else { 128 };
+                let prefix: u8 = if prefix.is_empty() {
+                    max
+                } else {
+                    prefix
+                        .parse()
+                        .map_err(|_| format!("invalid CIDR prefix {value:?}"))?
+                };
+                if prefix > max {
+                    return Err(format!("CIDR prefix of {value:?} is longer than {max}"));
+                }
+                Ok(Pattern(Compiled::Cidr { net, prefix }))
+            }
+            _ => {
+                let mut toks = Vec::new();
+                if matches!(mode, Mode::Contains | Mode::EndsWith) {
+                    toks.push(Tok::Any);
+                }
+                let mut chars = value.chars();
+                while let Some(c) = chars.next() {
+                    match c {
+                        '\\' => match chars.next() {
+                            Some(n @ ('*' | '?' | '\\')) => toks.push(Tok::Lit(n)),
+                            Some(n) => {
+                                toks.push(Tok::Lit('\\'));
+                                toks.extend(n.to_lowercase().map(Tok::Lit));
+                            }
+                            None => toks.push(Tok::Lit('\\')),
+                        },
+                        '*' => toks.push(Tok::Any),
+                        '?' => toks.push(Tok::One),
+                        c => toks.extend(c.to_lowercase().map(Tok::Lit)),
+                    }
+                }
+                if matches!(mode, Mode::Contains | Mode::StartsWith) {
+                    toks.push(Tok::Any);
+                }
+                Ok(Pattern(Compiled::Glob(toks)))
+            }
+        }
+    }
+
+    pub fn matches(&self, value: &str) -> bool {
+        match &self.0 {
+            Compiled::Regex(re) => re.is_match(value),
+            Compiled::Cidr { net, prefix } => value
+                .parse::<IpAddr>()
+                .is_ok_and(|ip| in_network(ip, *net, *prefix)),
+            Compiled::Glob(toks) => {
+                let lower: Vec<char> = value.chars().flat_map(char::to_lowercase).collect();
+                glob(toks, &lower)
+            }
+        }
+    }
+}
+
+fn in_network(ip: IpAddr, net: IpAddr, prefix: u8) -> bool {
+    let (a, b, bits) = match (ip, net) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => (
+            u128::from(u32::from(a)) << 96,
+            u128::from(u32::from(b)) << 96,
+            prefix,
+        ),
+        (IpAddr::V6(a), IpAddr::V6(b)) => (u128::from(a), u128::from(b), prefix),
+        _ => return false,
+    };
+    if bits == 0 {
+        return true;
+    }
+    let mask = u128::MAX << (128 - u32::from(bits));
+    a & mask == b & mask
+}
+
+/// Iterative wildcard match with backtracking to the last `*` (linear in practice).
+fn glob(p: &[Tok], s: &[char]) -> bool {
+    let (mut pi, mut si) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while si < s.len() {
+        match p.get(pi) {
+            Some(Tok::Any) => {
+                star = Some((pi, si));
+                pi += 1;
+            }
+            Some(Tok::One) => {
+                pi += 1;
+                si += 1;
+            }
+            Some(Tok::Lit(c)) if *c == s[si] => {
+                pi += 1;
+                si += 1;
+            }
+            _ => match star {
+                Some((sp, ss)) => {
+                    pi = sp + 1;
+                    si = ss + 1;
+                    star = Some((sp, ss + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    p[pi..].iter().all(|t| *t == Tok::Any)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(value: &str, mode: Mode, field: &str) -> bool {
+        Pattern::compile(value, mode)
+            .expect("compiles")
+            .matches(field)
+    }
+
+    #[test]
+    fn modifiers_and_wildcards() {
+        assert!(m("/base64", Mode::EndsWith, "/usr/bin/BASE64"));
+        assert!(!m("/base64", Mode::EndsWith, "/usr/bin/base64x"));
+        assert!(m("-d", Mode::Contains, "base64 -d x"));
+        assert!(m("/tmp/", Mode::StartsWith, "/tmp/x"));
+        assert!(m("*/nc", Mode::Exact, "/usr/bin/nc"));
+        assert!(m("ba?h", Mode::Exact, "bash"));
+        assert!(!m("ba?h", Mode::Exact, "baash"));
+        assert!(m("a\\*b", Mode::Exact, "a*b"));
+        assert!(!m("a\\*b", Mode::Exact, "axb"));
+        assert!(m("", Mode::Exact, ""));
+    }
+
+    #[test]
+    fn regex_is_case_sensitive_and_cidr_matches_networks() {
+        assert!(m("^/bin/(ba)?sh$", Mode::Regex, "/bin/bash"));
+        assert!(!m("^/BIN/", Mode::Regex, "/bin/bash"));
+        assert!(m("10.0.0.0/8", Mode::Cidr, "10.200.1.1"));
+        assert!(!m("10.0.0.0/8", Mode::Cidr, "11.0.0.1"));
+        assert!(m("fe80::/10", Mode::Cidr, "fe80::1"));
+        assert!(Pattern::compile("10.0.0.0/33", Mode::Cidr).is_err());
+        assert!(Pattern::compile("(", Mode::Regex).is_err());
+    }
+}

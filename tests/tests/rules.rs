@@ -1,0 +1,115 @@
+//! `vigil-sensor rules check`: the public SigmaHQ Linux rules all load; broken rules are named
+//! with their file, line and problem while the others still load.
+
+use std::path::PathBuf;
+
+use vigil_tests::sensor_cmd;
+
+/// `../shared/sigma` beside the checkout (CI puts a copy of shared/ there).
+fn shared_sigma() -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dir = root.join("../shared/sigma");
+    assert!(
+        dir.is_dir(),
+        "{} is missing: the SigmaHQ rules live in shared/ beside the checkout",
+        dir.display()
+    );
+    dir
+}
+
+fn check(dir: &std::path::Path) -> String {
+    let out = sensor_cmd(&["rules", "check", dir.to_str().expect("utf-8 path")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "rules check failed: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn every_sigmahq_linux_rule_of_the_three_categories_loads() {
+    let dir = shared_sigma();
+    let mut expected = 0;
+    let mut stack = vec![dir.clone()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("read dir").flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "yml") {
+                let text = std::fs::read_to_string(&p).expect("read rule");
+                if ["process_creation", "file_event", "network_connection"]
+                    .iter()
+                    .any(|c| text.contains(&format!("category: {c}")))
+                {
+                    expected += 1;
+                }
+            }
+        }
+    }
+    assert!(
+        expected > 100,
+        "found only {expected} rules under {}",
+        dir.display()
+    );
+    let out = check(&dir);
+    let last = out.lines().last().unwrap_or_default();
+    assert_eq!(
+        last,
+        format!("loaded {expected} of {expected} rules"),
+        "{out}"
+    );
+}
+
+#[test]
+fn broken_rules_are_named_and_the_good_one_still_loads() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rule = |name: &str, body: &str| std::fs::write(dir.path().join(name), body).expect("write");
+    let head = "title: t\nlogsource:\n  product: linux\n  category: process_creation\n";
+    rule(
+        "good.yml",
+        &format!(
+            "{head}detection:\n  selection:\n    Image|endswith: /nc\n  condition: selection\n"
+        ),
+    );
+    rule("syntax.yml", "title: t\ndetection: [unclosed\n");
+    rule(
+        "modifier.yml",
+        &format!(
+            "{head}detection:\n  selection:\n    CommandLine|base64offset|contains: x\n  condition: selection\n"
+        ),
+    );
+    rule(
+        "field.yml",
+        &format!("{head}detection:\n  selection:\n    Hashes: abc\n  condition: selection\n"),
+    );
+    rule(
+        "condition.yml",
+        &format!(
+            "{head}detection:\n  selection:\n    Image: /bin/sh\n  condition: selection and nope\n"
+        ),
+    );
+    let out = check(dir.path());
+    let line_for = |file: &str| {
+        out.lines()
+            .find(|l| l.contains(file))
+            .unwrap_or_else(|| panic!("{file} not named in:\n{out}"))
+            .to_owned()
+    };
+    let syntax = line_for("syntax.yml");
+    assert!(
+        syntax.contains("syntax.yml:3:1: invalid YAML") && syntax.contains("line 2 column 12"),
+        "the YAML error names where it was found and where the bad sequence began: {out}"
+    );
+    assert!(
+        line_for("modifier.yml").contains("modifier \"base64offset\" is not supported"),
+        "{out}"
+    );
+    assert!(
+        line_for("modifier.yml").contains("modifier.yml:7"),
+        "the modifier error names its line: {out}"
+    );
+    assert!(line_for("field.yml").contains("field \"Hashes\""), "{out}");
+    assert!(line_for("condition.yml").contains("\"nope\""), "{out}");
+    assert!(!out.contains("good.yml"), "{out}");
+    assert_eq!(out.lines().last(), Some("loaded 1 of 5 rules"));
+}
