@@ -106,6 +106,8 @@ pub struct Status {
     pub decode_errors: u64,
     pub processes: TableStats,
     pub graph: crate::graph::GraphStats,
+    pub rules_loaded: usize,
+    pub alerts_raised: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -4,8 +4,10 @@
 //! [`pipeline`] decodes records and applies them to the [`process_table`] and the [`graph`], and publishes
 //! [`events`] to a sink ([`output`]). [`run`] wires it together with the [`control`] socket.
 
+pub mod alerts;
 pub mod clock;
 pub mod control;
+pub mod detect;
 pub mod events;
 pub mod graph;
 pub mod interpret;

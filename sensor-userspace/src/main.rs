@@ -54,6 +54,9 @@ enum Command {
         /// Most edges kept in the entity graph (the oldest go first).
         #[arg(long, default_value_t = 262_144)]
         max_edges: usize,
+        /// A directory of Sigma rules to run (repeatable); matches go to STATE/alerts.jsonl.
+        #[arg(long = "rules", value_name = "DIR")]
+        rules: Vec<PathBuf>,
         /// A file name whose read-only opens are reported (repeatable; replaces the default
         /// set of credential and private-key names).
         #[arg(long = "sensitive-name", value_name = "NAME")]
@@ -73,6 +76,17 @@ enum Command {
         state: PathBuf,
         #[command(subcommand)]
         query: GraphCmd,
+    },
+    /// Alerts raised so far (from STATE/alerts.jsonl), newest last.
+    Alerts {
+        #[arg(long, default_value = DEFAULT_STATE)]
+        state: PathBuf,
+        /// Print the raw JSON lines.
+        #[arg(long)]
+        json: bool,
+        /// Show only the last N.
+        #[arg(long)]
+        last: Option<usize>,
     },
     /// Detection rules.
     Rules {
@@ -169,6 +183,10 @@ fn print_status(s: &Status) {
     }
     println!("malformed records skipped: {}", s.decode_errors);
     println!(
+        "rules loaded: {}, alerts raised: {}",
+        s.rules_loaded, s.alerts_raised
+    );
+    println!(
         "graph: {} nodes, {} edges, {} edges evicted at the cap",
         s.graph.nodes, s.graph.edges, s.graph.edges_evicted
     );
@@ -221,6 +239,7 @@ fn main() -> Result<()> {
             retention_secs,
             max_exited,
             max_edges,
+            rules,
             sensitive_names,
         } => {
             let sensitive_names = if sensitive_names.is_empty() {
@@ -243,6 +262,7 @@ fn main() -> Result<()> {
                 },
                 sensitive_names,
                 graph_limits: sensor_userspace::graph::GraphLimits { max_edges },
+                rules,
             };
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -255,6 +275,36 @@ fn main() -> Result<()> {
             Response::Status(s) => print_status(&s),
             other => bail!("unexpected response: {other:?}"),
         },
+        Command::Alerts { state, json, last } => {
+            let path = state.join("alerts.jsonl");
+            let (alerts, bad) = sensor_userspace::alerts::read(&path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            let skip = last.map_or(0, |n| alerts.len().saturating_sub(n));
+            for a in &alerts[skip..] {
+                if json {
+                    println!("{}", serde_json::to_string(a)?);
+                } else {
+                    println!(
+                        "{} {:?} {} [{}] pid {} {} | {}{}",
+                        a.id,
+                        a.rule.severity,
+                        a.rule.title,
+                        a.rule.technique.join(","),
+                        a.process.pid,
+                        a.process.exe.as_deref().unwrap_or("?"),
+                        a.process.cmdline,
+                        a.rule
+                            .author
+                            .as_deref()
+                            .map(|au| format!(" (rule by {au})"))
+                            .unwrap_or_default()
+                    );
+                }
+            }
+            if bad > 0 {
+                eprintln!("{bad} lines of {} could not be read", path.display());
+            }
+        }
         Command::Rules {
             action: RulesCmd::Check { dir },
         } => {

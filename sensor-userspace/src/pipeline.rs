@@ -13,7 +13,9 @@ use sensor_common::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    alerts::Alert,
     clock::BootClock,
+    detect::Detector,
     events::{ANCESTRY_DEPTH, Event, ProcessRef, What},
     graph::Graph,
     interpret::{Resolver, error_name, interpret},
@@ -65,6 +67,8 @@ pub struct Pipeline<S: Sink> {
     pending: HashMap<u32, PendingArgs>,
     seen: BTreeMap<&'static str, u64>,
     decode_errors: u64,
+    detector: Option<Detector>,
+    alerts: Vec<Alert>,
 }
 
 impl<S: Sink> Pipeline<S> {
@@ -88,7 +92,20 @@ impl<S: Sink> Pipeline<S> {
             pending: HashMap::new(),
             seen: EventKind::ALL.iter().map(|k| (k.name(), 0)).collect(),
             decode_errors: 0,
+            detector: None,
+            alerts: Vec::new(),
         }
+    }
+
+    /// Runs `detector` over every event from now on.
+    pub fn with_detector(mut self, detector: Detector) -> Self {
+        self.detector = (!detector.is_empty()).then_some(detector);
+        self
+    }
+
+    /// Alerts raised since the last call, for the caller to record.
+    pub fn take_alerts(&mut self) -> Vec<Alert> {
+        std::mem::take(&mut self.alerts)
     }
 
     /// Takes one raw record. A malformed record is counted and skipped with a log line.
@@ -224,7 +241,7 @@ impl<S: Sink> Pipeline<S> {
         key: ProcessKey,
         syscall: Option<(&'static str, i64)>,
     ) {
-        if !self.sink.wants_events() {
+        if !self.sink.wants_events() && self.detector.is_none() {
             return;
         }
         let Some(p) = self.table.get(&key) else {
@@ -260,7 +277,12 @@ impl<S: Sink> Pipeline<S> {
             error: syscall.and_then(|(_, ret)| error_name(ret)),
             ancestry,
         };
-        self.sink.publish(&event);
+        if let Some(detector) = &mut self.detector {
+            self.alerts.extend(detector.check(&event, &self.table));
+        }
+        if self.sink.wants_events() {
+            self.sink.publish(&event);
+        }
     }
 
     /// Periodic upkeep: age out exited processes, forget argument vectors of failed execs.

@@ -46,6 +46,8 @@ pub struct RunOptions {
     pub graph_limits: GraphLimits,
     /// File names whose read-only opens are reported.
     pub sensitive_names: Vec<String>,
+    /// Directories of Sigma rules to run.
+    pub rules: Vec<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +70,13 @@ pub enum RunError {
     Signal(&'static str, std::io::Error),
     #[error("reading the ring buffer failed: {0}")]
     RingRead(std::io::Error),
+    #[error("cannot read the rule directory {path}: {source}")]
+    Rules {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    AlertLog(#[from] crate::alerts::AlertLogError),
 }
 
 impl Sink for Box<dyn Sink + Send> {
@@ -105,6 +114,9 @@ fn raise_memlock() {
 
 struct Running {
     state: StateDir,
+    rules_loaded: usize,
+    alerts_raised: u64,
+    alert_log: crate::alerts::AlertLog,
     loaded: Loaded,
     stats: KernelStats,
     started: Instant,
@@ -140,6 +152,8 @@ impl Running {
             decode_errors: pipeline.decode_errors(),
             processes: pipeline.table.stats(),
             graph: pipeline.graph.stats(),
+            rules_loaded: self.rules_loaded,
+            alerts_raised: self.alerts_raised,
         }
     }
 
@@ -163,6 +177,28 @@ impl Running {
 }
 
 impl Running {
+    /// Writes the alerts the pipeline raised since the last call, and logs each.
+    fn record_alerts<S: Sink>(&mut self, pipeline: &mut Pipeline<S>) {
+        let alerts = pipeline.take_alerts();
+        if alerts.is_empty() {
+            return;
+        }
+        for a in &alerts {
+            tracing::warn!(
+                alert = %a.id,
+                rule = %a.rule.title,
+                severity = ?a.rule.severity,
+                pid = a.process.pid,
+                exe = a.process.exe.as_deref().unwrap_or("?"),
+                "alert"
+            );
+        }
+        self.alerts_raised += alerts.len() as u64;
+        if let Err(e) = self.alert_log.append(&alerts) {
+            tracing::error!(path = %self.alert_log.path().display(), error = %e, "cannot write alerts");
+        }
+    }
+
     fn graph_answer<S: Sink>(&self, pipeline: &Pipeline<S>, query: GraphQuery) -> Response {
         use sensor_common::wire::Versioned as _;
         match query {
@@ -228,7 +264,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     let hostname = nix::unistd::gethostname()
         .map(|h| h.to_string_lossy().into_owned())
         .unwrap_or_else(|_| "unknown".into());
-    let mut graph = Graph::new(hostname, opts.graph_limits);
+    let mut graph = Graph::new(hostname.clone(), opts.graph_limits);
     let proc_root = std::path::Path::new("/proc");
     let sockets = procfs::net_sockets(proc_root);
     for p in table.iter() {
@@ -239,13 +275,28 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         graph.seed_process(p, &held);
     }
     tracing::info!(edges = graph.stats().edges, "graph seeded from /proc");
+    let mut rules = Vec::new();
+    for dir in &opts.rules {
+        let report = crate::rules::sigma::load_dir(dir).map_err(|source| RunError::Rules {
+            path: dir.clone(),
+            source,
+        })?;
+        for skipped in &report.skipped {
+            tracing::warn!("{skipped}");
+        }
+        tracing::info!(dir = %dir.display(), loaded = report.rules.len(), of = report.total, "rules loaded");
+        rules.extend(report.rules);
+    }
+    let rules_loaded = rules.len();
+    let detector = crate::detect::Detector::new(rules, hostname.clone(), BootClock::boot_now_ns());
     let mut pipeline = Pipeline::new(
         table,
         graph,
         sink,
         BootClock::now(),
         Box::new(crate::interpret::ProcResolver),
-    );
+    )
+    .with_detector(detector);
 
     let listener = control::bind(&state.control_socket())?;
     let (ctrl_tx, mut ctrl_rx) = mpsc::channel(16);
@@ -257,8 +308,12 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     let mut tick = tokio::time::interval(TICK);
     let mut poll = tokio::time::interval(opts.poll_interval);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let running = Running {
+    let alert_log = crate::alerts::AlertLog::open(&state.path().join("alerts.jsonl"))?;
+    let mut running = Running {
         state: state.clone(),
+        rules_loaded,
+        alerts_raised: 0,
+        alert_log,
         loaded,
         stats,
         started: Instant::now(),
@@ -278,6 +333,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
                 }
                 // Output is flushed on the tick (or when its buffer fills), not per batch.
                 ring.drain_now(|bytes| pipeline.ingest(bytes));
+                running.record_alerts(&mut pipeline);
             }
             Some((req, reply)) = ctrl_rx.recv() => {
                 // Bring the table up to date before answering about it.
@@ -287,6 +343,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
             }
             _ = poll.tick() => {
                 ring.drain_now(|bytes| pipeline.ingest(bytes));
+                running.record_alerts(&mut pipeline);
             }
             _ = tick.tick() => {
                 ring.drain_now(|bytes| pipeline.ingest(bytes));
@@ -298,6 +355,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     };
     server.abort();
     ring.drain_now(|bytes| pipeline.ingest(bytes));
+    running.record_alerts(&mut pipeline);
     pipeline.flush();
     let _ = std::fs::remove_file(state.control_socket());
     tracing::info!("detaching");

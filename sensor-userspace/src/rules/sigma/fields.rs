@@ -3,7 +3,7 @@
 use std::borrow::Cow;
 
 /// A supported `logsource` (product `linux`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Category {
     /// Exec events.
@@ -67,8 +67,28 @@ impl Category {
 
 /// An event as Sigma sees it: a value per field name, absent when unknown.
 pub trait SigmaFields {
-    fn category(&self) -> Category;
+    /// The log source this event belongs to, if any rule category covers it.
+    fn category(&self) -> Option<Category>;
     fn field(&self, name: &str) -> Option<Cow<'_, str>>;
+}
+
+/// The Sigma log source of an event: execs are process creations; creating, writing or
+/// renaming a file is a file event (Sysmon's FileCreate); connects and accepts are network
+/// connections.
+pub fn category_of(what: &crate::events::What) -> Option<Category> {
+    use crate::events::What;
+    match what {
+        What::Exec { .. } => Some(Category::ProcessCreation),
+        What::Open {
+            write,
+            create,
+            truncate,
+            ..
+        } if *write || *create || *truncate => Some(Category::FileEvent),
+        What::Rename { .. } => Some(Category::FileEvent),
+        What::Connect { .. } | What::Accept { .. } => Some(Category::NetworkConnection),
+        _ => None,
+    }
 }
 
 /// A published event with its process context, as Sigma fields.
@@ -77,8 +97,9 @@ pub struct EventFields<'a> {
     /// The acting process's argv (for exec events it is in the event itself).
     pub argv: &'a [String],
     pub parent: Option<&'a crate::process_table::Process>,
-    /// Looks a uid up as a user name.
-    pub user_name: &'a dyn Fn(u32) -> Option<String>,
+    /// User names of the process's and its parent's effective uids.
+    pub user: Option<&'a str>,
+    pub parent_user: Option<&'a str>,
 }
 
 impl EventFields<'_> {
@@ -92,13 +113,8 @@ impl EventFields<'_> {
 }
 
 impl SigmaFields for EventFields<'_> {
-    fn category(&self) -> Category {
-        use crate::events::What;
-        match &self.event.what {
-            What::Exec { .. } => Category::ProcessCreation,
-            What::Connect { .. } | What::Accept { .. } => Category::NetworkConnection,
-            _ => Category::FileEvent,
-        }
+    fn category(&self) -> Option<Category> {
+        category_of(&self.event.what)
     }
 
     fn field(&self, name: &str) -> Option<Cow<'_, str>> {
@@ -111,10 +127,10 @@ impl SigmaFields for EventFields<'_> {
             "CommandLine" => Cow::Owned(self.argv.join(" ")),
             "ProcessId" => Cow::Owned(pid.to_string()),
             "ParentProcessId" => Cow::Owned(e.ppid.to_string()),
-            "User" => Cow::Owned((self.user_name)(e.euid)?),
+            "User" => Cow::Borrowed(self.user?),
             "ParentImage" => Cow::Borrowed(self.parent?.exe.as_deref()?),
             "ParentCommandLine" => Cow::Owned(self.parent?.argv.join(" ")),
-            "ParentUser" => Cow::Owned((self.user_name)(self.parent?.euid)?),
+            "ParentUser" => Cow::Borrowed(self.parent_user?),
             // Read while the process lives; absent (no match) once it has gone.
             "CurrentDirectory" => Cow::Owned(
                 std::fs::read_link(format!("/proc/{pid}/cwd"))

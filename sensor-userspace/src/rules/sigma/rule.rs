@@ -251,7 +251,7 @@ impl SigmaRule {
 
     /// Whether `event` matches. Events of another category never do.
     pub fn matches(&self, event: &dyn SigmaFields) -> bool {
-        if event.category() != self.category {
+        if event.category() != Some(self.category) {
             return false;
         }
         self.condition.eval(&|i| {
@@ -381,8 +381,8 @@ mod tests {
 
     struct Ev(Category, HashMap<&'static str, &'static str>);
     impl SigmaFields for Ev {
-        fn category(&self) -> Category {
-            self.0
+        fn category(&self) -> Option<Category> {
+            Some(self.0)
         }
         fn field(&self, name: &str) -> Option<Cow<'_, str>> {
             self.1.get(name).map(|v| Cow::Borrowed(*v))

@@ -1,0 +1,151 @@
+//! Alerts: what a rule matched, with the process, its lineage and the evidence, appended as
+//! JSON lines to `STATE/alerts.jsonl` (fsynced) for people and log shippers.
+
+use std::{
+    fs::OpenOptions,
+    io::Write,
+    os::unix::fs::OpenOptionsExt,
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    events::{Event, ProcessRef},
+    rules::sigma::{SigmaRule, rule::Level},
+};
+
+/// Where a rule comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleSource {
+    Sigma,
+}
+
+/// The rule that fired. For Sigma rules, `author` and `id` are kept: the Detection Rule
+/// License asks that matches credit the rule.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleRef {
+    pub id: Option<String>,
+    pub title: String,
+    pub technique: Vec<String>,
+    pub severity: Level,
+    pub source: RuleSource,
+    pub author: Option<String>,
+    pub file: String,
+}
+
+impl From<&SigmaRule> for RuleRef {
+    fn from(r: &SigmaRule) -> Self {
+        Self {
+            id: r.id.clone(),
+            title: r.title.clone(),
+            technique: r.techniques(),
+            severity: r.level,
+            source: RuleSource::Sigma,
+            author: r.author.clone(),
+            file: r.file.display().to_string(),
+        }
+    }
+}
+
+/// The process an alert is about.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertProcess {
+    pub pid: u32,
+    pub start: u64,
+    pub exe: Option<String>,
+    pub cmdline: String,
+    pub uid: u32,
+    pub euid: u32,
+    pub user: Option<String>,
+    /// Nearest first.
+    pub ancestry: Vec<ProcessRef>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Alert {
+    /// Unique on this host: the sensor's start time and a sequence number.
+    pub id: String,
+    pub time_ns: u64,
+    pub host: String,
+    pub rule: RuleRef,
+    pub process: AlertProcess,
+    /// Files and endpoints the evidence names.
+    pub entities: Vec<String>,
+    /// The event(s) that matched.
+    pub evidence: Vec<Event>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AlertLogError {
+    #[error("cannot open the alert log {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// `STATE/alerts.jsonl`, append-only, mode 0600.
+pub struct AlertLog {
+    path: PathBuf,
+    file: std::fs::File,
+}
+
+impl AlertLog {
+    pub fn open(path: &Path) -> Result<Self, AlertLogError> {
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|source| AlertLogError::Open {
+                path: path.to_owned(),
+                source,
+            })?;
+        Ok(Self {
+            path: path.to_owned(),
+            file,
+        })
+    }
+
+    /// Appends alerts and syncs them to disk: an alert written is an alert kept.
+    pub fn append(&mut self, alerts: &[Alert]) -> std::io::Result<()> {
+        if alerts.is_empty() {
+            return Ok(());
+        }
+        let mut buf = Vec::new();
+        for a in alerts {
+            serde_json::to_writer(&mut buf, a)?;
+            buf.push(b'\n');
+        }
+        self.file.write_all(&buf)?;
+        self.file.sync_data()
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Reads an alert log; lines that do not parse are reported, not fatal.
+pub fn read(path: &Path) -> std::io::Result<(Vec<Alert>, usize)> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
+        Err(e) => return Err(e),
+    };
+    let mut bad = 0;
+    let alerts = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .filter_map(|l| match serde_json::from_str(l) {
+            Ok(a) => Some(a),
+            Err(_) => {
+                bad += 1;
+                None
+            }
+        })
+        .collect();
+    Ok((alerts, bad))
+}
