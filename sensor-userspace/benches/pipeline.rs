@@ -12,6 +12,7 @@ use sensor_common::{
 };
 use sensor_userspace::{
     clock::BootClock,
+    detect::Detector,
     graph::{Graph, GraphLimits},
     interpret::NoResolver,
     output::JsonLines,
@@ -88,7 +89,7 @@ fn workload(n: usize) -> Vec<Vec<u8>> {
     out
 }
 
-fn run<S: Sink>(name: &str, sink: S, records: &[Vec<u8>]) {
+fn run<S: Sink>(name: &str, sink: S, records: &[Vec<u8>], detector: Option<Detector>) {
     let table = ProcessTable::new(100, TableLimits::default());
     let graph = Graph::new("bench".into(), GraphLimits::default());
     let mut p = Pipeline::new(
@@ -98,6 +99,9 @@ fn run<S: Sink>(name: &str, sink: S, records: &[Vec<u8>]) {
         BootClock::fixed(0),
         Box::new(NoResolver),
     );
+    if let Some(d) = detector {
+        p = p.with_detector(d);
+    }
     // Warm up, then measure.
     for r in records.iter().take(records.len() / 10) {
         p.ingest(r);
@@ -109,18 +113,53 @@ fn run<S: Sink>(name: &str, sink: S, records: &[Vec<u8>]) {
     p.flush();
     let secs = t.elapsed().as_secs_f64();
     println!(
-        "pipeline {name}: {} events in {secs:.3} s = {:.0} events/s on one core ({} decode errors)",
+        "pipeline {name}: {} events in {secs:.3} s = {:.0} events/s on one core ({} decode errors, {} alerts)",
         records.len(),
         records.len() as f64 / secs,
-        p.decode_errors()
+        p.decode_errors(),
+        p.take_alerts().len()
     );
+}
+
+/// The rules of `../shared/sigma` (the public SigmaHQ Linux rules), if present.
+fn shared_rules() -> Option<Vec<sensor_userspace::rules::sigma::SigmaRule>> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/sigma");
+    let report = sensor_userspace::rules::sigma::load_dir(&dir).ok()?;
+    (!report.rules.is_empty()).then_some(report.rules)
 }
 
 fn main() {
     let records = workload(1_000_000);
-    run("decode+table+graph", Discard, &records);
-    match JsonLines::open(std::path::Path::new("/dev/null")) {
-        Ok(sink) => run("decode+table+graph+json", sink, &records),
-        Err(e) => eprintln!("skipped the JSON run: {e}"),
+    let only = std::env::args().nth(1).filter(|a| !a.starts_with('-'));
+    if only.as_deref().is_none_or(|o| o == "pipeline") {
+        run("decode+table+graph", Discard, &records, None);
+        match JsonLines::open(std::path::Path::new("/dev/null")) {
+            Ok(sink) => run("decode+table+graph+json", sink, &records, None),
+            Err(e) => eprintln!("skipped the JSON run: {e}"),
+        }
+    }
+    if only.as_deref().is_none_or(|o| o == "rules") {
+        let Some(rules) = shared_rules() else {
+            eprintln!("skipped the rules runs: ../shared/sigma not found beside the checkout");
+            return;
+        };
+        let one: Vec<_> = rules
+            .iter()
+            .filter(|r| r.title == "Decode Base64 Encoded Text")
+            .cloned()
+            .collect();
+        let n = rules.len();
+        run(
+            "+ 1 sigma rule",
+            Discard,
+            &records,
+            Some(Detector::new(one, "bench".into(), 0)),
+        );
+        run(
+            &format!("+ all {n} sigma rules"),
+            Discard,
+            &records,
+            Some(Detector::new(rules, "bench".into(), 0)),
+        );
     }
 }

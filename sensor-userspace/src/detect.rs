@@ -9,6 +9,7 @@ use crate::{
     rules::sigma::{
         SigmaRule,
         fields::{Category, EventFields, category_of},
+        rule::Prepared,
     },
 };
 
@@ -85,10 +86,12 @@ impl Detector {
             user: user.as_deref(),
             parent_user: parent_user.as_deref(),
         };
+        // One prepared event for every rule: each field is computed and lower-cased once.
+        let prepared = Prepared::new(&fields);
         let rules = self.by_category.get(&category).map_or(&[][..], |r| &r[..]);
         let hits: Vec<RuleRef> = rules
             .iter()
-            .filter(|r| r.matches(&fields))
+            .filter(|r| r.matches_prepared(&prepared))
             .map(RuleRef::from)
             .collect();
         if hits.is_empty() {

@@ -41,6 +41,8 @@ pub enum Which {
     },
     /// Decode + process table + graph in userspace alone, events per second on one core.
     Pipeline,
+    /// The pipeline with every Sigma rule of ../shared/sigma loaded, and with one rule.
+    Rules,
     /// Write-opens paced at a fixed rate for a few seconds: drops must be zero.
     Rate {
         #[arg(long, default_value_t = 100_000)]
@@ -59,6 +61,7 @@ pub fn run(which: Option<Which>) -> Result<()> {
     match which.unwrap_or(Which::All) {
         Which::All => {
             pipeline()?;
+            rules()?;
             exec(2000, 3)?;
             open(1_000_000, 3)?;
             connect(20_000, 3)?;
@@ -69,6 +72,7 @@ pub fn run(which: Option<Which>) -> Result<()> {
         Which::Open { count, rounds } => open(count, rounds),
         Which::Connect { count, rounds } => connect(count, rounds),
         Which::Pipeline => pipeline(),
+        Which::Rules => rules(),
         Which::Rate {
             per_second,
             seconds,
@@ -320,12 +324,26 @@ fn tempfile_path(name: &str) -> Result<PathBuf> {
 
 fn pipeline() -> Result<()> {
     println!("== pipeline (userspace alone)");
+    userspace_bench("pipeline")
+}
+
+fn rules() -> Result<()> {
+    println!(
+        "== rules (userspace alone; 1,000,000 events: 80% file writes, 15% connects, 5% process churn)"
+    );
+    userspace_bench("rules")
+}
+
+/// The sensor-userspace bench binary, running the runs named `which`.
+fn userspace_bench(which: &str) -> Result<()> {
     crate::util::cargo(&[
         "bench",
         "--package",
         "sensor-userspace",
         "--bench",
         "pipeline",
+        "--",
+        which,
     ])
 }
 

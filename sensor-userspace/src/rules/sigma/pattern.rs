@@ -29,6 +29,21 @@ enum Compiled {
     },
 }
 
+/// A field's value, with the lower-case form the case-insensitive patterns compare against,
+/// computed once per event however many patterns read it.
+#[derive(Clone, Debug)]
+pub struct FieldValue {
+    pub raw: String,
+    lower: Vec<char>,
+}
+
+impl FieldValue {
+    pub fn new(raw: String) -> Self {
+        let lower = raw.chars().flat_map(char::to_lowercase).collect();
+        Self { raw, lower }
+    }
+}
+
 /// How a value is to be matched, from a field's modifiers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -95,15 +110,18 @@ impl Pattern {
     }
 
     pub fn matches(&self, value: &str) -> bool {
+        self.matches_value(&FieldValue::new(value.to_owned()))
+    }
+
+    /// Matches a field value prepared once for every pattern that reads it.
+    pub fn matches_value(&self, value: &FieldValue) -> bool {
         match &self.0 {
-            Compiled::Regex(re) => re.is_match(value),
+            Compiled::Regex(re) => re.is_match(&value.raw),
             Compiled::Cidr { net, prefix } => value
+                .raw
                 .parse::<IpAddr>()
                 .is_ok_and(|ip| in_network(ip, *net, *prefix)),
-            Compiled::Glob(toks) => {
-                let lower: Vec<char> = value.chars().flat_map(char::to_lowercase).collect();
-                glob(toks, &lower)
-            }
+            Compiled::Glob(toks) => glob(toks, &value.lower),
         }
     }
 }

@@ -1,17 +1,14 @@
 //! A Sigma rule file: parsed, checked and compiled in one step. Whatever the engine cannot
 //! evaluate is an error naming the file, the line where it can tell, and the problem.
 
-use std::{
-    borrow::Cow,
-    path::{Path, PathBuf},
-};
+use std::path::{Path, PathBuf};
 
 use serde_norway::Value;
 
 use super::{
     condition::{self, Expr},
     fields::{Category, SigmaFields},
-    pattern::{Mode, Pattern},
+    pattern::{FieldValue, Mode, Pattern},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -74,16 +71,48 @@ struct FieldMatch {
 }
 
 impl FieldMatch {
-    fn matches(&self, value: Option<Cow<'_, str>>) -> bool {
+    fn matches(&self, value: Option<&FieldValue>) -> bool {
         if self.null {
-            return value.is_none_or(|v| v.is_empty());
+            return value.is_none_or(|v| v.raw.is_empty());
         }
         let Some(v) = value else { return false };
         if self.all {
-            self.patterns.iter().all(|p| p.matches(&v))
+            self.patterns.iter().all(|p| p.matches_value(v))
         } else {
-            self.patterns.iter().any(|p| p.matches(&v))
+            self.patterns.iter().any(|p| p.matches_value(v))
         }
+    }
+}
+
+/// An event's fields, each computed (and lower-cased) at most once however many rules and
+/// patterns read it.
+pub struct Prepared<'a> {
+    event: &'a dyn SigmaFields,
+    cache: std::cell::RefCell<Vec<(String, Option<std::rc::Rc<FieldValue>>)>>,
+}
+
+impl<'a> Prepared<'a> {
+    pub fn new(event: &'a dyn SigmaFields) -> Self {
+        Self {
+            event,
+            cache: std::cell::RefCell::new(Vec::new()),
+        }
+    }
+
+    pub fn category(&self) -> Option<Category> {
+        self.event.category()
+    }
+
+    fn get(&self, name: &str) -> Option<std::rc::Rc<FieldValue>> {
+        if let Some((_, v)) = self.cache.borrow().iter().find(|(n, _)| n == name) {
+            return v.clone();
+        }
+        let v = self
+            .event
+            .field(name)
+            .map(|c| std::rc::Rc::new(FieldValue::new(c.into_owned())));
+        self.cache.borrow_mut().push((name.to_owned(), v.clone()));
+        v
     }
 }
 
@@ -251,14 +280,20 @@ impl SigmaRule {
 
     /// Whether `event` matches. Events of another category never do.
     pub fn matches(&self, event: &dyn SigmaFields) -> bool {
+        self.matches_prepared(&Prepared::new(event))
+    }
+
+    /// Whether a prepared event matches: use one [`Prepared`] for every rule.
+    pub fn matches_prepared(&self, event: &Prepared<'_>) -> bool {
         if event.category() != Some(self.category) {
             return false;
         }
         self.condition.eval(&|i| {
             self.selections.get(i).is_some_and(|s| {
-                s.alternatives
-                    .iter()
-                    .any(|alt| alt.iter().all(|fm| fm.matches(event.field(&fm.field))))
+                s.alternatives.iter().any(|alt| {
+                    alt.iter()
+                        .all(|fm| fm.matches(event.get(&fm.field).as_deref()))
+                })
             })
         })
     }
@@ -375,7 +410,7 @@ fn compile_field(key: &str, val: &Value, category: Category) -> Result<FieldMatc
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
+    use std::{borrow::Cow, collections::HashMap};
 
     use super::*;
 
