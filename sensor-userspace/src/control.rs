@@ -36,6 +36,8 @@ pub enum Request {
     Graph {
         query: GraphQuery,
     },
+    /// Re-read the policy file; the one in force stays if the new one is invalid.
+    ReloadPolicy,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,6 +110,7 @@ pub struct Status {
     pub graph: crate::graph::GraphStats,
     pub rules_loaded: usize,
     pub alerts_raised: u64,
+    pub policy: crate::policy::PolicySummary,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -123,6 +126,7 @@ pub enum Response {
     Status(Status),
     Process { found: Option<ProcessView> },
     Graph(GraphAnswer),
+    Policy(crate::policy::PolicySummary),
     Error { message: String },
 }
 

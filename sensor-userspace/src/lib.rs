@@ -14,6 +14,7 @@ pub mod interpret;
 pub mod kernel;
 pub mod output;
 pub mod pipeline;
+pub mod policy;
 pub mod process_table;
 pub mod procfs;
 pub mod rules;

@@ -54,6 +54,10 @@ enum Command {
         /// Most edges kept in the entity graph (the oldest go first).
         #[arg(long, default_value_t = 262_144)]
         max_edges: usize,
+        /// The policy (TOML); without it, the policy shipped in deploy/policy.toml. Reloaded
+        /// on SIGHUP and by `vigil-sensor policy reload`.
+        #[arg(long, value_name = "FILE")]
+        policy: Option<PathBuf>,
         /// A directory of Sigma rules to run (repeatable); matches go to STATE/alerts.jsonl.
         #[arg(long = "rules", value_name = "DIR")]
         rules: Vec<PathBuf>,
@@ -88,6 +92,11 @@ enum Command {
         #[arg(long)]
         last: Option<usize>,
     },
+    /// The policy: check a file, or make the running sensor re-read its own.
+    Policy {
+        #[command(subcommand)]
+        action: PolicyCmd,
+    },
     /// Detection rules.
     Rules {
         #[command(subcommand)]
@@ -100,6 +109,18 @@ enum Command {
         pid: u32,
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCmd {
+    /// Validate a policy file without a sensor.
+    Check { file: PathBuf },
+    /// Make the running sensor re-read its policy (it keeps the one in force if the new one
+    /// is invalid, and says why).
+    Reload {
+        #[arg(long, default_value = DEFAULT_STATE)]
+        state: PathBuf,
     },
 }
 
@@ -239,6 +260,7 @@ fn main() -> Result<()> {
             retention_secs,
             max_exited,
             max_edges,
+            policy,
             rules,
             sensitive_names,
         } => {
@@ -263,6 +285,7 @@ fn main() -> Result<()> {
                 sensitive_names,
                 graph_limits: sensor_userspace::graph::GraphLimits { max_edges },
                 rules,
+                policy,
             };
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -305,6 +328,26 @@ fn main() -> Result<()> {
                 eprintln!("{bad} lines of {} could not be read", path.display());
             }
         }
+        Command::Policy {
+            action: PolicyCmd::Check { file },
+        } => {
+            let p = sensor_userspace::policy::Policy::load(&file)?;
+            println!(
+                "{}: valid (version {}, mode {:?})",
+                file.display(),
+                p.version,
+                p.mode
+            );
+        }
+        Command::Policy {
+            action: PolicyCmd::Reload { state },
+        } => match ask(&state, &Request::ReloadPolicy)? {
+            Response::Policy(s) => println!(
+                "policy version {} ({:?}) in force, from {}",
+                s.version, s.mode, s.source
+            ),
+            other => bail!("unexpected response: {other:?}"),
+        },
         Command::Rules {
             action: RulesCmd::Check { dir },
         } => {

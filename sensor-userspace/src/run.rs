@@ -48,6 +48,8 @@ pub struct RunOptions {
     pub sensitive_names: Vec<String>,
     /// Directories of Sigma rules to run.
     pub rules: Vec<PathBuf>,
+    /// The policy file; None for the policy shipped in the binary.
+    pub policy: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +79,8 @@ pub enum RunError {
     },
     #[error(transparent)]
     AlertLog(#[from] crate::alerts::AlertLogError),
+    #[error("refusing to start with an invalid policy: {0}")]
+    Policy(#[from] crate::policy::PolicyError),
 }
 
 impl Sink for Box<dyn Sink + Send> {
@@ -114,6 +118,8 @@ fn raise_memlock() {
 
 struct Running {
     state: StateDir,
+    policy: crate::policy::Policy,
+    policy_path: Option<PathBuf>,
     rules_loaded: usize,
     alerts_raised: u64,
     alert_log: crate::alerts::AlertLog,
@@ -154,11 +160,18 @@ impl Running {
             graph: pipeline.graph.stats(),
             rules_loaded: self.rules_loaded,
             alerts_raised: self.alerts_raised,
+            policy: self.policy_summary(),
         }
     }
 
-    fn answer<S: Sink>(&self, pipeline: &Pipeline<S>, req: Request) -> Response {
+    fn answer<S: Sink>(&mut self, pipeline: &Pipeline<S>, req: Request) -> Response {
         match req {
+            Request::ReloadPolicy => match self.reload_policy() {
+                Ok(summary) => Response::Policy(summary),
+                Err(e) => Response::Error {
+                    message: e.to_string(),
+                },
+            },
             Request::Graph { query } => self.graph_answer(pipeline, query),
             Request::Status => Response::Status(self.status(pipeline)),
             Request::Process { pid } => Response::Process {
@@ -177,6 +190,39 @@ impl Running {
 }
 
 impl Running {
+    fn policy_summary(&self) -> crate::policy::PolicySummary {
+        crate::policy::PolicySummary {
+            version: self.policy.version,
+            mode: self.policy.mode,
+            source: self
+                .policy_path
+                .as_ref()
+                .map_or_else(|| "built in".to_owned(), |p| p.display().to_string()),
+        }
+    }
+
+    /// Re-reads the policy file. A policy that fails any check is refused whole, with the key
+    /// and the reason, and the one in force stays.
+    fn reload_policy(
+        &mut self,
+    ) -> Result<crate::policy::PolicySummary, crate::policy::PolicyError> {
+        let next = match &self.policy_path {
+            Some(path) => crate::policy::Policy::load(path),
+            None => crate::policy::Policy::shipped(),
+        };
+        match next {
+            Ok(p) => {
+                tracing::info!(version = p.version, mode = ?p.mode, "policy reloaded");
+                self.policy = p;
+                Ok(self.policy_summary())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, version = self.policy.version, "policy refused; keeping the one in force");
+                Err(e)
+            }
+        }
+    }
+
     /// Writes the alerts the pipeline raised since the last call, and logs each.
     fn record_alerts<S: Sink>(&mut self, pipeline: &mut Pipeline<S>) {
         let alerts = pipeline.take_alerts();
@@ -243,6 +289,11 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         return Err(RunError::NotRoot);
     }
     let state = StateDir::prepare(&opts.state)?;
+    let policy = match &opts.policy {
+        Some(path) => crate::policy::Policy::load(path)?,
+        None => crate::policy::Policy::shipped()?,
+    };
+    tracing::info!(version = policy.version, mode = ?policy.mode, "policy in force");
     let sink: Box<dyn Sink + Send> = match &opts.events_out {
         Some(path) => Box::new(JsonLines::open(path)?),
         None => Box::new(Discard),
@@ -309,8 +360,11 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     let mut poll = tokio::time::interval(opts.poll_interval);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let alert_log = crate::alerts::AlertLog::open(&state.path().join("alerts.jsonl"))?;
+    let mut sighup = signal(SignalKind::hangup()).map_err(|e| RunError::Signal("SIGHUP", e))?;
     let mut running = Running {
         state: state.clone(),
+        policy,
+        policy_path: opts.policy.clone(),
         rules_loaded,
         alerts_raised: 0,
         alert_log,
@@ -348,6 +402,9 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
             _ = tick.tick() => {
                 ring.drain_now(|bytes| pipeline.ingest(bytes));
                 pipeline.tick(BootClock::boot_now_ns());
+            }
+            _ = sighup.recv() => {
+                let _ = running.reload_policy();
             }
             _ = sigint.recv() => break Ok(()),
             _ = sigterm.recv() => break Ok(()),
