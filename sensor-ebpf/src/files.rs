@@ -36,44 +36,46 @@ pub struct InodeInfo {
     pub nlink: u32,
 }
 
+/// Everything [`InodeInfo`] holds about the inode behind `file`.
 #[inline(always)]
 pub fn inode_of(file: *const u8) -> InodeInfo {
-    if file.is_null() {
-        return InodeInfo::default();
-    }
-    let l = &config().files;
-    // SAFETY: probe reads only.
-    unsafe {
-        let inode = field::<u64>(file, l.file_inode) as *const u8;
-        let sb = field::<u64>(inode, l.inode_sb) as *const u8;
-        InodeInfo {
-            ino: field(inode, l.inode_ino),
-            dev: field(sb, l.sb_dev),
-            mode: u32::from(field::<u16>(inode, l.inode_mode)),
-            rdev: field(inode, l.inode_rdev),
-            nlink: field(inode, l.inode_nlink),
+    let (inode, mut info) = identity(file);
+    if !inode.is_null() {
+        let l = &config().files;
+        // SAFETY: probe reads only.
+        unsafe {
+            info.rdev = field(inode, l.inode_rdev);
+            info.nlink = field(inode, l.inode_nlink);
         }
     }
+    info
 }
 
-/// Identity and mode of the inode behind `file` only (3 fewer reads than [`inode_of`]).
+/// Identity and mode of the inode behind `file` only (2 fewer reads than [`inode_of`]).
 #[inline(always)]
 pub fn inode_id(file: *const u8) -> InodeInfo {
+    identity(file).1
+}
+
+/// The inode behind `file`, and its number, device and mode.
+#[inline(always)]
+fn identity(file: *const u8) -> (*const u8, InodeInfo) {
     if file.is_null() {
-        return InodeInfo::default();
+        return (core::ptr::null(), InodeInfo::default());
     }
     let l = &config().files;
     // SAFETY: probe reads only.
     unsafe {
         let inode = field::<u64>(file, l.file_inode) as *const u8;
         let sb = field::<u64>(inode, l.inode_sb) as *const u8;
-        InodeInfo {
+        let info = InodeInfo {
             ino: field(inode, l.inode_ino),
             dev: field(sb, l.sb_dev),
             mode: u32::from(field::<u16>(inode, l.inode_mode)),
             rdev: 0,
             nlink: 0,
-        }
+        };
+        (inode, info)
     }
 }
 

@@ -9,7 +9,7 @@ use sensor_common::{
 use crate::events::{FileRef, FileType, Net, What};
 
 /// `AT_FDCWD`: a path relative to the current directory.
-const AT_FDCWD: i32 = -100;
+pub const AT_FDCWD: i32 = -100;
 const O_WRONLY: u64 = 0o1;
 const O_RDWR: u64 = 0o2;
 const O_CREAT: u64 = 0o100;
@@ -83,6 +83,19 @@ fn file(
         resolved,
         id,
         file_type,
+    }
+}
+
+/// `path` made absolute against `dirfd` (or the cwd) of process `pid` while it lives; false
+/// when it was relative and could not be resolved.
+pub fn resolve(r: &dyn Resolver, pid: u32, dirfd: i32, path: &str) -> (String, bool) {
+    match file(r, pid, dirfd, Some(path), None) {
+        FileRef {
+            path: Some(p),
+            resolved,
+            ..
+        } => (p, resolved),
+        _ => (path.to_owned(), false),
     }
 }
 

@@ -163,18 +163,12 @@ impl<S: Sink> Pipeline<S> {
                     tracing::debug!(pid = task.tgid, "exec filename truncated");
                 }
                 // A relative path ("./payload") is resolved against the cwd while it lasts.
-                let filename = if filename.starts_with('/') {
-                    filename
-                } else {
-                    match self.resolver.dir(task.tgid, -100) {
-                        Some(cwd) => format!(
-                            "{}/{}",
-                            cwd.trim_end_matches('/'),
-                            filename.trim_start_matches("./")
-                        ),
-                        None => filename,
-                    }
-                };
+                let (filename, _) = crate::interpret::resolve(
+                    self.resolver.as_ref(),
+                    task.tgid,
+                    crate::interpret::AT_FDCWD,
+                    &filename,
+                );
                 let key = self.table.on_exec(&task, &filename, argv);
                 let (argv, argv_truncated) = self
                     .table

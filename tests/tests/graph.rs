@@ -25,6 +25,16 @@ fn graph(sensor: &Sensor, args: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).expect("graph answers JSON")
 }
 
+/// The addresses of a tree's internet connections.
+fn inet_connections(tree: &Value) -> BTreeSet<String> {
+    tree["connections"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["Inet"]["addr"].as_str().map(str::to_owned))
+        .collect()
+}
+
 /// Serves `body` to one HTTP GET, from a thread.
 fn http_once(body: String) -> std::net::SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -119,12 +129,7 @@ fn an_attack_chain_is_one_tree_with_its_files_and_connections() {
         "the chain's parent is this test"
     );
     assert_eq!(tree["files_written"], serde_json::json!([payload_s]));
-    let conns: BTreeSet<String> = tree["connections"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|c| c["Inet"]["addr"].as_str().map(str::to_owned))
-        .collect();
+    let conns = inet_connections(&tree);
     assert_eq!(conns, BTreeSet::from([web.to_string(), c2_s.clone()]));
 
     let executors = graph(&sensor, &["executors", &payload_s]);
@@ -230,12 +235,7 @@ fn sockets_opened_before_the_sensor_are_in_the_graph() {
     // python3 may be a wrapper that execs the interpreter: the same process either way.
     let sensor = Sensor::start().expect("sensor starts");
     let tree = graph(&sensor, &["tree", &old.id().to_string()]);
-    let conns: BTreeSet<String> = tree["connections"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|c| c["Inet"]["addr"].as_str().map(str::to_owned))
-        .collect();
+    let conns = inet_connections(&tree);
     let expected = BTreeSet::from([
         format!("127.0.0.1:{}", ports[0]),
         format!("127.0.0.1:{}", ports[1]),
