@@ -13,6 +13,7 @@ fn main() -> Result<()> {
     let common = root.join("sensor-common");
     println!("cargo:rerun-if-changed={}", common.display());
     let out = PathBuf::from(env::var("OUT_DIR").context("OUT_DIR")?);
+    embed_rules(&root.join("deploy/rules"), &out)?;
     let skip = env::var("AYA_BUILD_SKIP").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
     if skip {
         fs::write(out.join("sensor-ebpf"), b"").context("writing the empty eBPF stub")?;
@@ -29,4 +30,27 @@ fn main() -> Result<()> {
     .context(
         "building the eBPF programs (run `cargo xtask setup` if bpf-linker or rust-src is missing)",
     )
+}
+
+/// Writes `shipped_rules.rs`: the list of `deploy/rules/*.yml` as (name, include_str!).
+fn embed_rules(dir: &std::path::Path, out: &std::path::Path) -> Result<()> {
+    println!("cargo:rerun-if-changed={}", dir.display());
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".yml") || n.ends_with(".yaml"))
+        .collect();
+    names.sort();
+    let mut code = String::from("&[\n");
+    for n in names {
+        let path = dir.join(&n);
+        println!("cargo:rerun-if-changed={}", path.display());
+        code.push_str(&format!(
+            "    ({n:?}, include_str!({:?})),\n",
+            path.display().to_string()
+        ));
+    }
+    code.push_str("]\n");
+    fs::write(out.join("shipped_rules.rs"), code).context("writing shipped_rules.rs")
 }

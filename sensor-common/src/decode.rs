@@ -92,6 +92,14 @@ impl FileId {
             | (minor & 0x0000_00ff);
         Self { dev, ino }
     }
+
+    /// The kernel's `dev_t` encoding of this device (the inverse of [`Self::from_kernel`]).
+    pub fn kernel_dev(&self) -> u32 {
+        let d = self.dev;
+        let major = ((d >> 32) & 0xffff_f000) | ((d >> 8) & 0x0000_0fff);
+        let minor = ((d >> 12) & 0xffff_ff00) | (d & 0x0000_00ff);
+        ((major as u32) << 20) | (minor as u32 & 0xfffff)
+    }
 }
 
 /// What a standard stream (fd 0, 1 or 2) of a new image is.
@@ -175,7 +183,11 @@ pub enum KernelEvent {
         /// The executed inode has no links (deleted file or memfd).
         exe_unlinked: bool,
         exe_memfd: bool,
+        /// The exec hit the in-kernel blocklist and was killed before it ran.
+        blocked: bool,
         stdio: [StreamKind; 3],
+        /// Inode numbers of fds 0, 1 and 2 (pipe and socket identities).
+        stdio_ino: [u64; 3],
     },
     ExecArgs {
         boot_ns: u64,
@@ -328,9 +340,11 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
                 exe: FileId::from_kernel(r.exe_dev, r.exe_ino),
                 exe_unlinked: has(flags::EXE_UNLINKED),
                 exe_memfd: has(flags::EXE_MEMFD),
+                blocked: has(flags::EXEC_BLOCKED),
                 stdio: core::array::from_fn(|i| {
                     StreamKind::from_inode(r.stdio_mode[i], r.stdio_rdev[i])
                 }),
+                stdio_ino: r.stdio_ino,
             }
         }
         EventKind::ExecArgs => {
@@ -502,6 +516,7 @@ pub mod testing {
             old_pid: task.pid,
             filename_len: n as u32,
             exe_ino: 0,
+            stdio_ino: [0; 3],
             exe_dev: 0,
             stdio_mode: [0; 3],
             stdio_rdev: [0; 3],

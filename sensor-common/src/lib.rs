@@ -11,6 +11,7 @@
 #[cfg(feature = "user")]
 extern crate std;
 
+pub mod blocklist;
 pub mod config;
 pub mod limits;
 pub mod process;

@@ -49,6 +49,9 @@ pub struct ExecRecord {
     pub filename_len: u32,
     /// The executed file (`mm->exe_file`): inode number and device (kernel `dev_t` encoding).
     pub exe_ino: u64,
+    /// Inode numbers of fds 0, 1 and 2 after the exec: two processes whose stdout and stdin
+    /// share a pipe inode are the two ends of one pipeline.
+    pub stdio_ino: [u64; 3],
     pub exe_dev: u32,
     /// `i_mode` and `i_rdev` of fds 0, 1 and 2 after the exec (0 when closed).
     pub stdio_mode: [u32; 3],

@@ -72,10 +72,13 @@ pub mod flags {
     pub const EXE_MEMFD: u16 = 1 << 6;
     /// A read-only open kept because its file name is in the sensitive set.
     pub const SENSITIVE_READ: u16 = 1 << 7;
+    /// The exec hit the in-kernel blocklist: the process was sent SIGKILL before its first
+    /// user instruction.
+    pub const EXEC_BLOCKED: u16 = 1 << 8;
 }
 
 /// Version of this ABI; bumped whenever a record layout changes.
-pub const ABI_VERSION: u16 = 2;
+pub const ABI_VERSION: u16 = 3;
 
 /// The first bytes of every record.
 #[repr(C)]

@@ -7,6 +7,7 @@
 #![no_std]
 #![no_main]
 
+mod enforce;
 mod files;
 mod maps;
 mod process;

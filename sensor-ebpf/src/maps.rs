@@ -3,9 +3,10 @@
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns},
     macros::map,
-    maps::{PerCpuArray, RingBuf},
+    maps::{HashMap, PerCpuArray, RingBuf},
 };
 use sensor_common::{
+    blocklist::{BLOCKLIST_ENTRIES, InodeKey, PathKey},
     config::KernelConfig,
     process::ExecArgsRecord,
     record::{ABI_VERSION, EventKind, RecordHeader},
@@ -39,6 +40,18 @@ pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STATS_SLOTS, 
 /// Per-CPU scratch space for building a variable-length argument record off the stack.
 #[map]
 pub static ARGS_SCRATCH: PerCpuArray<ExecArgsRecord> = PerCpuArray::with_max_entries(1, 0);
+
+/// Executables killed at exec, by inode. Filled by userspace (the response executors).
+#[map]
+pub static BLOCK_INODES: HashMap<InodeKey, u32> = HashMap::with_max_entries(BLOCKLIST_ENTRIES, 0);
+
+/// Executables killed at exec, by the path given to execve.
+#[map]
+pub static BLOCK_PATHS: HashMap<PathKey, u32> = HashMap::with_max_entries(BLOCKLIST_ENTRIES, 0);
+
+/// Per-CPU scratch for building a zero-padded path key off the stack.
+#[map]
+pub static PATH_KEY_SCRATCH: PerCpuArray<PathKey> = PerCpuArray::with_max_entries(1, 0);
 
 /// Filled in by the loader (`EbpfLoader::override_global`).
 #[unsafe(no_mangle)]

@@ -92,6 +92,10 @@ pub fn vigil_exec(ctx: TracePointContext) -> u32 {
         if !exe.is_null() && dentry_name_starts_with(exe, b"memfd:") {
             fl |= flags::EXE_MEMFD;
         }
+        if crate::enforce::exec_blocked(exe_inode.ino, exe_inode.dev, src) {
+            crate::enforce::kill_current();
+            fl |= flags::EXEC_BLOCKED;
+        }
         (&raw mut (*rec).exe_ino).write(exe_inode.ino);
         (&raw mut (*rec).exe_dev).write(exe_inode.dev);
         let mut i = 0;
@@ -99,6 +103,7 @@ pub fn vigil_exec(ctx: TracePointContext) -> u32 {
             let stdio = inode_of(fd_file(task, i as u64));
             (&raw mut (*rec).stdio_mode[i]).write(stdio.mode);
             (&raw mut (*rec).stdio_rdev[i]).write(stdio.rdev);
+            (&raw mut (*rec).stdio_ino[i]).write(stdio.ino);
             i += 1;
         }
         (&raw mut (*rec).header).write(header(EventKind::Exec, fl));

@@ -12,7 +12,7 @@ use sensor_common::{
 };
 use sensor_userspace::{
     clock::BootClock,
-    detect::Detector,
+    detect::{Detector, SensorSelf},
     graph::{Graph, GraphLimits},
     interpret::NoResolver,
     output::JsonLines,
@@ -100,7 +100,9 @@ fn run<S: Sink>(name: &str, sink: S, records: &[Vec<u8>], detector: Option<Detec
         Box::new(NoResolver),
     );
     if let Some(d) = detector {
-        p = p.with_detector(d);
+        let policy = sensor_userspace::policy::Policy::shipped().expect("the shipped policy");
+        let book = sensor_userspace::incidents::IncidentBook::new("bench".into(), 0, policy, None);
+        p = p.with_detection(d, book);
     }
     // Warm up, then measure.
     for r in records.iter().take(records.len() / 10) {
@@ -122,10 +124,23 @@ fn run<S: Sink>(name: &str, sink: S, records: &[Vec<u8>], detector: Option<Detec
 }
 
 /// The rules of `../shared/sigma` (the public SigmaHQ Linux rules), if present.
-fn shared_rules() -> Option<Vec<sensor_userspace::rules::sigma::SigmaRule>> {
+fn shared_rules() -> Option<Vec<sensor_userspace::rules::SigmaRule>> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/sigma");
-    let report = sensor_userspace::rules::sigma::load_dir(&dir).ok()?;
-    (!report.rules.is_empty()).then_some(report.rules)
+    let report = sensor_userspace::rules::load_dir(&dir).ok()?;
+    (!report.sigma.is_empty()).then_some(report.sigma)
+}
+
+fn detector(
+    sigma: Vec<sensor_userspace::rules::SigmaRule>,
+    behaviour: Vec<sensor_userspace::rules::BehaviourRule>,
+) -> Option<Detector> {
+    Some(Detector::new(
+        sigma,
+        behaviour,
+        SensorSelf::default(),
+        "bench".into(),
+        0,
+    ))
 }
 
 fn main() {
@@ -139,6 +154,25 @@ fn main() {
         }
     }
     if only.as_deref().is_none_or(|o| o == "rules") {
+        let shipped = sensor_userspace::rules::shipped().behaviour;
+        let b = shipped.len();
+        let one_behaviour: Vec<_> = shipped
+            .iter()
+            .filter(|r| r.id == "vigil-reverse-shell")
+            .cloned()
+            .collect();
+        run(
+            "+ 1 behaviour rule",
+            Discard,
+            &records,
+            detector(Vec::new(), one_behaviour),
+        );
+        run(
+            &format!("+ all {b} shipped behaviour rules"),
+            Discard,
+            &records,
+            detector(Vec::new(), shipped.clone()),
+        );
         let Some(rules) = shared_rules() else {
             eprintln!("skipped the rules runs: ../shared/sigma not found beside the checkout");
             return;
@@ -153,13 +187,19 @@ fn main() {
             "+ 1 sigma rule",
             Discard,
             &records,
-            Some(Detector::new(one, "bench".into(), 0)),
+            detector(one, Vec::new()),
         );
         run(
             &format!("+ all {n} sigma rules"),
             Discard,
             &records,
-            Some(Detector::new(rules, "bench".into(), 0)),
+            detector(rules.clone(), Vec::new()),
+        );
+        run(
+            &format!("+ all {n} sigma and {b} behaviour rules"),
+            Discard,
+            &records,
+            detector(rules, shipped),
         );
     }
 }

@@ -12,7 +12,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     events::{Event, ProcessRef},
-    rules::sigma::{SigmaRule, rule::Level},
+    rules::{
+        BehaviourRule,
+        behaviour::rule::Confidence,
+        sigma::{SigmaRule, rule::Level},
+    },
+    triage::Risk,
 };
 
 /// Where a rule comes from.
@@ -20,6 +25,7 @@ use crate::{
 #[serde(rename_all = "snake_case")]
 pub enum RuleSource {
     Sigma,
+    Behaviour,
 }
 
 /// The rule that fired. For Sigma rules, `author` and `id` are kept: the Detection Rule
@@ -30,9 +36,22 @@ pub struct RuleRef {
     pub title: String,
     pub technique: Vec<String>,
     pub severity: Level,
+    pub confidence: Confidence,
     pub source: RuleSource,
     pub author: Option<String>,
+    /// Tactic and free tags (`persistence`, `attack.persistence`...), which triage reads.
+    #[serde(default)]
+    pub tags: Vec<String>,
     pub file: String,
+}
+
+impl RuleRef {
+    /// Whether the rule is about persistence.
+    pub fn is_persistence(&self) -> bool {
+        self.tags
+            .iter()
+            .any(|t| t == "persistence" || t == "attack.persistence")
+    }
 }
 
 impl From<&SigmaRule> for RuleRef {
@@ -42,8 +61,32 @@ impl From<&SigmaRule> for RuleRef {
             title: r.title.clone(),
             technique: r.techniques(),
             severity: r.level,
+            // Public rules are written for many environments: a match is a lead, not proof.
+            confidence: Confidence::Medium,
             source: RuleSource::Sigma,
             author: r.author.clone(),
+            tags: r
+                .tags
+                .iter()
+                .filter(|t| !t.starts_with("attack.t"))
+                .cloned()
+                .collect(),
+            file: r.file.display().to_string(),
+        }
+    }
+}
+
+impl From<&BehaviourRule> for RuleRef {
+    fn from(r: &BehaviourRule) -> Self {
+        Self {
+            id: Some(r.id.clone()),
+            title: r.title.clone(),
+            technique: r.techniques.clone(),
+            severity: r.severity,
+            confidence: r.confidence,
+            source: RuleSource::Behaviour,
+            author: r.author.clone(),
+            tags: r.tags.clone(),
             file: r.file.display().to_string(),
         }
     }
@@ -63,8 +106,9 @@ pub struct AlertProcess {
     pub ancestry: Vec<ProcessRef>,
 }
 
+/// What a rule found, before triage.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Alert {
+pub struct Finding {
     /// Unique on this host: the sensor's start time and a sequence number.
     pub id: String,
     pub time_ns: u64,
@@ -75,6 +119,16 @@ pub struct Alert {
     pub entities: Vec<String>,
     /// The event(s) that matched.
     pub evidence: Vec<Event>,
+}
+
+/// A triaged finding: scored and joined to an incident.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Alert {
+    #[serde(flatten)]
+    pub finding: Finding,
+    pub risk: Risk,
+    /// The incident this alert belongs to.
+    pub incident: String,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -38,6 +38,8 @@ pub enum Request {
     },
     /// Re-read the policy file; the one in force stays if the new one is invalid.
     ReloadPolicy,
+    /// Every incident, with its story read from the graph now.
+    Incidents,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -110,6 +112,8 @@ pub struct Status {
     pub graph: crate::graph::GraphStats,
     pub rules_loaded: usize,
     pub alerts_raised: u64,
+    pub incidents: usize,
+    pub detection: crate::detect::DetectStats,
     pub policy: crate::policy::PolicySummary,
 }
 
@@ -124,10 +128,17 @@ pub struct ProcessView {
 #[serde(tag = "response", rename_all = "snake_case")]
 pub enum Response {
     Status(Status),
-    Process { found: Option<ProcessView> },
+    Process {
+        found: Option<ProcessView>,
+    },
     Graph(GraphAnswer),
     Policy(crate::policy::PolicySummary),
-    Error { message: String },
+    Incidents {
+        incidents: Vec<crate::incidents::Incident>,
+    },
+    Error {
+        message: String,
+    },
 }
 
 /// A request with the way back to its connection.

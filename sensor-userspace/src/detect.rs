@@ -1,21 +1,145 @@
-//! Detection: runs the loaded rules over each event and turns matches into alerts.
+//! Detection: runs the loaded rules over each event and turns matches into findings for
+//! triage. Sigma rules see one event; behaviour rules also see the process table and the graph
+//! around it, through [`LiveFacts`].
+
+use std::path::PathBuf;
 
 use ahash::{HashMap, HashMapExt};
 
 use crate::{
-    alerts::{Alert, AlertProcess, RuleRef},
+    alerts::{AlertProcess, Finding, RuleRef},
     events::{ANCESTRY_DEPTH, Event, ProcessRef, What},
-    process_table::ProcessTable,
-    rules::sigma::{
-        SigmaRule,
-        fields::{Category, EventFields, category_of},
-        rule::Prepared,
+    graph::Graph,
+    process_table::{ProcessKey, ProcessTable},
+    rules::{
+        BehaviourRule, SigmaRule,
+        behaviour::{
+            engine::{Engine, EngineStats},
+            fields::{Facts, ProcFacts, View},
+        },
+        sigma::{
+            fields::{Category, EventFields, category_of},
+            rule::Prepared,
+        },
     },
 };
 
-/// The rule set, bucketed by log source so an event meets only the rules that can match it.
+/// The sensor's own identity, which rules about tampering with it need.
+#[derive(Clone, Debug, Default)]
+pub struct SensorSelf {
+    pub pid: u32,
+    /// Files and directories (ending in `/`) that belong to the sensor.
+    pub paths: Vec<String>,
+}
+
+impl SensorSelf {
+    /// This process, its binary, and the given state, policy and rule paths.
+    pub fn current(paths: impl IntoIterator<Item = PathBuf>) -> Self {
+        let mut out: Vec<String> = std::fs::read_link("/proc/self/exe")
+            .ok()
+            .into_iter()
+            .chain(paths)
+            .map(|p| {
+                let mut s = p.to_string_lossy().into_owned();
+                if p.is_dir() && !s.ends_with('/') {
+                    s.push('/');
+                }
+                s
+            })
+            .collect();
+        out.sort();
+        out.dedup();
+        Self {
+            pid: std::process::id(),
+            paths: out,
+        }
+    }
+
+    fn owns(&self, path: &str) -> bool {
+        self.paths.iter().any(|p| {
+            if p.ends_with('/') {
+                path.starts_with(p.as_str()) || path == p.trim_end_matches('/')
+            } else {
+                path == p
+            }
+        })
+    }
+}
+
+/// Facts for behaviour rules from the live process table and graph.
+pub struct LiveFacts<'a> {
+    pub table: &'a ProcessTable,
+    pub graph: &'a Graph,
+    pub me: &'a SensorSelf,
+}
+
+fn facts_of(p: &crate::process_table::Process) -> ProcFacts {
+    ProcFacts {
+        key: p.key,
+        ppid: p.ppid,
+        parent: p.parent,
+        exe: p.exe.clone(),
+        argv: p.argv.clone(),
+    }
+}
+
+impl Facts for LiveFacts<'_> {
+    fn process(&self, key: &ProcessKey) -> Option<ProcFacts> {
+        self.table.get(key).map(facts_of)
+    }
+
+    fn ancestors(&self, key: &ProcessKey, max: usize) -> Vec<ProcFacts> {
+        self.table
+            .ancestors(key, max)
+            .into_iter()
+            .map(facts_of)
+            .collect()
+    }
+
+    fn first_writer(&self, path: &str) -> Option<ProcessKey> {
+        self.graph.first_writer(path)
+    }
+
+    fn made_executable(&self, path: &str) -> bool {
+        self.graph.made_executable(path)
+    }
+
+    fn networked(&self, key: &ProcessKey) -> bool {
+        self.graph.networked(key)
+    }
+
+    fn serving(&self, key: &ProcessKey) -> bool {
+        self.graph.network_facing(key)
+    }
+
+    fn live(&self, pid: u32) -> Option<ProcessKey> {
+        self.table.live(pid).map(|p| p.key)
+    }
+
+    fn is_sensor(&self, pid: u32) -> bool {
+        pid == self.me.pid
+    }
+
+    fn is_sensor_path(&self, path: &str) -> bool {
+        self.me.owns(path)
+    }
+}
+
+/// Counters for `status`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DetectStats {
+    pub sigma_rules: usize,
+    pub behaviour_rules: usize,
+    #[serde(flatten)]
+    pub engine: EngineStats,
+}
+
+/// The rule set, bucketed by log source (Sigma) or event kind (behaviour) so an event meets
+/// only the rules that can match it.
 pub struct Detector {
     by_category: HashMap<Category, Vec<SigmaRule>>,
+    behaviour: Engine,
+    me: SensorSelf,
     host: String,
     id_prefix: String,
     next: u64,
@@ -30,13 +154,21 @@ fn user_name(uid: u32) -> Option<String> {
 }
 
 impl Detector {
-    pub fn new(rules: Vec<SigmaRule>, host: String, started_ns: u64) -> Self {
+    pub fn new(
+        sigma: Vec<SigmaRule>,
+        behaviour: Vec<BehaviourRule>,
+        me: SensorSelf,
+        host: String,
+        started_ns: u64,
+    ) -> Self {
         let mut by_category: HashMap<Category, Vec<SigmaRule>> = HashMap::new();
-        for r in rules {
+        for r in sigma {
             by_category.entry(r.category).or_default().push(r);
         }
         Self {
             by_category,
+            behaviour: Engine::new(behaviour),
+            me,
             host,
             id_prefix: format!("{started_ns:x}"),
             next: 0,
@@ -45,11 +177,24 @@ impl Detector {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_category.values().all(Vec::is_empty)
+        self.rule_count() == 0
     }
 
     pub fn rule_count(&self) -> usize {
-        self.by_category.values().map(Vec::len).sum()
+        self.by_category.values().map(Vec::len).sum::<usize>() + self.behaviour.len()
+    }
+
+    pub fn stats(&self) -> DetectStats {
+        DetectStats {
+            sigma_rules: self.by_category.values().map(Vec::len).sum(),
+            behaviour_rules: self.behaviour.len(),
+            engine: self.behaviour.stats(),
+        }
+    }
+
+    /// Forgets expired partial matches.
+    pub fn expire(&mut self, now_boot_ns: u64) {
+        self.behaviour.expire(now_boot_ns);
     }
 
     fn name_of(&mut self, uid: u32) -> Option<String> {
@@ -59,15 +204,9 @@ impl Detector {
             .clone()
     }
 
-    /// Alerts for `event`, one per matching rule.
-    pub fn check(&mut self, event: &Event, table: &ProcessTable) -> Vec<Alert> {
-        let Some(category) = category_of(&event.what) else {
-            return Vec::new();
-        };
-        if self.by_category.get(&category).is_none_or(Vec::is_empty) {
-            return Vec::new();
-        }
-        let key = crate::process_table::ProcessKey {
+    /// Findings for `event`, one per matching rule.
+    pub fn check(&mut self, event: &Event, table: &ProcessTable, graph: &Graph) -> Vec<Finding> {
+        let key = ProcessKey {
             pid: event.pid,
             start: event.start,
         };
@@ -76,64 +215,104 @@ impl Detector {
             What::Exec { argv, .. } => argv,
             _ => process.map_or(&[][..], |p| &p.argv[..]),
         };
-        let parent = event.parent.and_then(|k| table.get(&k));
-        let user = self.name_of(event.euid);
-        let parent_user = parent.and_then(|p| self.name_of(p.euid));
-        let fields = EventFields {
-            event,
-            argv,
-            parent,
-            user: user.as_deref(),
-            parent_user: parent_user.as_deref(),
-        };
-        // One prepared event for every rule: each field is computed and lower-cased once.
-        let prepared = Prepared::new(&fields);
-        let rules = self.by_category.get(&category).map_or(&[][..], |r| &r[..]);
-        let hits: Vec<RuleRef> = rules
-            .iter()
-            .filter(|r| r.matches_prepared(&prepared))
-            .map(RuleRef::from)
-            .collect();
-        if hits.is_empty() {
-            return Vec::new();
+        let mut hits: Vec<(RuleRef, Vec<Event>, ProcessKey)> = Vec::new();
+        if let Some(category) = category_of(&event.what)
+            && let Some(rules) = self.by_category.get(&category)
+            && !rules.is_empty()
+        {
+            let parent = event.parent.and_then(|k| table.get(&k));
+            let user = self.name_of(event.euid);
+            let parent_user = parent.and_then(|p| self.name_of(p.euid));
+            let rules = self.by_category.get(&category).map_or(&[][..], |r| &r[..]);
+            let fields = EventFields {
+                event,
+                argv,
+                parent,
+                user: user.as_deref(),
+                parent_user: parent_user.as_deref(),
+            };
+            // One prepared event for every rule: each field is computed and lower-cased once.
+            let prepared = Prepared::new(&fields);
+            hits.extend(
+                rules
+                    .iter()
+                    .filter(|r| r.matches_prepared(&prepared))
+                    .map(|r| (RuleRef::from(r), vec![event.clone()], key)),
+            );
         }
-        let ancestry: Vec<ProcessRef> = table
-            .ancestors(&key, ANCESTRY_DEPTH)
-            .into_iter()
-            .map(ProcessRef::from)
-            .collect();
-        let entities = entities(&event.what);
+        if self.behaviour.wants(event) {
+            let facts = LiveFacts {
+                table,
+                graph,
+                me: &self.me,
+            };
+            let view = View::new(event, argv, &facts);
+            for hit in self.behaviour.check(&view) {
+                let rule = RuleRef::from(&self.behaviour.rules()[hit.rule]);
+                hits.push((rule, hit.evidence, hit.actor));
+            }
+        }
         hits.into_iter()
-            .map(|rule| {
-                self.next += 1;
-                Alert {
-                    id: format!("{}-{}", self.id_prefix, self.next),
-                    time_ns: event.time_ns,
-                    host: self.host.clone(),
-                    rule,
-                    process: AlertProcess {
-                        pid: event.pid,
-                        start: event.start,
-                        exe: event.exe.clone(),
-                        cmdline: argv.join(" "),
-                        uid: event.uid,
-                        euid: event.euid,
-                        user: user.clone(),
-                        ancestry: ancestry.clone(),
-                    },
-                    entities: entities.clone(),
-                    evidence: vec![event.clone()],
-                }
-            })
+            .map(|(rule, evidence, actor)| self.finding(rule, evidence, actor, event, table))
             .collect()
+    }
+
+    fn finding(
+        &mut self,
+        rule: RuleRef,
+        evidence: Vec<Event>,
+        actor: ProcessKey,
+        event: &Event,
+        table: &ProcessTable,
+    ) -> Finding {
+        self.next += 1;
+        let p = table.get(&actor);
+        let euid = p.map_or(event.euid, |p| p.euid);
+        let cmdline = match &event.what {
+            What::Exec { argv, .. } if event.pid == actor.pid => argv.join(" "),
+            _ => p.map(|p| p.argv.join(" ")).unwrap_or_default(),
+        };
+        let mut entities: Vec<String> = Vec::new();
+        for e in &evidence {
+            for x in entities_of(&e.what) {
+                if !entities.contains(&x) {
+                    entities.push(x);
+                }
+            }
+        }
+        Finding {
+            id: format!("{}-{}", self.id_prefix, self.next),
+            time_ns: event.time_ns,
+            host: self.host.clone(),
+            rule,
+            process: AlertProcess {
+                pid: actor.pid,
+                start: actor.start,
+                exe: p.and_then(|p| p.exe.clone()).or_else(|| event.exe.clone()),
+                cmdline,
+                uid: p.map_or(event.uid, |p| p.uid),
+                euid,
+                user: self.name_of(euid),
+                ancestry: table
+                    .ancestors(&actor, ANCESTRY_DEPTH)
+                    .into_iter()
+                    .map(ProcessRef::from)
+                    .collect(),
+            },
+            entities,
+            evidence,
+        }
     }
 }
 
-fn entities(what: &What) -> Vec<String> {
+/// The files and endpoints an event names.
+fn entities_of(what: &What) -> Vec<String> {
     let mut out = Vec::new();
     match what {
-        What::Exec { .. } => {}
-        What::Open { file, .. } => out.extend(file.path.clone()),
+        What::Open { file, .. }
+        | What::Unlink { file }
+        | What::Chmod { file, .. }
+        | What::Chown { file, .. } => out.extend(file.path.clone()),
         What::Rename { file, to } => {
             out.extend(file.path.clone());
             out.extend(to.path.clone());
@@ -142,6 +321,7 @@ fn entities(what: &What) -> Vec<String> {
             out.extend(net.remote.map(|a| a.to_string()));
             out.extend(net.unix_path.clone());
         }
+        What::ModuleLoad { file: Some(f), .. } => out.extend(f.path.clone()),
         _ => {}
     }
     out

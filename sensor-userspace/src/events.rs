@@ -101,8 +101,14 @@ pub enum What {
         /// The executed inode had no links (a deleted file or a memfd): fileless execution.
         fileless: bool,
         memfd: bool,
+        /// The in-kernel exec blocklist killed it before its first instruction.
+        #[serde(default)]
+        blocked: bool,
         /// What fds 0, 1 and 2 are in the new image.
         stdio: [StreamKind; 3],
+        /// Their inode numbers: a pipe's or socket's identity, shared by both ends.
+        #[serde(default)]
+        stdio_inodes: [u64; 3],
     },
     Exit {
         exit: ExitStatus,

@@ -51,6 +51,8 @@ struct Slot {
     id: NodeId,
     ids: Vec<FileId>,
     first_writer: Option<ProcessKey>,
+    /// chmod set an execute bit on it.
+    made_executable: bool,
     /// Edges touching this node, oldest first.
     edges: VecDeque<u64>,
 }
@@ -136,6 +138,7 @@ impl Graph {
             id: id.clone(),
             ids: Vec::new(),
             first_writer: None,
+            made_executable: false,
             edges: VecDeque::new(),
         };
         let ix = match self.free.pop() {
@@ -362,7 +365,17 @@ impl Graph {
                 file(self, EdgeKind::Renamed, f);
                 file(self, EdgeKind::RenamedTo, to);
             }
-            What::Chmod { file: f, .. } => file(self, EdgeKind::Chmodded, f),
+            What::Chmod { file: f, mode, .. } => {
+                file(self, EdgeKind::Chmodded, f);
+                if ok
+                    && mode & 0o111 != 0
+                    && let Some(path) = &f.path
+                    && let Some(&ix) = self.index.get(&NodeId::File(path.clone()))
+                    && let Some(s) = self.slot_mut(ix)
+                {
+                    s.made_executable = true;
+                }
+            }
             What::Chown { file: f, .. } => file(self, EdgeKind::Chowned, f),
             What::Mount { target, .. } => file(self, EdgeKind::Mounted, target),
             What::Connect { net }
@@ -517,6 +530,44 @@ impl Graph {
     pub fn first_writer(&self, path: &str) -> Option<ProcessKey> {
         let ix = *self.index.get(&NodeId::File(path.to_owned()))?;
         self.slot(ix)?.first_writer
+    }
+
+    /// What `key` did: its outgoing edges, oldest first, as (time, kind, target, success).
+    pub fn activity(&self, key: &ProcessKey) -> Vec<(u64, EdgeKind, NodeId, bool)> {
+        self.edges_of(&NodeId::Process(*key))
+            .filter(|(e, ix)| e.from == *ix)
+            .filter_map(|(e, _)| Some((e.boot_ns, e.kind, self.node_id(e.to)?.clone(), e.ok)))
+            .collect()
+    }
+
+    /// Whether chmod set an execute bit on `path`.
+    pub fn made_executable(&self, path: &str) -> bool {
+        self.index
+            .get(&NodeId::File(path.to_owned()))
+            .and_then(|&ix| self.slot(ix))
+            .is_some_and(|s| s.made_executable)
+    }
+
+    /// Whether `key` has an edge of one of `kinds` to an inet endpoint.
+    fn has_inet_edge(&self, key: &ProcessKey, kinds: &[EdgeKind]) -> bool {
+        self.edges_of(&NodeId::Process(*key)).any(|(e, ix)| {
+            e.from == ix
+                && kinds.contains(&e.kind)
+                && matches!(
+                    self.node_id(e.to),
+                    Some(NodeId::Endpoint(Endpoint::Inet { .. }))
+                )
+        })
+    }
+
+    /// Whether `key` made (or tried) an inet connection or accepted one.
+    pub fn networked(&self, key: &ProcessKey) -> bool {
+        self.has_inet_edge(key, &[EdgeKind::Connected, EdgeKind::Accepted])
+    }
+
+    /// Whether `key` listened on or accepted from an inet socket: it faces the network.
+    pub fn network_facing(&self, key: &ProcessKey) -> bool {
+        self.has_inet_edge(key, &[EdgeKind::Listened, EdgeKind::Accepted])
     }
 
     pub fn stats(&self) -> GraphStats {

@@ -58,7 +58,9 @@ enum Command {
         /// on SIGHUP and by `vigil-sensor policy reload`.
         #[arg(long, value_name = "FILE")]
         policy: Option<PathBuf>,
-        /// A directory of Sigma rules to run (repeatable); matches go to STATE/alerts.jsonl.
+        /// A directory of Sigma and behaviour rules to run (repeatable); alerts go to
+        /// STATE/alerts.jsonl. Without it: /etc/vigil/rules when it exists, else the rules
+        /// shipped in deploy/rules (built in).
         #[arg(long = "rules", value_name = "DIR")]
         rules: Vec<PathBuf>,
         /// A file name whose read-only opens are reported (repeatable; replaces the default
@@ -97,6 +99,17 @@ enum Command {
         #[command(subcommand)]
         action: PolicyCmd,
     },
+    /// Incidents: alerts on one causal chain, with the story (root cause, process tree,
+    /// timeline, blast radius) and the policy's decision.
+    Incidents {
+        #[arg(long, default_value = DEFAULT_STATE)]
+        state: PathBuf,
+        /// Print JSON (one array).
+        #[arg(long)]
+        json: bool,
+        /// Only this incident.
+        id: Option<String>,
+    },
     /// Detection rules.
     Rules {
         #[command(subcommand)]
@@ -126,9 +139,12 @@ enum PolicyCmd {
 
 #[derive(Subcommand)]
 enum RulesCmd {
-    /// Load every Sigma rule under DIR, name each one skipped with the reason, and end with
-    /// `loaded N of M rules`.
+    /// Load every rule under DIR (Sigma and behaviour), name each one skipped with the
+    /// reason, and end with `loaded N of M rules`.
     Check { dir: PathBuf },
+    /// Run the test cases of every behaviour rule under DIR; exits non-zero when any fails
+    /// or any rule is missing a must-match or a must-not-match case, or fails to load.
+    Test { dir: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -204,8 +220,8 @@ fn print_status(s: &Status) {
     }
     println!("malformed records skipped: {}", s.decode_errors);
     println!(
-        "rules loaded: {}, alerts raised: {}",
-        s.rules_loaded, s.alerts_raised
+        "rules loaded: {}, alerts raised: {}, incidents: {}",
+        s.rules_loaded, s.alerts_raised, s.incidents
     );
     println!(
         "graph: {} nodes, {} edges, {} edges evicted at the cap",
@@ -307,16 +323,19 @@ fn main() -> Result<()> {
                 if json {
                     println!("{}", serde_json::to_string(a)?);
                 } else {
+                    let f = &a.finding;
                     println!(
-                        "{} {:?} {} [{}] pid {} {} | {}{}",
-                        a.id,
-                        a.rule.severity,
-                        a.rule.title,
-                        a.rule.technique.join(","),
-                        a.process.pid,
-                        a.process.exe.as_deref().unwrap_or("?"),
-                        a.process.cmdline,
-                        a.rule
+                        "{} {:?} risk {} {} [{}] pid {} {} | {} ({}){}",
+                        f.id,
+                        f.rule.severity,
+                        a.risk.score,
+                        f.rule.title,
+                        f.rule.technique.join(","),
+                        f.process.pid,
+                        f.process.exe.as_deref().unwrap_or("?"),
+                        f.process.cmdline,
+                        a.incident,
+                        f.rule
                             .author
                             .as_deref()
                             .map(|au| format!(" (rule by {au})"))
@@ -351,12 +370,70 @@ fn main() -> Result<()> {
         Command::Rules {
             action: RulesCmd::Check { dir },
         } => {
-            let report = sensor_userspace::rules::sigma::load_dir(&dir)
+            let report = sensor_userspace::rules::load_dir(&dir)
                 .with_context(|| format!("cannot read the rule directory {}", dir.display()))?;
             for e in &report.skipped {
                 println!("{e}");
             }
-            println!("loaded {} of {} rules", report.rules.len(), report.total);
+            println!("loaded {} of {} rules", report.loaded(), report.total);
+        }
+        Command::Rules {
+            action: RulesCmd::Test { dir },
+        } => {
+            let report = sensor_userspace::rules::load_dir(&dir)
+                .with_context(|| format!("cannot read the rule directory {}", dir.display()))?;
+            let mut failed = 0;
+            for e in &report.skipped {
+                println!("FAIL {e}");
+                failed += 1;
+            }
+            let mut cases = 0;
+            for rule in &report.behaviour {
+                for r in sensor_userspace::rules::behaviour::testcase::run(rule) {
+                    cases += 1;
+                    if r.passed {
+                        println!("ok   {}: {}", r.rule, r.case);
+                    } else {
+                        failed += 1;
+                        println!("FAIL {}: {}: {}", r.rule, r.case, r.detail);
+                    }
+                }
+            }
+            println!(
+                "{} behaviour rules, {cases} test cases, {failed} failures",
+                report.behaviour.len()
+            );
+            if failed > 0 {
+                std::process::exit(1);
+            }
+        }
+        Command::Incidents { state, json, id } => {
+            let incidents = match ask(&state, &Request::Incidents) {
+                Ok(Response::Incidents { incidents }) => incidents,
+                Ok(other) => bail!("unexpected response: {other:?}"),
+                // No sensor running: what it last saved.
+                Err(_) => {
+                    let path = state.join("incidents.json");
+                    sensor_userspace::incidents::read(&path)
+                        .with_context(|| format!("cannot read {}", path.display()))?
+                }
+            };
+            let chosen: Vec<_> = incidents
+                .iter()
+                .filter(|i| id.as_ref().is_none_or(|want| &i.id == want))
+                .collect();
+            if let Some(want) = &id
+                && chosen.is_empty()
+            {
+                bail!("no incident {want}");
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&chosen)?);
+            } else {
+                for i in chosen {
+                    println!("{}", sensor_userspace::incidents::render(i));
+                }
+            }
         }
         Command::Graph { state, query } => {
             let query = match query {

@@ -18,6 +18,7 @@ use crate::{
     detect::Detector,
     events::{ANCESTRY_DEPTH, Event, ProcessRef, What},
     graph::Graph,
+    incidents::IncidentBook,
     interpret::{Resolver, error_name, interpret},
     process_table::{ProcessKey, ProcessTable},
 };
@@ -67,8 +68,14 @@ pub struct Pipeline<S: Sink> {
     pending: HashMap<u32, PendingArgs>,
     seen: BTreeMap<&'static str, u64>,
     decode_errors: u64,
-    detector: Option<Detector>,
+    detection: Option<Detection>,
     alerts: Vec<Alert>,
+}
+
+/// Detection and triage, run on every published event.
+pub struct Detection {
+    pub detector: Detector,
+    pub incidents: IncidentBook,
 }
 
 impl<S: Sink> Pipeline<S> {
@@ -92,15 +99,34 @@ impl<S: Sink> Pipeline<S> {
             pending: HashMap::new(),
             seen: EventKind::ALL.iter().map(|k| (k.name(), 0)).collect(),
             decode_errors: 0,
-            detector: None,
+            detection: None,
             alerts: Vec::new(),
         }
     }
 
-    /// Runs `detector` over every event from now on.
-    pub fn with_detector(mut self, detector: Detector) -> Self {
-        self.detector = (!detector.is_empty()).then_some(detector);
+    /// Runs `detector` over every event from now on, and triages what it finds into
+    /// `incidents`.
+    pub fn with_detection(mut self, detector: Detector, incidents: IncidentBook) -> Self {
+        self.detection = (!detector.is_empty()).then_some(Detection {
+            detector,
+            incidents,
+        });
         self
+    }
+
+    pub fn detection(&self) -> Option<&Detection> {
+        self.detection.as_ref()
+    }
+
+    pub fn detection_mut(&mut self) -> Option<&mut Detection> {
+        self.detection.as_mut()
+    }
+
+    /// Re-reads every incident's story from the graph.
+    pub fn refresh_incidents(&mut self) {
+        if let Some(d) = &mut self.detection {
+            d.incidents.refresh(&self.table, &self.graph, &self.clock);
+        }
     }
 
     /// Alerts raised since the last call, for the caller to record.
@@ -156,7 +182,9 @@ impl<S: Sink> Pipeline<S> {
                 exe,
                 exe_unlinked,
                 exe_memfd,
+                blocked,
                 stdio,
+                stdio_ino,
             } => {
                 let argv = self.pending.remove(&old_pid).map(|a| (a.argv, a.truncated));
                 if filename_truncated {
@@ -181,7 +209,9 @@ impl<S: Sink> Pipeline<S> {
                     exe_file: exe,
                     fileless: exe_unlinked,
                     memfd: exe_memfd,
+                    blocked,
                     stdio,
+                    stdio_inodes: stdio_ino,
                 };
                 if let Some(p) = self.table.get(&key) {
                     self.graph.record(boot_ns, p, &what, true, None);
@@ -235,7 +265,7 @@ impl<S: Sink> Pipeline<S> {
         key: ProcessKey,
         syscall: Option<(&'static str, i64)>,
     ) {
-        if !self.sink.wants_events() && self.detector.is_none() {
+        if !self.sink.wants_events() && self.detection.is_none() {
             return;
         }
         let Some(p) = self.table.get(&key) else {
@@ -271,8 +301,13 @@ impl<S: Sink> Pipeline<S> {
             error: syscall.and_then(|(_, ret)| error_name(ret)),
             ancestry,
         };
-        if let Some(detector) = &mut self.detector {
-            self.alerts.extend(detector.check(&event, &self.table));
+        if let Some(d) = &mut self.detection {
+            for finding in d.detector.check(&event, &self.table, &self.graph) {
+                let alert = d
+                    .incidents
+                    .triage(finding, &mut self.table, &self.graph, &self.clock);
+                self.alerts.push(alert);
+            }
         }
         if self.sink.wants_events() {
             self.sink.publish(&event);
@@ -286,6 +321,9 @@ impl<S: Sink> Pipeline<S> {
         }
         self.pending
             .retain(|_, a| now_boot_ns.saturating_sub(a.boot_ns) < PENDING_ARGS_TTL_NS);
+        if let Some(d) = &mut self.detection {
+            d.detector.expire(now_boot_ns);
+        }
         self.sink.flush();
     }
 

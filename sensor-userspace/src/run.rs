@@ -46,7 +46,7 @@ pub struct RunOptions {
     pub graph_limits: GraphLimits,
     /// File names whose read-only opens are reported.
     pub sensitive_names: Vec<String>,
-    /// Directories of Sigma rules to run.
+    /// Directories of rules to run; empty for the installed or shipped rules.
     pub rules: Vec<PathBuf>,
     /// The policy file; None for the policy shipped in the binary.
     pub policy: Option<PathBuf>,
@@ -160,14 +160,35 @@ impl Running {
             graph: pipeline.graph.stats(),
             rules_loaded: self.rules_loaded,
             alerts_raised: self.alerts_raised,
+            incidents: pipeline
+                .detection()
+                .map_or(0, |d| d.incidents.incidents().len()),
+            detection: pipeline
+                .detection()
+                .map(|d| d.detector.stats())
+                .unwrap_or_default(),
             policy: self.policy_summary(),
         }
     }
 
-    fn answer<S: Sink>(&mut self, pipeline: &Pipeline<S>, req: Request) -> Response {
+    fn answer<S: Sink>(&mut self, pipeline: &mut Pipeline<S>, req: Request) -> Response {
         match req {
+            Request::Incidents => {
+                pipeline.refresh_incidents();
+                Response::Incidents {
+                    incidents: pipeline
+                        .detection()
+                        .map(|d| d.incidents.incidents().to_vec())
+                        .unwrap_or_default(),
+                }
+            }
             Request::ReloadPolicy => match self.reload_policy() {
-                Ok(summary) => Response::Policy(summary),
+                Ok(summary) => {
+                    if let Some(d) = pipeline.detection_mut() {
+                        d.incidents.set_policy(self.policy.clone());
+                    }
+                    Response::Policy(summary)
+                }
                 Err(e) => Response::Error {
                     message: e.to_string(),
                 },
@@ -230,12 +251,15 @@ impl Running {
             return;
         }
         for a in &alerts {
+            let f = &a.finding;
             tracing::warn!(
-                alert = %a.id,
-                rule = %a.rule.title,
-                severity = ?a.rule.severity,
-                pid = a.process.pid,
-                exe = a.process.exe.as_deref().unwrap_or("?"),
+                alert = %f.id,
+                rule = %f.rule.title,
+                severity = ?f.rule.severity,
+                risk = a.risk.score,
+                incident = %a.incident,
+                pid = f.process.pid,
+                exe = f.process.exe.as_deref().unwrap_or("?"),
                 "alert"
             );
         }
@@ -326,20 +350,53 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         graph.seed_process(p, &held);
     }
     tracing::info!(edges = graph.stats().edges, "graph seeded from /proc");
-    let mut rules = Vec::new();
-    for dir in &opts.rules {
-        let report = crate::rules::sigma::load_dir(dir).map_err(|source| RunError::Rules {
+    let installed = PathBuf::from(crate::rules::INSTALLED_RULES_DIR);
+    let rule_dirs: Vec<PathBuf> = if opts.rules.is_empty() && installed.is_dir() {
+        vec![installed]
+    } else {
+        opts.rules.clone()
+    };
+    let mut rules = crate::rules::LoadReport::default();
+    if rule_dirs.is_empty() {
+        rules = crate::rules::shipped();
+        tracing::info!(
+            loaded = rules.loaded(),
+            of = rules.total,
+            "built-in rules (deploy/rules) loaded"
+        );
+    }
+    for dir in &rule_dirs {
+        let report = crate::rules::load_dir(dir).map_err(|source| RunError::Rules {
             path: dir.clone(),
             source,
         })?;
-        for skipped in &report.skipped {
-            tracing::warn!("{skipped}");
-        }
-        tracing::info!(dir = %dir.display(), loaded = report.rules.len(), of = report.total, "rules loaded");
-        rules.extend(report.rules);
+        tracing::info!(dir = %dir.display(), loaded = report.loaded(), of = report.total, "rules loaded");
+        rules.merge(report);
     }
-    let rules_loaded = rules.len();
-    let detector = crate::detect::Detector::new(rules, hostname.clone(), BootClock::boot_now_ns());
+    for skipped in &rules.skipped {
+        tracing::warn!("{skipped}");
+    }
+    let rules_loaded = rules.loaded();
+    let started_ns = BootClock::boot_now_ns();
+    let me = crate::detect::SensorSelf::current(
+        std::iter::once(state.path().to_owned())
+            .chain(opts.policy.clone())
+            .chain(rule_dirs.iter().cloned())
+            .chain(std::iter::once(PathBuf::from("/etc/vigil"))),
+    );
+    let detector = crate::detect::Detector::new(
+        rules.sigma,
+        rules.behaviour,
+        me,
+        hostname.clone(),
+        started_ns,
+    );
+    let incidents = crate::incidents::IncidentBook::new(
+        hostname.clone(),
+        started_ns,
+        policy.clone(),
+        Some(state.path().join("incidents.json")),
+    );
     let mut pipeline = Pipeline::new(
         table,
         graph,
@@ -347,7 +404,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         BootClock::now(),
         Box::new(crate::interpret::ProcResolver),
     )
-    .with_detector(detector);
+    .with_detection(detector, incidents);
 
     let listener = control::bind(&state.control_socket())?;
     let (ctrl_tx, mut ctrl_rx) = mpsc::channel(16);
@@ -393,7 +450,8 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
                 // Bring the table up to date before answering about it.
                 ring.drain_now(|bytes| pipeline.ingest(bytes));
                 pipeline.flush();
-                let _ = reply.send(running.answer(&pipeline, req));
+                let _ = reply.send(running.answer(&mut pipeline, req));
+                running.record_alerts(&mut pipeline);
             }
             _ = poll.tick() => {
                 ring.drain_now(|bytes| pipeline.ingest(bytes));
@@ -404,7 +462,11 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
                 pipeline.tick(BootClock::boot_now_ns());
             }
             _ = sighup.recv() => {
-                let _ = running.reload_policy();
+                if running.reload_policy().is_ok()
+                    && let Some(d) = pipeline.detection_mut()
+                {
+                    d.incidents.set_policy(running.policy.clone());
+                }
             }
             _ = sigint.recv() => break Ok(()),
             _ = sigterm.recv() => break Ok(()),

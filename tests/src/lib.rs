@@ -207,6 +207,59 @@ impl Sensor {
         }
     }
 
+    /// Runs `vigil-sensor WHAT --json --state STATE` and returns its standard output.
+    fn json_cmd(&self, what: &str) -> String {
+        let state = self.state();
+        let out = sensor_cmd(&[what, "--json", "--state", &state.to_string_lossy()]);
+        assert!(
+            out.status.success(),
+            "{what} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Every alert so far (`vigil-sensor alerts --json`).
+    pub fn alerts(&self) -> Vec<Value> {
+        self.json_cmd("alerts")
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Waits for the first alert matching `pred`; fails with every alert seen.
+    pub fn wait_alert(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + EVENT_DEADLINE;
+        loop {
+            let all = self.alerts();
+            if let Some(a) = all.iter().find(|a| pred(a)) {
+                return a.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no alert {what} within {EVENT_DEADLINE:?}; saw {} alerts:\n{}\nsensor log:\n{}",
+                all.len(),
+                all.iter()
+                    .map(|a| format!(
+                        "{} pid {} {}",
+                        a["rule"]["id"], a["process"]["pid"], a["process"]["cmdline"]
+                    ))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `vigil-sensor incidents --json`.
+    pub fn incidents(&self) -> Vec<Value> {
+        serde_json::from_str::<Value>(&self.json_cmd("incidents"))
+            .ok()
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default()
+    }
+
     /// Sends `signal` and waits for the sensor to exit.
     pub fn stop_with(mut self, signal: i32) -> Result<std::process::ExitStatus> {
         let mut child = self.child.take().context("already stopped")?;
@@ -266,4 +319,13 @@ pub fn argv(e: &Value) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// Whether alert `a` is about process `root` or one of its descendants.
+pub fn alert_below(a: &Value, root: u32) -> bool {
+    a["process"]["pid"].as_u64() == Some(u64::from(root))
+        || a["process"]["ancestry"].as_array().is_some_and(|anc| {
+            anc.iter()
+                .any(|p| p["pid"].as_u64() == Some(u64::from(root)))
+        })
 }

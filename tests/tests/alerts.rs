@@ -1,44 +1,17 @@
 //! Sigma rules on live events: real activity raises an alert that credits the rule and names
 //! the process and its lineage; a near miss raises none.
 
-use std::{net::TcpListener, path::PathBuf, process::Command, time::Duration};
+use std::{net::TcpListener, path::PathBuf, process::Command};
 
 use serde_json::Value;
-use vigil_tests::{Sensor, kernel_tests_enabled, sensor_cmd};
+use vigil_tests::{Sensor, kernel_tests_enabled};
 
 fn alerts(sensor: &Sensor) -> Vec<Value> {
-    let state = sensor.state();
-    let out = sensor_cmd(&[
-        "alerts",
-        "--json",
-        "--state",
-        state.to_str().expect("utf-8"),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("alert JSON"))
-        .collect()
+    sensor.alerts()
 }
 
 fn wait_alert(sensor: &Sensor, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let all = alerts(sensor);
-        if let Some(a) = all.iter().find(|a| pred(a)) {
-            return a.clone();
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no alert {what}; saw {} alerts: {all:?}",
-            all.len()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    sensor.wait_alert(what, pred)
 }
 
 #[test]

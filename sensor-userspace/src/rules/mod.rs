@@ -1,4 +1,177 @@
-//! Detection rules. [`sigma`]: SigmaHQ's YAML rules for Linux, compiled into matchers over the
-//! sensor's events.
+//! Detection rules: Sigma rules ([`sigma`]) and Vigil's behaviour rules ([`behaviour`]),
+//! loaded together from rule directories. A file with a `detection` map is Sigma; any other
+//! is a behaviour rule. One bad file never stops the others.
 
+pub mod behaviour;
 pub mod sigma;
+
+use std::path::{Path, PathBuf};
+
+pub use behaviour::BehaviourRule;
+pub use sigma::{RuleError, SigmaRule};
+
+/// The rules shipped in `deploy/rules/`, built into the binary: (file name, text).
+pub const SHIPPED: &[(&str, &str)] = include!(concat!(env!("OUT_DIR"), "/shipped_rules.rs"));
+
+/// Where `vigil-sensor run` looks for rules when no `--rules` is given; the built-in copy of
+/// `deploy/rules/` is used when it does not exist.
+pub const INSTALLED_RULES_DIR: &str = "/etc/vigil/rules";
+
+/// A loaded rule of either kind.
+#[derive(Clone, Debug)]
+pub enum Rule {
+    Sigma(SigmaRule),
+    Behaviour(BehaviourRule),
+}
+
+impl Rule {
+    fn id(&self) -> Option<&str> {
+        match self {
+            Self::Sigma(r) => r.id.as_deref(),
+            Self::Behaviour(r) => Some(&r.id),
+        }
+    }
+}
+
+/// What loading gave.
+#[derive(Debug, Default)]
+pub struct LoadReport {
+    pub sigma: Vec<SigmaRule>,
+    pub behaviour: Vec<BehaviourRule>,
+    /// Files not loaded, each with why.
+    pub skipped: Vec<RuleError>,
+    /// Files considered (`*.yml`, `*.yaml`).
+    pub total: usize,
+}
+
+impl LoadReport {
+    pub fn loaded(&self) -> usize {
+        self.sigma.len() + self.behaviour.len()
+    }
+
+    /// Adds one file's text.
+    pub fn add(&mut self, text: &str, file: &Path) {
+        self.total += 1;
+        let rule = match parse(text, file) {
+            Ok(r) => r,
+            Err(e) => return self.skipped.push(e),
+        };
+        if let Some(id) = rule.id() {
+            let other = self
+                .sigma
+                .iter()
+                .filter(|r| r.id.as_deref() == Some(id))
+                .map(|r| &r.file)
+                .chain(
+                    self.behaviour
+                        .iter()
+                        .filter(|r| r.id == id)
+                        .map(|r| &r.file),
+                )
+                .next();
+            if let Some(other) = other {
+                return self.skipped.push(RuleError::Invalid {
+                    file: file.to_owned(),
+                    line: None,
+                    reason: format!("duplicate rule id {id:?} (also in {})", other.display()),
+                });
+            }
+        }
+        match rule {
+            Rule::Sigma(r) => self.sigma.push(r),
+            Rule::Behaviour(r) => self.behaviour.push(r),
+        }
+    }
+
+    pub fn merge(&mut self, other: LoadReport) {
+        self.total += other.total;
+        self.skipped.extend(other.skipped);
+        self.sigma.extend(other.sigma);
+        self.behaviour.extend(other.behaviour);
+    }
+}
+
+/// Parses one rule file of either kind.
+pub fn parse(text: &str, file: &Path) -> Result<Rule, RuleError> {
+    let doc: serde_norway::Value =
+        serde_norway::from_str(text).map_err(|e| RuleError::from_yaml(file, &e))?;
+    if doc.get("detection").is_some() {
+        SigmaRule::parse(text, file).map(Rule::Sigma)
+    } else {
+        BehaviourRule::parse(text, file).map(Rule::Behaviour)
+    }
+}
+
+fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+    entries.sort_by_key(|e| e.path());
+    for e in entries {
+        let path = e.path();
+        if e.file_type()?.is_dir() {
+            yaml_files(&path, out)?;
+        } else if path.extension().is_some_and(|x| x == "yml" || x == "yaml") {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// Loads every rule under `dir` (recursively).
+pub fn load_dir(dir: &Path) -> std::io::Result<LoadReport> {
+    let mut files = Vec::new();
+    yaml_files(dir, &mut files)?;
+    let mut report = LoadReport::default();
+    for file in files {
+        match std::fs::read_to_string(&file) {
+            Ok(text) => report.add(&text, &file),
+            Err(e) => {
+                report.total += 1;
+                report.skipped.push(RuleError::Read {
+                    file: file.clone(),
+                    reason: e.to_string(),
+                });
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// The rules built into the binary (a copy of `deploy/rules/`).
+pub fn shipped() -> LoadReport {
+    let mut report = LoadReport::default();
+    for (name, text) in SHIPPED {
+        report.add(text, &Path::new("deploy/rules").join(name));
+    }
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_rules_all_load() {
+        let r = shipped();
+        assert!(r.skipped.is_empty(), "{:?}", r.skipped);
+        assert!(r.behaviour.len() >= 15);
+        assert_eq!(r.loaded(), r.total);
+    }
+
+    #[test]
+    fn one_bad_file_does_not_stop_the_others() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let (_, good) = SHIPPED[0];
+        std::fs::write(d.path().join("a.yml"), good).expect("write");
+        std::fs::write(d.path().join("b.yml"), "id: x\ntitle: [unclosed\n").expect("write");
+        std::fs::write(d.path().join("c.yml"), good).expect("write");
+        let r = load_dir(d.path()).expect("load");
+        assert_eq!((r.loaded(), r.total), (1, 3));
+        let why: Vec<String> = r.skipped.iter().map(ToString::to_string).collect();
+        assert!(why.iter().any(|w| w.contains("b.yml:2")), "{why:?}");
+        assert!(
+            why.iter()
+                .any(|w| w.contains("c.yml") && w.contains("duplicate rule id")),
+            "{why:?}"
+        );
+    }
+}

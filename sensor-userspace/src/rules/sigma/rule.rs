@@ -37,6 +37,17 @@ pub enum RuleError {
 }
 
 impl RuleError {
+    /// A YAML syntax (or shape) error, with its place in the file.
+    pub fn from_yaml(file: &Path, e: &serde_norway::Error) -> Self {
+        let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
+        Self::Yaml {
+            file: file.to_owned(),
+            line,
+            column,
+            message: e.to_string(),
+        }
+    }
+
     pub fn file(&self) -> &Path {
         match self {
             Self::Read { file, .. }
@@ -157,15 +168,8 @@ fn text_field(doc: &Value, key: &str) -> Option<String> {
 
 impl SigmaRule {
     pub fn parse(text: &str, file: &Path) -> Result<Self, RuleError> {
-        let doc: Value = serde_norway::from_str(text).map_err(|e| {
-            let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
-            RuleError::Yaml {
-                file: file.to_owned(),
-                line,
-                column,
-                message: e.to_string(),
-            }
-        })?;
+        let doc: Value =
+            serde_norway::from_str(text).map_err(|e| RuleError::from_yaml(file, &e))?;
         let invalid = |needle: &str, reason: String| RuleError::Invalid {
             file: file.to_owned(),
             line: line_of(text, needle),

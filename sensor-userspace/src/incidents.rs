@@ -1,0 +1,576 @@
+//! Incidents: findings on the same causal chain joined into one, each with its story.
+//!
+//! A finding's chain is its process and that process's ancestors up to (not including) a
+//! session boundary: pid 1, a kernel thread, or a service manager, login or remote-access
+//! daemon, cron or a container shim. A finding whose chain shares a process with an open
+//! incident's joins it; otherwise it opens a new one. The root cause is the highest process
+//! on the chain that has a finding of its own or touched the network (it came in, or went
+//! out, over it). The story is read from the graph below the root cause.
+
+use std::{
+    io::Write,
+    os::unix::fs::OpenOptionsExt,
+    path::{Path, PathBuf},
+};
+
+use ahash::{HashSet, HashSetExt};
+use sensor_common::wire::{EdgeKind, Endpoint, NodeId};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    alerts::{Alert, Finding},
+    clock::BootClock,
+    graph::Graph,
+    policy::Policy,
+    process_table::{ProcessKey, ProcessTable},
+    rules::sigma::rule::Level,
+    triage::{self, Context, Decision},
+};
+
+/// Executables that start sessions or services: a causal chain stops below them.
+const BOUNDARIES: &[&str] = &[
+    "systemd",
+    "init",
+    "sshd",
+    "sshd-session",
+    "login",
+    "agetty",
+    "cron",
+    "crond",
+    "atd",
+    "containerd-shim",
+    "containerd-shim-runc-v2",
+    "tmux: server",
+    "screen",
+];
+
+/// How many processes and moments a story holds at most.
+const MAX_STORY_PROCESSES: usize = 256;
+const MAX_TIMELINE: usize = 512;
+/// Most incidents kept; the oldest go first.
+const MAX_INCIDENTS: usize = 1024;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Open,
+}
+
+/// A process as a story names it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoryProcess {
+    pub pid: u32,
+    pub start: u64,
+    pub exe: Option<String>,
+    pub cmdline: String,
+    pub euid: Option<u32>,
+    /// Generations below the root cause.
+    pub depth: usize,
+    pub exited: bool,
+    /// Ids of this process's alerts.
+    pub alerts: Vec<String>,
+}
+
+/// One moment of the timeline.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Moment {
+    pub time_ns: u64,
+    pub pid: u32,
+    /// `exec`, `wrote`, `connected`... or `alert`.
+    pub what: String,
+    /// What it was done to, or the alert's rule.
+    pub target: String,
+    pub ok: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlastRadius {
+    pub processes: usize,
+    pub files_written: usize,
+    pub endpoints: usize,
+    /// Effective uids the tree ran as.
+    pub users: Vec<u32>,
+}
+
+/// What happened, from the root cause down.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Story {
+    pub root_cause: StoryProcess,
+    /// The root cause and its descendants, depth first.
+    pub tree: Vec<StoryProcess>,
+    pub timeline: Vec<Moment>,
+    pub files_written: Vec<String>,
+    pub connections: Vec<String>,
+    pub children: usize,
+    pub blast_radius: BlastRadius,
+}
+
+/// An alert as its incident lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub alert: String,
+    pub time_ns: u64,
+    pub rule_id: Option<String>,
+    pub rule: String,
+    pub pid: u32,
+    pub start: u64,
+    pub risk: u8,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Incident {
+    pub id: String,
+    pub host: String,
+    pub status: Status,
+    pub opened_ns: u64,
+    pub updated_ns: u64,
+    /// The highest risk of its alerts.
+    pub risk: u8,
+    pub severity: Level,
+    pub techniques: Vec<String>,
+    pub alerts: Vec<Member>,
+    pub decision: Decision,
+    pub story: Story,
+    /// Processes on the incident's chains.
+    #[serde(skip)]
+    chain: HashSet<ProcessKey>,
+    /// The root cause's identity.
+    pub root: ProcessKey,
+}
+
+impl Incident {
+    fn has_persistence(&self, persistence: &HashSet<String>) -> bool {
+        self.alerts.iter().any(|m| persistence.contains(&m.alert))
+    }
+}
+
+/// Every incident of this sensor run, saved to `STATE/incidents.json` on each change.
+pub struct IncidentBook {
+    incidents: Vec<Incident>,
+    host: String,
+    id_prefix: String,
+    next: u64,
+    policy: Policy,
+    path: Option<PathBuf>,
+    persistence_alerts: HashSet<String>,
+}
+
+fn basename(p: &str) -> &str {
+    p.rsplit('/').next().unwrap_or(p)
+}
+
+fn is_boundary(table: &ProcessTable, key: &ProcessKey) -> bool {
+    if key.pid <= 1 {
+        return true;
+    }
+    let Some(p) = table.get(key) else {
+        return false;
+    };
+    if p.ppid == 2 || p.key.pid == 2 {
+        return true; // kernel threads and what they start
+    }
+    let name = p.exe.as_deref().map(basename).unwrap_or(p.comm.as_str());
+    BOUNDARIES.contains(&name) || BOUNDARIES.contains(&p.comm.as_str())
+}
+
+/// `actor` and its ancestors below the first session boundary, nearest first.
+fn chain(table: &ProcessTable, actor: ProcessKey) -> Vec<ProcessKey> {
+    let mut out = vec![actor];
+    for a in table.ancestors(&actor, 64) {
+        if is_boundary(table, &a.key) {
+            break;
+        }
+        out.push(a.key);
+    }
+    out
+}
+
+fn endpoint_text(ep: &Endpoint) -> String {
+    match ep {
+        Endpoint::Inet { protocol, addr } => format!("{protocol} {addr}"),
+        Endpoint::Unix { path } => format!("unix {path}"),
+    }
+}
+
+fn story_process(
+    table: &ProcessTable,
+    key: ProcessKey,
+    depth: usize,
+    alerts: &[Member],
+) -> StoryProcess {
+    let p = table.get(&key);
+    StoryProcess {
+        pid: key.pid,
+        start: key.start,
+        exe: p.and_then(|p| p.exe.clone()),
+        cmdline: p.map(|p| p.argv.join(" ")).unwrap_or_default(),
+        euid: p.map(|p| p.euid),
+        depth,
+        exited: p.is_none_or(|p| p.exit.is_some()),
+        alerts: alerts
+            .iter()
+            .filter(|m| m.pid == key.pid && m.start == key.start)
+            .map(|m| m.alert.clone())
+            .collect(),
+    }
+}
+
+/// Reads the story below `root` from the graph.
+pub fn story(
+    root: ProcessKey,
+    alerts: &[Member],
+    table: &ProcessTable,
+    graph: &Graph,
+    clock: &BootClock,
+) -> Story {
+    // Depth-first tree with depths, from the graph's child links.
+    let mut tree = Vec::new();
+    let mut stack = vec![(root, 0usize)];
+    let mut seen = HashSet::new();
+    let descendants: Vec<ProcessKey> = graph.descendants(&root);
+    while let Some((k, d)) = stack.pop() {
+        if !seen.insert(k) || tree.len() >= MAX_STORY_PROCESSES {
+            continue;
+        }
+        tree.push(story_process(table, k, d, alerts));
+        let mut kids: Vec<ProcessKey> = descendants
+            .iter()
+            .filter(|c| table.get(c).and_then(|p| p.parent) == Some(k))
+            .copied()
+            .collect();
+        kids.sort_by_key(|c| std::cmp::Reverse(c.start));
+        stack.extend(kids.into_iter().map(|c| (c, d + 1)));
+    }
+    let (mut files, mut conns, mut users) = (Vec::new(), Vec::new(), Vec::new());
+    let mut timeline = Vec::new();
+    for sp in &tree {
+        let key = ProcessKey {
+            pid: sp.pid,
+            start: sp.start,
+        };
+        if let Some(u) = sp.euid
+            && !users.contains(&u)
+        {
+            users.push(u);
+        }
+        for (boot_ns, kind, to, ok) in graph.activity(&key) {
+            let target = match &to {
+                NodeId::File(p) => p.clone(),
+                NodeId::Endpoint(ep) => endpoint_text(ep),
+                NodeId::Process(p) => format!("pid {}", p.pid),
+                NodeId::User(u) => format!("uid {u}"),
+                NodeId::Host => "host".into(),
+            };
+            match (kind, ok) {
+                (EdgeKind::RanAs, _) => continue,
+                (EdgeKind::Wrote | EdgeKind::Created, true) if !files.contains(&target) => {
+                    files.push(target.clone());
+                }
+                (EdgeKind::Connected | EdgeKind::Accepted, true) if !conns.contains(&target) => {
+                    conns.push(target.clone());
+                }
+                _ => {}
+            }
+            let what = serde_json::to_value(kind)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            timeline.push(Moment {
+                time_ns: clock.to_unix_ns(boot_ns),
+                pid: sp.pid,
+                what,
+                target,
+                ok,
+            });
+        }
+    }
+    for m in alerts {
+        timeline.push(Moment {
+            time_ns: m.time_ns,
+            pid: m.pid,
+            what: "alert".into(),
+            target: m.rule.clone(),
+            ok: true,
+        });
+    }
+    timeline.sort_by_key(|m| m.time_ns);
+    if timeline.len() > MAX_TIMELINE {
+        let cut = timeline.len() - MAX_TIMELINE;
+        timeline.drain(..cut);
+    }
+    let root_cause = tree
+        .first()
+        .cloned()
+        .unwrap_or_else(|| story_process(table, root, 0, alerts));
+    Story {
+        children: tree.iter().filter(|p| p.depth == 1).count(),
+        blast_radius: BlastRadius {
+            processes: tree.len(),
+            files_written: files.len(),
+            endpoints: conns.len(),
+            users,
+        },
+        root_cause,
+        tree,
+        timeline,
+        files_written: files,
+        connections: conns,
+    }
+}
+
+impl IncidentBook {
+    pub fn new(host: String, started_ns: u64, policy: Policy, path: Option<PathBuf>) -> Self {
+        Self {
+            incidents: Vec::new(),
+            host,
+            id_prefix: format!("{started_ns:x}"),
+            next: 0,
+            policy,
+            path,
+            persistence_alerts: HashSet::new(),
+        }
+    }
+
+    pub fn set_policy(&mut self, policy: Policy) {
+        self.policy = policy;
+    }
+
+    pub fn incidents(&self) -> &[Incident] {
+        &self.incidents
+    }
+
+    /// Scores `finding`, joins it to its incident (or opens one), decides, and pins the
+    /// incident's processes so its story outlives the retention window.
+    pub fn triage(
+        &mut self,
+        finding: Finding,
+        table: &mut ProcessTable,
+        graph: &Graph,
+        clock: &BootClock,
+    ) -> Alert {
+        let actor = ProcessKey {
+            pid: finding.process.pid,
+            start: finding.process.start,
+        };
+        let chain = chain(table, actor);
+        if finding.rule.is_persistence() {
+            self.persistence_alerts.insert(finding.id.clone());
+        }
+        let ix = match self
+            .incidents
+            .iter()
+            .position(|i| i.status == Status::Open && chain.iter().any(|k| i.chain.contains(k)))
+        {
+            Some(ix) => ix,
+            None => {
+                self.next += 1;
+                if self.incidents.len() >= MAX_INCIDENTS {
+                    let gone = self.incidents.remove(0);
+                    for k in &gone.chain {
+                        table.unpin(k);
+                    }
+                }
+                let decision = triage::decide(&self.policy, 0);
+                self.incidents.push(Incident {
+                    id: format!("inc-{}-{}", self.id_prefix, self.next),
+                    host: self.host.clone(),
+                    status: Status::Open,
+                    opened_ns: finding.time_ns,
+                    updated_ns: finding.time_ns,
+                    risk: 0,
+                    severity: finding.rule.severity,
+                    techniques: Vec::new(),
+                    alerts: Vec::new(),
+                    decision,
+                    story: story(actor, &[], table, graph, clock),
+                    chain: HashSet::new(),
+                    root: actor,
+                });
+                self.incidents.len() - 1
+            }
+        };
+        // The highest process on the chain with a finding or a network edge.
+        let top = chain
+            .iter()
+            .rev()
+            .find(|k| {
+                **k == actor
+                    || graph.networked(k)
+                    || graph.network_facing(k)
+                    || self.incidents[ix]
+                        .alerts
+                        .iter()
+                        .any(|m| m.pid == k.pid && m.start == k.start)
+            })
+            .copied()
+            .unwrap_or(actor);
+        let persistence = self.incidents[ix].has_persistence(&self.persistence_alerts);
+        let inc = &mut self.incidents[ix];
+        let network_facing = chain.iter().any(|k| graph.network_facing(k));
+        let others: HashSet<(u32, u64)> = inc
+            .alerts
+            .iter()
+            .map(|m| (m.pid, m.start))
+            .filter(|k| *k != (actor.pid, actor.start))
+            .collect();
+        let risk = triage::score(
+            &finding.rule,
+            self.policy.asset.criticality,
+            &Context {
+                privileged: finding.process.euid == 0,
+                network_facing,
+                persistence: persistence || finding.rule.is_persistence(),
+                spread: others.len(),
+            },
+        );
+        // A root higher up (an ancestor of the current one) replaces it.
+        if inc.alerts.is_empty() || table.ancestors(&inc.root, 64).iter().any(|a| a.key == top) {
+            inc.root = top;
+        }
+        for k in &chain {
+            if inc.chain.insert(*k) {
+                table.pin(*k);
+            }
+        }
+        inc.alerts.push(Member {
+            alert: finding.id.clone(),
+            time_ns: finding.time_ns,
+            rule_id: finding.rule.id.clone(),
+            rule: finding.rule.title.clone(),
+            pid: actor.pid,
+            start: actor.start,
+            risk: risk.score,
+        });
+        inc.updated_ns = inc.updated_ns.max(finding.time_ns);
+        inc.risk = inc.risk.max(risk.score);
+        inc.severity = inc.severity.max(finding.rule.severity);
+        for t in &finding.rule.technique {
+            if !inc.techniques.contains(t) {
+                inc.techniques.push(t.clone());
+            }
+        }
+        inc.decision = triage::decide(&self.policy, inc.risk);
+        inc.story = story(inc.root, &inc.alerts, table, graph, clock);
+        let alert = Alert {
+            incident: inc.id.clone(),
+            risk,
+            finding,
+        };
+        self.save();
+        alert
+    }
+
+    /// Re-reads every open incident's story from the graph (for `incidents`).
+    pub fn refresh(&mut self, table: &ProcessTable, graph: &Graph, clock: &BootClock) {
+        for inc in &mut self.incidents {
+            inc.story = story(inc.root, &inc.alerts, table, graph, clock);
+        }
+    }
+
+    /// Writes `STATE/incidents.json` (write, sync, rename: never half a file).
+    pub fn save(&self) {
+        let Some(path) = &self.path else { return };
+        if let Err(e) = write_atomically(path, &self.incidents) {
+            tracing::error!(path = %path.display(), error = %e, "cannot save incidents");
+        }
+    }
+}
+
+fn write_atomically(path: &Path, incidents: &[Incident]) -> std::io::Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    serde_json::to_writer(&mut f, incidents)?;
+    f.write_all(b"\n")?;
+    f.sync_data()?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Reads a saved `incidents.json`.
+pub fn read(path: &Path) -> std::io::Result<Vec<Incident>> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => serde_json::from_str(&t)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
+/// An incident for a person: the story as a tree, then the timeline.
+pub fn render(inc: &Incident) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "INCIDENT {}  risk {}  {:?}  {}",
+        inc.id, inc.risk, inc.severity, inc.host
+    );
+    let _ = writeln!(
+        s,
+        "  decision: {:?}: {} (policy v{}, {})",
+        inc.decision.verdict, inc.decision.reason, inc.decision.policy_version, inc.decision.clause
+    );
+    if !inc.techniques.is_empty() {
+        let _ = writeln!(s, "  techniques: {}", inc.techniques.join(", "));
+    }
+    let rc = &inc.story.root_cause;
+    let _ = writeln!(
+        s,
+        "  root cause: pid {} {} {}",
+        rc.pid,
+        rc.exe.as_deref().unwrap_or("?"),
+        rc.cmdline
+    );
+    let _ = writeln!(s, "  process tree:");
+    for p in &inc.story.tree {
+        let marks: Vec<String> = inc
+            .alerts
+            .iter()
+            .filter(|m| p.alerts.contains(&m.alert))
+            .map(|m| format!("[ALERT {}]", m.rule))
+            .collect();
+        let _ = writeln!(
+            s,
+            "    {}{}{} {}{} {}",
+            "  ".repeat(p.depth),
+            if p.depth > 0 { "└─ " } else { "" },
+            p.pid,
+            if p.cmdline.is_empty() {
+                p.exe.as_deref().unwrap_or("?")
+            } else {
+                &p.cmdline
+            },
+            if p.exited { " (exited)" } else { "" },
+            marks.join(" ")
+        );
+    }
+    let _ = writeln!(s, "  timeline:");
+    for m in &inc.story.timeline {
+        let secs = m.time_ns / 1_000_000_000;
+        let (h, mi, se, ms) = (
+            (secs / 3600) % 24,
+            (secs / 60) % 60,
+            secs % 60,
+            (m.time_ns / 1_000_000) % 1000,
+        );
+        let _ = writeln!(
+            s,
+            "    {h:02}:{mi:02}:{se:02}.{ms:03}Z  pid {:<7} {:<12} {}{}",
+            m.pid,
+            m.what,
+            m.target,
+            if m.ok { "" } else { " (failed)" }
+        );
+    }
+    let b = &inc.story.blast_radius;
+    let _ = writeln!(
+        s,
+        "  blast radius: {} processes, {} files written, {} endpoints, uids {:?}",
+        b.processes, b.files_written, b.endpoints, b.users
+    );
+    s
+}
