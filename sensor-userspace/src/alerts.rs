@@ -42,6 +42,9 @@ pub struct RuleRef {
     /// Tactic and free tags (`persistence`, `attack.persistence`...), which triage reads.
     #[serde(default)]
     pub tags: Vec<String>,
+    /// The containment the rule asks for.
+    #[serde(default)]
+    pub response: Vec<crate::policy::Action>,
     pub file: String,
 }
 
@@ -71,6 +74,8 @@ impl From<&SigmaRule> for RuleRef {
                 .filter(|t| !t.starts_with("attack.t"))
                 .cloned()
                 .collect(),
+            // Public rules ask for nothing: their incidents escalate or are recorded.
+            response: Vec::new(),
             file: r.file.display().to_string(),
         }
     }
@@ -87,6 +92,7 @@ impl From<&BehaviourRule> for RuleRef {
             source: RuleSource::Behaviour,
             author: r.author.clone(),
             tags: r.tags.clone(),
+            response: r.response.clone(),
             file: r.file.display().to_string(),
         }
     }

@@ -40,6 +40,18 @@ pub enum Request {
     ReloadPolicy,
     /// Every incident, with its story read from the graph now.
     Incidents,
+    /// Reverse the journaled action `id`.
+    Undo {
+        id: String,
+    },
+    /// Carry out the pending actions of an incident.
+    Approve {
+        incident: String,
+    },
+    /// Drop the pending actions of an incident.
+    Deny {
+        incident: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,6 +126,8 @@ pub struct Status {
     pub alerts_raised: u64,
     pub incidents: usize,
     pub detection: crate::detect::DetectStats,
+    /// The action journal: counts, and blocks re-armed at start.
+    pub actions: crate::response::ResponseStats,
     pub policy: crate::policy::PolicySummary,
 }
 
@@ -135,6 +149,10 @@ pub enum Response {
     Policy(crate::policy::PolicySummary),
     Incidents {
         incidents: Vec<crate::incidents::Incident>,
+    },
+    /// Journal records written for a request (an undo, approvals, denials).
+    Actions {
+        records: Vec<crate::response::journal::Record>,
     },
     Error {
         message: String,

@@ -55,7 +55,7 @@ impl SensorSelf {
         }
     }
 
-    fn owns(&self, path: &str) -> bool {
+    pub fn owns(&self, path: &str) -> bool {
         self.paths.iter().any(|p| {
             if p.ends_with('/') {
                 path.starts_with(p.as_str()) || path == p.trim_end_matches('/')

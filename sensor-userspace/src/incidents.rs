@@ -339,6 +339,10 @@ impl IncidentBook {
         &self.incidents
     }
 
+    pub fn get(&self, id: &str) -> Option<&Incident> {
+        self.incidents.iter().find(|i| i.id == id)
+    }
+
     /// Scores `finding`, joins it to its incident (or opens one), decides, and pins the
     /// incident's processes so its story outlives the retention window.
     pub fn triage(

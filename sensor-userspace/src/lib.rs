@@ -18,6 +18,7 @@ pub mod pipeline;
 pub mod policy;
 pub mod process_table;
 pub mod procfs;
+pub mod response;
 pub mod rules;
 pub mod run;
 pub mod state;

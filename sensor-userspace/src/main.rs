@@ -110,6 +110,31 @@ enum Command {
         /// Only this incident.
         id: Option<String>,
     },
+    /// The action journal (STATE/actions.jsonl): every action, its reason, result and undo.
+    Actions {
+        #[arg(long, default_value = DEFAULT_STATE)]
+        state: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Reverse a journaled action (the undo of a kill is recorded as impossible).
+    Undo {
+        #[arg(long, default_value = DEFAULT_STATE)]
+        state: PathBuf,
+        id: String,
+    },
+    /// Carry out the actions of an incident that await approval.
+    Approve {
+        #[arg(long, default_value = DEFAULT_STATE)]
+        state: PathBuf,
+        incident: String,
+    },
+    /// Drop the actions of an incident that await approval.
+    Deny {
+        #[arg(long, default_value = DEFAULT_STATE)]
+        state: PathBuf,
+        incident: String,
+    },
     /// Detection rules.
     Rules {
         #[command(subcommand)]
@@ -232,6 +257,37 @@ fn print_status(s: &Status) {
         "processes: {} live, {} exited kept, {} seeded from /proc, {} aged out",
         p.live, p.exited, p.seeded, p.aged_out
     );
+}
+
+/// Sends `req` and prints the journal records it produced.
+fn print_actions(state: &Path, req: &Request) -> Result<()> {
+    match ask(state, req)? {
+        Response::Actions { records } => {
+            for r in &records {
+                println!("{}", action_line(r));
+            }
+            Ok(())
+        }
+        other => bail!("unexpected response: {other:?}"),
+    }
+}
+
+fn action_line(r: &sensor_userspace::response::journal::Record) -> String {
+    format!(
+        "{} {} {:?} {} -> {:?}: {} [{}] ({}){}",
+        r.id,
+        r.incident,
+        r.action,
+        r.target,
+        r.status,
+        r.detail,
+        r.policy_clause,
+        r.reason,
+        r.settles
+            .as_deref()
+            .map(|s| format!(" settles {s}"))
+            .unwrap_or_default()
+    )
 }
 
 fn print_process(v: &ProcessView) {
@@ -407,6 +463,26 @@ fn main() -> Result<()> {
                 std::process::exit(1);
             }
         }
+        Command::Actions { state, json } => {
+            let path = state.join("actions.jsonl");
+            let (records, bad) = sensor_userspace::response::journal::read(&path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            for r in &records {
+                if json {
+                    println!("{}", serde_json::to_string(r)?);
+                } else {
+                    println!("{}", action_line(r));
+                }
+            }
+            if bad > 0 {
+                eprintln!("{bad} lines of {} could not be read", path.display());
+            }
+        }
+        Command::Undo { state, id } => print_actions(&state, &Request::Undo { id })?,
+        Command::Approve { state, incident } => {
+            print_actions(&state, &Request::Approve { incident })?;
+        }
+        Command::Deny { state, incident } => print_actions(&state, &Request::Deny { incident })?,
         Command::Incidents { state, json, id } => {
             let incidents = match ask(&state, &Request::Incidents) {
                 Ok(Response::Incidents { incidents }) => incidents,

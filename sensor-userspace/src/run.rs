@@ -79,6 +79,10 @@ pub enum RunError {
     },
     #[error(transparent)]
     AlertLog(#[from] crate::alerts::AlertLogError),
+    #[error(transparent)]
+    Response(#[from] crate::response::ResponseError),
+    #[error(transparent)]
+    Blocklist(#[from] crate::response::blocklist::BlocklistError),
     #[error("refusing to start with an invalid policy: {0}")]
     Policy(#[from] crate::policy::PolicyError),
 }
@@ -123,6 +127,7 @@ struct Running {
     rules_loaded: usize,
     alerts_raised: u64,
     alert_log: crate::alerts::AlertLog,
+    responder: crate::response::Responder,
     loaded: Loaded,
     stats: KernelStats,
     started: Instant,
@@ -167,6 +172,7 @@ impl Running {
                 .detection()
                 .map(|d| d.detector.stats())
                 .unwrap_or_default(),
+            actions: self.responder.stats(),
             policy: self.policy_summary(),
         }
     }
@@ -182,6 +188,12 @@ impl Running {
                         .unwrap_or_default(),
                 }
             }
+            Request::Undo { id } => match self.responder.undo(&id, "operator (control socket)") {
+                Ok(r) => Response::Actions { records: vec![r] },
+                Err(message) => Response::Error { message },
+            },
+            Request::Approve { incident } => self.settle(pipeline, &incident, true),
+            Request::Deny { incident } => self.settle(pipeline, &incident, false),
             Request::ReloadPolicy => match self.reload_policy() {
                 Ok(summary) => {
                     if let Some(d) = pipeline.detection_mut() {
@@ -211,6 +223,34 @@ impl Running {
 }
 
 impl Running {
+    /// Approves (carries out) or denies the pending actions of `incident`.
+    fn settle<S: Sink>(
+        &mut self,
+        pipeline: &Pipeline<S>,
+        incident: &str,
+        approve: bool,
+    ) -> Response {
+        let Some(inc) = pipeline.detection().and_then(|d| d.incidents.get(incident)) else {
+            return Response::Error {
+                message: format!("no incident {incident}"),
+            };
+        };
+        let records = self.responder.settle(
+            inc,
+            approve,
+            "operator (control socket)",
+            &self.policy,
+            &pipeline.graph,
+        );
+        if records.is_empty() {
+            Response::Error {
+                message: format!("incident {incident} has no action awaiting approval"),
+            }
+        } else {
+            Response::Actions { records }
+        }
+    }
+
     fn policy_summary(&self) -> crate::policy::PolicySummary {
         crate::policy::PolicySummary {
             version: self.policy.version,
@@ -266,6 +306,31 @@ impl Running {
         self.alerts_raised += alerts.len() as u64;
         if let Err(e) = self.alert_log.append(&alerts) {
             tracing::error!(path = %self.alert_log.path().display(), error = %e, "cannot write alerts");
+        }
+        // Decide, then act: after the alerts are on disk.
+        for a in &alerts {
+            let Some(incident) = pipeline
+                .detection()
+                .and_then(|d| d.incidents.get(&a.incident))
+            else {
+                continue;
+            };
+            let ctx = crate::response::Context {
+                policy: &self.policy,
+                incident,
+                graph: &pipeline.graph,
+            };
+            for r in self.responder.on_alert(a, &ctx) {
+                tracing::warn!(
+                    action = %r.id,
+                    verb = ?r.action,
+                    target = %r.target,
+                    status = ?r.status,
+                    detail = %r.detail,
+                    incident = %r.incident,
+                    "response"
+                );
+            }
         }
     }
 
@@ -384,6 +449,11 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
             .chain(rule_dirs.iter().cloned())
             .chain(std::iter::once(PathBuf::from("/etc/vigil"))),
     );
+    let enforcer: Box<dyn crate::response::blocklist::Enforcer> = Box::new(
+        crate::response::blocklist::KernelBlocklist::take(&mut loaded.ebpf)?,
+    );
+    let responder =
+        crate::response::Responder::open(state.path(), enforcer, me.clone(), started_ns)?;
     let detector = crate::detect::Detector::new(
         rules.sigma,
         rules.behaviour,
@@ -425,6 +495,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         rules_loaded,
         alerts_raised: 0,
         alert_log,
+        responder,
         loaded,
         stats,
         started: Instant::now(),
@@ -460,6 +531,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
             _ = tick.tick() => {
                 ring.drain_now(|bytes| pipeline.ingest(bytes));
                 pipeline.tick(BootClock::boot_now_ns());
+                running.responder.tick();
             }
             _ = sighup.recv() => {
                 if running.reload_policy().is_ok()

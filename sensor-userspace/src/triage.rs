@@ -184,6 +184,7 @@ mod tests {
             source: RuleSource::Behaviour,
             author: None,
             tags: vec![],
+            response: vec![],
             file: "t".into(),
         }
     }

@@ -72,8 +72,48 @@ impl Sensor {
     }
 
     /// Starts the sensor with extra `run` arguments and waits until it answers `status`.
+    ///
+    /// Unless `extra` names a policy, the sensor runs the shipped policy in observe mode:
+    /// tests run side by side and every sensor sees the whole host, so a containing sensor
+    /// would act on its neighbours' processes. Tests of containment use
+    /// [`Sensor::start_containing`], one at a time.
     pub fn start_with(extra: &[&str]) -> Result<Self> {
+        if extra.contains(&"--policy") {
+            return Self::start_containing(extra);
+        }
+        let observe = observe_policy()?;
+        let mut args = vec!["--policy", observe.to_str().context("utf-8 temp dir")?];
+        args.extend_from_slice(extra);
+        Self::start_containing(&args)
+    }
+
+    /// Starts the sensor as a user would: the shipped policy (contain mode) unless `extra`
+    /// names another.
+    pub fn start_containing(extra: &[&str]) -> Result<Self> {
         let dir = tempfile::Builder::new().prefix("vigil-e2e-").tempdir()?;
+        Self::start_in(dir, extra)
+    }
+
+    /// Stops this sensor (SIGTERM, waiting for it) and starts a new one on the same state
+    /// directory, as a restart of the service would.
+    pub fn restart(mut self, extra: &[&str]) -> Result<Self> {
+        let mut child = self.child.take().context("already stopped")?;
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while child.try_wait()?.is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                bail!("the sensor did not stop within 30 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // Keep the directory: the old handle gets an empty stand-in to delete on drop.
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir()?);
+        Self::start_in(dir, extra)
+    }
+
+    fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Result<Self> {
         let state = dir.path().join("state");
         let events = dir.path().join("events.jsonl");
         let log = std::fs::File::create(dir.path().join("sensor.log"))?;
@@ -301,6 +341,20 @@ impl Drop for Sensor {
     }
 }
 
+/// `deploy/policy.toml` in observe mode, written once per test process.
+pub fn observe_policy() -> Result<PathBuf> {
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/policy.toml");
+    let text =
+        std::fs::read_to_string(&shipped).with_context(|| format!("read {}", shipped.display()))?;
+    let observe = text.replace("mode = \"contain\"", "mode = \"observe\"");
+    if observe == text {
+        bail!("deploy/policy.toml no longer says mode = \"contain\"");
+    }
+    let path = std::env::temp_dir().join(format!("vigil-e2e-observe-{}.toml", std::process::id()));
+    std::fs::write(&path, observe)?;
+    Ok(path)
+}
+
 /// Field helpers for published events.
 pub fn u(e: &Value, key: &str) -> u64 {
     e[key].as_u64().unwrap_or(u64::MAX)
@@ -328,4 +382,45 @@ pub fn alert_below(a: &Value, root: u32) -> bool {
             anc.iter()
                 .any(|p| p["pid"].as_u64() == Some(u64::from(root)))
         })
+}
+
+/// A loopback HTTP server (python's `http.server`) over `dir`, killed and reaped on drop.
+pub struct HttpServer {
+    pub child: Child,
+    pub port: u16,
+}
+
+impl HttpServer {
+    /// Serves `dir` (with `extra` arguments, such as `--cgi`) once it accepts connections.
+    pub fn serve(dir: &str, extra: &[&str]) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let child = Command::new("python3")
+            .args(["-m", "http.server"])
+            .args(extra)
+            .args(["--bind", "127.0.0.1", &port.to_string()])
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 http.server");
+        // Owned from here: dropped (killed and reaped) on every path.
+        let server = Self { child, port };
+        for _ in 0..150 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return server;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("http.server did not listen on {port}");
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -12,9 +12,10 @@ use std::{
 };
 
 use serde_json::Value;
-use vigil_tests::{Sensor, alert_below, kernel_tests_enabled, sensor_cmd};
+use vigil_tests::{HttpServer, Sensor, alert_below, kernel_tests_enabled, sensor_cmd};
 
-/// A sensor on the shipped rules (no `--rules`: the built-in copy of deploy/rules).
+/// A sensor on the shipped rules (no `--rules`: the built-in copy of deploy/rules), in
+/// observe mode ([`Sensor::start`]): containment has its own tests (response.rs).
 fn sensor(test: &str) -> Option<Sensor> {
     if !kernel_tests_enabled(test) {
         return None;
@@ -89,46 +90,6 @@ fn path(d: &tempfile::TempDir, name: &str) -> String {
     d.path().join(name).to_string_lossy().into_owned()
 }
 
-/// A loopback HTTP server (python's) over `dir`, stopped on drop.
-struct Http {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl Http {
-    fn serve(dir: &str, extra: &[&str]) -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let child = Command::new("python3")
-            .args(["-m", "http.server"])
-            .args(extra)
-            .args(["--bind", "127.0.0.1", &port.to_string()])
-            .current_dir(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("python3 http.server");
-        // Owned from here: dropped (killed and reaped) on every path.
-        let server = Self { child, port };
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return server;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("http.server did not listen on {port}");
-    }
-}
-
-impl Drop for Http {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn reverse_shell() {
     let Some(s) = sensor("reverse_shell") else {
@@ -182,7 +143,7 @@ fn download_chmod_exec() {
     };
     let d = tmp();
     std::fs::write(d.path().join("p.sh"), "#!/bin/sh\necho payload ran\n").expect("write");
-    let http = Http::serve(&d.path().to_string_lossy(), &[]);
+    let http = HttpServer::serve(&d.path().to_string_lossy(), &[]);
     let url = format!("http://127.0.0.1:{}/p.sh", http.port);
     // Near miss: downloaded, but run through sh, never made executable.
     let near = run(&format!(
@@ -255,7 +216,7 @@ fn web_server_spawns_shell() {
     }
     // Near miss: the same shell from a python that serves nothing.
     let near = run("python3 -c \"import subprocess; subprocess.run(['/bin/sh','-c','id'])\"");
-    let http = Http::serve(&d.path().to_string_lossy(), &["--cgi"]);
+    let http = HttpServer::serve(&d.path().to_string_lossy(), &["--cgi"]);
     let real = run(&format!(
         "curl -s http://127.0.0.1:{}/cgi-bin/run.sh",
         http.port
@@ -523,7 +484,7 @@ fn download_into_shell() {
     };
     let d = tmp();
     std::fs::write(d.path().join("i.sh"), "echo installed\n").expect("write");
-    let http = Http::serve(&d.path().to_string_lossy(), &[]);
+    let http = HttpServer::serve(&d.path().to_string_lossy(), &[]);
     let url = format!("http://127.0.0.1:{}/i.sh", http.port);
     let near = run(&format!("curl -s {url} | cat"));
     let real = run(&format!("curl -s {url} | sh"));
@@ -554,7 +515,8 @@ fn signal_to_the_sensor() {
     };
     let pid = s.pid();
     let near = run(&format!("kill -0 {pid}"));
-    let real = run(&format!("kill -CONT {pid}"));
+    // Stopped, then let go: a frozen sensor is a blind one.
+    let real = run(&format!("kill -STOP {pid}; kill -CONT {pid}"));
     let a = expect_rule(&s, "vigil-sensor-tampering-signal", real, Some(near));
     assert_eq!(a["evidence"][0]["target_pid"], pid);
 }

@@ -2,13 +2,9 @@
 //! program, git operations, tar, a python script writing files, a local HTTP fetch.
 //! Alone in its test binary, so no other test's activity reaches this sensor.
 
-use std::{
-    net::TcpListener,
-    process::{Command, Stdio},
-    time::Duration,
-};
+use std::process::{Command, Stdio};
 
-use vigil_tests::{Sensor, kernel_tests_enabled};
+use vigil_tests::{HttpServer, Sensor, kernel_tests_enabled};
 
 fn sh(dir: &std::path::Path, script: &str) {
     let out = Command::new("/bin/sh")
@@ -31,7 +27,8 @@ fn a_benign_workload_raises_no_alert() {
     if !kernel_tests_enabled("a_benign_workload_raises_no_alert") {
         return;
     }
-    let sensor = Sensor::start().expect("sensor starts");
+    // As a user runs it: the shipped rules and policy, in contain mode.
+    let sensor = Sensor::start_containing(&[]).expect("sensor starts");
     let d = tempfile::Builder::new()
         .prefix("vigil-benign-")
         .tempdir()
@@ -59,38 +56,15 @@ fn a_benign_workload_raises_no_alert() {
         dir,
         "python3 -c \"import json,os\nos.makedirs('data', exist_ok=True)\nfor i in range(20):\n    open(f'data/{i}.json','w').write(json.dumps({'i': i}))\nos.rename('data/0.json', 'data/zero.json')\nos.chmod('data/1.json', 0o600)\"",
     );
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port();
-    let mut server = Command::new("python3")
-        .args([
-            "-m",
-            "http.server",
-            "--bind",
-            "127.0.0.1",
-            &port.to_string(),
-        ])
-        .current_dir(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("http.server");
-    let mut fetched = false;
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            sh(
-                dir,
-                &format!("curl -s -o index.html http://127.0.0.1:{port}/ && test -s index.html"),
-            );
-            fetched = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let _ = server.kill();
-    let _ = server.wait();
-    assert!(fetched, "the local HTTP server never answered");
+    let http = HttpServer::serve(&dir.to_string_lossy(), &[]);
+    sh(
+        dir,
+        &format!(
+            "curl -s -o index.html http://127.0.0.1:{}/ && test -s index.html",
+            http.port
+        ),
+    );
+    drop(http);
 
     // Everything above has reached the sensor once a marker written after it has.
     let marker = dir.join("marker");

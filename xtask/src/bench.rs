@@ -55,6 +55,13 @@ pub enum Which {
         #[arg(long, default_value_t = 10_000)]
         processes: u32,
     },
+    /// Detection-to-death: a fileless payload (a userspace rule) killed, over many runs,
+    /// beside the same launch of a harmless program; and a payload on the in-kernel blocklist
+    /// that must never run its first instruction.
+    Response {
+        #[arg(long, default_value_t = 200)]
+        runs: u32,
+    },
 }
 
 pub fn run(which: Option<Which>) -> Result<()> {
@@ -66,7 +73,8 @@ pub fn run(which: Option<Which>) -> Result<()> {
             open(1_000_000, 3)?;
             connect(20_000, 3)?;
             rate(100_000, 5)?;
-            rss(10_000)
+            rss(10_000)?;
+            response(200)
         }
         Which::Exec { count, rounds } => exec(count, rounds),
         Which::Open { count, rounds } => open(count, rounds),
@@ -78,7 +86,139 @@ pub fn run(which: Option<Which>) -> Result<()> {
             seconds,
         } => rate(per_second, seconds),
         Which::Rss { processes } => rss(processes),
+        Which::Response { runs } => response(runs),
     }
+}
+
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v.get(i).copied().unwrap_or(f64::NAN)
+}
+
+/// Runs `sh -c script`, returns (seconds from spawn to reaped, killed by SIGKILL).
+fn timed(script: &str) -> Result<(f64, bool)> {
+    use std::os::unix::process::ExitStatusExt as _;
+    let t = Instant::now();
+    let st = Command::new("/bin/sh")
+        .args(["-c", script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()?;
+    Ok((
+        t.elapsed().as_secs_f64(),
+        st.signal() == Some(9) || st.code() == Some(137),
+    ))
+}
+
+/// `bench response`: the time from the exec of a payload a userspace rule catches (a
+/// deleted file executed through its descriptor: fileless execution) to its death, beside the
+/// same launch running /bin/true to its end; then in-kernel blocked payloads that would write a
+/// marker as their first act.
+fn response(runs: u32) -> Result<()> {
+    let dir = std::env::temp_dir().join(format!("vigil-bench-resp-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let sensor = Sensor::start(&dir)?;
+    let shm = format!("/dev/shm/vigil-bench-{}", std::process::id());
+    let payload = |target: &str| {
+        format!("cp {target} {shm} && exec 3<{shm} && rm -f {shm} && exec /proc/self/fd/3 10")
+    };
+    let (mut caught, mut baseline, mut missed) = (Vec::new(), Vec::new(), 0u32);
+    for _ in 0..runs {
+        let (t, killed) = timed(&payload("/bin/sleep"))?;
+        if killed {
+            caught.push(t * 1000.0);
+        } else {
+            missed += 1;
+        }
+        let (t, _) = timed(&format!("cp /bin/true {shm} && exec /bin/true"))?;
+        baseline.push(t * 1000.0);
+    }
+    let _ = std::fs::remove_file(&shm);
+    println!(
+        "response: fileless payload exec -> death over {runs} runs: p50 {:.2} ms, p99 {:.2} ms ({missed} not killed); the same launch of /bin/true: p50 {:.2} ms, p99 {:.2} ms",
+        percentile(&mut caught, 0.5),
+        percentile(&mut caught, 0.99),
+        percentile(&mut baseline, 0.5),
+        percentile(&mut baseline, 0.99)
+    );
+
+    // In-kernel: a downloaded, chmod +x'd payload is quarantined (and blocked by path); the
+    // same payload dropped again must die at exec without writing its marker.
+    let srv = dir.join("srv");
+    std::fs::create_dir_all(&srv)?;
+    let marker = dir.join("marker");
+    std::fs::write(
+        srv.join("p.sh"),
+        format!(
+            "#!/bin/sh
+echo ran >> {}
+sleep 10
+",
+            marker.display()
+        ),
+    )?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let mut http = Command::new("python3")
+        .args([
+            "-m",
+            "http.server",
+            "--bind",
+            "127.0.0.1",
+            &port.to_string(),
+        ])
+        .current_dir(&srv)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("python3 -m http.server")?;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            let _ = http.kill();
+            bail!("http.server did not listen");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let p = dir.join("payload");
+    let p = p.display();
+    timed(&format!(
+        "curl -s -o {p} http://127.0.0.1:{port}/p.sh && chmod +x {p} && {p}"
+    ))?;
+    let _ = http.kill();
+    let _ = http.wait();
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = std::fs::remove_file(&marker);
+    let body = std::fs::read(srv.join("p.sh"))?;
+    let (mut kernel, mut ran) = (Vec::new(), 0u32);
+    let blocked_runs = runs.min(50);
+    for _ in 0..blocked_runs {
+        std::fs::write(dir.join("payload"), &body)?;
+        std::fs::set_permissions(
+            dir.join("payload"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )?;
+        let (t, killed) = timed(&p.to_string())?;
+        if killed {
+            kernel.push(t * 1000.0);
+        }
+        if marker.exists() {
+            ran += 1;
+            let _ = std::fs::remove_file(&marker);
+        }
+    }
+    println!(
+        "response: in-kernel blocked payload: {} of {blocked_runs} killed at exec, {ran} wrote their first-act marker (zero user instructions ran); exec -> death p50 {:.2} ms, p99 {:.2} ms",
+        kernel.len(),
+        percentile(&mut kernel, 0.5),
+        percentile(&mut kernel, 0.99)
+    );
+    drop(sensor);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
 }
 
 /// A running release sensor for the benchmark, stopped on drop.

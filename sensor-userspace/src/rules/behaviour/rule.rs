@@ -135,6 +135,8 @@ struct RuleDoc {
     #[serde(default)]
     threshold: Option<ThresholdDoc>,
     #[serde(default)]
+    response: Vec<crate::policy::Action>,
+    #[serde(default)]
     tests: Vec<TestDoc>,
 }
 
@@ -221,6 +223,9 @@ pub struct BehaviourRule {
     pub author: Option<String>,
     pub file: PathBuf,
     pub logic: Logic,
+    /// What containment the rule asks for when its incident is contained (the policy says
+    /// whether each may run without approval).
+    pub response: Vec<crate::policy::Action>,
     pub tests: Vec<TestCase>,
 }
 
@@ -426,6 +431,7 @@ impl BehaviourRule {
             author: doc.author,
             file: file.to_owned(),
             logic,
+            response: doc.response,
             tests,
         })
     }

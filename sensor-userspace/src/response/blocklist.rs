@@ -1,0 +1,146 @@
+//! The userspace half of the in-kernel exec blocklist (`sensor_common::blocklist`): entries
+//! are counted, so two actions blocking one file need two undos before it runs again.
+
+use std::collections::HashMap;
+
+use aya::{
+    Ebpf,
+    maps::{HashMap as BpfHashMap, MapData},
+};
+use sensor_common::{
+    blocklist::{InodeKey, PathKey},
+    decode::FileId,
+};
+
+/// Where exec blocks go.
+pub trait Enforcer: Send {
+    fn block(&mut self, inode: Option<FileId>, path: Option<&str>) -> Result<(), String>;
+    fn unblock(&mut self, inode: Option<FileId>, path: Option<&str>) -> Result<(), String>;
+    /// Whether blocks reach the kernel (false without kernel programs).
+    fn enforced(&self) -> bool;
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "a handful of keys live at once; boxing would only add allocations"
+)]
+enum Key {
+    Inode(InodeKey),
+    Path(PathKey),
+}
+
+fn keys(inode: Option<FileId>, path: Option<&str>) -> Result<Vec<Key>, String> {
+    let mut out = Vec::new();
+    if let Some(id) = inode.filter(|i| i.ino != 0) {
+        out.push(Key::Inode(InodeKey {
+            ino: id.ino,
+            dev: id.kernel_dev(),
+            _pad: 0,
+        }));
+    }
+    if let Some(p) = path {
+        out.push(Key::Path(PathKey::new(p.as_bytes()).ok_or_else(|| {
+            format!("{p} is too long to block by path (it stays blocked by inode)")
+        })?));
+    }
+    Ok(out)
+}
+
+/// The kernel's `BLOCK_INODES` and `BLOCK_PATHS` maps.
+pub struct KernelBlocklist {
+    inodes: BpfHashMap<MapData, InodeKey, u32>,
+    paths: BpfHashMap<MapData, PathKey, u32>,
+    counts: HashMap<Key, u32>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BlocklistError {
+    #[error("the kernel programs have no map {0}")]
+    MissingMap(&'static str),
+    #[error("map {name} has an unexpected type: {source}")]
+    MapType {
+        name: &'static str,
+        source: aya::maps::MapError,
+    },
+}
+
+impl KernelBlocklist {
+    pub fn take(ebpf: &mut Ebpf) -> Result<Self, BlocklistError> {
+        let take = |ebpf: &mut Ebpf, name: &'static str| {
+            ebpf.take_map(name).ok_or(BlocklistError::MissingMap(name))
+        };
+        let inodes = BpfHashMap::try_from(take(ebpf, "BLOCK_INODES")?).map_err(|source| {
+            BlocklistError::MapType {
+                name: "BLOCK_INODES",
+                source,
+            }
+        })?;
+        let paths = BpfHashMap::try_from(take(ebpf, "BLOCK_PATHS")?).map_err(|source| {
+            BlocklistError::MapType {
+                name: "BLOCK_PATHS",
+                source,
+            }
+        })?;
+        Ok(Self {
+            inodes,
+            paths,
+            counts: HashMap::new(),
+        })
+    }
+}
+
+impl Enforcer for KernelBlocklist {
+    fn block(&mut self, inode: Option<FileId>, path: Option<&str>) -> Result<(), String> {
+        for k in keys(inode, path)? {
+            let n = self.counts.entry(k).or_default();
+            if *n == 0 {
+                let r = match &k {
+                    Key::Inode(i) => self.inodes.insert(i, 1, 0),
+                    Key::Path(p) => self.paths.insert(p, 1, 0),
+                };
+                r.map_err(|e| format!("cannot add to the kernel blocklist: {e}"))?;
+            }
+            *n += 1;
+        }
+        Ok(())
+    }
+
+    fn unblock(&mut self, inode: Option<FileId>, path: Option<&str>) -> Result<(), String> {
+        for k in keys(inode, path)? {
+            let n = self.counts.entry(k).or_default();
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.counts.remove(&k);
+                let r = match &k {
+                    Key::Inode(i) => self.inodes.remove(i),
+                    Key::Path(p) => self.paths.remove(p),
+                };
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "blocklist entry already gone");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn enforced(&self) -> bool {
+        true
+    }
+}
+
+/// No kernel: blocks are recorded, and reported as not enforced.
+#[derive(Default)]
+pub struct NoKernel;
+
+impl Enforcer for NoKernel {
+    fn block(&mut self, inode: Option<FileId>, path: Option<&str>) -> Result<(), String> {
+        keys(inode, path).map(|_| ())
+    }
+    fn unblock(&mut self, _: Option<FileId>, _: Option<&str>) -> Result<(), String> {
+        Ok(())
+    }
+    fn enforced(&self) -> bool {
+        false
+    }
+}

