@@ -136,6 +136,9 @@ pub struct Incident {
     chain: HashSet<ProcessKey>,
     /// The root cause's identity.
     pub root: ProcessKey,
+    /// The story is older than the last alert.
+    #[serde(skip)]
+    stale: bool,
 }
 
 impl Incident {
@@ -153,6 +156,7 @@ pub struct IncidentBook {
     policy: Policy,
     path: Option<PathBuf>,
     persistence_alerts: HashSet<String>,
+    dirty: bool,
 }
 
 fn basename(p: &str) -> &str {
@@ -328,6 +332,7 @@ impl IncidentBook {
             policy,
             path,
             persistence_alerts: HashSet::new(),
+            dirty: false,
         }
     }
 
@@ -389,6 +394,7 @@ impl IncidentBook {
                     story: story(actor, &[], table, graph, clock),
                     chain: HashSet::new(),
                     root: actor,
+                    stale: true,
                 });
                 self.incidents.len() - 1
             }
@@ -454,13 +460,16 @@ impl IncidentBook {
             }
         }
         inc.decision = triage::decide(&self.policy, inc.risk);
-        inc.story = story(inc.root, &inc.alerts, table, graph, clock);
+        // The story is read from the graph on the next tick (or when asked for), off the
+        // path from detection to response.
+        inc.stale = true;
         let alert = Alert {
             incident: inc.id.clone(),
             risk,
             finding,
         };
-        self.save();
+        // Saved on the next tick, off the path from detection to response.
+        self.dirty = true;
         alert
     }
 
@@ -469,6 +478,18 @@ impl IncidentBook {
         for inc in &mut self.incidents {
             inc.story = story(inc.root, &inc.alerts, table, graph, clock);
         }
+    }
+
+    /// Brings stale stories up to date and saves, if anything changed since the last save.
+    pub fn save_if_changed(&mut self, table: &ProcessTable, graph: &Graph, clock: &BootClock) {
+        if !std::mem::take(&mut self.dirty) {
+            return;
+        }
+        for inc in self.incidents.iter_mut().filter(|i| i.stale) {
+            inc.story = story(inc.root, &inc.alerts, table, graph, clock);
+            inc.stale = false;
+        }
+        self.save();
     }
 
     /// Writes `STATE/incidents.json` (write, sync, rename: never half a file).

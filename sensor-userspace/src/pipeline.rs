@@ -323,12 +323,18 @@ impl<S: Sink> Pipeline<S> {
             .retain(|_, a| now_boot_ns.saturating_sub(a.boot_ns) < PENDING_ARGS_TTL_NS);
         if let Some(d) = &mut self.detection {
             d.detector.expire(now_boot_ns);
+            d.incidents
+                .save_if_changed(&self.table, &self.graph, &self.clock);
         }
         self.sink.flush();
     }
 
     pub fn flush(&mut self) {
         self.sink.flush();
+        if let Some(d) = &mut self.detection {
+            d.incidents
+                .save_if_changed(&self.table, &self.graph, &self.clock);
+        }
     }
 
     pub fn seen(&self) -> &BTreeMap<&'static str, u64> {

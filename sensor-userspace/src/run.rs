@@ -303,11 +303,8 @@ impl Running {
                 "alert"
             );
         }
-        self.alerts_raised += alerts.len() as u64;
-        if let Err(e) = self.alert_log.append(&alerts) {
-            tracing::error!(path = %self.alert_log.path().display(), error = %e, "cannot write alerts");
-        }
-        // Decide, then act: after the alerts are on disk.
+        // Decide and act first: the alerts and the journal are on disk before this returns,
+        // and nothing else stands between detection and containment.
         for a in &alerts {
             let Some(incident) = pipeline
                 .detection()
@@ -331,6 +328,10 @@ impl Running {
                     "response"
                 );
             }
+        }
+        self.alerts_raised += alerts.len() as u64;
+        if let Err(e) = self.alert_log.append(&alerts) {
+            tracing::error!(path = %self.alert_log.path().display(), error = %e, "cannot write alerts");
         }
     }
 

@@ -42,6 +42,24 @@ fn signal(pid: u32, sig: Signal) -> bool {
     i32::try_from(pid).is_ok_and(|p| nix::sys::signal::kill(Pid::from_raw(p), sig).is_ok())
 }
 
+/// The children of `pid`, from /proc/PID/task/*/children; None when this kernel does not
+/// provide those files (CONFIG_PROC_CHILDREN).
+fn children(pid: u32) -> Option<Vec<u32>> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut out = Vec::new();
+    let mut any = false;
+    for t in tasks.filter_map(Result::ok) {
+        if let Ok(text) = std::fs::read_to_string(t.path().join("children")) {
+            any = true;
+            out.extend(
+                text.split_whitespace()
+                    .filter_map(|c| c.parse::<u32>().ok()),
+            );
+        }
+    }
+    any.then_some(out)
+}
+
 /// Stops `root` and every descendant; returns the members, root first. `skip` leaves a
 /// process (and what is below it) out, for protected ones.
 pub fn stop_tree(root: &ProcessKey, skip: &dyn Fn(u32) -> bool) -> Vec<(u32, u64)> {
@@ -50,6 +68,32 @@ pub fn stop_tree(root: &ProcessKey, skip: &dyn Fn(u32) -> bool) -> Vec<(u32, u64
     }
     let mut members: Vec<(u32, u64)> = vec![(root.pid, root.start)];
     signal(root.pid, Signal::SIGSTOP);
+    if children(root.pid).is_some() {
+        // Walk down through the children files until a pass finds no one new: every
+        // member is stopped, so none can fork behind the walk.
+        for _ in 0..STOP_ROUNDS {
+            let mut added = false;
+            let mut i = 0;
+            while i < members.len() {
+                let (pid, _) = members[i];
+                for c in children(pid).unwrap_or_default() {
+                    if members.iter().any(|(p, _)| *p == c) || skip(c) {
+                        continue;
+                    }
+                    if let Some(start) = start_of(c) {
+                        signal(c, Signal::SIGSTOP);
+                        members.push((c, start));
+                        added = true;
+                    }
+                }
+                i += 1;
+            }
+            if !added {
+                return members;
+            }
+        }
+        return members;
+    }
     for _ in 0..STOP_ROUNDS {
         let all = snapshot();
         let mut grew = false;

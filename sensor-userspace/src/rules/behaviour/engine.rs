@@ -208,11 +208,11 @@ fn bind(
         let values = view.get(*field);
         match out.iter().find(|(v, _)| v == var) {
             Some((_, want)) => {
-                if !values.iter().any(|v| &v.raw == want) {
+                if !values.iter().any(|v| v.raw == want.as_str()) {
                     return None;
                 }
             }
-            None => out.push((var.clone(), values.first()?.raw.clone())),
+            None => out.push((var.clone(), values.first()?.raw.to_string())),
         }
     }
     Some(out)

@@ -5,7 +5,7 @@
 //! ancestor); a matcher holds when any value matches. Each field of an event is computed at
 //! most once, however many rules read it.
 
-use std::{cell::OnceCell, fmt};
+use std::{borrow::Cow, cell::OnceCell, fmt};
 
 use sensor_common::decode::StreamKind;
 
@@ -231,6 +231,10 @@ fn file_type(t: crate::events::FileType) -> &'static str {
     }
 }
 
+fn truth(b: bool) -> Cow<'static, str> {
+    Cow::Borrowed(if b { "true" } else { "false" })
+}
+
 const FIELD_COUNT: usize = Field::ALL.len();
 
 /// One event as rules see it, with every field computed on first use.
@@ -297,7 +301,7 @@ impl<'a> View<'a> {
 
     /// The first value of `field`, as text.
     pub fn text(&self, field: Field) -> Option<&str> {
-        self.get(field).first().map(|v| v.raw.as_str())
+        self.get(field).first().map(|v| v.raw.as_ref())
     }
 
     fn path(&self) -> Option<&str> {
@@ -321,59 +325,66 @@ impl<'a> View<'a> {
         }
     }
 
-    fn compute(&self, field: Field) -> Vec<String> {
+    fn compute(&self, field: Field) -> Vec<Cow<'static, str>> {
         let e = self.event;
-        let one = |s: Option<String>| s.into_iter().collect::<Vec<_>>();
-        let flag = |b: Option<bool>| one(b.map(|b| b.to_string()));
+        let one = |s: Option<String>| s.into_iter().map(Cow::Owned).collect::<Vec<_>>();
+        let flag = |b: Option<bool>| b.map(truth).into_iter().collect::<Vec<_>>();
         let net = match &e.what {
             What::Connect { net } | What::Accept { net } | What::Bind { net } => Some(net),
             What::Listen { net, .. } => Some(net),
             _ => None,
         };
         match field {
-            Field::Kind => vec![kind_name(&e.what).to_owned()],
+            Field::Kind => vec![Cow::Borrowed(kind_name(&e.what))],
             Field::Syscall => one(e.syscall.clone()),
-            Field::Success => vec![e.ret.is_none_or(|r| r >= 0).to_string()],
+            Field::Success => vec![truth(e.ret.is_none_or(|r| r >= 0))],
             Field::Error => one(e.error.clone()),
-            Field::Process => vec![key_text(self.key())],
-            Field::Pid => vec![e.pid.to_string()],
+            Field::Process => vec![key_text(self.key()).into()],
+            Field::Pid => vec![e.pid.to_string().into()],
             Field::Exe => one(e.exe.clone()),
             Field::Name => one(e.exe.as_deref().map(|x| basename(x).to_owned())),
-            Field::Comm => vec![e.comm.clone()],
-            Field::Cmdline => vec![self.argv.join(" ")],
-            Field::Uid => vec![e.uid.to_string()],
-            Field::Euid => vec![e.euid.to_string()],
+            Field::Comm => vec![e.comm.clone().into()],
+            Field::Cmdline => vec![self.argv.join(" ").into()],
+            Field::Uid => vec![e.uid.to_string().into()],
+            Field::Euid => vec![e.euid.to_string().into()],
             Field::Parent => one(e.parent.map(key_text)),
             Field::ParentExe => one(self.parent().and_then(|p| p.exe.clone())),
             Field::ParentName => one(self
                 .parent()
                 .and_then(|p| p.exe.as_deref().map(|x| basename(x).to_owned()))),
             Field::ParentCmdline => one(self.parent().map(|p| p.argv.join(" "))),
-            Field::ParentPid => vec![e.ppid.to_string()],
+            Field::ParentPid => vec![e.ppid.to_string().into()],
             Field::ParentNetworked => flag(e.parent.map(|k| self.facts.networked(&k))),
-            Field::KernelSpawned => vec![
-                (e.ppid == 2
+            Field::KernelSpawned => vec![truth(
+                e.ppid == 2
                     || self
                         .parent()
-                        .is_some_and(|p| p.exe.is_none() && p.ppid == 2))
-                .to_string(),
-            ],
+                        .is_some_and(|p| p.exe.is_none() && p.ppid == 2),
+            )],
             Field::AncestorExe => self
                 .ancestors()
                 .iter()
                 .filter_map(|a| a.exe.clone())
+                .map(Cow::Owned)
                 .collect(),
             Field::AncestorName => self
                 .ancestors()
                 .iter()
                 .filter_map(|a| a.exe.as_deref().map(|x| basename(x).to_owned()))
+                .map(Cow::Owned)
                 .collect(),
-            Field::AncestorCmdline => self.ancestors().iter().map(|a| a.argv.join(" ")).collect(),
+            Field::AncestorCmdline => self
+                .ancestors()
+                .iter()
+                .map(|a| a.argv.join(" "))
+                .map(Cow::Owned)
+                .collect(),
             Field::AncestorServingCmdline => self
                 .ancestors()
                 .iter()
                 .filter(|a| self.facts.serving(&a.key))
                 .map(|a| a.argv.join(" "))
+                .map(Cow::Owned)
                 .collect(),
             Field::Stdin | Field::Stdout | Field::Stderr => match &e.what {
                 What::Exec { stdio, .. } => {
@@ -382,7 +393,7 @@ impl<'a> View<'a> {
                         Field::Stdout => 1,
                         _ => 2,
                     };
-                    vec![stream(stdio[i]).to_owned()]
+                    vec![Cow::Borrowed(stream(stdio[i]))]
                 }
                 _ => Vec::new(),
             },
@@ -410,8 +421,8 @@ impl<'a> View<'a> {
                     return Vec::new();
                 };
                 match field {
-                    Field::Writer => vec![key_text(w)],
-                    Field::WriterNetworked => vec![self.facts.networked(&w).to_string()],
+                    Field::Writer => vec![key_text(w).into()],
+                    Field::WriterNetworked => vec![self.facts.networked(&w).to_string().into()],
                     _ => {
                         let exe = self.facts.process(&w).and_then(|p| p.exe);
                         one(if field == Field::WriterName {
@@ -447,15 +458,12 @@ impl<'a> View<'a> {
                         truncate,
                         sensitive_read,
                         ..
-                    } => vec![
-                        match field {
-                            Field::Write => *write,
-                            Field::Create => *create,
-                            Field::Truncate => *truncate,
-                            _ => *sensitive_read,
-                        }
-                        .to_string(),
-                    ],
+                    } => vec![truth(match field {
+                        Field::Write => *write,
+                        Field::Create => *create,
+                        Field::Truncate => *truncate,
+                        _ => *sensitive_read,
+                    })],
                     _ => Vec::new(),
                 }
             }
@@ -466,10 +474,10 @@ impl<'a> View<'a> {
                     setgid,
                     ..
                 } => vec![match field {
-                    Field::Mode => format!("{mode:o}"),
-                    Field::Setuid => setuid.to_string(),
-                    Field::Setgid => setgid.to_string(),
-                    _ => (mode & 0o111 != 0).to_string(),
+                    Field::Mode => format!("{mode:o}").into(),
+                    Field::Setuid => truth(*setuid),
+                    Field::Setgid => truth(*setgid),
+                    _ => truth(mode & 0o111 != 0),
                 }],
                 _ => Vec::new(),
             },
@@ -484,11 +492,16 @@ impl<'a> View<'a> {
                     request,
                     request_name,
                     ..
-                } => vec![request_name.clone().unwrap_or_else(|| request.to_string())],
+                } => vec![
+                    request_name
+                        .clone()
+                        .unwrap_or_else(|| request.to_string())
+                        .into(),
+                ],
                 _ => Vec::new(),
             },
             Field::Signal => match &e.what {
-                What::Kill { signal, .. } => vec![signal.to_string()],
+                What::Kill { signal, .. } => vec![signal.to_string().into()],
                 _ => Vec::new(),
             },
             Field::TargetPid => one(self.target_pid().map(|t| t.to_string())),
@@ -514,7 +527,12 @@ impl<'a> View<'a> {
                     command,
                     command_name,
                     ..
-                } => vec![command_name.clone().unwrap_or_else(|| command.to_string())],
+                } => vec![
+                    command_name
+                        .clone()
+                        .unwrap_or_else(|| command.to_string())
+                        .into(),
+                ],
                 _ => Vec::new(),
             },
             Field::ProgType => match &e.what {

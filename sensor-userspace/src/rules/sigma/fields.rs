@@ -28,6 +28,33 @@ const PROCESS: &[&str] = &[
     "ParentUser",
 ];
 
+/// Every field any category fills: a field is named by its index here once compiled.
+pub const FIELDS: &[&str] = &[
+    "Image",
+    "CommandLine",
+    "CurrentDirectory",
+    "User",
+    "LogonId",
+    "ProcessId",
+    "ParentProcessId",
+    "ParentImage",
+    "ParentCommandLine",
+    "ParentUser",
+    "TargetFilename",
+    "Initiated",
+    "Protocol",
+    "SourceIp",
+    "SourcePort",
+    "DestinationIp",
+    "DestinationPort",
+    "DestinationHostname",
+];
+
+/// The index of a field in [`FIELDS`].
+pub fn field_index(name: &str) -> Option<usize> {
+    FIELDS.iter().position(|f| *f == name)
+}
+
 impl Category {
     pub fn from_logsource(product: Option<&str>, category: Option<&str>) -> Result<Self, String> {
         if let Some(p) = product

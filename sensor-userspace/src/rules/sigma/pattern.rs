@@ -20,6 +20,11 @@ pub struct Pattern(Compiled);
 
 #[derive(Clone, Debug)]
 enum Compiled {
+    /// Case-insensitive match of a value without inner wildcards: plain string operations.
+    Literal {
+        how: Literal,
+        text: String,
+    },
     /// Case-insensitive wildcard match over the whole field.
     Glob(Vec<Tok>),
     Regex(regex::Regex),
@@ -29,19 +34,75 @@ enum Compiled {
     },
 }
 
+/// Where a literal must sit in the field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Literal {
+    Exact,
+    Prefix,
+    Suffix,
+    Contains,
+}
+
 /// A field's value, with the lower-case form the case-insensitive patterns compare against,
-/// computed once per event however many patterns read it.
+/// computed once per event however many patterns read it (and its characters, only if a
+/// pattern with inner wildcards needs them).
 #[derive(Clone, Debug)]
 pub struct FieldValue {
-    pub raw: String,
-    lower: Vec<char>,
+    pub raw: std::borrow::Cow<'static, str>,
+    /// None when `raw` is lower case already (most paths): no copy.
+    lower: Option<String>,
+    chars: std::cell::OnceCell<Vec<char>>,
+}
+
+fn lowercase(s: &str) -> Option<String> {
+    if s.is_ascii() {
+        s.bytes()
+            .any(|b| b.is_ascii_uppercase())
+            .then(|| s.to_ascii_lowercase())
+    } else {
+        let l: String = s.chars().flat_map(char::to_lowercase).collect();
+        (l != s).then_some(l)
+    }
 }
 
 impl FieldValue {
-    pub fn new(raw: String) -> Self {
-        let lower = raw.chars().flat_map(char::to_lowercase).collect();
-        Self { raw, lower }
+    pub fn new(raw: impl Into<std::borrow::Cow<'static, str>>) -> Self {
+        let raw = raw.into();
+        Self {
+            lower: lowercase(&raw),
+            raw,
+            chars: std::cell::OnceCell::new(),
+        }
     }
+
+    fn lower(&self) -> &str {
+        self.lower.as_deref().unwrap_or(&self.raw)
+    }
+
+    fn chars(&self) -> &[char] {
+        self.chars.get_or_init(|| self.lower().chars().collect())
+    }
+}
+
+/// A literal pattern when `toks` has wildcards only at its ends.
+fn literal(toks: &[Tok]) -> Option<Compiled> {
+    let lead = toks.first() == Some(&Tok::Any);
+    let trail = toks.len() > usize::from(lead) && toks.last() == Some(&Tok::Any);
+    let middle = &toks[usize::from(lead)..toks.len() - usize::from(trail)];
+    let text: String = middle
+        .iter()
+        .map(|t| match t {
+            Tok::Lit(c) => Some(*c),
+            _ => None,
+        })
+        .collect::<Option<_>>()?;
+    let how = match (lead, trail) {
+        (false, false) => Literal::Exact,
+        (false, true) => Literal::Prefix,
+        (true, false) => Literal::Suffix,
+        (true, true) => Literal::Contains,
+    };
+    Some(Compiled::Literal { how, text })
 }
 
 /// How a value is to be matched, from a field's modifiers.
@@ -104,7 +165,7 @@ impl Pattern {
                 if matches!(mode, Mode::Contains | Mode::StartsWith) {
                     toks.push(Tok::Any);
                 }
-                Ok(Pattern(Compiled::Glob(toks)))
+                Ok(Pattern(literal(&toks).unwrap_or(Compiled::Glob(toks))))
             }
         }
     }
@@ -121,7 +182,16 @@ impl Pattern {
                 .raw
                 .parse::<IpAddr>()
                 .is_ok_and(|ip| in_network(ip, *net, *prefix)),
-            Compiled::Glob(toks) => glob(toks, &value.lower),
+            Compiled::Literal { how, text } => {
+                let v = value.lower();
+                match how {
+                    Literal::Exact => v == text,
+                    Literal::Prefix => v.starts_with(text.as_str()),
+                    Literal::Suffix => v.ends_with(text.as_str()),
+                    Literal::Contains => v.contains(text.as_str()),
+                }
+            }
+            Compiled::Glob(toks) => glob(toks, value.chars()),
         }
     }
 }
@@ -196,6 +266,12 @@ mod tests {
         assert!(m("a\\*b", Mode::Exact, "a*b"));
         assert!(!m("a\\*b", Mode::Exact, "axb"));
         assert!(m("", Mode::Exact, ""));
+        assert!(m("", Mode::Contains, "anything"));
+        assert!(m("*", Mode::Exact, ""));
+        assert!(m("**", Mode::Exact, "x"));
+        assert!(m("/TMP/", Mode::StartsWith, "/tmp/x"));
+        assert!(!m("x", Mode::Exact, "xx"));
+        assert!(m("ÉTÉ", Mode::Contains, "un été chaud"));
     }
 
     #[test]

@@ -73,7 +73,8 @@ pub enum Level {
 /// One field test of a selection.
 #[derive(Clone, Debug)]
 struct FieldMatch {
-    field: String,
+    /// Index in [`super::fields::FIELDS`].
+    field: usize,
     patterns: Vec<Pattern>,
     /// `|all`: every value must match (otherwise any one).
     all: bool,
@@ -99,14 +100,16 @@ impl FieldMatch {
 /// patterns read it.
 pub struct Prepared<'a> {
     event: &'a dyn SigmaFields,
-    cache: std::cell::RefCell<Vec<(String, Option<std::rc::Rc<FieldValue>>)>>,
+    cache: Vec<std::cell::OnceCell<Option<FieldValue>>>,
 }
 
 impl<'a> Prepared<'a> {
     pub fn new(event: &'a dyn SigmaFields) -> Self {
         Self {
             event,
-            cache: std::cell::RefCell::new(Vec::new()),
+            cache: (0..super::fields::FIELDS.len())
+                .map(|_| std::cell::OnceCell::new())
+                .collect(),
         }
     }
 
@@ -114,16 +117,16 @@ impl<'a> Prepared<'a> {
         self.event.category()
     }
 
-    fn get(&self, name: &str) -> Option<std::rc::Rc<FieldValue>> {
-        if let Some((_, v)) = self.cache.borrow().iter().find(|(n, _)| n == name) {
-            return v.clone();
-        }
-        let v = self
-            .event
-            .field(name)
-            .map(|c| std::rc::Rc::new(FieldValue::new(c.into_owned())));
-        self.cache.borrow_mut().push((name.to_owned(), v.clone()));
-        v
+    fn get(&self, field: usize) -> Option<&FieldValue> {
+        self.cache
+            .get(field)?
+            .get_or_init(|| {
+                let name = super::fields::FIELDS.get(field)?;
+                self.event
+                    .field(name)
+                    .map(|c| FieldValue::new(c.into_owned()))
+            })
+            .as_ref()
     }
 }
 
@@ -294,10 +297,9 @@ impl SigmaRule {
         }
         self.condition.eval(&|i| {
             self.selections.get(i).is_some_and(|s| {
-                s.alternatives.iter().any(|alt| {
-                    alt.iter()
-                        .all(|fm| fm.matches(event.get(&fm.field).as_deref()))
-                })
+                s.alternatives
+                    .iter()
+                    .any(|alt| alt.iter().all(|fm| fm.matches(event.get(fm.field))))
             })
         })
     }
@@ -349,14 +351,15 @@ fn compile_selection(name: &str, v: &Value, category: Category) -> Result<Select
 
 fn compile_field(key: &str, val: &Value, category: Category) -> Result<FieldMatch, SelError> {
     let mut parts = key.split('|');
-    let field = parts.next().unwrap_or_default().to_owned();
-    if !category.has_field(&field) {
+    let name = parts.next().unwrap_or_default();
+    let field = super::fields::field_index(name).filter(|_| category.has_field(name));
+    let Some(field) = field else {
         return Err((
             key.to_owned(),
-            format!("field {field:?} is not available for {category:?} events"),
+            format!("field {name:?} is not available for {category:?} events"),
             true,
         ));
-    }
+    };
     let (mut mode, mut all, mut re_flags) = (Mode::Exact, false, String::new());
     for m in parts {
         match m {
