@@ -14,22 +14,9 @@ pub enum Category {
     NetworkConnection,
 }
 
-/// Fields of the acting process, in every category.
-const PROCESS: &[&str] = &[
-    "Image",
-    "CommandLine",
-    "CurrentDirectory",
-    "User",
-    "LogonId",
-    "ProcessId",
-    "ParentProcessId",
-    "ParentImage",
-    "ParentCommandLine",
-    "ParentUser",
-];
-
 /// Every field any category fills: a field is named by its index here once compiled.
 pub const FIELDS: &[&str] = &[
+    // The acting process's, in every category.
     "Image",
     "CommandLine",
     "CurrentDirectory",
@@ -40,6 +27,7 @@ pub const FIELDS: &[&str] = &[
     "ParentImage",
     "ParentCommandLine",
     "ParentUser",
+    // The event's own.
     "TargetFilename",
     "Initiated",
     "Protocol",
@@ -49,6 +37,9 @@ pub const FIELDS: &[&str] = &[
     "DestinationPort",
     "DestinationHostname",
 ];
+
+/// Fields of the acting process, in every category: the first ten of [`FIELDS`].
+const PROCESS: &[&str] = FIELDS.split_at(10).0;
 
 /// The index of a field in [`FIELDS`].
 pub fn field_index(name: &str) -> Option<usize> {
