@@ -138,6 +138,7 @@ fn detector(
         sigma,
         behaviour,
         SensorSelf::default(),
+        Default::default(),
         "bench".into(),
         0,
     ))

@@ -66,11 +66,42 @@ impl SensorSelf {
     }
 }
 
+/// The SHA-256 of every quarantined file still in force: the response fills it, and an exec
+/// of a file with one of these hashes is flagged (`hash_blocked`), whatever its path.
+#[derive(Clone, Debug, Default)]
+pub struct BlockedHashes(std::sync::Arc<std::sync::RwLock<ahash::HashSet<String>>>);
+
+impl BlockedHashes {
+    pub fn insert(&self, sha256: &str) {
+        if let Ok(mut s) = self.0.write() {
+            s.insert(sha256.to_owned());
+        }
+    }
+
+    pub fn remove(&self, sha256: &str) {
+        if let Ok(mut s) = self.0.write() {
+            s.remove(sha256);
+        }
+    }
+
+    pub fn contains(&self, sha256: &str) -> bool {
+        self.0.read().is_ok_and(|s| s.contains(sha256))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.read().map_or(true, |s| s.is_empty())
+    }
+}
+
+/// Files larger than this are not hashed at exec.
+const MAX_HASHED_EXEC: u64 = 64 << 20;
+
 /// Facts for behaviour rules from the live process table and graph.
 pub struct LiveFacts<'a> {
     pub table: &'a ProcessTable,
     pub graph: &'a Graph,
     pub me: &'a SensorSelf,
+    pub hashes: &'a BlockedHashes,
 }
 
 fn facts_of(p: &crate::process_table::Process) -> ProcFacts {
@@ -123,6 +154,18 @@ impl Facts for LiveFacts<'_> {
     fn is_sensor_path(&self, path: &str) -> bool {
         self.me.owns(path)
     }
+
+    fn hash_blocked(&self, path: &str) -> bool {
+        // Only files written since the sensor started are hashed: a dropped copy of a
+        // quarantined payload is one; the system's own binaries never pay for it.
+        if self.hashes.is_empty() || self.graph.first_writer(path).is_none() {
+            return false;
+        }
+        let small = std::fs::metadata(path).is_ok_and(|m| m.len() <= MAX_HASHED_EXEC);
+        small
+            && crate::hash::sha256(std::path::Path::new(path))
+                .is_ok_and(|h| self.hashes.contains(&h))
+    }
 }
 
 /// Counters for `status`.
@@ -140,6 +183,7 @@ pub struct Detector {
     by_category: HashMap<Category, Vec<SigmaRule>>,
     behaviour: Engine,
     me: SensorSelf,
+    hashes: BlockedHashes,
     host: String,
     id_prefix: String,
     next: u64,
@@ -158,6 +202,7 @@ impl Detector {
         sigma: Vec<SigmaRule>,
         behaviour: Vec<BehaviourRule>,
         me: SensorSelf,
+        hashes: BlockedHashes,
         host: String,
         started_ns: u64,
     ) -> Self {
@@ -169,6 +214,7 @@ impl Detector {
             by_category,
             behaviour: Engine::new(behaviour),
             me,
+            hashes,
             host,
             id_prefix: format!("{started_ns:x}"),
             next: 0,
@@ -245,6 +291,7 @@ impl Detector {
                 table,
                 graph,
                 me: &self.me,
+                hashes: &self.hashes,
             };
             let view = View::new(event, argv, &facts);
             for hit in self.behaviour.check(&view) {

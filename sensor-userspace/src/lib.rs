@@ -10,6 +10,7 @@ pub mod control;
 pub mod detect;
 pub mod events;
 pub mod graph;
+pub mod hash;
 pub mod incidents;
 pub mod interpret;
 pub mod kernel;

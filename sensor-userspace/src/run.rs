@@ -453,12 +453,19 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     let enforcer: Box<dyn crate::response::blocklist::Enforcer> = Box::new(
         crate::response::blocklist::KernelBlocklist::take(&mut loaded.ebpf)?,
     );
-    let responder =
-        crate::response::Responder::open(state.path(), enforcer, me.clone(), started_ns)?;
+    let hashes = crate::detect::BlockedHashes::default();
+    let responder = crate::response::Responder::open(
+        state.path(),
+        enforcer,
+        hashes.clone(),
+        me.clone(),
+        started_ns,
+    )?;
     let detector = crate::detect::Detector::new(
         rules.sigma,
         rules.behaviour,
         me,
+        hashes,
         hostname.clone(),
         started_ns,
     );

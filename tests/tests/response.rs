@@ -193,6 +193,10 @@ fn a_quarantined_payload_is_killed_in_the_kernel_before_it_runs_even_after_a_res
     );
     assert_eq!(q["undo"]["meta"]["size"], body.len());
 
+    // The payload is a script: its interpreter must not be what got blocked.
+    let (_, status) = run("true");
+    assert!(status.success(), "/bin/sh itself was blocked: {status}");
+
     // The same payload dropped again at the same path never runs a single instruction.
     let _ = std::fs::remove_file(&marker);
     std::fs::write(&payload, &body).expect("re-drop");
@@ -213,6 +217,19 @@ fn a_quarantined_payload_is_killed_in_the_kernel_before_it_runs_even_after_a_res
     let (_, status) = run(&p.to_string());
     assert!(killed(status), "still killed after a restart: {status}");
     assert!(!marker.exists(), "the blocked payload ran after a restart");
+
+    // A copy under another name is a new inode and path: it is caught by its hash, and
+    // killed by the response (after the fact, in userspace).
+    let copy = d.path().join("renamed-copy");
+    std::fs::write(&copy, &body).expect("copy");
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let (_, status) = run(&copy.display().to_string());
+    assert!(killed(status), "the copy was killed: {status}");
+    let copy_path = copy.display().to_string();
+    s.wait_alert("for the copy's hash", |a| {
+        a["rule"]["id"] == "vigil-exec-blocked"
+            && a["evidence"][0]["exe"].as_str() == Some(copy_path.as_str())
+    });
 
     // Undo: the file comes back, identical, and runs again.
     let _ = std::fs::remove_file(&payload);

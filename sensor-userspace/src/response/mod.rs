@@ -58,6 +58,7 @@ pub struct Context<'a> {
 pub struct Responder {
     journal: Journal,
     enforcer: Box<dyn Enforcer>,
+    hashes: crate::detect::BlockedHashes,
     vault: Vault,
     baseline: Baseline,
     me: SensorSelf,
@@ -95,17 +96,20 @@ fn verb_name(a: Action) -> &'static str {
     }
 }
 
-/// The file an alert's evidence acted on: the executed image, else the file written.
+/// The file an alert's evidence acted on: the executed file, else the file written. The
+/// inode is not taken from the exec event: for a script, the kernel's image is its
+/// interpreter, and blocking that would block every script. It is read from the path when
+/// the action runs.
 fn file_target(alert: &Alert, executable: bool) -> Option<Target> {
     let ev = &alert.finding.evidence;
     let executed = ev.iter().rev().find_map(|e| match &e.what {
-        What::Exec { exe_file, .. } => e.exe.clone().map(|x| (x, *exe_file)),
+        What::Exec { .. } => e.exe.clone(),
         _ => None,
     });
-    if executable && let Some((exe, id)) = executed {
+    if executable && let Some(exe) = executed {
         return Some(Target::File {
             path: exe,
-            id: (id.ino != 0).then_some(id),
+            id: None,
         });
     }
     ev.iter().rev().find_map(|e| match &e.what {
@@ -120,6 +124,15 @@ fn file_target(alert: &Alert, executable: bool) -> Option<Target> {
 }
 
 /// The inode and path blocks an in-force record holds.
+/// The identity of the file now at `path`.
+fn file_id(path: &str) -> Option<FileId> {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata(path).ok().map(|m| FileId {
+        dev: m.dev(),
+        ino: m.ino(),
+    })
+}
+
 fn blocks_of(r: &Record) -> Option<(Option<FileId>, Option<String>)> {
     match &r.undo {
         Undo::Unblock { inode, path } => Some((*inode, path.clone())),
@@ -134,6 +147,7 @@ impl Responder {
     pub fn open(
         state: &Path,
         enforcer: Box<dyn Enforcer>,
+        hashes: crate::detect::BlockedHashes,
         me: SensorSelf,
         started_ns: u64,
     ) -> Result<Self, ResponseError> {
@@ -146,6 +160,7 @@ impl Responder {
         let mut r = Self {
             journal,
             enforcer,
+            hashes,
             vault,
             baseline: Baseline::scan(),
             me,
@@ -160,6 +175,13 @@ impl Responder {
             .filter(|rec| r.journal.state(&rec.id) == Some(State::InForce))
             .filter_map(|rec| blocks_of(rec).map(|(i, p)| (rec.id.clone(), i, p)))
             .collect();
+        for rec in r.journal.records() {
+            if let Undo::Restore { meta, .. } = &rec.undo
+                && r.journal.state(&rec.id) == Some(State::InForce)
+            {
+                r.hashes.insert(&meta.sha256);
+            }
+        }
         for (id, inode, path) in rearm {
             match r.enforcer.block(inode, path.as_deref()) {
                 Ok(()) => {
@@ -418,10 +440,11 @@ impl Responder {
                     },
                 )
             }
-            (Action::BlockExec, Target::File { path, id: inode }) => {
+            (Action::BlockExec, Target::File { path, id }) => {
                 if let Err(r) = guard::path(path, ctx.policy, &self.me) {
                     return refused(r);
                 }
+                let inode = &id.or_else(|| file_id(path));
                 if !self.enforcer.enforced() {
                     return failed("no kernel programs are loaded to enforce it".into());
                 }
@@ -437,11 +460,11 @@ impl Responder {
                     Err(e) => failed(e),
                 }
             }
-            (Action::Quarantine, Target::File { path, id: inode }) => {
+            (Action::Quarantine, Target::File { path, .. }) => {
                 if let Err(r) = guard::path(path, ctx.policy, &self.me) {
                     return refused(r);
                 }
-                self.quarantine(id, path, *inode)
+                self.quarantine(id, path, file_id(path))
             }
             (Action::Remediate, Target::File { path, .. }) => {
                 if let Err(r) = guard::path(path, ctx.policy, &self.me) {
@@ -472,7 +495,7 @@ impl Responder {
                                 || ctx.incident.alerts.iter().any(|a| a.pid == w.pid)
                         });
                         if created {
-                            self.quarantine(id, path, None)
+                            self.quarantine(id, path, file_id(path))
                         } else {
                             failed(format!(
                                 "no record of what {path} held before, and the incident did not create it: left to a person"
@@ -493,6 +516,7 @@ impl Responder {
     ) -> (Status, String, Undo) {
         match self.vault.put(Path::new(path), id) {
             Ok((to, meta)) => {
+                self.hashes.insert(&meta.sha256);
                 let blocked = self.enforcer.block(inode, Some(path));
                 let detail = format!(
                     "moved to {} (sha256 {}){}",
@@ -552,6 +576,7 @@ impl Responder {
                 inode,
             } => match Vault::restore(vault, Path::new(path), meta) {
                 Ok(()) => {
+                    self.hashes.remove(&meta.sha256);
                     let lifted = self.enforcer.unblock(*inode, Some(path));
                     (
                         Status::Done,

@@ -4,33 +4,14 @@
 
 use std::{
     fs::{self, File},
-    io::{Read, Write},
+    io::Write,
     os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt},
     path::{Path, PathBuf},
 };
 
-use sha2::{Digest, Sha256};
-
 use super::journal::FileMeta;
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// SHA-256 of a file's content.
-pub fn sha256(path: &Path) -> std::io::Result<String> {
-    let mut f = File::open(path)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex(&h.finalize()))
-}
+pub use crate::hash::sha256;
 
 /// What a file is now: hash, size, owner, mode and times. Regular files only.
 pub fn meta(path: &Path) -> std::io::Result<FileMeta> {

@@ -45,6 +45,8 @@ pub trait Facts {
     fn is_sensor(&self, pid: u32) -> bool;
     /// Whether `path` is one of the sensor's own files (binary, state, policy, rules).
     fn is_sensor_path(&self, path: &str) -> bool;
+    /// Whether `path` has the SHA-256 of a quarantined file.
+    fn hash_blocked(&self, path: &str) -> bool;
 }
 
 macro_rules! fields {
@@ -99,6 +101,7 @@ fields! {
     Fileless = "fileless": "exec: the image has no link on disk (deleted file or memfd)",
     Memfd = "memfd": "exec: the image is a memfd",
     Blocked = "blocked": "exec: the in-kernel blocklist killed it before its first instruction",
+    HashBlocked = "hash_blocked": "exec: the executed file, written since the sensor started, has the SHA-256 of a quarantined file",
     Writer = "writer": "exec: identity of the first process that wrote the executed file",
     WriterExe = "writer.exe": "exec: executable of the first process that wrote the executed file; other events: of the named file",
     WriterName = "writer.name": "file name of writer.exe",
@@ -408,6 +411,10 @@ impl<'a> View<'a> {
                 What::Exec { fileless, .. } => Some(*fileless),
                 _ => None,
             }),
+            Field::HashBlocked => match &e.what {
+                What::Exec { .. } => flag(self.path().map(|p| self.facts.hash_blocked(p))),
+                _ => Vec::new(),
+            },
             Field::Blocked => flag(match &e.what {
                 What::Exec { blocked, .. } => Some(*blocked),
                 _ => None,

@@ -34,6 +34,9 @@ pub(super) struct TestDoc {
     events: Vec<Value>,
     #[serde(default)]
     sensor_pid: Option<u32>,
+    /// Paths whose content is that of a quarantined file.
+    #[serde(default)]
+    quarantined: Vec<String>,
 }
 
 /// One compiled test case.
@@ -43,6 +46,7 @@ pub struct TestCase {
     pub expect: Expect,
     pub events: Vec<Event>,
     pub sensor_pid: u32,
+    pub quarantined: Vec<String>,
 }
 
 /// The sensor's pid in test cases that do not say.
@@ -254,6 +258,7 @@ impl TestCase {
             expect: doc.expect,
             events,
             sensor_pid: doc.sensor_pid.unwrap_or(TEST_SENSOR_PID),
+            quarantined: doc.quarantined,
         })
     }
 }
@@ -267,6 +272,7 @@ pub struct ReplayFacts {
     networked: Vec<ProcessKey>,
     serving: Vec<ProcessKey>,
     sensor_pid: u32,
+    quarantined: Vec<String>,
 }
 
 impl ReplayFacts {
@@ -390,6 +396,10 @@ impl Facts for ReplayFacts {
     fn is_sensor_path(&self, path: &str) -> bool {
         TEST_SENSOR_PATHS.iter().any(|p| path.starts_with(p))
     }
+
+    fn hash_blocked(&self, path: &str) -> bool {
+        self.quarantined.iter().any(|p| p == path)
+    }
 }
 
 /// The outcome of one test case.
@@ -421,6 +431,7 @@ pub fn run(rule: &BehaviourRule) -> Vec<CaseResult> {
     for case in &rule.tests {
         let mut engine = Engine::new(vec![rule.clone()]);
         let mut facts = ReplayFacts::new(case.sensor_pid);
+        facts.quarantined.clone_from(&case.quarantined);
         let mut fired = Vec::new();
         for (i, e) in case.events.iter().enumerate() {
             facts.learn(e);
