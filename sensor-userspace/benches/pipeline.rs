@@ -1,6 +1,7 @@
 //! Events per second through decode, the process table and the graph, on one core, with no
 //! kernel: synthetic records shaped like a busy host (writes, connects, process churn).
-//! Run by `cargo xtask bench pipeline`; prints one line per configuration.
+//! Run by `cargo xtask bench pipeline`; prints one line per configuration. `ONLY=text` in the
+//! environment runs only the configurations whose name holds `text` (for profiling one).
 
 use std::time::Instant;
 
@@ -90,6 +91,9 @@ fn workload(n: usize) -> Vec<Vec<u8>> {
 }
 
 fn run<S: Sink>(name: &str, sink: S, records: &[Vec<u8>], detector: Option<Detector>) {
+    if std::env::var("ONLY").is_ok_and(|o| !name.contains(&o)) {
+        return;
+    }
     let table = ProcessTable::new(100, TableLimits::default());
     let graph = Graph::new("bench".into(), GraphLimits::default());
     let mut p = Pipeline::new(
