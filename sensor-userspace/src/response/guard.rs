@@ -85,3 +85,38 @@ pub fn path(path: &str, policy: &Policy, me: &SensorSelf) -> Result<(), Refusal>
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_is_never_touched() {
+        let policy = Policy::shipped().expect("policy");
+        let me = SensorSelf {
+            pid: std::process::id(),
+            paths: vec!["/var/lib/vigil/".into()],
+        };
+        assert_eq!(process(1, &policy, &me), Err(Refusal::Init));
+        assert_eq!(process(me.pid, &policy, &me), Err(Refusal::Sensor));
+        assert_eq!(process(2, &policy, &me), Err(Refusal::KernelThread(2)));
+        assert!(matches!(
+            path("/bin/sh", &policy, &me),
+            Err(Refusal::SystemPath(_))
+        ));
+        assert!(matches!(
+            path("/usr/lib/x86_64-linux-gnu/libc.so.6", &policy, &me),
+            Err(Refusal::SystemPath(_))
+        ));
+        assert!(matches!(
+            path("/boot/vmlinuz", &policy, &me),
+            Err(Refusal::ProtectedPath(_))
+        ));
+        assert!(matches!(
+            path("/var/lib/vigil/actions.jsonl", &policy, &me),
+            Err(Refusal::SensorFile(_))
+        ));
+        assert_eq!(path("/tmp/payload", &policy, &me), Ok(()));
+        assert_eq!(path("/usr/local/bin/dropped", &policy, &me), Ok(()));
+    }
+}

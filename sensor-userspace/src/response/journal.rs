@@ -280,3 +280,79 @@ impl Journal {
         &self.path
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(id: &str, action: Verb, status: Status, settles: Option<&str>) -> Record {
+        Record {
+            id: id.into(),
+            time_ns: 1,
+            incident: "inc-1".into(),
+            action,
+            target: Target::File {
+                path: "/tmp/x".into(),
+                id: None,
+            },
+            reason: "r".into(),
+            evidence: vec![],
+            policy_clause: "c".into(),
+            status,
+            detail: String::new(),
+            undo: Undo::NothingToUndo,
+            settles: settles.map(str::to_owned),
+            requested_by: None,
+        }
+    }
+
+    #[test]
+    fn the_fold_says_where_each_action_stands_and_survives_a_reopen() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let path = d.path().join("actions.jsonl");
+        let mut j = Journal::open(&path).expect("open");
+        let q = Verb::Act(Action::Quarantine);
+        j.append(rec("a-1", q, Status::Done, None)).expect("append");
+        j.append(rec("a-2", q, Status::Pending, None))
+            .expect("append");
+        j.append(rec("a-3", q, Status::Pending, None))
+            .expect("append");
+        j.append(rec("a-4", q, Status::Refused, None))
+            .expect("append");
+        j.append(rec("a-5", q, Status::Done, Some("a-2")))
+            .expect("approval");
+        j.append(rec(
+            "a-6",
+            Verb::Settle(Settle::Deny),
+            Status::Done,
+            Some("a-3"),
+        ))
+        .expect("denial");
+        j.append(rec(
+            "a-7",
+            Verb::Settle(Settle::Undo),
+            Status::Done,
+            Some("a-1"),
+        ))
+        .expect("undo");
+        // A line that is not a record is kept and counted, never fatal.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(b"{not json\n"))
+            .expect("corrupt");
+        let j = Journal::open(&path).expect("reopen");
+        assert_eq!(j.unreadable, 1);
+        assert_eq!(j.records().len(), 7);
+        assert_eq!(j.state("a-1"), Some(State::Undone));
+        assert_eq!(j.state("a-2"), Some(State::Approved));
+        assert_eq!(j.state("a-3"), Some(State::Denied));
+        assert_eq!(j.state("a-4"), Some(State::Closed));
+        assert_eq!(j.state("a-5"), Some(State::InForce));
+        assert_eq!(j.last_seq(), 7);
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&path).expect("meta").permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}
