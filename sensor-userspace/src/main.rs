@@ -389,7 +389,7 @@ fn main() -> Result<()> {
                         f.rule.technique.join(","),
                         f.process.pid,
                         f.process.exe.as_deref().unwrap_or("?"),
-                        f.process.cmdline,
+                        f.process.cmdline.escape_debug(),
                         a.incident,
                         f.rule
                             .author
