@@ -539,7 +539,16 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
             _ = tick.tick() => {
                 ring.drain_now(|bytes| pipeline.ingest(bytes));
                 pipeline.tick(BootClock::boot_now_ns());
-                running.responder.tick();
+                let detection = pipeline.detection();
+                let records = running.responder.tick(
+                    false,
+                    &running.policy,
+                    |id| detection.and_then(|d| d.incidents.get(id)),
+                    &pipeline.graph,
+                );
+                for r in records {
+                    tracing::warn!(action = %r.id, verb = ?r.action, target = %r.target, status = ?r.status, detail = %r.detail, incident = %r.incident, "response");
+                }
             }
             _ = sighup.recv() => {
                 if running.reload_policy().is_ok()

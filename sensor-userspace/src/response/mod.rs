@@ -55,7 +55,19 @@ pub struct Context<'a> {
     pub graph: &'a Graph,
 }
 
+/// A remediation waiting for its writer to finish: the alert comes from the open, and the
+/// lines it will write may not be there yet.
+struct Deferred {
+    record: Record,
+    writer: ProcessKey,
+    since: std::time::Instant,
+}
+
+/// How long a remediation waits for a writer that does not exit.
+const REMEDIATE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 pub struct Responder {
+    deferred: Vec<Deferred>,
     journal: Journal,
     enforcer: Box<dyn Enforcer>,
     hashes: crate::detect::BlockedHashes,
@@ -158,6 +170,7 @@ impl Responder {
         })?;
         let next = journal.last_seq();
         let mut r = Self {
+            deferred: Vec::new(),
             journal,
             enforcer,
             hashes,
@@ -221,9 +234,44 @@ impl Responder {
         }
     }
 
-    /// Periodic upkeep: the persistence baseline takes in changes made without an alert.
-    pub fn tick(&mut self) {
+    /// Periodic upkeep: remediations whose writer has finished (or waited long enough) run;
+    /// the persistence baseline takes in changes made without an alert.
+    /// With `all` (at shutdown), every waiting remediation runs now.
+    pub fn tick<'a>(
+        &mut self,
+        all: bool,
+        policy: &Policy,
+        incident: impl Fn(&str) -> Option<&'a Incident>,
+        graph: &Graph,
+    ) -> Vec<Record> {
+        let (ready, waiting): (Vec<Deferred>, Vec<Deferred>) = std::mem::take(&mut self.deferred)
+            .into_iter()
+            .partition(|d| all || !kill::alive(&d.writer) || d.since.elapsed() >= REMEDIATE_WAIT);
+        self.deferred = waiting;
+        let mut out = Vec::new();
+        for d in ready {
+            let mut rec = d.record;
+            match (incident(&rec.incident), rec.action) {
+                (Some(inc), Verb::Act(action)) => {
+                    let ctx = Context {
+                        policy,
+                        incident: inc,
+                        graph,
+                    };
+                    let (status, detail, undo) = self.execute(&rec.id, action, &rec.target, &ctx);
+                    (rec.status, rec.detail, rec.undo) = (status, detail, undo);
+                }
+                _ => {
+                    rec.status = Status::Failed;
+                    rec.detail = "the incident is gone".into();
+                }
+            }
+            rec.time_ns = now_ns();
+            out.extend(self.append(rec));
+        }
+        // Tainted files keep their baseline; the rest take in an administrator's edits.
         self.baseline.refresh();
+        out
     }
 
     fn next_id(&mut self) -> String {
@@ -269,12 +317,14 @@ impl Responder {
                 continue;
             };
             // One action per target per incident.
-            let seen = self.journal.records().iter().any(|r| {
+            let same = |r: &Record| {
                 r.incident == ctx.incident.id
                     && r.action == Verb::Act(action)
                     && r.target == target
                     && r.settles.is_none()
-            });
+            };
+            let seen = self.journal.records().iter().any(same)
+                || self.deferred.iter().any(|d| same(&d.record));
             if seen {
                 continue;
             }
@@ -310,7 +360,10 @@ impl Responder {
                 alert.risk.score,
                 ctx.incident.decision.reason
             );
-            let (status, detail, undo) = if run {
+            let (status, detail, undo) = if run && action == Action::Remediate {
+                // Deferred to the tick once the writer is done: see `Deferred`.
+                (Status::Done, String::new(), Undo::NothingToUndo)
+            } else if run {
                 self.execute(&id, action, &target, ctx)
             } else if verdict == Verdict::Observe {
                 (
@@ -340,6 +393,17 @@ impl Responder {
                 settles: None,
                 requested_by: None,
             };
+            if run && action == Action::Remediate {
+                self.deferred.push(Deferred {
+                    record,
+                    writer: ProcessKey {
+                        pid: f.process.pid,
+                        start: f.process.start,
+                    },
+                    since: std::time::Instant::now(),
+                });
+                continue;
+            }
             out.extend(self.append(record));
         }
         if verdict == Verdict::Contain {
