@@ -341,18 +341,27 @@ impl Drop for Sensor {
     }
 }
 
-/// `deploy/policy.toml` in observe mode, written once per test process.
+/// `deploy/policy.toml` in observe mode, written once per test process (tests start sensors
+/// side by side: rewriting it under a starting sensor would hand it an empty file).
 pub fn observe_policy() -> Result<PathBuf> {
-    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/policy.toml");
-    let text =
-        std::fs::read_to_string(&shipped).with_context(|| format!("read {}", shipped.display()))?;
-    let observe = text.replace("mode = \"contain\"", "mode = \"observe\"");
-    if observe == text {
-        bail!("deploy/policy.toml no longer says mode = \"contain\"");
-    }
-    let path = std::env::temp_dir().join(format!("vigil-e2e-observe-{}.toml", std::process::id()));
-    std::fs::write(&path, observe)?;
-    Ok(path)
+    static WRITTEN: std::sync::OnceLock<std::result::Result<PathBuf, String>> =
+        std::sync::OnceLock::new();
+    WRITTEN
+        .get_or_init(|| {
+            let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/policy.toml");
+            let text = std::fs::read_to_string(&shipped)
+                .map_err(|e| format!("read {}: {e}", shipped.display()))?;
+            let observe = text.replace("mode = \"contain\"", "mode = \"observe\"");
+            if observe == text {
+                return Err("deploy/policy.toml no longer says mode = \"contain\"".into());
+            }
+            let path =
+                std::env::temp_dir().join(format!("vigil-e2e-observe-{}.toml", std::process::id()));
+            std::fs::write(&path, observe).map_err(|e| format!("write {}: {e}", path.display()))?;
+            Ok(path)
+        })
+        .clone()
+        .map_err(|e| anyhow::anyhow!(e))
 }
 
 /// Field helpers for published events.
