@@ -186,24 +186,7 @@ pub struct Journal {
 
 /// Reads a journal file; unreadable lines are counted, never fatal.
 pub fn read(path: &Path) -> std::io::Result<(Vec<Record>, usize)> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
-        Err(e) => return Err(e),
-    };
-    let mut bad = 0;
-    let records = text
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .filter_map(|l| match serde_json::from_str(l) {
-            Ok(r) => Some(r),
-            Err(_) => {
-                bad += 1;
-                None
-            }
-        })
-        .collect();
-    Ok((records, bad))
+    crate::alerts::read_json_lines(path)
 }
 
 impl Journal {

@@ -40,6 +40,9 @@ pub const FIELDS: &[&str] = &[
 
 /// Fields of the acting process, in every category: the first ten of [`FIELDS`].
 const PROCESS: &[&str] = FIELDS.split_at(10).0;
+/// A file event's own field, then a network connection's.
+const FILE_EVENT: &[&str] = FIELDS.split_at(10).1.split_at(1).0;
+const NETWORK_CONNECTION: &[&str] = FIELDS.split_at(11).1;
 
 /// The index of a field in [`FIELDS`].
 pub fn field_index(name: &str) -> Option<usize> {
@@ -68,16 +71,8 @@ impl Category {
     pub fn has_field(self, field: &str) -> bool {
         let own: &[&str] = match self {
             Self::ProcessCreation => &[],
-            Self::FileEvent => &["TargetFilename"],
-            Self::NetworkConnection => &[
-                "Initiated",
-                "Protocol",
-                "SourceIp",
-                "SourcePort",
-                "DestinationIp",
-                "DestinationPort",
-                "DestinationHostname",
-            ],
+            Self::FileEvent => FILE_EVENT,
+            Self::NetworkConnection => NETWORK_CONNECTION,
         };
         PROCESS.contains(&field) || own.contains(&field)
     }
