@@ -222,6 +222,19 @@ impl Running {
     }
 }
 
+/// One log line per journal record, however it came about.
+fn log_action(r: &crate::response::journal::Record) {
+    tracing::warn!(
+        action = %r.id,
+        verb = ?r.action,
+        target = %r.target,
+        status = ?r.status,
+        detail = %r.detail,
+        incident = %r.incident,
+        "response"
+    );
+}
+
 impl Running {
     /// Approves (carries out) or denies the pending actions of `incident`.
     fn settle<S: Sink>(
@@ -318,15 +331,7 @@ impl Running {
                 graph: &pipeline.graph,
             };
             for r in self.responder.on_alert(a, &ctx) {
-                tracing::warn!(
-                    action = %r.id,
-                    verb = ?r.action,
-                    target = %r.target,
-                    status = ?r.status,
-                    detail = %r.detail,
-                    incident = %r.incident,
-                    "response"
-                );
+                log_action(&r);
             }
         }
         self.alerts_raised += alerts.len() as u64;
@@ -546,9 +551,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
                     |id| detection.and_then(|d| d.incidents.get(id)),
                     &pipeline.graph,
                 );
-                for r in records {
-                    tracing::warn!(action = %r.id, verb = ?r.action, target = %r.target, status = ?r.status, detail = %r.detail, incident = %r.incident, "response");
-                }
+                records.iter().for_each(log_action);
             }
             _ = sighup.recv() => {
                 if running.reload_policy().is_ok()
@@ -564,6 +567,15 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     server.abort();
     ring.drain_now(|bytes| pipeline.ingest(bytes));
     running.record_alerts(&mut pipeline);
+    // Remediations still waiting for their writer run now, not never.
+    let detection = pipeline.detection();
+    let last = running.responder.tick(
+        true,
+        &running.policy,
+        |id| detection.and_then(|d| d.incidents.get(id)),
+        &pipeline.graph,
+    );
+    last.iter().for_each(log_action);
     pipeline.flush();
     let _ = std::fs::remove_file(state.control_socket());
     tracing::info!("detaching");
