@@ -141,10 +141,6 @@ impl Baseline {
         self.files.is_empty()
     }
 
-    pub fn knows(&self, path: &str) -> bool {
-        self.files.contains_key(path)
-    }
-
     /// A process with an alert wrote `path`: keep what the baseline holds.
     pub fn taint(&mut self, path: &str) {
         self.tainted.insert(path.to_owned());

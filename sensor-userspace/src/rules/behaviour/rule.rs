@@ -447,10 +447,6 @@ impl BehaviourRule {
         k.dedup();
         k
     }
-
-    pub fn is_persistence(&self) -> bool {
-        self.tags.iter().any(|t| t == "persistence")
-    }
 }
 
 #[cfg(test)]
