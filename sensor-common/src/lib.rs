@@ -14,6 +14,7 @@ extern crate std;
 pub mod blocklist;
 pub mod config;
 pub mod limits;
+pub mod netguard;
 pub mod process;
 pub mod record;
 pub mod stats;

@@ -10,6 +10,7 @@
 mod enforce;
 mod files;
 mod maps;
+mod netguard;
 mod process;
 mod selftest;
 mod syscall;

@@ -52,6 +52,27 @@ pub enum Request {
     Deny {
         incident: String,
     },
+    /// Carry out a containment a person asks for: isolate the host, block a destination,
+    /// freeze a process tree. Journaled like the sensor's own; undone with `Undo`.
+    Contain {
+        order: Order,
+        reason: String,
+    },
+}
+
+/// A containment a person orders.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "order", rename_all = "snake_case")]
+pub enum Order {
+    Isolate,
+    /// Block a destination host-wide, or for the process tree of `pid`.
+    Block {
+        dest: crate::response::netguard::Endpoint,
+        pid: Option<u32>,
+    },
+    Freeze {
+        pid: u32,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -5,6 +5,7 @@
 //! [`events`] to a sink ([`output`]). [`run`] wires it together with the [`control`] socket.
 
 pub mod alerts;
+pub mod cgroup;
 pub mod clock;
 pub mod control;
 pub mod detect;

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 use sensor_userspace::{
-    control::{self, GraphQuery, ProcessView, Request, Response, Status},
+    control::{self, GraphQuery, Order, ProcessView, Request, Response, Status},
     kernel::{btf::VMLINUX_BTF, loader},
     process_table::TableLimits,
     run::{RunOptions, run},
@@ -67,6 +67,11 @@ enum Command {
         /// set of credential and private-key names).
         #[arg(long = "sensitive-name", value_name = "NAME")]
         sensitive_names: Vec<String>,
+        /// The cgroup v2 directory whose processes network containment (isolation,
+        /// destination blocks) applies to. Default: the root of the cgroup v2 mount, found in
+        /// /proc/self/mounts, which is the whole host.
+        #[arg(long, value_name = "DIR")]
+        cgroup: Option<PathBuf>,
     },
     /// Show a running sensor's uptime, hooks and per-kind event and drop counts.
     Status {
@@ -134,6 +139,34 @@ enum Command {
         #[arg(long, default_value = DEFAULT_STATE)]
         state: PathBuf,
         incident: String,
+    },
+    /// Isolate this host's network now (loopback, the controller and the policy's
+    /// isolation.allow stay reachable). Journaled; `vigil-sensor undo ID` ends it.
+    Isolate {
+        #[arg(long, default_value = DEFAULT_STATE)]
+        state: PathBuf,
+        /// Why, for the journal.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Refuse connections to a destination (ADDR, ADDR:PORT or [V6ADDR]:PORT) host-wide, or
+    /// only for the process tree of --pid; traffic of open connections is dropped too.
+    Block {
+        #[arg(long, default_value = DEFAULT_STATE)]
+        state: PathBuf,
+        dest: sensor_userspace::response::netguard::Endpoint,
+        #[arg(long)]
+        pid: Option<u32>,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Freeze a process tree for investigation (cgroup v2 freezer; SIGSTOP where none).
+    Freeze {
+        #[arg(long, default_value = DEFAULT_STATE)]
+        state: PathBuf,
+        pid: u32,
+        #[arg(long)]
+        reason: String,
     },
     /// Detection rules.
     Rules {
@@ -257,6 +290,27 @@ fn print_status(s: &Status) {
         "processes: {} live, {} exited kept, {} seeded from /proc, {} aged out",
         p.live, p.exited, p.seeded, p.aged_out
     );
+    let a = &s.actions;
+    println!(
+        "actions: {} journaled, {} in force, {} awaiting approval, {} re-armed at start",
+        a.actions, a.in_force, a.pending, a.restored
+    );
+    let n = &a.network;
+    match &n.cgroup {
+        Some(cg) => println!(
+            "network containment on {}: {}, {} destinations blocked; {} connects refused, {} packets dropped",
+            cg.display(),
+            if n.isolated {
+                "HOST ISOLATED"
+            } else {
+                "not isolated"
+            },
+            n.blocked_destinations,
+            n.connects_refused,
+            n.packets_dropped
+        ),
+        None => println!("network containment: unavailable (see the sensor's log)"),
+    }
 }
 
 /// Sends `req` and prints the journal records it produced.
@@ -335,6 +389,7 @@ fn main() -> Result<()> {
             policy,
             rules,
             sensitive_names,
+            cgroup,
         } => {
             let sensitive_names = if sensitive_names.is_empty() {
                 loader::DEFAULT_SENSITIVE_NAMES
@@ -358,6 +413,7 @@ fn main() -> Result<()> {
                 graph_limits: sensor_userspace::graph::GraphLimits { max_edges },
                 rules,
                 policy,
+                cgroup,
             };
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -483,6 +539,32 @@ fn main() -> Result<()> {
             print_actions(&state, &Request::Approve { incident })?;
         }
         Command::Deny { state, incident } => print_actions(&state, &Request::Deny { incident })?,
+        Command::Isolate { state, reason } => print_actions(
+            &state,
+            &Request::Contain {
+                order: Order::Isolate,
+                reason,
+            },
+        )?,
+        Command::Block {
+            state,
+            dest,
+            pid,
+            reason,
+        } => print_actions(
+            &state,
+            &Request::Contain {
+                order: Order::Block { dest, pid },
+                reason,
+            },
+        )?,
+        Command::Freeze { state, pid, reason } => print_actions(
+            &state,
+            &Request::Contain {
+                order: Order::Freeze { pid },
+                reason,
+            },
+        )?,
         Command::Incidents { state, json, id } => {
             let incidents = match ask(&state, &Request::Incidents) {
                 Ok(Response::Incidents { incidents }) => incidents,

@@ -82,6 +82,19 @@ pub struct Escalation {
     pub targets: Vec<EscalationTarget>,
 }
 
+/// What stays reachable while the host is isolated, besides loopback and the controller.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Isolation {
+    /// `ADDR`, `ADDR:PORT` or `[V6ADDR]:PORT`.
+    #[serde(default)]
+    pub allow: Vec<String>,
+}
+
+/// Addresses the isolation allow list may hold from the policy: the kernel's list holds
+/// `ISOLATION_ALLOW`, and one is kept for the controller.
+pub const POLICY_ISOLATION_ALLOW: usize = sensor_common::netguard::ISOLATION_ALLOW - 1;
+
 /// A validated policy. The only way to get one is [`Policy::parse`], so a `Policy` in hand
 /// has passed every check.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,6 +108,8 @@ pub struct Policy {
     pub protected: Protected,
     pub asset: Asset,
     pub escalation: Escalation,
+    #[serde(default)]
+    pub isolation: Isolation,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -186,6 +201,20 @@ impl Policy {
                 );
             }
         }
+        if self.isolation.allow.len() > POLICY_ISOLATION_ALLOW {
+            return invalid(
+                "isolation.allow",
+                format!(
+                    "{} entries; at most {POLICY_ISOLATION_ALLOW} (the kernel's list keeps one for the controller)",
+                    self.isolation.allow.len()
+                ),
+            );
+        }
+        for a in &self.isolation.allow {
+            if let Err(reason) = a.parse::<crate::response::netguard::Endpoint>() {
+                return invalid("isolation.allow", reason);
+            }
+        }
         if self.escalation.targets.is_empty() {
             return invalid(
                 "escalation.targets",
@@ -198,6 +227,15 @@ impl Policy {
     /// Whether `action` may run without a person's approval.
     pub fn allows(&self, action: Action) -> bool {
         self.actions.without_approval.contains(&action)
+    }
+
+    /// What stays reachable while the host is isolated (validated on load).
+    pub fn isolation_allow(&self) -> Vec<crate::response::netguard::Endpoint> {
+        self.isolation
+            .allow
+            .iter()
+            .filter_map(|a| a.parse().ok())
+            .collect()
     }
 
     /// Whether the executable `exe` is protected.
@@ -263,6 +301,9 @@ mod tests {
         assert!(
             msg(with("targets = [\"controller\", \"log\"]", "targets = []"))
                 .contains("escalation.targets")
+        );
+        assert!(
+            msg(with("allow = []", "allow = [\"10.0.0.1:99999\"]")).contains("isolation.allow")
         );
         let syntax = msg(Policy::parse("mode = ", "test"));
         assert!(syntax.contains("line 1"), "{syntax}");

@@ -50,6 +50,9 @@ pub struct RunOptions {
     pub rules: Vec<PathBuf>,
     /// The policy file; None for the policy shipped in the binary.
     pub policy: Option<PathBuf>,
+    /// The cgroup v2 directory the network containment programs watch; None for the root of
+    /// the cgroup v2 mount (the whole host).
+    pub cgroup: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -194,6 +197,7 @@ impl Running {
             },
             Request::Approve { incident } => self.settle(pipeline, &incident, true),
             Request::Deny { incident } => self.settle(pipeline, &incident, false),
+            Request::Contain { order, reason } => self.contain(pipeline, order, &reason),
             Request::ReloadPolicy => match self.reload_policy() {
                 Ok(summary) => {
                     if let Some(d) = pipeline.detection_mut() {
@@ -236,6 +240,63 @@ fn log_action(r: &crate::response::journal::Record) {
 }
 
 impl Running {
+    /// Carries out a containment a person ordered through the control socket.
+    fn contain<S: Sink>(
+        &mut self,
+        pipeline: &Pipeline<S>,
+        order: control::Order,
+        reason: &str,
+    ) -> Response {
+        use crate::{policy::Action, response::journal::Target};
+        let tree = |pid: u32| {
+            pipeline
+                .table
+                .live(pid)
+                .map(|p| (p.key.pid, p.key.start, p.exe.clone()))
+                .ok_or_else(|| format!("the sensor knows no live process {pid}"))
+        };
+        let planned = match order {
+            control::Order::Isolate => Ok((Action::Isolate, self.responder.host_target())),
+            control::Order::Block { dest, pid: None } => Ok((
+                Action::BlockDestination,
+                Target::Destination { dest, tree: None },
+            )),
+            control::Order::Block {
+                dest,
+                pid: Some(pid),
+            } => tree(pid).map(|(pid, start, _)| {
+                (
+                    Action::BlockDestination,
+                    Target::Destination {
+                        dest,
+                        tree: Some((pid, start)),
+                    },
+                )
+            }),
+            control::Order::Freeze { pid } => tree(pid)
+                .map(|(pid, start, exe)| (Action::Freeze, Target::ProcessTree { pid, start, exe })),
+        };
+        let result = planned.and_then(|(action, target)| {
+            self.responder.manual(
+                action,
+                target,
+                "operator (control socket)",
+                reason,
+                &self.policy,
+                &pipeline.graph,
+            )
+        });
+        match result {
+            Ok(record) => {
+                log_action(&record);
+                Response::Actions {
+                    records: vec![record],
+                }
+            }
+            Err(message) => Response::Error { message },
+        }
+    }
+
     /// Approves (carries out) or denies the pending actions of `incident`.
     fn settle<S: Sink>(
         &mut self,
@@ -287,6 +348,7 @@ impl Running {
         match next {
             Ok(p) => {
                 tracing::info!(version = p.version, mode = ?p.mode, "policy reloaded");
+                self.responder.apply_policy(&p);
                 self.policy = p;
                 Ok(self.policy_summary())
             }
@@ -379,6 +441,36 @@ impl Running {
     }
 }
 
+/// Attaches the network containment programs (isolation, destination blocks) to `cgroup`, by
+/// default the cgroup v2 root. Without them the sensor still runs: those actions then fail,
+/// each with its reason in the journal.
+fn attach_network(
+    loaded: &mut Loaded,
+    cgroup: Option<PathBuf>,
+) -> Option<crate::response::netguard::KernelNetGuard> {
+    let Some(cgroup) = cgroup.or_else(crate::cgroup::mount) else {
+        tracing::error!(
+            "no cgroup v2 mount in /proc/self/mounts: network containment is unavailable"
+        );
+        return None;
+    };
+    if let Err(e) = loaded.attach_network(&cgroup) {
+        let detail = std::iter::successors(std::error::Error::source(&e), |e| e.source())
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(": ");
+        tracing::error!(error = %e, %detail, "network containment is unavailable");
+        return None;
+    }
+    match crate::response::netguard::KernelNetGuard::take(&mut loaded.ebpf, cgroup) {
+        Ok(net) => Some(net),
+        Err(e) => {
+            tracing::error!(error = %e, "network containment is unavailable");
+            None
+        }
+    }
+}
+
 pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     if !nix::unistd::geteuid().is_root() {
         return Err(RunError::NotRoot);
@@ -458,14 +550,17 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     let enforcer: Box<dyn crate::response::blocklist::Enforcer> = Box::new(
         crate::response::blocklist::KernelBlocklist::take(&mut loaded.ebpf)?,
     );
+    let net = attach_network(&mut loaded, opts.cgroup.clone());
     let hashes = crate::detect::BlockedHashes::default();
-    let responder = crate::response::Responder::open(
+    let mut responder = crate::response::Responder::open(
         state.path(),
         enforcer,
+        net,
         hashes.clone(),
         me.clone(),
         started_ns,
     )?;
+    responder.apply_policy(&policy);
     let detector = crate::detect::Detector::new(
         rules.sigma,
         rules.behaviour,

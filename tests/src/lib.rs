@@ -58,6 +58,15 @@ pub fn sensor_cmd(args: &[&str]) -> Output {
         .expect("run vigil-sensor")
 }
 
+/// Serializes the tests of one test binary that must not overlap: a containing sensor sees
+/// the whole host and would act on another test's scenario; tests that build namespaces and
+/// cgroups would collide. Held for the whole test.
+pub fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// A running sensor with a private state directory and events file, stopped on drop.
 pub struct Sensor {
     child: Option<Child>,
@@ -159,6 +168,15 @@ impl Sensor {
 
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Runs `vigil-sensor ARGS --state STATE` against this sensor.
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        let state = self.state();
+        let st = state.to_string_lossy().into_owned();
+        let mut v = args.to_vec();
+        v.extend(["--state", &st]);
+        sensor_cmd(&v)
     }
 
     pub fn state(&self) -> PathBuf {

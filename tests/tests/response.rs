@@ -12,16 +12,6 @@ use std::{
 use serde_json::Value;
 use vigil_tests::{HttpServer, Sensor, kernel_tests_enabled, sensor_cmd};
 
-/// One containing sensor at a time: each sees the whole host and would act on the others'
-/// scenarios.
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    ONE_AT_A_TIME
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 fn run(script: &str) -> (u32, std::process::ExitStatus) {
     let child = Command::new("/bin/sh")
         .arg("-c")
@@ -72,14 +62,6 @@ fn wait_action(s: &Sensor, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
     }
 }
 
-fn ctl(s: &Sensor, args: &[&str]) -> std::process::Output {
-    let state = s.state();
-    let mut v: Vec<&str> = args.to_vec();
-    let st = state.to_string_lossy().into_owned();
-    v.extend(["--state", &st]);
-    sensor_cmd(&v)
-}
-
 fn tmp() -> tempfile::TempDir {
     let d = tempfile::Builder::new()
         .prefix("vigil-e2e-r-")
@@ -112,7 +94,7 @@ fn a_reverse_shell_is_killed_and_its_connection_closed() {
     if !kernel_tests_enabled("a_reverse_shell_is_killed_and_its_connection_closed") {
         return;
     }
-    let _one = serial();
+    let _one = vigil_tests::one_at_a_time();
     let s = Sensor::start_containing(&[]).expect("sensor");
     let (port, closed) = listener(None);
     // Nothing is sent: only a kill ends this shell before the listener's 20 s timeout.
@@ -143,7 +125,7 @@ fn a_reverse_shell_is_killed_and_its_connection_closed() {
     let _ = pid;
     // Undoing a kill is refused, and the refusal is journaled.
     let id = kill["id"].as_str().expect("id");
-    let out = ctl(&s, &["undo", id]);
+    let out = s.ctl(&["undo", id]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("impossible"));
     assert!(
@@ -161,7 +143,7 @@ fn a_quarantined_payload_is_killed_in_the_kernel_before_it_runs_even_after_a_res
     if !kernel_tests_enabled("a_quarantined_payload_is_killed_in_the_kernel") {
         return;
     }
-    let _one = serial();
+    let _one = vigil_tests::one_at_a_time();
     let s = Sensor::start_containing(&[]).expect("sensor");
     let d = tmp();
     let marker = d.path().join("marker");
@@ -234,7 +216,7 @@ fn a_quarantined_payload_is_killed_in_the_kernel_before_it_runs_even_after_a_res
     // Undo: the file comes back, identical, and runs again.
     let _ = std::fs::remove_file(&payload);
     let id = q["id"].as_str().expect("id");
-    let out = ctl(&s, &["undo", id]);
+    let out = s.ctl(&["undo", id]);
     assert!(
         out.status.success(),
         "{}",
@@ -248,7 +230,7 @@ fn quarantine_then_undo_gives_back_content_owner_and_mode() {
     if !kernel_tests_enabled("quarantine_then_undo_gives_back_content_owner_and_mode") {
         return;
     }
-    let _one = serial();
+    let _one = vigil_tests::one_at_a_time();
     let d = tmp();
     // Quarantine needs a person's approval under this policy.
     let policy = d.path().join("approve.toml");
@@ -269,7 +251,7 @@ fn quarantine_then_undo_gives_back_content_owner_and_mode() {
     });
     assert!(f.exists(), "nothing happens before approval");
     let incident = pending["incident"].as_str().expect("incident");
-    let out = ctl(&s, &["approve", incident]);
+    let out = s.ctl(&["approve", incident]);
     assert!(
         out.status.success(),
         "{}",
@@ -280,7 +262,7 @@ fn quarantine_then_undo_gives_back_content_owner_and_mode() {
     });
     assert!(!f.exists());
     assert!(done["requested_by"].is_string());
-    let out = ctl(&s, &["undo", done["id"].as_str().expect("id")]);
+    let out = s.ctl(&["undo", done["id"].as_str().expect("id")]);
     assert!(
         out.status.success(),
         "{}",
@@ -301,7 +283,7 @@ fn persistence_remediation_removes_only_the_incidents_line() {
     if !kernel_tests_enabled("persistence_remediation_removes_only_the_incidents_line") {
         return;
     }
-    let _one = serial();
+    let _one = vigil_tests::one_at_a_time();
     let cron = std::path::PathBuf::from(format!("/etc/cron.d/vigil-e2e-{}", std::process::id()));
     struct Cleanup(std::path::PathBuf);
     impl Drop for Cleanup {
@@ -321,10 +303,7 @@ fn persistence_remediation_removes_only_the_incidents_line() {
     ));
     let pending = wait_action(&s, "remediation", |a| a["action"] == "remediate");
     if pending["status"] == "pending" {
-        let out = ctl(
-            &s,
-            &["approve", pending["incident"].as_str().expect("incident")],
-        );
+        let out = s.ctl(&["approve", pending["incident"].as_str().expect("incident")]);
         assert!(
             out.status.success(),
             "{}",
@@ -336,7 +315,7 @@ fn persistence_remediation_removes_only_the_incidents_line() {
     });
     assert_eq!(std::fs::read_to_string(&cron).expect("read"), legit);
     assert_eq!(done["undo"]["how"], "put_back");
-    let out = ctl(&s, &["undo", done["id"].as_str().expect("id")]);
+    let out = s.ctl(&["undo", done["id"].as_str().expect("id")]);
     assert!(
         out.status.success(),
         "{}",
@@ -354,7 +333,7 @@ fn observe_mode_acts_on_nothing_and_records_what_it_would_do() {
     if !kernel_tests_enabled("observe_mode_acts_on_nothing_and_records_what_it_would_do") {
         return;
     }
-    let _one = serial();
+    let _one = vigil_tests::one_at_a_time();
     let d = tmp();
     let policy = d.path().join("observe.toml");
     std::fs::write(
@@ -394,7 +373,7 @@ fn a_protected_process_is_never_killed() {
     if !kernel_tests_enabled("a_protected_process_is_never_killed") {
         return;
     }
-    let _one = serial();
+    let _one = vigil_tests::one_at_a_time();
     let d = tmp();
     let bin = d.path().join("p");
     std::fs::create_dir(&bin).expect("mkdir");

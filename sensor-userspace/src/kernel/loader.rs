@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use aya::{
     Ebpf, EbpfLoader,
     programs::{
-        ProgramError, RawTracePoint, TracePoint, raw_trace_point::RawTracePointLink,
-        trace_point::TracePointLink,
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, ProgramError,
+        RawTracePoint, TracePoint, cgroup_skb::CgroupSkbLink, cgroup_sock_addr::CgroupSockAddrLink,
+        raw_trace_point::RawTracePointLink, trace_point::TracePointLink,
     },
 };
 use sensor_common::{config::KernelConfig, limits::SENSITIVE_NAME_LEN, syscall::Syscall};
@@ -26,6 +27,10 @@ use super::{
 pub enum HookKind {
     Tracepoint,
     RawTracepoint,
+    /// cgroup `connect4`/`connect6`: the target is the cgroup directory.
+    CgroupSockAddr,
+    /// cgroup `skb` ingress or egress: the target is the cgroup directory.
+    CgroupSkb,
 }
 
 /// One program and where it attaches.
@@ -91,6 +96,21 @@ pub fn hooks() -> Vec<HookSpec> {
         }
     }
     hooks
+}
+
+/// The network containment programs (`netguard`), attached to `cgroup` with other programs
+/// allowed beside them.
+pub fn network_hooks(cgroup: &std::path::Path) -> Vec<HookSpec> {
+    let target = cgroup.display().to_string();
+    [
+        ("vigil_connect4", HookKind::CgroupSockAddr),
+        ("vigil_connect6", HookKind::CgroupSockAddr),
+        ("vigil_egress", HookKind::CgroupSkb),
+        ("vigil_ingress", HookKind::CgroupSkb),
+    ]
+    .into_iter()
+    .map(|(program, kind)| HookSpec::new(program, kind, &target))
+    .collect()
 }
 
 /// The program kept in the object to prove verifier rejections are reported well.
@@ -197,6 +217,8 @@ enum Link {
     // Held only to be dropped.
     Tracepoint(#[expect(dead_code, reason = "held for its Drop")] TracePointLink),
     Raw(#[expect(dead_code, reason = "held for its Drop")] RawTracePointLink),
+    SockAddr(#[expect(dead_code, reason = "held for its Drop")] CgroupSockAddrLink),
+    Skb(#[expect(dead_code, reason = "held for its Drop")] CgroupSkbLink),
 }
 
 /// Threads used to detach. Each tracepoint detach waits out an RCU grace period, mostly under
@@ -352,6 +374,14 @@ impl Loaded {
                 let p: &mut RawTracePoint = prog.try_into().map_err(|e| program_error(name, e))?;
                 p.load()
             }
+            HookKind::CgroupSockAddr => {
+                let p: &mut CgroupSockAddr = prog.try_into().map_err(|e| program_error(name, e))?;
+                p.load()
+            }
+            HookKind::CgroupSkb => {
+                let p: &mut CgroupSkb = prog.try_into().map_err(|e| program_error(name, e))?;
+                p.load()
+            }
         };
         result.map_err(|e| program_error(name, e))
     }
@@ -380,7 +410,48 @@ impl Loaded {
                 let link = p.take_link(id).map_err(attach_err)?;
                 self.links.0.push(Link::Raw(link));
             }
+            HookKind::CgroupSockAddr => {
+                let cgroup = std::fs::File::open(&spec.target)
+                    .map_err(|e| attach_err(ProgramError::IOError(e)))?;
+                let p: &mut CgroupSockAddr = prog.try_into().map_err(attach_err)?;
+                let id = p
+                    .attach(&cgroup, CgroupAttachMode::Single)
+                    .map_err(attach_err)?;
+                let link = p.take_link(id).map_err(attach_err)?;
+                self.links.0.push(Link::SockAddr(link));
+            }
+            HookKind::CgroupSkb => {
+                let cgroup = std::fs::File::open(&spec.target)
+                    .map_err(|e| attach_err(ProgramError::IOError(e)))?;
+                let p: &mut CgroupSkb = prog.try_into().map_err(attach_err)?;
+                let direction = match p.expected_attach_type() {
+                    Some(CgroupSkbAttachType::Ingress) => CgroupSkbAttachType::Ingress,
+                    _ => CgroupSkbAttachType::Egress,
+                };
+                let id = p
+                    .attach(&cgroup, direction, CgroupAttachMode::Single)
+                    .map_err(attach_err)?;
+                let link = p.take_link(id).map_err(attach_err)?;
+                self.links.0.push(Link::Skb(link));
+            }
         }
+        Ok(())
+    }
+
+    /// Loads and attaches the network containment programs to `cgroup` (a cgroup v2
+    /// directory). They pass everything until the response fills their maps.
+    ///
+    /// Attached as BPF links (aya does so from Linux 5.7): a link never displaces another
+    /// program and runs beside them whatever the mode, and the kernel refuses any mode flag on
+    /// a link (EINVAL), hence `CgroupAttachMode::Single`, which sends none.
+    pub fn attach_network(&mut self, cgroup: &std::path::Path) -> Result<(), LoadError> {
+        for spec in network_hooks(cgroup) {
+            self.load_program(&spec)?;
+            self.attach(&spec)?;
+            tracing::debug!(program = %spec.program, cgroup = %spec.target, "attached");
+            self.attached.push(spec);
+        }
+        tracing::info!(cgroup = %cgroup.display(), "network containment programs attached");
         Ok(())
     }
 
@@ -391,7 +462,7 @@ impl Loaded {
         for spec in hooks() {
             let exists = match spec.kind {
                 HookKind::Tracepoint => self.tracefs.join("events").join(&spec.target).is_dir(),
-                HookKind::RawTracepoint => true,
+                HookKind::RawTracepoint | HookKind::CgroupSockAddr | HookKind::CgroupSkb => true,
             };
             if spec.optional && !exists {
                 tracing::info!(program = %spec.program, target = %spec.target, "not on this kernel; skipped");

@@ -13,6 +13,7 @@ use std::{
 use sensor_common::decode::FileId;
 use serde::{Deserialize, Serialize};
 
+use super::netguard::Endpoint;
 use crate::policy::Action;
 
 /// What an action was aimed at.
@@ -31,6 +32,15 @@ pub enum Target {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<FileId>,
     },
+    /// The whole host (isolation).
+    Host { name: String },
+    /// A network destination, host-wide or for one process tree.
+    Destination {
+        #[serde(flatten)]
+        dest: Endpoint,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tree: Option<(u32, u64)>,
+    },
 }
 
 impl std::fmt::Display for Target {
@@ -44,6 +54,12 @@ impl std::fmt::Display for Target {
                 )
             }
             Self::File { path, .. } => write!(f, "{path}"),
+            Self::Host { name } => write!(f, "host {name}"),
+            Self::Destination { dest, tree: None } => write!(f, "{dest} (host-wide)"),
+            Self::Destination {
+                dest,
+                tree: Some((pid, _)),
+            } => write!(f, "{dest} for the process tree of pid {pid}"),
         }
     }
 }
@@ -99,11 +115,40 @@ pub enum Undo {
         meta: FileMeta,
         inode: Option<FileId>,
     },
+    /// Thaw the cgroup holding a frozen tree, move its processes back where they were, and
+    /// remove it.
+    Thaw { group: TreeGroupRef },
+    /// Lift host isolation.
+    EndIsolation,
+    /// Lift a destination block; a block for one tree also dissolves the tree's cgroup.
+    LiftBlock {
+        dest: Endpoint,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        group: Option<TreeGroupRef>,
+    },
     /// Put removed lines back, each at its former line number (0-based).
     PutBack {
         path: String,
         lines: Vec<(usize, String)>,
     },
+}
+
+/// A cgroup the response made for a process tree, and where its processes came from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TreeGroupRef {
+    pub path: PathBuf,
+    /// Its cgroup id (the kernel's key for a block scoped to it).
+    pub id: u64,
+    /// Each process moved in, with its cgroup before (relative to the cgroup v2 mount).
+    pub origins: Vec<(u32, String)>,
+    /// False when the tree was already in a group another action made: the undo then leaves
+    /// the group to that action.
+    #[serde(default = "yes")]
+    pub created: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// One journal record.

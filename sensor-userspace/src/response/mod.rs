@@ -6,13 +6,14 @@
 //! executed or written file) and, by the incident's decision: contains at once with the
 //! actions the policy allows without approval (the others wait for `vigil-sensor approve`),
 //! records them as pending (escalate), or records what it would have done (observe mode).
-//! [`guard`] refuses whatever is protected; [`kill`], [`vault`], [`persistence`] and
-//! [`blocklist`] carry actions out; [`journal`] keeps them.
+//! [`guard`] refuses whatever is protected; [`kill`], [`vault`], [`persistence`],
+//! [`blocklist`] and [`netguard`] carry actions out; [`journal`] keeps them.
 
 pub mod blocklist;
 pub mod guard;
 pub mod journal;
 pub mod kill;
+pub mod netguard;
 pub mod persistence;
 pub mod vault;
 
@@ -22,12 +23,16 @@ use sensor_common::decode::FileId;
 
 use self::{
     blocklist::Enforcer,
-    journal::{Journal, JournalError, Record, Settle, State, Status, Target, Undo, Verb},
+    journal::{
+        Journal, JournalError, Record, Settle, State, Status, Target, TreeGroupRef, Undo, Verb,
+    },
+    netguard::{Endpoint, KernelNetGuard, NetStats},
     persistence::Baseline,
     vault::Vault,
 };
 use crate::{
     alerts::Alert,
+    cgroup::TreeGroup,
     detect::SensorSelf,
     events::What,
     graph::Graph,
@@ -70,6 +75,11 @@ pub struct Responder {
     deferred: Vec<Deferred>,
     journal: Journal,
     enforcer: Box<dyn Enforcer>,
+    /// Network containment; None when its programs could not be attached.
+    net: Option<KernelNetGuard>,
+    /// The cgroup v2 mount, for freezing trees.
+    cgroups: Option<PathBuf>,
+    host: String,
     hashes: crate::detect::BlockedHashes,
     vault: Vault,
     baseline: Baseline,
@@ -80,7 +90,7 @@ pub struct Responder {
 }
 
 /// Counters for `status`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ResponseStats {
     pub actions: usize,
     pub in_force: usize,
@@ -88,6 +98,7 @@ pub struct ResponseStats {
     /// Blocks re-armed from the journal at start.
     pub restored: usize,
     pub baseline_files: usize,
+    pub network: NetStats,
 }
 
 fn now_ns() -> u64 {
@@ -135,6 +146,56 @@ fn file_target(alert: &Alert, executable: bool) -> Option<Target> {
     })
 }
 
+/// The name prefix of the cgroups the response makes for process trees.
+const GROUP_PREFIX: &str = "vigil-";
+
+/// The incident of actions a person asked for directly.
+pub const MANUAL: &str = "manual";
+
+/// The remote end the alert's processes talked to: the last outbound connection (loopback
+/// aside) in the evidence, else of the alert's process, else of its incident's tree.
+fn destination_target(alert: &Alert, ctx: &Context<'_>) -> Option<Target> {
+    use sensor_common::wire::{EdgeKind, Endpoint as GraphEndpoint, NodeId};
+    let outside = |sa: &std::net::SocketAddr| !Endpoint::from(*sa).is_loopback();
+    let from_evidence = alert
+        .finding
+        .evidence
+        .iter()
+        .rev()
+        .find_map(|e| match &e.what {
+            What::Connect { net } => net.remote.filter(outside),
+            _ => None,
+        });
+    let me = ProcessKey {
+        pid: alert.finding.process.pid,
+        start: alert.finding.process.start,
+    };
+    let tree = ctx.incident.story.tree.iter().map(|p| ProcessKey {
+        pid: p.pid,
+        start: p.start,
+    });
+    let remote = from_evidence.or_else(|| {
+        std::iter::once(me).chain(tree).find_map(|key| {
+            ctx.graph
+                .activity(&key)
+                .into_iter()
+                .rev()
+                .find_map(|(_, kind, node, _)| match (kind, node) {
+                    (EdgeKind::Connected, NodeId::Endpoint(GraphEndpoint::Inet { addr, .. }))
+                        if outside(&addr) =>
+                    {
+                        Some(addr)
+                    }
+                    _ => None,
+                })
+        })
+    })?;
+    Some(Target::Destination {
+        dest: Endpoint::from(remote),
+        tree: None,
+    })
+}
+
 /// The inode and path blocks an in-force record holds.
 /// The identity of the file now at `path`.
 fn file_id(path: &str) -> Option<FileId> {
@@ -159,6 +220,7 @@ impl Responder {
     pub fn open(
         state: &Path,
         enforcer: Box<dyn Enforcer>,
+        net: Option<KernelNetGuard>,
         hashes: crate::detect::BlockedHashes,
         me: SensorSelf,
         started_ns: u64,
@@ -173,6 +235,11 @@ impl Responder {
             deferred: Vec::new(),
             journal,
             enforcer,
+            net,
+            cgroups: crate::cgroup::mount(),
+            host: nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_else(|_| "unknown".into()),
             hashes,
             vault,
             baseline: Baseline::scan(),
@@ -204,6 +271,7 @@ impl Responder {
                 Err(e) => tracing::error!(action = %id, error = %e, "cannot re-arm an exec block"),
             }
         }
+        r.rearm_network();
         if r.journal.unreadable > 0 {
             tracing::warn!(
                 lines = r.journal.unreadable,
@@ -211,6 +279,49 @@ impl Responder {
             );
         }
         Ok(r)
+    }
+
+    /// Network containments still in force after a restart: isolation and destination blocks.
+    fn rearm_network(&mut self) {
+        let held: Vec<(String, Undo)> = self
+            .journal
+            .records()
+            .iter()
+            .filter(|rec| self.journal.state(&rec.id) == Some(State::InForce))
+            .filter(|rec| matches!(rec.undo, Undo::EndIsolation | Undo::LiftBlock { .. }))
+            .map(|rec| (rec.id.clone(), rec.undo.clone()))
+            .collect();
+        for (id, undo) in held {
+            let Some(net) = self.net.as_mut() else {
+                tracing::error!(action = %id, "a network containment is in force but the network programs are not loaded: it is NOT enforced");
+                continue;
+            };
+            let done = match &undo {
+                Undo::EndIsolation => net.isolate(),
+                Undo::LiftBlock { dest, group } => {
+                    net.block(dest, group.as_ref().map_or(0, |g| g.id))
+                }
+                _ => continue,
+            };
+            match done {
+                Ok(()) => {
+                    self.restored += 1;
+                    tracing::info!(action = %id, "network containment re-armed from the journal");
+                }
+                Err(e) => {
+                    tracing::error!(action = %id, error = %e, "cannot re-arm a network containment")
+                }
+            }
+        }
+    }
+
+    /// Takes a new policy's isolation allow list (loopback always passes).
+    pub fn apply_policy(&mut self, policy: &Policy) {
+        if let Some(net) = self.net.as_mut()
+            && let Err(e) = net.set_allow(&policy.isolation_allow())
+        {
+            tracing::error!(error = %e, "cannot set the isolation allow list");
+        }
     }
 
     pub fn journal(&self) -> &Journal {
@@ -231,6 +342,11 @@ impl Responder {
             pending: count(State::Pending),
             restored: self.restored,
             baseline_files: self.baseline.len(),
+            network: self
+                .net
+                .as_ref()
+                .map(KernelNetGuard::stats)
+                .unwrap_or_default(),
         }
     }
 
@@ -253,12 +369,8 @@ impl Responder {
             let mut rec = d.record;
             match (incident(&rec.incident), rec.action) {
                 (Some(inc), Verb::Act(action)) => {
-                    let ctx = Context {
-                        policy,
-                        incident: inc,
-                        graph,
-                    };
-                    let (status, detail, undo) = self.execute(&rec.id, action, &rec.target, &ctx);
+                    let (status, detail, undo) =
+                        self.execute(&rec.id, action, &rec.target, policy, graph, Some(inc));
                     (rec.status, rec.detail, rec.undo) = (status, detail, undo);
                 }
                 _ => {
@@ -277,6 +389,17 @@ impl Responder {
     fn next_id(&mut self) -> String {
         self.next += 1;
         format!("act-{}-{}", self.prefix, self.next)
+    }
+
+    /// Journals an action a person asked for: the record when it was done, else its detail.
+    fn append_outcome(&mut self, r: Record) -> Result<Record, String> {
+        let (status, detail) = (r.status, r.detail.clone());
+        let rec = self.append(r).ok_or("cannot write the journal")?;
+        if status == Status::Done {
+            Ok(rec)
+        } else {
+            Err(detail)
+        }
     }
 
     fn append(&mut self, r: Record) -> Option<Record> {
@@ -311,7 +434,10 @@ impl Responder {
                 }),
                 Action::BlockExec | Action::Quarantine => file_target(alert, true),
                 Action::Remediate => file_target(alert, false),
-                Action::Isolate | Action::BlockDestination => None,
+                Action::Isolate => Some(Target::Host {
+                    name: self.host.clone(),
+                }),
+                Action::BlockDestination => destination_target(alert, ctx),
             };
             let Some(target) = target else {
                 continue;
@@ -364,7 +490,14 @@ impl Responder {
                 // Deferred to the tick once the writer is done: see `Deferred`.
                 (Status::Done, String::new(), Undo::NothingToUndo)
             } else if run {
-                self.execute(&id, action, &target, ctx)
+                self.execute(
+                    &id,
+                    action,
+                    &target,
+                    ctx.policy,
+                    ctx.graph,
+                    Some(ctx.incident),
+                )
             } else if verdict == Verdict::Observe {
                 (
                     Status::Observed,
@@ -430,7 +563,14 @@ impl Responder {
                 continue;
             };
             let id = self.next_id();
-            let (status, detail, undo) = self.execute(&id, action, &p.target, ctx);
+            let (status, detail, undo) = self.execute(
+                &id,
+                action,
+                &p.target,
+                ctx.policy,
+                ctx.graph,
+                Some(ctx.incident),
+            );
             let rec = Record {
                 id,
                 time_ns: now_ns(),
@@ -455,26 +595,29 @@ impl Responder {
         out
     }
 
-    /// Carries out one action; returns its outcome and how to reverse it.
+    /// Carries out one action; returns its outcome and how to reverse it. `incident` is None
+    /// for an action a person asked for directly.
     fn execute(
         &mut self,
         id: &str,
         action: Action,
         target: &Target,
-        ctx: &Context<'_>,
+        policy: &Policy,
+        graph: &Graph,
+        incident: Option<&Incident>,
     ) -> (Status, String, Undo) {
         let refused = |r: guard::Refusal| (Status::Refused, r.to_string(), Undo::NothingToUndo);
         let failed = |d: String| (Status::Failed, d, Undo::NothingToUndo);
         match (action, target) {
             (Action::Kill | Action::Freeze, Target::ProcessTree { pid, start, .. }) => {
-                if let Err(r) = guard::process(*pid, ctx.policy, &self.me) {
+                if let Err(r) = guard::process(*pid, policy, &self.me) {
                     return refused(r);
                 }
                 let key = ProcessKey {
                     pid: *pid,
                     start: *start,
                 };
-                let (policy, me) = (ctx.policy, &self.me);
+                let me = &self.me;
                 let skip = |p: u32| guard::process(p, policy, me).is_err();
                 let members = kill::stop_tree(&key, &skip);
                 if members.is_empty() {
@@ -485,6 +628,9 @@ impl Responder {
                     );
                 }
                 if action == Action::Freeze {
+                    if let Some(out) = self.freeze_in_cgroup(id, &members) {
+                        return out;
+                    }
                     let pids: Vec<u32> = members.iter().map(|(p, _)| *p).collect();
                     return (
                         Status::Done,
@@ -505,7 +651,7 @@ impl Responder {
                 )
             }
             (Action::BlockExec, Target::File { path, id }) => {
-                if let Err(r) = guard::path(path, ctx.policy, &self.me) {
+                if let Err(r) = guard::path(path, policy, &self.me) {
                     return refused(r);
                 }
                 let inode = &id.or_else(|| file_id(path));
@@ -525,13 +671,13 @@ impl Responder {
                 }
             }
             (Action::Quarantine, Target::File { path, .. }) => {
-                if let Err(r) = guard::path(path, ctx.policy, &self.me) {
+                if let Err(r) = guard::path(path, policy, &self.me) {
                     return refused(r);
                 }
                 self.quarantine(id, path, file_id(path))
             }
             (Action::Remediate, Target::File { path, .. }) => {
-                if let Err(r) = guard::path(path, ctx.policy, &self.me) {
+                if let Err(r) = guard::path(path, policy, &self.me) {
                     return refused(r);
                 }
                 match self.baseline.strip(path) {
@@ -550,13 +696,14 @@ impl Responder {
                     ),
                     Some(Err(e)) => failed(format!("cannot rewrite {path}: {e}")),
                     None => {
-                        let created = ctx.graph.first_writer(path).is_some_and(|w| {
-                            ctx.incident
-                                .story
-                                .tree
-                                .iter()
-                                .any(|p| p.pid == w.pid && p.start == w.start)
-                                || ctx.incident.alerts.iter().any(|a| a.pid == w.pid)
+                        let created = incident.is_some_and(|inc| {
+                            graph.first_writer(path).is_some_and(|w| {
+                                inc.story
+                                    .tree
+                                    .iter()
+                                    .any(|p| p.pid == w.pid && p.start == w.start)
+                                    || inc.alerts.iter().any(|a| a.pid == w.pid)
+                            })
                         });
                         if created {
                             self.quarantine(id, path, file_id(path))
@@ -568,7 +715,191 @@ impl Responder {
                     }
                 }
             }
-            (a, _) => failed(format!("{} is not available in this build", verb_name(a))),
+            (Action::Isolate, Target::Host { .. }) => {
+                let Some(net) = self.net.as_mut() else {
+                    return failed("the network containment programs are not loaded".into());
+                };
+                match net.isolate() {
+                    Ok(()) => {
+                        let allowed: Vec<String> =
+                            net.allowed().iter().map(ToString::to_string).collect();
+                        (
+                            Status::Done,
+                            format!(
+                                "host isolated: only loopback{} is reachable",
+                                if allowed.is_empty() {
+                                    String::new()
+                                } else {
+                                    format!(" and {}", allowed.join(", "))
+                                }
+                            ),
+                            Undo::EndIsolation,
+                        )
+                    }
+                    Err(e) => failed(e),
+                }
+            }
+            (Action::BlockDestination, Target::Destination { dest, tree }) => {
+                self.block_destination(id, dest, *tree, policy)
+            }
+            (a, t) => failed(format!("{} does not apply to {t}", verb_name(a))),
+        }
+    }
+
+    /// Blocks `dest` host-wide, or for one process tree: the tree moves into a cgroup of its
+    /// own (its later children are born there) and the block is scoped to that cgroup.
+    fn block_destination(
+        &mut self,
+        id: &str,
+        dest: &Endpoint,
+        tree: Option<(u32, u64)>,
+        policy: &Policy,
+    ) -> (Status, String, Undo) {
+        let failed = |d: String| (Status::Failed, d, Undo::NothingToUndo);
+        let Some(parent) = self.net.as_ref().map(|n| n.cgroup().to_owned()) else {
+            return failed("the network containment programs are not loaded".into());
+        };
+        let Some((pid, start)) = tree else {
+            return match self
+                .net
+                .as_mut()
+                .map(|n| n.block(dest, 0))
+                .unwrap_or(Ok(()))
+            {
+                Ok(()) => (
+                    Status::Done,
+                    format!("connections to {dest} are refused host-wide"),
+                    Undo::LiftBlock {
+                        dest: *dest,
+                        group: None,
+                    },
+                ),
+                Err(e) => failed(e),
+            };
+        };
+        if let Err(r) = guard::process(pid, policy, &self.me) {
+            return (Status::Refused, r.to_string(), Undo::NothingToUndo);
+        }
+        let me = &self.me;
+        let skip = |p: u32| guard::process(p, policy, me).is_err();
+        let members = kill::stop_tree(&ProcessKey { pid, start }, &skip);
+        if members.is_empty() {
+            return failed(format!("pid {pid} had already exited"));
+        }
+        let grouped = self.tree_group(id, &parent, &members);
+        kill::resume(&members);
+        let group = match grouped {
+            Ok(g) => g,
+            Err(e) => return failed(format!("cannot make a cgroup for the tree: {e}")),
+        };
+        let blocked = match self.net.as_mut() {
+            Some(net) => net.block(dest, group.id),
+            None => Err("the network containment programs are not loaded".into()),
+        };
+        match blocked {
+            Ok(()) => (
+                Status::Done,
+                format!(
+                    "connections to {dest} are refused for the {} processes of the tree (cgroup {})",
+                    group.origins.len(),
+                    group.path.display()
+                ),
+                Undo::LiftBlock {
+                    dest: *dest,
+                    group: Some(group),
+                },
+            ),
+            Err(e) => {
+                let _ = self.release_group(id, &group);
+                failed(e)
+            }
+        }
+    }
+
+    /// Freezes stopped `members` in a cgroup of their own (cgroup v2 freezer), then lets
+    /// their SIGSTOP go: they stay frozen, and children cannot slip out. None when no cgroup
+    /// can be made: the caller keeps them stopped instead.
+    fn freeze_in_cgroup(&self, id: &str, members: &[(u32, u64)]) -> Option<(Status, String, Undo)> {
+        let mount = self.cgroups.as_ref()?;
+        let parent = self
+            .net
+            .as_ref()
+            .map_or(mount.to_owned(), |n| n.cgroup().to_owned());
+        let group = match self.tree_group(id, &parent, members) {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot make a freezer cgroup; stopping with SIGSTOP instead");
+                return None;
+            }
+        };
+        if let Err(e) = TreeGroup::open(group.path.clone()).freeze() {
+            tracing::warn!(error = %e, "the cgroup freezer failed; stopping with SIGSTOP instead");
+            if group.created {
+                let _ = TreeGroup::open(group.path.clone()).dissolve(mount, &group.origins);
+            }
+            return None;
+        }
+        kill::resume(members);
+        let pids: Vec<u32> = members.iter().map(|(p, _)| *p).collect();
+        Some((
+            Status::Done,
+            format!(
+                "froze {} processes in {}: {pids:?}",
+                pids.len(),
+                group.path.display()
+            ),
+            Undo::Thaw { group },
+        ))
+    }
+
+    /// The cgroup that holds the (stopped) tree `members` for action `id`: the response's
+    /// group the tree's root is already in, or a new one under `parent` that they move into.
+    fn tree_group(
+        &self,
+        id: &str,
+        parent: &Path,
+        members: &[(u32, u64)],
+    ) -> std::io::Result<TreeGroupRef> {
+        let mount = self
+            .cgroups
+            .as_deref()
+            .ok_or_else(|| std::io::Error::other("no cgroup v2 mount"))?;
+        let root = members.first().map_or(0, |(p, _)| *p);
+        let (group, created) = match TreeGroup::holding(root, mount, parent, GROUP_PREFIX) {
+            Some(g) => (g, false),
+            None => (
+                TreeGroup::create(parent, &format!("{GROUP_PREFIX}{id}"))?,
+                true,
+            ),
+        };
+        let pids: Vec<u32> = members.iter().map(|(p, _)| *p).collect();
+        let origins = group.adopt(&pids);
+        let gid = crate::cgroup::id(&group.path)?;
+        Ok(TreeGroupRef {
+            path: group.path,
+            id: gid,
+            origins,
+            created,
+        })
+    }
+
+    /// Thaws or dissolves the group of an action being undone, as far as that action owns it:
+    /// a group another in-force action still uses is only thawed.
+    fn release_group(&self, undone: &str, group: &TreeGroupRef) -> std::io::Result<()> {
+        let g = TreeGroup::open(group.path.clone());
+        let shared = self.journal.records().iter().any(|r| {
+            r.id != undone
+                && self.journal.state(&r.id) == Some(State::InForce)
+                && match &r.undo {
+                    Undo::Thaw { group: o } | Undo::LiftBlock { group: Some(o), .. } => {
+                        o.path == group.path
+                    }
+                    _ => false,
+                }
+        });
+        match (&self.cgroups, group.created && !shared) {
+            (Some(mount), true) => g.dissolve(mount, &group.origins),
+            _ => g.thaw(),
         }
     }
 
@@ -607,6 +938,44 @@ impl Responder {
                 format!("cannot quarantine {path}: {e}"),
                 Undo::NothingToUndo,
             ),
+        }
+    }
+
+    /// Carries out an action a person asked for (`vigil-sensor isolate`, `block`, `freeze`,
+    /// or the controller): no approval is needed, the guards still apply.
+    pub fn manual(
+        &mut self,
+        action: Action,
+        target: Target,
+        who: &str,
+        reason: &str,
+        policy: &Policy,
+        graph: &Graph,
+    ) -> Result<Record, String> {
+        let id = self.next_id();
+        let (status, detail, undo) = self.execute(&id, action, &target, policy, graph, None);
+        let rec = Record {
+            id,
+            time_ns: now_ns(),
+            incident: MANUAL.into(),
+            action: Verb::Act(action),
+            target,
+            reason: format!("asked by {who}: {reason}"),
+            evidence: Vec::new(),
+            policy_clause: "asked by a person".into(),
+            status,
+            detail,
+            undo,
+            settles: None,
+            requested_by: Some(who.to_owned()),
+        };
+        self.append_outcome(rec)
+    }
+
+    /// Target for an isolation of this host.
+    pub fn host_target(&self) -> Target {
+        Target::Host {
+            name: self.host.clone(),
         }
     }
 
@@ -652,6 +1021,47 @@ impl Responder {
                 }
                 Err(e) => (Status::Failed, format!("cannot restore {path}: {e}")),
             },
+            Undo::Thaw { group } => match self.release_group(id, group) {
+                Ok(()) => (
+                    Status::Done,
+                    format!("thawed {} processes", group.origins.len()),
+                ),
+                Err(e) => (
+                    Status::Failed,
+                    format!("cannot thaw {}: {e}", group.path.display()),
+                ),
+            },
+            Undo::EndIsolation => match self.net.as_mut().map(KernelNetGuard::end_isolation) {
+                Some(Ok(())) => (Status::Done, "isolation ended".to_owned()),
+                Some(Err(e)) => (Status::Failed, e),
+                None => (
+                    Status::Failed,
+                    "the network containment programs are not loaded".to_owned(),
+                ),
+            },
+            Undo::LiftBlock { dest, group } => {
+                let lifted = match self.net.as_mut() {
+                    Some(net) => net.unblock(dest, group.as_ref().map_or(0, |g| g.id)),
+                    None => Err("the network containment programs are not loaded".to_owned()),
+                };
+                match (lifted, group) {
+                    (Err(e), _) => (Status::Failed, e),
+                    (Ok(()), Some(g)) => {
+                        let moved = self.release_group(id, g);
+                        (
+                            Status::Done,
+                            format!(
+                                "block of {dest} lifted{}",
+                                moved
+                                    .err()
+                                    .map(|e| format!("; the tree's cgroup stays: {e}"))
+                                    .unwrap_or_default()
+                            ),
+                        )
+                    }
+                    (Ok(()), ..) => (Status::Done, format!("block of {dest} lifted")),
+                }
+            }
             Undo::PutBack { path, lines } => match persistence::put_back(Path::new(path), lines) {
                 Ok(()) => (
                     Status::Done,
@@ -670,17 +1080,12 @@ impl Responder {
             evidence: vec![id.to_owned()],
             policy_clause: String::new(),
             status,
-            detail: detail.clone(),
+            detail,
             undo: Undo::NothingToUndo,
             settles: Some(id.to_owned()),
             requested_by: Some(who.to_owned()),
         };
-        let rec = self.append(rec).ok_or("cannot write the journal")?;
-        if status == Status::Done {
-            Ok(rec)
-        } else {
-            Err(detail)
-        }
+        self.append_outcome(rec)
     }
 
     /// Carries out (approve) or drops (deny) every pending action of `incident`.
@@ -700,17 +1105,12 @@ impl Responder {
             .filter(|r| self.journal.state(&r.id) == Some(State::Pending))
             .cloned()
             .collect();
-        let ctx = Context {
-            policy,
-            incident,
-            graph,
-        };
         let mut out = Vec::new();
         for p in pending {
             let id = self.next_id();
             let (action, status, detail, undo) = match (approve, p.action) {
                 (true, Verb::Act(a)) => {
-                    let (s, d, u) = self.execute(&id, a, &p.target, &ctx);
+                    let (s, d, u) = self.execute(&id, a, &p.target, policy, graph, Some(incident));
                     (Verb::Act(a), s, d, u)
                 }
                 _ => (

