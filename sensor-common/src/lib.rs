@@ -8,7 +8,7 @@
 //! `user` feature, its user half (safe decoding into owned types).
 #![no_std]
 
-#[cfg(feature = "user")]
+#[cfg(feature = "wire")]
 extern crate std;
 
 pub mod blocklist;
@@ -20,7 +20,9 @@ pub mod record;
 pub mod stats;
 pub mod syscall;
 
-#[cfg(feature = "user")]
+#[cfg(feature = "wire")]
 pub mod decode;
-#[cfg(feature = "user")]
+#[cfg(feature = "wire")]
+pub mod protocol;
+#[cfg(feature = "wire")]
 pub mod wire;

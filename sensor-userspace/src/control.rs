@@ -43,6 +43,14 @@ pub enum Request {
     /// Reverse the journaled action `id`.
     Undo {
         id: String,
+        /// Who asked, for the journal (the local operator when absent).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
+    },
+    /// End every isolation in force.
+    Release {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
     },
     /// Carry out the pending actions of an incident.
     Approve {
@@ -57,6 +65,8 @@ pub enum Request {
     Contain {
         order: Order,
         reason: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
     },
 }
 

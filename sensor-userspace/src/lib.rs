@@ -25,3 +25,4 @@ pub mod rules;
 pub mod run;
 pub mod state;
 pub mod triage;
+pub mod uplink;

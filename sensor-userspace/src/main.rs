@@ -72,6 +72,15 @@ enum Command {
         /// /proc/self/mounts, which is the whole host.
         #[arg(long, value_name = "DIR")]
         cgroup: Option<PathBuf>,
+        /// The controller (IP:PORT, UDP) to send alerts and action records to and take
+        /// commands from; it stays reachable while the host is isolated. The sensor runs the
+        /// same without it.
+        #[arg(long, value_name = "ADDR")]
+        controller: Option<std::net::SocketAddr>,
+        /// A one-time enrollment token from `vigil-controller enroll-token`, used when the
+        /// state directory holds no identity yet.
+        #[arg(long, value_name = "TOKEN", requires = "controller", value_parser = parse_token)]
+        enroll: Option<sensor_common::protocol::EnrollToken>,
     },
     /// Show a running sensor's uptime, hooks and per-kind event and drop counts.
     Status {
@@ -168,6 +177,16 @@ enum Command {
         #[arg(long)]
         reason: String,
     },
+    /// Enroll with a controller now (the identity is saved in the state directory), then
+    /// exit: `run --controller ADDR` uses it from then on.
+    Enroll {
+        #[arg(long, default_value = DEFAULT_STATE)]
+        state: PathBuf,
+        #[arg(long, value_name = "ADDR")]
+        controller: std::net::SocketAddr,
+        #[arg(long, value_name = "TOKEN", value_parser = parse_token)]
+        token: sensor_common::protocol::EnrollToken,
+    },
     /// Detection rules.
     Rules {
         #[command(subcommand)]
@@ -215,6 +234,10 @@ enum GraphCmd {
     FirstWriter { path: String },
     /// Write a snapshot of the graph (rmp-serde) into the state directory.
     Snapshot,
+}
+
+fn parse_token(s: &str) -> Result<sensor_common::protocol::EnrollToken, String> {
+    sensor_common::protocol::EnrollToken::parse(s).map_err(|e| e.to_string())
 }
 
 fn init_logging() {
@@ -390,6 +413,8 @@ fn main() -> Result<()> {
             rules,
             sensitive_names,
             cgroup,
+            controller,
+            enroll,
         } => {
             let sensitive_names = if sensitive_names.is_empty() {
                 loader::DEFAULT_SENSITIVE_NAMES
@@ -414,6 +439,8 @@ fn main() -> Result<()> {
                 rules,
                 policy,
                 cgroup,
+                controller,
+                enroll,
             };
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -534,16 +561,34 @@ fn main() -> Result<()> {
                 eprintln!("{bad} lines of {} could not be read", path.display());
             }
         }
-        Command::Undo { state, id } => print_actions(&state, &Request::Undo { id })?,
+        Command::Undo { state, id } => print_actions(&state, &Request::Undo { id, by: None })?,
         Command::Approve { state, incident } => {
             print_actions(&state, &Request::Approve { incident })?;
         }
         Command::Deny { state, incident } => print_actions(&state, &Request::Deny { incident })?,
+        Command::Enroll {
+            state,
+            controller,
+            token,
+        } => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            let id = rt.block_on(sensor_userspace::uplink::enroll_once(
+                &state, controller, &token,
+            ))?;
+            println!(
+                "enrolled as host {id}; identity saved in {}",
+                state.join("identity").display()
+            );
+        }
         Command::Isolate { state, reason } => print_actions(
             &state,
             &Request::Contain {
                 order: Order::Isolate,
                 reason,
+                by: None,
             },
         )?,
         Command::Block {
@@ -556,6 +601,7 @@ fn main() -> Result<()> {
             &Request::Contain {
                 order: Order::Block { dest, pid },
                 reason,
+                by: None,
             },
         )?,
         Command::Freeze { state, pid, reason } => print_actions(
@@ -563,6 +609,7 @@ fn main() -> Result<()> {
             &Request::Contain {
                 order: Order::Freeze { pid },
                 reason,
+                by: None,
             },
         )?,
         Command::Incidents { state, json, id } => {

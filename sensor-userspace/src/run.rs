@@ -53,6 +53,10 @@ pub struct RunOptions {
     /// The cgroup v2 directory the network containment programs watch; None for the root of
     /// the cgroup v2 mount (the whole host).
     pub cgroup: Option<PathBuf>,
+    /// The controller to report to (and that stays reachable during isolation).
+    pub controller: Option<std::net::SocketAddr>,
+    /// An enrollment token, used when the state directory holds no identity yet.
+    pub enroll: Option<sensor_common::protocol::EnrollToken>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -191,13 +195,46 @@ impl Running {
                         .unwrap_or_default(),
                 }
             }
-            Request::Undo { id } => match self.responder.undo(&id, "operator (control socket)") {
-                Ok(r) => Response::Actions { records: vec![r] },
-                Err(message) => Response::Error { message },
-            },
+            Request::Undo { id, by } => {
+                match self
+                    .responder
+                    .undo(&id, by.as_deref().unwrap_or(LOCAL_OPERATOR))
+                {
+                    Ok(r) => {
+                        log_action(&r);
+                        Response::Actions { records: vec![r] }
+                    }
+                    Err(message) => Response::Error { message },
+                }
+            }
+            Request::Release { by } => {
+                let who = by.as_deref().unwrap_or(LOCAL_OPERATOR);
+                let held = self.responder.in_force(crate::policy::Action::Isolate);
+                if held.is_empty() {
+                    return Response::Error {
+                        message: "the host is not isolated".into(),
+                    };
+                }
+                let mut records = Vec::new();
+                for id in held {
+                    match self.responder.undo(&id, who) {
+                        Ok(r) => {
+                            log_action(&r);
+                            records.push(r);
+                        }
+                        Err(message) => return Response::Error { message },
+                    }
+                }
+                Response::Actions { records }
+            }
             Request::Approve { incident } => self.settle(pipeline, &incident, true),
             Request::Deny { incident } => self.settle(pipeline, &incident, false),
-            Request::Contain { order, reason } => self.contain(pipeline, order, &reason),
+            Request::Contain { order, reason, by } => self.contain(
+                pipeline,
+                order,
+                &reason,
+                by.as_deref().unwrap_or(LOCAL_OPERATOR),
+            ),
             Request::ReloadPolicy => match self.reload_policy() {
                 Ok(summary) => {
                     if let Some(d) = pipeline.detection_mut() {
@@ -226,6 +263,9 @@ impl Running {
     }
 }
 
+/// Who asked, for requests from the local control socket.
+const LOCAL_OPERATOR: &str = "operator (control socket)";
+
 /// One log line per journal record, however it came about.
 fn log_action(r: &crate::response::journal::Record) {
     tracing::warn!(
@@ -246,6 +286,7 @@ impl Running {
         pipeline: &Pipeline<S>,
         order: control::Order,
         reason: &str,
+        who: &str,
     ) -> Response {
         use crate::{policy::Action, response::journal::Target};
         let tree = |pid: u32| {
@@ -277,14 +318,8 @@ impl Running {
                 .map(|(pid, start, exe)| (Action::Freeze, Target::ProcessTree { pid, start, exe })),
         };
         let result = planned.and_then(|(action, target)| {
-            self.responder.manual(
-                action,
-                target,
-                "operator (control socket)",
-                reason,
-                &self.policy,
-                &pipeline.graph,
-            )
+            self.responder
+                .manual(action, target, who, reason, &self.policy, &pipeline.graph)
         });
         match result {
             Ok(record) => {
@@ -309,13 +344,9 @@ impl Running {
                 message: format!("no incident {incident}"),
             };
         };
-        let records = self.responder.settle(
-            inc,
-            approve,
-            "operator (control socket)",
-            &self.policy,
-            &pipeline.graph,
-        );
+        let records =
+            self.responder
+                .settle(inc, approve, LOCAL_OPERATOR, &self.policy, &pipeline.graph);
         if records.is_empty() {
             Response::Error {
                 message: format!("incident {incident} has no action awaiting approval"),
@@ -560,6 +591,9 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         me.clone(),
         started_ns,
     )?;
+    if let Some(addr) = opts.controller {
+        responder.set_controller(addr);
+    }
     responder.apply_policy(&policy);
     let detector = crate::detect::Detector::new(
         rules.sigma,
@@ -586,6 +620,16 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
 
     let listener = control::bind(&state.control_socket())?;
     let (ctrl_tx, mut ctrl_rx) = mpsc::channel(16);
+    let uplink = opts.controller.map(|controller| {
+        tokio::spawn(crate::uplink::run(
+            crate::uplink::UplinkOptions {
+                controller,
+                token: opts.enroll.clone(),
+                state: state.path().to_owned(),
+            },
+            ctrl_tx.clone(),
+        ))
+    });
     let server = tokio::spawn(control::serve(listener, ctrl_tx));
 
     let mut sigint = signal(SignalKind::interrupt()).map_err(|e| RunError::Signal("SIGINT", e))?;
@@ -660,6 +704,9 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         }
     };
     server.abort();
+    if let Some(u) = uplink {
+        u.abort();
+    }
     ring.drain_now(|bytes| pipeline.ingest(bytes));
     running.record_alerts(&mut pipeline);
     // Remediations still waiting for their writer run now, not never.

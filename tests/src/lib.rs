@@ -11,6 +11,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub mod fleet;
+pub mod net;
+
 use anyhow::{Context as _, Result, bail};
 use serde_json::Value;
 

@@ -1,6 +1,7 @@
 //! `cargo xtask`: set up the eBPF toolchain, build, run, test and benchmark Vigil.
 
 mod bench;
+mod run;
 mod setup;
 mod util;
 
@@ -18,11 +19,18 @@ struct Cli {
 enum Task {
     /// Install what the eBPF build needs and is missing (idempotent).
     Setup,
-    /// Set up, build in release, and run the sensor on this host (root).
+    /// Set up, build in release, and run on this host (root): a local controller on its
+    /// embedded store, and the sensor enrolled with it.
     Run {
         /// State directory for the sensor.
         #[arg(long, default_value = "/var/lib/vigil")]
         state: String,
+        /// State directory for the local controller.
+        #[arg(long, default_value = "/var/lib/vigil-controller")]
+        controller_state: String,
+        /// Where the local controller listens (UDP).
+        #[arg(long, default_value = "127.0.0.1:4433")]
+        listen: String,
         /// Extra arguments for `vigil-sensor run`.
         #[arg(last = true)]
         args: Vec<String>,
@@ -43,23 +51,34 @@ enum Task {
 fn main() -> Result<()> {
     match Cli::parse().task {
         Task::Setup => setup::run(),
-        Task::Run { state, args } => {
+        Task::Run {
+            state,
+            controller_state,
+            listen,
+            args,
+        } => {
             setup::run()?;
-            util::cargo(&["build", "--release", "--package", "sensor-userspace"])?;
+            util::cargo(&[
+                "build",
+                "--release",
+                "--package",
+                "sensor-userspace",
+                "--package",
+                "controller",
+            ])?;
             util::require_root("cargo xtask run")?;
-            let bin = util::target_dir()?.join("release/vigil-sensor");
-            let mut cmd = std::process::Command::new(bin);
-            cmd.args(["run", "--state", &state, "--events-out", "-"])
-                .args(&args);
-            eprintln!(
-                "xtask: running the sensor (events on stdout; `vigil-sensor status --state {state}` in another shell; Ctrl-C stops it)"
-            );
-            util::exec(cmd)
+            run::both(&state, &controller_state, &listen, &args)
         }
         Task::Test { args } => {
             setup::run()?;
             // The end-to-end tests run the real binary: build it first.
-            util::cargo(&["build", "--package", "sensor-userspace"])?;
+            util::cargo(&[
+                "build",
+                "--package",
+                "sensor-userspace",
+                "--package",
+                "controller",
+            ])?;
             let mut test = vec!["test", "--workspace", "--exclude", "sensor-ebpf"];
             if !args.is_empty() {
                 test.push("--");

@@ -70,11 +70,3 @@ pub fn require_root(what: &str) -> Result<()> {
     }
     Ok(())
 }
-
-/// Runs a command in the foreground and exits with its status.
-pub fn exec(mut cmd: Command) -> Result<()> {
-    let status = cmd
-        .status()
-        .with_context(|| format!("cannot start {cmd:?}"))?;
-    std::process::exit(status.code().unwrap_or(1));
-}

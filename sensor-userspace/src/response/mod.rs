@@ -79,6 +79,8 @@ pub struct Responder {
     net: Option<KernelNetGuard>,
     /// The cgroup v2 mount, for freezing trees.
     cgroups: Option<PathBuf>,
+    /// The controller's address, kept reachable during isolation.
+    controller: Option<Endpoint>,
     host: String,
     hashes: crate::detect::BlockedHashes,
     vault: Vault,
@@ -237,6 +239,7 @@ impl Responder {
             enforcer,
             net,
             cgroups: crate::cgroup::mount(),
+            controller: None,
             host: nix::unistd::gethostname()
                 .map(|h| h.to_string_lossy().into_owned())
                 .unwrap_or_else(|_| "unknown".into()),
@@ -315,10 +318,20 @@ impl Responder {
         }
     }
 
-    /// Takes a new policy's isolation allow list (loopback always passes).
+    /// The controller stays reachable while the host is isolated.
+    pub fn set_controller(&mut self, addr: std::net::SocketAddr) {
+        self.controller = Some(Endpoint::from(addr));
+    }
+
+    /// Takes a new policy's isolation allow list (loopback and the controller always pass).
     pub fn apply_policy(&mut self, policy: &Policy) {
+        let allow: Vec<Endpoint> = self
+            .controller
+            .into_iter()
+            .chain(policy.isolation_allow())
+            .collect();
         if let Some(net) = self.net.as_mut()
-            && let Err(e) = net.set_allow(&policy.isolation_allow())
+            && let Err(e) = net.set_allow(&allow)
         {
             tracing::error!(error = %e, "cannot set the isolation allow list");
         }
@@ -970,6 +983,17 @@ impl Responder {
             requested_by: Some(who.to_owned()),
         };
         self.append_outcome(rec)
+    }
+
+    /// The ids of the actions of kind `action` in force now.
+    pub fn in_force(&self, action: Action) -> Vec<String> {
+        self.journal
+            .records()
+            .iter()
+            .filter(|r| r.action == Verb::Act(action))
+            .filter(|r| self.journal.state(&r.id) == Some(State::InForce))
+            .map(|r| r.id.clone())
+            .collect()
     }
 
     /// Target for an isolation of this host.

@@ -1,0 +1,270 @@
+//! The operator socket (`STATE/control.sock`, mode 0600): the `vigil-controller` commands
+//! other than `serve` talk to the running server through it, one JSON line each way. Every
+//! command and its outcome goes to the audit log.
+
+use std::{os::unix::fs::PermissionsExt as _, path::Path, time::Duration};
+
+use sensor_common::protocol::{Command, CommandReply, Stream};
+use serde::{Deserialize, Serialize};
+use tokio::{
+    io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _},
+    net::{UnixListener, UnixStream},
+};
+
+use crate::{
+    server::{self, Shared},
+    store::AuditEntry,
+};
+
+const MAX_REQUEST: u64 = 64 * 1024;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum OpRequest {
+    Hosts,
+    EnrollToken {
+        ttl_secs: u64,
+    },
+    Revoke {
+        host: String,
+    },
+    Contain {
+        host: String,
+        reason: String,
+    },
+    Release {
+        host: String,
+        force: bool,
+    },
+    Records {
+        host: Option<String>,
+        stream: Stream,
+    },
+    Audit,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum OpResponse {
+    Ok { value: serde_json::Value },
+    Error { message: String },
+}
+
+fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+fn lock<T: ?Sized>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
+    let _ = std::fs::remove_file(path);
+    let l = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(l)
+}
+
+pub async fn serve(listener: UnixListener, shared: Shared) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            if let Err(e) = handle(stream, shared).await {
+                tracing::debug!(error = %e, "operator connection failed");
+            }
+        });
+    }
+}
+
+async fn handle(stream: UnixStream, shared: Shared) -> std::io::Result<()> {
+    let who = stream
+        .peer_cred()
+        .map_or_else(|_| "unknown".to_owned(), |c| format!("uid {}", c.uid()));
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    tokio::io::BufReader::new(read.take(MAX_REQUEST))
+        .read_line(&mut line)
+        .await?;
+    let resp = match serde_json::from_str::<OpRequest>(&line) {
+        Ok(req) => {
+            let resp = answer(&shared, &req, &who).await;
+            let audited = !matches!(
+                req,
+                OpRequest::Hosts | OpRequest::Records { .. } | OpRequest::Audit
+            );
+            if audited {
+                let outcome = match &resp {
+                    OpResponse::Ok { .. } => "ok".to_owned(),
+                    OpResponse::Error { message } => format!("error: {message}"),
+                };
+                let command = serde_json::to_string(&req).unwrap_or_default();
+                let entry = AuditEntry {
+                    time_ns: now_ns(),
+                    who: who.clone(),
+                    command,
+                    outcome,
+                };
+                if let Err(e) = lock(&shared.store).audit(&entry) {
+                    tracing::error!(error = %e, "cannot write the audit log");
+                }
+            }
+            resp
+        }
+        Err(e) => OpResponse::Error {
+            message: format!("malformed request: {e}"),
+        },
+    };
+    let mut text = serde_json::to_string(&resp).unwrap_or_default();
+    text.push('\n');
+    write.write_all(text.as_bytes()).await
+}
+
+fn ok(value: impl Serialize) -> OpResponse {
+    match serde_json::to_value(value) {
+        Ok(value) => OpResponse::Ok { value },
+        Err(e) => OpResponse::Error {
+            message: e.to_string(),
+        },
+    }
+}
+
+fn err(message: impl std::fmt::Display) -> OpResponse {
+    OpResponse::Error {
+        message: message.to_string(),
+    }
+}
+
+/// The id of the host named `name` (an id or a hostname), if exactly one.
+fn resolve(shared: &Shared, name: &str) -> Result<String, String> {
+    let hosts = lock(&shared.store).hosts().map_err(|e| e.to_string())?;
+    let found: Vec<_> = hosts
+        .iter()
+        .filter(|h| h.id == name || h.hostname == name)
+        .collect();
+    match found[..] {
+        [h] => Ok(h.id.clone()),
+        [] => Err(format!("no host {name}")),
+        _ => Err(format!(
+            "{} hosts are named {name}: use the id",
+            found.len()
+        )),
+    }
+}
+
+async fn answer(shared: &Shared, req: &OpRequest, who: &str) -> OpResponse {
+    match req {
+        OpRequest::Hosts => match lock(&shared.store).hosts() {
+            Ok(hosts) => {
+                let connected = lock(&shared.connected);
+                let rows: Vec<serde_json::Value> = hosts
+                    .iter()
+                    .map(|h| {
+                        let mut v = serde_json::to_value(h).unwrap_or_default();
+                        v["connected"] = connected.contains_key(&h.id).into();
+                        v
+                    })
+                    .collect();
+                ok(rows)
+            }
+            Err(e) => err(e),
+        },
+        OpRequest::EnrollToken { ttl_secs } => {
+            let token = match crate::token::generate(&shared.ca.fingerprint()) {
+                Ok(t) => t,
+                Err(e) => return err(e),
+            };
+            let expires = now_ns().saturating_add(ttl_secs.saturating_mul(1_000_000_000));
+            match lock(&shared.store).add_token(
+                &token.id,
+                &crate::token::secret_hash(&token.secret),
+                expires,
+            ) {
+                Ok(()) => {
+                    ok(serde_json::json!({"token": token.to_string(), "expires_ns": expires}))
+                }
+                Err(e) => err(e),
+            }
+        }
+        OpRequest::Revoke { host } => {
+            let ids = match lock(&shared.store).revoke(host) {
+                Ok(ids) if ids.is_empty() => return err(format!("no host {host}")),
+                Ok(ids) => ids,
+                Err(e) => return err(e),
+            };
+            for id in &ids {
+                if let Some(c) = lock(&shared.connected).remove(id) {
+                    c.close(
+                        quinn::VarInt::from_u32(server::close::REVOKED),
+                        b"this host is revoked",
+                    );
+                }
+            }
+            ok(ids)
+        }
+        OpRequest::Contain { host, reason } => {
+            let id = match resolve(shared, host) {
+                Ok(id) => id,
+                Err(e) => return err(e),
+            };
+            let cmd = Command::Isolate {
+                reason: reason.clone(),
+                who: format!("controller operator ({who})"),
+            };
+            reply(server::command(shared, &id, &cmd).await)
+        }
+        OpRequest::Release { host, force } => {
+            let id = match resolve(shared, host) {
+                Ok(id) => id,
+                Err(e) => return err(e),
+            };
+            let who = format!(
+                "controller operator ({who}){}",
+                if *force { ", forced" } else { "" }
+            );
+            reply(server::command(shared, &id, &Command::Release { who }).await)
+        }
+        OpRequest::Records { host, stream } => {
+            let id = match host.as_deref().map(|h| resolve(shared, h)).transpose() {
+                Ok(id) => id,
+                Err(e) => return err(e),
+            };
+            match lock(&shared.store).records(id.as_deref(), *stream) {
+                Ok(r) => ok(r),
+                Err(e) => err(e),
+            }
+        }
+        OpRequest::Audit => match lock(&shared.store).audit_log() {
+            Ok(a) => ok(a),
+            Err(e) => err(e),
+        },
+    }
+}
+
+fn reply(r: Result<CommandReply, String>) -> OpResponse {
+    match r {
+        Ok(CommandReply::Done { records }) => ok(records
+            .iter()
+            .map(|b| serde_json::from_slice(b).unwrap_or(serde_json::Value::Null))
+            .collect::<Vec<serde_json::Value>>()),
+        Ok(CommandReply::Refused { reason }) => err(format!("the sensor refused: {reason}")),
+        Err(e) => err(e),
+    }
+}
+
+/// Sends one request to the running server (for the CLI).
+pub fn request(socket: &Path, req: &OpRequest) -> std::io::Result<OpResponse> {
+    use std::io::{BufRead as _, Write as _};
+    let mut s = std::os::unix::net::UnixStream::connect(socket)?;
+    s.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let mut text = serde_json::to_string(req).map_err(std::io::Error::other)?;
+    text.push('\n');
+    s.write_all(text.as_bytes())?;
+    let mut line = String::new();
+    std::io::BufReader::new(s).read_line(&mut line)?;
+    serde_json::from_str(&line).map_err(std::io::Error::other)
+}

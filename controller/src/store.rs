@@ -1,0 +1,407 @@
+//! The controller's store, behind one narrow interface ([`Store`]) so that a shared
+//! PostgreSQL for several controller replicas can follow. The embedded one is SQLite
+//! (rusqlite, bundled): one file in the state directory, no server to run, and transactions
+//! that are on disk before a record is acknowledged to its sensor.
+
+use std::{collections::BTreeMap, path::Path};
+
+use rusqlite::{Connection, OptionalExtension as _, params};
+use sensor_common::protocol::{HostReport, Stream};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("store: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// Why a token was not accepted. Said to the operator's log, never to the peer.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TokenRefusal {
+    #[error("unknown token")]
+    Unknown,
+    #[error("the token's secret does not match")]
+    Secret,
+    #[error("the token expired")]
+    Expired,
+    #[error("the token was already used")]
+    Used,
+}
+
+/// An enrolled host.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Host {
+    pub id: String,
+    pub hostname: String,
+    /// SHA-256 of its certificate.
+    pub cert_fingerprint: String,
+    pub enrolled_ns: u64,
+    pub last_seen_ns: u64,
+    pub revoked: bool,
+    pub report: HostReport,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub time_ns: u64,
+    pub who: String,
+    pub command: String,
+    pub outcome: String,
+}
+
+/// A record a sensor sent: a line of its alerts or actions.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostRecord {
+    pub host: String,
+    pub seq: u64,
+    pub body: serde_json::Value,
+}
+
+/// What the controller keeps. One implementation per backend.
+pub trait Store: Send {
+    fn add_token(&mut self, id: &str, secret_hash: &str, expires_ns: u64)
+    -> Result<(), StoreError>;
+    /// Marks the token used, if it may be: known, matching, unexpired and unused.
+    fn redeem_token(
+        &mut self,
+        id: &str,
+        secret_hash: &str,
+        now_ns: u64,
+    ) -> Result<Result<(), TokenRefusal>, StoreError>;
+    fn add_host(&mut self, host: &Host) -> Result<(), StoreError>;
+    fn host_by_fingerprint(&self, fingerprint: &str) -> Result<Option<Host>, StoreError>;
+    fn hosts(&self) -> Result<Vec<Host>, StoreError>;
+    /// Revokes every host with this id or hostname; returns their ids.
+    fn revoke(&mut self, id_or_name: &str) -> Result<Vec<String>, StoreError>;
+    fn seen(&mut self, id: &str, report: &HostReport, now_ns: u64) -> Result<(), StoreError>;
+    /// The last line held of each stream of `host`.
+    fn held(&self, host: &str) -> Result<BTreeMap<Stream, u64>, StoreError>;
+    /// Keeps line `seq` of a host's stream (a line already held is left as it is).
+    fn put_record(
+        &mut self,
+        host: &str,
+        stream: Stream,
+        seq: u64,
+        body: &[u8],
+    ) -> Result<(), StoreError>;
+    /// Every line of `stream`, of one host or all, in order.
+    fn records(&self, host: Option<&str>, stream: Stream) -> Result<Vec<HostRecord>, StoreError>;
+    fn audit(&mut self, entry: &AuditEntry) -> Result<(), StoreError>;
+    fn audit_log(&self) -> Result<Vec<AuditEntry>, StoreError>;
+}
+
+pub struct Sqlite {
+    db: Connection,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS tokens (
+    id TEXT PRIMARY KEY,
+    secret_hash TEXT NOT NULL,
+    expires_ns INTEGER NOT NULL,
+    used_ns INTEGER
+);
+CREATE TABLE IF NOT EXISTS hosts (
+    id TEXT PRIMARY KEY,
+    hostname TEXT NOT NULL,
+    cert_fingerprint TEXT NOT NULL UNIQUE,
+    enrolled_ns INTEGER NOT NULL,
+    last_seen_ns INTEGER NOT NULL,
+    revoked INTEGER NOT NULL DEFAULT 0,
+    report TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS records (
+    host TEXT NOT NULL,
+    stream TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    body BLOB NOT NULL,
+    PRIMARY KEY (host, stream, seq)
+);
+CREATE TABLE IF NOT EXISTS audit (
+    time_ns INTEGER NOT NULL,
+    who TEXT NOT NULL,
+    command TEXT NOT NULL,
+    outcome TEXT NOT NULL
+);
+";
+
+fn i(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn u(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+impl Sqlite {
+    /// Opens (or creates) the store file.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let db = Connection::open(path)?;
+        db.pragma_update(None, "journal_mode", "WAL")?;
+        db.pragma_update(None, "synchronous", "FULL")?;
+        db.execute_batch(SCHEMA)?;
+        Ok(Self { db })
+    }
+
+    fn host_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(Host, String)> {
+        Ok((
+            Host {
+                id: row.get(0)?,
+                hostname: row.get(1)?,
+                cert_fingerprint: row.get(2)?,
+                enrolled_ns: u(row.get(3)?),
+                last_seen_ns: u(row.get(4)?),
+                revoked: row.get::<_, i64>(5)? != 0,
+                report: HostReport::default(),
+            },
+            row.get(6)?,
+        ))
+    }
+
+    fn hosts_where(&self, clause: &str, arg: &str) -> Result<Vec<Host>, StoreError> {
+        let sql = format!(
+            "SELECT id, hostname, cert_fingerprint, enrolled_ns, last_seen_ns, revoked, report \
+             FROM hosts {clause} ORDER BY hostname, id"
+        );
+        let mut st = self.db.prepare(&sql)?;
+        let rows = if clause.is_empty() {
+            st.query_map([], Self::host_from_row)?
+                .collect::<Result<Vec<_>, _>>()?
+        } else {
+            st.query_map([arg], Self::host_from_row)?
+                .collect::<Result<Vec<_>, _>>()?
+        };
+        rows.into_iter()
+            .map(|(mut h, report)| {
+                h.report = serde_json::from_str(&report)?;
+                Ok(h)
+            })
+            .collect()
+    }
+}
+
+impl Store for Sqlite {
+    fn add_token(
+        &mut self,
+        id: &str,
+        secret_hash: &str,
+        expires_ns: u64,
+    ) -> Result<(), StoreError> {
+        self.db.execute(
+            "INSERT INTO tokens (id, secret_hash, expires_ns) VALUES (?1, ?2, ?3)",
+            params![id, secret_hash, i(expires_ns)],
+        )?;
+        Ok(())
+    }
+
+    fn redeem_token(
+        &mut self,
+        id: &str,
+        secret_hash: &str,
+        now_ns: u64,
+    ) -> Result<Result<(), TokenRefusal>, StoreError> {
+        let tx = self.db.transaction()?;
+        let row: Option<(String, i64, Option<i64>)> = tx
+            .query_row(
+                "SELECT secret_hash, expires_ns, used_ns FROM tokens WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        let verdict = match row {
+            None => Err(TokenRefusal::Unknown),
+            Some((hash, _, _)) if hash != secret_hash => Err(TokenRefusal::Secret),
+            Some((_, _, Some(_))) => Err(TokenRefusal::Used),
+            Some((_, expires, None)) if u(expires) <= now_ns => Err(TokenRefusal::Expired),
+            Some(_) => Ok(()),
+        };
+        if verdict.is_ok() {
+            tx.execute(
+                "UPDATE tokens SET used_ns = ?2 WHERE id = ?1",
+                params![id, i(now_ns)],
+            )?;
+        }
+        tx.commit()?;
+        Ok(verdict)
+    }
+
+    fn add_host(&mut self, host: &Host) -> Result<(), StoreError> {
+        self.db.execute(
+            "INSERT INTO hosts (id, hostname, cert_fingerprint, enrolled_ns, last_seen_ns, revoked, report) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                host.id,
+                host.hostname,
+                host.cert_fingerprint,
+                i(host.enrolled_ns),
+                i(host.last_seen_ns),
+                i64::from(host.revoked),
+                serde_json::to_string(&host.report)?
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn host_by_fingerprint(&self, fingerprint: &str) -> Result<Option<Host>, StoreError> {
+        Ok(self
+            .hosts_where("WHERE cert_fingerprint = ?1", fingerprint)?
+            .into_iter()
+            .next())
+    }
+
+    fn hosts(&self) -> Result<Vec<Host>, StoreError> {
+        self.hosts_where("", "")
+    }
+
+    fn revoke(&mut self, id_or_name: &str) -> Result<Vec<String>, StoreError> {
+        let ids: Vec<String> = self
+            .hosts_where("WHERE id = ?1 OR hostname = ?1", id_or_name)?
+            .into_iter()
+            .map(|h| h.id)
+            .collect();
+        for id in &ids {
+            self.db
+                .execute("UPDATE hosts SET revoked = 1 WHERE id = ?1", [id])?;
+        }
+        Ok(ids)
+    }
+
+    fn seen(&mut self, id: &str, report: &HostReport, now_ns: u64) -> Result<(), StoreError> {
+        self.db.execute(
+            "UPDATE hosts SET last_seen_ns = ?2, report = ?3, hostname = ?4 WHERE id = ?1",
+            params![
+                id,
+                i(now_ns),
+                serde_json::to_string(report)?,
+                report.hostname
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn held(&self, host: &str) -> Result<BTreeMap<Stream, u64>, StoreError> {
+        let mut out = BTreeMap::new();
+        for s in Stream::ALL {
+            let last: Option<i64> = self.db.query_row(
+                "SELECT MAX(seq) FROM records WHERE host = ?1 AND stream = ?2",
+                params![host, s.name()],
+                |r| r.get(0),
+            )?;
+            out.insert(s, last.map_or(0, u));
+        }
+        Ok(out)
+    }
+
+    fn put_record(
+        &mut self,
+        host: &str,
+        stream: Stream,
+        seq: u64,
+        body: &[u8],
+    ) -> Result<(), StoreError> {
+        self.db.execute(
+            "INSERT OR IGNORE INTO records (host, stream, seq, body) VALUES (?1, ?2, ?3, ?4)",
+            params![host, stream.name(), i(seq), body],
+        )?;
+        Ok(())
+    }
+
+    fn records(&self, host: Option<&str>, stream: Stream) -> Result<Vec<HostRecord>, StoreError> {
+        let mut st = self.db.prepare(
+            "SELECT host, seq, body FROM records WHERE stream = ?1 AND (?2 IS NULL OR host = ?2) \
+             ORDER BY host, seq",
+        )?;
+        let rows = st.query_map(params![stream.name(), host], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, Vec<u8>>(2)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (host, seq, body) = row?;
+            out.push(HostRecord {
+                host,
+                seq: u(seq),
+                body: serde_json::from_slice(&body)
+                    .unwrap_or_else(|_| serde_json::Value::String("(unreadable)".into())),
+            });
+        }
+        Ok(out)
+    }
+
+    fn audit(&mut self, e: &AuditEntry) -> Result<(), StoreError> {
+        self.db.execute(
+            "INSERT INTO audit (time_ns, who, command, outcome) VALUES (?1, ?2, ?3, ?4)",
+            params![i(e.time_ns), e.who, e.command, e.outcome],
+        )?;
+        Ok(())
+    }
+
+    fn audit_log(&self) -> Result<Vec<AuditEntry>, StoreError> {
+        let mut st = self
+            .db
+            .prepare("SELECT time_ns, who, command, outcome FROM audit ORDER BY rowid")?;
+        let rows = st.query_map([], |r| {
+            Ok(AuditEntry {
+                time_ns: u(r.get(0)?),
+                who: r.get(1)?,
+                command: r.get(2)?,
+                outcome: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_is_redeemed_once_and_only_in_time() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = Sqlite::open(&dir.path().join("c.db")).expect("open");
+        s.add_token("t1", "h", 100).expect("add");
+        assert_eq!(
+            s.redeem_token("t1", "x", 10).expect("db"),
+            Err(TokenRefusal::Secret)
+        );
+        assert_eq!(
+            s.redeem_token("t1", "h", 100).expect("db"),
+            Err(TokenRefusal::Expired)
+        );
+        assert_eq!(s.redeem_token("t1", "h", 10).expect("db"), Ok(()));
+        assert_eq!(
+            s.redeem_token("t1", "h", 11).expect("db"),
+            Err(TokenRefusal::Used)
+        );
+        assert_eq!(
+            s.redeem_token("t2", "h", 11).expect("db"),
+            Err(TokenRefusal::Unknown)
+        );
+    }
+
+    #[test]
+    fn records_are_kept_once_and_survive_a_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.db");
+        {
+            let mut s = Sqlite::open(&path).expect("open");
+            s.put_record("h", Stream::Alerts, 1, b"{\"a\":1}")
+                .expect("put");
+            s.put_record("h", Stream::Alerts, 1, b"{\"a\":2}")
+                .expect("put");
+            s.put_record("h", Stream::Alerts, 2, b"{}").expect("put");
+        }
+        let s = Sqlite::open(&path).expect("reopen");
+        assert_eq!(s.held("h").expect("held")[&Stream::Alerts], 2);
+        assert_eq!(s.held("h").expect("held")[&Stream::Actions], 0);
+        let r = s.records(Some("h"), Stream::Alerts).expect("records");
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[0].body["a"], 1, "the first copy is kept");
+    }
+}

@@ -1,0 +1,543 @@
+//! The sensor-controller protocol, free of I/O: message types, the frame codec, and the
+//! controller's session state machine. The QUIC layers on both sides only move bytes.
+//!
+//! A frame is a 4-byte big-endian length then an rmp-serde [`Frame`] carrying the protocol
+//! version. A connection has three kinds of bidirectional streams, each opened by the sensor:
+//! - telemetry: [`Uplink`] frames up, [`Downlink`] frames down (a welcome, then acks);
+//! - commands: the sensor opens it and waits; each [`Command`] down gets a [`CommandReply`];
+//! - enrollment, on its own ALPN and the only one that needs no client certificate: one
+//!   [`EnrollRequest`], one [`EnrollReply`].
+//!
+//! Telemetry is store-and-forward: the sensor's alerts and action records are already on disk
+//! (`alerts.jsonl`, `actions.jsonl`), each line numbered from 1 in its [`Stream`]. On every
+//! connection the controller says the last line it holds of each stream, and the sensor sends
+//! from the next one; the controller keeps a line only when it is the next in sequence, so a
+//! reconnect or a controller restart loses nothing and duplicates nothing.
+
+use std::{
+    borrow::ToOwned,
+    collections::BTreeMap,
+    string::{String, ToString},
+    vec::Vec,
+};
+
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+/// Bumped on any incompatible change to the types below.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// The largest frame accepted, length prefix excluded.
+pub const MAX_FRAME: usize = 4 << 20;
+
+/// ALPN of an enrolled sensor's connection (mutual TLS).
+pub const ALPN: &[u8] = b"vigil/1";
+
+/// ALPN of an enrollment (server-authenticated only: the token authenticates the sensor).
+pub const ALPN_ENROLL: &[u8] = b"vigil-enroll/1";
+
+/// The name the controller's certificate carries and sensors verify, whatever its address.
+pub const SERVER_NAME: &str = "vigil-controller";
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Frame<T> {
+    pub version: u16,
+    pub body: T,
+}
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    #[error("frame of {0} bytes is over the {MAX_FRAME}-byte limit")]
+    TooLarge(usize),
+    #[error("frame speaks protocol version {0}; this side speaks {PROTOCOL_VERSION}")]
+    Version(u16),
+    #[error("malformed frame: {0}")]
+    Malformed(String),
+    #[error("cannot encode a frame: {0}")]
+    Encode(String),
+}
+
+/// Encodes `body` as one frame, length prefix included.
+pub fn encode<T: Serialize>(body: &T) -> Result<Vec<u8>, FrameError> {
+    let bytes = rmp_serde::to_vec_named(&Frame {
+        version: PROTOCOL_VERSION,
+        body,
+    })
+    .map_err(|e| FrameError::Encode(e.to_string()))?;
+    if bytes.len() > MAX_FRAME {
+        return Err(FrameError::TooLarge(bytes.len()));
+    }
+    let len = u32::try_from(bytes.len()).map_err(|_| FrameError::TooLarge(bytes.len()))?;
+    let mut out = Vec::with_capacity(4 + bytes.len());
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(&bytes);
+    Ok(out)
+}
+
+/// Checks a length prefix before its body is read.
+pub fn check_len(prefix: [u8; 4]) -> Result<usize, FrameError> {
+    let len = u32::from_be_bytes(prefix) as usize;
+    if len > MAX_FRAME {
+        Err(FrameError::TooLarge(len))
+    } else {
+        Ok(len)
+    }
+}
+
+/// Decodes a frame body (after its length prefix).
+pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, FrameError> {
+    #[derive(Deserialize)]
+    struct Version {
+        version: u16,
+    }
+    let v: Version =
+        rmp_serde::from_slice(body).map_err(|e| FrameError::Malformed(e.to_string()))?;
+    if v.version != PROTOCOL_VERSION {
+        return Err(FrameError::Version(v.version));
+    }
+    let f: Frame<T> =
+        rmp_serde::from_slice(body).map_err(|e| FrameError::Malformed(e.to_string()))?;
+    Ok(f.body)
+}
+
+/// Writes key material (a private key, a certificate, a host id) the way both sides keep it:
+/// mode 0600 from its creation, synced, then renamed into place so a crash never leaves half
+/// a key.
+pub fn save_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::{io::Write as _, os::unix::fs::OpenOptionsExt as _};
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+/// A frame could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameIoError {
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    #[error("stream: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Writes one frame.
+pub async fn write_frame<T: Serialize, W: tokio::io::AsyncWrite + Unpin>(
+    w: &mut W,
+    body: &T,
+) -> Result<(), FrameIoError> {
+    use tokio::io::AsyncWriteExt as _;
+    w.write_all(&encode(body)?).await?;
+    Ok(())
+}
+
+/// Reads one frame; None when the stream ended cleanly between frames. The length is checked
+/// before the body is read, so an oversized frame costs nothing.
+pub async fn read_frame<T: DeserializeOwned, R: tokio::io::AsyncRead + Unpin>(
+    r: &mut R,
+) -> Result<Option<T>, FrameIoError> {
+    use tokio::io::AsyncReadExt as _;
+    let mut prefix = [0u8; 4];
+    let mut got = 0;
+    while got < 4 {
+        let n = r.read(&mut prefix[got..]).await?;
+        if n == 0 {
+            return if got == 0 {
+                Ok(None)
+            } else {
+                Err(FrameError::Malformed("the stream ended inside a length prefix".into()).into())
+            };
+        }
+        got += n;
+    }
+    let len = check_len(prefix)?;
+    let mut body = std::vec![0u8; len];
+    r.read_exact(&mut body).await?;
+    Ok(Some(decode(&body)?))
+}
+
+/// A sensor's numbered record streams.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stream {
+    Alerts,
+    Actions,
+}
+
+impl Stream {
+    pub const ALL: [Stream; 2] = [Stream::Alerts, Stream::Actions];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Alerts => "alerts",
+            Self::Actions => "actions",
+        }
+    }
+}
+
+/// What a sensor says about itself at the start of a connection and now and then after.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostReport {
+    pub hostname: String,
+    pub sensor_version: String,
+    pub policy_version: u64,
+    pub rules_loaded: u64,
+    pub isolated: bool,
+    /// Events lost to a full ring buffer, all kinds.
+    pub dropped: u64,
+}
+
+/// Sensor to controller, on the telemetry stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Uplink {
+    Hello {
+        host_id: String,
+        report: HostReport,
+    },
+    Report(HostReport),
+    /// Line `seq` (from 1) of `stream`: a JSON document in the schema the README documents.
+    Record {
+        stream: Stream,
+        seq: u64,
+        body: Vec<u8>,
+    },
+}
+
+/// Controller to sensor, on the telemetry stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Downlink {
+    /// The last line the controller holds of each stream: send from the next.
+    Welcome { held: BTreeMap<Stream, u64> },
+    /// Everything up to `seq` of `stream` is stored.
+    Ack { stream: Stream, seq: u64 },
+}
+
+/// An order from the controller, run by the sensor's response executors.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    Isolate {
+        reason: String,
+        who: String,
+    },
+    /// Undo every isolation in force.
+    Release {
+        who: String,
+    },
+    /// Undo one journaled action.
+    Undo {
+        id: String,
+        who: String,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommandReply {
+    /// The action records it produced (JSON, the journal's schema).
+    Done {
+        records: Vec<Vec<u8>>,
+    },
+    Refused {
+        reason: String,
+    },
+}
+
+/// An enrollment token as the operator hands it to a sensor:
+/// `vigil1.<id>.<secret>.<CA SHA-256>`, all hex. The controller keeps the id, the secret's
+/// hash and the expiry; the fingerprint lets the sensor pin the controller's CA from its first
+/// connection on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EnrollToken {
+    pub id: String,
+    pub secret: String,
+    pub ca_fingerprint: String,
+}
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("an enrollment token has four dot-separated parts starting with `vigil1.`")]
+    Shape,
+    #[error("the token's {0} is not hex of the right length")]
+    Part(&'static str),
+}
+
+const TOKEN_PREFIX: &str = "vigil1";
+
+fn is_hex(s: &str, len: usize) -> bool {
+    s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+impl EnrollToken {
+    pub fn parse(text: &str) -> Result<Self, TokenError> {
+        let parts: Vec<&str> = text.trim().split('.').collect();
+        let [TOKEN_PREFIX, id, secret, fp] = parts[..] else {
+            return Err(TokenError::Shape);
+        };
+        if !is_hex(id, 16) {
+            return Err(TokenError::Part("id"));
+        }
+        if !is_hex(secret, 48) {
+            return Err(TokenError::Part("secret"));
+        }
+        if !is_hex(fp, 64) {
+            return Err(TokenError::Part("CA fingerprint"));
+        }
+        Ok(Self {
+            id: id.to_owned(),
+            secret: secret.to_owned(),
+            ca_fingerprint: fp.to_ascii_lowercase(),
+        })
+    }
+}
+
+impl core::fmt::Display for EnrollToken {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "{TOKEN_PREFIX}.{}.{}.{}",
+            self.id, self.secret, self.ca_fingerprint
+        )
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrollRequest {
+    pub token_id: String,
+    pub secret: String,
+    pub hostname: String,
+    /// A PKCS#10 certificate signing request (DER) for the key the sensor keeps.
+    pub csr_der: Vec<u8>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EnrollReply {
+    Enrolled {
+        host_id: String,
+        cert_pem: String,
+        ca_pem: String,
+    },
+    Refused {
+        reason: String,
+    },
+}
+
+/// What the controller's I/O layer must do after a frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Keep a line: it is the next of its stream.
+    Store {
+        stream: Stream,
+        seq: u64,
+        body: Vec<u8>,
+    },
+    /// The host's report changed.
+    Report(HostReport),
+    Send(Downlink),
+    /// End this stream with the reason (logged); the rest of the server carries on.
+    Close(String),
+}
+
+/// The controller's side of one telemetry stream, as a state machine: a hello naming the
+/// host the certificate was issued to, then records in sequence.
+#[derive(Debug)]
+pub struct ServerSession {
+    host_id: String,
+    state: SessionState,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum SessionState {
+    AwaitHello,
+    Streaming { held: BTreeMap<Stream, u64> },
+    Closed,
+}
+
+impl ServerSession {
+    /// A session for the host whose certificate the connection presented.
+    pub fn new(host_id: String) -> Self {
+        Self {
+            host_id,
+            state: SessionState::AwaitHello,
+        }
+    }
+
+    /// Feeds one frame; `held` gives what the store holds of each stream for this host
+    /// (asked once, at the hello).
+    pub fn on_frame(
+        &mut self,
+        frame: Uplink,
+        held: impl FnOnce() -> BTreeMap<Stream, u64>,
+    ) -> Vec<Step> {
+        let close = |state: &mut SessionState, why: String| {
+            *state = SessionState::Closed;
+            std::vec![Step::Close(why)]
+        };
+        match (&mut self.state, frame) {
+            (SessionState::Closed, _) => std::vec![Step::Close("stream already closed".into())],
+            (SessionState::AwaitHello, Uplink::Hello { host_id, report }) => {
+                if host_id != self.host_id {
+                    return close(
+                        &mut self.state,
+                        std::format!(
+                            "hello names host {host_id} but the certificate was issued to {}",
+                            self.host_id
+                        ),
+                    );
+                }
+                let held = held();
+                self.state = SessionState::Streaming { held: held.clone() };
+                std::vec![Step::Report(report), Step::Send(Downlink::Welcome { held })]
+            }
+            (SessionState::AwaitHello, _) => {
+                close(&mut self.state, "a frame before the hello".into())
+            }
+            (SessionState::Streaming { .. }, Uplink::Hello { .. }) => {
+                close(&mut self.state, "a second hello".into())
+            }
+            (SessionState::Streaming { .. }, Uplink::Report(r)) => std::vec![Step::Report(r)],
+            (SessionState::Streaming { held }, Uplink::Record { stream, seq, body }) => {
+                let last = held.entry(stream).or_insert(0);
+                if seq <= *last {
+                    // Already held (a resend after a lost ack): ack again, keep nothing.
+                    std::vec![Step::Send(Downlink::Ack { stream, seq: *last })]
+                } else if seq == *last + 1 {
+                    *last = seq;
+                    std::vec![
+                        Step::Store { stream, seq, body },
+                        Step::Send(Downlink::Ack { stream, seq }),
+                    ]
+                } else {
+                    let expected = *last + 1;
+                    close(
+                        &mut self.state,
+                        std::format!(
+                            "{} line {seq} arrived where {expected} was due",
+                            stream.name()
+                        ),
+                    )
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::vec;
+
+    use super::*;
+
+    fn hello(id: &str) -> Uplink {
+        Uplink::Hello {
+            host_id: id.to_owned(),
+            report: HostReport::default(),
+        }
+    }
+
+    fn rec(seq: u64) -> Uplink {
+        Uplink::Record {
+            stream: Stream::Alerts,
+            seq,
+            body: vec![b'{', b'}'],
+        }
+    }
+
+    #[test]
+    fn tokens_parse_and_bad_ones_are_named() {
+        let t = EnrollToken {
+            id: "0123456789abcdef".into(),
+            secret: "ab".repeat(24),
+            ca_fingerprint: "cd".repeat(32),
+        };
+        assert_eq!(EnrollToken::parse(&t.to_string()), Ok(t.clone()));
+        assert_eq!(EnrollToken::parse("hello"), Err(TokenError::Shape));
+        let s = t.to_string();
+        assert_eq!(
+            EnrollToken::parse(&s.replacen("vigil1", "vigil2", 1)),
+            Err(TokenError::Shape)
+        );
+        let short = std::format!("vigil1.{}.{}.{}", t.id, &t.secret[2..], t.ca_fingerprint);
+        assert_eq!(EnrollToken::parse(&short), Err(TokenError::Part("secret")));
+    }
+
+    #[test]
+    fn frames_round_trip_and_bad_ones_are_named() {
+        let bytes = encode(&rec(7)).expect("encode");
+        let len = check_len(bytes[..4].try_into().expect("prefix")).expect("len");
+        assert_eq!(len, bytes.len() - 4);
+        assert_eq!(decode::<Uplink>(&bytes[4..]), Ok(rec(7)));
+        assert_eq!(
+            check_len(u32::MAX.to_be_bytes()),
+            Err(FrameError::TooLarge(u32::MAX as usize))
+        );
+        assert!(matches!(
+            decode::<Uplink>(&bytes[4..bytes.len() - 3]),
+            Err(FrameError::Malformed(_))
+        ));
+        let future = rmp_serde::to_vec_named(&Frame {
+            version: PROTOCOL_VERSION + 1,
+            body: rec(1),
+        })
+        .expect("encode");
+        assert_eq!(
+            decode::<Uplink>(&future),
+            Err(FrameError::Version(PROTOCOL_VERSION + 1))
+        );
+        assert!(matches!(
+            decode::<Uplink>(b"\xc1garbage"),
+            Err(FrameError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn a_session_wants_the_hello_of_its_certificate_first() {
+        let mut s = ServerSession::new("h1".into());
+        assert!(matches!(
+            s.on_frame(rec(1), BTreeMap::new)[..],
+            [Step::Close(_)]
+        ));
+        let mut s = ServerSession::new("h1".into());
+        let steps = s.on_frame(hello("h2"), BTreeMap::new);
+        assert!(matches!(&steps[..], [Step::Close(why)] if why.contains("h2")));
+        let mut s = ServerSession::new("h1".into());
+        let steps = s.on_frame(hello("h1"), || BTreeMap::from([(Stream::Alerts, 4)]));
+        assert_eq!(
+            steps[1],
+            Step::Send(Downlink::Welcome {
+                held: BTreeMap::from([(Stream::Alerts, 4)])
+            })
+        );
+        assert!(matches!(
+            s.on_frame(hello("h1"), BTreeMap::new)[..],
+            [Step::Close(_)]
+        ));
+    }
+
+    #[test]
+    fn records_are_kept_once_and_in_order() {
+        let mut s = ServerSession::new("h1".into());
+        s.on_frame(hello("h1"), || BTreeMap::from([(Stream::Alerts, 2)]));
+        // A resend of what is held: acked, not stored.
+        assert_eq!(
+            s.on_frame(rec(2), BTreeMap::new),
+            vec![Step::Send(Downlink::Ack {
+                stream: Stream::Alerts,
+                seq: 2
+            })]
+        );
+        let steps = s.on_frame(rec(3), BTreeMap::new);
+        assert!(matches!(steps[0], Step::Store { seq: 3, .. }));
+        // A gap closes the stream: the sensor reconnects and resends from the welcome.
+        assert!(matches!(
+            s.on_frame(rec(5), BTreeMap::new)[..],
+            [Step::Close(_)]
+        ));
+        assert!(matches!(
+            s.on_frame(rec(4), BTreeMap::new)[..],
+            [Step::Close(_)]
+        ));
+    }
+}

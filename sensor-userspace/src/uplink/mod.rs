@@ -1,0 +1,352 @@
+//! The controller uplink: enrollment, then one mutual-TLS QUIC connection that carries the
+//! host's alerts and action records up and the controller's commands down. The sensor never
+//! depends on it: detection and containment run the same with the link down.
+//!
+//! Store and forward: the records are the lines of `STATE/alerts.jsonl` and
+//! `STATE/actions.jsonl`, already on disk and never dropped. On each connection the controller
+//! says the last line it holds of each, and the uplink sends from the next one ([`tail`]).
+
+pub mod identity;
+pub mod tail;
+pub mod tls;
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use sensor_common::protocol::{
+    Command, CommandReply, Downlink, EnrollToken, HostReport, SERVER_NAME, Stream, Uplink,
+    read_frame, write_frame,
+};
+use tokio::sync::{mpsc, oneshot};
+
+use self::{identity::Identity, tail::Tail};
+use crate::control::{Envelope, Order, Request, Response};
+
+/// How often new lines are looked for.
+const POLL: Duration = Duration::from_millis(200);
+/// How often the host's report goes up.
+const REPORT_EVERY: Duration = Duration::from_secs(5);
+/// Reconnection waits grow to this.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+#[derive(Clone, Debug)]
+pub struct UplinkOptions {
+    pub controller: SocketAddr,
+    pub token: Option<EnrollToken>,
+    pub state: PathBuf,
+}
+
+/// Asks the running sensor (through the control channel) and waits for its answer.
+async fn ask(ctrl: &mpsc::Sender<Envelope>, req: Request) -> Option<Response> {
+    let (tx, rx) = oneshot::channel();
+    ctrl.send((req, tx)).await.ok()?;
+    rx.await.ok()
+}
+
+async fn report(ctrl: &mpsc::Sender<Envelope>) -> HostReport {
+    let hostname = nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    match ask(ctrl, Request::Status).await {
+        Some(Response::Status(s)) => HostReport {
+            hostname,
+            sensor_version: s.version.clone(),
+            policy_version: s.policy.version,
+            rules_loaded: s.rules_loaded as u64,
+            isolated: s.actions.network.isolated,
+            dropped: s.events.values().map(|k| k.dropped).sum(),
+        },
+        _ => HostReport {
+            hostname,
+            sensor_version: env!("CARGO_PKG_VERSION").to_owned(),
+            ..HostReport::default()
+        },
+    }
+}
+
+/// The identity saved under the state directory, or one enrolled now with the token.
+/// None when the sensor cannot enroll (no token, or the controller refused it).
+async fn identity(opts: &UplinkOptions, endpoint: &quinn::Endpoint) -> Option<Identity> {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match Identity::load(&opts.state) {
+            Ok(Some(id)) => return Some(id),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "the saved controller identity is unreadable; the uplink stays down");
+                return None;
+            }
+        }
+        let Some(token) = &opts.token else {
+            tracing::error!(
+                "not enrolled with the controller: run once with --enroll TOKEN (from `vigil-controller enroll-token`); the uplink stays down"
+            );
+            return None;
+        };
+        let hostname = nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| "unknown".into());
+        match identity::enroll(endpoint, opts.controller, token, &hostname).await {
+            Ok(id) => {
+                if let Err(e) = id.save(&opts.state) {
+                    tracing::error!(error = %e, "cannot save the identity; the uplink stays down");
+                    return None;
+                }
+                tracing::info!(host = %id.host_id, controller = %opts.controller, "enrolled with the controller");
+                return Some(id);
+            }
+            Err(e @ identity::IdentityError::Unreachable { .. }) => {
+                tracing::warn!(error = %e, "enrollment will be retried");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "enrollment failed; the uplink stays down");
+                return None;
+            }
+        }
+    }
+}
+
+fn client_endpoint(controller: SocketAddr) -> std::io::Result<quinn::Endpoint> {
+    let bind: SocketAddr = if controller.is_ipv4() {
+        ([0, 0, 0, 0], 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    quinn::Endpoint::client(bind)
+}
+
+/// Enrolls now and saves the identity under `state` (refused when one is already there);
+/// returns the host id.
+pub async fn enroll_once(
+    state: &Path,
+    controller: SocketAddr,
+    token: &EnrollToken,
+) -> Result<String, identity::IdentityError> {
+    if let Some(id) = Identity::load(state)? {
+        return Err(identity::IdentityError::Refused(format!(
+            "this state directory is already enrolled as host {}; remove {} to enroll again",
+            id.host_id,
+            state.join("identity").display()
+        )));
+    }
+    let endpoint =
+        client_endpoint(controller).map_err(|e| identity::IdentityError::Unreachable {
+            addr: controller,
+            why: e.to_string(),
+        })?;
+    let hostname = nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "unknown".into());
+    let id = identity::enroll(&endpoint, controller, token, &hostname).await?;
+    std::fs::create_dir_all(state).map_err(|source| identity::IdentityError::Io {
+        path: state.to_owned(),
+        source,
+    })?;
+    id.save(state)?;
+    Ok(id.host_id)
+}
+
+/// Runs the uplink until the sensor stops: enroll if needed, then connect, and reconnect
+/// whenever the link drops.
+pub async fn run(opts: UplinkOptions, ctrl: mpsc::Sender<Envelope>) {
+    let endpoint = match client_endpoint(opts.controller) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot open a UDP socket; the uplink stays down");
+            return;
+        }
+    };
+    let Some(id) = identity(&opts, &endpoint).await else {
+        return;
+    };
+    let config = match id.client_config(&opts.state) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "the uplink stays down");
+            return;
+        }
+    };
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let started = Instant::now();
+        match session(&endpoint, &config, &id, &opts, &ctrl).await {
+            Ok(()) => tracing::info!("the controller closed the link"),
+            Err(e) => {
+                tracing::warn!(controller = %opts.controller, error = %e, "controller link down; records wait on disk")
+            }
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            backoff = Duration::from_millis(200);
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+fn stream_path(state: &Path, s: Stream) -> PathBuf {
+    state.join(format!("{}.jsonl", s.name()))
+}
+
+async fn session(
+    endpoint: &quinn::Endpoint,
+    config: &quinn::ClientConfig,
+    id: &Identity,
+    opts: &UplinkOptions,
+    ctrl: &mpsc::Sender<Envelope>,
+) -> Result<(), String> {
+    let conn = endpoint
+        .connect_with(config.clone(), opts.controller, SERVER_NAME)
+        .map_err(|e| e.to_string())?
+        .await
+        .map_err(|e| e.to_string())?;
+    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+    let hello = Uplink::Hello {
+        host_id: id.host_id.clone(),
+        report: report(ctrl).await,
+    };
+    write_frame(&mut send, &hello)
+        .await
+        .map_err(|e| e.to_string())?;
+    let held = match read_frame::<Downlink, _>(&mut recv).await {
+        Ok(Some(Downlink::Welcome { held })) => held,
+        Ok(Some(other)) => return Err(format!("expected a welcome, got {other:?}")),
+        Ok(None) => return Err(close_reason(&conn, "the controller ended the stream")),
+        Err(e) => return Err(close_reason(&conn, &e.to_string())),
+    };
+    tracing::info!(controller = %opts.controller, ?held, "connected to the controller");
+    let mut tails: Vec<Tail> = Stream::ALL
+        .iter()
+        .map(|&s| {
+            Tail::open(
+                s,
+                stream_path(&opts.state, s),
+                held.get(&s).copied().unwrap_or(0),
+            )
+        })
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.to_string())?;
+    // Acks are read on their own task: a frame read is not cancel-safe inside a select.
+    let mut acks = tokio::spawn(async move {
+        loop {
+            match read_frame::<Downlink, _>(&mut recv).await {
+                Ok(Some(Downlink::Ack { stream, seq })) => {
+                    tracing::trace!(stream = stream.name(), seq, "acked");
+                }
+                Ok(Some(other)) => return format!("unexpected {other:?}"),
+                Ok(None) => return "the controller ended the stream".to_owned(),
+                Err(e) => return e.to_string(),
+            }
+        }
+    });
+    let commands = tokio::spawn(serve_commands(conn.clone(), ctrl.clone()));
+    let mut poll = tokio::time::interval(POLL);
+    let mut reports = tokio::time::interval(REPORT_EVERY);
+    reports.tick().await;
+    let result = loop {
+        tokio::select! {
+            ended = &mut acks => break Err(close_reason(&conn, &ended.unwrap_or_else(|e| e.to_string()))),
+            _ = poll.tick() => {
+                if let Err(e) = send_new(&mut tails, &mut send).await {
+                    break Err(close_reason(&conn, &e));
+                }
+            }
+            _ = reports.tick() => {
+                let r = Uplink::Report(report(ctrl).await);
+                if let Err(e) = write_frame(&mut send, &r).await {
+                    break Err(close_reason(&conn, &e.to_string()));
+                }
+            }
+        }
+    };
+    commands.abort();
+    acks.abort();
+    result
+}
+
+/// Sends the lines written since the last poll, stream by stream.
+async fn send_new(tails: &mut [Tail], send: &mut quinn::SendStream) -> Result<(), String> {
+    for t in tails {
+        let lines = match t.poll() {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(stream = t.stream().name(), error = %e, "cannot read new records");
+                continue;
+            }
+        };
+        for (seq, body) in lines {
+            let rec = Uplink::Record {
+                stream: t.stream(),
+                seq,
+                body,
+            };
+            write_frame(send, &rec).await.map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(())
+}
+
+/// What the controller said when it closed the connection, else `fallback`.
+fn close_reason(conn: &quinn::Connection, fallback: &str) -> String {
+    match conn.close_reason() {
+        Some(quinn::ConnectionError::ApplicationClosed(c)) => format!(
+            "the controller closed the connection: {}",
+            String::from_utf8_lossy(&c.reason)
+        ),
+        Some(other) => other.to_string(),
+        None => fallback.to_owned(),
+    }
+}
+
+/// Answers the controller's commands, each on a stream it opens, through the sensor's own
+/// control channel: the same journaled actions as a local operator's.
+async fn serve_commands(conn: quinn::Connection, ctrl: mpsc::Sender<Envelope>) {
+    while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+        let ctrl = ctrl.clone();
+        tokio::spawn(async move {
+            let reply = match read_frame::<Command, _>(&mut recv).await {
+                Ok(Some(cmd)) => run_command(cmd, &ctrl).await,
+                Ok(None) => return,
+                Err(e) => CommandReply::Refused {
+                    reason: e.to_string(),
+                },
+            };
+            if let Err(e) = write_frame(&mut send, &reply).await {
+                tracing::warn!(error = %e, "cannot answer the controller");
+            }
+            let _ = send.finish();
+        });
+    }
+}
+
+async fn run_command(cmd: Command, ctrl: &mpsc::Sender<Envelope>) -> CommandReply {
+    tracing::info!(?cmd, "command from the controller");
+    let req = match cmd {
+        Command::Isolate { reason, who } => Request::Contain {
+            order: Order::Isolate,
+            reason,
+            by: Some(who),
+        },
+        Command::Release { who } => Request::Release { by: Some(who) },
+        Command::Undo { id, who } => Request::Undo { id, by: Some(who) },
+    };
+    match ask(ctrl, req).await {
+        Some(Response::Actions { records }) => CommandReply::Done {
+            records: records
+                .iter()
+                .filter_map(|r| serde_json::to_vec(r).ok())
+                .collect(),
+        },
+        Some(Response::Error { message }) => CommandReply::Refused { reason: message },
+        Some(other) => CommandReply::Refused {
+            reason: format!("unexpected answer {other:?}"),
+        },
+        None => CommandReply::Refused {
+            reason: "the sensor is stopping".into(),
+        },
+    }
+}

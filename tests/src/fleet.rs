@@ -1,0 +1,194 @@
+//! A real `vigil-controller serve` for end-to-end tests: its own state directory, a free
+//! loopback UDP port, stopped on drop.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+use serde_json::Value;
+
+/// The `vigil-controller` binary next to this test's (cargo builds it with the workspace).
+pub fn controller_bin() -> PathBuf {
+    let bin = crate::sensor_bin().with_file_name("vigil-controller");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with `cargo build -p controller`",
+        bin.display()
+    );
+    bin
+}
+
+pub struct Controller {
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub addr: SocketAddr,
+}
+
+fn free_udp_port() -> Result<u16> {
+    Ok(std::net::UdpSocket::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+impl Controller {
+    pub fn start() -> Result<Self> {
+        let dir = tempfile::Builder::new().prefix("vigil-ctl-").tempdir()?;
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_udp_port()?));
+        let mut c = Self {
+            child: None,
+            dir,
+            addr,
+        };
+        c.spawn()?;
+        Ok(c)
+    }
+
+    pub fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("controller.log"))?;
+        let child = Command::new(controller_bin())
+            .args(["serve", "--listen", &self.addr.to_string(), "--state"])
+            .arg(self.state())
+            .env("VIGIL_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("start vigil-controller")?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if self.ctl(&["hosts", "--json"]).status.success() {
+                return Ok(());
+            }
+            if let Some(st) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                bail!(
+                    "the controller exited during start-up ({st}):\n{}",
+                    self.log()
+                );
+            }
+            if Instant::now() > deadline {
+                bail!("the controller did not answer within 30 s:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops the server (SIGTERM) and waits for it.
+    pub fn stop(&mut self) -> Result<()> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while child.try_wait()?.is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                bail!("the controller did not stop within 20 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    /// Starts it again on the same state directory and port.
+    pub fn restart(&mut self) -> Result<()> {
+        self.stop()?;
+        self.spawn()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("controller.log")).unwrap_or_default()
+    }
+
+    /// Runs `vigil-controller ARGS --state STATE`.
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        Command::new(controller_bin())
+            .args(args)
+            .arg("--state")
+            .arg(self.state())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run vigil-controller")
+    }
+
+    /// A fresh one-time enrollment token valid `ttl_secs`.
+    pub fn token(&self, ttl_secs: u64) -> String {
+        let out = self.ctl(&["enroll-token", "--ttl-secs", &ttl_secs.to_string()]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    pub fn hosts(&self) -> Vec<Value> {
+        let out = self.ctl(&["hosts", "--json"]);
+        serde_json::from_slice::<Value>(&out.stdout)
+            .ok()
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default()
+    }
+
+    /// What the hosts sent of `kind` (`alerts` or `actions`), in order.
+    pub fn records(&self, kind: &str) -> Vec<Value> {
+        let out = self.ctl(&[kind]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Waits until `pred` holds of the hosts list.
+    pub fn wait_hosts(&self, what: &str, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let deadline = Instant::now() + crate::EVENT_DEADLINE;
+        loop {
+            let hosts = self.hosts();
+            if pred(&hosts) {
+                return hosts;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "hosts never showed {what}: {hosts:?}\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn ca_pem(&self) -> String {
+        std::fs::read_to_string(self.state().join("ca.pem")).expect("ca.pem")
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
+/// The mode bits of a file.
+pub fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path).map_or(0, |m| m.permissions().mode() & 0o777)
+}

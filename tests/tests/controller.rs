@@ -1,0 +1,355 @@
+//! The controller with real sensors over real QUIC on loopback: enrollment, refusal of every
+//! peer that has no right to anything, store-and-forward across a controller restart, and
+//! containment driven from the controller.
+
+use std::{
+    net::SocketAddr,
+    path::Path,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject as _};
+use sensor_common::protocol::{
+    ALPN, Downlink, HostReport, SERVER_NAME, Uplink, read_frame, write_frame,
+};
+use serde_json::Value;
+use vigil_tests::{
+    Sensor,
+    fleet::{Controller, mode},
+    kernel_tests_enabled,
+    net::{Cgroup, Peer, probe, reaches},
+    sensor_cmd,
+};
+
+/// Makes a real alert: a setuid bit on a copy of /bin/true (rule `vigil-setuid-bit`).
+fn setuid_alert(dir: &Path, name: &str) {
+    let path = dir.join(name);
+    std::fs::copy("/bin/true", &path).expect("copy");
+    let st = std::process::Command::new("chmod")
+        .arg("u+s")
+        .arg(&path)
+        .status()
+        .expect("chmod");
+    assert!(st.success());
+}
+
+fn wait<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn alert_ids(records: &[Value]) -> Vec<String> {
+    records
+        .iter()
+        .filter_map(|r| r["body"]["id"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn enrollment_and_telemetry_across_a_controller_restart_lose_nothing_and_duplicate_nothing() {
+    if !kernel_tests_enabled("controller telemetry") {
+        return;
+    }
+    let mut c = Controller::start().expect("controller");
+    let token = c.token(600);
+    let sensor = Sensor::start_with(&["--controller", &c.addr.to_string(), "--enroll", &token])
+        .expect("sensor");
+    let hosts = c.wait_hosts("the sensor online", |h| {
+        h.len() == 1 && h[0]["connected"] == true
+    });
+    let host_id = hosts[0]["id"].as_str().expect("id").to_owned();
+    let identity = sensor.state().join("identity");
+    for f in ["key.pem", "cert.pem", "ca.pem", "host_id"] {
+        assert_eq!(mode(&identity.join(f)), 0o600, "{f}");
+    }
+    assert_eq!(mode(&identity), 0o700);
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    setuid_alert(dir.path(), "first");
+    wait("the first alert at the controller", || {
+        (c.records("alerts").len() == 1).then_some(())
+    });
+
+    // The controller goes away; the sensor keeps detecting and keeps the records on disk.
+    c.stop().expect("stop");
+    for n in 0..3 {
+        setuid_alert(dir.path(), &format!("while-down-{n}"));
+    }
+    wait("4 alerts in the sensor's log", || {
+        (sensor.alerts().len() >= 4).then_some(())
+    });
+    c.restart().expect("restart");
+    let local: Vec<String> = sensor
+        .alerts()
+        .iter()
+        .filter_map(|a| a["id"].as_str().map(str::to_owned))
+        .collect();
+    let remote = wait("every alert at the controller", || {
+        let r = c.records("alerts");
+        (r.len() >= local.len()).then_some(r)
+    });
+    assert_eq!(
+        alert_ids(&remote),
+        local,
+        "same alerts, same order, no duplicate"
+    );
+    let seqs: Vec<u64> = remote.iter().filter_map(|r| r["seq"].as_u64()).collect();
+    assert_eq!(seqs, (1..=local.len() as u64).collect::<Vec<_>>());
+    assert!(remote.iter().all(|r| r["host"] == host_id.as_str()));
+    // A restart of the sensor resends nothing (its own stop may add an alert: that one
+    // comes up once).
+    let sensor = sensor
+        .restart(&["--controller", &c.addr.to_string()])
+        .expect("sensor restart");
+    c.wait_hosts("the sensor back", |h| h[0]["connected"] == true);
+    std::thread::sleep(Duration::from_secs(1));
+    let local: Vec<String> = sensor
+        .alerts()
+        .iter()
+        .filter_map(|a| a["id"].as_str().map(str::to_owned))
+        .collect();
+    let remote = wait("the same alerts after the sensor's restart", || {
+        let r = c.records("alerts");
+        (r.len() >= local.len()).then_some(r)
+    });
+    assert_eq!(alert_ids(&remote), local);
+}
+
+/// A QUIC client of the controller's sensor ALPN with the given identity.
+fn client(ca_pem: &str, cert_pem: &str, key_pem: &str) -> quinn::Endpoint {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).expect("ca"))
+        .expect("root");
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("tls13")
+        .with_root_certificates(roots)
+        .with_client_auth_cert(
+            vec![CertificateDer::from_pem_slice(cert_pem.as_bytes()).expect("cert")],
+            PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).expect("key"),
+        )
+        .expect("client auth");
+    cfg.alpn_protocols = vec![ALPN.to_vec()];
+    let mut ep = quinn::Endpoint::client(([127, 0, 0, 1], 0).into()).expect("endpoint");
+    ep.set_default_client_config(quinn::ClientConfig::new(Arc::new(
+        quinn::crypto::rustls::QuicClientConfig::try_from(cfg).expect("quic"),
+    )));
+    ep
+}
+
+/// Says hello as `host_id` and returns what the controller answers (or why there is none).
+async fn hello(ep: &quinn::Endpoint, addr: SocketAddr, host_id: &str) -> Result<Downlink, String> {
+    let conn = ep
+        .connect(addr, SERVER_NAME)
+        .map_err(|e| e.to_string())?
+        .await
+        .map_err(|e| e.to_string())?;
+    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+    let hello = Uplink::Hello {
+        host_id: host_id.to_owned(),
+        report: HostReport::default(),
+    };
+    write_frame(&mut send, &hello)
+        .await
+        .map_err(|e| e.to_string())?;
+    match read_frame::<Downlink, _>(&mut recv).await {
+        Ok(Some(d)) => Ok(d),
+        Ok(None) => Err("stream ended".into()),
+        Err(e) => Err(conn
+            .close_reason()
+            .map_or_else(|| e.to_string(), |r| r.to_string())),
+    }
+}
+
+#[test]
+fn reused_and_expired_tokens_forged_certificates_revoked_hosts_and_garbage_get_nothing() {
+    let c = Controller::start().expect("controller");
+    let token = c.token(600);
+    let a = tempfile::tempdir().expect("tempdir");
+    let b = tempfile::tempdir().expect("tempdir");
+    let enroll = |dir: &Path, token: &str| {
+        sensor_cmd(&[
+            "enroll",
+            "--state",
+            dir.to_str().expect("utf-8"),
+            "--controller",
+            &c.addr.to_string(),
+            "--token",
+            token,
+        ])
+    };
+    let first = enroll(a.path(), &token);
+    assert!(
+        first.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&first.stderr),
+        c.log()
+    );
+    let reused = enroll(b.path(), &token);
+    assert!(!reused.status.success(), "a token works once");
+    assert!(String::from_utf8_lossy(&reused.stderr).contains("refused"));
+    let expired = enroll(b.path(), &c.token(0));
+    assert!(!expired.status.success(), "an expired token gets nothing");
+    // A token naming another CA: the sensor refuses the controller.
+    let mut other = c.token(600);
+    other.replace_range(other.len() - 4.., "0000");
+    let pinned = enroll(b.path(), &other);
+    assert!(!pinned.status.success(), "the CA is pinned by the token");
+    assert!(!b.path().join("identity").exists(), "{pinned:?}");
+    assert_eq!(c.hosts().len(), 1, "one host enrolled: {:?}", c.hosts());
+
+    let read =
+        |name: &str| std::fs::read_to_string(a.path().join("identity").join(name)).expect(name);
+    let host_id = read("host_id");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        // The real identity is welcome.
+        let ep = client(&c.ca_pem(), &read("cert.pem"), &read("key.pem"));
+        let welcome = hello(&ep, c.addr, &host_id).await;
+        assert!(
+            matches!(welcome, Ok(Downlink::Welcome { .. })),
+            "{welcome:?}"
+        );
+        // A hello naming another host on that certificate is refused.
+        let lying = hello(&ep, c.addr, "h-0000000000000000").await;
+        assert!(lying.is_err(), "{lying:?}");
+
+        // A certificate from another CA, claiming the same host.
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params = rcgen::CertificateParams::new(vec![]).expect("params");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, host_id.as_str());
+        let forged = params.self_signed(&key).expect("forge");
+        let ep = client(&c.ca_pem(), &forged.pem(), &key.serialize_pem());
+        let answer = hello(&ep, c.addr, &host_id).await;
+        assert!(
+            answer.is_err(),
+            "a forged certificate gets nothing: {answer:?}"
+        );
+
+        // Garbage on the telemetry stream closes that peer only.
+        let ep = client(&c.ca_pem(), &read("cert.pem"), &read("key.pem"));
+        let conn = ep
+            .connect(c.addr, SERVER_NAME)
+            .expect("connect")
+            .await
+            .expect("handshake");
+        let (mut send, mut recv) = conn.open_bi().await.expect("stream");
+        tokio::io::AsyncWriteExt::write_all(&mut send, &[0xff, 0xff, 0xff, 0xff, 1, 2, 3])
+            .await
+            .expect("write");
+        let got = read_frame::<Downlink, _>(&mut recv).await;
+        assert!(!matches!(got, Ok(Some(_))), "{got:?}");
+        let again = hello(&ep, c.addr, &host_id).await;
+        assert!(
+            matches!(again, Ok(Downlink::Welcome { .. })),
+            "the server carries on: {again:?}"
+        );
+
+        // Revoked: the same certificate gets nothing from now on.
+        let out = c.ctl(&["revoke", &host_id]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let revoked = hello(&ep, c.addr, &host_id).await;
+        assert!(
+            revoked.as_ref().is_err_and(|e| e.contains("revoked")),
+            "{revoked:?}"
+        );
+    });
+    assert!(
+        c.log().contains("bytes is over the"),
+        "the oversized frame is logged:\n{}",
+        c.log()
+    );
+}
+
+#[test]
+fn contain_and_release_from_the_controller() {
+    if !kernel_tests_enabled("controller containment") {
+        return;
+    }
+    let _one = vigil_tests::one_at_a_time();
+    let c = Controller::start().expect("controller");
+    let port = 7131;
+    let peer = Peer::new(&[port]);
+    let cg = Cgroup::create();
+    let sensor = Sensor::start_with(&[
+        "--cgroup",
+        cg.arg(),
+        "--controller",
+        &c.addr.to_string(),
+        "--enroll",
+        &c.token(600),
+    ])
+    .expect("sensor");
+    let hosts = c.wait_hosts("the sensor online", |h| {
+        h.len() == 1 && h[0]["connected"] == true
+    });
+    let hostname = hosts[0]["hostname"].as_str().expect("hostname").to_owned();
+    assert!(reaches(&probe(&cg, &peer.addr, &[port]), port));
+
+    let out = c.ctl(&["contain", &hostname, "--reason", "lateral movement seen"]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stderr),
+        c.log()
+    );
+    let record: Value =
+        serde_json::from_slice(out.stdout.split(|b| *b == b'\n').next().unwrap_or_default())
+            .expect("the action record");
+    assert_eq!(record["action"], "isolate");
+    assert_eq!(record["status"], "done");
+    assert!(
+        record["requested_by"]
+            .as_str()
+            .unwrap_or("")
+            .contains("controller")
+    );
+    assert!(!reaches(&probe(&cg, &peer.addr, &[port]), port), "isolated");
+    // The controller itself stays reachable: the host reports its isolation.
+    c.wait_hosts("the isolation reported", |h| {
+        h[0]["report"]["isolated"] == true
+    });
+
+    let out = c.ctl(&["release", &hostname]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(reaches(&probe(&cg, &peer.addr, &[port]), port), "released");
+    let again = c.ctl(&["release", &hostname]);
+    assert!(!again.status.success(), "nothing left to release");
+    let audit = String::from_utf8_lossy(&c.ctl(&["audit"]).stdout).into_owned();
+    assert!(
+        audit.contains("contain") && audit.contains("release") && audit.contains("uid 0"),
+        "{audit}"
+    );
+    // The journal records came up the uplink too.
+    wait("the action records at the controller", || {
+        let a = c.records("actions");
+        (a.iter()
+            .filter(|r| r["body"]["action"] == "isolate")
+            .count()
+            >= 1)
+            .then_some(())
+    });
+    drop(sensor);
+}

@@ -1,0 +1,83 @@
+//! `cargo xtask run`: a local controller on its embedded store, and the sensor enrolled with
+//! it, both from the release build. The sensor runs in the foreground; the controller stops
+//! when it does.
+
+use std::{
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::util;
+
+/// Stops the controller however `both` returns.
+struct Stop(Child);
+
+impl Drop for Stop {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let _ = self.0.wait();
+    }
+}
+
+pub fn both(state: &str, controller_state: &str, listen: &str, args: &[String]) -> Result<()> {
+    let release = util::target_dir()?.join("release");
+    let ctl = release.join("vigil-controller");
+    let controller = Command::new(&ctl)
+        .args(["serve", "--state", controller_state, "--listen", listen])
+        .stdin(Stdio::null())
+        .spawn()
+        .with_context(|| format!("cannot start {}", ctl.display()))?;
+    let controller = Stop(controller);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !Command::new(&ctl)
+        .args(["hosts", "--state", controller_state])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()?
+        .success()
+    {
+        if Instant::now() > deadline {
+            bail!("the local controller did not come up within 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut sensor = Command::new(release.join("vigil-sensor"));
+    sensor.args([
+        "run",
+        "--state",
+        state,
+        "--events-out",
+        "-",
+        "--controller",
+        listen,
+    ]);
+    if !Path::new(state).join("identity/host_id").exists() {
+        let out = Command::new(&ctl)
+            .args(["enroll-token", "--state", controller_state])
+            .output()?;
+        let token = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .to_owned();
+        if !out.status.success() || token.is_empty() {
+            bail!(
+                "cannot get an enrollment token: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        sensor.args(["--enroll", &token]);
+    }
+    sensor.args(args);
+    eprintln!(
+        "xtask: controller on {listen} (state {controller_state}), sensor enrolled with it (events on stdout; \
+         `vigil-sensor status --state {state}` and `vigil-controller hosts --state {controller_state}` in another shell; Ctrl-C stops both)"
+    );
+    let status = sensor.status().context("cannot start vigil-sensor")?;
+    drop(controller);
+    std::process::exit(status.code().unwrap_or(1));
+}
