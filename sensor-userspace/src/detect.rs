@@ -181,6 +181,7 @@ pub struct DetectStats {
 /// only the rules that can match it.
 pub struct Detector {
     by_category: HashMap<Category, Vec<SigmaRule>>,
+    literals: crate::rules::sigma::index::LiteralIndex,
     behaviour: Engine,
     me: SensorSelf,
     hashes: BlockedHashes,
@@ -206,12 +207,15 @@ impl Detector {
         host: String,
         started_ns: u64,
     ) -> Self {
+        let mut sigma = sigma;
+        let literals = crate::rules::sigma::index::LiteralIndex::build(sigma.iter_mut());
         let mut by_category: HashMap<Category, Vec<SigmaRule>> = HashMap::new();
         for r in sigma {
             by_category.entry(r.category).or_default().push(r);
         }
         Self {
             by_category,
+            literals,
             behaviour: Engine::new(behaviour),
             me,
             hashes,
@@ -278,7 +282,7 @@ impl Detector {
                 parent_user: parent_user.as_deref(),
             };
             // One prepared event for every rule: each field is computed and lower-cased once.
-            let prepared = Prepared::new(&fields);
+            let prepared = Prepared::with_index(&fields, &self.literals);
             hits.extend(
                 rules
                     .iter()

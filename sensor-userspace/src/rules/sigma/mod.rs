@@ -3,11 +3,13 @@
 //!
 //! A rule file is parsed ([`rule`]), its selections compiled into field matchers
 //! ([`pattern`]) and its condition into an expression ([`condition`]); [`fields`] names the
-//! Sigma fields the sensor can fill. A rule that uses anything this engine cannot evaluate is
+//! Sigma fields the sensor can fill; [`index`] turns every literal of a field, across
+//! all rules, into one automaton run once per event. A rule that uses anything this engine cannot evaluate is
 //! refused with the reason, never half-loaded.
 
 pub mod condition;
 pub mod fields;
+pub mod index;
 pub mod pattern;
 pub mod rule;
 

@@ -24,6 +24,8 @@ enum Compiled {
     Literal {
         how: Literal,
         text: String,
+        /// Its pattern in the field's [`super::index::LiteralIndex`] automaton, once indexed.
+        indexed: Option<u32>,
     },
     /// Case-insensitive wildcard match over the whole field.
     Glob(Vec<Tok>),
@@ -75,7 +77,7 @@ impl FieldValue {
         }
     }
 
-    fn lower(&self) -> &str {
+    pub(super) fn lower(&self) -> &str {
         self.lower.as_deref().unwrap_or(&self.raw)
     }
 
@@ -102,7 +104,11 @@ fn literal(toks: &[Tok]) -> Option<Compiled> {
         (true, false) => Literal::Suffix,
         (true, true) => Literal::Contains,
     };
-    Some(Compiled::Literal { how, text })
+    Some(Compiled::Literal {
+        how,
+        text,
+        indexed: None,
+    })
 }
 
 /// How a value is to be matched, from a field's modifiers.
@@ -174,6 +180,45 @@ impl Pattern {
         self.matches_value(&FieldValue::new(value.to_owned()))
     }
 
+    /// Its pattern in the field's literal index, when indexed.
+    pub(super) fn indexed(&self) -> Option<u32> {
+        match &self.0 {
+            Compiled::Literal { indexed, .. } => *indexed,
+            _ => None,
+        }
+    }
+
+    /// The text of a case-insensitive literal, and where its index entry goes.
+    pub(super) fn literal_mut(&mut self) -> Option<(&str, &mut Option<u32>)> {
+        match &mut self.0 {
+            Compiled::Literal { text, indexed, .. } => Some((text.as_str(), indexed)),
+            _ => None,
+        }
+    }
+
+    /// Matches with the field's literal hits (from [`super::index::LiteralIndex::hits`]) when
+    /// this pattern is indexed: one lookup instead of a string search.
+    pub fn matches_with(&self, value: &FieldValue, hits: Option<&[u8]>) -> bool {
+        if let (
+            Compiled::Literal {
+                how,
+                indexed: Some(i),
+                ..
+            },
+            Some(hits),
+        ) = (&self.0, hits)
+        {
+            let flag = match how {
+                Literal::Exact => super::index::EXACT,
+                Literal::Prefix => super::index::PREFIX,
+                Literal::Suffix => super::index::SUFFIX,
+                Literal::Contains => super::index::CONTAINS,
+            };
+            return hits.get(*i as usize).is_some_and(|h| h & flag != 0);
+        }
+        self.matches_value(value)
+    }
+
     /// Matches a field value prepared once for every pattern that reads it.
     pub fn matches_value(&self, value: &FieldValue) -> bool {
         match &self.0 {
@@ -182,7 +227,7 @@ impl Pattern {
                 .raw
                 .parse::<IpAddr>()
                 .is_ok_and(|ip| in_network(ip, *net, *prefix)),
-            Compiled::Literal { how, text } => {
+            Compiled::Literal { how, text, .. } => {
                 let v = value.lower();
                 match how {
                     Literal::Exact => v == text,

@@ -8,6 +8,7 @@ use serde_norway::Value;
 use super::{
     condition::{self, Expr},
     fields::{Category, SigmaFields},
+    index::LiteralIndex,
     pattern::{FieldValue, Mode, Pattern},
 };
 
@@ -83,15 +84,17 @@ struct FieldMatch {
 }
 
 impl FieldMatch {
-    fn matches(&self, value: Option<&FieldValue>) -> bool {
+    fn matches(&self, event: &Prepared<'_>) -> bool {
+        let value = event.get(self.field);
         if self.null {
             return value.is_none_or(|v| v.raw.is_empty());
         }
         let Some(v) = value else { return false };
+        let hits = event.hits(self.field);
         if self.all {
-            self.patterns.iter().all(|p| p.matches_value(v))
+            self.patterns.iter().all(|p| p.matches_with(v, hits))
         } else {
-            self.patterns.iter().any(|p| p.matches_value(v))
+            self.patterns.iter().any(|p| p.matches_with(v, hits))
         }
     }
 }
@@ -101,16 +104,40 @@ impl FieldMatch {
 pub struct Prepared<'a> {
     event: &'a dyn SigmaFields,
     cache: Vec<std::cell::OnceCell<Option<FieldValue>>>,
+    index: Option<&'a LiteralIndex>,
+    hits: Vec<std::cell::OnceCell<Option<Vec<u8>>>>,
 }
 
 impl<'a> Prepared<'a> {
     pub fn new(event: &'a dyn SigmaFields) -> Self {
+        fn cells<T>() -> Vec<std::cell::OnceCell<T>> {
+            (0..super::fields::FIELDS.len())
+                .map(|_| std::cell::OnceCell::new())
+                .collect()
+        }
         Self {
             event,
-            cache: (0..super::fields::FIELDS.len())
-                .map(|_| std::cell::OnceCell::new())
-                .collect(),
+            cache: cells(),
+            index: None,
+            hits: cells(),
         }
+    }
+
+    /// Prepared for rules indexed by `index` (see [`LiteralIndex::build`]).
+    pub fn with_index(event: &'a dyn SigmaFields, index: &'a LiteralIndex) -> Self {
+        Self {
+            index: Some(index),
+            ..Self::new(event)
+        }
+    }
+
+    /// Which indexed literals of `field` the event's value holds, and where.
+    fn hits(&self, field: usize) -> Option<&[u8]> {
+        let index = self.index?;
+        self.hits
+            .get(field)?
+            .get_or_init(|| index.hits(field, self.get(field)?.lower()))
+            .as_deref()
     }
 
     pub fn category(&self) -> Option<Category> {
@@ -149,6 +176,10 @@ pub struct SigmaRule {
     pub file: PathBuf,
     selections: Vec<Selection>,
     condition: Expr,
+    /// Indexed literals (field, pattern) of which one at least must occur for the rule to
+    /// match; None when the condition has no such set (a `not`, a selection without an
+    /// all-literal field). Set by [`LiteralIndex::build`].
+    required: Option<Vec<(usize, u32)>>,
 }
 
 /// The first line of `text` holding `needle`, to point an error at.
@@ -273,6 +304,7 @@ impl SigmaRule {
             file: file.to_owned(),
             selections,
             condition,
+            required: None,
         })
     }
 
@@ -285,6 +317,63 @@ impl SigmaRule {
             .collect()
     }
 
+    /// Every literal pattern of the rule, with the field it tests.
+    pub(super) fn literals_mut(&mut self) -> impl Iterator<Item = (usize, &str, &mut Option<u32>)> {
+        self.selections
+            .iter_mut()
+            .flat_map(|s| s.alternatives.iter_mut().flatten())
+            .flat_map(|fm| {
+                let field = fm.field;
+                fm.patterns
+                    .iter_mut()
+                    .filter_map(move |p| p.literal_mut().map(|(t, i)| (field, t, i)))
+            })
+    }
+
+    /// Works out [`SigmaRule::required`] once the literals are indexed.
+    pub(super) fn settle_required(&mut self) {
+        self.required = self.expr_required(&self.condition);
+    }
+
+    fn sel_required(&self, i: usize) -> Option<Vec<(usize, u32)>> {
+        let mut out = Vec::new();
+        for alt in &self.selections.get(i)?.alternatives {
+            // The alternative's field whose literals are fewest, all of them indexed.
+            let best = alt
+                .iter()
+                .filter(|fm| !fm.null && !fm.patterns.is_empty())
+                .filter_map(|fm| {
+                    fm.patterns
+                        .iter()
+                        .map(|p| p.indexed().map(|id| (fm.field, id)))
+                        .collect::<Option<Vec<_>>>()
+                })
+                .min_by_key(Vec::len)?;
+            out.extend(best);
+        }
+        Some(out)
+    }
+
+    fn expr_required(&self, e: &Expr) -> Option<Vec<(usize, u32)>> {
+        let union = |parts: Vec<Option<Vec<(usize, u32)>>>| {
+            parts
+                .into_iter()
+                .collect::<Option<Vec<_>>>()
+                .map(|v| v.concat())
+        };
+        let smallest = |parts: Vec<Option<Vec<(usize, u32)>>>| {
+            parts.into_iter().flatten().min_by_key(Vec::len)
+        };
+        match e {
+            Expr::Sel(i) => self.sel_required(*i),
+            Expr::AnyOf(ix) => union(ix.iter().map(|&i| self.sel_required(i)).collect()),
+            Expr::AllOf(ix) => smallest(ix.iter().map(|&i| self.sel_required(i)).collect()),
+            Expr::Not(_) => None,
+            Expr::And(es) => smallest(es.iter().map(|e| self.expr_required(e)).collect()),
+            Expr::Or(es) => union(es.iter().map(|e| self.expr_required(e)).collect()),
+        }
+    }
+
     /// Whether `event` matches. Events of another category never do.
     pub fn matches(&self, event: &dyn SigmaFields) -> bool {
         self.matches_prepared(&Prepared::new(event))
@@ -295,11 +384,23 @@ impl SigmaRule {
         if event.category() != Some(self.category) {
             return false;
         }
+        // None of the literals it needs occurs: it cannot match.
+        if event.index.is_some()
+            && let Some(required) = &self.required
+            && !required.iter().any(|&(field, id)| {
+                event
+                    .hits(field)
+                    .and_then(|h| h.get(id as usize))
+                    .is_some_and(|&f| f != 0)
+            })
+        {
+            return false;
+        }
         self.condition.eval(&|i| {
             self.selections.get(i).is_some_and(|s| {
                 s.alternatives
                     .iter()
-                    .any(|alt| alt.iter().all(|fm| fm.matches(event.get(fm.field))))
+                    .any(|alt| alt.iter().all(|fm| fm.matches(event)))
             })
         })
     }
@@ -440,6 +541,71 @@ mod tests {
             "title: t\nid: x-1\nauthor: A\nlevel: high\ntags:\n  - attack.t1059.004\nlogsource:\n  product: linux\n  category: process_creation\n{body}"
         );
         SigmaRule::parse(&text, Path::new("t.yml")).expect("loads")
+    }
+
+    #[test]
+    fn indexed_literals_decide_exactly_as_string_searches() {
+        // Every SigmaHQ rule, against events built from their own values and near misses.
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/sigma");
+        let Ok(report) = crate::rules::load_dir(Path::new(dir)) else {
+            return;
+        };
+        let mut rules = report.sigma;
+        rules.push(rule(
+            "detection:\n  a:\n    CommandLine|contains|all: [abc, bcd]\n    Image|endswith: /x\n  b:\n    Image: /usr/bin/X\n    CommandLine|startswith: ab\n  condition: a or b",
+        ));
+        let plain = rules.clone();
+        let index = super::LiteralIndex::build(rules.iter_mut());
+        let values: Vec<String> = plain
+            .iter()
+            .flat_map(|r| {
+                r.selections
+                    .iter()
+                    .flat_map(|s| s.alternatives.iter().flatten())
+                    .flat_map(|fm| fm.patterns.iter())
+                    .filter_map(|p| p.clone().literal_mut().map(|(t, _)| t.to_owned()))
+                    .collect::<Vec<_>>()
+            })
+            .chain(["", "abcd", "xabcdx", "/usr/bin/x", "/USR/BIN/X", "ab"].map(String::from))
+            .collect();
+        let (mut checked, mut matched) = (0, 0);
+        for (n, v) in values.iter().enumerate() {
+            let v: &'static str = Box::leak(v.clone().into_boxed_str());
+            let around: &'static str = Box::leak(format!("/tmp/{v} -x").into_boxed_str());
+            for value in [v, around] {
+                for cat in [
+                    Category::ProcessCreation,
+                    Category::FileEvent,
+                    Category::NetworkConnection,
+                ] {
+                    let ev = Ev(
+                        cat,
+                        super::super::fields::FIELDS
+                            .iter()
+                            .enumerate()
+                            .filter(|(i, _)| (i + n) % 3 != 0)
+                            .map(|(_, f)| (*f, value))
+                            .collect(),
+                    );
+                    let prepared = Prepared::with_index(&ev, &index);
+                    for (a, b) in plain.iter().zip(&rules) {
+                        let m = a.matches(&ev);
+                        assert_eq!(
+                            m,
+                            b.matches_prepared(&prepared),
+                            "rule {:?} on {value:?}",
+                            a.title
+                        );
+                        checked += 1;
+                        matched += usize::from(m);
+                    }
+                }
+            }
+        }
+        assert!(
+            checked > 1000 && matched > 50,
+            "{checked} checked, {matched} matched"
+        );
     }
 
     #[test]
