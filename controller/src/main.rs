@@ -93,6 +93,15 @@ enum Cmd {
         #[arg(long, default_value = DEFAULT_STATE)]
         state: PathBuf,
     },
+    /// Search the fleet's graphs and their history, e.g.
+    /// `processes where exe endswith "/nc" and ancestor.exe endswith "/nginx"`,
+    /// `writes where path = "/etc/ld.so.preload"`, `connections where port = 4444`.
+    /// Hits print as JSON lines, then a summary.
+    Hunt {
+        #[arg(long, default_value = DEFAULT_STATE)]
+        state: PathBuf,
+        query: String,
+    },
     /// Every operator command and its outcome.
     Audit {
         #[arg(long, default_value = DEFAULT_STATE)]
@@ -282,6 +291,17 @@ fn main() -> Result<()> {
             }
         }
         Cmd::Audit { state } => print_lines(&ask(&state, &OpRequest::Audit)?)?,
+        Cmd::Hunt { state, query } => {
+            let v = ask(&state, &OpRequest::Hunt { query })?;
+            print_lines(&v["hits"])?;
+            eprintln!(
+                "{} hits; {} edges searched across {} hosts in {} ms",
+                v["hits"].as_array().map_or(0, Vec::len),
+                v["edges_searched"],
+                v["hosts"],
+                v["millis"]
+            );
+        }
     }
     Ok(())
 }

@@ -40,6 +40,9 @@ pub enum OpRequest {
         host: Option<String>,
         stream: Stream,
     },
+    Hunt {
+        query: String,
+    },
     Audit,
 }
 
@@ -95,7 +98,10 @@ async fn handle(stream: UnixStream, shared: Shared) -> std::io::Result<()> {
             let resp = answer(&shared, &req, &who).await;
             let audited = !matches!(
                 req,
-                OpRequest::Hosts | OpRequest::Records { .. } | OpRequest::Audit
+                OpRequest::Hosts
+                    | OpRequest::Records { .. }
+                    | OpRequest::Audit
+                    | OpRequest::Hunt { .. }
             );
             if audited {
                 let outcome = match &resp {
@@ -237,6 +243,36 @@ async fn answer(shared: &Shared, req: &OpRequest, who: &str) -> OpResponse {
                 Ok(r) => ok(r),
                 Err(e) => err(e),
             }
+        }
+        OpRequest::Hunt { query } => {
+            let q = match crate::hunt::parse(query) {
+                Ok(q) => q,
+                Err(e) => {
+                    return OpResponse::Error {
+                        message: format!("syntax error {e}\n  {query}\n  {}^", " ".repeat(e.at)),
+                    };
+                }
+            };
+            let started = std::time::Instant::now();
+            let (procs, edges, hosts) = {
+                let store = lock(&shared.store);
+                let loaded = store.processes().and_then(|p| {
+                    let e = store.edges(q.target.kinds())?;
+                    Ok((p, e, store.hosts()?))
+                });
+                match loaded {
+                    Ok(l) => l,
+                    Err(e) => return err(e),
+                }
+            };
+            let searched = edges.len();
+            let hits = crate::hunt::Fleet::new(procs).run(&q, &edges);
+            ok(serde_json::json!({
+                "hits": hits,
+                "hosts": hosts.len(),
+                "edges_searched": searched,
+                "millis": started.elapsed().as_millis() as u64,
+            }))
         }
         OpRequest::Audit => match lock(&shared.store).audit_log() {
             Ok(a) => ok(a),

@@ -271,10 +271,12 @@ async fn telemetry(conn: &Connection, shared: &Shared, host: &str) -> Result<(),
         };
         let store = &shared.store;
         let steps = session.on_frame(frame, || {
-            lock(store).held(host).unwrap_or_else(|e| {
+            let s = lock(store);
+            let held = s.held(host).unwrap_or_else(|e| {
                 tracing::error!(error = %e, "cannot read what the store holds");
                 Default::default()
-            })
+            });
+            (held, s.graph_head(host).unwrap_or(0))
         });
         for step in steps {
             match step {
@@ -282,6 +284,14 @@ async fn telemetry(conn: &Connection, shared: &Shared, host: &str) -> Result<(),
                     if let Err(e) = lock(store).put_record(host, stream, seq, &body) {
                         // Not acked: the sensor resends on its next connection.
                         return Err(format!("cannot store {} {seq}: {e}", stream.name()));
+                    }
+                }
+                Step::Graph { seq, delta } => {
+                    use sensor_common::wire::Versioned as _;
+                    let delta = sensor_common::wire::Delta::decode(&delta)
+                        .map_err(|e| format!("graph delta {seq}: {e}"))?;
+                    if let Err(e) = lock(store).apply_delta(host, seq, &delta) {
+                        return Err(format!("cannot store graph delta {seq}: {e}"));
                     }
                 }
                 Step::Report(r) => {

@@ -6,7 +6,10 @@
 use std::{collections::BTreeMap, path::Path};
 
 use rusqlite::{Connection, OptionalExtension as _, params};
-use sensor_common::protocol::{HostReport, Stream};
+use sensor_common::{
+    protocol::{HostReport, Stream},
+    wire::{Delta, Edge, EdgeKind, Node, ProcessNode},
+};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +93,15 @@ pub trait Store: Send {
     fn records(&self, host: Option<&str>, stream: Stream) -> Result<Vec<HostRecord>, StoreError>;
     fn audit(&mut self, entry: &AuditEntry) -> Result<(), StoreError>;
     fn audit_log(&self) -> Result<Vec<AuditEntry>, StoreError>;
+    /// Applies a host's graph delta: processes are upserted, edges appended. Nodes aged out
+    /// on the host stay: hunts search the history too.
+    fn apply_delta(&mut self, host: &str, seq: u64, delta: &Delta) -> Result<(), StoreError>;
+    /// The last graph delta applied for `host` (0 for none).
+    fn graph_head(&self, host: &str) -> Result<u64, StoreError>;
+    /// Every process of every host.
+    fn processes(&self) -> Result<Vec<(String, ProcessNode)>, StoreError>;
+    /// Every edge of these kinds, of every host, oldest first.
+    fn edges(&self, kinds: &[EdgeKind]) -> Result<Vec<(String, Edge)>, StoreError>;
 }
 
 pub struct Sqlite {
@@ -118,6 +130,23 @@ CREATE TABLE IF NOT EXISTS records (
     seq INTEGER NOT NULL,
     body BLOB NOT NULL,
     PRIMARY KEY (host, stream, seq)
+);
+CREATE TABLE IF NOT EXISTS processes (
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    start INTEGER NOT NULL,
+    node TEXT NOT NULL,
+    PRIMARY KEY (host, pid, start)
+);
+CREATE TABLE IF NOT EXISTS edges (
+    host TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    edge TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS edges_by_kind ON edges (kind);
+CREATE TABLE IF NOT EXISTS graph_heads (
+    host TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS audit (
     time_ns INTEGER NOT NULL,
@@ -339,6 +368,80 @@ impl Store for Sqlite {
             params![i(e.time_ns), e.who, e.command, e.outcome],
         )?;
         Ok(())
+    }
+
+    fn apply_delta(&mut self, host: &str, seq: u64, delta: &Delta) -> Result<(), StoreError> {
+        let tx = self.db.transaction()?;
+        {
+            let mut put_proc = tx.prepare_cached(
+                "INSERT OR REPLACE INTO processes (host, pid, start, node) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for node in &delta.upserted {
+                if let Node::Process(p) = node {
+                    put_proc.execute(params![
+                        host,
+                        p.id.pid,
+                        i(p.id.start),
+                        serde_json::to_string(p)?
+                    ])?;
+                }
+            }
+            let mut put_edge =
+                tx.prepare_cached("INSERT INTO edges (host, kind, edge) VALUES (?1, ?2, ?3)")?;
+            for e in &delta.edges {
+                let kind = serde_json::to_value(e.kind)?;
+                put_edge.execute(params![
+                    host,
+                    kind.as_str().unwrap_or("?"),
+                    serde_json::to_string(e)?
+                ])?;
+            }
+            tx.execute(
+                "INSERT OR REPLACE INTO graph_heads (host, seq) VALUES (?1, ?2)",
+                params![host, i(seq)],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn graph_head(&self, host: &str) -> Result<u64, StoreError> {
+        let seq: Option<i64> = self
+            .db
+            .query_row("SELECT seq FROM graph_heads WHERE host = ?1", [host], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        Ok(seq.map_or(0, u))
+    }
+
+    fn processes(&self) -> Result<Vec<(String, ProcessNode)>, StoreError> {
+        let mut st = self.db.prepare("SELECT host, node FROM processes")?;
+        let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (host, node) = row?;
+            out.push((host, serde_json::from_str(&node)?));
+        }
+        Ok(out)
+    }
+
+    fn edges(&self, kinds: &[EdgeKind]) -> Result<Vec<(String, Edge)>, StoreError> {
+        let mut out = Vec::new();
+        let mut st = self
+            .db
+            .prepare("SELECT host, edge FROM edges WHERE kind = ?1 ORDER BY rowid")?;
+        for kind in kinds {
+            let kind = serde_json::to_value(kind)?;
+            let rows = st.query_map([kind.as_str().unwrap_or("?")], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })?;
+            for row in rows {
+                let (host, edge) = row?;
+                out.push((host, serde_json::from_str(&edge)?));
+            }
+        }
+        Ok(out)
     }
 
     fn audit_log(&self) -> Result<Vec<AuditEntry>, StoreError> {

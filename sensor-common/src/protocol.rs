@@ -189,6 +189,12 @@ pub struct HostReport {
     pub isolated: bool,
     /// Events lost to a full ring buffer, all kinds.
     pub dropped: u64,
+    /// Graph deltas dropped (oldest first) while the link was down and the buffer full.
+    #[serde(default)]
+    pub graph_dropped: u64,
+    /// The host's IP addresses, to join its connections to other hosts' in the fleet graph.
+    #[serde(default)]
+    pub addresses: Vec<core::net::IpAddr>,
 }
 
 /// Sensor to controller, on the telemetry stream.
@@ -205,15 +211,27 @@ pub enum Uplink {
         seq: u64,
         body: Vec<u8>,
     },
+    /// A graph delta (`wire::Delta`, rmp-serde). Numbered increasingly but not contiguously:
+    /// deltas buffered while the link was down may have been dropped, oldest first.
+    Graph {
+        seq: u64,
+        delta: Vec<u8>,
+    },
 }
 
 /// Controller to sensor, on the telemetry stream.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Downlink {
-    /// The last line the controller holds of each stream: send from the next.
-    Welcome { held: BTreeMap<Stream, u64> },
+    /// The last line the controller holds of each stream, and the last graph delta: send
+    /// what comes after.
+    Welcome {
+        held: BTreeMap<Stream, u64>,
+        graph: u64,
+    },
     /// Everything up to `seq` of `stream` is stored.
     Ack { stream: Stream, seq: u64 },
+    /// Graph deltas up to `seq` are stored.
+    GraphAck { seq: u64 },
 }
 
 /// An order from the controller, run by the sensor's response executors.
@@ -333,6 +351,11 @@ pub enum Step {
         seq: u64,
         body: Vec<u8>,
     },
+    /// Apply a graph delta.
+    Graph {
+        seq: u64,
+        delta: Vec<u8>,
+    },
     /// The host's report changed.
     Report(HostReport),
     Send(Downlink),
@@ -351,7 +374,10 @@ pub struct ServerSession {
 #[derive(Debug, PartialEq, Eq)]
 enum SessionState {
     AwaitHello,
-    Streaming { held: BTreeMap<Stream, u64> },
+    Streaming {
+        held: BTreeMap<Stream, u64>,
+        graph: u64,
+    },
     Closed,
 }
 
@@ -364,12 +390,12 @@ impl ServerSession {
         }
     }
 
-    /// Feeds one frame; `held` gives what the store holds of each stream for this host
-    /// (asked once, at the hello).
+    /// Feeds one frame; `held` gives what the store holds of each stream for this host, and
+    /// its last graph delta (asked once, at the hello).
     pub fn on_frame(
         &mut self,
         frame: Uplink,
-        held: impl FnOnce() -> BTreeMap<Stream, u64>,
+        held: impl FnOnce() -> (BTreeMap<Stream, u64>, u64),
     ) -> Vec<Step> {
         let close = |state: &mut SessionState, why: String| {
             *state = SessionState::Closed;
@@ -387,9 +413,15 @@ impl ServerSession {
                         ),
                     );
                 }
-                let held = held();
-                self.state = SessionState::Streaming { held: held.clone() };
-                std::vec![Step::Report(report), Step::Send(Downlink::Welcome { held })]
+                let (held, graph) = held();
+                self.state = SessionState::Streaming {
+                    held: held.clone(),
+                    graph,
+                };
+                std::vec![
+                    Step::Report(report),
+                    Step::Send(Downlink::Welcome { held, graph })
+                ]
             }
             (SessionState::AwaitHello, _) => {
                 close(&mut self.state, "a frame before the hello".into())
@@ -398,7 +430,18 @@ impl ServerSession {
                 close(&mut self.state, "a second hello".into())
             }
             (SessionState::Streaming { .. }, Uplink::Report(r)) => std::vec![Step::Report(r)],
-            (SessionState::Streaming { held }, Uplink::Record { stream, seq, body }) => {
+            (SessionState::Streaming { graph, .. }, Uplink::Graph { seq, delta }) => {
+                if seq <= *graph {
+                    std::vec![Step::Send(Downlink::GraphAck { seq: *graph })]
+                } else {
+                    *graph = seq;
+                    std::vec![
+                        Step::Graph { seq, delta },
+                        Step::Send(Downlink::GraphAck { seq }),
+                    ]
+                }
+            }
+            (SessionState::Streaming { held, .. }, Uplink::Record { stream, seq, body }) => {
                 let last = held.entry(stream).or_insert(0);
                 if seq <= *last {
                     // Already held (a resend after a lost ack): ack again, keep nothing.
@@ -435,6 +478,10 @@ mod tests {
             host_id: id.to_owned(),
             report: HostReport::default(),
         }
+    }
+
+    fn none() -> (BTreeMap<Stream, u64>, u64) {
+        (BTreeMap::new(), 0)
     }
 
     fn rec(seq: u64) -> Uplink {
@@ -495,49 +542,64 @@ mod tests {
     #[test]
     fn a_session_wants_the_hello_of_its_certificate_first() {
         let mut s = ServerSession::new("h1".into());
-        assert!(matches!(
-            s.on_frame(rec(1), BTreeMap::new)[..],
-            [Step::Close(_)]
-        ));
+        assert!(matches!(s.on_frame(rec(1), none)[..], [Step::Close(_)]));
         let mut s = ServerSession::new("h1".into());
-        let steps = s.on_frame(hello("h2"), BTreeMap::new);
+        let steps = s.on_frame(hello("h2"), none);
         assert!(matches!(&steps[..], [Step::Close(why)] if why.contains("h2")));
         let mut s = ServerSession::new("h1".into());
-        let steps = s.on_frame(hello("h1"), || BTreeMap::from([(Stream::Alerts, 4)]));
+        let steps = s.on_frame(hello("h1"), || (BTreeMap::from([(Stream::Alerts, 4)]), 9));
         assert_eq!(
             steps[1],
             Step::Send(Downlink::Welcome {
-                held: BTreeMap::from([(Stream::Alerts, 4)])
+                held: BTreeMap::from([(Stream::Alerts, 4)]),
+                graph: 9
             })
         );
         assert!(matches!(
-            s.on_frame(hello("h1"), BTreeMap::new)[..],
+            s.on_frame(hello("h1"), none)[..],
             [Step::Close(_)]
         ));
     }
 
     #[test]
+    fn graph_deltas_may_skip_but_never_go_back() {
+        let mut s = ServerSession::new("h1".into());
+        s.on_frame(hello("h1"), || (BTreeMap::new(), 10));
+        let g = |seq| Uplink::Graph {
+            seq,
+            delta: vec![1],
+        };
+        assert_eq!(
+            s.on_frame(g(10), none),
+            vec![Step::Send(Downlink::GraphAck { seq: 10 })]
+        );
+        let steps = s.on_frame(g(15), none);
+        assert!(
+            matches!(steps[0], Step::Graph { seq: 15, .. }),
+            "a gap is fine"
+        );
+        assert!(
+            matches!(s.on_frame(g(12), none)[..], [Step::Send(_)]),
+            "an old one is not kept"
+        );
+    }
+
+    #[test]
     fn records_are_kept_once_and_in_order() {
         let mut s = ServerSession::new("h1".into());
-        s.on_frame(hello("h1"), || BTreeMap::from([(Stream::Alerts, 2)]));
+        s.on_frame(hello("h1"), || (BTreeMap::from([(Stream::Alerts, 2)]), 0));
         // A resend of what is held: acked, not stored.
         assert_eq!(
-            s.on_frame(rec(2), BTreeMap::new),
+            s.on_frame(rec(2), none),
             vec![Step::Send(Downlink::Ack {
                 stream: Stream::Alerts,
                 seq: 2
             })]
         );
-        let steps = s.on_frame(rec(3), BTreeMap::new);
+        let steps = s.on_frame(rec(3), none);
         assert!(matches!(steps[0], Step::Store { seq: 3, .. }));
         // A gap closes the stream: the sensor reconnects and resends from the welcome.
-        assert!(matches!(
-            s.on_frame(rec(5), BTreeMap::new)[..],
-            [Step::Close(_)]
-        ));
-        assert!(matches!(
-            s.on_frame(rec(4), BTreeMap::new)[..],
-            [Step::Close(_)]
-        ));
+        assert!(matches!(s.on_frame(rec(5), none)[..], [Step::Close(_)]));
+        assert!(matches!(s.on_frame(rec(4), none)[..], [Step::Close(_)]));
     }
 }

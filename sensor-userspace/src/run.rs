@@ -33,6 +33,40 @@ use crate::{
 /// How often exited processes age out and buffered output is flushed.
 const TICK: Duration = Duration::from_millis(200);
 
+/// Ticks between graph deltas to the controller (one a second).
+const GRAPH_DELTA_TICKS: u64 = 5;
+
+/// Deltas waiting for the uplink task; past this the uplink is stuck and they are counted lost.
+const GRAPH_CHANNEL: usize = 256;
+
+/// Hands the graph's changes since the last delta to the uplink.
+fn send_delta<S: Sink>(
+    pipeline: &mut Pipeline<S>,
+    tx: &mpsc::Sender<Vec<u8>>,
+    lost: &std::sync::atomic::AtomicU64,
+) {
+    use sensor_common::wire::Versioned as _;
+    let delta = pipeline.graph.take_delta(&pipeline.table);
+    if delta.upserted.is_empty() && delta.removed.is_empty() && delta.edges.is_empty() {
+        return;
+    }
+    match delta.encode() {
+        Ok(bytes) if bytes.len() <= sensor_common::protocol::MAX_FRAME / 2 => {
+            if tx.try_send(bytes).is_err() {
+                lost.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        Ok(bytes) => {
+            tracing::warn!(
+                bytes = bytes.len(),
+                "a graph delta too large for one frame is dropped"
+            );
+            lost.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        Err(e) => tracing::error!(error = %e, "cannot encode a graph delta"),
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct RunOptions {
     pub state: PathBuf,
@@ -620,16 +654,23 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
 
     let listener = control::bind(&state.control_socket())?;
     let (ctrl_tx, mut ctrl_rx) = mpsc::channel(16);
+    let graph_lost = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut graph_tx = None;
     let uplink = opts.controller.map(|controller| {
+        let (tx, rx) = mpsc::channel(GRAPH_CHANNEL);
+        graph_tx = Some(tx);
         tokio::spawn(crate::uplink::run(
             crate::uplink::UplinkOptions {
                 controller,
                 token: opts.enroll.clone(),
                 state: state.path().to_owned(),
+                graph: rx,
+                graph_lost: graph_lost.clone(),
             },
             ctrl_tx.clone(),
         ))
     });
+    let mut ticks = 0u64;
     let server = tokio::spawn(control::serve(listener, ctrl_tx));
 
     let mut sigint = signal(SignalKind::interrupt()).map_err(|e| RunError::Signal("SIGINT", e))?;
@@ -683,6 +724,12 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
             _ = tick.tick() => {
                 ring.drain_now(|bytes| pipeline.ingest(bytes));
                 pipeline.tick(BootClock::boot_now_ns());
+                ticks += 1;
+                if let Some(tx) = &graph_tx
+                    && ticks.is_multiple_of(GRAPH_DELTA_TICKS)
+                {
+                    send_delta(&mut pipeline, tx, &graph_lost);
+                }
                 let detection = pipeline.detection();
                 let records = running.responder.tick(
                     false,

@@ -370,3 +370,87 @@ fn contain_and_release_from_the_controller() {
     });
     drop(sensor);
 }
+
+#[test]
+fn a_hunt_finds_an_indicator_with_its_lineage_and_a_bad_query_is_refused_with_the_place() {
+    if !kernel_tests_enabled("hunting") {
+        return;
+    }
+    let c = Controller::start().expect("controller");
+    let sensor = Sensor::start_with(&[
+        "--controller",
+        &c.addr.to_string(),
+        "--enroll",
+        &c.token(600),
+    ])
+    .expect("sensor");
+    c.wait_hosts("the sensor online", |h| {
+        h.len() == 1 && h[0]["connected"] == true
+    });
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
+    let port = listener.local_addr().expect("addr").port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let marker = dir.path().join("hunted");
+    let mark = format!("vigil-hunt-{}", std::process::id());
+    // A shell (the lineage to find) whose python child connects and writes.
+    let script = format!(
+        "python3 -c 'import socket; socket.create_connection((\"127.0.0.1\", {port})); open(\"{}\", \"w\").write(\"x\")' # {mark}",
+        marker.display()
+    );
+    let st = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(&script)
+        .status()
+        .expect("run");
+    assert!(st.success());
+    drop(listener);
+
+    let hunt = |q: &str| c.ctl(&["hunt", q]);
+    let lines = |o: &std::process::Output| -> Vec<Value> {
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    };
+    let q = format!("connections where port = {port} and ancestor.cmdline contains \"{mark}\"");
+    let hits = wait("the connection in the fleet graph", || {
+        let out = hunt(&q);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let hits = lines(&out);
+        (!hits.is_empty()).then_some(hits)
+    });
+    assert_eq!(hits.len(), 1, "{hits:?}");
+    assert!(
+        hits[0]["exe"].as_str().unwrap_or("").contains("python"),
+        "{hits:?}"
+    );
+    assert_eq!(hits[0]["target"], format!("127.0.0.1:{port}"));
+    let w = format!("writes where path = \"{}\"", marker.display());
+    let writes = wait("the write in the fleet graph", || {
+        let h = lines(&hunt(&w));
+        (!h.is_empty()).then_some(h)
+    });
+    assert_eq!(
+        writes[0]["pid"], hits[0]["pid"],
+        "the same process wrote it"
+    );
+    // A near miss finds nothing.
+    let other = format!(
+        "connections where port = {} and ancestor.cmdline contains \"{mark}\"",
+        port.wrapping_add(1)
+    );
+    assert!(lines(&hunt(&other)).is_empty());
+
+    let bad = hunt("connections wher port = 1");
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("at 12") && err.contains("expected `where`"),
+        "{err}"
+    );
+    drop(sensor);
+}

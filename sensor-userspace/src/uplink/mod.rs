@@ -6,6 +6,7 @@
 //! `STATE/actions.jsonl`, already on disk and never dropped. On each connection the controller
 //! says the last line it holds of each, and the uplink sends from the next one ([`tail`]).
 
+pub mod graph;
 pub mod identity;
 pub mod tail;
 pub mod tls;
@@ -22,7 +23,7 @@ use sensor_common::protocol::{
 };
 use tokio::sync::{mpsc, oneshot};
 
-use self::{identity::Identity, tail::Tail};
+use self::{graph::GraphBuffer, identity::Identity, tail::Tail};
 use crate::control::{Envelope, Order, Request, Response};
 
 /// How often new lines are looked for.
@@ -32,11 +33,15 @@ const REPORT_EVERY: Duration = Duration::from_secs(5);
 /// Reconnection waits grow to this.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct UplinkOptions {
     pub controller: SocketAddr,
     pub token: Option<EnrollToken>,
     pub state: PathBuf,
+    /// Graph deltas (`wire::Delta`, encoded) from the sensor's loop.
+    pub graph: mpsc::Receiver<Vec<u8>>,
+    /// Deltas the sensor's loop could not hand over (the channel was full).
+    pub graph_lost: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Asks the running sensor (through the control channel) and waits for its answer.
@@ -46,7 +51,26 @@ async fn ask(ctrl: &mpsc::Sender<Envelope>, req: Request) -> Option<Response> {
     rx.await.ok()
 }
 
-async fn report(ctrl: &mpsc::Sender<Envelope>) -> HostReport {
+/// The host's addresses, loopback aside.
+fn addresses() -> Vec<std::net::IpAddr> {
+    let Ok(ifs) = nix::ifaddrs::getifaddrs() else {
+        return Vec::new();
+    };
+    let mut out: Vec<std::net::IpAddr> = ifs
+        .filter_map(|i| i.address)
+        .filter_map(|a| {
+            a.as_sockaddr_in()
+                .map(|v4| std::net::IpAddr::V4(v4.ip()))
+                .or_else(|| a.as_sockaddr_in6().map(|v6| std::net::IpAddr::V6(v6.ip())))
+        })
+        .filter(|ip| !ip.is_loopback())
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+async fn report(ctrl: &mpsc::Sender<Envelope>, graph_dropped: u64) -> HostReport {
     let hostname = nix::unistd::gethostname()
         .map(|h| h.to_string_lossy().into_owned())
         .unwrap_or_default();
@@ -58,10 +82,14 @@ async fn report(ctrl: &mpsc::Sender<Envelope>) -> HostReport {
             rules_loaded: s.rules_loaded as u64,
             isolated: s.actions.network.isolated,
             dropped: s.events.values().map(|k| k.dropped).sum(),
+            graph_dropped,
+            addresses: addresses(),
         },
         _ => HostReport {
             hostname,
             sensor_version: env!("CARGO_PKG_VERSION").to_owned(),
+            graph_dropped,
+            addresses: addresses(),
             ..HostReport::default()
         },
     }
@@ -153,7 +181,7 @@ pub async fn enroll_once(
 
 /// Runs the uplink until the sensor stops: enroll if needed, then connect, and reconnect
 /// whenever the link drops.
-pub async fn run(opts: UplinkOptions, ctrl: mpsc::Sender<Envelope>) {
+pub async fn run(mut opts: UplinkOptions, ctrl: mpsc::Sender<Envelope>) {
     let endpoint = match client_endpoint(opts.controller) {
         Ok(e) => e,
         Err(e) => {
@@ -172,9 +200,10 @@ pub async fn run(opts: UplinkOptions, ctrl: mpsc::Sender<Envelope>) {
         }
     };
     let mut backoff = Duration::from_millis(200);
+    let mut graph = GraphBuffer::default();
     loop {
         let started = Instant::now();
-        match session(&endpoint, &config, &id, &opts, &ctrl).await {
+        match session(&endpoint, &config, &id, &mut opts, &ctrl, &mut graph).await {
             Ok(()) => tracing::info!("the controller closed the link"),
             Err(e) => {
                 tracing::warn!(controller = %opts.controller, error = %e, "controller link down; records wait on disk")
@@ -183,7 +212,15 @@ pub async fn run(opts: UplinkOptions, ctrl: mpsc::Sender<Envelope>) {
         if started.elapsed() > Duration::from_secs(10) {
             backoff = Duration::from_millis(200);
         }
-        tokio::time::sleep(backoff).await;
+        // Deltas keep coming while the link is down: into the bounded buffer.
+        let wake = tokio::time::sleep(backoff);
+        tokio::pin!(wake);
+        loop {
+            tokio::select! {
+                () = &mut wake => break,
+                Some(d) = opts.graph.recv() => graph.push(d),
+            }
+        }
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
@@ -196,9 +233,13 @@ async fn session(
     endpoint: &quinn::Endpoint,
     config: &quinn::ClientConfig,
     id: &Identity,
-    opts: &UplinkOptions,
+    opts: &mut UplinkOptions,
     ctrl: &mpsc::Sender<Envelope>,
+    graph: &mut GraphBuffer,
 ) -> Result<(), String> {
+    let dropped = |g: &GraphBuffer, o: &UplinkOptions| {
+        g.dropped() + o.graph_lost.load(std::sync::atomic::Ordering::Relaxed)
+    };
     let conn = endpoint
         .connect_with(config.clone(), opts.controller, SERVER_NAME)
         .map_err(|e| e.to_string())?
@@ -207,13 +248,20 @@ async fn session(
     let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
     let hello = Uplink::Hello {
         host_id: id.host_id.clone(),
-        report: report(ctrl).await,
+        report: report(ctrl, dropped(graph, opts)).await,
     };
     write_frame(&mut send, &hello)
         .await
         .map_err(|e| e.to_string())?;
     let held = match read_frame::<Downlink, _>(&mut recv).await {
-        Ok(Some(Downlink::Welcome { held })) => held,
+        Ok(Some(Downlink::Welcome {
+            held,
+            graph: applied,
+        })) => {
+            graph.relink();
+            graph.acked(applied);
+            held
+        }
         Ok(Some(other)) => return Err(format!("expected a welcome, got {other:?}")),
         Ok(None) => return Err(close_reason(&conn, "the controller ended the stream")),
         Err(e) => return Err(close_reason(&conn, &e.to_string())),
@@ -231,11 +279,15 @@ async fn session(
         .collect::<Result<_, _>>()
         .map_err(|e| e.to_string())?;
     // Acks are read on their own task: a frame read is not cancel-safe inside a select.
+    let (graph_acks, mut graph_acked) = tokio::sync::watch::channel(0u64);
     let mut acks = tokio::spawn(async move {
         loop {
             match read_frame::<Downlink, _>(&mut recv).await {
                 Ok(Some(Downlink::Ack { stream, seq })) => {
                     tracing::trace!(stream = stream.name(), seq, "acked");
+                }
+                Ok(Some(Downlink::GraphAck { seq })) => {
+                    let _ = graph_acks.send(seq);
                 }
                 Ok(Some(other)) => return format!("unexpected {other:?}"),
                 Ok(None) => return "the controller ended the stream".to_owned(),
@@ -250,13 +302,23 @@ async fn session(
     let result = loop {
         tokio::select! {
             ended = &mut acks => break Err(close_reason(&conn, &ended.unwrap_or_else(|e| e.to_string()))),
+            Some(d) = opts.graph.recv() => graph.push(d),
+            Ok(()) = graph_acked.changed() => {
+                let seq = *graph_acked.borrow_and_update();
+                graph.acked(seq);
+            }
             _ = poll.tick() => {
                 if let Err(e) = send_new(&mut tails, &mut send).await {
                     break Err(close_reason(&conn, &e));
                 }
+                for (seq, delta) in graph.unsent() {
+                    if let Err(e) = write_frame(&mut send, &Uplink::Graph { seq, delta }).await {
+                        return Err(close_reason(&conn, &e.to_string()));
+                    }
+                }
             }
             _ = reports.tick() => {
-                let r = Uplink::Report(report(ctrl).await);
+                let r = Uplink::Report(report(ctrl, dropped(graph, opts)).await);
                 if let Err(e) = write_frame(&mut send, &r).await {
                     break Err(close_reason(&conn, &e.to_string()));
                 }
