@@ -291,11 +291,76 @@ pub struct Hit {
     pub kind: Option<EdgeKind>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub boot_ns: Option<u64>,
+    /// The path that led to the process, itself first, across hosts.
+    pub path: Vec<Step>,
 }
 
-/// The processes of the fleet, by host and identity, for lineage.
+/// One process of the fleet as a path shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Step {
+    pub host: String,
+    pub pid: u32,
+    pub exe: Option<String>,
+    /// How it leads to the next step: `parent`, or `connected` (across hosts).
+    pub via: &'static str,
+}
+
+/// The edges that join hosts: who connected where, who accepted from whom, who listens.
+#[derive(Default)]
+pub struct Lateral {
+    /// (remote ip, remote port) -> (host, connecting process), in edge order.
+    connects: HashMap<(std::net::IpAddr, u16), Vec<(String, ProcessId)>>,
+    /// (host, process) -> peers it accepted from.
+    accepted: HashMap<(String, ProcessId), Vec<std::net::IpAddr>>,
+    /// (host, process) -> local ports it listened on or bound.
+    listens: HashMap<(String, ProcessId), Vec<u16>>,
+}
+
+impl Lateral {
+    pub const KINDS: &'static [EdgeKind] = &[
+        EdgeKind::Connected,
+        EdgeKind::Accepted,
+        EdgeKind::Listened,
+        EdgeKind::Bound,
+    ];
+
+    /// From the edges of [`Lateral::KINDS`], of every host.
+    pub fn new(edges: &[(String, Edge)]) -> Self {
+        let mut l = Self::default();
+        for (host, e) in edges {
+            let (NodeId::Process(p), NodeId::Endpoint(Endpoint::Inet { addr, .. })) =
+                (&e.from, &e.to)
+            else {
+                continue;
+            };
+            let key = (host.clone(), *p);
+            match e.kind {
+                EdgeKind::Connected if e.ok => l
+                    .connects
+                    .entry((addr.ip().to_canonical(), addr.port()))
+                    .or_default()
+                    .push(key),
+                EdgeKind::Accepted => l
+                    .accepted
+                    .entry(key)
+                    .or_default()
+                    .push(addr.ip().to_canonical()),
+                EdgeKind::Listened | EdgeKind::Bound => {
+                    l.listens.entry(key).or_default().push(addr.port());
+                }
+                _ => {}
+            }
+        }
+        l
+    }
+}
+
+/// The processes of the fleet, by host and identity, for lineage, and what joins hosts.
 pub struct Fleet {
     procs: HashMap<(String, ProcessId), ProcessNode>,
+    /// Each host's addresses.
+    addresses: HashMap<String, Vec<std::net::IpAddr>>,
+    lateral: Lateral,
 }
 
 /// Ancestors walked at most (pid reuse cannot loop a walk by identity, but a bad record
@@ -306,7 +371,91 @@ impl Fleet {
     pub fn new(processes: Vec<(String, ProcessNode)>) -> Self {
         Self {
             procs: processes.into_iter().map(|(h, p)| ((h, p.id), p)).collect(),
+            addresses: HashMap::new(),
+            lateral: Lateral::default(),
         }
+    }
+
+    /// Joins hosts: a process that accepted a connection from another host's address, on a
+    /// port it listens on, descends from the process there that connected to this host's
+    /// address and port (the latest such, when several did).
+    pub fn with_lateral(
+        mut self,
+        addresses: HashMap<String, Vec<std::net::IpAddr>>,
+        lateral: Lateral,
+    ) -> Self {
+        self.addresses = addresses;
+        self.lateral = lateral;
+        self
+    }
+
+    /// The process on another host whose connection `id` on `host` accepted.
+    fn remote_parent(&self, host: &str, id: ProcessId) -> Option<(&str, &ProcessNode)> {
+        let key = (host.to_owned(), id);
+        let peers = self.lateral.accepted.get(&key)?;
+        let ports = self.lateral.listens.get(&key)?;
+        let mine = self.addresses.get(host)?;
+        for peer in peers.iter().rev() {
+            let Some((other, _)) = self
+                .addresses
+                .iter()
+                .find(|(h, ips)| h.as_str() != host && ips.contains(peer))
+            else {
+                continue;
+            };
+            for ip in mine {
+                for port in ports {
+                    let found = self
+                        .lateral
+                        .connects
+                        .get(&(*ip, *port))
+                        .and_then(|v| v.iter().rev().find(|(h, _)| h == other));
+                    if let Some((h, p)) = found
+                        && let Some(node) = self.get(h, *p)
+                    {
+                        return Some((h.as_str(), node));
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// The next step up from `p` on `host`: across hosts when it accepted a connection made
+    /// there, else its parent.
+    fn up<'a>(
+        &'a self,
+        host: &'a str,
+        p: &ProcessNode,
+    ) -> Option<(&'a str, &'a ProcessNode, &'static str)> {
+        if let Some((h, n)) = self.remote_parent(host, p.id) {
+            return Some((h, n, "connected"));
+        }
+        let parent = p.parent.and_then(|id| self.get(host, id))?;
+        Some((host, parent, "parent"))
+    }
+
+    /// The path that led to `p`, itself first, across hosts.
+    pub fn lineage(&self, host: &str, p: &ProcessNode) -> Vec<Step> {
+        let mut cur = self.up(host, p);
+        let mut out = vec![Step {
+            host: host.to_owned(),
+            pid: p.id.pid,
+            exe: p.exe.clone(),
+            via: cur.map_or("", |c| c.2),
+        }];
+        for _ in 0..MAX_DEPTH {
+            let Some((h, n, _)) = cur else { break };
+            let next = self.up(h, n);
+            out.push(Step {
+                host: h.to_owned(),
+                pid: n.id.pid,
+                exe: n.exe.clone(),
+                via: next.map_or("", |c| c.2),
+            });
+            cur = next;
+        }
+        out
     }
 
     fn get(&self, host: &str, id: ProcessId) -> Option<&ProcessNode> {
@@ -356,21 +505,22 @@ impl Fleet {
                 Self::test(c.op, v.as_deref(), &c.value)
             }
             Whose::Ancestor => {
-                let mut cur = p.parent.and_then(|id| self.get(host, id));
+                // Up the path, across hosts where a connection leads there.
+                let mut cur = self.up(host, p);
                 for _ in 0..MAX_DEPTH {
-                    let Some(a) = cur else { break };
-                    let v = Self::process_field(host, a, &c.field);
+                    let Some((h, a, _)) = cur else { break };
+                    let v = Self::process_field(h, a, &c.field);
                     if Self::test(c.op, v.as_deref(), &c.value) {
                         return true;
                     }
-                    cur = a.parent.and_then(|id| self.get(host, id));
+                    cur = self.up(h, a);
                 }
                 false
             }
         }
     }
 
-    fn hit(host: &str, p: &ProcessNode) -> Hit {
+    fn hit(&self, host: &str, p: &ProcessNode) -> Hit {
         Hit {
             host: host.to_owned(),
             pid: p.id.pid,
@@ -380,6 +530,7 @@ impl Fleet {
             target: None,
             kind: None,
             boot_ns: None,
+            path: self.lineage(host, p),
         }
     }
 
@@ -391,7 +542,7 @@ impl Fleet {
                 .procs
                 .iter()
                 .filter(|((h, _), p)| q.conds.iter().all(|c| self.meets(h, p, &none, c)))
-                .map(|((h, _), p)| Self::hit(h, p))
+                .map(|((h, _), p)| self.hit(h, p))
                 .collect();
             hits.sort_by(|a, b| (&a.host, a.start, a.pid).cmp(&(&b.host, b.start, b.pid)));
             return hits;
@@ -435,7 +586,7 @@ impl Fleet {
                     target,
                     kind: Some(e.kind),
                     boot_ns: Some(e.boot_ns),
-                    ..Self::hit(host, p)
+                    ..self.hit(host, p)
                 });
             }
         }
@@ -489,6 +640,76 @@ mod tests {
             assert_eq!(e.at, at, "{bad}: {e}");
             assert!(e.reason.contains(says), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn a_connection_accepted_from_another_host_continues_the_path_there() {
+        let node = |host: &str, pid: u32, parent: Option<u32>, exe: &str, arg: &str| {
+            (
+                host.to_owned(),
+                ProcessNode {
+                    id: ProcessId { pid, start: 1 },
+                    parent: parent.map(|p| ProcessId { pid: p, start: 1 }),
+                    exe: Some(exe.into()),
+                    argv: vec![exe.into(), arg.into()],
+                    uid: 0,
+                    euid: 0,
+                    exited_ns: None,
+                },
+            )
+        };
+        let edge = |host: &str, pid: u32, kind, addr: &str| {
+            (
+                host.to_owned(),
+                Edge {
+                    seq: 1,
+                    boot_ns: 1,
+                    kind,
+                    from: NodeId::Process(ProcessId { pid, start: 1 }),
+                    to: NodeId::Endpoint(Endpoint::Inet {
+                        protocol: "tcp".into(),
+                        addr: addr.parse().expect("addr"),
+                    }),
+                    ok: true,
+                },
+            )
+        };
+        let procs = vec![
+            node("a", 10, None, "/bin/bash", "mark-a"),
+            node("a", 11, Some(10), "/usr/bin/curl", "x"),
+            node("b", 20, None, "/usr/sbin/server", "x"),
+            node("b", 21, Some(20), "/bin/sh", "x"),
+            node("c", 30, None, "/bin/sh", "x"),
+        ];
+        let lateral = Lateral::new(&[
+            edge("a", 11, EdgeKind::Connected, "10.0.0.2:8080"),
+            edge("b", 20, EdgeKind::Listened, "0.0.0.0:8080"),
+            edge("b", 20, EdgeKind::Accepted, "10.0.0.1:5555"),
+        ]);
+        let addresses = HashMap::from([
+            ("a".to_owned(), vec!["10.0.0.1".parse().expect("ip")]),
+            ("b".to_owned(), vec!["10.0.0.2".parse().expect("ip")]),
+            ("c".to_owned(), vec!["10.0.0.3".parse().expect("ip")]),
+        ]);
+        let fleet = Fleet::new(procs).with_lateral(addresses, lateral);
+        let q = parse("processes where exe = /bin/sh and ancestor.cmdline contains mark-a")
+            .expect("parses");
+        let hits = fleet.run(&q, &[]);
+        assert_eq!(hits.len(), 1, "{hits:?}");
+        let path: Vec<(&str, u32, &str)> = hits[0]
+            .path
+            .iter()
+            .map(|s| (s.host.as_str(), s.pid, s.via))
+            .collect();
+        assert_eq!(
+            path,
+            vec![
+                ("b", 21, "parent"),
+                ("b", 20, "connected"),
+                ("a", 11, "parent"),
+                ("a", 10, "")
+            ]
+        );
     }
 
     #[test]

@@ -254,11 +254,12 @@ async fn answer(shared: &Shared, req: &OpRequest, who: &str) -> OpResponse {
                 }
             };
             let started = std::time::Instant::now();
-            let (procs, edges, hosts) = {
+            let (procs, edges, hosts, lateral) = {
                 let store = lock(&shared.store);
                 let loaded = store.processes().and_then(|p| {
                     let e = store.edges(q.target.kinds())?;
-                    Ok((p, e, store.hosts()?))
+                    let lateral = store.edges(crate::hunt::Lateral::KINDS)?;
+                    Ok((p, e, store.hosts()?, lateral))
                 });
                 match loaded {
                     Ok(l) => l,
@@ -266,7 +267,13 @@ async fn answer(shared: &Shared, req: &OpRequest, who: &str) -> OpResponse {
                 }
             };
             let searched = edges.len();
-            let hits = crate::hunt::Fleet::new(procs).run(&q, &edges);
+            let addresses = hosts
+                .iter()
+                .map(|h| (h.id.clone(), h.report.addresses.clone()))
+                .collect();
+            let fleet = crate::hunt::Fleet::new(procs)
+                .with_lateral(addresses, crate::hunt::Lateral::new(&lateral));
+            let hits = fleet.run(&q, &edges);
             ok(serde_json::json!({
                 "hits": hits,
                 "hosts": hosts.len(),

@@ -26,6 +26,10 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "parsed once at start-up; boxing `run`'s options would only add noise"
+)]
 enum Command {
     /// Load the kernel programs and run the sensor until SIGINT or SIGTERM.
     Run {
@@ -81,6 +85,14 @@ enum Command {
         /// state directory holds no identity yet.
         #[arg(long, value_name = "TOKEN", requires = "controller", value_parser = parse_token)]
         enroll: Option<sensor_common::protocol::EnrollToken>,
+        /// Watch only the processes of this cgroup v2 subtree, as a sensor for one container
+        /// (or one simulated host in tests) rather than the whole machine.
+        #[arg(long, value_name = "DIR")]
+        scope_cgroup: Option<PathBuf>,
+        /// An address this host is known by to its peers (repeatable; default: its
+        /// interfaces'). The controller joins hosts' connections by them.
+        #[arg(long = "address", value_name = "IP")]
+        addresses: Vec<std::net::IpAddr>,
     },
     /// Show a running sensor's uptime, hooks and per-kind event and drop counts.
     Status {
@@ -415,6 +427,8 @@ fn main() -> Result<()> {
             cgroup,
             controller,
             enroll,
+            scope_cgroup,
+            addresses,
         } => {
             let sensitive_names = if sensitive_names.is_empty() {
                 loader::DEFAULT_SENSITIVE_NAMES
@@ -441,6 +455,8 @@ fn main() -> Result<()> {
                 cgroup,
                 controller,
                 enroll,
+                scope: scope_cgroup,
+                addresses,
             };
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

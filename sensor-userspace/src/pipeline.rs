@@ -70,6 +70,58 @@ pub struct Pipeline<S: Sink> {
     decode_errors: u64,
     detection: Option<Detection>,
     alerts: Vec<Alert>,
+    /// When set, only events of processes in these cgroups are kept (see [`Scope`]).
+    scope: Option<Scope>,
+    out_of_scope: u64,
+}
+
+/// The cgroup subtree a sensor watches when it stands for one container or one simulated
+/// host rather than the whole machine: the ids of the subtree's cgroups, refreshed as it grows.
+pub struct Scope {
+    root: std::path::PathBuf,
+    ids: std::collections::HashSet<u64>,
+}
+
+impl Scope {
+    pub fn new(root: std::path::PathBuf) -> Self {
+        let mut s = Self {
+            root,
+            ids: Default::default(),
+        };
+        s.refresh();
+        s
+    }
+
+    /// Re-reads the subtree's cgroup ids (cgroups made since appear).
+    pub fn refresh(&mut self) {
+        fn walk(dir: &std::path::Path, ids: &mut std::collections::HashSet<u64>, depth: usize) {
+            if let Ok(id) = crate::cgroup::id(dir) {
+                ids.insert(id);
+            }
+            if depth == 0 {
+                return;
+            }
+            for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    walk(&e.path(), ids, depth - 1);
+                }
+            }
+        }
+        let mut ids = std::collections::HashSet::new();
+        walk(&self.root, &mut ids, 8);
+        self.ids = ids;
+    }
+
+    pub fn contains(&self, cgroup_id: u64) -> bool {
+        self.ids.contains(&cgroup_id)
+    }
+
+    /// Whether process `pid` is in the subtree now (for seeding from /proc).
+    pub fn holds_pid(&self, pid: u32, mount: &std::path::Path) -> bool {
+        crate::cgroup::of_pid(pid)
+            .and_then(|rel| crate::cgroup::id(&mount.join(rel.trim_start_matches('/'))).ok())
+            .is_some_and(|id| self.contains(id))
+    }
 }
 
 /// Detection and triage, run on every published event.
@@ -101,6 +153,8 @@ impl<S: Sink> Pipeline<S> {
             decode_errors: 0,
             detection: None,
             alerts: Vec::new(),
+            scope: None,
+            out_of_scope: 0,
         }
     }
 
@@ -135,9 +189,32 @@ impl<S: Sink> Pipeline<S> {
     }
 
     /// Takes one raw record. A malformed record is counted and skipped with a log line.
+    /// Keeps only the events of processes in `scope`.
+    pub fn with_scope(mut self, scope: Scope) -> Self {
+        self.scope = Some(scope);
+        self
+    }
+
+    pub fn scope_mut(&mut self) -> Option<&mut Scope> {
+        self.scope.as_mut()
+    }
+
+    /// Events dropped because their process is outside the scope.
+    pub fn out_of_scope(&self) -> u64 {
+        self.out_of_scope
+    }
+
     pub fn ingest(&mut self, bytes: &[u8]) {
         match decode(bytes) {
-            Ok(event) => self.apply(event),
+            Ok(event) => {
+                if let Some(scope) = &self.scope
+                    && !scope.contains(event.task().cgroup_id)
+                {
+                    self.out_of_scope += 1;
+                    return;
+                }
+                self.apply(event);
+            }
             Err(e) => {
                 self.decode_errors += 1;
                 // Log the first few, then every 1000th, so a flood cannot flood the log.
@@ -243,8 +320,13 @@ impl<S: Sink> Pipeline<S> {
                     }
                     _ => None,
                 };
+                // A non-blocking connect returns EINPROGRESS: under way, not failed (python
+                // with a timeout, curl and Go all connect that way).
+                let ok = call.ret >= 0
+                    || (matches!(what, What::Connect { .. })
+                        && call.ret == -i64::from(libc::EINPROGRESS));
                 if let Some(p) = self.table.get(&key) {
-                    self.graph.record(boot_ns, p, &what, call.ret >= 0, target);
+                    self.graph.record(boot_ns, p, &what, ok, target);
                 }
                 self.publish(
                     what,

@@ -91,6 +91,11 @@ pub struct RunOptions {
     pub controller: Option<std::net::SocketAddr>,
     /// An enrollment token, used when the state directory holds no identity yet.
     pub enroll: Option<sensor_common::protocol::EnrollToken>,
+    /// Watch only the processes of this cgroup subtree (one container, or one simulated
+    /// host in tests); None for the whole machine.
+    pub scope: Option<PathBuf>,
+    /// The addresses this host is known by to its peers; empty for its interfaces'.
+    pub addresses: Vec<std::net::IpAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -562,7 +567,13 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
 
     // Seed after attaching, so nothing that starts in between is missed.
     let mut table = ProcessTable::new(procfs::ticks_per_second(), opts.limits);
-    table.seed(procfs::scan(std::path::Path::new("/proc")));
+    let scope = opts.scope.clone().map(crate::pipeline::Scope::new);
+    let cg_mount = crate::cgroup::mount().unwrap_or_default();
+    table.seed(
+        procfs::scan(std::path::Path::new("/proc"))
+            .into_iter()
+            .filter(|p| scope.as_ref().is_none_or(|s| s.holds_pid(p.pid, &cg_mount))),
+    );
     tracing::info!(processes = table.len(), "process table seeded from /proc");
     let hostname = nix::unistd::gethostname()
         .map(|h| h.to_string_lossy().into_owned())
@@ -651,6 +662,10 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         Box::new(crate::interpret::ProcResolver),
     )
     .with_detection(detector, incidents);
+    if let Some(scope) = scope {
+        tracing::info!(cgroup = ?opts.scope, "telemetry scoped to a cgroup subtree");
+        pipeline = pipeline.with_scope(scope);
+    }
 
     let listener = control::bind(&state.control_socket())?;
     let (ctrl_tx, mut ctrl_rx) = mpsc::channel(16);
@@ -666,6 +681,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
                 state: state.path().to_owned(),
                 graph: rx,
                 graph_lost: graph_lost.clone(),
+                addresses: opts.addresses.clone(),
             },
             ctrl_tx.clone(),
         ))
@@ -725,6 +741,9 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
                 ring.drain_now(|bytes| pipeline.ingest(bytes));
                 pipeline.tick(BootClock::boot_now_ns());
                 ticks += 1;
+                if let Some(scope) = pipeline.scope_mut() {
+                    scope.refresh();
+                }
                 if let Some(tx) = &graph_tx
                     && ticks.is_multiple_of(GRAPH_DELTA_TICKS)
                 {

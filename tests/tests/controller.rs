@@ -448,3 +448,170 @@ fn a_hunt_finds_an_indicator_with_its_lineage_and_a_bad_query_is_refused_with_th
     );
     drop(sensor);
 }
+
+/// Two simulated hosts: a network namespace and a cgroup each, joined by a veth pair, with a
+/// sensor scoped to each cgroup. Torn down on drop.
+struct TwoHosts {
+    ns: [String; 2],
+    cg: [std::path::PathBuf; 2],
+    ip: [String; 2],
+}
+
+impl TwoHosts {
+    fn new() -> Self {
+        let id = std::process::id() % 200 + 20;
+        let ns = [format!("vigil-a{id}"), format!("vigil-b{id}")];
+        let ip = [format!("10.{id}.7.1"), format!("10.{id}.7.2")];
+        for n in &ns {
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", n])
+                .output();
+        }
+        vigil_tests::net::sh(&format!(
+            "ip netns add {a} && ip netns add {b} && ip link add va{id} type veth peer name vb{id} && \
+             ip link set va{id} netns {a} && ip link set vb{id} netns {b} && \
+             ip -n {a} addr add {ipa}/24 dev va{id} && ip -n {b} addr add {ipb}/24 dev vb{id} && \
+             ip -n {a} link set va{id} up && ip -n {b} link set vb{id} up && \
+             ip -n {a} link set lo up && ip -n {b} link set lo up",
+            a = ns[0],
+            b = ns[1],
+            ipa = ip[0],
+            ipb = ip[1],
+        ));
+        let mount = Cgroup::create().path.parent().expect("mount").to_owned();
+        let cg = [
+            mount.join(format!("vigil-host-a-{id}")),
+            mount.join(format!("vigil-host-b-{id}")),
+        ];
+        for c in &cg {
+            let _ = std::fs::create_dir(c);
+        }
+        Self { ns, cg, ip }
+    }
+
+    /// Runs python `code` with `args` as a process of host `i`.
+    fn python(&self, i: usize, code: &str, args: &[&str]) -> std::process::Child {
+        // Into the cgroup first: `ip netns exec` mounts a sysfs of the namespace's own, where
+        // the cgroup hierarchy is not.
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "echo $$ > {}/cgroup.procs && exec ip netns exec {} python3 -c \"$0\" \"$@\"",
+                self.cg[i].display(),
+                self.ns[i]
+            ))
+            .arg(code)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn")
+    }
+}
+
+impl Drop for TwoHosts {
+    fn drop(&mut self) {
+        for c in &self.cg {
+            let _ = std::fs::write(c.join("cgroup.kill"), "1");
+            for _ in 0..100 {
+                if std::fs::remove_dir(c).is_ok() || !c.exists() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        for n in &self.ns {
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", n])
+                .output();
+        }
+    }
+}
+
+#[test]
+fn lateral_movement_is_one_path_across_two_hosts() {
+    if !kernel_tests_enabled("lateral movement path") {
+        return;
+    }
+    let _one = vigil_tests::one_at_a_time();
+    let c = Controller::start().expect("controller");
+    let hosts = TwoHosts::new();
+    let sensor = |i: usize| {
+        Sensor::start_with(&[
+            "--controller",
+            &c.addr.to_string(),
+            "--enroll",
+            &c.token(600),
+            "--scope-cgroup",
+            hosts.cg[i].to_str().expect("utf-8"),
+            "--address",
+            &hosts.ip[i],
+        ])
+        .expect("sensor")
+    };
+    let (a, b) = (sensor(0), sensor(1));
+    c.wait_hosts("both sensors online", |h| {
+        h.len() == 2 && h.iter().all(|x| x["connected"] == true)
+    });
+    let mark = format!("lateral-{}", std::process::id());
+    // Host B: a server that runs a shell for the first connection it accepts.
+    let server = "import socket, subprocess, sys\n\
+        s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+        s.bind(('0.0.0.0', 7141)); s.listen(1); print('up', flush=True)\n\
+        c, _ = s.accept()\n\
+        subprocess.run(['/bin/sh', '-c', 'exit 0', sys.argv[1]])\n\
+        c.close()\n";
+    let mut srv = hosts.python(1, server, &[&format!("shell-{mark}")]);
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(srv.stdout.as_mut().expect("stdout")),
+        &mut line,
+    )
+    .expect("read");
+    assert_eq!(line.trim(), "up");
+    // Host A: a client that connects to it.
+    let client = "import socket, sys\n\
+        socket.create_connection((sys.argv[1], 7141), timeout=5).close()\n";
+    let st = hosts
+        .python(0, client, &[&hosts.ip[1], &format!("client-{mark}")])
+        .wait()
+        .expect("client");
+    assert!(st.success());
+    assert!(srv.wait().expect("server").success());
+
+    let q = format!(
+        "processes where cmdline contains \"shell-{mark}\" and ancestor.cmdline contains \"client-{mark}\""
+    );
+    let hits = wait("the shell on B with the client on A in its path", || {
+        let out = c.ctl(&["hunt", &q]);
+        let hits: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        (!hits.is_empty()).then_some(hits)
+    });
+    let path = hits[0]["path"].as_array().expect("path").clone();
+    let host_of = |name: usize| {
+        c.hosts()
+            .iter()
+            .find(|h| h["report"]["addresses"][0] == hosts.ip[name].as_str())
+            .and_then(|h| h["id"].as_str().map(str::to_owned))
+            .expect("host id")
+    };
+    let (ha, hb) = (host_of(0), host_of(1));
+    assert_eq!(hits[0]["host"], hb.as_str());
+    assert!(
+        path.iter()
+            .any(|s| s["via"] == "connected" && s["host"] == hb.as_str()),
+        "the server on B leads across: {path:?}"
+    );
+    assert!(
+        path.iter().any(|s| s["host"] == ha.as_str()),
+        "the path reaches host A: {path:?}"
+    );
+    // Each sensor kept to its own host: B's sensor never saw A's client.
+    let a_only = format!("processes where cmdline contains \"client-{mark}\" and host = {hb}");
+    let out = c.ctl(&["hunt", &a_only]);
+    assert!(String::from_utf8_lossy(&out.stdout).trim().is_empty());
+    drop((a, b));
+}

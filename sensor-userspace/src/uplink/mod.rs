@@ -42,6 +42,8 @@ pub struct UplinkOptions {
     pub graph: mpsc::Receiver<Vec<u8>>,
     /// Deltas the sensor's loop could not hand over (the channel was full).
     pub graph_lost: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// The addresses the host is known by (empty: its interfaces').
+    pub addresses: Vec<std::net::IpAddr>,
 }
 
 /// Asks the running sensor (through the control channel) and waits for its answer.
@@ -70,7 +72,16 @@ fn addresses() -> Vec<std::net::IpAddr> {
     out
 }
 
-async fn report(ctrl: &mpsc::Sender<Envelope>, graph_dropped: u64) -> HostReport {
+async fn report(
+    ctrl: &mpsc::Sender<Envelope>,
+    graph_dropped: u64,
+    known_as: &[std::net::IpAddr],
+) -> HostReport {
+    let addresses = if known_as.is_empty() {
+        addresses()
+    } else {
+        known_as.to_vec()
+    };
     let hostname = nix::unistd::gethostname()
         .map(|h| h.to_string_lossy().into_owned())
         .unwrap_or_default();
@@ -83,13 +94,13 @@ async fn report(ctrl: &mpsc::Sender<Envelope>, graph_dropped: u64) -> HostReport
             isolated: s.actions.network.isolated,
             dropped: s.events.values().map(|k| k.dropped).sum(),
             graph_dropped,
-            addresses: addresses(),
+            addresses: addresses.clone(),
         },
         _ => HostReport {
             hostname,
             sensor_version: env!("CARGO_PKG_VERSION").to_owned(),
             graph_dropped,
-            addresses: addresses(),
+            addresses: addresses.clone(),
             ..HostReport::default()
         },
     }
@@ -248,7 +259,7 @@ async fn session(
     let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
     let hello = Uplink::Hello {
         host_id: id.host_id.clone(),
-        report: report(ctrl, dropped(graph, opts)).await,
+        report: report(ctrl, dropped(graph, opts), &opts.addresses).await,
     };
     write_frame(&mut send, &hello)
         .await
@@ -318,7 +329,7 @@ async fn session(
                 }
             }
             _ = reports.tick() => {
-                let r = Uplink::Report(report(ctrl, dropped(graph, opts)).await);
+                let r = Uplink::Report(report(ctrl, dropped(graph, opts), &opts.addresses).await);
                 if let Err(e) = write_frame(&mut send, &r).await {
                     break Err(close_reason(&conn, &e.to_string()));
                 }
