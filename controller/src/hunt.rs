@@ -328,30 +328,34 @@ impl Lateral {
     pub fn new(edges: &[(String, Edge)]) -> Self {
         let mut l = Self::default();
         for (host, e) in edges {
-            let (NodeId::Process(p), NodeId::Endpoint(Endpoint::Inet { addr, .. })) =
-                (&e.from, &e.to)
-            else {
-                continue;
-            };
-            let key = (host.clone(), *p);
-            match e.kind {
-                EdgeKind::Connected if e.ok => l
-                    .connects
-                    .entry((addr.ip().to_canonical(), addr.port()))
-                    .or_default()
-                    .push(key),
-                EdgeKind::Accepted => l
-                    .accepted
-                    .entry(key)
-                    .or_default()
-                    .push(addr.ip().to_canonical()),
-                EdgeKind::Listened | EdgeKind::Bound => {
-                    l.listens.entry(key).or_default().push(addr.port());
-                }
-                _ => {}
-            }
+            l.add(host, e);
         }
         l
+    }
+
+    /// Takes in one edge (those not of [`Lateral::KINDS`] are ignored).
+    pub fn add(&mut self, host: &str, e: &Edge) {
+        let (NodeId::Process(p), NodeId::Endpoint(Endpoint::Inet { addr, .. })) = (&e.from, &e.to)
+        else {
+            return;
+        };
+        let key = (host.to_owned(), *p);
+        match e.kind {
+            EdgeKind::Connected if e.ok => self
+                .connects
+                .entry((addr.ip().to_canonical(), addr.port()))
+                .or_default()
+                .push(key),
+            EdgeKind::Accepted => self
+                .accepted
+                .entry(key)
+                .or_default()
+                .push(addr.ip().to_canonical()),
+            EdgeKind::Listened | EdgeKind::Bound => {
+                self.listens.entry(key).or_default().push(addr.port());
+            }
+            _ => {}
+        }
     }
 }
 
@@ -534,63 +538,78 @@ impl Fleet {
         }
     }
 
+    /// Whether `q` walks ancestors (and so needs the edges that join hosts).
+    pub fn needs_lateral(q: &Query) -> bool {
+        q.conds.iter().any(|c| c.whose == Whose::Ancestor)
+    }
+
     /// Runs `q` over the fleet's processes, or over `edges` (those of `q.target.kinds()`).
     pub fn run(&self, q: &Query, edges: &[(String, Edge)]) -> Vec<Hit> {
-        let none = |_: &str| None;
         if q.target == Target::Processes {
-            let mut hits: Vec<Hit> = self
-                .procs
-                .iter()
-                .filter(|((h, _), p)| q.conds.iter().all(|c| self.meets(h, p, &none, c)))
-                .map(|((h, _), p)| self.hit(h, p))
-                .collect();
-            hits.sort_by(|a, b| (&a.host, a.start, a.pid).cmp(&(&b.host, b.start, b.pid)));
-            return hits;
+            return self.processes(q);
         }
-        let mut out = Vec::new();
-        for (host, e) in edges {
-            let NodeId::Process(actor) = &e.from else {
-                continue;
-            };
-            let unknown = ProcessNode {
-                id: *actor,
-                parent: None,
-                exe: None,
-                argv: Vec::new(),
-                uid: u32::MAX,
-                euid: u32::MAX,
-                exited_ns: None,
-            };
-            let p = self.get(host, *actor).unwrap_or(&unknown);
-            let target = match &e.to {
-                NodeId::File(path) => Some(path.clone()),
-                NodeId::Endpoint(Endpoint::Inet { addr, .. }) => Some(addr.to_string()),
-                NodeId::Endpoint(Endpoint::Unix { path }) => Some(path.clone()),
-                _ => None,
-            };
-            let own = |field: &str| -> Option<String> {
-                match (field, &e.to) {
-                    ("path", NodeId::File(path)) => Some(path.clone()),
-                    ("addr", NodeId::Endpoint(Endpoint::Inet { addr, .. })) => {
-                        Some(addr.ip().to_canonical().to_string())
-                    }
-                    ("port", NodeId::Endpoint(Endpoint::Inet { addr, .. })) => {
-                        Some(addr.port().to_string())
-                    }
-                    ("ok", _) => Some(e.ok.to_string()),
-                    _ => None,
+        edges
+            .iter()
+            .filter_map(|(host, e)| self.edge_hit(q, host, e))
+            .collect()
+    }
+
+    /// The processes that meet `q` (a `processes` query).
+    pub fn processes(&self, q: &Query) -> Vec<Hit> {
+        let none = |_: &str| None;
+        let mut hits: Vec<Hit> = self
+            .procs
+            .iter()
+            .filter(|((h, _), p)| q.conds.iter().all(|c| self.meets(h, p, &none, c)))
+            .map(|((h, _), p)| self.hit(h, p))
+            .collect();
+        hits.sort_by(|a, b| (&a.host, a.start, a.pid).cmp(&(&b.host, b.start, b.pid)));
+        hits
+    }
+
+    /// The hit an edge of `host` makes for `q`, if it meets it.
+    pub fn edge_hit(&self, q: &Query, host: &str, e: &Edge) -> Option<Hit> {
+        let NodeId::Process(actor) = &e.from else {
+            return None;
+        };
+        let unknown = ProcessNode {
+            id: *actor,
+            parent: None,
+            exe: None,
+            argv: Vec::new(),
+            uid: u32::MAX,
+            euid: u32::MAX,
+            exited_ns: None,
+        };
+        let p = self.get(host, *actor).unwrap_or(&unknown);
+        let own = |field: &str| -> Option<String> {
+            match (field, &e.to) {
+                ("path", NodeId::File(path)) => Some(path.clone()),
+                ("addr", NodeId::Endpoint(Endpoint::Inet { addr, .. })) => {
+                    Some(addr.ip().to_canonical().to_string())
                 }
-            };
-            if q.conds.iter().all(|c| self.meets(host, p, &own, c)) {
-                out.push(Hit {
-                    target,
-                    kind: Some(e.kind),
-                    boot_ns: Some(e.boot_ns),
-                    ..self.hit(host, p)
-                });
+                ("port", NodeId::Endpoint(Endpoint::Inet { addr, .. })) => {
+                    Some(addr.port().to_string())
+                }
+                ("ok", _) => Some(e.ok.to_string()),
+                _ => None,
             }
+        };
+        if !q.conds.iter().all(|c| self.meets(host, p, &own, c)) {
+            return None;
         }
-        out
+        let target = match &e.to {
+            NodeId::File(path) => Some(path.clone()),
+            NodeId::Endpoint(Endpoint::Inet { addr, .. }) => Some(addr.to_string()),
+            NodeId::Endpoint(Endpoint::Unix { path }) => Some(path.clone()),
+            _ => None,
+        };
+        Some(Hit {
+            target,
+            kind: Some(e.kind),
+            boot_ns: Some(e.boot_ns),
+            ..self.hit(host, p)
+        })
     }
 }
 

@@ -254,29 +254,40 @@ async fn answer(shared: &Shared, req: &OpRequest, who: &str) -> OpResponse {
                 }
             };
             let started = std::time::Instant::now();
-            let (procs, edges, hosts, lateral) = {
-                let store = lock(&shared.store);
-                let loaded = store.processes().and_then(|p| {
-                    let e = store.edges(q.target.kinds())?;
-                    let lateral = store.edges(crate::hunt::Lateral::KINDS)?;
-                    Ok((p, e, store.hosts()?, lateral))
-                });
-                match loaded {
-                    Ok(l) => l,
-                    Err(e) => return err(e),
-                }
+            let store = lock(&shared.store);
+            let scanned =
+                (|| -> Result<(Vec<crate::hunt::Hit>, usize, usize), crate::store::StoreError> {
+                    let hosts = store.hosts()?;
+                    let addresses = hosts
+                        .iter()
+                        .map(|h| (h.id.clone(), h.report.addresses.clone()))
+                        .collect();
+                    let mut lateral = crate::hunt::Lateral::default();
+                    if crate::hunt::Fleet::needs_lateral(&q) {
+                        store.scan_edges(crate::hunt::Lateral::KINDS, &mut |h, e| {
+                            lateral.add(h, &e)
+                        })?;
+                    }
+                    let fleet = crate::hunt::Fleet::new(store.processes()?)
+                        .with_lateral(addresses, lateral);
+                    if q.target == crate::hunt::Target::Processes {
+                        return Ok((fleet.processes(&q), 0, hosts.len()));
+                    }
+                    let (mut hits, mut searched) = (Vec::new(), 0usize);
+                    store.scan_edges(q.target.kinds(), &mut |h, e| {
+                        searched += 1;
+                        hits.extend(fleet.edge_hit(&q, h, &e));
+                    })?;
+                    Ok((hits, searched, hosts.len()))
+                })();
+            drop(store);
+            let (hits, searched, hosts) = match scanned {
+                Ok(r) => r,
+                Err(e) => return err(e),
             };
-            let searched = edges.len();
-            let addresses = hosts
-                .iter()
-                .map(|h| (h.id.clone(), h.report.addresses.clone()))
-                .collect();
-            let fleet = crate::hunt::Fleet::new(procs)
-                .with_lateral(addresses, crate::hunt::Lateral::new(&lateral));
-            let hits = fleet.run(&q, &edges);
             ok(serde_json::json!({
                 "hits": hits,
-                "hosts": hosts.len(),
+                "hosts": hosts,
                 "edges_searched": searched,
                 "millis": started.elapsed().as_millis() as u64,
             }))

@@ -100,8 +100,13 @@ pub trait Store: Send {
     fn graph_head(&self, host: &str) -> Result<u64, StoreError>;
     /// Every process of every host.
     fn processes(&self) -> Result<Vec<(String, ProcessNode)>, StoreError>;
-    /// Every edge of these kinds, of every host, oldest first.
-    fn edges(&self, kinds: &[EdgeKind]) -> Result<Vec<(String, Edge)>, StoreError>;
+    /// Hands every edge of these kinds, of every host, oldest first, to `visit`: a hunt over
+    /// millions of edges never holds them all.
+    fn scan_edges(
+        &self,
+        kinds: &[EdgeKind],
+        visit: &mut dyn FnMut(&str, Edge),
+    ) -> Result<(), StoreError>;
 }
 
 pub struct Sqlite {
@@ -426,8 +431,11 @@ impl Store for Sqlite {
         Ok(out)
     }
 
-    fn edges(&self, kinds: &[EdgeKind]) -> Result<Vec<(String, Edge)>, StoreError> {
-        let mut out = Vec::new();
+    fn scan_edges(
+        &self,
+        kinds: &[EdgeKind],
+        visit: &mut dyn FnMut(&str, Edge),
+    ) -> Result<(), StoreError> {
         let mut st = self
             .db
             .prepare("SELECT host, edge FROM edges WHERE kind = ?1 ORDER BY rowid")?;
@@ -438,10 +446,10 @@ impl Store for Sqlite {
             })?;
             for row in rows {
                 let (host, edge) = row?;
-                out.push((host, serde_json::from_str(&edge)?));
+                visit(&host, serde_json::from_str(&edge)?);
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     fn audit_log(&self) -> Result<Vec<AuditEntry>, StoreError> {

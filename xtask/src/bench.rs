@@ -41,6 +41,16 @@ pub enum Which {
     },
     /// Decode + process table + graph in userspace alone, events per second on one core.
     Pipeline,
+    /// Simulated sensors over real QUIC against a real controller: how many it holds, memory
+    /// per sensor, graph edges merged per second, hunt latency over the edges stored.
+    Controller {
+        #[arg(long, default_value_t = 1000)]
+        sensors: u32,
+        #[arg(long, default_value_t = 10)]
+        deltas: u32,
+        #[arg(long, default_value_t = 100)]
+        edges: u32,
+    },
     /// The pipeline with every Sigma rule of ../shared/sigma loaded, and with one rule.
     Rules,
     /// Write-opens paced at a fixed rate for a few seconds: drops must be zero.
@@ -74,13 +84,19 @@ pub fn run(which: Option<Which>) -> Result<()> {
             connect(20_000, 3)?;
             rate(100_000, 5)?;
             rss(10_000)?;
-            response(200)
+            response(200)?;
+            controller(1000, 10, 100)
         }
         Which::Exec { count, rounds } => exec(count, rounds),
         Which::Open { count, rounds } => open(count, rounds),
         Which::Connect { count, rounds } => connect(count, rounds),
         Which::Pipeline => pipeline(),
         Which::Rules => rules(),
+        Which::Controller {
+            sensors,
+            deltas,
+            edges,
+        } => controller(sensors, deltas, edges),
         Which::Rate {
             per_second,
             seconds,
@@ -513,6 +529,23 @@ fn rules() -> Result<()> {
 }
 
 /// The sensor-userspace bench binary, running the runs named `which`.
+/// Simulated sensors against a real controller (`controller/benches/fleet.rs`).
+fn controller(sensors: u32, deltas: u32, edges: u32) -> Result<()> {
+    println!("== controller ({sensors} simulated sensors, {deltas} deltas of {edges} edges each)");
+    crate::util::cargo(&["build", "--release", "--package", "controller"])?;
+    crate::util::cargo(&[
+        "bench",
+        "--package",
+        "controller",
+        "--bench",
+        "fleet",
+        "--",
+        &sensors.to_string(),
+        &deltas.to_string(),
+        &edges.to_string(),
+    ])
+}
+
 fn userspace_bench(which: &str) -> Result<()> {
     crate::util::cargo(&[
         "bench",

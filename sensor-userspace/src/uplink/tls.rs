@@ -106,7 +106,12 @@ impl ServerCertVerifier for PinnedCa {
 fn quic(mut cfg: rustls::ClientConfig, alpn: &[u8]) -> Result<quinn::ClientConfig, TlsError> {
     cfg.alpn_protocols = vec![alpn.to_vec()];
     let q = QuicClientConfig::try_from(cfg).map_err(err)?;
-    Ok(quinn::ClientConfig::new(Arc::new(q)))
+    let mut client = quinn::ClientConfig::new(Arc::new(q));
+    // Keep a quiet link open (the idle timeout is 30 s) and notice a dead one within it.
+    let mut transport = quinn::TransportConfig::default();
+    transport.keep_alive_interval(Some(std::time::Duration::from_secs(10)));
+    client.transport_config(Arc::new(transport));
+    Ok(client)
 }
 
 /// For enrollment: no client certificate, the server pinned by its CA's fingerprint.

@@ -1,0 +1,365 @@
+//! `cargo xtask bench controller`: simulated sensors against a real `vigil-controller serve`
+//! over real QUIC on loopback. Each simulated sensor enrolls (a key, a signing request, a
+//! certificate), connects with mutual TLS, says hello and sends graph deltas; the bench
+//! reports how many the server held at once, its memory per connected sensor, graph edges
+//! merged per second, and hunt latency over the edges stored.
+//!
+//! Arguments: `SENSORS DELTAS EDGES` (defaults 1000 sensors, 10 deltas of 100 edges each:
+//! a million edges).
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use controller::ops::{self, OpRequest, OpResponse};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject as _};
+use sensor_common::{
+    protocol::{
+        ALPN, ALPN_ENROLL, Downlink, EnrollReply, EnrollRequest, EnrollToken, HostReport,
+        SERVER_NAME, Uplink, read_frame, write_frame,
+    },
+    wire::{
+        Delta, Edge, EdgeKind, Endpoint, GRAPH_SCHEMA_VERSION, Node, NodeId, ProcessId,
+        ProcessNode, Versioned as _,
+    },
+};
+
+type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+fn bin() -> PathBuf {
+    // target/release/deps/fleet-* -> target/release/vigil-controller
+    let exe = std::env::current_exe().expect("bench path");
+    exe.parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("vigil-controller"))
+        .expect("target dir")
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn ask(state: &Path, req: &OpRequest) -> Res<serde_json::Value> {
+    match ops::request(&state.join("control.sock"), req)? {
+        OpResponse::Ok { value } => Ok(value),
+        OpResponse::Error { message } => Err(message.into()),
+    }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// TLS trusting the controller's CA (read from its state directory), with or without a client
+/// identity.
+fn client_config(
+    ca: &str,
+    identity: Option<(String, String)>,
+    alpn: &[u8],
+) -> Res<quinn::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from_pem_slice(ca.as_bytes())?)?;
+    let b = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots);
+    let mut cfg = match identity {
+        Some((cert, key)) => b.with_client_auth_cert(
+            vec![CertificateDer::from_pem_slice(cert.as_bytes())?],
+            PrivateKeyDer::from_pem_slice(key.as_bytes())?,
+        )?,
+        None => b.with_no_client_auth(),
+    };
+    cfg.alpn_protocols = vec![alpn.to_vec()];
+    let mut client = quinn::ClientConfig::new(Arc::new(
+        quinn::crypto::rustls::QuicClientConfig::try_from(cfg)?,
+    ));
+    // As the sensor does: a waiting sensor's link must not idle out.
+    let mut transport = quinn::TransportConfig::default();
+    transport.keep_alive_interval(Some(Duration::from_secs(10)));
+    client.transport_config(Arc::new(transport));
+    Ok(client)
+}
+
+/// Enrolls one simulated host: returns (host id, certificate, key).
+async fn enroll(
+    ep: &quinn::Endpoint,
+    addr: SocketAddr,
+    ca: &str,
+    token: &EnrollToken,
+    n: usize,
+) -> Res<(String, String, String)> {
+    let key = rcgen::KeyPair::generate()?;
+    let params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    let csr = params.serialize_request(&key)?;
+    let conn = ep
+        .connect_with(client_config(ca, None, ALPN_ENROLL)?, addr, SERVER_NAME)?
+        .await?;
+    let (mut send, mut recv) = conn.open_bi().await?;
+    let req = EnrollRequest {
+        token_id: token.id.clone(),
+        secret: token.secret.clone(),
+        hostname: format!("sim-{n}"),
+        csr_der: csr.der().to_vec(),
+    };
+    write_frame(&mut send, &req).await?;
+    let _ = send.finish();
+    match read_frame::<EnrollReply, _>(&mut recv).await? {
+        Some(EnrollReply::Enrolled {
+            host_id, cert_pem, ..
+        }) => Ok((host_id, cert_pem, key.serialize_pem())),
+        other => Err(format!("enrollment {n}: {other:?}").into()),
+    }
+}
+
+/// A delta of `edges` connections made by one process of host `n`.
+fn delta(n: usize, d: usize, edges: usize) -> Vec<u8> {
+    let p = ProcessId {
+        pid: 1000 + d as u32,
+        start: 1,
+    };
+    let proc_node = ProcessNode {
+        id: p,
+        parent: None,
+        exe: Some("/usr/bin/worker".into()),
+        argv: vec!["worker".into(), format!("{n}")],
+        uid: 0,
+        euid: 0,
+        exited_ns: None,
+    };
+    let edges = (0..edges)
+        .map(|e| Edge {
+            seq: (d * edges + e) as u64,
+            boot_ns: e as u64,
+            kind: EdgeKind::Connected,
+            from: NodeId::Process(p),
+            to: NodeId::Endpoint(Endpoint::Inet {
+                protocol: "tcp".into(),
+                addr: SocketAddr::from((
+                    [10, (n / 250) as u8, (n % 250) as u8, 1],
+                    if e == 0 {
+                        4444
+                    } else {
+                        1000 + (e % 5000) as u16
+                    },
+                )),
+            }),
+            ok: true,
+        })
+        .collect();
+    Delta {
+        version: GRAPH_SCHEMA_VERSION,
+        seq: d as u64,
+        upserted: vec![Node::Process(proc_node)],
+        removed: Vec::new(),
+        edges,
+    }
+    .encode()
+    .expect("encode")
+}
+
+struct Sim {
+    host: String,
+    conn: quinn::Connection,
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+}
+
+async fn connect(
+    ep: &quinn::Endpoint,
+    addr: SocketAddr,
+    ca: &str,
+    id: (String, String, String),
+) -> Res<Sim> {
+    let (host, cert, key) = id;
+    let conn = ep
+        .connect_with(
+            client_config(ca, Some((cert, key)), ALPN)?,
+            addr,
+            SERVER_NAME,
+        )?
+        .await?;
+    let (mut send, mut recv) = conn.open_bi().await?;
+    let hello = Uplink::Hello {
+        host_id: host.clone(),
+        report: HostReport::default(),
+    };
+    write_frame(&mut send, &hello).await?;
+    match read_frame::<Downlink, _>(&mut recv).await? {
+        Some(Downlink::Welcome { .. }) => Ok(Sim {
+            host,
+            conn,
+            send,
+            recv,
+        }),
+        other => Err(format!("no welcome: {other:?}").into()),
+    }
+}
+
+/// Sends `deltas` deltas and waits for the last ack.
+async fn stream(sim: &mut Sim, n: usize, deltas: usize, edges: usize) -> Res<()> {
+    for d in 1..=deltas {
+        write_frame(
+            &mut sim.send,
+            &Uplink::Graph {
+                seq: d as u64,
+                delta: delta(n, d, edges),
+            },
+        )
+        .await?;
+    }
+    loop {
+        match read_frame::<Downlink, _>(&mut sim.recv).await? {
+            Some(Downlink::GraphAck { seq }) if seq == deltas as u64 => return Ok(()),
+            Some(_) => {}
+            None => return Err(format!("host {} stream ended", sim.host).into()),
+        }
+    }
+}
+
+fn main() -> Res<()> {
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let sensors = args.first().copied().unwrap_or(1000);
+    let deltas = args.get(1).copied().unwrap_or(10);
+    let edges = args.get(2).copied().unwrap_or(100);
+    let dir = tempfile::tempdir()?;
+    let state = dir.path().join("state");
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut server: Child = Command::new(bin())
+        .args(["serve", "--listen", &addr.to_string(), "--state"])
+        .arg(&state)
+        .env("VIGIL_LOG", "warn")
+        .stdin(Stdio::null())
+        .spawn()?;
+    let pid = server.id();
+    let result = (|| -> Res<()> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while ask(&state, &OpRequest::Hosts).is_err() {
+            if Instant::now() > deadline {
+                return Err("the controller did not start".into());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let idle_kib = rss_kib(pid);
+        let ca = std::fs::read_to_string(state.join("ca.pem"))?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        rt.block_on(async {
+            // A handful of client endpoints (UDP sockets), each carrying many connections.
+            let eps: Vec<quinn::Endpoint> = (0..8)
+                .map(|_| quinn::Endpoint::client(([127, 0, 0, 1], 0).into()))
+                .collect::<Result<_, _>>()?;
+            let t = Instant::now();
+            let mut ids = Vec::new();
+            for n in 0..sensors {
+                let token = EnrollToken::parse(
+                    ask(&state, &OpRequest::EnrollToken { ttl_secs: 600 })?["token"]
+                        .as_str()
+                        .unwrap_or_default(),
+                )?;
+                ids.push(enroll(&eps[n % eps.len()], addr, &ca, &token, n).await?);
+            }
+            println!(
+                "controller: {sensors} sensors enrolled in {:.1} s ({:.1} ms each)",
+                t.elapsed().as_secs_f64(),
+                t.elapsed().as_secs_f64() * 1000.0 / sensors as f64
+            );
+            let t = Instant::now();
+            let mut sims = Vec::new();
+            let mut tasks = tokio::task::JoinSet::new();
+            for (n, id) in ids.into_iter().enumerate() {
+                let ep = eps[n % eps.len()].clone();
+                let ca = ca.clone();
+                tasks.spawn(async move { (n, connect(&ep, addr, &ca, id).await) });
+            }
+            let mut failed = 0;
+            while let Some(r) = tasks.join_next().await {
+                match r? {
+                    (n, Ok(s)) => sims.push((n, s)),
+                    (n, Err(e)) => {
+                        failed += 1;
+                        if failed <= 3 {
+                            eprintln!("sensor {n}: {e}");
+                        }
+                    }
+                }
+            }
+            let held = ask(&state, &OpRequest::Hosts)?
+                .as_array()
+                .map_or(0, |h| h.iter().filter(|x| x["connected"] == true).count());
+            let rss = rss_kib(pid);
+            println!(
+                "controller: {held} of {sensors} simulated sensors connected at once ({failed} failed) in {:.1} s; server RSS {:.1} MiB idle, {:.1} MiB with them: {:.1} KiB per connected sensor",
+                t.elapsed().as_secs_f64(),
+                idle_kib as f64 / 1024.0,
+                rss as f64 / 1024.0,
+                rss.saturating_sub(idle_kib) as f64 / held.max(1) as f64
+            );
+            let t = Instant::now();
+            let mut tasks = tokio::task::JoinSet::new();
+            for (n, mut s) in sims {
+                tasks.spawn(async move {
+                    let r = stream(&mut s, n, deltas, edges).await;
+                    (s, r)
+                });
+            }
+            let mut kept = Vec::new();
+            while let Some(r) = tasks.join_next().await {
+                let (s, r) = r?;
+                r?;
+                kept.push(s);
+            }
+            let secs = t.elapsed().as_secs_f64();
+            let total = sensors * deltas * edges;
+            println!(
+                "controller: {} deltas ({total} edges) merged and stored in {secs:.1} s: {:.0} deltas/s, {:.0} edges/s; server RSS {:.1} MiB",
+                sensors * deltas,
+                (sensors * deltas) as f64 / secs,
+                total as f64 / secs,
+                rss_kib(pid) as f64 / 1024.0
+            );
+            for q in [
+                "connections where port = 4444",
+                "connections where addr = 10.1.7.1 and exe endswith /worker",
+                "processes where cmdline contains \"worker 999\"",
+            ] {
+                let t = Instant::now();
+                let v = ask(&state, &OpRequest::Hunt { query: q.into() })?;
+                println!(
+                    "controller: hunt {q:?} over {} edges: {} hits in {:.0} ms (server says {} ms)",
+                    v["edges_searched"],
+                    v["hits"].as_array().map_or(0, Vec::len),
+                    t.elapsed().as_secs_f64() * 1000.0,
+                    v["millis"]
+                );
+            }
+            println!("controller: server peak RSS after the hunts {:.1} MiB", rss_kib(pid) as f64 / 1024.0);
+            for s in kept {
+                s.conn.close(0u32.into(), b"done");
+            }
+            Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
+        })
+    })();
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let _ = server.wait();
+    result
+}
