@@ -773,12 +773,12 @@ impl Responder {
             return failed("the network containment programs are not loaded".into());
         };
         let Some((pid, start)) = tree else {
-            return match self
-                .net
-                .as_mut()
-                .map(|n| n.block(dest, 0))
-                .unwrap_or(Ok(()))
-            {
+            // Fails closed: no programs, no block reported.
+            let blocked = self.net.as_mut().map_or_else(
+                || Err("the network containment programs are not loaded".to_owned()),
+                |n| n.block(dest, 0),
+            );
+            return match blocked {
                 Ok(()) => (
                     Status::Done,
                     format!("connections to {dest} are refused host-wide"),
