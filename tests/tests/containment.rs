@@ -301,6 +301,31 @@ fn freeze_stops_a_tree_and_its_later_children_and_undo_thaws_it() {
         "neither the process nor its child runs while frozen"
     );
 
+    // A block for the same tree joins its group; lifting the block leaves the freeze alone.
+    let block = order(
+        &sensor,
+        &[
+            "block",
+            "192.0.2.1:9",
+            "--pid",
+            &pid,
+            "--reason",
+            "test: and cut",
+        ],
+    );
+    assert_eq!(
+        record(&sensor, &block)["undo"]["group"]["path"],
+        rec["undo"]["group"]["path"]
+    );
+    order(&sensor, &["undo", &block]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        (size(&a), size(&b)),
+        (sa, sb),
+        "still frozen after the block that shared its group is lifted"
+    );
+    assert!(group.exists(), "the freeze still holds its group");
+
     order(&sensor, &["undo", &id]);
     let deadline = Instant::now() + Duration::from_secs(5);
     while size(&a) <= sa || size(&b) <= sb {

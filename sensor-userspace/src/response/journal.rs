@@ -141,8 +141,8 @@ pub struct TreeGroupRef {
     pub id: u64,
     /// Each process moved in, with its cgroup before (relative to the cgroup v2 mount).
     pub origins: Vec<(u32, String)>,
-    /// False when the tree was already in a group another action made: the undo then leaves
-    /// the group to that action.
+    /// Whether this action made the group (a freeze that fails removes only a group it made;
+    /// an undo removes a group once no action in force holds it, whoever made it).
     #[serde(default = "yes")]
     pub created: bool,
 }

@@ -284,6 +284,13 @@ impl Responder {
         Ok(r)
     }
 
+    /// The network containment maps, or why there are none.
+    fn net(&mut self) -> Result<&mut KernelNetGuard, String> {
+        self.net
+            .as_mut()
+            .ok_or_else(|| "the network containment programs are not loaded".to_owned())
+    }
+
     /// Network containments still in force after a restart: isolation and destination blocks.
     fn rearm_network(&mut self) {
         let held: Vec<(String, Undo)> = self
@@ -729,8 +736,9 @@ impl Responder {
                 }
             }
             (Action::Isolate, Target::Host { .. }) => {
-                let Some(net) = self.net.as_mut() else {
-                    return failed("the network containment programs are not loaded".into());
+                let net = match self.net() {
+                    Ok(n) => n,
+                    Err(e) => return failed(e),
                 };
                 match net.isolate() {
                     Ok(()) => {
@@ -769,16 +777,12 @@ impl Responder {
         policy: &Policy,
     ) -> (Status, String, Undo) {
         let failed = |d: String| (Status::Failed, d, Undo::NothingToUndo);
-        let Some(parent) = self.net.as_ref().map(|n| n.cgroup().to_owned()) else {
-            return failed("the network containment programs are not loaded".into());
+        let parent = match self.net() {
+            Ok(n) => n.cgroup().to_owned(),
+            Err(e) => return failed(e),
         };
         let Some((pid, start)) = tree else {
-            // Fails closed: no programs, no block reported.
-            let blocked = self.net.as_mut().map_or_else(
-                || Err("the network containment programs are not loaded".to_owned()),
-                |n| n.block(dest, 0),
-            );
-            return match blocked {
+            return match self.net().and_then(|n| n.block(dest, 0)) {
                 Ok(()) => (
                     Status::Done,
                     format!("connections to {dest} are refused host-wide"),
@@ -805,11 +809,7 @@ impl Responder {
             Ok(g) => g,
             Err(e) => return failed(format!("cannot make a cgroup for the tree: {e}")),
         };
-        let blocked = match self.net.as_mut() {
-            Some(net) => net.block(dest, group.id),
-            None => Err("the network containment programs are not loaded".into()),
-        };
-        match blocked {
+        match self.net().and_then(|n| n.block(dest, group.id)) {
             Ok(()) => (
                 Status::Done,
                 format!(
@@ -823,7 +823,7 @@ impl Responder {
                 },
             ),
             Err(e) => {
-                let _ = self.release_group(id, &group);
+                let _ = self.release_group(id, &group, false);
                 failed(e)
             }
         }
@@ -896,23 +896,28 @@ impl Responder {
         })
     }
 
-    /// Thaws or dissolves the group of an action being undone, as far as that action owns it:
-    /// a group another in-force action still uses is only thawed.
-    fn release_group(&self, undone: &str, group: &TreeGroupRef) -> std::io::Result<()> {
+    /// Lets go of the group of action `undone` (a freeze when `thaw`): dissolved when no other
+    /// action in force holds it; else thawed only if this was a freeze and no other freeze
+    /// holds it; else left as it is (a block's undo never thaws a tree another action froze).
+    fn release_group(&self, undone: &str, group: &TreeGroupRef, thaw: bool) -> std::io::Result<()> {
         let g = TreeGroup::open(group.path.clone());
-        let shared = self.journal.records().iter().any(|r| {
-            r.id != undone
-                && self.journal.state(&r.id) == Some(State::InForce)
-                && match &r.undo {
-                    Undo::Thaw { group: o } | Undo::LiftBlock { group: Some(o), .. } => {
-                        o.path == group.path
-                    }
-                    _ => false,
+        let others: Vec<&Undo> = self
+            .journal
+            .records()
+            .iter()
+            .filter(|r| r.id != undone && self.journal.state(&r.id) == Some(State::InForce))
+            .map(|r| &r.undo)
+            .filter(|u| match u {
+                Undo::Thaw { group: o } | Undo::LiftBlock { group: Some(o), .. } => {
+                    o.path == group.path
                 }
-        });
-        match (&self.cgroups, group.created && !shared) {
-            (Some(mount), true) => g.dissolve(mount, &group.origins),
-            _ => g.thaw(),
+                _ => false,
+            })
+            .collect();
+        match &self.cgroups {
+            Some(mount) if others.is_empty() => g.dissolve(mount, &group.origins),
+            _ if thaw && !others.iter().any(|u| matches!(u, Undo::Thaw { .. })) => g.thaw(),
+            _ => Ok(()),
         }
     }
 
@@ -1045,7 +1050,7 @@ impl Responder {
                 }
                 Err(e) => (Status::Failed, format!("cannot restore {path}: {e}")),
             },
-            Undo::Thaw { group } => match self.release_group(id, group) {
+            Undo::Thaw { group } => match self.release_group(id, group, true) {
                 Ok(()) => (
                     Status::Done,
                     format!("thawed {} processes", group.origins.len()),
@@ -1055,23 +1060,16 @@ impl Responder {
                     format!("cannot thaw {}: {e}", group.path.display()),
                 ),
             },
-            Undo::EndIsolation => match self.net.as_mut().map(KernelNetGuard::end_isolation) {
-                Some(Ok(())) => (Status::Done, "isolation ended".to_owned()),
-                Some(Err(e)) => (Status::Failed, e),
-                None => (
-                    Status::Failed,
-                    "the network containment programs are not loaded".to_owned(),
-                ),
+            Undo::EndIsolation => match self.net().and_then(KernelNetGuard::end_isolation) {
+                Ok(()) => (Status::Done, "isolation ended".to_owned()),
+                Err(e) => (Status::Failed, e),
             },
             Undo::LiftBlock { dest, group } => {
-                let lifted = match self.net.as_mut() {
-                    Some(net) => net.unblock(dest, group.as_ref().map_or(0, |g| g.id)),
-                    None => Err("the network containment programs are not loaded".to_owned()),
-                };
-                match (lifted, group) {
+                let scope = group.as_ref().map_or(0, |g| g.id);
+                match (self.net().and_then(|n| n.unblock(dest, scope)), group) {
                     (Err(e), _) => (Status::Failed, e),
                     (Ok(()), Some(g)) => {
-                        let moved = self.release_group(id, g);
+                        let moved = self.release_group(id, g, false);
                         (
                             Status::Done,
                             format!(
