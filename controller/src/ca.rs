@@ -9,7 +9,6 @@ use rcgen::{
     DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use sha2::{Digest as _, Sha256};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaError {
@@ -33,10 +32,7 @@ pub struct Authority {
     pub server_key: PrivateKeyDer<'static>,
 }
 
-/// The SHA-256 of a certificate's DER, in lower-case hex: what a token pins.
-pub fn fingerprint(der: &[u8]) -> String {
-    hex(&Sha256::digest(der))
-}
+pub use sensor_common::protocol::fingerprint;
 
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -65,9 +61,7 @@ pub fn pem_to_der(pem: &str) -> Result<CertificateDer<'static>, CaError> {
 
 /// The calendar year now (close enough for a validity bound).
 fn this_year() -> i32 {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let secs = crate::now_ns() / 1_000_000_000;
     1970 + i32::try_from(secs / 31_556_952).unwrap_or(0)
 }
 

@@ -324,7 +324,9 @@ impl Lateral {
         EdgeKind::Bound,
     ];
 
-    /// From the edges of [`Lateral::KINDS`], of every host.
+    /// From the edges of [`Lateral::KINDS`], of every host (the server streams them through
+    /// [`Lateral::add`] instead).
+    #[cfg(test)]
     pub fn new(edges: &[(String, Edge)]) -> Self {
         let mut l = Self::default();
         for (host, e) in edges {
@@ -544,6 +546,8 @@ impl Fleet {
     }
 
     /// Runs `q` over the fleet's processes, or over `edges` (those of `q.target.kinds()`).
+    /// The server streams edges through [`Fleet::edge_hit`] instead.
+    #[cfg(test)]
     pub fn run(&self, q: &Query, edges: &[(String, Edge)]) -> Vec<Hit> {
         if q.target == Target::Processes {
             return self.processes(q);

@@ -9,6 +9,19 @@
 //!
 //! Builds without aya or a Linux kernel: it imports only the wire side of `sensor-common`.
 
+/// Wall-clock time now, in nanoseconds since the Unix epoch.
+pub fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// Locks a mutex shared by the server's tasks; a task that panicked holding it left nothing
+/// half-written that the store's transactions did not roll back.
+pub(crate) fn lock<T: ?Sized>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 pub mod ca;
 pub mod hunt;
 pub mod ops;

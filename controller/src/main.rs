@@ -160,10 +160,10 @@ async fn serve(state: &Path, listen: SocketAddr) -> Result<()> {
 }
 
 fn ns_ago(ns: u64) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-    format!("{}s ago", now.saturating_sub(ns) / 1_000_000_000)
+    format!(
+        "{}s ago",
+        controller::now_ns().saturating_sub(ns) / 1_000_000_000
+    )
 }
 
 fn print_lines(v: &serde_json::Value) -> Result<()> {

@@ -12,6 +12,7 @@ use tokio::{
 };
 
 use crate::{
+    lock, now_ns,
     server::{self, Shared},
     store::AuditEntry,
 };
@@ -51,16 +52,6 @@ pub enum OpRequest {
 pub enum OpResponse {
     Ok { value: serde_json::Value },
     Error { message: String },
-}
-
-fn now_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-}
-
-fn lock<T: ?Sized>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 pub fn bind(path: &Path) -> std::io::Result<UnixListener> {

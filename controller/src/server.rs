@@ -24,6 +24,7 @@ use sensor_common::protocol::{
 
 use crate::{
     ca::{Authority, fingerprint},
+    lock, now_ns,
     store::{Host, Store},
 };
 
@@ -60,16 +61,6 @@ pub struct Shared {
     pub ca: Arc<Authority>,
     /// Connected hosts by id.
     pub connected: Arc<Mutex<HashMap<String, Connection>>>,
-}
-
-fn now_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-}
-
-fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn server_config(ca: &Authority) -> Result<quinn::ServerConfig, ServerError> {

@@ -263,6 +263,16 @@ pub enum CommandReply {
     },
 }
 
+/// The SHA-256 of a certificate's DER, in lower-case hex: what an enrollment token pins and
+/// what the controller knows a host's certificate by. One function, so both sides agree.
+pub fn fingerprint(der: &[u8]) -> String {
+    use sha2::{Digest as _, Sha256};
+    Sha256::digest(der)
+        .iter()
+        .map(|b| std::format!("{b:02x}"))
+        .collect()
+}
+
 /// An enrollment token as the operator hands it to a sensor:
 /// `vigil1.<id>.<secret>.<CA SHA-256>`, all hex. The controller keeps the id, the secret's
 /// hash and the expiry; the fingerprint lets the sensor pin the controller's CA from its first

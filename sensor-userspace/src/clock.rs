@@ -2,6 +2,13 @@
 
 use nix::time::{ClockId, clock_gettime};
 
+/// Wall-clock time now, in nanoseconds since the Unix epoch (journal records, delta numbers).
+pub fn unix_now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
 /// The offset between CLOCK_REALTIME and CLOCK_BOOTTIME, taken once at start.
 #[derive(Clone, Copy, Debug)]
 pub struct BootClock {

@@ -65,26 +65,23 @@ pub enum BlocklistError {
     },
 }
 
+/// Takes map `name` out of the loaded object, as the type `convert` makes of it.
+pub(super) fn take_map<T>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    convert: impl FnOnce(aya::maps::Map) -> Result<T, aya::maps::MapError>,
+) -> Result<T, BlocklistError> {
+    let m = ebpf
+        .take_map(name)
+        .ok_or(BlocklistError::MissingMap(name))?;
+    convert(m).map_err(|source| BlocklistError::MapType { name, source })
+}
+
 impl KernelBlocklist {
     pub fn take(ebpf: &mut Ebpf) -> Result<Self, BlocklistError> {
-        let take = |ebpf: &mut Ebpf, name: &'static str| {
-            ebpf.take_map(name).ok_or(BlocklistError::MissingMap(name))
-        };
-        let inodes = BpfHashMap::try_from(take(ebpf, "BLOCK_INODES")?).map_err(|source| {
-            BlocklistError::MapType {
-                name: "BLOCK_INODES",
-                source,
-            }
-        })?;
-        let paths = BpfHashMap::try_from(take(ebpf, "BLOCK_PATHS")?).map_err(|source| {
-            BlocklistError::MapType {
-                name: "BLOCK_PATHS",
-                source,
-            }
-        })?;
         Ok(Self {
-            inodes,
-            paths,
+            inodes: take_map(ebpf, "BLOCK_INODES", BpfHashMap::try_from)?,
+            paths: take_map(ebpf, "BLOCK_PATHS", BpfHashMap::try_from)?,
             counts: HashMap::new(),
         })
     }

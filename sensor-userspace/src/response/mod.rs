@@ -33,6 +33,7 @@ use self::{
 use crate::{
     alerts::Alert,
     cgroup::TreeGroup,
+    clock::unix_now_ns as now_ns,
     detect::SensorSelf,
     events::What,
     graph::Graph,
@@ -101,12 +102,6 @@ pub struct ResponseStats {
     pub restored: usize,
     pub baseline_files: usize,
     pub network: NetStats,
-}
-
-fn now_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
 fn verb_name(a: Action) -> &'static str {
@@ -198,7 +193,6 @@ fn destination_target(alert: &Alert, ctx: &Context<'_>) -> Option<Target> {
     })
 }
 
-/// The inode and path blocks an in-force record holds.
 /// The identity of the file now at `path`.
 fn file_id(path: &str) -> Option<FileId> {
     use std::os::unix::fs::MetadataExt as _;
@@ -208,6 +202,7 @@ fn file_id(path: &str) -> Option<FileId> {
     })
 }
 
+/// The inode and path blocks an in-force record holds.
 fn blocks_of(r: &Record) -> Option<(Option<FileId>, Option<String>)> {
     match &r.undo {
         Undo::Unblock { inode, path } => Some((*inode, path.clone())),

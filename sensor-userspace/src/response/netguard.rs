@@ -13,7 +13,7 @@ use sensor_common::netguard::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::blocklist::BlocklistError;
+use super::blocklist::{BlocklistError, take_map as map};
 
 /// An address, and a port (None: every port).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -91,17 +91,6 @@ pub struct KernelNetGuard {
     counts: HashMap<DestKey, u32>,
     isolations: u32,
     allow: Vec<Endpoint>,
-}
-
-fn map<T>(
-    ebpf: &mut Ebpf,
-    name: &'static str,
-    convert: impl FnOnce(aya::maps::Map) -> Result<T, aya::maps::MapError>,
-) -> Result<T, BlocklistError> {
-    let m = ebpf
-        .take_map(name)
-        .ok_or(BlocklistError::MissingMap(name))?;
-    convert(m).map_err(|source| BlocklistError::MapType { name, source })
 }
 
 impl KernelNetGuard {

@@ -5,6 +5,8 @@
 
 use std::collections::VecDeque;
 
+use crate::clock::unix_now_ns;
+
 /// Bytes of deltas kept at most.
 const MAX_BYTES: usize = 64 << 20;
 
@@ -17,17 +19,11 @@ pub struct GraphBuffer {
     dropped: u64,
 }
 
-fn now_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-}
-
 impl GraphBuffer {
     /// Numbers a delta (wall-clock nanoseconds, so numbers keep growing across restarts) and
     /// keeps it, dropping the oldest past the bound.
     pub fn push(&mut self, delta: Vec<u8>) {
-        self.last_seq = now_ns().max(self.last_seq + 1);
+        self.last_seq = unix_now_ns().max(self.last_seq + 1);
         self.bytes += delta.len();
         self.queue.push_back((self.last_seq, delta, false));
         while self.bytes > MAX_BYTES

@@ -2,7 +2,7 @@
 //! numbered from 1, and only complete lines (ending in a newline) are ever sent.
 
 use std::{
-    io::{BufRead as _, BufReader, Read as _, Seek as _, SeekFrom},
+    io::{BufRead as _, BufReader, Seek as _, SeekFrom},
     path::PathBuf,
 };
 
@@ -68,7 +68,7 @@ impl Tail {
             return Ok(Vec::new());
         }
         f.seek(SeekFrom::Start(self.offset))?;
-        let mut r = BufReader::new(f.take(u64::MAX));
+        let mut r = BufReader::new(f);
         let mut out = Vec::new();
         while out.len() < BATCH {
             let mut line = Vec::new();

@@ -14,7 +14,6 @@ use rustls::{
     pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime},
 };
 use sensor_common::protocol::{ALPN, ALPN_ENROLL};
-use sha2::{Digest as _, Sha256};
 
 #[derive(Debug, thiserror::Error)]
 #[error("TLS configuration: {0}")]
@@ -28,12 +27,7 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-pub fn fingerprint(der: &[u8]) -> String {
-    Sha256::digest(der)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
+pub use sensor_common::protocol::fingerprint;
 
 /// Accepts the server only when its chain holds the CA with the pinned fingerprint and the
 /// server's certificate verifies against that CA.
