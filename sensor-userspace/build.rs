@@ -14,6 +14,18 @@ fn main() -> Result<()> {
     println!("cargo:rerun-if-changed={}", common.display());
     let out = PathBuf::from(env::var("OUT_DIR").context("OUT_DIR")?);
     embed_rules(&root.join("deploy/rules"), &out)?;
+    kernel_programs(&ebpf, &out)
+}
+
+/// Without the `kernel` feature (the rules-and-policy library the controller uses), there is
+/// nothing to build for the kernel.
+#[cfg(not(feature = "kernel"))]
+fn kernel_programs(_ebpf: &std::path::Path, _out: &std::path::Path) -> Result<()> {
+    Ok(())
+}
+
+#[cfg(feature = "kernel")]
+fn kernel_programs(ebpf: &std::path::Path, out: &std::path::Path) -> Result<()> {
     let skip = env::var("AYA_BUILD_SKIP").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
     if skip {
         fs::write(out.join("sensor-ebpf"), b"").context("writing the empty eBPF stub")?;

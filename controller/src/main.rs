@@ -74,6 +74,41 @@ enum Cmd {
         #[arg(long)]
         force: bool,
     },
+    /// Kill a process tree on a host (its sensor journals the action; a kill has no undo).
+    Kill {
+        #[arg(long, default_value = DEFAULT_STATE)]
+        state: PathBuf,
+        host: String,
+        pid: u32,
+        #[arg(long, default_value = "killed by the controller's operator")]
+        reason: String,
+    },
+    /// Move a file on a host into its sensor's vault (undo puts it back).
+    Quarantine {
+        #[arg(long, default_value = DEFAULT_STATE)]
+        state: PathBuf,
+        host: String,
+        path: String,
+        #[arg(long, default_value = "quarantined by the controller's operator")]
+        reason: String,
+    },
+    /// Reverse one journaled action on a host.
+    Undo {
+        #[arg(long, default_value = DEFAULT_STATE)]
+        state: PathBuf,
+        host: String,
+        action: String,
+    },
+    /// The fleet's rules.
+    Rules {
+        #[command(subcommand)]
+        action: RulesCmd,
+    },
+    /// The fleet's policy.
+    Policy {
+        #[command(subcommand)]
+        action: PolicyCmd,
+    },
     /// Alerts the hosts sent, as JSON lines.
     Alerts {
         #[arg(long, default_value = DEFAULT_STATE)]
@@ -88,10 +123,15 @@ enum Cmd {
         #[arg(long)]
         host: Option<String>,
     },
-    /// Incidents across the fleet, from the hosts' alerts.
+    /// Incidents across the fleet, from the hosts' alerts: open or closed, with the
+    /// indicators a release looks for.
     Incidents {
         #[arg(long, default_value = DEFAULT_STATE)]
         state: PathBuf,
+        #[arg(long)]
+        host: Option<String>,
+        #[arg(long)]
+        json: bool,
     },
     /// Search the fleet's graphs and their history, e.g.
     /// `processes where exe endswith "/nc" and ancestor.exe endswith "/nginx"`,
@@ -107,6 +147,38 @@ enum Cmd {
         #[arg(long, default_value = DEFAULT_STATE)]
         state: PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+enum RulesCmd {
+    /// Validate every rule file under DIR (each loads, every test case passes), make the set
+    /// the fleet's, and push it to every connected host; hosts offline get it when they
+    /// reconnect. An invalid set is refused with each problem and nothing is sent.
+    Push {
+        #[arg(long, default_value = DEFAULT_STATE)]
+        state: PathBuf,
+        dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCmd {
+    /// Validate the policy FILE, make it the fleet's, and push it like `rules push`.
+    Push {
+        #[arg(long, default_value = DEFAULT_STATE)]
+        state: PathBuf,
+        file: PathBuf,
+    },
+}
+
+fn print_push(v: &serde_json::Value) {
+    for h in v["hosts"].as_array().into_iter().flatten() {
+        println!(
+            "{}: {}",
+            h["host"].as_str().unwrap_or("?"),
+            h["outcome"].as_str().unwrap_or("?")
+        );
+    }
 }
 
 fn ask(state: &Path, req: &OpRequest) -> Result<serde_json::Value> {
@@ -202,7 +274,7 @@ fn main() -> Result<()> {
                 return Ok(());
             }
             println!(
-                "{:<20} {:<20} {:<10} {:<12} {:<8} {:<7} {:<9} {:<8} dropped",
+                "{:<20} {:<20} {:<10} {:<12} {:<8} {:<7} {:<22} {:<8} dropped",
                 "id", "hostname", "state", "last seen", "sensor", "policy", "rules", "isolated"
             );
             for h in v.as_array().into_iter().flatten() {
@@ -214,15 +286,19 @@ fn main() -> Result<()> {
                 } else {
                     "offline"
                 };
+                let rules = match r["rules_version"].as_str().filter(|v| !v.is_empty()) {
+                    Some(v) => format!("{} ({v})", r["rules_loaded"]),
+                    None => r["rules_loaded"].to_string(),
+                };
                 println!(
-                    "{:<20} {:<20} {:<10} {:<12} {:<8} {:<7} {:<9} {:<8} {}",
+                    "{:<20} {:<20} {:<10} {:<12} {:<8} {:<7} {:<22} {:<8} {}",
                     h["id"].as_str().unwrap_or("?"),
                     h["hostname"].as_str().unwrap_or("?"),
                     state,
                     ns_ago(h["last_seen_ns"].as_u64().unwrap_or(0)),
                     r["sensor_version"].as_str().unwrap_or("?"),
                     r["policy_version"],
-                    r["rules_loaded"],
+                    rules,
                     r["isolated"],
                     r["dropped"],
                 );
@@ -238,7 +314,8 @@ fn main() -> Result<()> {
             reason,
         } => print_lines(&ask(&state, &OpRequest::Contain { host, reason })?)?,
         Cmd::Release { state, host, force } => {
-            print_lines(&ask(&state, &OpRequest::Release { host, force })?)?;
+            let v = ask(&state, &OpRequest::Release { host, force })?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
         }
         Cmd::Alerts { state, host } => print_lines(&ask(
             &state,
@@ -254,41 +331,79 @@ fn main() -> Result<()> {
                 stream: Stream::Actions,
             },
         )?)?,
-        Cmd::Incidents { state } => {
-            let v = ask(
-                &state,
-                &OpRequest::Records {
-                    host: None,
-                    stream: Stream::Alerts,
-                },
-            )?;
-            let mut incidents: std::collections::BTreeMap<
-                (String, String),
-                Vec<&serde_json::Value>,
-            > = Default::default();
-            for r in v.as_array().into_iter().flatten() {
-                let key = (
-                    r["host"].as_str().unwrap_or("?").to_owned(),
-                    r["body"]["incident"].as_str().unwrap_or("?").to_owned(),
-                );
-                incidents.entry(key).or_default().push(&r["body"]);
+        Cmd::Incidents { state, host, json } => {
+            let v = ask(&state, &OpRequest::Incidents { host })?;
+            if json {
+                print_lines(&v)?;
+                return Ok(());
             }
-            for ((host, id), alerts) in incidents {
-                let risk = alerts
-                    .iter()
-                    .filter_map(|a| a["risk"]["score"].as_u64())
-                    .max()
-                    .unwrap_or(0);
-                let rules: std::collections::BTreeSet<&str> = alerts
-                    .iter()
-                    .filter_map(|a| a["rule"]["id"].as_str())
+            for i in v.as_array().into_iter().flatten() {
+                let status = match i["closed"].as_object() {
+                    Some(c) => format!(
+                        "closed {} ({})",
+                        ns_ago(c["closed_ns"].as_u64().unwrap_or(0)),
+                        c["how"].as_str().unwrap_or("?")
+                    ),
+                    None => "open".to_owned(),
+                };
+                let rules: Vec<&str> = i["rules"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|r| r.as_str())
                     .collect();
                 println!(
-                    "{host} {id} risk {risk}, {} alerts: {}",
-                    alerts.len(),
-                    rules.into_iter().collect::<Vec<_>>().join(", ")
+                    "{} {} risk {}, {} alerts, {}: {}",
+                    i["host"].as_str().unwrap_or("?"),
+                    i["id"].as_str().unwrap_or("?"),
+                    i["risk"],
+                    i["alerts"],
+                    status,
+                    rules.join(", ")
                 );
+                for ind in i["indicators"].as_array().into_iter().flatten() {
+                    println!("    indicator {ind}");
+                }
             }
+        }
+        Cmd::Kill {
+            state,
+            host,
+            pid,
+            reason,
+        } => print_lines(&ask(&state, &OpRequest::Kill { host, pid, reason })?)?,
+        Cmd::Quarantine {
+            state,
+            host,
+            path,
+            reason,
+        } => print_lines(&ask(&state, &OpRequest::Quarantine { host, path, reason })?)?,
+        Cmd::Undo {
+            state,
+            host,
+            action,
+        } => print_lines(&ask(&state, &OpRequest::Undo { host, action })?)?,
+        Cmd::Rules {
+            action: RulesCmd::Push { state, dir },
+        } => {
+            let set = sensor_userspace::rules::read_set(&dir)
+                .with_context(|| format!("cannot read the rule directory {}", dir.display()))?;
+            let v = ask(&state, &OpRequest::PushRules { set })?;
+            print_push(&v);
+            println!(
+                "rule set {} ({} rules) is the fleet's",
+                v["version"].as_str().unwrap_or("?"),
+                v["rules"]
+            );
+        }
+        Cmd::Policy {
+            action: PolicyCmd::Push { state, file },
+        } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read the policy {}", file.display()))?;
+            let v = ask(&state, &OpRequest::PushPolicy { text })?;
+            print_push(&v);
+            println!("policy version {} is the fleet's", v["version"]);
         }
         Cmd::Audit { state } => print_lines(&ask(&state, &OpRequest::Audit)?)?,
         Cmd::Hunt { state, query } => {

@@ -12,12 +12,13 @@ use tokio::{
 };
 
 use crate::{
-    lock, now_ns,
+    lock, now_ns, operator,
     server::{self, Shared},
     store::AuditEntry,
 };
 
-const MAX_REQUEST: u64 = 64 * 1024;
+/// A request carries at most a rule set, which must fit a frame to a host anyway.
+const MAX_REQUEST: u64 = sensor_common::protocol::MAX_FRAME as u64;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -36,6 +37,31 @@ pub enum OpRequest {
     Release {
         host: String,
         force: bool,
+    },
+    Kill {
+        host: String,
+        pid: u32,
+        reason: String,
+    },
+    Quarantine {
+        host: String,
+        path: String,
+        reason: String,
+    },
+    Undo {
+        host: String,
+        action: String,
+    },
+    /// Make this rule set the fleet's and push it.
+    PushRules {
+        set: sensor_common::protocol::RuleSet,
+    },
+    /// Make this policy (TOML) the fleet's and push it.
+    PushPolicy {
+        text: String,
+    },
+    Incidents {
+        host: Option<String>,
     },
     Records {
         host: Option<String>,
@@ -92,6 +118,7 @@ async fn handle(stream: UnixStream, shared: Shared) -> std::io::Result<()> {
                 OpRequest::Hosts
                     | OpRequest::Records { .. }
                     | OpRequest::Audit
+                    | OpRequest::Incidents { .. }
                     | OpRequest::Hunt { .. }
             );
             if audited {
@@ -99,7 +126,15 @@ async fn handle(stream: UnixStream, shared: Shared) -> std::io::Result<()> {
                     OpResponse::Ok { .. } => "ok".to_owned(),
                     OpResponse::Error { message } => format!("error: {message}"),
                 };
-                let command = serde_json::to_string(&req).unwrap_or_default();
+                let command = match &req {
+                    // The audit log names the set by version, not its every line.
+                    OpRequest::PushRules { set } => format!(
+                        "{{\"op\":\"push_rules\",\"version\":\"{}\",\"files\":{}}}",
+                        set.version,
+                        set.files.len()
+                    ),
+                    other => serde_json::to_string(other).unwrap_or_default(),
+                };
                 let entry = AuditEntry {
                     time_ns: now_ns(),
                     who: who.clone(),
@@ -204,26 +239,82 @@ async fn answer(shared: &Shared, req: &OpRequest, who: &str) -> OpResponse {
             ok(ids)
         }
         OpRequest::Contain { host, reason } => {
-            let id = match resolve(shared, host) {
-                Ok(id) => id,
-                Err(e) => return err(e),
-            };
             let cmd = Command::Isolate {
                 reason: reason.clone(),
-                who: format!("controller operator ({who})"),
+                who: operator(who),
             };
-            reply(server::command(shared, &id, &cmd).await)
+            order(shared, host, &cmd).await
         }
         OpRequest::Release { host, force } => {
             let id = match resolve(shared, host) {
                 Ok(id) => id,
                 Err(e) => return err(e),
             };
-            let who = format!(
-                "controller operator ({who}){}",
-                if *force { ", forced" } else { "" }
-            );
-            reply(server::command(shared, &id, &Command::Release { who }).await)
+            match crate::recovery::release(shared, &id, *force, who).await {
+                Ok(r) => ok(r),
+                Err(e) => err(e),
+            }
+        }
+        OpRequest::Kill { host, pid, reason } => {
+            let cmd = Command::Kill {
+                pid: *pid,
+                reason: reason.clone(),
+                who: operator(who),
+            };
+            order(shared, host, &cmd).await
+        }
+        OpRequest::Quarantine { host, path, reason } => {
+            let cmd = Command::Quarantine {
+                path: path.clone(),
+                reason: reason.clone(),
+                who: operator(who),
+            };
+            order(shared, host, &cmd).await
+        }
+        OpRequest::Undo { host, action } => {
+            let cmd = Command::Undo {
+                id: action.clone(),
+                who: operator(who),
+            };
+            order(shared, host, &cmd).await
+        }
+        OpRequest::PushRules { set } => {
+            let rules = match crate::push::set_rules(shared, set) {
+                Ok(n) => n,
+                Err(e) => return err(e),
+            };
+            let cmd = Command::PushRules {
+                set: set.clone(),
+                who: operator(who),
+            };
+            let hosts = crate::push::fan_out(shared, &crate::push::connected(shared), &cmd).await;
+            ok(serde_json::json!({
+                "version": set.version,
+                "rules": rules,
+                "hosts": hosts,
+            }))
+        }
+        OpRequest::PushPolicy { text } => {
+            let version = match crate::push::set_policy(shared, text) {
+                Ok(v) => v,
+                Err(e) => return err(e),
+            };
+            let cmd = Command::PushPolicy {
+                text: text.clone(),
+                who: operator(who),
+            };
+            let hosts = crate::push::fan_out(shared, &crate::push::connected(shared), &cmd).await;
+            ok(serde_json::json!({ "version": version, "hosts": hosts }))
+        }
+        OpRequest::Incidents { host } => {
+            let id = match host.as_deref().map(|h| resolve(shared, h)).transpose() {
+                Ok(id) => id,
+                Err(e) => return err(e),
+            };
+            match crate::incidents::incidents(lock(&shared.store).as_ref(), id.as_deref()) {
+                Ok(i) => ok(i),
+                Err(e) => err(e),
+            }
         }
         OpRequest::Records { host, stream } => {
             let id = match host.as_deref().map(|h| resolve(shared, h)).transpose() {
@@ -290,6 +381,14 @@ async fn answer(shared: &Shared, req: &OpRequest, who: &str) -> OpResponse {
     }
 }
 
+/// Sends one command to the host named `host` and turns its answer into the operator's.
+async fn order(shared: &Shared, host: &str, cmd: &Command) -> OpResponse {
+    match resolve(shared, host) {
+        Ok(id) => reply(server::command(shared, &id, cmd).await),
+        Err(e) => err(e),
+    }
+}
+
 fn reply(r: Result<CommandReply, String>) -> OpResponse {
     match r {
         Ok(CommandReply::Done { records }) => ok(records
@@ -297,6 +396,8 @@ fn reply(r: Result<CommandReply, String>) -> OpResponse {
             .map(|b| serde_json::from_slice(b).unwrap_or(serde_json::Value::Null))
             .collect::<Vec<serde_json::Value>>()),
         Ok(CommandReply::Refused { reason }) => err(format!("the sensor refused: {reason}")),
+        Ok(CommandReply::Applied { detail }) => ok(detail),
+        Ok(CommandReply::Verified { present }) => ok(present),
         Err(e) => err(e),
     }
 }

@@ -250,6 +250,7 @@ fn decide_enrollment(shared: &Shared, req: &EnrollRequest) -> EnrollReply {
 async fn telemetry(conn: &Connection, shared: &Shared, host: &str) -> Result<(), String> {
     let (mut send, mut recv) = conn.accept_bi().await.map_err(|e| e.to_string())?;
     let mut session = ServerSession::new(host.to_owned());
+    let mut converging = false;
     loop {
         let frame = match read_frame::<Uplink, _>(&mut recv).await {
             Ok(Some(f)) => f,
@@ -288,6 +289,12 @@ async fn telemetry(conn: &Connection, shared: &Shared, host: &str) -> Result<(),
                 Step::Report(r) => {
                     if let Err(e) = lock(store).seen(host, &r, now_ns()) {
                         tracing::error!(error = %e, "cannot record a host report");
+                    }
+                    // Once per connection: a host that refuses a push is not asked again
+                    // until it reconnects.
+                    if !converging {
+                        converging = true;
+                        tokio::spawn(crate::push::converge(shared.clone(), host.to_owned(), r));
                     }
                 }
                 Step::Send(d) => write_frame(&mut send, &d)

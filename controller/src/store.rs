@@ -62,6 +62,33 @@ pub struct HostRecord {
     pub body: serde_json::Value,
 }
 
+/// What the fleet should run, pushed to every host until it reports running it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Desired {
+    /// A `RuleSet` (rmp-serde).
+    Rules,
+    /// A policy's TOML text.
+    Policy,
+}
+
+impl Desired {
+    fn key(self) -> &'static str {
+        match self {
+            Self::Rules => "rules",
+            Self::Policy => "policy",
+        }
+    }
+}
+
+/// An incident a release closed: when, and how (verified clean, or forced by whom).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Closed {
+    pub host: String,
+    pub incident: String,
+    pub closed_ns: u64,
+    pub how: String,
+}
+
 /// What the controller keeps. One implementation per backend.
 pub trait Store: Send {
     fn add_token(&mut self, id: &str, secret_hash: &str, expires_ns: u64)
@@ -92,6 +119,11 @@ pub trait Store: Send {
     /// Every line of `stream`, of one host or all, in order.
     fn records(&self, host: Option<&str>, stream: Stream) -> Result<Vec<HostRecord>, StoreError>;
     fn audit(&mut self, entry: &AuditEntry) -> Result<(), StoreError>;
+    fn set_desired(&mut self, what: Desired, body: &[u8]) -> Result<(), StoreError>;
+    fn desired(&self, what: Desired) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Marks incidents of `host` closed (an incident already closed keeps its first closing).
+    fn close_incidents(&mut self, closed: &[Closed]) -> Result<(), StoreError>;
+    fn closed_incidents(&self) -> Result<Vec<Closed>, StoreError>;
     fn audit_log(&self) -> Result<Vec<AuditEntry>, StoreError>;
     /// Applies a host's graph delta: processes are upserted, edges appended. Nodes aged out
     /// on the host stay: hunts search the history too.
@@ -152,6 +184,17 @@ CREATE INDEX IF NOT EXISTS edges_by_kind ON edges (kind);
 CREATE TABLE IF NOT EXISTS graph_heads (
     host TEXT PRIMARY KEY,
     seq INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS desired (
+    kind TEXT PRIMARY KEY,
+    body BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS closed_incidents (
+    host TEXT NOT NULL,
+    incident TEXT NOT NULL,
+    closed_ns INTEGER NOT NULL,
+    how TEXT NOT NULL,
+    PRIMARY KEY (host, incident)
 );
 CREATE TABLE IF NOT EXISTS audit (
     time_ns INTEGER NOT NULL,
@@ -450,6 +493,52 @@ impl Store for Sqlite {
             }
         }
         Ok(())
+    }
+
+    fn set_desired(&mut self, what: Desired, body: &[u8]) -> Result<(), StoreError> {
+        self.db.execute(
+            "INSERT OR REPLACE INTO desired (kind, body) VALUES (?1, ?2)",
+            params![what.key(), body],
+        )?;
+        Ok(())
+    }
+
+    fn desired(&self, what: Desired) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .db
+            .query_row(
+                "SELECT body FROM desired WHERE kind = ?1",
+                params![what.key()],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    fn close_incidents(&mut self, closed: &[Closed]) -> Result<(), StoreError> {
+        let tx = self.db.transaction()?;
+        for c in closed {
+            tx.execute(
+                "INSERT OR IGNORE INTO closed_incidents (host, incident, closed_ns, how) VALUES (?1, ?2, ?3, ?4)",
+                params![c.host, c.incident, i(c.closed_ns), c.how],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn closed_incidents(&self) -> Result<Vec<Closed>, StoreError> {
+        let mut st = self.db.prepare(
+            "SELECT host, incident, closed_ns, how FROM closed_incidents ORDER BY closed_ns",
+        )?;
+        let rows = st.query_map([], |r| {
+            Ok(Closed {
+                host: r.get(0)?,
+                incident: r.get(1)?,
+                closed_ns: u(r.get(2)?),
+                how: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     fn audit_log(&self) -> Result<Vec<AuditEntry>, StoreError> {

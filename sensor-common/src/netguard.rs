@@ -74,11 +74,13 @@ pub const fn is_loopback(addr: &[u32; 4]) -> bool {
         && (u32::from_be(addr[3]) >> 24) == 127
 }
 
-#[cfg(feature = "user")]
+#[cfg(feature = "wire")]
 mod user {
     use std::net::{IpAddr, Ipv6Addr};
 
-    use super::{Allowed, DestKey, v4_mapped};
+    use serde::{Deserialize, Serialize};
+
+    use super::{Allowed, DestKey, is_loopback, v4_mapped};
 
     /// The kernel's form of an address.
     pub fn words(ip: IpAddr) -> [u32; 4] {
@@ -102,6 +104,64 @@ mod user {
         v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)
     }
 
+    /// A destination as people and policies write it: an address, and a port (None: every
+    /// port).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+    pub struct Endpoint {
+        pub addr: IpAddr,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub port: Option<u16>,
+    }
+
+    impl core::fmt::Display for Endpoint {
+        fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+            match (self.addr, self.port) {
+                (IpAddr::V6(a), Some(p)) => write!(f, "[{a}]:{p}"),
+                (a, Some(p)) => write!(f, "{a}:{p}"),
+                (a, None) => write!(f, "{a}"),
+            }
+        }
+    }
+
+    impl core::str::FromStr for Endpoint {
+        type Err = std::string::String;
+
+        /// `ADDR`, `ADDR:PORT`, or `[V6ADDR]:PORT`.
+        fn from_str(s: &str) -> Result<Self, Self::Err> {
+            use std::format;
+            if let Ok(addr) = s.parse::<IpAddr>() {
+                return Ok(Self { addr, port: None });
+            }
+            match s.parse::<std::net::SocketAddr>() {
+                Ok(sa) if sa.port() != 0 => Ok(Self {
+                    addr: sa.ip(),
+                    port: Some(sa.port()),
+                }),
+                Ok(_) => Err(format!(
+                    "{s:?}: port 0 is not a port; leave it out for every port"
+                )),
+                Err(_) => Err(format!(
+                    "{s:?} is not an address, ADDR:PORT or [V6ADDR]:PORT"
+                )),
+            }
+        }
+    }
+
+    impl From<std::net::SocketAddr> for Endpoint {
+        fn from(sa: std::net::SocketAddr) -> Self {
+            Self {
+                addr: sa.ip().to_canonical(),
+                port: (sa.port() != 0).then_some(sa.port()),
+            }
+        }
+    }
+
+    impl Endpoint {
+        pub fn is_loopback(&self) -> bool {
+            is_loopback(&words(self.addr))
+        }
+    }
+
     impl DestKey {
         pub fn new(ip: IpAddr, port: u16, scope: u64) -> Self {
             Self {
@@ -122,15 +182,17 @@ mod user {
             }
         }
     }
-
-    // SAFETY: plain integers, padding explicit.
-    unsafe impl aya::Pod for DestKey {}
-    // SAFETY: plain integers, padding explicit.
-    unsafe impl aya::Pod for super::NetGuard {}
 }
 
+// SAFETY: plain integers, padding explicit.
 #[cfg(feature = "user")]
-pub use user::{address, words};
+unsafe impl aya::Pod for DestKey {}
+// SAFETY: plain integers, padding explicit.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for NetGuard {}
+
+#[cfg(feature = "wire")]
+pub use user::{Endpoint, address, words};
 
 #[cfg(all(test, feature = "user"))]
 mod tests {

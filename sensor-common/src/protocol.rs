@@ -186,6 +186,9 @@ pub struct HostReport {
     pub sensor_version: String,
     pub policy_version: u64,
     pub rules_loaded: u64,
+    /// The version of a pushed rule set in force; empty for the installed or shipped rules.
+    #[serde(default)]
+    pub rules_version: String,
     pub isolated: bool,
     /// Events lost to a full ring buffer, all kinds.
     pub dropped: u64,
@@ -250,7 +253,37 @@ pub enum Command {
         id: String,
         who: String,
     },
+    /// Kill the process tree of the live process `pid`.
+    Kill {
+        pid: u32,
+        reason: String,
+        who: String,
+    },
+    /// Move a file into the sensor's vault (undo puts it back).
+    Quarantine {
+        path: String,
+        reason: String,
+        who: String,
+    },
+    /// Look for what an incident left on the host: answered with [`CommandReply::Verified`].
+    Verify {
+        indicators: Vec<Indicator>,
+    },
+    /// Replace the sensor's rules with this set, whole, or keep the ones in force.
+    PushRules {
+        set: RuleSet,
+        who: String,
+    },
+    /// Replace the sensor's policy (TOML), or keep the one in force.
+    PushPolicy {
+        text: String,
+        who: String,
+    },
 }
+
+/// What a sensor answers a [`Command::Release`] when nothing is isolated: the controller
+/// tells that apart from a failure.
+pub const NOT_ISOLATED: &str = "the host is not isolated";
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CommandReply {
@@ -261,6 +294,114 @@ pub enum CommandReply {
     Refused {
         reason: String,
     },
+    /// The indicators still present on the host (none: the host is clean of them).
+    Verified {
+        present: Vec<Presence>,
+    },
+    /// A pushed rule set or policy is in force.
+    Applied {
+        detail: String,
+    },
+}
+
+/// Something an incident left that verification looks for on the host as it is now.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Indicator {
+    /// A file the incident wrote, created, renamed into place or made executable. Present
+    /// while the path exists, or, for a persistence file the sensor knows from before, while
+    /// it still holds lines the sensor's baseline lacks.
+    File { path: String },
+    /// A process of the incident, by identity (pid and start time): present while it runs.
+    Process {
+        pid: u32,
+        start: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        exe: Option<String>,
+    },
+    /// A remote endpoint the incident talked to: present while a connection to it is open.
+    Endpoint { addr: core::net::SocketAddr },
+}
+
+impl core::fmt::Display for Indicator {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::File { path } => write!(f, "file {path}"),
+            Self::Process { pid, exe, .. } => {
+                write!(f, "process {pid} ({})", exe.as_deref().unwrap_or("?"))
+            }
+            Self::Endpoint { addr } => write!(f, "connection to {addr}"),
+        }
+    }
+}
+
+/// An indicator found on the host, with what was seen.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Presence {
+    pub indicator: Indicator,
+    pub detail: String,
+}
+
+/// A rule set as pushed: every file, by name, and a version derived from the contents.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleSet {
+    pub version: String,
+    pub files: Vec<RuleFile>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleFile {
+    /// The file's path relative to the set's directory (`*.yml`, `/`-separated, no `..`, no
+    /// hidden component).
+    pub name: String,
+    pub text: String,
+}
+
+impl RuleSet {
+    /// The set of `files`, sorted by name; its version is the first 16 hex digits of the
+    /// SHA-256 over names and texts, so the same rules have the same version everywhere.
+    pub fn new(mut files: Vec<RuleFile>) -> Self {
+        use sha2::{Digest as _, Sha256};
+        files.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut h = Sha256::new();
+        for f in &files {
+            h.update((f.name.len() as u64).to_le_bytes());
+            h.update(f.name.as_bytes());
+            h.update((f.text.len() as u64).to_le_bytes());
+            h.update(f.text.as_bytes());
+        }
+        let version = h.finalize()[..8]
+            .iter()
+            .map(|b| std::format!("{b:02x}"))
+            .collect();
+        Self { version, files }
+    }
+
+    /// Whether the version matches the contents and every name is a plain relative rule file path.
+    pub fn check(&self) -> Result<(), String> {
+        for f in &self.files {
+            let plain = f
+                .name
+                .split('/')
+                .all(|c| !c.is_empty() && !c.starts_with('.') && !c.contains(['\\', '\0']))
+                && (f.name.ends_with(".yml") || f.name.ends_with(".yaml"));
+            if !plain {
+                return Err(std::format!(
+                    "{:?} is not a plain relative rule file path",
+                    f.name
+                ));
+            }
+        }
+        let again = Self::new(self.files.clone());
+        if again.version != self.version || again.files != self.files {
+            return Err(std::format!(
+                "the rule set's version {} does not match its contents ({})",
+                self.version,
+                again.version
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The SHA-256 of a certificate's DER, in lower-case hex: what an enrollment token pins and
@@ -482,6 +623,46 @@ mod tests {
     use std::vec;
 
     use super::*;
+
+    fn file(name: &str, text: &str) -> RuleFile {
+        RuleFile {
+            name: name.into(),
+            text: text.into(),
+        }
+    }
+
+    #[test]
+    fn a_rule_set_is_versioned_by_its_contents_whatever_the_order() {
+        let a = RuleSet::new(vec![file("a.yml", "x"), file("b/c.yml", "y")]);
+        let b = RuleSet::new(vec![file("b/c.yml", "y"), file("a.yml", "x")]);
+        assert_eq!(a, b);
+        assert_eq!(a.check(), Ok(()));
+        let c = RuleSet::new(vec![file("a.yml", "x"), file("b/c.yml", "z")]);
+        assert_ne!(a.version, c.version);
+        // Name and text boundaries count: "ab"+"c" is not "a"+"bc".
+        let d = RuleSet::new(vec![file("a.yml", "xy")]);
+        let e = RuleSet::new(vec![file("a.ymlx", "y")]);
+        assert_ne!(d.version, e.version);
+    }
+
+    #[test]
+    fn a_rule_set_with_a_forged_version_or_a_path_outside_its_directory_is_refused() {
+        let mut forged = RuleSet::new(vec![file("a.yml", "x")]);
+        forged.files[0].text = "changed".into();
+        assert!(forged.check().unwrap_err().contains("does not match"));
+        for bad in [
+            "../a.yml",
+            "/etc/a.yml",
+            ".hidden/a.yml",
+            "a.txt",
+            "a//b.yml",
+            "",
+        ] {
+            let set = RuleSet::new(vec![file(bad, "x")]);
+            let err = set.check().unwrap_err();
+            assert!(err.contains("not a plain relative"), "{bad}: {err}");
+        }
+    }
 
     fn hello(id: &str) -> Uplink {
         Uplink::Hello {

@@ -60,6 +60,22 @@ pub enum Request {
     Deny {
         incident: String,
     },
+    /// Which of these indicators are on the host now.
+    Verify {
+        indicators: Vec<sensor_common::protocol::Indicator>,
+    },
+    /// Validate, install and put in force a rule set (from the controller); the rules in
+    /// force stay when it is invalid.
+    PushRules {
+        set: sensor_common::protocol::RuleSet,
+        by: String,
+    },
+    /// Validate, install and put in force a policy (TOML); the one in force stays when it is
+    /// invalid.
+    PushPolicy {
+        text: String,
+        by: String,
+    },
     /// Carry out a containment a person asks for: isolate the host, block a destination,
     /// freeze a process tree. Journaled like the sensor's own; undone with `Undo`.
     Contain {
@@ -82,6 +98,14 @@ pub enum Order {
     },
     Freeze {
         pid: u32,
+    },
+    /// Kill the process tree of `pid`.
+    Kill {
+        pid: u32,
+    },
+    /// Move a file into the vault.
+    Quarantine {
+        path: String,
     },
 }
 
@@ -154,6 +178,9 @@ pub struct Status {
     pub processes: TableStats,
     pub graph: crate::graph::GraphStats,
     pub rules_loaded: usize,
+    /// The version of the rule set the controller pushed, when that is what runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules_version: Option<String>,
     pub alerts_raised: u64,
     pub incidents: usize,
     pub detection: crate::detect::DetectStats,
@@ -172,7 +199,7 @@ pub struct ProcessView {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "response", rename_all = "snake_case")]
 pub enum Response {
-    Status(Status),
+    Status(Box<Status>),
     Process {
         found: Option<ProcessView>,
     },
@@ -184,6 +211,14 @@ pub enum Response {
     /// Journal records written for a request (an undo, approvals, denials).
     Actions {
         records: Vec<crate::response::journal::Record>,
+    },
+    /// The indicators found on the host.
+    Verified {
+        present: Vec<sensor_common::protocol::Presence>,
+    },
+    /// A pushed rule set or policy is in force.
+    Applied {
+        detail: String,
     },
     Error {
         message: String,

@@ -226,6 +226,18 @@ impl Detector {
         }
     }
 
+    /// Puts a new rule set in force (a push from the controller). Sequences under way in the
+    /// behaviour engine start over; alert ids carry on.
+    pub fn replace_rules(&mut self, sigma: Vec<SigmaRule>, behaviour: Vec<BehaviourRule>) {
+        let mut sigma = sigma;
+        self.literals = crate::rules::sigma::index::LiteralIndex::build(sigma.iter_mut());
+        self.by_category.clear();
+        for r in sigma {
+            self.by_category.entry(r.category).or_default().push(r);
+        }
+        self.behaviour = Engine::new(behaviour);
+    }
+
     pub fn is_empty(&self) -> bool {
         self.rule_count() == 0
     }

@@ -211,7 +211,7 @@ impl Policy {
             );
         }
         for a in &self.isolation.allow {
-            if let Err(reason) = a.parse::<crate::response::netguard::Endpoint>() {
+            if let Err(reason) = a.parse::<sensor_common::netguard::Endpoint>() {
                 return invalid("isolation.allow", reason);
             }
         }
@@ -230,7 +230,7 @@ impl Policy {
     }
 
     /// What stays reachable while the host is isolated (validated on load).
-    pub fn isolation_allow(&self) -> Vec<crate::response::netguard::Endpoint> {
+    pub fn isolation_allow(&self) -> Vec<sensor_common::netguard::Endpoint> {
         self.isolation
             .allow
             .iter()

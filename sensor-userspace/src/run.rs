@@ -171,6 +171,8 @@ struct Running {
     policy: crate::policy::Policy,
     policy_path: Option<PathBuf>,
     rules_loaded: usize,
+    /// The version of the pushed rule set in force, if that is what runs.
+    rules_version: Option<String>,
     alerts_raised: u64,
     alert_log: crate::alerts::AlertLog,
     responder: crate::response::Responder,
@@ -210,6 +212,7 @@ impl Running {
             processes: pipeline.table.stats(),
             graph: pipeline.graph.stats(),
             rules_loaded: self.rules_loaded,
+            rules_version: self.rules_version.clone(),
             alerts_raised: self.alerts_raised,
             incidents: pipeline
                 .detection()
@@ -251,7 +254,7 @@ impl Running {
                 let held = self.responder.in_force(crate::policy::Action::Isolate);
                 if held.is_empty() {
                     return Response::Error {
-                        message: "the host is not isolated".into(),
+                        message: sensor_common::protocol::NOT_ISOLATED.into(),
                     };
                 }
                 let mut records = Vec::new();
@@ -286,7 +289,39 @@ impl Running {
                 },
             },
             Request::Graph { query } => self.graph_answer(pipeline, query),
-            Request::Status => Response::Status(self.status(pipeline)),
+            Request::Verify { indicators } => {
+                let residue = |path: &str| self.responder.persistence_residue(path);
+                let present = crate::indicators::look(
+                    &indicators,
+                    &crate::indicators::Host {
+                        table: &pipeline.table,
+                        proc_root: std::path::Path::new("/proc"),
+                        residue: &residue,
+                    },
+                );
+                tracing::info!(
+                    looked_for = indicators.len(),
+                    present = present.len(),
+                    "verification asked for"
+                );
+                Response::Verified { present }
+            }
+            Request::PushRules { set, by } => self.push_rules(pipeline, &set, &by),
+            Request::PushPolicy { text, by } => match self.push_policy(&text, &by) {
+                Ok(summary) => {
+                    if let Some(d) = pipeline.detection_mut() {
+                        d.incidents.set_policy(self.policy.clone());
+                    }
+                    Response::Applied {
+                        detail: format!(
+                            "policy version {} ({:?}) in force",
+                            summary.version, summary.mode
+                        ),
+                    }
+                }
+                Err(message) => Response::Error { message },
+            },
+            Request::Status => Response::Status(Box::new(self.status(pipeline))),
             Request::Process { pid } => Response::Process {
                 found: pipeline.table.live(pid).map(|p| ProcessView {
                     process: p.clone(),
@@ -300,6 +335,16 @@ impl Running {
             },
         }
     }
+}
+
+/// Where a rule set the controller pushed is installed.
+fn pushed_rules(state: &StateDir) -> PathBuf {
+    state.path().join("pushed").join("rules")
+}
+
+/// Where a policy the controller pushed is kept.
+fn pushed_policy(state: &StateDir) -> PathBuf {
+    state.path().join("pushed").join("policy.toml")
 }
 
 /// Who asked, for requests from the local control socket.
@@ -355,6 +400,15 @@ impl Running {
             }),
             control::Order::Freeze { pid } => tree(pid)
                 .map(|(pid, start, exe)| (Action::Freeze, Target::ProcessTree { pid, start, exe })),
+            control::Order::Kill { pid } => tree(pid)
+                .map(|(pid, start, exe)| (Action::Kill, Target::ProcessTree { pid, start, exe })),
+            control::Order::Quarantine { path } => {
+                if path.starts_with('/') {
+                    Ok((Action::Quarantine, Target::File { path, id: None }))
+                } else {
+                    Err(format!("{path:?} is not an absolute path"))
+                }
+            }
         };
         let result = planned.and_then(|(action, target)| {
             self.responder
@@ -404,6 +458,72 @@ impl Running {
                 .as_ref()
                 .map_or_else(|| "built in".to_owned(), |p| p.display().to_string()),
         }
+    }
+
+    /// Puts a pushed rule set in force after checking it whole; the rules in force stay
+    /// otherwise. The set is installed under `STATE/pushed/rules`, which later starts use.
+    fn push_rules<S: Sink>(
+        &mut self,
+        pipeline: &mut Pipeline<S>,
+        set: &crate::rules::RuleSet,
+        by: &str,
+    ) -> Response {
+        let report = match crate::rules::validate_set(set) {
+            Ok(r) => r,
+            Err(message) => {
+                tracing::error!(by, "{message}; keeping the rules in force");
+                return Response::Error { message };
+            }
+        };
+        if let Err(e) = crate::rules::install_set(set, &pushed_rules(&self.state)) {
+            let message = format!("cannot install rule set {}: {e}", set.version);
+            tracing::error!(by, "{message}; keeping the rules in force");
+            return Response::Error { message };
+        }
+        let loaded = report.loaded();
+        if let Some(d) = pipeline.detection_mut() {
+            d.detector.replace_rules(report.sigma, report.behaviour);
+        }
+        self.rules_loaded = loaded;
+        self.rules_version = Some(set.version.clone());
+        tracing::warn!(by, version = %set.version, loaded, "rule set pushed and in force");
+        Response::Applied {
+            detail: format!("rule set {} in force: {loaded} rules", set.version),
+        }
+    }
+
+    /// Puts a pushed policy in force after checking it whole, and keeps it as
+    /// `STATE/pushed/policy.toml` for later starts and SIGHUP; the policy in force stays
+    /// otherwise.
+    fn push_policy(
+        &mut self,
+        text: &str,
+        by: &str,
+    ) -> Result<crate::policy::PolicySummary, String> {
+        let path = pushed_policy(&self.state);
+        let next = crate::policy::Policy::parse(text, "the pushed policy").map_err(|e| {
+            tracing::error!(by, error = %e, "pushed policy refused; keeping the one in force");
+            e.to_string()
+        })?;
+        let written = path
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| {
+                let tmp = path.with_extension("toml.new");
+                std::fs::write(&tmp, text)?;
+                std::fs::rename(&tmp, &path)
+            });
+        if let Err(e) = written {
+            return Err(format!(
+                "cannot keep the pushed policy in {}: {e}",
+                path.display()
+            ));
+        }
+        tracing::warn!(by, version = next.version, mode = ?next.mode, "policy pushed and in force");
+        self.responder.apply_policy(&next);
+        self.policy = next;
+        self.policy_path = Some(path);
+        Ok(self.policy_summary())
     }
 
     /// Re-reads the policy file. A policy that fails any check is refused whole, with the key
@@ -546,9 +666,27 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         return Err(RunError::NotRoot);
     }
     let state = StateDir::prepare(&opts.state)?;
+    let mut policy_path = opts.policy.clone();
     let policy = match &opts.policy {
         Some(path) => crate::policy::Policy::load(path)?,
         None => crate::policy::Policy::shipped()?,
+    };
+    // What the controller pushed last wins over the policy given at start.
+    let pushed = pushed_policy(&state);
+    let policy = if pushed.exists() {
+        match crate::policy::Policy::load(&pushed) {
+            Ok(p) => {
+                tracing::info!(path = %pushed.display(), "the policy the controller pushed is in force");
+                policy_path = Some(pushed);
+                p
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the pushed policy no longer loads; using the one given at start");
+                policy
+            }
+        }
+    } else {
+        policy
     };
     tracing::info!(version = policy.version, mode = ?policy.mode, "policy in force");
     let sink: Box<dyn Sink + Send> = match &opts.events_out {
@@ -590,7 +728,12 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     }
     tracing::info!(edges = graph.stats().edges, "graph seeded from /proc");
     let installed = PathBuf::from(crate::rules::INSTALLED_RULES_DIR);
-    let rule_dirs: Vec<PathBuf> = if opts.rules.is_empty() && installed.is_dir() {
+    let pushed_set = pushed_rules(&state);
+    let rules_version = crate::rules::installed_version(&pushed_set);
+    let rule_dirs: Vec<PathBuf> = if rules_version.is_some() {
+        tracing::info!(dir = %pushed_set.display(), "the rule set the controller pushed is in force");
+        vec![pushed_set]
+    } else if opts.rules.is_empty() && installed.is_dir() {
         vec![installed]
     } else {
         opts.rules.clone()
@@ -674,7 +817,8 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     let uplink = opts.controller.map(|controller| {
         let (tx, rx) = mpsc::channel(GRAPH_CHANNEL);
         graph_tx = Some(tx);
-        tokio::spawn(crate::uplink::run(
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(crate::uplink::run(
             crate::uplink::UplinkOptions {
                 controller,
                 token: opts.enroll.clone(),
@@ -684,7 +828,9 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
                 addresses: opts.addresses.clone(),
             },
             ctrl_tx.clone(),
-        ))
+            stopped,
+        ));
+        (stop, task)
     });
     let mut ticks = 0u64;
     let server = tokio::spawn(control::serve(listener, ctrl_tx));
@@ -700,8 +846,9 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     let mut running = Running {
         state: state.clone(),
         policy,
-        policy_path: opts.policy.clone(),
+        policy_path,
         rules_loaded,
+        rules_version,
         alerts_raised: 0,
         alert_log,
         responder,
@@ -770,8 +917,14 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         }
     };
     server.abort();
-    if let Some(u) = uplink {
-        u.abort();
+    if let Some((stop, task)) = uplink {
+        let _ = stop.send(());
+        if tokio::time::timeout(Duration::from_secs(2), task)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the uplink did not close in time");
+        }
     }
     ring.drain_now(|bytes| pipeline.ingest(bytes));
     running.record_alerts(&mut pipeline);

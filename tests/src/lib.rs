@@ -109,6 +109,12 @@ impl Sensor {
     /// Stops this sensor (SIGTERM, waiting for it) and starts a new one on the same state
     /// directory, as a restart of the service would.
     pub fn restart(mut self, extra: &[&str]) -> Result<Self> {
+        self.stop()?;
+        self.resume(extra)
+    }
+
+    /// Stops the sensor (SIGTERM, waiting for it), keeping its state directory.
+    pub fn stop(&mut self) -> Result<()> {
         let mut child = self.child.take().context("already stopped")?;
         // SAFETY: kill(2) on our own child.
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
@@ -120,6 +126,11 @@ impl Sensor {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+        Ok(())
+    }
+
+    /// Starts a stopped sensor again on its state directory.
+    pub fn resume(mut self, extra: &[&str]) -> Result<Self> {
         // Keep the directory: the old handle gets an empty stand-in to delete on drop.
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir()?);
         Self::start_in(dir, extra)

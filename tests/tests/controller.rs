@@ -19,7 +19,7 @@ use vigil_tests::{
     fleet::{Controller, mode},
     kernel_tests_enabled,
     net::{Cgroup, Peer, probe, reaches},
-    sensor_cmd,
+    observe_policy, sensor_cmd,
 };
 
 /// Makes a real alert: a setuid bit on a copy of /bin/true (rule `vigil-setuid-bit`).
@@ -291,7 +291,7 @@ fn reused_and_expired_tokens_forged_certificates_revoked_hosts_and_garbage_get_n
 }
 
 #[test]
-fn contain_and_release_from_the_controller() {
+fn contain_then_release_after_verifying_the_host_is_clean() {
     if !kernel_tests_enabled("controller containment") {
         return;
     }
@@ -302,6 +302,8 @@ fn contain_and_release_from_the_controller() {
     let cg = Cgroup::create();
     let sensor = Sensor::start_with(&[
         "--cgroup",
+        cg.arg(),
+        "--scope-cgroup",
         cg.arg(),
         "--controller",
         &c.addr.to_string(),
@@ -339,18 +341,69 @@ fn contain_and_release_from_the_controller() {
         h[0]["report"]["isolated"] == true
     });
 
+    // What the attacker left: a setuid copy of a binary, made inside the watched group.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let payload = dir.path().join("suid-left-behind");
+    let code = "import os, shutil, sys\n\
+        shutil.copy('/bin/true', sys.argv[1]); os.chmod(sys.argv[1], 0o4755)\n";
+    let st = cg
+        .python(code, &[payload.to_str().expect("utf-8")])
+        .wait()
+        .expect("python");
+    assert!(st.success());
+    wait("the setuid alert at the controller", || {
+        c.records("alerts")
+            .iter()
+            .any(|r| r["body"]["rule"]["id"] == "vigil-setuid-bit")
+            .then_some(())
+    });
+
+    let refused = c.ctl(&["release", &hostname]);
+    let why = String::from_utf8_lossy(&refused.stderr).into_owned();
+    assert!(!refused.status.success(), "released with the payload there");
+    assert!(
+        why.contains("still present") && why.contains(payload.to_str().expect("utf-8")),
+        "the refusal names the indicator: {why}"
+    );
+    assert!(
+        !reaches(&probe(&cg, &peer.addr, &[port]), port),
+        "still isolated after the refusal"
+    );
+
+    std::fs::remove_file(&payload).expect("clean up the payload");
     let out = c.ctl(&["release", &hostname]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let released: Value = serde_json::from_slice(&out.stdout).expect("release JSON");
+    assert_eq!(released["verified"], true);
+    assert!(released["indicators_checked"].as_u64().unwrap_or(0) >= 1);
+    assert_eq!(released["lifted"][0]["action"], "undo");
+    let closed = released["closed_incidents"].as_array().expect("closed");
+    assert!(!closed.is_empty());
     assert!(reaches(&probe(&cg, &peer.addr, &[port]), port), "released");
+
+    let incidents = String::from_utf8_lossy(&c.ctl(&["incidents", "--json"]).stdout).into_owned();
+    let incidents: Vec<Value> = incidents
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert!(
+        incidents.iter().all(|i| i["closed"]["how"]
+            .as_str()
+            .is_some_and(|h| h.contains("verified clean"))),
+        "every incident closed by the verified release: {incidents:?}"
+    );
     let again = c.ctl(&["release", &hostname]);
     assert!(!again.status.success(), "nothing left to release");
     let audit = String::from_utf8_lossy(&c.ctl(&["audit"]).stdout).into_owned();
     assert!(
-        audit.contains("contain") && audit.contains("release") && audit.contains("uid 0"),
+        audit.contains("contain")
+            && audit.contains("still present")
+            && audit.contains("release")
+            && audit.contains("uid 0"),
         "{audit}"
     );
     // The journal records came up the uplink too.
@@ -614,4 +667,145 @@ fn lateral_movement_is_one_path_across_two_hosts() {
     let out = c.ctl(&["hunt", &a_only]);
     assert!(String::from_utf8_lossy(&out.stdout).trim().is_empty());
     drop((a, b));
+}
+
+/// The sensor's view of its rules: (rules loaded, pushed version).
+fn rules_in_force(sensor: &Sensor) -> (u64, String) {
+    let st = sensor.status().expect("status");
+    (
+        st["rules_loaded"].as_u64().unwrap_or(0),
+        st["rules_version"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+fn ctl_ok(c: &Controller, args: &[&str]) -> String {
+    let out = c.ctl(args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}{}",
+        String::from_utf8_lossy(&out.stderr),
+        c.log()
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn ctl_refused(c: &Controller, args: &[&str]) -> String {
+    let out = c.ctl(args);
+    assert!(!out.status.success(), "{args:?} was accepted");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn rules_and_policy_are_checked_before_they_are_pushed_kept_and_caught_up_on_reconnect() {
+    if !kernel_tests_enabled("rules and policy push") {
+        return;
+    }
+    let _one = vigil_tests::one_at_a_time();
+    let c = Controller::start().expect("controller");
+    let cg = Cgroup::create();
+    let observe = observe_policy().expect("policy");
+    let addr = c.addr.to_string();
+    let args = [
+        "--policy",
+        observe.to_str().expect("utf-8"),
+        "--scope-cgroup",
+        cg.arg(),
+        "--controller",
+        &addr,
+    ];
+    let token = c.token(600);
+    let first: Vec<&str> = args.iter().copied().chain(["--enroll", &token]).collect();
+    let mut sensor = Sensor::start_with(&first).expect("sensor");
+    c.wait_hosts("the sensor online", |h| {
+        h.len() == 1 && h[0]["connected"] == true
+    });
+    let shipped = rules_in_force(&sensor);
+    assert!(shipped.0 >= 15 && shipped.1.is_empty(), "{shipped:?}");
+
+    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/rules");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let set = |name: &str, files: &[&str]| {
+        let d = dir.path().join(name);
+        std::fs::create_dir_all(&d).expect("mkdir");
+        for f in files {
+            std::fs::copy(rules.join(f), d.join(f)).expect("copy rule");
+        }
+        d
+    };
+
+    // A set with one malformed file is refused whole, naming it; nothing is sent.
+    let bad = set("bad", &["setuid-bit.yml"]);
+    std::fs::write(bad.join("broken.yml"), "id: x\ntitle: [unclosed\n").expect("write");
+    let why = ctl_refused(&c, &["rules", "push", bad.to_str().expect("utf-8")]);
+    assert!(
+        why.contains("broken.yml") && why.contains("line 2"),
+        "{why}"
+    );
+    // A rule whose own test case fails is refused too.
+    let failing = set("failing", &[]);
+    let text = std::fs::read_to_string(rules.join("setuid-bit.yml")).expect("read");
+    let (head, _) = text.split_once("tests:").expect("the rule has test cases");
+    let wrong = format!(
+        "{head}tests:\n  - name: a plain chmod said to match\n    expect: match\n    events:\n      - {{kind: chmod, pid: 1402, exe: /usr/bin/chmod, file: /tmp/x, mode: \"644\"}}\n"
+    );
+    std::fs::write(failing.join("setuid-bit.yml"), wrong).expect("write");
+    let why = ctl_refused(&c, &["rules", "push", failing.to_str().expect("utf-8")]);
+    assert!(
+        why.contains("vigil-setuid-bit") && why.contains("a plain chmod said to match"),
+        "{why}"
+    );
+    assert_eq!(rules_in_force(&sensor), shipped, "the rules in force stay");
+
+    // A good set is put in force on the connected host.
+    let one = set("one", &["setuid-bit.yml"]);
+    let out = ctl_ok(&c, &["rules", "push", one.to_str().expect("utf-8")]);
+    assert!(out.contains("applied"), "{out}");
+    let (n, version) = rules_in_force(&sensor);
+    assert_eq!(n, 1);
+    assert!(!version.is_empty());
+    c.wait_hosts("the new rules reported", |h| {
+        h[0]["report"]["rules_version"] == version.as_str()
+    });
+
+    // Policies: an invalid one is refused naming the key; a good one is put in force.
+    let policy = std::fs::read_to_string(observe_policy().expect("policy")).expect("read");
+    let bad_policy = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad_policy,
+        policy.replace("mode = \"observe\"", "mode = \"destroy\""),
+    )
+    .expect("write");
+    let why = ctl_refused(&c, &["policy", "push", bad_policy.to_str().expect("utf-8")]);
+    assert!(why.contains("mode"), "{why}");
+    let good_policy = dir.path().join("good.toml");
+    std::fs::write(&good_policy, policy.replace("version = 1", "version = 42")).expect("write");
+    ctl_ok(
+        &c,
+        &["policy", "push", good_policy.to_str().expect("utf-8")],
+    );
+    let st = sensor.status().expect("status");
+    assert_eq!(st["policy"]["version"], 42);
+
+    // Offline, the host misses a new set; on reconnect it keeps what it had, then catches up.
+    sensor.stop().expect("stop");
+    c.wait_hosts("the sensor offline", |h| h[0]["connected"] == false);
+    let two = set("two", &["setuid-bit.yml", "module-load.yml"]);
+    ctl_ok(&c, &["rules", "push", two.to_str().expect("utf-8")]);
+    let sensor = sensor.resume(&args).expect("sensor restarts");
+    let caught_up = wait("the pushed set caught up", || {
+        let r = rules_in_force(&sensor);
+        (r.0 == 2).then_some(r)
+    });
+    assert_ne!(caught_up.1, version);
+    assert_eq!(
+        sensor.status().expect("status")["policy"]["version"],
+        42,
+        "kept"
+    );
+    let audit = ctl_ok(&c, &["audit"]);
+    assert!(
+        audit.contains("desired state") && audit.contains("applied"),
+        "{audit}"
+    );
+    drop(sensor);
 }

@@ -985,6 +985,12 @@ impl Responder {
         self.append_outcome(rec)
     }
 
+    /// For a persistence file the baseline knows: the lines it holds now that it did not
+    /// then. None for any other file.
+    pub fn persistence_residue(&self, path: &str) -> Option<std::io::Result<Vec<String>>> {
+        self.baseline.added(path)
+    }
+
     /// The ids of the actions of kind `action` in force now.
     pub fn in_force(&self, action: Action) -> Vec<String> {
         self.journal

@@ -2,74 +2,20 @@
 //! isolation and destination blocks. Both are counted, like exec blocks: two actions holding
 //! the same containment need two undos before it lifts.
 
-use std::{collections::HashMap, net::IpAddr, path::PathBuf};
+use std::{collections::HashMap, path::PathBuf};
 
 use aya::{
     Ebpf,
     maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray},
 };
 use sensor_common::netguard::{
-    Allowed, DestKey, ISOLATION_ALLOW, NetGuard as GuardValue, is_loopback, net_slot, words,
+    Allowed, DestKey, ISOLATION_ALLOW, NetGuard as GuardValue, net_slot,
 };
 use serde::{Deserialize, Serialize};
 
 use super::blocklist::{BlocklistError, take_map as map};
 
-/// An address, and a port (None: every port).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Endpoint {
-    pub addr: IpAddr,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub port: Option<u16>,
-}
-
-impl std::fmt::Display for Endpoint {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match (self.addr, self.port) {
-            (IpAddr::V6(a), Some(p)) => write!(f, "[{a}]:{p}"),
-            (a, Some(p)) => write!(f, "{a}:{p}"),
-            (a, None) => write!(f, "{a}"),
-        }
-    }
-}
-
-impl std::str::FromStr for Endpoint {
-    type Err = String;
-
-    /// `ADDR`, `ADDR:PORT`, or `[V6ADDR]:PORT`.
-    fn from_str(s: &str) -> Result<Self, String> {
-        if let Ok(addr) = s.parse::<IpAddr>() {
-            return Ok(Self { addr, port: None });
-        }
-        match s.parse::<std::net::SocketAddr>() {
-            Ok(sa) if sa.port() != 0 => Ok(Self {
-                addr: sa.ip(),
-                port: Some(sa.port()),
-            }),
-            Ok(_) => Err(format!(
-                "{s:?}: port 0 is not a port; leave it out for every port"
-            )),
-            Err(_) => Err(format!(
-                "{s:?} is not an address, ADDR:PORT or [V6ADDR]:PORT"
-            )),
-        }
-    }
-}
-
-impl From<std::net::SocketAddr> for Endpoint {
-    fn from(sa: std::net::SocketAddr) -> Self {
-        Self {
-            addr: sa.ip().to_canonical(),
-            port: (sa.port() != 0).then_some(sa.port()),
-        }
-    }
-}
-
-impl Endpoint {
-    pub fn is_loopback(&self) -> bool {
-        is_loopback(&words(self.addr))
-    }
-}
+pub use sensor_common::netguard::Endpoint;
 
 /// What the network programs have done, for `status`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

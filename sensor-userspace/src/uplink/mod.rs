@@ -91,6 +91,7 @@ async fn report(
             sensor_version: s.version.clone(),
             policy_version: s.policy.version,
             rules_loaded: s.rules_loaded as u64,
+            rules_version: s.rules_version.clone().unwrap_or_default(),
             isolated: s.actions.network.isolated,
             dropped: s.events.values().map(|k| k.dropped).sum(),
             graph_dropped,
@@ -192,7 +193,10 @@ pub async fn enroll_once(
 
 /// Runs the uplink until the sensor stops: enroll if needed, then connect, and reconnect
 /// whenever the link drops.
-pub async fn run(mut opts: UplinkOptions, ctrl: mpsc::Sender<Envelope>) {
+///
+/// When `stop` fires, the link is closed with a goodbye, so the controller shows the host
+/// offline at once rather than after an idle timeout.
+pub async fn run(opts: UplinkOptions, ctrl: mpsc::Sender<Envelope>, stop: oneshot::Receiver<()>) {
     let endpoint = match client_endpoint(opts.controller) {
         Ok(e) => e,
         Err(e) => {
@@ -200,7 +204,21 @@ pub async fn run(mut opts: UplinkOptions, ctrl: mpsc::Sender<Envelope>) {
             return;
         }
     };
-    let Some(id) = identity(&opts, &endpoint).await else {
+    tokio::select! {
+        () = connected(&endpoint, opts, &ctrl) => {}
+        _ = stop => {}
+    }
+    endpoint.close(quinn::VarInt::from_u32(0), b"sensor stopping");
+    let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+}
+
+/// Enrolls if need be, then keeps a link to the controller up, for ever.
+async fn connected(
+    endpoint: &quinn::Endpoint,
+    mut opts: UplinkOptions,
+    ctrl: &mpsc::Sender<Envelope>,
+) {
+    let Some(id) = identity(&opts, endpoint).await else {
         return;
     };
     let config = match id.client_config(&opts.state) {
@@ -214,7 +232,7 @@ pub async fn run(mut opts: UplinkOptions, ctrl: mpsc::Sender<Envelope>) {
     let mut graph = GraphBuffer::default();
     loop {
         let started = Instant::now();
-        match session(&endpoint, &config, &id, &mut opts, &ctrl, &mut graph).await {
+        match session(endpoint, &config, &id, &mut opts, ctrl, &mut graph).await {
             Ok(()) => tracing::info!("the controller closed the link"),
             Err(e) => {
                 tracing::warn!(controller = %opts.controller, error = %e, "controller link down; records wait on disk")
@@ -406,6 +424,19 @@ async fn run_command(cmd: Command, ctrl: &mpsc::Sender<Envelope>) -> CommandRepl
         },
         Command::Release { who } => Request::Release { by: Some(who) },
         Command::Undo { id, who } => Request::Undo { id, by: Some(who) },
+        Command::Kill { pid, reason, who } => Request::Contain {
+            order: Order::Kill { pid },
+            reason,
+            by: Some(who),
+        },
+        Command::Quarantine { path, reason, who } => Request::Contain {
+            order: Order::Quarantine { path },
+            reason,
+            by: Some(who),
+        },
+        Command::Verify { indicators } => Request::Verify { indicators },
+        Command::PushRules { set, who } => Request::PushRules { set, by: who },
+        Command::PushPolicy { text, who } => Request::PushPolicy { text, by: who },
     };
     match ask(ctrl, req).await {
         Some(Response::Actions { records }) => CommandReply::Done {
@@ -414,6 +445,8 @@ async fn run_command(cmd: Command, ctrl: &mpsc::Sender<Envelope>) -> CommandRepl
                 .filter_map(|r| serde_json::to_vec(r).ok())
                 .collect(),
         },
+        Some(Response::Verified { present }) => CommandReply::Verified { present },
+        Some(Response::Applied { detail }) => CommandReply::Applied { detail },
         Some(Response::Error { message }) => CommandReply::Refused { reason: message },
         Some(other) => CommandReply::Refused {
             reason: format!("unexpected answer {other:?}"),
