@@ -51,9 +51,10 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 fn ask(state: &Path, req: &OpRequest) -> Res<serde_json::Value> {
-    match ops::request(&state.join("control.sock"), req)? {
+    match ops::request(&state.join("control.sock"), req, &mut |_| {})? {
         OpResponse::Ok { value } => Ok(value),
         OpResponse::Error { message } => Err(message.into()),
+        OpResponse::Progress { .. } => Err("a progress line for an answer".into()),
     }
 }
 

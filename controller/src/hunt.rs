@@ -24,8 +24,13 @@
 
 use std::collections::HashMap;
 
-use sensor_common::wire::{Edge, EdgeKind, Endpoint, NodeId, ProcessId, ProcessNode};
-use serde::Serialize;
+use sensor_common::{
+    protocol::Indicator,
+    wire::{Edge, EdgeKind, Endpoint, NodeId, ProcessId, ProcessNode},
+};
+use serde::{Deserialize, Serialize};
+
+use crate::store::{Store, StoreError};
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 #[error("at {at}: {reason}")]
@@ -277,7 +282,7 @@ pub fn parse(q: &str) -> Result<Query, HuntError> {
 }
 
 /// One hit.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hit {
     pub host: String,
     pub pid: u32,
@@ -296,13 +301,123 @@ pub struct Hit {
 }
 
 /// One process of the fleet as a path shows it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Step {
     pub host: String,
     pub pid: u32,
+    /// With `pid`, the process's identity on its host.
+    #[serde(default)]
+    pub start: u64,
     pub exe: Option<String>,
     /// How it leads to the next step: `parent`, or `connected` (across hosts).
-    pub via: &'static str,
+    pub via: String,
+}
+
+impl Hit {
+    /// What identifies the hit across runs of a standing hunt: the same process acting on
+    /// the same thing is the same hit.
+    pub fn key(&self) -> String {
+        format!(
+            "{}|{}|{}|{:?}|{}",
+            self.host,
+            self.pid,
+            self.start,
+            self.kind,
+            self.target.as_deref().unwrap_or("")
+        )
+    }
+
+    /// What a release looks for on the hit's host: the process, and the file it wrote or
+    /// ran or the endpoint it talked to.
+    pub fn indicators(&self) -> Vec<Indicator> {
+        let mut out = vec![Indicator::Process {
+            pid: self.pid,
+            start: self.start,
+            exe: self.exe.clone(),
+        }];
+        match (self.kind, self.target.as_deref()) {
+            (
+                Some(
+                    EdgeKind::Wrote
+                    | EdgeKind::Created
+                    | EdgeKind::RenamedTo
+                    | EdgeKind::Chmodded
+                    | EdgeKind::Executed,
+                ),
+                Some(path),
+            ) if path.starts_with('/') => out.push(Indicator::File {
+                path: path.to_owned(),
+            }),
+            (Some(EdgeKind::Connected | EdgeKind::Accepted), Some(addr)) => {
+                if let Ok(addr) = addr.parse::<std::net::SocketAddr>()
+                    && !addr.ip().to_canonical().is_loopback()
+                {
+                    out.push(Indicator::Endpoint { addr });
+                }
+            }
+            _ => {}
+        }
+        out
+    }
+}
+
+/// What a search found and how much it read.
+#[derive(Clone, Debug, Serialize)]
+pub struct Outcome {
+    pub hits: Vec<Hit>,
+    pub edges_searched: usize,
+    pub hosts: usize,
+    pub millis: u64,
+}
+
+impl Fleet {
+    /// The fleet's processes from the store, joined across hosts when `lateral` (which reads
+    /// the connection edges of the whole history).
+    pub fn load(store: &dyn Store, lateral: bool) -> Result<Self, StoreError> {
+        let addresses = store
+            .hosts()?
+            .iter()
+            .map(|h| (h.id.clone(), h.report.addresses.clone()))
+            .collect();
+        let mut joins = Lateral::default();
+        if lateral {
+            store.scan_edges(Lateral::KINDS, &mut |h, e| joins.add(h, &e))?;
+        }
+        Ok(Self::new(store.processes()?).with_lateral(addresses, joins))
+    }
+}
+
+/// How often a search reports its progress, in edges read.
+pub const PROGRESS_EVERY: usize = 100_000;
+
+/// Runs `q` over the store: the fleet's processes, or its edges of the target's kinds,
+/// streamed; `progress` hears the count of edges read every [`PROGRESS_EVERY`].
+pub fn search(
+    store: &dyn Store,
+    q: &Query,
+    progress: &mut dyn FnMut(usize),
+) -> Result<Outcome, StoreError> {
+    let started = std::time::Instant::now();
+    let hosts = store.hosts()?;
+    let fleet = Fleet::load(store, Fleet::needs_lateral(q))?;
+    let (mut hits, mut searched) = (Vec::new(), 0usize);
+    if q.target == Target::Processes {
+        hits = fleet.processes(q);
+    } else {
+        store.scan_edges(q.target.kinds(), &mut |h, e| {
+            searched += 1;
+            if searched.is_multiple_of(PROGRESS_EVERY) {
+                progress(searched);
+            }
+            hits.extend(fleet.edge_hit(q, h, &e));
+        })?;
+    }
+    Ok(Outcome {
+        hits,
+        edges_searched: searched,
+        hosts: hosts.len(),
+        millis: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+    })
 }
 
 /// The edges that join hosts: who connected where, who accepted from whom, who listens.
@@ -447,8 +562,9 @@ impl Fleet {
         let mut out = vec![Step {
             host: host.to_owned(),
             pid: p.id.pid,
+            start: p.id.start,
             exe: p.exe.clone(),
-            via: cur.map_or("", |c| c.2),
+            via: cur.map_or("", |c| c.2).to_owned(),
         }];
         for _ in 0..MAX_DEPTH {
             let Some((h, n, _)) = cur else { break };
@@ -456,15 +572,16 @@ impl Fleet {
             out.push(Step {
                 host: h.to_owned(),
                 pid: n.id.pid,
+                start: n.id.start,
                 exe: n.exe.clone(),
-                via: next.map_or("", |c| c.2),
+                via: next.map_or("", |c| c.2).to_owned(),
             });
             cur = next;
         }
         out
     }
 
-    fn get(&self, host: &str, id: ProcessId) -> Option<&ProcessNode> {
+    pub fn get(&self, host: &str, id: ProcessId) -> Option<&ProcessNode> {
         self.procs.get(&(host.to_owned(), id))
     }
 
@@ -722,7 +839,7 @@ mod tests {
         let path: Vec<(&str, u32, &str)> = hits[0]
             .path
             .iter()
-            .map(|s| (s.host.as_str(), s.pid, s.via))
+            .map(|s| (s.host.as_str(), s.pid, s.via.as_str()))
             .collect();
         assert_eq!(
             path,

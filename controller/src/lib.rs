@@ -6,6 +6,7 @@
 //! - [`incidents`]: the fleet's incidents, read from the hosts' alerts, with their indicators;
 //! - [`push`]: rules and policy, validated, kept as the fleet's desired state, pushed;
 //! - [`recovery`]: release after verifying the host is clean of its incidents' indicators;
+//! - [`schedule`]: standing hunts, whose new hits open incidents and may isolate hosts;
 //! - [`store`]: what the controller keeps, behind one narrow interface (SQLite embedded);
 //! - [`server`]: the QUIC layer over the sans-IO protocol of `sensor_common::protocol`;
 //! - [`ops`]: the operator socket the other commands use, with its audit log.
@@ -37,6 +38,7 @@ pub mod incidents;
 pub mod ops;
 pub mod push;
 pub mod recovery;
+pub mod schedule;
 pub mod server;
 pub mod store;
 pub mod token;

@@ -137,10 +137,28 @@ enum Cmd {
     /// `processes where exe endswith "/nc" and ancestor.exe endswith "/nginx"`,
     /// `writes where path = "/etc/ld.so.preload"`, `connections where port = 4444`.
     /// Hits print as JSON lines, then a summary.
+    ///
+    /// With `--name` and `--every`, the hunt is kept and run on that schedule instead: each
+    /// run's new hits open one incident across the hosts they are on, and `--isolate` also
+    /// isolates each of those hosts (at once, or when it reconnects).
     Hunt {
         #[arg(long, default_value = DEFAULT_STATE)]
         state: PathBuf,
         query: String,
+        #[arg(long, requires = "every")]
+        name: Option<String>,
+        /// Seconds between runs of a standing hunt.
+        #[arg(long, requires = "name")]
+        every: Option<u64>,
+        #[arg(long, requires = "name")]
+        isolate: bool,
+    },
+    /// The standing hunts: name, query, interval, response, runs; `--remove NAME` drops one.
+    Hunts {
+        #[arg(long, default_value = DEFAULT_STATE)]
+        state: PathBuf,
+        #[arg(long)]
+        remove: Option<String>,
     },
     /// Every operator command and its outcome.
     Audit {
@@ -182,8 +200,16 @@ fn print_push(v: &serde_json::Value) {
 }
 
 fn ask(state: &Path, req: &OpRequest) -> Result<serde_json::Value> {
+    ask_with_progress(state, req, &mut |_| {})
+}
+
+fn ask_with_progress(
+    state: &Path,
+    req: &OpRequest,
+    progress: &mut dyn FnMut(u64),
+) -> Result<serde_json::Value> {
     let socket = state.join("control.sock");
-    let resp = ops::request(&socket, req).with_context(|| {
+    let resp = ops::request(&socket, req, progress).with_context(|| {
         format!(
             "no controller answers on {}; is `vigil-controller serve --state {}` running?",
             socket.display(),
@@ -193,6 +219,7 @@ fn ask(state: &Path, req: &OpRequest) -> Result<serde_json::Value> {
     match resp {
         OpResponse::Ok { value } => Ok(value),
         OpResponse::Error { message } => bail!("{message}"),
+        OpResponse::Progress { .. } => bail!("the controller answered with a progress line"),
     }
 }
 
@@ -217,6 +244,7 @@ async fn serve(state: &Path, listen: SocketAddr) -> Result<()> {
         "vigil-controller serving"
     );
     tokio::spawn(ops::serve(listener, shared.clone()));
+    tokio::spawn(controller::schedule::run(shared.clone()));
     let server = tokio::spawn(server::serve(endpoint.clone(), shared));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
@@ -352,15 +380,30 @@ fn main() -> Result<()> {
                     .flatten()
                     .filter_map(|r| r.as_str())
                     .collect();
+                let spans: Vec<&str> = i["spans"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|h| h.as_str())
+                    .collect();
                 println!(
-                    "{} {} risk {}, {} alerts, {}: {}",
+                    "{} {} ({}) risk {}, {} {}, {}: {}",
                     i["host"].as_str().unwrap_or("?"),
                     i["id"].as_str().unwrap_or("?"),
+                    i["source"].as_str().unwrap_or("?"),
                     i["risk"],
                     i["alerts"],
+                    if i["source"] == "hunt" {
+                        "hits"
+                    } else {
+                        "alerts"
+                    },
                     status,
                     rules.join(", ")
                 );
+                if spans.len() > 1 {
+                    println!("    spans hosts {}", spans.join(", "));
+                }
                 for ind in i["indicators"].as_array().into_iter().flatten() {
                     println!("    indicator {ind}");
                 }
@@ -406,8 +449,53 @@ fn main() -> Result<()> {
             println!("policy version {} is the fleet's", v["version"]);
         }
         Cmd::Audit { state } => print_lines(&ask(&state, &OpRequest::Audit)?)?,
-        Cmd::Hunt { state, query } => {
-            let v = ask(&state, &OpRequest::Hunt { query })?;
+        Cmd::Hunt {
+            state,
+            query,
+            name: Some(name),
+            every: Some(every_secs),
+            isolate,
+        } => {
+            let respond = if isolate {
+                controller::schedule::Respond::Isolate
+            } else {
+                controller::schedule::Respond::Record
+            };
+            let v = ask(
+                &state,
+                &OpRequest::HuntAdd {
+                    name,
+                    query,
+                    every_secs,
+                    respond,
+                },
+            )?;
+            println!("{}", serde_json::to_string(&v)?);
+        }
+        Cmd::Hunts {
+            state,
+            remove: Some(name),
+        } => {
+            ask(&state, &OpRequest::HuntRemove { name: name.clone() })?;
+            println!("standing hunt {name} removed");
+        }
+        Cmd::Hunts {
+            state,
+            remove: None,
+        } => print_lines(&ask(&state, &OpRequest::Hunts)?)?,
+        Cmd::Hunt { state, query, .. } => {
+            use std::io::IsTerminal as _;
+            let tty = std::io::stderr().is_terminal();
+            let v = ask_with_progress(&state, &OpRequest::Hunt { query }, &mut |n| {
+                if tty {
+                    eprint!("\rsearching: {n} edges read");
+                } else {
+                    eprintln!("searching: {n} edges read");
+                }
+            })?;
+            if tty {
+                eprint!("\r\x1b[K");
+            }
             print_lines(&v["hits"])?;
             eprintln!(
                 "{} hits; {} edges searched across {} hosts in {} ms",

@@ -63,6 +63,17 @@ pub enum OpRequest {
     Incidents {
         host: Option<String>,
     },
+    /// Keep a standing hunt, run every `every_secs`.
+    HuntAdd {
+        name: String,
+        query: String,
+        every_secs: u64,
+        respond: crate::schedule::Respond,
+    },
+    HuntRemove {
+        name: String,
+    },
+    Hunts,
     Records {
         host: Option<String>,
         stream: Stream,
@@ -76,8 +87,16 @@ pub enum OpRequest {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum OpResponse {
-    Ok { value: serde_json::Value },
-    Error { message: String },
+    /// A long request's progress: lines of these may come before its answer.
+    Progress {
+        edges_searched: u64,
+    },
+    Ok {
+        value: serde_json::Value,
+    },
+    Error {
+        message: String,
+    },
 }
 
 pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
@@ -111,6 +130,7 @@ async fn handle(stream: UnixStream, shared: Shared) -> std::io::Result<()> {
         .read_line(&mut line)
         .await?;
     let resp = match serde_json::from_str::<OpRequest>(&line) {
+        Ok(OpRequest::Hunt { query }) => hunt(&shared, &query, &mut write).await?,
         Ok(req) => {
             let resp = answer(&shared, &req, &who).await;
             let audited = !matches!(
@@ -119,11 +139,12 @@ async fn handle(stream: UnixStream, shared: Shared) -> std::io::Result<()> {
                     | OpRequest::Records { .. }
                     | OpRequest::Audit
                     | OpRequest::Incidents { .. }
+                    | OpRequest::Hunts
                     | OpRequest::Hunt { .. }
             );
             if audited {
                 let outcome = match &resp {
-                    OpResponse::Ok { .. } => "ok".to_owned(),
+                    OpResponse::Ok { .. } | OpResponse::Progress { .. } => "ok".to_owned(),
                     OpResponse::Error { message } => format!("error: {message}"),
                 };
                 let command = match &req {
@@ -326,54 +347,29 @@ async fn answer(shared: &Shared, req: &OpRequest, who: &str) -> OpResponse {
                 Err(e) => err(e),
             }
         }
-        OpRequest::Hunt { query } => {
-            let q = match crate::hunt::parse(query) {
-                Ok(q) => q,
-                Err(e) => {
-                    return OpResponse::Error {
-                        message: format!("syntax error {e}\n  {query}\n  {}^", " ".repeat(e.at)),
-                    };
-                }
-            };
-            let started = std::time::Instant::now();
-            let store = lock(&shared.store);
-            let scanned =
-                (|| -> Result<(Vec<crate::hunt::Hit>, usize, usize), crate::store::StoreError> {
-                    let hosts = store.hosts()?;
-                    let addresses = hosts
-                        .iter()
-                        .map(|h| (h.id.clone(), h.report.addresses.clone()))
-                        .collect();
-                    let mut lateral = crate::hunt::Lateral::default();
-                    if crate::hunt::Fleet::needs_lateral(&q) {
-                        store.scan_edges(crate::hunt::Lateral::KINDS, &mut |h, e| {
-                            lateral.add(h, &e)
-                        })?;
-                    }
-                    let fleet = crate::hunt::Fleet::new(store.processes()?)
-                        .with_lateral(addresses, lateral);
-                    if q.target == crate::hunt::Target::Processes {
-                        return Ok((fleet.processes(&q), 0, hosts.len()));
-                    }
-                    let (mut hits, mut searched) = (Vec::new(), 0usize);
-                    store.scan_edges(q.target.kinds(), &mut |h, e| {
-                        searched += 1;
-                        hits.extend(fleet.edge_hit(&q, h, &e));
-                    })?;
-                    Ok((hits, searched, hosts.len()))
-                })();
-            drop(store);
-            let (hits, searched, hosts) = match scanned {
-                Ok(r) => r,
-                Err(e) => return err(e),
-            };
-            ok(serde_json::json!({
-                "hits": hits,
-                "hosts": hosts,
-                "edges_searched": searched,
-                "millis": started.elapsed().as_millis() as u64,
-            }))
-        }
+        OpRequest::Hunt { .. } => err("a hunt is answered with its progress"),
+        OpRequest::HuntAdd {
+            name,
+            query,
+            every_secs,
+            respond,
+        } => match crate::schedule::Standing::new(name, query, *every_secs, *respond) {
+            Ok(h) => match lock(&shared.store).put_hunt(&h) {
+                Ok(()) => ok(h),
+                Err(e) => err(e),
+            },
+            Err(crate::schedule::ScheduleError::Query(e)) => syntax_error(query, &e),
+            Err(e) => err(e),
+        },
+        OpRequest::HuntRemove { name } => match lock(&shared.store).remove_hunt(name) {
+            Ok(true) => ok(name),
+            Ok(false) => err(format!("no standing hunt {name}")),
+            Err(e) => err(e),
+        },
+        OpRequest::Hunts => match lock(&shared.store).hunts() {
+            Ok(h) => ok(h),
+            Err(e) => err(e),
+        },
         OpRequest::Audit => match lock(&shared.store).audit_log() {
             Ok(a) => ok(a),
             Err(e) => err(e),
@@ -389,6 +385,51 @@ async fn order(shared: &Shared, host: &str, cmd: &Command) -> OpResponse {
     }
 }
 
+/// A query refused, with a caret under the place.
+fn syntax_error(query: &str, e: &crate::hunt::HuntError) -> OpResponse {
+    err(format!(
+        "syntax error {e}\n  {query}\n  {}^",
+        " ".repeat(e.at)
+    ))
+}
+
+/// Runs a hunt on a blocking thread (it scans the store), writing its progress as it goes.
+async fn hunt(
+    shared: &Shared,
+    query: &str,
+    write: &mut tokio::net::unix::OwnedWriteHalf,
+) -> std::io::Result<OpResponse> {
+    let q = match crate::hunt::parse(query) {
+        Ok(q) => q,
+        Err(e) => return Ok(syntax_error(query, &e)),
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let store = shared.store.clone();
+    let mut task = tokio::task::spawn_blocking(move || {
+        crate::hunt::search(lock(&store).as_ref(), &q, &mut |n| {
+            let _ = tx.send(n);
+        })
+    });
+    let outcome = loop {
+        tokio::select! {
+            done = &mut task => break done,
+            Some(n) = rx.recv() => {
+                let mut line = serde_json::to_string(&OpResponse::Progress {
+                    edges_searched: n as u64,
+                })
+                .unwrap_or_default();
+                line.push('\n');
+                write.write_all(line.as_bytes()).await?;
+            }
+        }
+    };
+    Ok(match outcome {
+        Ok(Ok(o)) => ok(o),
+        Ok(Err(e)) => err(e),
+        Err(e) => err(format!("the hunt failed: {e}")),
+    })
+}
+
 fn reply(r: Result<CommandReply, String>) -> OpResponse {
     match r {
         Ok(CommandReply::Done { records }) => ok(records
@@ -402,15 +443,31 @@ fn reply(r: Result<CommandReply, String>) -> OpResponse {
     }
 }
 
-/// Sends one request to the running server (for the CLI).
-pub fn request(socket: &Path, req: &OpRequest) -> std::io::Result<OpResponse> {
+/// Sends one request to the running server (for the CLI) and returns its answer;
+/// `progress` hears the progress lines that come before it.
+pub fn request(
+    socket: &Path,
+    req: &OpRequest,
+    progress: &mut dyn FnMut(u64),
+) -> std::io::Result<OpResponse> {
     use std::io::{BufRead as _, Write as _};
     let mut s = std::os::unix::net::UnixStream::connect(socket)?;
     s.set_read_timeout(Some(Duration::from_secs(60)))?;
     let mut text = serde_json::to_string(req).map_err(std::io::Error::other)?;
     text.push('\n');
     s.write_all(text.as_bytes())?;
-    let mut line = String::new();
-    std::io::BufReader::new(s).read_line(&mut line)?;
-    serde_json::from_str(&line).map_err(std::io::Error::other)
+    let mut reader = std::io::BufReader::new(s);
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the controller closed the socket without an answer",
+            ));
+        }
+        match serde_json::from_str(&line).map_err(std::io::Error::other)? {
+            OpResponse::Progress { edges_searched } => progress(edges_searched),
+            answer => return Ok(answer),
+        }
+    }
 }

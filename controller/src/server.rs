@@ -291,10 +291,15 @@ async fn telemetry(conn: &Connection, shared: &Shared, host: &str) -> Result<(),
                         tracing::error!(error = %e, "cannot record a host report");
                     }
                     // Once per connection: a host that refuses a push is not asked again
-                    // until it reconnects.
+                    // until it reconnects; responses of hunts that found it while it was
+                    // away are carried out now.
                     if !converging {
                         converging = true;
-                        tokio::spawn(crate::push::converge(shared.clone(), host.to_owned(), r));
+                        let (shared, host) = (shared.clone(), host.to_owned());
+                        tokio::spawn(async move {
+                            crate::push::converge(shared.clone(), host.clone(), r).await;
+                            crate::schedule::catch_up(&shared, &host).await;
+                        });
                     }
                 }
                 Step::Send(d) => write_frame(&mut send, &d)

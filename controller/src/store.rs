@@ -124,6 +124,19 @@ pub trait Store: Send {
     /// Marks incidents of `host` closed (an incident already closed keeps its first closing).
     fn close_incidents(&mut self, closed: &[Closed]) -> Result<(), StoreError>;
     fn closed_incidents(&self) -> Result<Vec<Closed>, StoreError>;
+    /// Keeps a standing hunt (replacing one of the same name).
+    fn put_hunt(&mut self, hunt: &crate::schedule::Standing) -> Result<(), StoreError>;
+    /// Forgets a standing hunt; false when there was none of that name.
+    fn remove_hunt(&mut self, name: &str) -> Result<bool, StoreError>;
+    fn hunts(&self) -> Result<Vec<crate::schedule::Standing>, StoreError>;
+    /// Of these hits of hunt `name`, keeps and returns the ones never seen before.
+    fn new_hits(&mut self, name: &str, keys: &[String]) -> Result<Vec<bool>, StoreError>;
+    /// Keeps (or updates) an incident a hunt opened.
+    fn put_hunt_incident(
+        &mut self,
+        incident: &crate::schedule::HuntIncident,
+    ) -> Result<(), StoreError>;
+    fn hunt_incidents(&self) -> Result<Vec<crate::schedule::HuntIncident>, StoreError>;
     fn audit_log(&self) -> Result<Vec<AuditEntry>, StoreError>;
     /// Applies a host's graph delta: processes are upserted, edges appended. Nodes aged out
     /// on the host stay: hunts search the history too.
@@ -196,6 +209,19 @@ CREATE TABLE IF NOT EXISTS closed_incidents (
     how TEXT NOT NULL,
     PRIMARY KEY (host, incident)
 );
+CREATE TABLE IF NOT EXISTS hunts (
+    name TEXT PRIMARY KEY,
+    body TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS hunt_hits (
+    name TEXT NOT NULL,
+    key TEXT NOT NULL,
+    PRIMARY KEY (name, key)
+);
+CREATE TABLE IF NOT EXISTS hunt_incidents (
+    id TEXT PRIMARY KEY,
+    body TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS audit (
     time_ns INTEGER NOT NULL,
     who TEXT NOT NULL,
@@ -213,6 +239,18 @@ fn u(v: i64) -> u64 {
 }
 
 impl Sqlite {
+    /// Every row of a one-column query of JSON documents, decoded.
+    fn json_rows<T: serde::de::DeserializeOwned>(&self, sql: &str) -> Result<Vec<T>, StoreError> {
+        let mut st = self.db.prepare(sql)?;
+        let bodies = st
+            .query_map([], |r| r.get::<_, String>(0))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(bodies
+            .iter()
+            .map(|b| serde_json::from_str(b))
+            .collect::<Result<_, _>>()?)
+    }
+
     /// Opens (or creates) the store file.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let db = Connection::open(path)?;
@@ -539,6 +577,56 @@ impl Store for Sqlite {
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn put_hunt(&mut self, hunt: &crate::schedule::Standing) -> Result<(), StoreError> {
+        self.db.execute(
+            "INSERT OR REPLACE INTO hunts (name, body) VALUES (?1, ?2)",
+            params![hunt.name, serde_json::to_string(hunt)?],
+        )?;
+        Ok(())
+    }
+
+    fn remove_hunt(&mut self, name: &str) -> Result<bool, StoreError> {
+        let tx = self.db.transaction()?;
+        let n = tx.execute("DELETE FROM hunts WHERE name = ?1", params![name])?;
+        tx.execute("DELETE FROM hunt_hits WHERE name = ?1", params![name])?;
+        tx.commit()?;
+        Ok(n > 0)
+    }
+
+    fn hunts(&self) -> Result<Vec<crate::schedule::Standing>, StoreError> {
+        self.json_rows("SELECT body FROM hunts ORDER BY name")
+    }
+
+    fn new_hits(&mut self, name: &str, keys: &[String]) -> Result<Vec<bool>, StoreError> {
+        let tx = self.db.transaction()?;
+        let mut fresh = Vec::with_capacity(keys.len());
+        for k in keys {
+            fresh.push(
+                tx.execute(
+                    "INSERT OR IGNORE INTO hunt_hits (name, key) VALUES (?1, ?2)",
+                    params![name, k],
+                )? > 0,
+            );
+        }
+        tx.commit()?;
+        Ok(fresh)
+    }
+
+    fn put_hunt_incident(
+        &mut self,
+        incident: &crate::schedule::HuntIncident,
+    ) -> Result<(), StoreError> {
+        self.db.execute(
+            "INSERT OR REPLACE INTO hunt_incidents (id, body) VALUES (?1, ?2)",
+            params![incident.id, serde_json::to_string(incident)?],
+        )?;
+        Ok(())
+    }
+
+    fn hunt_incidents(&self) -> Result<Vec<crate::schedule::HuntIncident>, StoreError> {
+        self.json_rows("SELECT body FROM hunt_incidents ORDER BY rowid")
     }
 
     fn audit_log(&self) -> Result<Vec<AuditEntry>, StoreError> {

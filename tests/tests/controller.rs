@@ -290,16 +290,9 @@ fn reused_and_expired_tokens_forged_certificates_revoked_hosts_and_garbage_get_n
     );
 }
 
-#[test]
-fn contain_then_release_after_verifying_the_host_is_clean() {
-    if !kernel_tests_enabled("controller containment") {
-        return;
-    }
-    let _one = vigil_tests::one_at_a_time();
-    let c = Controller::start().expect("controller");
-    let port = 7131;
-    let peer = Peer::new(&[port]);
-    let cg = Cgroup::create();
+/// A sensor enrolled with `c` that watches the processes of `cg` and contains only them
+/// (so isolating "the host" cuts the test group, not the machine), and its hostname.
+fn watched_host(c: &Controller, cg: &Cgroup) -> (Sensor, String) {
     let sensor = Sensor::start_with(&[
         "--cgroup",
         cg.arg(),
@@ -315,6 +308,18 @@ fn contain_then_release_after_verifying_the_host_is_clean() {
         h.len() == 1 && h[0]["connected"] == true
     });
     let hostname = hosts[0]["hostname"].as_str().expect("hostname").to_owned();
+    (sensor, hostname)
+}
+
+#[test]
+fn contain_then_release_after_verifying_the_host_is_clean() {
+    if !kernel_tests_enabled("controller containment") {
+        return;
+    }
+    let _one = vigil_tests::one_at_a_time();
+    let (c, port) = (Controller::start().expect("controller"), 7131);
+    let (peer, cg) = (Peer::new(&[port]), Cgroup::create());
+    let (sensor, hostname) = watched_host(&c, &cg);
     assert!(reaches(&probe(&cg, &peer.addr, &[port]), port));
 
     let out = c.ctl(&["contain", &hostname, "--reason", "lateral movement seen"]);
@@ -544,12 +549,17 @@ impl TwoHosts {
 
     /// Runs python `code` with `args` as a process of host `i`.
     fn python(&self, i: usize, code: &str, args: &[&str]) -> std::process::Child {
+        self.run(i, "python3", code, args)
+    }
+
+    /// Runs `interpreter -c code args` as a process of host `i`.
+    fn run(&self, i: usize, interpreter: &str, code: &str, args: &[&str]) -> std::process::Child {
         // Into the cgroup first: `ip netns exec` mounts a sysfs of the namespace's own, where
         // the cgroup hierarchy is not.
         std::process::Command::new("sh")
             .arg("-c")
             .arg(format!(
-                "echo $$ > {}/cgroup.procs && exec ip netns exec {} python3 -c \"$0\" \"$@\"",
+                "echo $$ > {}/cgroup.procs && exec ip netns exec {} {interpreter} -c \"$0\" \"$@\"",
                 self.cg[i].display(),
                 self.ns[i]
             ))
@@ -607,12 +617,20 @@ fn lateral_movement_is_one_path_across_two_hosts() {
         h.len() == 2 && h.iter().all(|x| x["connected"] == true)
     });
     let mark = format!("lateral-{}", std::process::id());
-    // Host B: a server that runs a shell for the first connection it accepts.
+    // A standing hunt for the mark, run every second from before anything happens.
+    let hunt_name = format!("mark-{}", std::process::id());
+    let mark_query = format!("processes where cmdline contains \"{mark}\"");
+    ctl_ok(
+        &c,
+        &["hunt", &mark_query, "--name", &hunt_name, "--every", "1"],
+    );
+    // Host B: a server that gives the first connection it accepts a shell on the socket (a
+    // bind shell: the `reverse-shell` rule fires there).
     let server = "import socket, subprocess, sys\n\
         s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
         s.bind(('0.0.0.0', 7141)); s.listen(1); print('up', flush=True)\n\
         c, _ = s.accept()\n\
-        subprocess.run(['/bin/sh', '-c', 'exit 0', sys.argv[1]])\n\
+        subprocess.run(['/bin/sh', '-c', 'exit 0', sys.argv[1]], stdin=c, stdout=c)\n\
         c.close()\n";
     let mut srv = hosts.python(1, server, &[&format!("shell-{mark}")]);
     let mut line = String::new();
@@ -622,11 +640,22 @@ fn lateral_movement_is_one_path_across_two_hosts() {
     )
     .expect("read");
     assert_eq!(line.trim(), "up");
-    // Host A: a client that connects to it.
+    // Host A: a client run from /tmp (the `exec-from-temp` rule fires there) connects to it.
+    let staged = tempfile::Builder::new()
+        .prefix("vigil-lateral-")
+        .tempdir_in("/tmp")
+        .expect("tempdir");
+    let py = staged.path().join("py");
+    std::fs::copy("/usr/bin/python3", &py).expect("stage an interpreter in /tmp");
     let client = "import socket, sys\n\
         socket.create_connection((sys.argv[1], 7141), timeout=5).close()\n";
     let st = hosts
-        .python(0, client, &[&hosts.ip[1], &format!("client-{mark}")])
+        .run(
+            0,
+            py.to_str().expect("utf-8"),
+            client,
+            &[&hosts.ip[1], &format!("client-{mark}")],
+        )
         .wait()
         .expect("client");
     assert!(st.success());
@@ -666,6 +695,59 @@ fn lateral_movement_is_one_path_across_two_hosts() {
     let a_only = format!("processes where cmdline contains \"client-{mark}\" and host = {hb}");
     let out = c.ctl(&["hunt", &a_only]);
     assert!(String::from_utf8_lossy(&out.stdout).trim().is_empty());
+    // The standing hunt found the mark on both hosts: one incident across both.
+    let incidents = |c: &Controller| -> Vec<Value> {
+        String::from_utf8_lossy(&c.ctl(&["incidents", "--json"]).stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    };
+    // `spans` lists hosts in order.
+    let both: Value = [ha.as_str(), hb.as_str()]
+        .into_iter()
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    wait("the hunt's incident on both hosts", || {
+        let found = incidents(&c);
+        let of_hunt: Vec<&Value> = found.iter().filter(|i| i["source"] == "hunt").collect();
+        (of_hunt.len() == 2
+            && of_hunt.iter().all(|i| i["spans"] == both)
+            && of_hunt[0]["id"] == of_hunt[1]["id"])
+            .then_some(())
+    });
+    // The sensors' own incidents (exec from /tmp on A, a shell on a socket on B) are joined
+    // by the path between them.
+    let found = wait("the sensors' incidents joined across hosts", || {
+        let found = incidents(&c);
+        let sensor: Vec<Value> = found
+            .into_iter()
+            .filter(|i| i["source"] == "sensor" && i["spans"] == both)
+            .collect();
+        (sensor.len() >= 2).then_some(sensor)
+    });
+    let rules: Vec<String> = found
+        .iter()
+        .flat_map(|i| i["rules"].as_array().cloned().unwrap_or_default())
+        .filter_map(|r| r.as_str().map(str::to_owned))
+        .collect();
+    assert!(
+        rules.iter().any(|r| r == "vigil-exec-from-temp")
+            && rules.iter().any(|r| r == "vigil-reverse-shell"),
+        "{rules:?}"
+    );
+    // Hits already reported are not reported again by later runs.
+    let hits = |c: &Controller| -> Vec<u64> {
+        incidents(c)
+            .iter()
+            .filter(|i| i["source"] == "hunt")
+            .map(|i| i["alerts"].as_u64().unwrap_or(0))
+            .collect()
+    };
+    let before = hits(&c);
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(hits(&c), before, "later runs added nothing");
+    ctl_ok(&c, &["hunts", "--remove", &hunt_name]);
     drop((a, b));
 }
 
@@ -807,5 +889,73 @@ fn rules_and_policy_are_checked_before_they_are_pushed_kept_and_caught_up_on_rec
         audit.contains("desired state") && audit.contains("applied"),
         "{audit}"
     );
+    drop(sensor);
+}
+
+#[test]
+fn a_standing_hunt_isolates_the_host_it_finds_and_release_waits_for_it_to_be_clean() {
+    if !kernel_tests_enabled("standing hunt response") {
+        return;
+    }
+    let _one = vigil_tests::one_at_a_time();
+    let (c, port) = (Controller::start().expect("controller"), 7132);
+    let (peer, cg) = (Peer::new(&[port]), Cgroup::create());
+    let (sensor, hostname) = watched_host(&c, &cg);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dropped = dir.path().join("implant.bin");
+    let query = format!("writes where path = \"{}\"", dropped.display());
+    let why = ctl_refused(
+        &c,
+        &[
+            "hunt",
+            "writes where path ~ x",
+            "--name",
+            "bad",
+            "--every",
+            "1",
+        ],
+    );
+    assert!(why.contains("syntax error at 18"), "{why}");
+    ctl_ok(
+        &c,
+        &[
+            "hunt",
+            &query,
+            "--name",
+            "implant",
+            "--every",
+            "1",
+            "--isolate",
+        ],
+    );
+    assert!(reaches(&probe(&cg, &peer.addr, &[port]), port));
+
+    let code = "import sys\nopen(sys.argv[1], 'wb').write(b'\\x7fELF implant')\n";
+    let st = cg
+        .python(code, &[dropped.to_str().expect("utf-8")])
+        .wait()
+        .expect("python");
+    assert!(st.success());
+    c.wait_hosts("the host isolated by the hunt", |h| {
+        h[0]["report"]["isolated"] == true
+    });
+    assert!(!reaches(&probe(&cg, &peer.addr, &[port]), port), "isolated");
+    let actions = c.records("actions");
+    assert!(
+        actions.iter().any(|r| r["body"]["action"] == "isolate"
+            && r["body"]["requested_by"] == "controller hunt implant"),
+        "the sensor journaled who isolated it: {actions:?}"
+    );
+
+    let why = ctl_refused(&c, &["release", &hostname]);
+    assert!(
+        why.contains(dropped.to_str().expect("utf-8")),
+        "the refusal names the file: {why}"
+    );
+    std::fs::remove_file(&dropped).expect("remove the implant");
+    let out = ctl_ok(&c, &["release", &hostname]);
+    assert!(out.contains("\"verified\": true"), "{out}");
+    assert!(reaches(&probe(&cg, &peer.addr, &[port]), port), "released");
+    ctl_ok(&c, &["hunts", "--remove", "implant"]);
     drop(sensor);
 }
