@@ -6,7 +6,7 @@
 //! a few dozen bytes. Memory is bounded: edges beyond `max_edges` go oldest first (counted),
 //! an aged-out process takes its edges with it, and a node with no edges left is removed.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 
 use ahash::{HashMap, HashMapExt, HashSet, HashSetExt};
 
@@ -66,6 +66,77 @@ struct StoredEdge {
     ok: bool,
 }
 
+/// The edges by sequence number. Numbers only grow and eviction takes the oldest, so this is
+/// a ring with a base rather than a tree: insertion, lookup and removal at the front are O(1);
+/// an edge removed from the middle (a forgotten process's) leaves a hole until the front
+/// reaches it.
+#[derive(Default)]
+struct EdgeLog {
+    /// The sequence number of `slots[0]`.
+    base: u64,
+    /// Never starts with a hole.
+    slots: VecDeque<Option<StoredEdge>>,
+    live: usize,
+}
+
+impl EdgeLog {
+    /// Appends the edge numbered `seq`, which is above every number held.
+    fn insert(&mut self, seq: u64, e: StoredEdge) {
+        if self.slots.is_empty() {
+            self.base = seq;
+        }
+        let Ok(at) = usize::try_from(seq - self.base) else {
+            return;
+        };
+        while self.slots.len() < at {
+            self.slots.push_back(None);
+        }
+        self.slots.push_back(Some(e));
+        self.live += 1;
+    }
+
+    fn index(&self, seq: u64) -> Option<usize> {
+        usize::try_from(seq.checked_sub(self.base)?).ok()
+    }
+
+    fn get(&self, seq: &u64) -> Option<&StoredEdge> {
+        self.slots.get(self.index(*seq)?)?.as_ref()
+    }
+
+    fn remove(&mut self, seq: &u64) -> Option<StoredEdge> {
+        let at = self.index(*seq)?;
+        let e = self.slots.get_mut(at)?.take()?;
+        self.live -= 1;
+        while matches!(self.slots.front(), Some(None)) {
+            self.slots.pop_front();
+            self.base += 1;
+        }
+        Some(e)
+    }
+
+    fn first_seq(&self) -> Option<u64> {
+        (!self.slots.is_empty()).then_some(self.base)
+    }
+
+    fn len(&self) -> usize {
+        self.live
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (u64, &StoredEdge)> {
+        self.since(self.base)
+    }
+
+    /// The edges numbered `from` and above, in order.
+    fn since(&self, from: u64) -> impl Iterator<Item = (u64, &StoredEdge)> {
+        let skip = from.saturating_sub(self.base);
+        self.slots
+            .iter()
+            .zip(self.base..)
+            .skip(usize::try_from(skip).unwrap_or(usize::MAX))
+            .filter_map(|(e, seq)| e.as_ref().map(|e| (seq, e)))
+    }
+}
+
 /// At most this many inode identities are kept per path.
 const MAX_IDS_PER_FILE: usize = 4;
 
@@ -74,7 +145,7 @@ pub struct Graph {
     slots: Vec<Option<Slot>>,
     free: Vec<Ix>,
     index: HashMap<NodeId, Ix>,
-    edges: BTreeMap<u64, StoredEdge>,
+    edges: EdgeLog,
     next_seq: u64,
     children: HashMap<ProcessKey, Vec<ProcessKey>>,
     limits: GraphLimits,
@@ -118,7 +189,7 @@ impl Graph {
             slots: Vec::new(),
             free: Vec::new(),
             index: HashMap::new(),
-            edges: BTreeMap::new(),
+            edges: EdgeLog::default(),
             next_seq: 1,
             children: HashMap::new(),
             limits,
@@ -184,7 +255,7 @@ impl Graph {
             }
         }
         while self.edges.len() > self.limits.max_edges {
-            if let Some((&oldest, _)) = self.edges.first_key_value() {
+            if let Some(oldest) = self.edges.first_seq() {
                 self.remove_edge(oldest);
                 self.evicted += 1;
             }
@@ -626,7 +697,7 @@ impl Graph {
             edges: self
                 .edges
                 .iter()
-                .filter_map(|(seq, e)| self.wire_edge(*seq, e))
+                .filter_map(|(seq, e)| self.wire_edge(seq, e))
                 .collect(),
         }
     }
@@ -640,8 +711,8 @@ impl Graph {
             .collect();
         let edges = self
             .edges
-            .range(self.last_delta_edge + 1..)
-            .filter_map(|(seq, e)| self.wire_edge(*seq, e))
+            .since(self.last_delta_edge + 1)
+            .filter_map(|(seq, e)| self.wire_edge(seq, e))
             .collect();
         self.last_delta_edge = self.next_seq - 1;
         self.delta_seq += 1;
@@ -673,6 +744,51 @@ mod tests {
 
     use super::*;
     use crate::process_table::TableLimits;
+
+    fn edge(boot_ns: u64) -> StoredEdge {
+        StoredEdge {
+            boot_ns,
+            kind: EdgeKind::Wrote,
+            from: 0,
+            to: 1,
+            ok: true,
+        }
+    }
+
+    #[test]
+    fn the_edge_log_keeps_order_and_skips_holes() {
+        let mut log = EdgeLog::default();
+        for seq in 10..15 {
+            log.insert(seq, edge(seq));
+        }
+        assert_eq!((log.len(), log.first_seq()), (5, Some(10)));
+        assert!(log.remove(&12).is_some(), "a hole in the middle");
+        assert!(log.remove(&12).is_none(), "removed once");
+        assert_eq!(log.first_seq(), Some(10));
+        assert!(log.remove(&10).is_some());
+        assert!(log.remove(&11).is_some());
+        assert_eq!(log.first_seq(), Some(13), "the front skips the hole");
+        let seqs: Vec<u64> = log.iter().map(|(s, _)| s).collect();
+        assert_eq!(seqs, vec![13, 14]);
+        let since: Vec<u64> = log
+            .since(14)
+            .map(|(s, e)| {
+                assert_eq!(e.boot_ns, s);
+                s
+            })
+            .collect();
+        assert_eq!(since, vec![14]);
+        assert!(log.get(&14).is_some() && log.get(&9).is_none() && log.get(&99).is_none());
+        log.remove(&13);
+        log.remove(&14);
+        assert_eq!((log.len(), log.first_seq()), (0, None));
+        log.insert(20, edge(20));
+        assert_eq!(
+            log.first_seq(),
+            Some(20),
+            "an empty log starts again anywhere"
+        );
+    }
 
     fn task(pid: u32, ppid: u32) -> Task {
         testing::task(pid, u64::from(pid), ppid, u64::from(ppid), "t")

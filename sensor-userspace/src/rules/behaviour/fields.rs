@@ -240,13 +240,19 @@ fn truth(b: bool) -> Cow<'static, str> {
 
 const FIELD_COUNT: usize = Field::ALL.len();
 
+/// A field's values as computed: most fields have none or one, kept without a heap list.
+type Computed = smallvec::SmallVec<[Cow<'static, str>; 1]>;
+
+/// A field's values, prepared for matching.
+type Values = smallvec::SmallVec<[FieldValue; 1]>;
+
 /// One event as rules see it, with every field computed on first use.
 pub struct View<'a> {
     pub event: &'a Event,
     /// The acting process's argument vector.
     pub argv: &'a [String],
     facts: &'a dyn Facts,
-    cache: [OnceCell<Vec<FieldValue>>; FIELD_COUNT],
+    cache: [OnceCell<Values>; FIELD_COUNT],
     ancestors: OnceCell<Vec<ProcFacts>>,
     parent: OnceCell<Option<ProcFacts>>,
 }
@@ -328,37 +334,37 @@ impl<'a> View<'a> {
         }
     }
 
-    fn compute(&self, field: Field) -> Vec<Cow<'static, str>> {
+    fn compute(&self, field: Field) -> Computed {
         let e = self.event;
-        let one = |s: Option<String>| s.into_iter().map(Cow::Owned).collect::<Vec<_>>();
-        let flag = |b: Option<bool>| b.map(truth).into_iter().collect::<Vec<_>>();
+        let one = |s: Option<String>| s.into_iter().map(Cow::Owned).collect::<Computed>();
+        let flag = |b: Option<bool>| b.map(truth).into_iter().collect::<Computed>();
         let net = match &e.what {
             What::Connect { net } | What::Accept { net } | What::Bind { net } => Some(net),
             What::Listen { net, .. } => Some(net),
             _ => None,
         };
         match field {
-            Field::Kind => vec![Cow::Borrowed(kind_name(&e.what))],
+            Field::Kind => smallvec::smallvec![Cow::Borrowed(kind_name(&e.what))],
             Field::Syscall => one(e.syscall.clone()),
-            Field::Success => vec![truth(e.ret.is_none_or(|r| r >= 0))],
+            Field::Success => smallvec::smallvec![truth(e.ret.is_none_or(|r| r >= 0))],
             Field::Error => one(e.error.clone()),
-            Field::Process => vec![key_text(self.key()).into()],
-            Field::Pid => vec![e.pid.to_string().into()],
+            Field::Process => smallvec::smallvec![key_text(self.key()).into()],
+            Field::Pid => smallvec::smallvec![e.pid.to_string().into()],
             Field::Exe => one(e.exe.clone()),
             Field::Name => one(e.exe.as_deref().map(|x| basename(x).to_owned())),
-            Field::Comm => vec![e.comm.clone().into()],
-            Field::Cmdline => vec![self.argv.join(" ").into()],
-            Field::Uid => vec![e.uid.to_string().into()],
-            Field::Euid => vec![e.euid.to_string().into()],
+            Field::Comm => smallvec::smallvec![e.comm.clone().into()],
+            Field::Cmdline => smallvec::smallvec![self.argv.join(" ").into()],
+            Field::Uid => smallvec::smallvec![e.uid.to_string().into()],
+            Field::Euid => smallvec::smallvec![e.euid.to_string().into()],
             Field::Parent => one(e.parent.map(key_text)),
             Field::ParentExe => one(self.parent().and_then(|p| p.exe.clone())),
             Field::ParentName => one(self
                 .parent()
                 .and_then(|p| p.exe.as_deref().map(|x| basename(x).to_owned()))),
             Field::ParentCmdline => one(self.parent().map(|p| p.argv.join(" "))),
-            Field::ParentPid => vec![e.ppid.to_string().into()],
+            Field::ParentPid => smallvec::smallvec![e.ppid.to_string().into()],
             Field::ParentNetworked => flag(e.parent.map(|k| self.facts.networked(&k))),
-            Field::KernelSpawned => vec![truth(
+            Field::KernelSpawned => smallvec::smallvec![truth(
                 e.ppid == 2
                     || self
                         .parent()
@@ -396,16 +402,16 @@ impl<'a> View<'a> {
                         Field::Stdout => 1,
                         _ => 2,
                     };
-                    vec![Cow::Borrowed(stream(stdio[i]))]
+                    smallvec::smallvec![Cow::Borrowed(stream(stdio[i]))]
                 }
-                _ => Vec::new(),
+                _ => Computed::new(),
             },
             Field::StdinInode | Field::StdoutInode => match &e.what {
                 What::Exec { stdio_inodes, .. } => {
                     let i = usize::from(field == Field::StdoutInode);
                     one((stdio_inodes[i] != 0).then(|| stdio_inodes[i].to_string()))
                 }
-                _ => Vec::new(),
+                _ => Computed::new(),
             },
             Field::Fileless => flag(match &e.what {
                 What::Exec { fileless, .. } => Some(*fileless),
@@ -413,7 +419,7 @@ impl<'a> View<'a> {
             }),
             Field::HashBlocked => match &e.what {
                 What::Exec { .. } => flag(self.path().map(|p| self.facts.hash_blocked(p))),
-                _ => Vec::new(),
+                _ => Computed::new(),
             },
             Field::Blocked => flag(match &e.what {
                 What::Exec { blocked, .. } => Some(*blocked),
@@ -425,11 +431,13 @@ impl<'a> View<'a> {
             }),
             Field::Writer | Field::WriterExe | Field::WriterName | Field::WriterNetworked => {
                 let Some(w) = self.path().and_then(|p| self.facts.first_writer(p)) else {
-                    return Vec::new();
+                    return Computed::new();
                 };
                 match field {
-                    Field::Writer => vec![key_text(w).into()],
-                    Field::WriterNetworked => vec![self.facts.networked(&w).to_string().into()],
+                    Field::Writer => smallvec::smallvec![key_text(w).into()],
+                    Field::WriterNetworked => {
+                        smallvec::smallvec![self.facts.networked(&w).to_string().into()]
+                    }
                     _ => {
                         let exe = self.facts.process(&w).and_then(|p| p.exe);
                         one(if field == Field::WriterName {
@@ -442,12 +450,12 @@ impl<'a> View<'a> {
             }
             Field::MadeExecutable => match &e.what {
                 What::Exec { .. } => flag(self.path().map(|p| self.facts.made_executable(p))),
-                _ => Vec::new(),
+                _ => Computed::new(),
             },
             Field::Path => one(self.path().map(str::to_owned)),
             Field::From => match &e.what {
                 What::Rename { file, .. } => one(file.path.clone()),
-                _ => Vec::new(),
+                _ => Computed::new(),
             },
             Field::FileType => match &e.what {
                 What::Open { file, .. }
@@ -455,7 +463,7 @@ impl<'a> View<'a> {
                 | What::Chmod { file, .. }
                 | What::Chown { file, .. }
                 | What::Rename { file, .. } => one(file.file_type.map(|t| file_type(t).to_owned())),
-                _ => Vec::new(),
+                _ => Computed::new(),
             },
             Field::Write | Field::Create | Field::Truncate | Field::SensitiveRead => {
                 match &e.what {
@@ -465,13 +473,13 @@ impl<'a> View<'a> {
                         truncate,
                         sensitive_read,
                         ..
-                    } => vec![truth(match field {
+                    } => smallvec::smallvec![truth(match field {
                         Field::Write => *write,
                         Field::Create => *create,
                         Field::Truncate => *truncate,
                         _ => *sensitive_read,
                     })],
-                    _ => Vec::new(),
+                    _ => Computed::new(),
                 }
             }
             Field::Mode | Field::Setuid | Field::Setgid | Field::ExecBit => match &e.what {
@@ -480,13 +488,13 @@ impl<'a> View<'a> {
                     setuid,
                     setgid,
                     ..
-                } => vec![match field {
+                } => smallvec::smallvec![match field {
                     Field::Mode => format!("{mode:o}").into(),
                     Field::Setuid => truth(*setuid),
                     Field::Setgid => truth(*setgid),
                     _ => truth(mode & 0o111 != 0),
                 }],
-                _ => Vec::new(),
+                _ => Computed::new(),
             },
             Field::SensorFile => flag(self.path().map(|p| self.facts.is_sensor_path(p))),
             Field::Family => one(net.map(|n| n.family.clone())),
@@ -499,17 +507,17 @@ impl<'a> View<'a> {
                     request,
                     request_name,
                     ..
-                } => vec![
+                } => smallvec::smallvec![
                     request_name
                         .clone()
                         .unwrap_or_else(|| request.to_string())
                         .into(),
                 ],
-                _ => Vec::new(),
+                _ => Computed::new(),
             },
             Field::Signal => match &e.what {
-                What::Kill { signal, .. } => vec![signal.to_string().into()],
-                _ => Vec::new(),
+                What::Kill { signal, .. } => smallvec::smallvec![signal.to_string().into()],
+                _ => Computed::new(),
             },
             Field::TargetPid => one(self.target_pid().map(|t| t.to_string())),
             Field::TargetSensor => flag(
@@ -534,21 +542,21 @@ impl<'a> View<'a> {
                     command,
                     command_name,
                     ..
-                } => vec![
+                } => smallvec::smallvec![
                     command_name
                         .clone()
                         .unwrap_or_else(|| command.to_string())
                         .into(),
                 ],
-                _ => Vec::new(),
+                _ => Computed::new(),
             },
             Field::ProgType => match &e.what {
                 What::Bpf { prog_type, .. } => one(prog_type.map(|t| t.to_string())),
-                _ => Vec::new(),
+                _ => Computed::new(),
             },
             Field::MemfdName => match &e.what {
                 What::MemfdCreate { name, .. } => one(name.clone()),
-                _ => Vec::new(),
+                _ => Computed::new(),
             },
         }
     }

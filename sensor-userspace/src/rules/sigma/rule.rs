@@ -103,23 +103,21 @@ impl FieldMatch {
 /// patterns read it.
 pub struct Prepared<'a> {
     event: &'a dyn SigmaFields,
-    cache: Vec<std::cell::OnceCell<Option<FieldValue>>>,
+    cache: [std::cell::OnceCell<Option<FieldValue>>; FIELD_COUNT],
     index: Option<&'a LiteralIndex>,
-    hits: Vec<std::cell::OnceCell<Option<Vec<u8>>>>,
+    hits: [std::cell::OnceCell<Option<Vec<u8>>>; FIELD_COUNT],
 }
+
+/// How many fields Sigma rules can name: the per-event caches are arrays, not allocations.
+const FIELD_COUNT: usize = super::fields::FIELDS.len();
 
 impl<'a> Prepared<'a> {
     pub fn new(event: &'a dyn SigmaFields) -> Self {
-        fn cells<T>() -> Vec<std::cell::OnceCell<T>> {
-            (0..super::fields::FIELDS.len())
-                .map(|_| std::cell::OnceCell::new())
-                .collect()
-        }
         Self {
             event,
-            cache: cells(),
+            cache: std::array::from_fn(|_| std::cell::OnceCell::new()),
             index: None,
-            hits: cells(),
+            hits: std::array::from_fn(|_| std::cell::OnceCell::new()),
         }
     }
 
