@@ -54,7 +54,7 @@ fn ask(state: &Path, req: &OpRequest) -> Res<serde_json::Value> {
     match ops::request(&state.join("control.sock"), req, &mut |_| {})? {
         OpResponse::Ok { value } => Ok(value),
         OpResponse::Error { message } => Err(message.into()),
-        OpResponse::Progress { .. } => Err("a progress line for an answer".into()),
+        OpResponse::Progress(_) => Err("a progress line for an answer".into()),
     }
 }
 

@@ -7,6 +7,7 @@
 //! - [`push`]: rules and policy, validated, kept as the fleet's desired state, pushed;
 //! - [`recovery`]: release after verifying the host is clean of its incidents' indicators;
 //! - [`schedule`]: standing hunts, whose new hits open incidents and may isolate hosts;
+//! - [`sweep`]: hash sweeps, answered by each host's sensor, offline ones on reconnect;
 //! - [`store`]: what the controller keeps, behind one narrow interface (SQLite embedded);
 //! - [`server`]: the QUIC layer over the sans-IO protocol of `sensor_common::protocol`;
 //! - [`ops`]: the operator socket the other commands use, with its audit log.
@@ -41,4 +42,5 @@ pub mod recovery;
 pub mod schedule;
 pub mod server;
 pub mod store;
+pub mod sweep;
 pub mod token;

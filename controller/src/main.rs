@@ -153,6 +153,19 @@ enum Cmd {
         #[arg(long, requires = "name")]
         isolate: bool,
     },
+    /// Ask every host's sensor for files with this SHA-256 among those it knows (executed,
+    /// written, created, renamed, and running executables); shows hosts answering, then the
+    /// answers. Hosts offline now answer when they reconnect: `sweep --results ID`.
+    Sweep {
+        #[arg(long, default_value = DEFAULT_STATE)]
+        state: PathBuf,
+        /// The SHA-256 to look for.
+        #[arg(required_unless_present = "results")]
+        sha256: Option<String>,
+        /// Show the answers so far of sweep ID instead.
+        #[arg(long, conflicts_with = "sha256")]
+        results: Option<String>,
+    },
     /// The standing hunts: name, query, interval, response, runs; `--remove NAME` drops one.
     Hunts {
         #[arg(long, default_value = DEFAULT_STATE)]
@@ -189,6 +202,23 @@ enum PolicyCmd {
     },
 }
 
+/// Shows a long request's progress on stderr: one line updated in place on a terminal.
+fn show_progress(p: &ops::Progress) {
+    use std::io::IsTerminal as _;
+    if std::io::stderr().is_terminal() {
+        eprint!("\r\x1b[K{p}");
+    } else {
+        eprintln!("{p}");
+    }
+}
+
+fn end_progress() {
+    use std::io::IsTerminal as _;
+    if std::io::stderr().is_terminal() {
+        eprint!("\r\x1b[K");
+    }
+}
+
 fn print_push(v: &serde_json::Value) {
     for h in v["hosts"].as_array().into_iter().flatten() {
         println!(
@@ -206,7 +236,7 @@ fn ask(state: &Path, req: &OpRequest) -> Result<serde_json::Value> {
 fn ask_with_progress(
     state: &Path,
     req: &OpRequest,
-    progress: &mut dyn FnMut(u64),
+    progress: &mut dyn FnMut(&ops::Progress),
 ) -> Result<serde_json::Value> {
     let socket = state.join("control.sock");
     let resp = ops::request(&socket, req, progress).with_context(|| {
@@ -219,7 +249,7 @@ fn ask_with_progress(
     match resp {
         OpResponse::Ok { value } => Ok(value),
         OpResponse::Error { message } => bail!("{message}"),
-        OpResponse::Progress { .. } => bail!("the controller answered with a progress line"),
+        OpResponse::Progress(_) => bail!("the controller answered with a progress line"),
     }
 }
 
@@ -472,6 +502,43 @@ fn main() -> Result<()> {
             )?;
             println!("{}", serde_json::to_string(&v)?);
         }
+        Cmd::Sweep {
+            state,
+            sha256,
+            results,
+        } => {
+            let v = match (sha256, results) {
+                (_, Some(id)) => ask(&state, &OpRequest::SweepResults { id })?,
+                (Some(sha256), None) => {
+                    let v = ask_with_progress(
+                        &state,
+                        &OpRequest::Sweep { sha256 },
+                        &mut show_progress,
+                    )?;
+                    end_progress();
+                    v
+                }
+                (None, None) => bail!("give a SHA-256, or --results ID"),
+            };
+            for a in v["answers"].as_array().into_iter().flatten() {
+                let host = a["host"].as_str().unwrap_or("?");
+                match a["error"].as_str() {
+                    Some(e) => println!("{host}: could not sweep: {e}"),
+                    None => {
+                        for f in a["found"].as_array().into_iter().flatten() {
+                            println!("{host}: {}", f.as_str().unwrap_or("?"));
+                        }
+                    }
+                }
+            }
+            eprintln!(
+                "sweep {}: {} of {} hosts answered; waiting for {}",
+                v["sweep"]["id"].as_str().unwrap_or("?"),
+                v["answers"].as_array().map_or(0, Vec::len),
+                v["hosts"],
+                v["waiting"]
+            );
+        }
         Cmd::Hunts {
             state,
             remove: Some(name),
@@ -484,18 +551,8 @@ fn main() -> Result<()> {
             remove: None,
         } => print_lines(&ask(&state, &OpRequest::Hunts)?)?,
         Cmd::Hunt { state, query, .. } => {
-            use std::io::IsTerminal as _;
-            let tty = std::io::stderr().is_terminal();
-            let v = ask_with_progress(&state, &OpRequest::Hunt { query }, &mut |n| {
-                if tty {
-                    eprint!("\rsearching: {n} edges read");
-                } else {
-                    eprintln!("searching: {n} edges read");
-                }
-            })?;
-            if tty {
-                eprint!("\r\x1b[K");
-            }
+            let v = ask_with_progress(&state, &OpRequest::Hunt { query }, &mut show_progress)?;
+            end_progress();
             print_lines(&v["hits"])?;
             eprintln!(
                 "{} hits; {} edges searched across {} hosts in {} ms",

@@ -74,6 +74,14 @@ pub enum OpRequest {
         name: String,
     },
     Hunts,
+    /// Ask every host for files with this SHA-256.
+    Sweep {
+        sha256: String,
+    },
+    /// A sweep's answers so far.
+    SweepResults {
+        id: String,
+    },
     Records {
         host: Option<String>,
         stream: Stream,
@@ -84,13 +92,28 @@ pub enum OpRequest {
     Audit,
 }
 
+/// How far a long request has got: `done` of `of` (when known) `what`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    pub done: u64,
+    pub of: Option<u64>,
+    pub what: String,
+}
+
+impl std::fmt::Display for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.of {
+            Some(of) => write!(f, "{} of {of} {}", self.done, self.what),
+            None => write!(f, "{} {}", self.done, self.what),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum OpResponse {
     /// A long request's progress: lines of these may come before its answer.
-    Progress {
-        edges_searched: u64,
-    },
+    Progress(Progress),
     Ok {
         value: serde_json::Value,
     },
@@ -131,6 +154,12 @@ async fn handle(stream: UnixStream, shared: Shared) -> std::io::Result<()> {
         .await?;
     let resp = match serde_json::from_str::<OpRequest>(&line) {
         Ok(OpRequest::Hunt { query }) => hunt(&shared, &query, &mut write).await?,
+        Ok(OpRequest::Sweep { sha256 }) => {
+            let resp = sweep(&shared, &sha256, &mut write).await?;
+            let command = serde_json::json!({"op": "sweep", "sha256": sha256}).to_string();
+            audit(&shared, &who, &command, &resp);
+            resp
+        }
         Ok(req) => {
             let resp = answer(&shared, &req, &who).await;
             let audited = !matches!(
@@ -140,13 +169,10 @@ async fn handle(stream: UnixStream, shared: Shared) -> std::io::Result<()> {
                     | OpRequest::Audit
                     | OpRequest::Incidents { .. }
                     | OpRequest::Hunts
+                    | OpRequest::SweepResults { .. }
                     | OpRequest::Hunt { .. }
             );
             if audited {
-                let outcome = match &resp {
-                    OpResponse::Ok { .. } | OpResponse::Progress { .. } => "ok".to_owned(),
-                    OpResponse::Error { message } => format!("error: {message}"),
-                };
                 let command = match &req {
                     // The audit log names the set by version, not its every line.
                     OpRequest::PushRules { set } => format!(
@@ -156,15 +182,7 @@ async fn handle(stream: UnixStream, shared: Shared) -> std::io::Result<()> {
                     ),
                     other => serde_json::to_string(other).unwrap_or_default(),
                 };
-                let entry = AuditEntry {
-                    time_ns: now_ns(),
-                    who: who.clone(),
-                    command,
-                    outcome,
-                };
-                if let Err(e) = lock(&shared.store).audit(&entry) {
-                    tracing::error!(error = %e, "cannot write the audit log");
-                }
+                audit(&shared, &who, &command, &resp);
             }
             resp
         }
@@ -175,6 +193,23 @@ async fn handle(stream: UnixStream, shared: Shared) -> std::io::Result<()> {
     let mut text = serde_json::to_string(&resp).unwrap_or_default();
     text.push('\n');
     write.write_all(text.as_bytes()).await
+}
+
+/// Keeps a command and its outcome in the audit log.
+fn audit(shared: &Shared, who: &str, command: &str, resp: &OpResponse) {
+    let outcome = match resp {
+        OpResponse::Ok { .. } | OpResponse::Progress(_) => "ok".to_owned(),
+        OpResponse::Error { message } => format!("error: {message}"),
+    };
+    let entry = AuditEntry {
+        time_ns: now_ns(),
+        who: who.to_owned(),
+        command: command.to_owned(),
+        outcome,
+    };
+    if let Err(e) = lock(&shared.store).audit(&entry) {
+        tracing::error!(error = %e, "cannot write the audit log");
+    }
 }
 
 fn ok(value: impl Serialize) -> OpResponse {
@@ -347,7 +382,13 @@ async fn answer(shared: &Shared, req: &OpRequest, who: &str) -> OpResponse {
                 Err(e) => err(e),
             }
         }
-        OpRequest::Hunt { .. } => err("a hunt is answered with its progress"),
+        OpRequest::Hunt { .. } | OpRequest::Sweep { .. } => {
+            err("this request is answered with its progress")
+        }
+        OpRequest::SweepResults { id } => match crate::sweep::results(shared, id) {
+            Ok(r) => ok(r),
+            Err(e) => err(e),
+        },
         OpRequest::HuntAdd {
             name,
             query,
@@ -403,30 +444,66 @@ async fn hunt(
         Ok(q) => q,
         Err(e) => return Ok(syntax_error(query, &e)),
     };
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let store = shared.store.clone();
-    let mut task = tokio::task::spawn_blocking(move || {
+    let task = tokio::task::spawn_blocking(move || {
         crate::hunt::search(lock(&store).as_ref(), &q, &mut |n| {
-            let _ = tx.send(n);
+            let _ = tx.send(Progress {
+                done: n as u64,
+                of: None,
+                what: "edges read".into(),
+            });
         })
     });
+    let work = async {
+        match task.await {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(e) => Err(format!("the hunt failed: {e}")),
+        }
+    };
+    streaming(write, rx, work).await
+}
+
+/// Runs a hash sweep, writing how many hosts have answered as they do.
+async fn sweep(
+    shared: &Shared,
+    sha256: &str,
+    write: &mut tokio::net::unix::OwnedWriteHalf,
+) -> std::io::Result<OpResponse> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let work = async {
+        crate::sweep::start(shared, sha256, &mut |done, of| {
+            let _ = tx.send(Progress {
+                done: done as u64,
+                of: Some(of as u64),
+                what: "hosts answered".into(),
+            });
+        })
+        .await
+    };
+    streaming(write, rx, work).await
+}
+
+/// Awaits `work`, writing the progress it reports as lines before its answer.
+async fn streaming<T: Serialize, E: std::fmt::Display>(
+    write: &mut tokio::net::unix::OwnedWriteHalf,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Progress>,
+    work: impl std::future::Future<Output = Result<T, E>>,
+) -> std::io::Result<OpResponse> {
+    tokio::pin!(work);
     let outcome = loop {
         tokio::select! {
-            done = &mut task => break done,
-            Some(n) = rx.recv() => {
-                let mut line = serde_json::to_string(&OpResponse::Progress {
-                    edges_searched: n as u64,
-                })
-                .unwrap_or_default();
+            done = &mut work => break done,
+            Some(p) = rx.recv() => {
+                let mut line = serde_json::to_string(&OpResponse::Progress(p)).unwrap_or_default();
                 line.push('\n');
                 write.write_all(line.as_bytes()).await?;
             }
         }
     };
     Ok(match outcome {
-        Ok(Ok(o)) => ok(o),
-        Ok(Err(e)) => err(e),
-        Err(e) => err(format!("the hunt failed: {e}")),
+        Ok(v) => ok(v),
+        Err(e) => err(e),
     })
 }
 
@@ -439,6 +516,9 @@ fn reply(r: Result<CommandReply, String>) -> OpResponse {
         Ok(CommandReply::Refused { reason }) => err(format!("the sensor refused: {reason}")),
         Ok(CommandReply::Applied { detail }) => ok(detail),
         Ok(CommandReply::Verified { present }) => ok(present),
+        Ok(CommandReply::Swept { found, hashed }) => {
+            ok(serde_json::json!({ "found": found, "hashed": hashed }))
+        }
         Err(e) => err(e),
     }
 }
@@ -448,7 +528,7 @@ fn reply(r: Result<CommandReply, String>) -> OpResponse {
 pub fn request(
     socket: &Path,
     req: &OpRequest,
-    progress: &mut dyn FnMut(u64),
+    progress: &mut dyn FnMut(&Progress),
 ) -> std::io::Result<OpResponse> {
     use std::io::{BufRead as _, Write as _};
     let mut s = std::os::unix::net::UnixStream::connect(socket)?;
@@ -466,7 +546,7 @@ pub fn request(
             ));
         }
         match serde_json::from_str(&line).map_err(std::io::Error::other)? {
-            OpResponse::Progress { edges_searched } => progress(edges_searched),
+            OpResponse::Progress(p) => progress(&p),
             answer => return Ok(answer),
         }
     }

@@ -292,13 +292,14 @@ async fn telemetry(conn: &Connection, shared: &Shared, host: &str) -> Result<(),
                     }
                     // Once per connection: a host that refuses a push is not asked again
                     // until it reconnects; responses of hunts that found it while it was
-                    // away are carried out now.
+                    // away are carried out now, and sweeps it missed are asked.
                     if !converging {
                         converging = true;
                         let (shared, host) = (shared.clone(), host.to_owned());
                         tokio::spawn(async move {
                             crate::push::converge(shared.clone(), host.clone(), r).await;
                             crate::schedule::catch_up(&shared, &host).await;
+                            crate::sweep::catch_up(&shared, &host).await;
                         });
                     }
                 }

@@ -137,6 +137,15 @@ pub trait Store: Send {
         incident: &crate::schedule::HuntIncident,
     ) -> Result<(), StoreError>;
     fn hunt_incidents(&self) -> Result<Vec<crate::schedule::HuntIncident>, StoreError>;
+    fn add_sweep(&mut self, sweep: &crate::sweep::Sweep) -> Result<(), StoreError>;
+    fn sweeps(&self) -> Result<Vec<crate::sweep::Sweep>, StoreError>;
+    /// Keeps a host's answer to a sweep (its first answer stays).
+    fn put_sweep_answer(
+        &mut self,
+        id: &str,
+        answer: &crate::sweep::Answer,
+    ) -> Result<(), StoreError>;
+    fn sweep_answers(&self, id: &str) -> Result<Vec<crate::sweep::Answer>, StoreError>;
     fn audit_log(&self) -> Result<Vec<AuditEntry>, StoreError>;
     /// Applies a host's graph delta: processes are upserted, edges appended. Nodes aged out
     /// on the host stay: hunts search the history too.
@@ -222,6 +231,16 @@ CREATE TABLE IF NOT EXISTS hunt_incidents (
     id TEXT PRIMARY KEY,
     body TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS sweeps (
+    id TEXT PRIMARY KEY,
+    body TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sweep_answers (
+    id TEXT NOT NULL,
+    host TEXT NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (id, host)
+);
 CREATE TABLE IF NOT EXISTS audit (
     time_ns INTEGER NOT NULL,
     who TEXT NOT NULL,
@@ -240,10 +259,14 @@ fn u(v: i64) -> u64 {
 
 impl Sqlite {
     /// Every row of a one-column query of JSON documents, decoded.
-    fn json_rows<T: serde::de::DeserializeOwned>(&self, sql: &str) -> Result<Vec<T>, StoreError> {
+    fn json_rows<T: serde::de::DeserializeOwned>(
+        &self,
+        sql: &str,
+        args: impl rusqlite::Params,
+    ) -> Result<Vec<T>, StoreError> {
         let mut st = self.db.prepare(sql)?;
         let bodies = st
-            .query_map([], |r| r.get::<_, String>(0))?
+            .query_map(args, |r| r.get::<_, String>(0))?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(bodies
             .iter()
@@ -596,7 +619,7 @@ impl Store for Sqlite {
     }
 
     fn hunts(&self) -> Result<Vec<crate::schedule::Standing>, StoreError> {
-        self.json_rows("SELECT body FROM hunts ORDER BY name")
+        self.json_rows("SELECT body FROM hunts ORDER BY name", [])
     }
 
     fn new_hits(&mut self, name: &str, keys: &[String]) -> Result<Vec<bool>, StoreError> {
@@ -626,7 +649,38 @@ impl Store for Sqlite {
     }
 
     fn hunt_incidents(&self) -> Result<Vec<crate::schedule::HuntIncident>, StoreError> {
-        self.json_rows("SELECT body FROM hunt_incidents ORDER BY rowid")
+        self.json_rows("SELECT body FROM hunt_incidents ORDER BY rowid", [])
+    }
+
+    fn add_sweep(&mut self, sweep: &crate::sweep::Sweep) -> Result<(), StoreError> {
+        self.db.execute(
+            "INSERT INTO sweeps (id, body) VALUES (?1, ?2)",
+            params![sweep.id, serde_json::to_string(sweep)?],
+        )?;
+        Ok(())
+    }
+
+    fn sweeps(&self) -> Result<Vec<crate::sweep::Sweep>, StoreError> {
+        self.json_rows("SELECT body FROM sweeps ORDER BY rowid", [])
+    }
+
+    fn put_sweep_answer(
+        &mut self,
+        id: &str,
+        answer: &crate::sweep::Answer,
+    ) -> Result<(), StoreError> {
+        self.db.execute(
+            "INSERT OR IGNORE INTO sweep_answers (id, host, body) VALUES (?1, ?2, ?3)",
+            params![id, answer.host, serde_json::to_string(answer)?],
+        )?;
+        Ok(())
+    }
+
+    fn sweep_answers(&self, id: &str) -> Result<Vec<crate::sweep::Answer>, StoreError> {
+        self.json_rows(
+            "SELECT body FROM sweep_answers WHERE id = ?1 ORDER BY rowid",
+            params![id],
+        )
     }
 
     fn audit_log(&self) -> Result<Vec<AuditEntry>, StoreError> {

@@ -269,6 +269,16 @@ pub enum Command {
     Verify {
         indicators: Vec<Indicator>,
     },
+    /// Look for files with this SHA-256 (lower-case hex) among those the host's graph knows
+    /// (executed, written, created, renamed into place) and the live processes' executables:
+    /// answered with [`CommandReply::Swept`].
+    Sweep {
+        sha256: String,
+        /// More files to look at: those the controller's history says the host wrote or ran,
+        /// which a restarted sensor's graph no longer holds.
+        #[serde(default)]
+        paths: Vec<String>,
+    },
     /// Replace the sensor's rules with this set, whole, or keep the ones in force.
     PushRules {
         set: RuleSet,
@@ -302,6 +312,18 @@ pub enum CommandReply {
     Applied {
         detail: String,
     },
+    /// The files found with a sweep's hash, and how many files were hashed.
+    Swept {
+        found: Vec<String>,
+        hashed: u64,
+    },
+}
+
+/// Whether `s` is a SHA-256 as sweeps take it: 64 lower-case hex digits.
+pub fn is_sha256(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Something an incident left that verification looks for on the host as it is now.

@@ -60,6 +60,9 @@ pub enum Request {
     Deny {
         incident: String,
     },
+    /// The files a hash sweep looks at: every file the graph holds and the live processes'
+    /// executables (the hashing itself runs off the sensor's loop).
+    SweepCandidates,
     /// Which of these indicators are on the host now.
     Verify {
         indicators: Vec<sensor_common::protocol::Indicator>,
@@ -219,6 +222,9 @@ pub enum Response {
     /// A pushed rule set or policy is in force.
     Applied {
         detail: String,
+    },
+    Paths {
+        paths: Vec<String>,
     },
     Error {
         message: String,

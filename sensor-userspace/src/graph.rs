@@ -702,6 +702,18 @@ impl Graph {
         }
     }
 
+    /// The path of every file the graph holds (executed, written, created, renamed...).
+    pub fn file_paths(&self) -> Vec<String> {
+        self.slots
+            .iter()
+            .flatten()
+            .filter_map(|s| match &s.id {
+                NodeId::File(p) => Some(p.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// What changed since the previous call.
     pub fn take_delta(&mut self, table: &ProcessTable) -> Delta {
         let touched: Vec<Ix> = self.touched.drain().collect();

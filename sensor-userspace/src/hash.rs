@@ -18,3 +18,30 @@ pub fn sha256(path: &Path) -> std::io::Result<String> {
     }
     Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
+
+/// Files larger than this are not hashed by a sweep (payloads are small; disk images are
+/// not what a sweep looks for).
+pub const SWEEP_MAX_BYTES: u64 = 256 << 20;
+
+/// Which of `paths` (regular files up to [`SWEEP_MAX_BYTES`]) have the SHA-256 `want`, and
+/// how many were hashed. Files that cannot be read are skipped.
+pub fn sweep(paths: &[String], want: &str) -> (Vec<String>, u64) {
+    let mut found = Vec::new();
+    let mut hashed = 0;
+    for p in paths {
+        let path = Path::new(p);
+        let Ok(meta) = std::fs::metadata(path) else {
+            continue;
+        };
+        if !meta.is_file() || meta.len() > SWEEP_MAX_BYTES {
+            continue;
+        }
+        if let Ok(h) = sha256(path) {
+            hashed += 1;
+            if h == want {
+                found.push(p.clone());
+            }
+        }
+    }
+    (found, hashed)
+}

@@ -306,6 +306,13 @@ impl Running {
                 );
                 Response::Verified { present }
             }
+            Request::SweepCandidates => {
+                let mut paths = pipeline.graph.file_paths();
+                paths.extend(pipeline.table.iter().filter_map(|p| p.exe.clone()));
+                paths.sort_unstable();
+                paths.dedup();
+                Response::Paths { paths }
+            }
             Request::PushRules { set, by } => self.push_rules(pipeline, &set, &by),
             Request::PushPolicy { text, by } => match self.push_policy(&text, &by) {
                 Ok(summary) => {

@@ -760,6 +760,11 @@ fn rules_in_force(sensor: &Sensor) -> (u64, String) {
     )
 }
 
+/// The id of the only host.
+fn hosts_id(c: &Controller) -> String {
+    c.hosts()[0]["id"].as_str().expect("host id").to_owned()
+}
+
 fn ctl_ok(c: &Controller, args: &[&str]) -> String {
     let out = c.ctl(args);
     assert!(
@@ -868,11 +873,62 @@ fn rules_and_policy_are_checked_before_they_are_pushed_kept_and_caught_up_on_rec
     let st = sensor.status().expect("status");
     assert_eq!(st["policy"]["version"], 42);
 
+    // A hash sweep finds a file the host's processes wrote, by its content.
+    let payload = dir.path().join("dropper.bin");
+    let code =
+        "import sys\nopen(sys.argv[1], 'wb').write(b'vigil sweep test ' + sys.argv[2].encode())\n";
+    let st = cg
+        .python(
+            code,
+            &[
+                payload.to_str().expect("utf-8"),
+                &std::process::id().to_string(),
+            ],
+        )
+        .wait()
+        .expect("python");
+    assert!(st.success());
+    let sum = std::process::Command::new("sha256sum")
+        .arg(&payload)
+        .output()
+        .expect("sha256sum");
+    let sha = String::from_utf8_lossy(&sum.stdout)
+        .split_whitespace()
+        .next()
+        .expect("a sum")
+        .to_owned();
+    let found = wait("the sweep to find the payload", || {
+        let out = ctl_ok(&c, &["sweep", &sha]);
+        out.contains(payload.to_str().expect("utf-8"))
+            .then_some(out)
+    });
+    assert!(found.contains(&hosts_id(&c)), "{found}");
+    let why = ctl_refused(&c, &["sweep", "not-a-hash"]);
+    assert!(why.contains("not a SHA-256"), "{why}");
+    // The write is in the controller's history before the host goes away: a restarted
+    // sensor's graph no longer holds it, and the controller tells it where to look.
+    let q = format!("writes where path = \"{}\"", payload.display());
+    wait("the write in the fleet graph", || {
+        (!ctl_ok(&c, &["hunt", &q]).trim().is_empty()).then_some(())
+    });
+
     // Offline, the host misses a new set; on reconnect it keeps what it had, then catches up.
     sensor.stop().expect("stop");
     c.wait_hosts("the sensor offline", |h| h[0]["connected"] == false);
     let two = set("two", &["setuid-bit.yml", "module-load.yml"]);
     ctl_ok(&c, &["rules", "push", two.to_str().expect("utf-8")]);
+    // A sweep while it is away: nobody answers yet; the host does once back.
+    let out = c.ctl(&["sweep", &sha]);
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success() && said.contains("0 of 1 hosts answered"),
+        "{said}"
+    );
+    let sweep_id = said
+        .split_whitespace()
+        .find(|w| w.starts_with("sweep-"))
+        .map(|w| w.trim_end_matches(':').to_owned())
+        .expect("the sweep's id");
     let sensor = sensor.resume(&args).expect("sensor restarts");
     let caught_up = wait("the pushed set caught up", || {
         let r = rules_in_force(&sensor);
@@ -884,9 +940,14 @@ fn rules_and_policy_are_checked_before_they_are_pushed_kept_and_caught_up_on_rec
         42,
         "kept"
     );
+    wait("the host's answer to the sweep it missed", || {
+        ctl_ok(&c, &["sweep", "--results", &sweep_id])
+            .contains(payload.to_str().expect("utf-8"))
+            .then_some(())
+    });
     let audit = ctl_ok(&c, &["audit"]);
     assert!(
-        audit.contains("desired state") && audit.contains("applied"),
+        audit.contains("desired state") && audit.contains("applied") && audit.contains(&sha),
         "{audit}"
     );
     drop(sensor);

@@ -414,9 +414,40 @@ async fn serve_commands(conn: quinn::Connection, ctrl: mpsc::Sender<Envelope>) {
     }
 }
 
+/// Hashes the files the sensor knows and `more`, off its loop, looking for `sha256`.
+async fn sweep(sha256: String, more: Vec<String>, ctrl: &mpsc::Sender<Envelope>) -> CommandReply {
+    if !sensor_common::protocol::is_sha256(&sha256) {
+        return CommandReply::Refused {
+            reason: format!("{sha256:?} is not a SHA-256 (64 lower-case hex digits)"),
+        };
+    }
+    let mut paths = match ask(ctrl, Request::SweepCandidates).await {
+        Some(Response::Paths { paths }) => paths,
+        _ => {
+            return CommandReply::Refused {
+                reason: "the sensor is stopping".into(),
+            };
+        }
+    };
+    paths.extend(more.into_iter().filter(|p| p.starts_with('/')));
+    paths.sort_unstable();
+    paths.dedup();
+    let looked_at = paths.len();
+    match tokio::task::spawn_blocking(move || crate::hash::sweep(&paths, &sha256)).await {
+        Ok((found, hashed)) => {
+            tracing::info!(looked_at, hashed, found = found.len(), "hash sweep done");
+            CommandReply::Swept { found, hashed }
+        }
+        Err(e) => CommandReply::Refused {
+            reason: format!("the sweep failed: {e}"),
+        },
+    }
+}
+
 async fn run_command(cmd: Command, ctrl: &mpsc::Sender<Envelope>) -> CommandReply {
     tracing::info!(?cmd, "command from the controller");
     let req = match cmd {
+        Command::Sweep { sha256, paths } => return sweep(sha256, paths, ctrl).await,
         Command::Isolate { reason, who } => Request::Contain {
             order: Order::Isolate,
             reason,
