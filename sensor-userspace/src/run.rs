@@ -924,15 +924,6 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         }
     };
     server.abort();
-    if let Some((stop, task)) = uplink {
-        let _ = stop.send(());
-        if tokio::time::timeout(Duration::from_secs(2), task)
-            .await
-            .is_err()
-        {
-            tracing::warn!("the uplink did not close in time");
-        }
-    }
     ring.drain_now(|bytes| pipeline.ingest(bytes));
     running.record_alerts(&mut pipeline);
     // Remediations still waiting for their writer run now, not never.
@@ -944,6 +935,19 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         &pipeline.graph,
     );
     last.iter().for_each(log_action);
+    if let Some((stop, task)) = uplink {
+        // The last changes of the graph, for the spool.
+        if let Some(tx) = &graph_tx {
+            send_delta(&mut pipeline, tx, &graph_lost);
+        }
+        let _ = stop.send(());
+        if tokio::time::timeout(Duration::from_secs(2), task)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the uplink did not close in time");
+        }
+    }
     pipeline.flush();
     let _ = std::fs::remove_file(state.control_socket());
     tracing::info!("detaching");

@@ -1,9 +1,14 @@
-//! Graph deltas on their way to the controller: numbered, kept until acknowledged, bounded.
-//! While the link is down they pile up; past the bound the oldest go first, and are counted
-//! (the controller shows the count per host). A delta sent but not acknowledged when a link
-//! drops is sent again on the next one; the controller ignores what it already applied.
+//! Graph deltas on their way to the controller: numbered, kept until acknowledged, bounded,
+//! and spooled on disk (`STATE/graph-spool/`, one file per delta), so a sensor restart or a
+//! long outage loses none that fit the bound. While the link is down they pile up; past the
+//! bound the oldest go first, and are counted (the controller shows the count per host). A
+//! delta sent but not acknowledged when a link drops is sent again on the next one; the
+//! controller ignores what it already applied.
 
-use std::collections::VecDeque;
+use std::{
+    collections::VecDeque,
+    path::{Path, PathBuf},
+};
 
 use crate::clock::unix_now_ns;
 
@@ -17,19 +22,89 @@ pub struct GraphBuffer {
     bytes: usize,
     last_seq: u64,
     dropped: u64,
+    /// Where the deltas are spooled; None keeps them in memory only.
+    spool: Option<PathBuf>,
+}
+
+fn file_of(dir: &Path, seq: u64) -> PathBuf {
+    dir.join(format!("{seq:020}.delta"))
 }
 
 impl GraphBuffer {
+    /// A buffer spooled in `dir`, holding what an earlier run left there (oldest first, up
+    /// to the bound). A directory that cannot be made or read leaves the buffer in memory,
+    /// with a log line.
+    pub fn open(dir: &Path) -> Self {
+        let mut b = Self::default();
+        if let Err(e) = std::fs::create_dir_all(dir) {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot spool graph deltas; they wait in memory");
+            return b;
+        }
+        let mut held: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                let name = e.file_name();
+                let seq = name.to_str()?.strip_suffix(".delta")?.parse().ok()?;
+                Some((seq, e.path()))
+            })
+            .collect();
+        held.sort_unstable();
+        for (seq, path) in held {
+            match std::fs::read(&path) {
+                Ok(d) => {
+                    b.bytes += d.len();
+                    b.last_seq = b.last_seq.max(seq);
+                    b.queue.push_back((seq, d, false));
+                }
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "unreadable spooled delta skipped")
+                }
+            }
+        }
+        if !b.queue.is_empty() {
+            tracing::info!(
+                deltas = b.queue.len(),
+                bytes = b.bytes,
+                "graph deltas from before the restart, still to send"
+            );
+        }
+        b.spool = Some(dir.to_owned());
+        b.trim();
+        b
+    }
+
     /// Numbers a delta (wall-clock nanoseconds, so numbers keep growing across restarts) and
     /// keeps it, dropping the oldest past the bound.
     pub fn push(&mut self, delta: Vec<u8>) {
         self.last_seq = unix_now_ns().max(self.last_seq + 1);
+        if let Some(dir) = &self.spool {
+            let path = file_of(dir, self.last_seq);
+            let tmp = path.with_extension("tmp");
+            if let Err(e) = std::fs::write(&tmp, &delta).and_then(|()| std::fs::rename(&tmp, &path))
+            {
+                tracing::warn!(error = %e, "cannot spool a graph delta; it waits in memory");
+            }
+        }
         self.bytes += delta.len();
         self.queue.push_back((self.last_seq, delta, false));
-        while self.bytes > MAX_BYTES
-            && let Some((_, d, _)) = self.queue.pop_front()
-        {
-            self.bytes -= d.len();
+        self.trim();
+    }
+
+    fn forget_front(&mut self) -> bool {
+        let Some((seq, d, _)) = self.queue.pop_front() else {
+            return false;
+        };
+        self.bytes -= d.len();
+        if let Some(dir) = &self.spool {
+            let _ = std::fs::remove_file(file_of(dir, seq));
+        }
+        true
+    }
+
+    fn trim(&mut self) {
+        while self.bytes > MAX_BYTES && self.forget_front() {
             self.dropped += 1;
         }
     }
@@ -37,9 +112,7 @@ impl GraphBuffer {
     /// The controller holds everything up to `seq`.
     pub fn acked(&mut self, seq: u64) {
         while self.queue.front().is_some_and(|(s, _, _)| *s <= seq) {
-            if let Some((_, d, _)) = self.queue.pop_front() {
-                self.bytes -= d.len();
-            }
+            self.forget_front();
         }
     }
 
@@ -85,6 +158,37 @@ mod tests {
         let again = g.unsent();
         assert_eq!(again.len(), 1);
         assert_eq!(again[0].1, vec![2]);
+    }
+
+    #[test]
+    fn spooled_deltas_outlive_a_restart_until_acknowledged() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let dir = d.path().join("graph-spool");
+        let mut g = GraphBuffer::open(&dir);
+        g.push(vec![1]);
+        g.push(vec![2]);
+        g.push(vec![3]);
+        let first = g.unsent()[0].0;
+        g.acked(first);
+        drop(g);
+        let mut again = GraphBuffer::open(&dir);
+        let left: Vec<Vec<u8>> = again.unsent().into_iter().map(|(_, d)| d).collect();
+        assert_eq!(left, vec![vec![2], vec![3]], "the acknowledged one is gone");
+        again.push(vec![4]);
+        let seqs: Vec<u64> = {
+            again.relink();
+            again.unsent().into_iter().map(|(s, _)| s).collect()
+        };
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "numbers keep growing: {seqs:?}"
+        );
+        again.acked(u64::MAX);
+        assert_eq!(
+            std::fs::read_dir(&dir).expect("dir").count(),
+            0,
+            "nothing left on disk"
+        );
     }
 
     #[test]

@@ -196,7 +196,11 @@ pub async fn enroll_once(
 ///
 /// When `stop` fires, the link is closed with a goodbye, so the controller shows the host
 /// offline at once rather than after an idle timeout.
-pub async fn run(opts: UplinkOptions, ctrl: mpsc::Sender<Envelope>, stop: oneshot::Receiver<()>) {
+pub async fn run(
+    mut opts: UplinkOptions,
+    ctrl: mpsc::Sender<Envelope>,
+    stop: oneshot::Receiver<()>,
+) {
     let endpoint = match client_endpoint(opts.controller) {
         Ok(e) => e,
         Err(e) => {
@@ -204,9 +208,14 @@ pub async fn run(opts: UplinkOptions, ctrl: mpsc::Sender<Envelope>, stop: onesho
             return;
         }
     };
+    let mut graph = GraphBuffer::open(&opts.state.join("graph-spool"));
     tokio::select! {
-        () = connected(&endpoint, opts, &ctrl) => {}
+        () = connected(&endpoint, &mut opts, &ctrl, &mut graph) => {}
         _ = stop => {}
+    }
+    // The last deltas (the sensor sends one as it stops) go to the spool for next time.
+    while let Ok(d) = opts.graph.try_recv() {
+        graph.push(d);
     }
     endpoint.close(quinn::VarInt::from_u32(0), b"sensor stopping");
     let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
@@ -215,10 +224,11 @@ pub async fn run(opts: UplinkOptions, ctrl: mpsc::Sender<Envelope>, stop: onesho
 /// Enrolls if need be, then keeps a link to the controller up, for ever.
 async fn connected(
     endpoint: &quinn::Endpoint,
-    mut opts: UplinkOptions,
+    opts: &mut UplinkOptions,
     ctrl: &mpsc::Sender<Envelope>,
+    graph: &mut GraphBuffer,
 ) {
-    let Some(id) = identity(&opts, endpoint).await else {
+    let Some(id) = identity(opts, endpoint).await else {
         return;
     };
     let config = match id.client_config(&opts.state) {
@@ -229,10 +239,9 @@ async fn connected(
         }
     };
     let mut backoff = Duration::from_millis(200);
-    let mut graph = GraphBuffer::default();
     loop {
         let started = Instant::now();
-        match session(endpoint, &config, &id, &mut opts, ctrl, &mut graph).await {
+        match session(endpoint, &config, &id, opts, ctrl, graph).await {
             Ok(()) => tracing::info!("the controller closed the link"),
             Err(e) => {
                 tracing::warn!(controller = %opts.controller, error = %e, "controller link down; records wait on disk")
