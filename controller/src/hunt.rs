@@ -385,6 +385,11 @@ impl Fleet {
         }
         Ok(Self::new(store.processes()?).with_lateral(addresses, joins))
     }
+
+    /// How many hosts the fleet knows the addresses of (every enrolled one, once loaded).
+    pub fn hosts(&self) -> usize {
+        self.addresses.len()
+    }
 }
 
 /// How often a search reports its progress, in edges read.
@@ -398,7 +403,6 @@ pub fn search(
     progress: &mut dyn FnMut(usize),
 ) -> Result<Outcome, StoreError> {
     let started = std::time::Instant::now();
-    let hosts = store.hosts()?;
     let fleet = Fleet::load(store, Fleet::needs_lateral(q))?;
     let (mut hits, mut searched) = (Vec::new(), 0usize);
     if q.target == Target::Processes {
@@ -415,7 +419,7 @@ pub fn search(
     Ok(Outcome {
         hits,
         edges_searched: searched,
-        hosts: hosts.len(),
+        hosts: fleet.hosts(),
         millis: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
     })
 }

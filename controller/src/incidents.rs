@@ -48,8 +48,28 @@ pub struct FleetIncident {
     pub unreadable: usize,
 }
 
-/// Every incident of `host` (or of the fleet), oldest first.
-pub fn incidents(store: &dyn Store, host: Option<&str>) -> Result<Vec<FleetIncident>, StoreError> {
+/// Every incident of `host` (or of the fleet), oldest first, with `spans` joined across
+/// hosts along lateral paths (which reads the fleet's whole connection history).
+pub fn list(store: &dyn Store, host: Option<&str>) -> Result<Vec<FleetIncident>, StoreError> {
+    collect(store, host, true)
+}
+
+/// The open incidents of `host` with their indicators, for a release. Their `spans` are not
+/// joined across hosts: a release reads none, and the join reads the whole history.
+pub fn open_on(store: &dyn Store, host: &str) -> Result<Vec<FleetIncident>, StoreError> {
+    Ok(collect(store, Some(host), false)?
+        .into_iter()
+        .filter(|i| i.closed.is_none())
+        .collect())
+}
+
+/// The incidents of `host` (or of the fleet), oldest first; `join` joins the sensors'
+/// incidents across hosts, which needs every host's alerts.
+fn collect(
+    store: &dyn Store,
+    host: Option<&str>,
+    join: bool,
+) -> Result<Vec<FleetIncident>, StoreError> {
     let closed: BTreeMap<IncidentKey, Closed> = store
         .closed_incidents()?
         .into_iter()
@@ -60,7 +80,8 @@ pub fn incidents(store: &dyn Store, host: Option<&str>) -> Result<Vec<FleetIncid
     // The processes of each sensor incident (alert processes and their ancestry), to join
     // incidents one lateral path runs through.
     let mut members: BTreeMap<IncidentKey, BTreeSet<(u32, u64)>> = BTreeMap::new();
-    for r in store.records(None, Stream::Alerts)? {
+    let of = if join { None } else { host };
+    for r in store.records(of, Stream::Alerts)? {
         let alert: Alert = match serde_json::from_value(r.body) {
             Ok(a) => a,
             Err(e) => {
@@ -103,7 +124,9 @@ pub fn incidents(store: &dyn Store, host: Option<&str>) -> Result<Vec<FleetIncid
             std::iter::once((p.pid, p.start)).chain(p.ancestry.iter().map(|a| (a.pid, a.start))),
         );
     }
-    join_across_hosts(store, &mut by_key, &members)?;
+    if join {
+        join_across_hosts(store, &mut by_key, &members)?;
+    }
     for h in store.hunt_incidents()? {
         for on in h
             .hosts

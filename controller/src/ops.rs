@@ -367,7 +367,7 @@ async fn answer(shared: &Shared, req: &OpRequest, who: &str) -> OpResponse {
                 Ok(id) => id,
                 Err(e) => return err(e),
             };
-            match crate::incidents::incidents(lock(&shared.store).as_ref(), id.as_deref()) {
+            match crate::incidents::list(lock(&shared.store).as_ref(), id.as_deref()) {
                 Ok(i) => ok(i),
                 Err(e) => err(e),
             }

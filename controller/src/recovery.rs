@@ -9,8 +9,7 @@ use sensor_common::protocol::{Command, CommandReply, Indicator, NOT_ISOLATED, Pr
 use serde::Serialize;
 
 use crate::{
-    incidents::incidents,
-    lock, now_ns,
+    incidents, lock, now_ns,
     server::{self, Shared},
     store::Closed,
 };
@@ -60,10 +59,7 @@ pub async fn release(
     force: bool,
     who: &str,
 ) -> Result<Released, ReleaseError> {
-    let open: Vec<_> = incidents(lock(&shared.store).as_ref(), Some(host))?
-        .into_iter()
-        .filter(|i| i.closed.is_none())
-        .collect();
+    let open = incidents::open_on(lock(&shared.store).as_ref(), host)?;
     let indicators: Vec<Indicator> = open
         .iter()
         .flat_map(|i| i.indicators.iter().cloned())

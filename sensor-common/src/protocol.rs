@@ -383,20 +383,27 @@ impl RuleSet {
     /// The set of `files`, sorted by name; its version is the first 16 hex digits of the
     /// SHA-256 over names and texts, so the same rules have the same version everywhere.
     pub fn new(mut files: Vec<RuleFile>) -> Self {
-        use sha2::{Digest as _, Sha256};
         files.sort_by(|a, b| a.name.cmp(&b.name));
+        Self {
+            version: Self::digest(&files),
+            files,
+        }
+    }
+
+    /// The version of `files` in their order.
+    fn digest(files: &[RuleFile]) -> String {
+        use sha2::{Digest as _, Sha256};
         let mut h = Sha256::new();
-        for f in &files {
+        for f in files {
             h.update((f.name.len() as u64).to_le_bytes());
             h.update(f.name.as_bytes());
             h.update((f.text.len() as u64).to_le_bytes());
             h.update(f.text.as_bytes());
         }
-        let version = h.finalize()[..8]
+        h.finalize()[..8]
             .iter()
             .map(|b| std::format!("{b:02x}"))
-            .collect();
-        Self { version, files }
+            .collect()
     }
 
     /// Whether the version matches the contents and every name is a plain relative rule file path.
@@ -414,12 +421,13 @@ impl RuleSet {
                 ));
             }
         }
-        let again = Self::new(self.files.clone());
-        if again.version != self.version || again.files != self.files {
+        // A set is sorted by name when made: out of order, it is not the set it says.
+        let sorted = self.files.is_sorted_by(|a, b| a.name <= b.name);
+        let version = Self::digest(&self.files);
+        if !sorted || version != self.version {
             return Err(std::format!(
-                "the rule set's version {} does not match its contents ({})",
-                self.version,
-                again.version
+                "the rule set's version {} does not match its contents ({version})",
+                self.version
             ));
         }
         Ok(())

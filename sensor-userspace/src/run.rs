@@ -277,13 +277,8 @@ impl Running {
                 &reason,
                 by.as_deref().unwrap_or(LOCAL_OPERATOR),
             ),
-            Request::ReloadPolicy => match self.reload_policy() {
-                Ok(summary) => {
-                    if let Some(d) = pipeline.detection_mut() {
-                        d.incidents.set_policy(self.policy.clone());
-                    }
-                    Response::Policy(summary)
-                }
+            Request::ReloadPolicy => match self.reload_policy(pipeline) {
+                Ok(summary) => Response::Policy(summary),
                 Err(e) => Response::Error {
                     message: e.to_string(),
                 },
@@ -314,18 +309,13 @@ impl Running {
                 Response::Paths { paths }
             }
             Request::PushRules { set, by } => self.push_rules(pipeline, &set, &by),
-            Request::PushPolicy { text, by } => match self.push_policy(&text, &by) {
-                Ok(summary) => {
-                    if let Some(d) = pipeline.detection_mut() {
-                        d.incidents.set_policy(self.policy.clone());
-                    }
-                    Response::Applied {
-                        detail: format!(
-                            "policy version {} ({:?}) in force",
-                            summary.version, summary.mode
-                        ),
-                    }
-                }
+            Request::PushPolicy { text, by } => match self.push_policy(pipeline, &text, &by) {
+                Ok(summary) => Response::Applied {
+                    detail: format!(
+                        "policy version {} ({:?}) in force",
+                        summary.version, summary.mode
+                    ),
+                },
                 Err(message) => Response::Error { message },
             },
             Request::Status => Response::Status(Box::new(self.status(pipeline))),
@@ -502,8 +492,9 @@ impl Running {
     /// Puts a pushed policy in force after checking it whole, and keeps it as
     /// `STATE/pushed/policy.toml` for later starts and SIGHUP; the policy in force stays
     /// otherwise.
-    fn push_policy(
+    fn push_policy<S: Sink>(
         &mut self,
+        pipeline: &mut Pipeline<S>,
         text: &str,
         by: &str,
     ) -> Result<crate::policy::PolicySummary, String> {
@@ -527,16 +518,30 @@ impl Running {
             ));
         }
         tracing::warn!(by, version = next.version, mode = ?next.mode, "policy pushed and in force");
-        self.responder.apply_policy(&next);
-        self.policy = next;
         self.policy_path = Some(path);
-        Ok(self.policy_summary())
+        Ok(self.adopt_policy(pipeline, next))
+    }
+
+    /// Puts a checked policy in force everywhere it acts: the responder, the incident book
+    /// (triage and escalation), and what `status` reports.
+    fn adopt_policy<S: Sink>(
+        &mut self,
+        pipeline: &mut Pipeline<S>,
+        policy: crate::policy::Policy,
+    ) -> crate::policy::PolicySummary {
+        self.responder.apply_policy(&policy);
+        if let Some(d) = pipeline.detection_mut() {
+            d.incidents.set_policy(policy.clone());
+        }
+        self.policy = policy;
+        self.policy_summary()
     }
 
     /// Re-reads the policy file. A policy that fails any check is refused whole, with the key
     /// and the reason, and the one in force stays.
-    fn reload_policy(
+    fn reload_policy<S: Sink>(
         &mut self,
+        pipeline: &mut Pipeline<S>,
     ) -> Result<crate::policy::PolicySummary, crate::policy::PolicyError> {
         let next = match &self.policy_path {
             Some(path) => crate::policy::Policy::load(path),
@@ -545,9 +550,7 @@ impl Running {
         match next {
             Ok(p) => {
                 tracing::info!(version = p.version, mode = ?p.mode, "policy reloaded");
-                self.responder.apply_policy(&p);
-                self.policy = p;
-                Ok(self.policy_summary())
+                Ok(self.adopt_policy(pipeline, p))
             }
             Err(e) => {
                 tracing::error!(error = %e, version = self.policy.version, "policy refused; keeping the one in force");
@@ -913,11 +916,8 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
                 records.iter().for_each(log_action);
             }
             _ = sighup.recv() => {
-                if running.reload_policy().is_ok()
-                    && let Some(d) = pipeline.detection_mut()
-                {
-                    d.incidents.set_policy(running.policy.clone());
-                }
+                // A refused policy is logged; the one in force stays.
+                let _ = running.reload_policy(&mut pipeline);
             }
             _ = sigint.recv() => break Ok(()),
             _ = sigterm.recv() => break Ok(()),
