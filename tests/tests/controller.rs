@@ -365,7 +365,13 @@ fn contain_then_release_after_verifying_the_host_is_clean() {
 
     let refused = c.ctl(&["release", &hostname]);
     let why = String::from_utf8_lossy(&refused.stderr).into_owned();
-    assert!(!refused.status.success(), "released with the payload there");
+    assert!(
+        !refused.status.success(),
+        "released with the payload there: {}\nalerts: {:?}\n{}",
+        String::from_utf8_lossy(&refused.stdout),
+        c.records("alerts"),
+        c.log()
+    );
     assert!(
         why.contains("still present") && why.contains(payload.to_str().expect("utf-8")),
         "the refusal names the indicator: {why}"
