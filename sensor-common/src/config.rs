@@ -55,6 +55,21 @@ pub struct FileLayout {
     pub sk_protocol: u32,
 }
 
+/// The most bytes of `struct pt_regs` read at once for a syscall's arguments.
+pub const REGS_SPAN_MAX: u32 = 128;
+
+/// Where a syscall's six arguments sit in the `struct pt_regs` saved at entry, from BTF. The
+/// exit programs read them there (one probe read of `span_len` bytes from `span_start`), so no
+/// program runs at syscall entry. Argument `i` is the `arg_word[i]`-th u64 of that span.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RegsLayout {
+    pub span_start: u32,
+    /// At most [`REGS_SPAN_MAX`], a multiple of 8.
+    pub span_len: u32,
+    pub arg_word: [u32; 6],
+}
+
 /// A tracepoint field offset that some kernels lack.
 pub const FIELD_ABSENT: u32 = u32::MAX;
 
@@ -73,8 +88,6 @@ pub struct TracepointLayout {
     pub execve_argv: u32,
     /// `sys_enter_execveat`: `const char *const *argv`.
     pub execveat_argv: u32,
-    /// `sys_enter_*`: the first of the six `unsigned long` arguments.
-    pub syscall_args: u32,
     /// `sys_exit_*`: `long ret`.
     pub syscall_ret: u32,
 }
@@ -89,9 +102,14 @@ pub struct KernelConfig {
     /// ring holds at least this many unread bytes: then the writer wakes it, so a burst is
     /// drained before it overflows. A wake-up costs ~10 us in a VM; a silent write ~1 us.
     pub wakeup_bytes: u32,
+    /// Repeats of the same write-open, connect or accept by the same thread within this many
+    /// milliseconds of the last one delivered are counted in the kernel, not delivered; the
+    /// next one delivered carries their number. 0 delivers every one.
+    pub coalesce_ms: u32,
     pub task: TaskLayout,
     pub files: FileLayout,
     pub tracepoints: TracepointLayout,
+    pub regs: RegsLayout,
 }
 
 impl KernelConfig {
@@ -100,6 +118,7 @@ impl KernelConfig {
         Self {
             sensor_tgid: 0,
             wakeup_bytes: 0,
+            coalesce_ms: 0,
             task: TaskLayout {
                 pid: 0,
                 tgid: 0,
@@ -148,8 +167,12 @@ impl KernelConfig {
                 exit_group_dead: 0,
                 execve_argv: 0,
                 execveat_argv: 0,
-                syscall_args: 0,
                 syscall_ret: 0,
+            },
+            regs: RegsLayout {
+                span_start: 0,
+                span_len: 0,
+                arg_word: [0; 6],
             },
         }
     }

@@ -164,6 +164,8 @@ pub struct SyscallEvent {
     pub file: Option<(FileId, u32)>,
     pub socket: Option<SocketInfo>,
     pub extra: [u8; crate::limits::SHORT_STR],
+    /// Identical calls coalesced in the kernel since the last one delivered.
+    pub repeats: u32,
 }
 
 /// One decoded kernel event.
@@ -440,6 +442,7 @@ fn syscall(
         file: (h.inode != 0).then(|| (FileId::from_kernel(h.dev, h.inode), h.file_mode)),
         socket,
         extra: h.extra,
+        repeats: h.repeats,
     })
 }
 

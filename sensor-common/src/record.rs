@@ -14,7 +14,7 @@ pub enum EventKind {
     ExecArgs = 2,
     /// The last thread of a process exited: `sched_process_exit` with `group_dead`.
     Exit = 3,
-    /// A monitored system call and its result: `sys_enter_*` paired with `sys_exit_*`.
+    /// A monitored system call and its result, seen at `sys_exit_*` with the arguments it had.
     Syscall = 4,
 }
 
@@ -78,7 +78,7 @@ pub mod flags {
 }
 
 /// Version of this ABI; bumped whenever a record layout changes.
-pub const ABI_VERSION: u16 = 3;
+pub const ABI_VERSION: u16 = 4;
 
 /// The first bytes of every record.
 #[repr(C)]

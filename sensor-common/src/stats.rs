@@ -10,10 +10,13 @@ pub enum Counter {
     RingFull = 0,
     /// Filtered in the kernel on purpose (the sensor's own activity).
     Filtered = 1,
+    /// A repeat of an event just delivered (same thread, same file or peer, same result),
+    /// counted in the kernel instead of delivered; the next delivery carries the count.
+    Coalesced = 2,
 }
 
 impl Counter {
-    pub const COUNT: u32 = 2;
+    pub const COUNT: u32 = 3;
 }
 
 /// Number of slots in the `STATS` per-CPU array.

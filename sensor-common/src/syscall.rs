@@ -137,6 +137,9 @@ pub struct SyscallHead {
     pub sock_protocol: u16,
     pub local_port: u16,
     pub remote_port: u16,
+    /// Identical calls coalesced in the kernel since the last one delivered (see
+    /// `KernelConfig::coalesce_ms`).
+    pub repeats: u32,
     pub local_addr: [u8; 16],
     pub remote_addr: [u8; 16],
     /// Call-specific bytes: a mount's fstype, a BPF program type, capset's sets.
@@ -149,14 +152,4 @@ pub struct SyscallHead {
 pub struct SyscallRecord {
     pub head: SyscallHead,
     pub data: [u8; 2 * PATH_CAP],
-}
-
-/// Arguments saved at syscall entry until the matching exit.
-#[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub struct PendingSyscall {
-    pub args: [u64; 6],
-    pub syscall: u16,
-    pub flags: u16,
-    pub _pad: u32,
 }

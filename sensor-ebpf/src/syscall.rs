@@ -1,27 +1,37 @@
-//! Monitored system calls: arguments saved at `sys_enter_*`, the record built at `sys_exit_*`
-//! with the result, so failed attempts are events too. User strings and addresses are read at
-//! exit, when the kernel has just read them and their pages are resident.
+//! Monitored system calls, each seen once, at `sys_exit_*`: the result from the tracepoint, so
+//! failed attempts are events too, and the arguments from the registers the kernel saved at
+//! entry (`struct pt_regs`, offsets from BTF), so nothing runs at entry. User strings and
+//! addresses are read at exit, when the kernel has just read them and their pages are resident.
+//!
+//! Repeats are coalesced here (see [`repeat`]): a thread that opens the same file for writing,
+//! connects to the same peer or accepts from the same address again, with the same result,
+//! within `coalesce_ms` of the last one delivered, is counted rather than delivered.
 
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_probe_read_user,
-        generated::bpf_probe_read_user_str,
+        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_get_current_uid_gid, bpf_ktime_get_ns,
+        bpf_probe_read_user,
+        generated::{
+            bpf_get_current_task_btf, bpf_probe_read_kernel, bpf_probe_read_user_str,
+            bpf_task_pt_regs,
+        },
     },
     macros::{map, tracepoint},
     maps::{HashMap, LruHashMap, PerCpuArray},
     programs::TracePointContext,
 };
 use sensor_common::{
+    config::REGS_SPAN_MAX,
     limits::{PATH_CAP, SENSITIVE_NAME_LEN, SHORT_STR},
     record::{EventKind, flags},
     stats::Counter,
-    syscall::{PendingSyscall, Syscall, SyscallHead, SyscallRecord},
+    syscall::{Syscall, SyscallHead, SyscallRecord},
 };
 
 use crate::{
     files::{fd_file, fill_socket, inode_id},
     maps::{EVENTS, config, count, header, is_own, wakeup},
-    task::current_task_lean,
+    task::{current_task_lean, field},
 };
 
 const O_WRONLY: u64 = 0o1;
@@ -34,14 +44,122 @@ const AF_INET6: u16 = 10;
 const BPF_PROG_LOAD: u64 = 5;
 /// Bytes of a path scanned for its file name when checking the sensitive set.
 const NAME_SCAN: usize = 256;
-
-/// Arguments of calls in flight, per thread. LRU, so a thread killed inside a call cannot
-/// leak its entry.
-#[map]
-static PENDING: LruHashMap<u64, PendingSyscall> = LruHashMap::with_max_entries(16384, 0);
+const REGS_WORDS: usize = REGS_SPAN_MAX as usize / 8;
 
 #[map]
 static SYSCALL_SCRATCH: PerCpuArray<SyscallRecord> = PerCpuArray::with_max_entries(1, 0);
+
+/// The saved argument registers, read in one go.
+#[map]
+static REGS_SCRATCH: PerCpuArray<[u64; REGS_WORDS]> = PerCpuArray::with_max_entries(1, 0);
+
+/// What makes two calls the same for coalescing: the thread (its `task_struct` and pid, so a
+/// reused pid is a new thread), its real ids, and what the call did (`what`, per call).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct RepeatKey {
+    task: u64,
+    pid_tgid: u64,
+    uid_gid: u64,
+    what: [u64; 4],
+}
+
+/// When a call like it was last delivered, and how many were counted since.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct RepeatSeen {
+    delivered_ns: u64,
+    since: u64,
+}
+
+/// LRU: an evicted entry only means its next repeat is delivered.
+#[map]
+static REPEATS: LruHashMap<RepeatKey, RepeatSeen> = LruHashMap::with_max_entries(16384, 0);
+
+/// Scratch for building a [`RepeatKey`] off the stack.
+#[map]
+static REPEAT_KEY: PerCpuArray<RepeatKey> = PerCpuArray::with_max_entries(1, 0);
+
+/// What to do with a call.
+enum Repeat {
+    /// Deliver it, with the number of repeats counted since the last one delivered.
+    Deliver(u32),
+    /// A repeat within the window: counted, not delivered.
+    Coalesced,
+}
+
+/// Whether the current thread made a call the same as `what` (same result included) less than
+/// `coalesce_ms` ago. The first of a run is delivered, then at most one per window, carrying the
+/// number coalesced before it; every coalesced call is counted in `STATS` as well.
+#[inline(always)]
+fn repeat(what: [u64; 4]) -> Repeat {
+    let window_ns = u64::from(config().coalesce_ms) * 1_000_000;
+    if window_ns == 0 {
+        return Repeat::Deliver(0);
+    }
+    let Some(key) = REPEAT_KEY.get_ptr_mut(0) else {
+        return Repeat::Deliver(0);
+    };
+    // SAFETY: `key` is this CPU's scratch; the map entry is valid while this program runs.
+    #[expect(
+        clippy::needless_borrows_for_generic_args,
+        reason = "look the key up in place in scratch space, not as a copy on the 512-byte stack"
+    )]
+    unsafe {
+        key.write(RepeatKey {
+            task: bpf_get_current_task(),
+            pid_tgid: bpf_get_current_pid_tgid(),
+            uid_gid: bpf_get_current_uid_gid(),
+            what,
+        });
+        let now = bpf_ktime_get_ns();
+        if let Some(seen) = REPEATS.get_ptr_mut(&*key) {
+            if now.wrapping_sub((*seen).delivered_ns) < window_ns {
+                (*seen).since += 1;
+                count(EventKind::Syscall, Counter::Coalesced);
+                return Repeat::Coalesced;
+            }
+            let since = (*seen).since;
+            (*seen).delivered_ns = now;
+            (*seen).since = 0;
+            return Repeat::Deliver(u32::try_from(since).unwrap_or(u32::MAX));
+        }
+        let _ = REPEATS.insert(
+            &*key,
+            RepeatSeen {
+                delivered_ns: now,
+                since: 0,
+            },
+            0,
+        );
+    }
+    Repeat::Deliver(0)
+}
+
+/// The call's six arguments, from the registers saved at entry.
+#[inline(always)]
+fn syscall_args() -> Option<[u64; 6]> {
+    let l = &config().regs;
+    let regs_buf = REGS_SCRATCH.get_ptr_mut(0)?;
+    let len = l.span_len;
+    if len == 0 || len > REGS_SPAN_MAX {
+        return None;
+    }
+    // SAFETY: the helper returns the current task's saved registers (never null for a task in
+    // a syscall); the probe read copies at most REGS_SPAN_MAX bytes into the scratch, and every
+    // word index is masked into it.
+    unsafe {
+        let regs = bpf_task_pt_regs(bpf_get_current_task_btf()) as *const u8;
+        let rc =
+            bpf_probe_read_kernel(regs_buf.cast(), len, regs.add(l.span_start as usize).cast());
+        if rc != 0 {
+            return None;
+        }
+        let words = &*regs_buf;
+        let w = |i: usize| words[l.arg_word[i] as usize & (REGS_WORDS - 1)];
+        Some([w(0), w(1), w(2), w(3), w(4), w(5)])
+    }
+}
 
 /// File names whose read-only opens are reported (shadow, sudoers, SSH private keys...):
 /// zero-padded to [`SENSITIVE_NAME_LEN`]. Filled by the loader.
@@ -107,51 +225,6 @@ fn is_sensitive(path: u64) -> bool {
     }
 }
 
-#[inline(always)]
-fn on_enter(ctx: &TracePointContext, sys: Syscall) {
-    if is_own(EventKind::Syscall) {
-        return;
-    }
-    let base = config().tracepoints.syscall_args as usize;
-    // SAFETY: bounded probe read of the tracepoint record.
-    let Ok(mut args) = (unsafe { ctx.read_at::<[u64; 6]>(base) }) else {
-        return;
-    };
-    let mut fl = 0u16;
-    let open = match sys {
-        Syscall::Open => Some((args[0], args[1])),
-        Syscall::Openat => Some((args[1], args[2])),
-        Syscall::Creat => Some((args[0], O_CREAT | O_WRONLY | O_TRUNC)),
-        Syscall::Openat2 => {
-            // struct open_how { u64 flags; u64 mode; u64 resolve; }
-            // SAFETY: probe reads of user memory.
-            let how = args[2] as *const u64;
-            let oflags = unsafe { bpf_probe_read_user(how) }.unwrap_or(0);
-            let mode = unsafe { bpf_probe_read_user(how.wrapping_add(1)) }.unwrap_or(0);
-            args[2] = oflags;
-            args[3] = mode;
-            Some((args[1], oflags))
-        }
-        _ => None,
-    };
-    if let Some((path, oflags)) = open
-        && oflags & (O_WRONLY | O_RDWR | O_CREAT | O_TRUNC) == 0
-    {
-        if !is_sensitive(path) {
-            count(EventKind::Syscall, Counter::Filtered);
-            return;
-        }
-        fl |= flags::SENSITIVE_READ;
-    }
-    let pending = PendingSyscall {
-        args,
-        syscall: sys as u16,
-        flags: fl,
-        _pad: 0,
-    };
-    let _ = PENDING.insert(bpf_get_current_pid_tgid(), pending, 0);
-}
-
 /// Reads a user string into `dst` (at most PATH_CAP bytes); its length without the NUL.
 #[inline(always)]
 unsafe fn user_path(dst: *mut u8, src: u64, fl: &mut u16) -> u16 {
@@ -210,36 +283,134 @@ unsafe fn user_sockaddr(rec: *mut SyscallRecord, addr: u64, local: bool, fl: &mu
     }
 }
 
+/// For an open: the user path and the flags it asked for. `args` becomes, for `openat2`, the
+/// `open_how` flags and mode in place of its pointer and size, as userspace reads them.
+#[inline(always)]
+fn open_flags(sys: Syscall, args: &mut [u64; 6]) -> Option<(u64, u64)> {
+    match sys {
+        Syscall::Open => Some((args[0], args[1])),
+        Syscall::Openat => Some((args[1], args[2])),
+        Syscall::Creat => Some((args[0], O_CREAT | O_WRONLY | O_TRUNC)),
+        Syscall::Openat2 => {
+            // struct open_how { u64 flags; u64 mode; u64 resolve; }
+            let how = args[2] as *const u64;
+            // SAFETY: probe reads of user memory.
+            let oflags = unsafe { bpf_probe_read_user(how) }.unwrap_or(0);
+            // SAFETY: as above.
+            let mode = unsafe { bpf_probe_read_user(how.wrapping_add(1)) }.unwrap_or(0);
+            args[2] = oflags;
+            args[3] = mode;
+            Some((args[1], oflags))
+        }
+        _ => None,
+    }
+}
+
+/// What makes a connect or accept the same as an earlier one: the peer's family and address
+/// (and, for connect, its port), read from the call's `sockaddr`. None for other families or
+/// when there is no address to read (then the call is always delivered).
+#[inline(always)]
+fn peer_identity(addr: u64, with_port: bool) -> Option<[u64; 3]> {
+    if addr == 0 {
+        return None;
+    }
+    let base = addr as *const u8;
+    // SAFETY: probe reads of user memory.
+    unsafe {
+        let head: [u16; 2] = bpf_probe_read_user(base.cast()).ok()?;
+        let (family, port) = (head[0], if with_port { head[1] } else { 0 });
+        let tag = u64::from(family) | (u64::from(port) << 16);
+        match family {
+            AF_INET => {
+                let a: u32 = bpf_probe_read_user(base.add(4).cast()).ok()?;
+                Some([tag, u64::from(a), 0])
+            }
+            AF_INET6 => {
+                let a: [u64; 2] = bpf_probe_read_user(base.add(8).cast()).ok()?;
+                Some([tag, a[0], a[1]])
+            }
+            _ => None,
+        }
+    }
+}
+
 #[inline(always)]
 fn on_exit(ctx: &TracePointContext, sys: Syscall) {
-    let id = bpf_get_current_pid_tgid();
-    let Some(pending) = PENDING.get_ptr(id) else {
-        return;
-    };
-    // SAFETY: the entry is valid until removed; copy it out first.
-    let p = unsafe { *pending };
-    let _ = PENDING.remove(id);
-    if p.syscall != sys as u16 {
+    if is_own(EventKind::Syscall) {
         return;
     }
+    let Some(mut args) = syscall_args() else {
+        return;
+    };
+    // SAFETY: bounded probe read of the tracepoint record.
+    let ret: i64 = unsafe { ctx.read_at(config().tracepoints.syscall_ret as usize) }.unwrap_or(0);
+    let mut fl = 0u16;
+
+    // Read-only opens are dropped unless the file is sensitive; repeats of an open of the same
+    // inode with the same flags by the same thread are coalesced.
+    if let Some((path, oflags)) = open_flags(sys, &mut args) {
+        if oflags & (O_WRONLY | O_RDWR | O_CREAT | O_TRUNC) == 0 {
+            if !is_sensitive(path) {
+                count(EventKind::Syscall, Counter::Filtered);
+                return;
+            }
+            fl |= flags::SENSITIVE_READ;
+        }
+        let mut opened: *const u8 = core::ptr::null();
+        let mut repeats = 0;
+        if ret >= 0 {
+            // SAFETY: the current task pointer is valid while this program runs.
+            let task = unsafe { bpf_get_current_task() } as *const u8;
+            opened = fd_file(task, ret as u64);
+            // SAFETY: probe read; a bad pointer yields 0.
+            let inode: u64 = unsafe { field(opened, config().files.file_inode) };
+            if inode != 0 {
+                match repeat([sys as u64, oflags, inode, 0]) {
+                    Repeat::Coalesced => return,
+                    Repeat::Deliver(n) => repeats = n,
+                }
+            }
+        }
+        deliver(sys, ret, args, fl, opened, repeats);
+        return;
+    }
+
+    // Connects to the same peer, accepts from the same address on the same listening fd, and
+    // failed accepts on it (a non-blocking server's EAGAIN), each with the same result.
+    let tag = sys as u64 | ((ret as u64) << 16);
+    let accept = matches!(sys, Syscall::Accept | Syscall::Accept4);
+    let seen = match sys {
+        Syscall::Connect => peer_identity(args[1], true).map(|p| repeat([tag, p[0], p[1], p[2]])),
+        _ if accept && ret < 0 => Some(repeat([tag, args[0], 0, 0])),
+        _ if accept => peer_identity(args[1], false)
+            .map(|p| repeat([sys as u64 | (args[0] << 16), p[0], p[1], p[2]])),
+        _ => None,
+    };
+    match seen {
+        Some(Repeat::Coalesced) => {}
+        Some(Repeat::Deliver(n)) => deliver(sys, ret, args, fl, core::ptr::null(), n),
+        None => deliver(sys, ret, args, fl, core::ptr::null(), 0),
+    }
+}
+
+/// Builds and sends the record of a call. `opened` is the file an open returned (null when it
+/// failed or the call is not an open).
+#[inline(always)]
+fn deliver(sys: Syscall, ret: i64, a: [u64; 6], mut fl: u16, opened: *const u8, repeats: u32) {
     let Some(rec) = SYSCALL_SCRATCH.get_ptr_mut(0) else {
         return;
     };
     // SAFETY: `rec` is this CPU's scratch record; user memory is probe-read; path writes
     // stay within `data` (path1 at 0, path2 at PATH_CAP, each at most PATH_CAP bytes).
     unsafe {
-        let ret: i64 = ctx
-            .read_at(config().tracepoints.syscall_ret as usize)
-            .unwrap_or(0);
         let task = bpf_get_current_task() as *const u8;
         let head = &raw mut (*rec).head;
         core::ptr::write_bytes(head.cast::<u8>(), 0, core::mem::size_of::<SyscallHead>());
         (*head).task = current_task_lean(task);
         (*head).ret = ret;
-        (*head).args = p.args;
+        (*head).args = a;
         (*head).syscall = sys as u16;
-        let a = p.args;
-        let mut fl = p.flags;
+        (*head).repeats = repeats;
         let data = (&raw mut (*rec).data).cast::<u8>();
 
         let (path1, path2) = match sys {
@@ -266,15 +437,13 @@ fn on_exit(ctx: &TracePointContext, sys: Syscall) {
         (*head).path2_len = user_path(data.add(PATH_CAP), path2, &mut fl);
 
         // The file behind an fd argument or result.
-        let file_fd = match sys {
-            Syscall::Open | Syscall::Openat | Syscall::Openat2 | Syscall::Creat if ret >= 0 => {
-                ret as u64
-            }
-            Syscall::Fchmod | Syscall::Fchown | Syscall::FinitModule => a[0],
-            _ => u64::MAX,
+        let file = match sys {
+            Syscall::Open | Syscall::Openat | Syscall::Openat2 | Syscall::Creat => opened,
+            Syscall::Fchmod | Syscall::Fchown | Syscall::FinitModule => fd_file(task, a[0]),
+            _ => core::ptr::null(),
         };
-        if file_fd != u64::MAX {
-            let inode = inode_id(fd_file(task, file_fd));
+        if !file.is_null() {
+            let inode = inode_id(file);
             (*head).inode = inode.ino;
             (*head).dev = inode.dev;
             (*head).file_mode = inode.mode;
@@ -336,14 +505,9 @@ fn on_exit(ctx: &TracePointContext, sys: Syscall) {
     }
 }
 
-/// One enter and one exit program per call.
+/// One exit program per call.
 macro_rules! hooks {
-    ($($sys:ident => $enter:ident, $exit:ident;)*) => {$(
-        #[tracepoint]
-        pub fn $enter(ctx: TracePointContext) -> u32 {
-            on_enter(&ctx, Syscall::$sys);
-            0
-        }
+    ($($sys:ident => $exit:ident;)*) => {$(
         #[tracepoint]
         pub fn $exit(ctx: TracePointContext) -> u32 {
             on_exit(&ctx, Syscall::$sys);
@@ -353,39 +517,39 @@ macro_rules! hooks {
 }
 
 hooks! {
-    Open => vigil_enter_open, vigil_exit_open;
-    Openat => vigil_enter_openat, vigil_exit_openat;
-    Openat2 => vigil_enter_openat2, vigil_exit_openat2;
-    Creat => vigil_enter_creat, vigil_exit_creat;
-    Unlink => vigil_enter_unlink, vigil_exit_unlink;
-    Unlinkat => vigil_enter_unlinkat, vigil_exit_unlinkat;
-    Rename => vigil_enter_rename, vigil_exit_rename;
-    Renameat => vigil_enter_renameat, vigil_exit_renameat;
-    Renameat2 => vigil_enter_renameat2, vigil_exit_renameat2;
-    Chmod => vigil_enter_chmod, vigil_exit_chmod;
-    Fchmod => vigil_enter_fchmod, vigil_exit_fchmod;
-    Fchmodat => vigil_enter_fchmodat, vigil_exit_fchmodat;
-    Chown => vigil_enter_chown, vigil_exit_chown;
-    Lchown => vigil_enter_lchown, vigil_exit_lchown;
-    Fchown => vigil_enter_fchown, vigil_exit_fchown;
-    Fchownat => vigil_enter_fchownat, vigil_exit_fchownat;
-    Connect => vigil_enter_connect, vigil_exit_connect;
-    Accept => vigil_enter_accept, vigil_exit_accept;
-    Accept4 => vigil_enter_accept4, vigil_exit_accept4;
-    Bind => vigil_enter_bind, vigil_exit_bind;
-    Listen => vigil_enter_listen, vigil_exit_listen;
-    Setuid => vigil_enter_setuid, vigil_exit_setuid;
-    Setgid => vigil_enter_setgid, vigil_exit_setgid;
-    Setreuid => vigil_enter_setreuid, vigil_exit_setreuid;
-    Setregid => vigil_enter_setregid, vigil_exit_setregid;
-    Setresuid => vigil_enter_setresuid, vigil_exit_setresuid;
-    Setresgid => vigil_enter_setresgid, vigil_exit_setresgid;
-    Capset => vigil_enter_capset, vigil_exit_capset;
-    Ptrace => vigil_enter_ptrace, vigil_exit_ptrace;
-    InitModule => vigil_enter_init_module, vigil_exit_init_module;
-    FinitModule => vigil_enter_finit_module, vigil_exit_finit_module;
-    Bpf => vigil_enter_bpf, vigil_exit_bpf;
-    MemfdCreate => vigil_enter_memfd_create, vigil_exit_memfd_create;
-    Mount => vigil_enter_mount, vigil_exit_mount;
-    Kill => vigil_enter_kill, vigil_exit_kill;
+    Open => vigil_exit_open;
+    Openat => vigil_exit_openat;
+    Openat2 => vigil_exit_openat2;
+    Creat => vigil_exit_creat;
+    Unlink => vigil_exit_unlink;
+    Unlinkat => vigil_exit_unlinkat;
+    Rename => vigil_exit_rename;
+    Renameat => vigil_exit_renameat;
+    Renameat2 => vigil_exit_renameat2;
+    Chmod => vigil_exit_chmod;
+    Fchmod => vigil_exit_fchmod;
+    Fchmodat => vigil_exit_fchmodat;
+    Chown => vigil_exit_chown;
+    Lchown => vigil_exit_lchown;
+    Fchown => vigil_exit_fchown;
+    Fchownat => vigil_exit_fchownat;
+    Connect => vigil_exit_connect;
+    Accept => vigil_exit_accept;
+    Accept4 => vigil_exit_accept4;
+    Bind => vigil_exit_bind;
+    Listen => vigil_exit_listen;
+    Setuid => vigil_exit_setuid;
+    Setgid => vigil_exit_setgid;
+    Setreuid => vigil_exit_setreuid;
+    Setregid => vigil_exit_setregid;
+    Setresuid => vigil_exit_setresuid;
+    Setresgid => vigil_exit_setresgid;
+    Capset => vigil_exit_capset;
+    Ptrace => vigil_exit_ptrace;
+    InitModule => vigil_exit_init_module;
+    FinitModule => vigil_exit_finit_module;
+    Bpf => vigil_exit_bpf;
+    MemfdCreate => vigil_exit_memfd_create;
+    Mount => vigil_exit_mount;
+    Kill => vigil_exit_kill;
 }

@@ -158,12 +158,14 @@ impl From<&crate::kernel::loader::HookSpec> for HookStatus {
 }
 
 /// Per-kind counts: what userspace received, what the kernel lost to a full ring buffer, and
-/// what it filtered on purpose.
+/// what it filtered on purpose, and the repeats it coalesced into the records delivered.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KindStatus {
     pub received: u64,
     pub dropped: u64,
     pub filtered: u64,
+    #[serde(default)]
+    pub coalesced: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

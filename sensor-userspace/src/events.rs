@@ -9,6 +9,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::process_table::{Process, ProcessKey};
 
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
 /// How deep `ancestry` goes.
 pub const ANCESTRY_DEPTH: usize = 16;
 
@@ -232,6 +236,10 @@ pub struct Event {
     pub ret: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub error: Option<String>,
+    /// Identical calls by the same thread (same file or peer, same result) since the last one
+    /// delivered, counted in the kernel instead of delivered one by one.
+    #[serde(skip_serializing_if = "is_zero", default)]
+    pub repeats: u32,
     /// Known ancestors, nearest first (on exec events).
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub ancestry: Vec<ProcessRef>,

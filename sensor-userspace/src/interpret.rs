@@ -389,6 +389,7 @@ mod tests {
             file: None,
             socket: None,
             extra: [0; 16],
+            repeats: 0,
         }
     }
 

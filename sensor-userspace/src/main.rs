@@ -46,6 +46,12 @@ enum Command {
         /// the bound on how late an event is seen.
         #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=1000))]
         poll_interval_ms: u64,
+        /// Repeats of the same write-open, connect or accept by one thread within this many
+        /// milliseconds of the last one delivered are counted in the kernel (`status`,
+        /// "coalesced") and not delivered; the next delivery carries their number. 0 delivers
+        /// every one.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(0..=60_000))]
+        coalesce_ms: u32,
         /// Kernel BTF to resolve struct layouts from.
         #[arg(long, default_value = VMLINUX_BTF)]
         btf: PathBuf,
@@ -282,13 +288,13 @@ fn print_status(s: &Status) {
         .filter(|h| h.target.starts_with("syscalls/sys_exit_"))
         .count();
     println!(
-        "hooks attached: {} (syscalls monitored with enter/exit pairs: {syscall_hooks})",
+        "hooks attached: {} (syscalls monitored, each at its exit: {syscall_hooks})",
         s.hooks.len()
     );
     for h in s
         .hooks
         .iter()
-        .filter(|h| !h.program.starts_with("vigil_enter_") && !h.program.starts_with("vigil_exit_"))
+        .filter(|h| !h.program.starts_with("vigil_exit_"))
     {
         println!("  {:<16} {:?} {}", h.program, h.kind, h.target);
     }
@@ -302,13 +308,13 @@ fn print_status(s: &Status) {
     );
     println!("ring buffer: {} bytes", s.ring_buffer_bytes);
     println!(
-        "{:<10} {:>12} {:>10} {:>10}",
-        "events", "received", "dropped", "filtered"
+        "{:<10} {:>12} {:>10} {:>10} {:>10}",
+        "events", "received", "dropped", "filtered", "coalesced"
     );
     for (kind, c) in &s.events {
         println!(
-            "{kind:<10} {:>12} {:>10} {:>10}",
-            c.received, c.dropped, c.filtered
+            "{kind:<10} {:>12} {:>10} {:>10} {:>10}",
+            c.received, c.dropped, c.filtered, c.coalesced
         );
     }
     println!("malformed records skipped: {}", s.decode_errors);
@@ -417,6 +423,7 @@ fn main() -> Result<()> {
             events_out,
             ring_buffer_bytes,
             poll_interval_ms,
+            coalesce_ms,
             btf,
             retention_secs,
             max_exited,
@@ -443,6 +450,7 @@ fn main() -> Result<()> {
                 events_out,
                 ring_buffer_bytes,
                 poll_interval: std::time::Duration::from_millis(poll_interval_ms),
+                coalesce_ms,
                 btf,
                 limits: TableLimits {
                     retention_ns: retention_secs.saturating_mul(1_000_000_000),

@@ -333,7 +333,7 @@ impl<S: Sink> Pipeline<S> {
                     boot_ns,
                     task.pid,
                     key,
-                    Some((call.call.name(), call.ret)),
+                    Some((call.call.name(), call.ret, call.repeats)),
                 );
             }
         }
@@ -345,7 +345,7 @@ impl<S: Sink> Pipeline<S> {
         boot_ns: u64,
         tid: u32,
         key: ProcessKey,
-        syscall: Option<(&'static str, i64)>,
+        syscall: Option<(&'static str, i64, u32)>,
     ) {
         if !self.sink.wants_events() && self.detection.is_none() {
             return;
@@ -378,9 +378,10 @@ impl<S: Sink> Pipeline<S> {
             comm: p.comm.clone(),
             cgroup_id: p.cgroup_id,
             exe: p.exe.clone(),
-            syscall: syscall.map(|(name, _)| name.to_owned()),
-            ret: syscall.map(|(_, ret)| ret),
-            error: syscall.and_then(|(_, ret)| error_name(ret)),
+            syscall: syscall.map(|(name, _, _)| name.to_owned()),
+            ret: syscall.map(|(_, ret, _)| ret),
+            error: syscall.and_then(|(_, ret, _)| error_name(ret)),
+            repeats: syscall.map_or(0, |(_, _, repeats)| repeats),
             ancestry,
         };
         if let Some(d) = &mut self.detection {

@@ -75,6 +75,8 @@ pub struct RunOptions {
     /// How often the ring is drained when the kernel has not woken the sensor (the kernel
     /// wakes it only when the ring passes a quarter full): the bound on event latency.
     pub poll_interval: Duration,
+    /// See `KernelConfig::coalesce_ms`.
+    pub coalesce_ms: u32,
     pub btf: PathBuf,
     pub limits: TableLimits,
     pub graph_limits: GraphLimits,
@@ -195,6 +197,7 @@ impl Running {
                         received,
                         dropped: kc.ring_full,
                         filtered: kc.filtered,
+                        coalesced: kc.coalesced,
                     },
                 )
             })
@@ -709,6 +712,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         ring_buffer_bytes: opts.ring_buffer_bytes,
         sensor_tgid: std::process::id(),
         sensitive_names: opts.sensitive_names.clone(),
+        coalesce_ms: opts.coalesce_ms,
     })?;
     let mut ring = RingReader::take(&mut loaded.ebpf)?;
     let stats = KernelStats::take(&mut loaded.ebpf)?;

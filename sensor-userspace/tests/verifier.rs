@@ -20,6 +20,7 @@ fn verifier_rejection_names_the_program_and_quotes_the_log() {
             .iter()
             .map(|s| s.to_string())
             .collect(),
+        coalesce_ms: 1000,
     })
     .expect("the object opens");
     let err = loaded

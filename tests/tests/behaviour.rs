@@ -383,7 +383,7 @@ fn kernel_module_load() {
     let status = s.status().expect("status");
     let skipped = status["skipped_hooks"].as_array().is_some_and(|h| {
         h.iter()
-            .any(|h| h["target"] == "syscalls/sys_enter_finit_module")
+            .any(|h| h["target"] == "syscalls/sys_exit_finit_module")
     });
     if skipped {
         eprintln!(

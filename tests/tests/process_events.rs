@@ -165,14 +165,25 @@ fn idle_status_reports_hooks_and_zero_drops() {
     for call in [
         "openat", "connect", "accept4", "setuid", "ptrace", "bpf", "kill",
     ] {
-        for phase in ["enter", "exit"] {
-            let program = format!("vigil_{phase}_{call}");
-            assert!(
-                hooks.contains(&program.as_str()),
-                "{program} not attached: {hooks:?}"
-            );
-        }
+        let program = format!("vigil_exit_{call}");
+        assert!(
+            hooks.contains(&program.as_str()),
+            "{program} not attached: {hooks:?}"
+        );
     }
+    // The arguments are read from the registers at exit: nothing runs at syscall entry but
+    // the two execve argument readers.
+    let at_entry: Vec<_> = st["hooks"]
+        .as_array()
+        .expect("hooks")
+        .iter()
+        .filter_map(|h| h["target"].as_str())
+        .filter(|t| t.starts_with("syscalls/sys_enter_"))
+        .collect();
+    assert_eq!(
+        at_entry,
+        ["syscalls/sys_enter_execve", "syscalls/sys_enter_execveat"]
+    );
     for kind in ["fork", "exec", "exec_args", "exit", "syscall"] {
         let k = &st["events"][kind];
         assert_eq!(k["dropped"], 0, "{kind} dropped events at idle: {st}");

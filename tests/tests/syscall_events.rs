@@ -446,7 +446,7 @@ fn tampering_calls_are_reported() {
         list.as_array()
             .is_some_and(|hooks| hooks.iter().any(|h| h["program"] == p))
     };
-    for p in ["vigil_enter_init_module", "vigil_enter_finit_module"] {
+    for p in ["vigil_exit_init_module", "vigil_exit_finit_module"] {
         assert!(
             named(&st["hooks"], p) ^ named(&st["skipped_hooks"], p),
             "{p}: {st}"
@@ -478,4 +478,122 @@ fn exec_reports_what_the_standard_streams_are() {
         .expect("exec event");
     assert_eq!(exec["stdio"], serde_json::json!(["socket", "pipe", "null"]));
     assert_eq!(exec["fileless"], false);
+}
+
+#[test]
+fn repeats_are_coalesced_in_the_kernel_and_counted_but_distinct_calls_are_not() {
+    if !kernel_tests_enabled(
+        "repeats_are_coalesced_in_the_kernel_and_counted_but_distinct_calls_are_not",
+    ) {
+        return;
+    }
+    let mut sensor = Sensor::start().expect("sensor starts");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = dir.path().join("a.log");
+    let b = dir.path().join("b.log");
+    let done = dir.path().join("done");
+    let before = sensor.status().expect("status")["events"]["syscall"]["coalesced"]
+        .as_u64()
+        .unwrap_or(0);
+    // One process: 200 write-opens of one file, then a different file, then the first with
+    // other flags; 50 connections to one listener; then, past the window, the first again.
+    let out = python(&format!(
+        "import os, socket, time
+a, b = {a:?}, {b:?}
+for _ in range(200): os.close(os.open(a, os.O_WRONLY | os.O_CREAT, 0o600))
+os.close(os.open(b, os.O_WRONLY | os.O_CREAT, 0o600))
+os.close(os.open(a, os.O_RDWR))
+srv = socket.socket(); srv.bind(('127.0.0.1', 0)); srv.listen(64)
+port = srv.getsockname()[1]
+for _ in range(50):
+    c = socket.socket(); c.connect(('127.0.0.1', port)); s, _ = srv.accept(); c.close(); s.close()
+time.sleep(1.5)
+os.close(os.open(a, os.O_WRONLY | os.O_CREAT, 0o600))
+os.close(os.open({done:?}, os.O_WRONLY | os.O_CREAT, 0o600))
+print(os.getpid(), port)",
+        a = a.display().to_string(),
+        b = b.display().to_string(),
+        done = done.display().to_string(),
+    ));
+    let mut fields = out
+        .split_whitespace()
+        .map(|v| v.parse::<u64>().expect("number"));
+    let (pid, port) = (fields.next().expect("pid"), fields.next().expect("port"));
+    sensor
+        .wait_event("the last open", |e| {
+            s(e, "kind") == "open" && path_is(e, "file", &done)
+        })
+        .expect("last open");
+    let events = sensor.events.clone();
+    let mine = |kind: &str| -> Vec<&Value> {
+        events
+            .iter()
+            .filter(|e| s(e, "kind") == kind && u(e, "pid") == pid)
+            .collect()
+    };
+    let opens_of_a: Vec<&Value> = mine("open")
+        .into_iter()
+        .filter(|e| path_is(e, "file", &a))
+        .collect();
+    // The first of the 200, the one with other flags, and the one past the window, which
+    // carries the 199 counted before it.
+    assert_eq!(opens_of_a.len(), 3, "opens of a.log: {opens_of_a:#?}");
+    let repeats: Vec<u64> = opens_of_a
+        .iter()
+        .map(|e| e["repeats"].as_u64().unwrap_or(0))
+        .collect();
+    assert_eq!(repeats, [0, 0, 199], "{opens_of_a:#?}");
+    assert_eq!(
+        mine("open")
+            .iter()
+            .filter(|e| path_is(e, "file", &b))
+            .count(),
+        1
+    );
+    let remote = format!("127.0.0.1:{port}");
+    let connects = mine("connect")
+        .into_iter()
+        .filter(|e| e["net"]["remote"] == remote.as_str())
+        .count();
+    let accepts = mine("accept")
+        .into_iter()
+        .filter(|e| e["net"]["local"] == remote.as_str())
+        .count();
+    assert_eq!(
+        (connects, accepts),
+        (1, 1),
+        "50 connections, one of each delivered"
+    );
+    let coalesced = sensor.status().expect("status")["events"]["syscall"]["coalesced"]
+        .as_u64()
+        .unwrap_or(0)
+        - before;
+    assert!(
+        coalesced >= 199 + 49 + 49,
+        "the kernel counted {coalesced} coalesced calls"
+    );
+
+    // With coalescing off, every call is delivered.
+    let mut sensor = sensor.restart(&["--coalesce-ms", "0"]).expect("restart");
+    let c = dir.path().join("c.log");
+    let out = python(&format!(
+        "import os
+for _ in range(20): os.close(os.open({c:?}, os.O_WRONLY | os.O_CREAT, 0o600))
+os.close(os.open({done:?}, os.O_WRONLY | os.O_CREAT, 0o600))
+print(os.getpid())",
+        c = c.display().to_string(),
+        done = done.display().to_string(),
+    ));
+    let pid: u64 = out.parse().expect("pid");
+    sensor
+        .wait_event("the last open", |e| {
+            s(e, "kind") == "open" && path_is(e, "file", &done) && u(e, "pid") == pid
+        })
+        .expect("last open");
+    let opens_of_c = sensor
+        .events
+        .iter()
+        .filter(|e| s(e, "kind") == "open" && u(e, "pid") == pid && path_is(e, "file", &c))
+        .count();
+    assert_eq!(opens_of_c, 20);
 }

@@ -53,7 +53,8 @@ pub enum Which {
     },
     /// The pipeline with every Sigma rule of ../shared/sigma loaded, and with one rule.
     Rules,
-    /// Write-opens paced at a fixed rate for a few seconds: drops must be zero.
+    /// Write-opens paced at a fixed rate for a few seconds, each one delivered
+    /// (`--coalesce-ms 0`): drops must be zero.
     Rate {
         #[arg(long, default_value_t = 100_000)]
         per_second: u32,
@@ -160,7 +161,7 @@ fn kernel_exec_to_kill(state: &Path) -> Vec<f64> {
 fn response(runs: u32) -> Result<()> {
     let dir = std::env::temp_dir().join(format!("vigil-bench-resp-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let sensor = Sensor::start(&dir)?;
+    let sensor = Sensor::start(&dir, &[])?;
     let shm = format!("/dev/shm/vigil-bench-{}", std::process::id());
     let payload = |target: &str| {
         format!("cp {target} {shm} && exec 3<{shm} && rm -f {shm} && exec /proc/self/fd/3 10")
@@ -278,7 +279,9 @@ struct Sensor {
 }
 
 impl Sensor {
-    fn start(dir: &Path) -> Result<Self> {
+    /// Starts the sensor with `extra` arguments, and those of `VIGIL_BENCH_SENSOR_ARGS`
+    /// (split on whitespace; for experiments such as `--cgroup DIR`).
+    fn start(dir: &Path, extra: &[&str]) -> Result<Self> {
         let bin = target_dir()?.join("release/vigil-sensor");
         let state = dir.join("state");
         // No --events-out: the production default, where events feed the graph and the
@@ -286,6 +289,12 @@ impl Sensor {
         let child = Command::new(&bin)
             .args(["run", "--state"])
             .arg(&state)
+            .args(extra)
+            .args(
+                std::env::var("VIGIL_BENCH_SENSOR_ARGS")
+                    .unwrap_or_default()
+                    .split_whitespace(),
+            )
             .env("VIGIL_LOG", "warn")
             .stdin(Stdio::null())
             .spawn()
@@ -431,7 +440,12 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// Runs `workload` without and with the sensor, alternating, and reports the median ratio,
 /// the events userspace handled per second of its CPU, drops and peak RSS.
-fn compare(name: &str, rounds: u32, mut workload: impl FnMut() -> Result<f64>) -> Result<()> {
+fn compare(
+    name: &str,
+    rounds: u32,
+    sensor_args: &[&str],
+    mut workload: impl FnMut() -> Result<f64>,
+) -> Result<()> {
     let dir = std::env::temp_dir().join(format!("vigil-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     workload()?; // warm caches
@@ -439,7 +453,7 @@ fn compare(name: &str, rounds: u32, mut workload: impl FnMut() -> Result<f64>) -
     let (mut rss, mut drops) = (0.0f64, 0u64);
     for round in 1..=rounds.max(1) {
         let without = workload()?;
-        let sensor = Sensor::start(&dir)?;
+        let sensor = Sensor::start(&dir, sensor_args)?;
         let before = sensor.status()?;
         let cpu0 = cpu_secs(sensor.pid());
         let with = workload()?;
@@ -483,6 +497,7 @@ fn exec(count: u32, rounds: u32) -> Result<()> {
     compare(
         &format!("exec-storm ({count} fork+exec of /bin/true)"),
         rounds,
+        &[],
         || exec_storm(count),
     )
 }
@@ -491,13 +506,21 @@ fn open(count: u32, rounds: u32) -> Result<()> {
     let file = tempfile_path("open-storm")?;
     std::fs::write(&file, b"x")?;
     compare(
-        &format!("open-storm ({count} write-opens+close)"),
+        &format!("open-storm ({count} write-opens+close, repeats coalesced in the kernel)"),
         rounds,
+        &[],
+        || open_storm(&file, count, true),
+    )?;
+    compare(
+        &format!("open-storm ({count} write-opens+close, --coalesce-ms 0: each one an event)"),
+        rounds,
+        &["--coalesce-ms", "0"],
         || open_storm(&file, count, true),
     )?;
     compare(
         &format!("open-storm ({count} read-only opens+close, filtered in the kernel)"),
         rounds,
+        &[],
         || open_storm(&file, count, false),
     )?;
     let _ = std::fs::remove_file(&file);
@@ -506,8 +529,17 @@ fn open(count: u32, rounds: u32) -> Result<()> {
 
 fn connect(count: u32, rounds: u32) -> Result<()> {
     compare(
-        &format!("connect-storm ({count} loopback connect+close)"),
+        &format!("connect-storm ({count} loopback connect+close, repeats coalesced in the kernel)"),
         rounds,
+        &[],
+        || connect_storm(count),
+    )?;
+    compare(
+        &format!(
+            "connect-storm ({count} loopback connect+close, --coalesce-ms 0: each one an event)"
+        ),
+        rounds,
+        &["--coalesce-ms", "0"],
         || connect_storm(count),
     )
 }
@@ -564,7 +596,7 @@ fn rate(per_second: u32, seconds: u32) -> Result<()> {
     std::fs::create_dir_all(&dir)?;
     let file = dir.join("target");
     std::fs::write(&file, b"x")?;
-    let sensor = Sensor::start(&dir)?;
+    let sensor = Sensor::start(&dir, &["--coalesce-ms", "0"])?;
     let before = sensor.status()?;
     let start = Instant::now();
     let total_ops = u64::from(per_second) * u64::from(seconds);
@@ -597,7 +629,7 @@ fn rate(per_second: u32, seconds: u32) -> Result<()> {
 fn rss(processes: u32) -> Result<()> {
     let dir = std::env::temp_dir().join(format!("vigil-bench-rss-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let sensor = Sensor::start(&dir)?;
+    let sensor = Sensor::start(&dir, &[])?;
     let idle = current_rss_mib(sensor.pid());
     // One parent forks `processes` children that wait on a pipe: no exec, little memory.
     let script = [

@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use sensor_common::config::{FileLayout, TaskLayout};
+use sensor_common::config::{FileLayout, REGS_SPAN_MAX, RegsLayout, TaskLayout};
 
 /// Where the running kernel publishes its BTF.
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
@@ -46,6 +46,10 @@ pub enum BtfError {
     Parse { path: PathBuf, reason: String },
     #[error("the kernel BTF has no struct {0}")]
     NoStruct(&'static str),
+    #[error(
+        "struct pt_regs spans {span} bytes between the syscall argument registers; at most {max} are read"
+    )]
+    RegsSpan { span: u32, max: u32 },
     #[error("struct {strukt} in the kernel BTF has no member {member}")]
     NoMember {
         strukt: &'static str,
@@ -227,6 +231,29 @@ impl KernelBtf {
         self.search(&s, member, 0, 0)
             .map(|bits| bits / 8)
             .ok_or(BtfError::NoMember { strukt, member })
+    }
+
+    /// Where the six syscall argument registers are saved at entry (x86-64: di, si, dx, r10,
+    /// r8, r9), for the exit programs to read the arguments there.
+    pub fn regs_layout(&self) -> Result<RegsLayout, BtfError> {
+        const ARGS: [&str; 6] = ["di", "si", "dx", "r10", "r8", "r9"];
+        let mut offsets = [0u32; 6];
+        for (off, reg) in offsets.iter_mut().zip(ARGS) {
+            *off = self.member_offset("pt_regs", reg)?;
+        }
+        let start = offsets.iter().copied().min().unwrap_or(0);
+        let span = offsets.iter().copied().max().unwrap_or(0) + 8 - start;
+        if span > REGS_SPAN_MAX || offsets.iter().any(|o| (o - start) % 8 != 0) {
+            return Err(BtfError::RegsSpan {
+                span,
+                max: REGS_SPAN_MAX,
+            });
+        }
+        Ok(RegsLayout {
+            span_start: start,
+            span_len: span,
+            arg_word: offsets.map(|o| (o - start) / 8),
+        })
     }
 
     /// The offsets the process programs read.

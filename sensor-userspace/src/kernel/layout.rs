@@ -57,10 +57,8 @@ pub fn tracepoint_layout(tracefs: &Path) -> Result<TracepointLayout, LayoutError
     const EXIT: &str = "sched/sched_process_exit";
     const EXECVE: &str = "syscalls/sys_enter_execve";
     const EXECVEAT: &str = "syscalls/sys_enter_execveat";
-    const ENTER: &str = "syscalls/sys_enter_openat";
     const EXIT_SYS: &str = "syscalls/sys_exit_openat";
     let exec = read_format(tracefs, EXEC)?;
-    let enter = read_format(tracefs, ENTER)?;
     let exit_sys = read_format(tracefs, EXIT_SYS)?;
     let exit = read_format(tracefs, EXIT)?;
     let execve = read_format(tracefs, EXECVE)?;
@@ -71,9 +69,6 @@ pub fn tracepoint_layout(tracefs: &Path) -> Result<TracepointLayout, LayoutError
         exit_group_dead: field_offset(&exit, "group_dead").unwrap_or(FIELD_ABSENT),
         execve_argv: required(&execve, EXECVE, "argv")?,
         execveat_argv: required(&execveat, EXECVEAT, "argv")?,
-        // Every sys_enter_* record has the same layout: six unsigned longs after the syscall
-        // number; openat's first argument is `dfd`.
-        syscall_args: required(&enter, ENTER, "dfd")?,
         syscall_ret: required(&exit_sys, EXIT_SYS, "ret")?,
     })
 }

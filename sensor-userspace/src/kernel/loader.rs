@@ -56,8 +56,8 @@ impl HookSpec {
     }
 }
 
-/// Every program `vigil-sensor run` attaches: process lifecycle, then an enter and an exit
-/// program for each monitored syscall.
+/// Every program `vigil-sensor run` attaches: process lifecycle, then an exit program for each
+/// monitored syscall (which reads the call's arguments from the registers saved at entry).
 pub fn hooks() -> Vec<HookSpec> {
     let mut hooks = vec![
         HookSpec::new("vigil_fork", HookKind::RawTracepoint, "sched_process_fork"),
@@ -84,16 +84,12 @@ pub fn hooks() -> Vec<HookSpec> {
     ];
     for sys in Syscall::ALL {
         let name = sys.name();
-        // The exit program goes first: an enter without its exit would fill the pending
-        // table for nothing.
-        for (phase, tp) in [("exit", "sys_exit"), ("enter", "sys_enter")] {
-            hooks.push(HookSpec {
-                program: format!("vigil_{phase}_{name}"),
-                kind: HookKind::Tracepoint,
-                target: format!("syscalls/{tp}_{name}"),
-                optional: true,
-            });
-        }
+        hooks.push(HookSpec {
+            program: format!("vigil_exit_{name}"),
+            kind: HookKind::Tracepoint,
+            target: format!("syscalls/sys_exit_{name}"),
+            optional: true,
+        });
     }
     hooks
 }
@@ -210,6 +206,8 @@ pub struct LoadOptions {
     pub sensor_tgid: u32,
     /// File names whose read-only opens are reported.
     pub sensitive_names: Vec<String>,
+    /// See `KernelConfig::coalesce_ms`.
+    pub coalesce_ms: u32,
 }
 
 /// One attachment. Dropping it detaches the program.
@@ -306,13 +304,15 @@ pub fn open(opts: &LoadOptions) -> Result<Loaded, LoadError> {
         "probed kernel hook support"
     );
     support.require_baseline()?;
-    let (task_layout, file_layout) = {
+    let (task_layout, file_layout, regs) = {
         let btf = KernelBtf::open(&opts.btf_path)?;
-        (btf.task_layout()?, btf.file_layout()?)
+        (btf.task_layout()?, btf.file_layout()?, btf.regs_layout()?)
     };
     let config = KernelConfig {
         sensor_tgid: opts.sensor_tgid,
         wakeup_bytes: opts.ring_buffer_bytes / 4,
+        coalesce_ms: opts.coalesce_ms,
+        regs,
         task: task_layout,
         files: file_layout,
         tracepoints: tracepoint_layout(&tracefs)?,

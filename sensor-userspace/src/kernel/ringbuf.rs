@@ -78,6 +78,7 @@ pub struct KernelStats {
 pub struct KernelCounts {
     pub ring_full: u64,
     pub filtered: u64,
+    pub coalesced: u64,
 }
 
 impl KernelStats {
@@ -106,6 +107,7 @@ impl KernelStats {
         KernelCounts {
             ring_full: self.sum(slot(kind, Counter::RingFull)),
             filtered: self.sum(slot(kind, Counter::Filtered)),
+            coalesced: self.sum(slot(kind, Counter::Coalesced)),
         }
     }
 }
