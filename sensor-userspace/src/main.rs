@@ -339,7 +339,7 @@ fn print_status(s: &Status) {
     let n = &a.network;
     match &n.cgroup {
         Some(cg) => println!(
-            "network containment on {}: {}, {} destinations blocked; {} connects refused, {} packets dropped",
+            "network containment on {}: {}, {} destinations blocked; {} connects refused, {} packets dropped; programs {}",
             cg.display(),
             if n.isolated {
                 "HOST ISOLATED"
@@ -348,7 +348,12 @@ fn print_status(s: &Status) {
             },
             n.blocked_destinations,
             n.connects_refused,
-            n.packets_dropped
+            n.packets_dropped,
+            if n.attached {
+                "attached"
+            } else {
+                "loaded, attached when something is in force"
+            }
         ),
         None => println!("network containment: unavailable (see the sensor's log)"),
     }

@@ -647,7 +647,7 @@ impl Running {
 /// Attaches the network containment programs (isolation, destination blocks) to `cgroup`, by
 /// default the cgroup v2 root. Without them the sensor still runs: those actions then fail,
 /// each with its reason in the journal.
-fn attach_network(
+fn load_network(
     loaded: &mut Loaded,
     cgroup: Option<PathBuf>,
 ) -> Option<crate::response::netguard::KernelNetGuard> {
@@ -657,15 +657,18 @@ fn attach_network(
         );
         return None;
     };
-    if let Err(e) = loaded.attach_network(&cgroup) {
-        let detail = std::iter::successors(std::error::Error::source(&e), |e| e.source())
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(": ");
-        tracing::error!(error = %e, %detail, "network containment is unavailable");
-        return None;
-    }
-    match crate::response::netguard::KernelNetGuard::take(&mut loaded.ebpf, cgroup) {
+    let programs = match loaded.load_network(&cgroup) {
+        Ok(programs) => programs,
+        Err(e) => {
+            let detail = std::iter::successors(std::error::Error::source(&e), |e| e.source())
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(": ");
+            tracing::error!(error = %e, %detail, "network containment is unavailable");
+            return None;
+        }
+    };
+    match crate::response::netguard::KernelNetGuard::take(&mut loaded.ebpf, cgroup, programs) {
         Ok(net) => Some(net),
         Err(e) => {
             tracing::error!(error = %e, "network containment is unavailable");
@@ -783,7 +786,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     let enforcer: Box<dyn crate::response::blocklist::Enforcer> = Box::new(
         crate::response::blocklist::KernelBlocklist::take(&mut loaded.ebpf)?,
     );
-    let net = attach_network(&mut loaded, opts.cgroup.clone());
+    let net = load_network(&mut loaded, opts.cgroup.clone());
     let hashes = crate::detect::BlockedHashes::default();
     let mut responder = crate::response::Responder::open(
         state.path(),

@@ -104,6 +104,8 @@ fn isolation_leaves_only_loopback_and_the_allowed_peer_survives_a_restart_and_un
         "{before:?}"
     );
     let mut held = Held::open(&cg, &peer.addr, other);
+    // Nothing in force: the programs are loaded but attached nowhere, costing no packet.
+    assert_eq!(network_status(&sensor)["attached"], false);
 
     let id = order(
         &sensor,
@@ -137,6 +139,7 @@ fn isolation_leaves_only_loopback_and_the_allowed_peer_survives_a_restart_and_un
     assert!(outside.is_ok(), "outside the cgroup: {outside:?}");
     let net = network_status(&sensor);
     assert_eq!(net["isolated"], true);
+    assert_eq!(net["attached"], true, "{net}");
     assert!(net["connects_refused"].as_u64().unwrap_or(0) >= 1, "{net}");
     assert!(net["packets_dropped"].as_u64().unwrap_or(0) >= 1, "{net}");
 
@@ -165,7 +168,12 @@ fn isolation_leaves_only_loopback_and_the_allowed_peer_survives_a_restart_and_un
         reaches(&released, allowed) && reaches(&released, other),
         "full reach after the undo: {released:?}"
     );
-    assert_eq!(network_status(&sensor)["isolated"], false);
+    let net = network_status(&sensor);
+    assert_eq!(net["isolated"], false);
+    assert_eq!(
+        net["attached"], false,
+        "detached once nothing is in force: {net}"
+    );
 }
 
 #[test]

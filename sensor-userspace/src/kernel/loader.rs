@@ -5,8 +5,7 @@ use std::path::PathBuf;
 use aya::{
     Ebpf, EbpfLoader,
     programs::{
-        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, ProgramError,
-        RawTracePoint, TracePoint, cgroup_skb::CgroupSkbLink, cgroup_sock_addr::CgroupSockAddrLink,
+        CgroupSkb, CgroupSockAddr, ProgramError, RawTracePoint, TracePoint,
         raw_trace_point::RawTracePointLink, trace_point::TracePointLink,
     },
 };
@@ -16,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::{
     EBPF_OBJECT,
     btf::{BtfError, KernelBtf},
+    cgroup_link::{CgroupAttach, CgroupProgram},
     layout::{LayoutError, tracepoint_layout},
     probe::{HookSupport, ProbeError},
     tracefs::{TracefsError, ensure_mounted},
@@ -94,20 +94,21 @@ pub fn hooks() -> Vec<HookSpec> {
     hooks
 }
 
-/// The network containment programs (`netguard`), attached to `cgroup` with other programs
-/// allowed beside them.
-pub fn network_hooks(cgroup: &std::path::Path) -> Vec<HookSpec> {
-    let target = cgroup.display().to_string();
-    [
-        ("vigil_connect4", HookKind::CgroupSockAddr),
-        ("vigil_connect6", HookKind::CgroupSockAddr),
-        ("vigil_egress", HookKind::CgroupSkb),
-        ("vigil_ingress", HookKind::CgroupSkb),
-    ]
-    .into_iter()
-    .map(|(program, kind)| HookSpec::new(program, kind, &target))
-    .collect()
-}
+/// The network containment programs (`netguard`) and where each attaches in a cgroup.
+const NETWORK_PROGRAMS: [(&str, HookKind, CgroupAttach); 4] = [
+    (
+        "vigil_connect4",
+        HookKind::CgroupSockAddr,
+        CgroupAttach::Connect4,
+    ),
+    (
+        "vigil_connect6",
+        HookKind::CgroupSockAddr,
+        CgroupAttach::Connect6,
+    ),
+    ("vigil_egress", HookKind::CgroupSkb, CgroupAttach::Egress),
+    ("vigil_ingress", HookKind::CgroupSkb, CgroupAttach::Ingress),
+];
 
 /// The program kept in the object to prove verifier rejections are reported well.
 pub fn selftest_rejected() -> HookSpec {
@@ -215,8 +216,6 @@ enum Link {
     // Held only to be dropped.
     Tracepoint(#[expect(dead_code, reason = "held for its Drop")] TracePointLink),
     Raw(#[expect(dead_code, reason = "held for its Drop")] RawTracePointLink),
-    SockAddr(#[expect(dead_code, reason = "held for its Drop")] CgroupSockAddrLink),
-    Skb(#[expect(dead_code, reason = "held for its Drop")] CgroupSkbLink),
 }
 
 /// Threads used to detach. Each tracepoint detach waits out an RCU grace period, mostly under
@@ -410,49 +409,44 @@ impl Loaded {
                 let link = p.take_link(id).map_err(attach_err)?;
                 self.links.0.push(Link::Raw(link));
             }
-            HookKind::CgroupSockAddr => {
-                let cgroup = std::fs::File::open(&spec.target)
-                    .map_err(|e| attach_err(ProgramError::IOError(e)))?;
-                let p: &mut CgroupSockAddr = prog.try_into().map_err(attach_err)?;
-                let id = p
-                    .attach(&cgroup, CgroupAttachMode::Single)
-                    .map_err(attach_err)?;
-                let link = p.take_link(id).map_err(attach_err)?;
-                self.links.0.push(Link::SockAddr(link));
-            }
-            HookKind::CgroupSkb => {
-                let cgroup = std::fs::File::open(&spec.target)
-                    .map_err(|e| attach_err(ProgramError::IOError(e)))?;
-                let p: &mut CgroupSkb = prog.try_into().map_err(attach_err)?;
-                let direction = match p.expected_attach_type() {
-                    Some(CgroupSkbAttachType::Ingress) => CgroupSkbAttachType::Ingress,
-                    _ => CgroupSkbAttachType::Egress,
-                };
-                let id = p
-                    .attach(&cgroup, direction, CgroupAttachMode::Single)
-                    .map_err(attach_err)?;
-                let link = p.take_link(id).map_err(attach_err)?;
-                self.links.0.push(Link::Skb(link));
+            HookKind::CgroupSockAddr | HookKind::CgroupSkb => {
+                // Attached only while containment is in force, through `cgroup_link`.
+                return Err(attach_err(ProgramError::IOError(std::io::Error::new(
+                    std::io::ErrorKind::Unsupported,
+                    "cgroup programs are attached by network containment",
+                ))));
             }
         }
         Ok(())
     }
 
-    /// Loads and attaches the network containment programs to `cgroup` (a cgroup v2
-    /// directory). They pass everything until the response fills their maps.
-    ///
-    /// Attached as BPF links (aya does so from Linux 5.7): a link never displaces another
-    /// program and runs beside them whatever the mode, and the kernel refuses any mode flag on
-    /// a link (EINVAL), hence `CgroupAttachMode::Single`, which sends none.
-    pub fn attach_network(&mut self, cgroup: &std::path::Path) -> Result<(), LoadError> {
-        for spec in network_hooks(cgroup) {
+    /// Loads the network containment programs (the verifier runs here, at start-up) without
+    /// attaching them: containment attaches them, as BPF links beside any other programs, only
+    /// while an isolation or a block is in force (`cgroup_link`).
+    pub fn load_network(
+        &mut self,
+        cgroup: &std::path::Path,
+    ) -> Result<Vec<CgroupProgram>, LoadError> {
+        let mut programs = Vec::new();
+        for (name, kind, attach) in NETWORK_PROGRAMS {
+            let spec = HookSpec::new(name, kind, &cgroup.display().to_string());
             self.load_program(&spec)?;
-            self.attach(&spec)?;
-            tracing::debug!(program = %spec.program, cgroup = %spec.target, "attached");
-            self.attached.push(spec);
+            let prog = self
+                .ebpf
+                .program(name)
+                .ok_or_else(|| LoadError::MissingProgram(name.to_owned()))?;
+            let fd = prog
+                .fd()
+                .and_then(|fd| fd.try_clone().map_err(ProgramError::IOError))
+                .map_err(|e| program_error(name, e))?;
+            programs.push(CgroupProgram {
+                name: name.to_owned(),
+                fd,
+                attach,
+            });
         }
-        tracing::info!(cgroup = %cgroup.display(), "network containment programs attached");
-        Ok(())
+        tracing::info!(cgroup = %cgroup.display(), "network containment programs loaded; attached while containment is in force");
+        Ok(programs)
     }
 
     /// Loads and attaches every hook of [`hooks`], stopping at the first failure (what was

@@ -2,6 +2,7 @@
 //! programs need, probing which hooks exist, loading and attaching, and reading the ring buffer.
 
 pub mod btf;
+pub mod cgroup_link;
 pub mod layout;
 pub mod loader;
 pub mod probe;
