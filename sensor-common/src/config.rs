@@ -106,6 +106,9 @@ pub struct KernelConfig {
     /// milliseconds of the last one delivered are counted in the kernel, not delivered; the
     /// next one delivered carries their number. 0 delivers every one.
     pub coalesce_ms: u32,
+    /// Bit `b` is set when a sensitive file name ends in byte `b`: a read-only open whose path
+    /// ends otherwise is dropped without looking its name up.
+    pub sensitive_last: [u32; 8],
     pub task: TaskLayout,
     pub files: FileLayout,
     pub tracepoints: TracepointLayout,
@@ -119,6 +122,7 @@ impl KernelConfig {
             sensor_tgid: 0,
             wakeup_bytes: 0,
             coalesce_ms: 0,
+            sensitive_last: [0; 8],
             task: TaskLayout {
                 pid: 0,
                 tgid: 0,

@@ -9,6 +9,7 @@
 
 mod enforce;
 mod files;
+mod floor;
 mod maps;
 mod netguard;
 mod process;

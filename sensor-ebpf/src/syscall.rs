@@ -190,6 +190,11 @@ fn is_sensitive(path: u64) -> bool {
             return false;
         }
         let len = (n - 1) as usize;
+        // Most paths end in a byte no sensitive name ends in: dropped here, before the scan.
+        let last = *buf.add((len - 1) & (NAME_SCAN - 1));
+        if config().sensitive_last[usize::from(last / 32)] & (1 << (last % 32)) == 0 {
+            return false;
+        }
         let mut start = 0usize;
         let mut k = 1usize;
         while k <= SENSITIVE_NAME_LEN {

@@ -493,6 +493,60 @@ fn compare(
     Ok(())
 }
 
+/// The empty program of `examples/hook_floor.rs`, attached to some tracepoints until dropped.
+struct Floor(Child);
+
+impl Floor {
+    fn attach(targets: &[&str]) -> Result<Self> {
+        use std::io::BufRead as _;
+        let bin = target_dir()?.join("release/examples/hook_floor");
+        let mut child = Command::new(&bin)
+            .args(targets)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("cannot start {}", bin.display()))?;
+        let mut line = String::new();
+        let out = child.stdout.take().context("hook_floor stdout")?;
+        std::io::BufReader::new(out).read_line(&mut line)?;
+        if line.trim() != "attached" {
+            let _ = child.kill();
+            bail!("hook_floor did not attach to {targets:?}");
+        }
+        Ok(Self(child))
+    }
+}
+
+impl Drop for Floor {
+    fn drop(&mut self) {
+        drop(self.0.stdin.take()); // EOF: it detaches and exits
+        let _ = self.0.wait();
+    }
+}
+
+/// The floor under `workload`: without and with an empty program at `targets`, alternating.
+fn floor(
+    name: &str,
+    targets: &[&str],
+    rounds: u32,
+    mut workload: impl FnMut() -> Result<f64>,
+) -> Result<()> {
+    let mut ratios = Vec::new();
+    for _ in 0..rounds.max(1) {
+        let without = workload()?;
+        let hook = Floor::attach(targets)?;
+        let with = workload()?;
+        drop(hook);
+        ratios.push(with / without);
+    }
+    println!(
+        "== floor: {name}, an empty program at {}: wall-time ratio (median of {rounds}) {:.3}",
+        targets.join(" + "),
+        median(ratios)
+    );
+    Ok(())
+}
+
 fn exec(count: u32, rounds: u32) -> Result<()> {
     compare(
         &format!("exec-storm ({count} fork+exec of /bin/true)"),
@@ -515,6 +569,18 @@ fn open(count: u32, rounds: u32) -> Result<()> {
         &format!("open-storm ({count} write-opens+close, --coalesce-ms 0: each one an event)"),
         rounds,
         &["--coalesce-ms", "0"],
+        || open_storm(&file, count, true),
+    )?;
+    floor(
+        "open-storm (write-opens+close)",
+        &["syscalls/sys_exit_openat"],
+        rounds,
+        || open_storm(&file, count, true),
+    )?;
+    floor(
+        "open-storm (write-opens+close), syscall tracing on but not for these calls",
+        &["syscalls/sys_exit_kill"],
+        rounds,
         || open_storm(&file, count, true),
     )?;
     compare(
@@ -540,6 +606,12 @@ fn connect(count: u32, rounds: u32) -> Result<()> {
         ),
         rounds,
         &["--coalesce-ms", "0"],
+        || connect_storm(count),
+    )?;
+    floor(
+        "connect-storm",
+        &["syscalls/sys_exit_connect", "syscalls/sys_exit_accept4"],
+        rounds,
         || connect_storm(count),
     )
 }

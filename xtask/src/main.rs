@@ -89,6 +89,15 @@ fn main() -> Result<()> {
         Task::Bench { which } => {
             setup::run()?;
             util::cargo(&["build", "--release", "--package", "sensor-userspace"])?;
+            // The empty program the storms' floors are measured with.
+            util::cargo(&[
+                "build",
+                "--release",
+                "--package",
+                "sensor-userspace",
+                "--example",
+                "hook_floor",
+            ])?;
             util::require_root("cargo xtask bench")?;
             bench::run(which)
         }

@@ -311,6 +311,7 @@ pub fn open(opts: &LoadOptions) -> Result<Loaded, LoadError> {
         sensor_tgid: opts.sensor_tgid,
         wakeup_bytes: opts.ring_buffer_bytes / 4,
         coalesce_ms: opts.coalesce_ms,
+        sensitive_last: last_bytes(&opts.sensitive_names),
         regs,
         task: task_layout,
         files: file_layout,
@@ -334,6 +335,15 @@ pub fn open(opts: &LoadOptions) -> Result<Loaded, LoadError> {
         attached: Vec::new(),
         skipped: Vec::new(),
     })
+}
+
+/// The set of the names' last bytes, as `KernelConfig::sensitive_last` holds it.
+fn last_bytes(names: &[String]) -> [u32; 8] {
+    let mut set = [0u32; 8];
+    for b in names.iter().filter_map(|n| n.as_bytes().last()) {
+        set[usize::from(*b / 32)] |= 1 << (b % 32);
+    }
+    set
 }
 
 /// Writes the sensitive file names, zero-padded, into the kernel's set.
@@ -504,5 +514,22 @@ mod tests {
             .join("\n");
         let t = tail(&log, 3);
         assert_eq!(t, "line 28\nline 29\nline 30");
+    }
+
+    #[test]
+    fn the_last_byte_set_holds_every_sensitive_name_and_nothing_else() {
+        let names: Vec<String> = DEFAULT_SENSITIVE_NAMES
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        let set = last_bytes(&names);
+        let has = |b: u8| set[usize::from(b / 32)] & (1 << (b % 32)) != 0;
+        for n in &names {
+            assert!(has(*n.as_bytes().last().expect("non-empty")), "{n}");
+        }
+        // Shared objects, scripts and most data files end otherwise.
+        for b in [b'o', b'6', b'h', b'n', b'l', b'f'] {
+            assert!(!has(b), "{}", b as char);
+        }
     }
 }
