@@ -9,6 +9,7 @@
 use std::collections::VecDeque;
 
 use ahash::{HashMap, HashMapExt, HashSet, HashSetExt};
+use indexmap::IndexSet;
 
 use sensor_common::{
     decode::FileId,
@@ -147,7 +148,11 @@ pub struct Graph {
     index: HashMap<NodeId, Ix>,
     edges: EdgeLog,
     next_seq: u64,
-    children: HashMap<ProcessKey, Vec<ProcessKey>>,
+    /// Each process's children and each child's parent. A set per parent: a long-lived parent
+    /// of many short-lived children (a shell loop, a service manager) costs O(1) per fork, and
+    /// a child leaves its parent's set when it is forgotten.
+    children: HashMap<ProcessKey, IndexSet<ProcessKey>>,
+    parents: HashMap<ProcessKey, ProcessKey>,
     limits: GraphLimits,
     evicted: u64,
     // What changed since the last delta.
@@ -192,6 +197,7 @@ impl Graph {
             edges: EdgeLog::default(),
             next_seq: 1,
             children: HashMap::new(),
+            parents: HashMap::new(),
             limits,
             evicted: 0,
             delta_seq: 0,
@@ -314,10 +320,8 @@ impl Graph {
             self.intern(NodeId::Process(child));
             return;
         };
-        let kids = self.children.entry(parent).or_default();
-        if !kids.contains(&child) {
-            kids.push(child);
-        }
+        self.children.entry(parent).or_default().insert(child);
+        self.parents.insert(child, parent);
         self.add_edge(
             boot_ns,
             EdgeKind::Spawned,
@@ -502,6 +506,15 @@ impl Graph {
 
     /// Forgets an aged-out process: its edges, its child links, and nodes left with no edges.
     pub fn forget_process(&mut self, key: &ProcessKey) {
+        self.children.remove(key);
+        if let Some(parent) = self.parents.remove(key)
+            && let Some(kids) = self.children.get_mut(&parent)
+        {
+            kids.swap_remove(key);
+            if kids.is_empty() {
+                self.children.remove(&parent);
+            }
+        }
         let Some(&ix) = self.index.get(&NodeId::Process(*key)) else {
             return;
         };
@@ -513,7 +526,6 @@ impl Graph {
             self.remove_edge(seq);
         }
         self.remove_node(ix);
-        self.children.remove(key);
     }
 
     /// Every known descendant of `root`, breadth first.
@@ -841,8 +853,8 @@ mod tests {
         assert_eq!(g.first_writer("/tmp/f49"), Some(k));
     }
 
-    #[test]
-    fn an_aged_out_process_takes_its_edges_and_a_delta_says_so() {
+    /// A table that forgets exited processes at once, an empty graph, and process 10.
+    fn forgetful() -> (ProcessTable, Graph, ProcessKey) {
         let mut table = ProcessTable::new(
             1,
             TableLimits {
@@ -850,8 +862,40 @@ mod tests {
                 max_exited: 0,
             },
         );
-        let mut g = Graph::new("h".into(), GraphLimits::default());
         let parent = table.on_fork(&task(10, 1));
+        (
+            table,
+            Graph::new("h".into(), GraphLimits::default()),
+            parent,
+        )
+    }
+
+    #[test]
+    fn a_long_lived_parent_keeps_only_the_children_not_yet_forgotten() {
+        let (mut table, mut g, parent) = forgetful();
+        let mut last = None;
+        for pid in 100..5100 {
+            let child = table.on_fork(&task(pid, 10));
+            g.spawned(u64::from(pid), Some(parent), child);
+            // The same fork seen twice (a /proc seed racing its event) is one child.
+            g.spawned(u64::from(pid), Some(parent), child);
+            if let Some(done) = last.replace(pid) {
+                table.on_exit(&task(done, 10), 1, ExitStatus::Exited { code: 0 });
+                for gone in table.age_out(u64::MAX) {
+                    g.forget_process(&gone);
+                }
+            }
+        }
+        let kids = g.descendants(&parent);
+        assert_eq!(kids.len(), 1, "{kids:?}");
+        assert_eq!(kids[0].pid, 5099);
+        assert_eq!(g.children.len(), 1);
+        assert_eq!(g.parents.len(), 1);
+    }
+
+    #[test]
+    fn an_aged_out_process_takes_its_edges_and_a_delta_says_so() {
+        let (mut table, mut g, parent) = forgetful();
         let child = table.on_fork(&task(11, 10));
         g.spawned(1, Some(parent), child);
         let p = table.get(&child).cloned().expect("child");
