@@ -76,6 +76,8 @@ pub struct Sensor {
     pub dir: tempfile::TempDir,
     events_read: u64,
     pub events: Vec<Value>,
+    /// Started on the observe policy by default ([`Sensor::start_with`]): restarts keep it.
+    observing: bool,
 }
 
 impl Sensor {
@@ -93,10 +95,9 @@ impl Sensor {
         if extra.contains(&"--policy") {
             return Self::start_containing(extra);
         }
-        let observe = observe_policy()?;
-        let mut args = vec!["--policy", observe.to_str().context("utf-8 temp dir")?];
-        args.extend_from_slice(extra);
-        Self::start_containing(&args)
+        let mut s = Self::start_containing(&strs(&observing(extra)?))?;
+        s.observing = true;
+        Ok(s)
     }
 
     /// Starts the sensor as a user would: the shipped policy (contain mode) unless `extra`
@@ -129,10 +130,17 @@ impl Sensor {
         Ok(())
     }
 
-    /// Starts a stopped sensor again on its state directory.
+    /// Starts a stopped sensor again on its state directory. A sensor started on the observe
+    /// policy by default comes back on it (unless `extra` names a policy): a containing one
+    /// would act on the processes of the tests running beside it.
     pub fn resume(mut self, extra: &[&str]) -> Result<Self> {
         // Keep the directory: the old handle gets an empty stand-in to delete on drop.
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir()?);
+        if self.observing && !extra.contains(&"--policy") {
+            let mut s = Self::start_in(dir, &strs(&observing(extra)?))?;
+            s.observing = true;
+            return Ok(s);
+        }
         Self::start_in(dir, extra)
     }
 
@@ -158,6 +166,7 @@ impl Sensor {
             dir,
             events_read: 0,
             events: Vec::new(),
+            observing: false,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -371,6 +380,21 @@ impl Drop for Sensor {
             });
         }
     }
+}
+
+/// `extra` with the observe policy in front.
+fn observing(extra: &[&str]) -> Result<Vec<String>> {
+    let observe = observe_policy()?;
+    let mut args = vec![
+        "--policy".to_owned(),
+        observe.to_str().context("utf-8 temp dir")?.to_owned(),
+    ];
+    args.extend(extra.iter().map(|a| a.to_string()));
+    Ok(args)
+}
+
+fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
 }
 
 /// `deploy/policy.toml` in observe mode, written once per test process (tests start sensors
