@@ -219,8 +219,8 @@ enum Link {
 }
 
 /// Threads used to detach. Each tracepoint detach waits out an RCU grace period, mostly under
-/// a kernel mutex; on several threads part of the waits overlap (71 detaches: 5.0 s one after
-/// another, 2.8 s on this 2-core VM in parallel).
+/// a kernel mutex; on several threads part of the waits overlap (measured when each syscall had
+/// two programs, 71 detaches: 5.0 s one after another, 2.8 s on this 2-core VM in parallel).
 const DETACH_THREADS: usize = 16;
 
 /// Every attachment, detached in parallel when dropped.
