@@ -39,7 +39,8 @@ pub struct InodeInfo {
 /// Everything [`InodeInfo`] holds about the inode behind `file`.
 #[inline(always)]
 pub fn inode_of(file: *const u8) -> InodeInfo {
-    let (inode, mut info) = identity(file);
+    let inode = file_inode(file);
+    let mut info = inode_id(inode);
     if !inode.is_null() {
         let l = &config().files;
         // SAFETY: probe reads only.
@@ -51,31 +52,33 @@ pub fn inode_of(file: *const u8) -> InodeInfo {
     info
 }
 
-/// Identity and mode of the inode behind `file` only (2 fewer reads than [`inode_of`]).
+/// The inode behind `file` (`file->f_inode`), or null.
 #[inline(always)]
-pub fn inode_id(file: *const u8) -> InodeInfo {
-    identity(file).1
+pub fn file_inode(file: *const u8) -> *const u8 {
+    if file.is_null() {
+        return core::ptr::null();
+    }
+    // SAFETY: probe read; a bad pointer yields null.
+    unsafe { field::<u64>(file, config().files.file_inode) as *const u8 }
 }
 
-/// The inode behind `file`, and its number, device and mode.
+/// Number, device and mode of `inode` only (2 fewer reads than [`inode_of`]).
 #[inline(always)]
-fn identity(file: *const u8) -> (*const u8, InodeInfo) {
-    if file.is_null() {
-        return (core::ptr::null(), InodeInfo::default());
+pub fn inode_id(inode: *const u8) -> InodeInfo {
+    if inode.is_null() {
+        return InodeInfo::default();
     }
     let l = &config().files;
     // SAFETY: probe reads only.
     unsafe {
-        let inode = field::<u64>(file, l.file_inode) as *const u8;
         let sb = field::<u64>(inode, l.inode_sb) as *const u8;
-        let info = InodeInfo {
+        InodeInfo {
             ino: field(inode, l.inode_ino),
             dev: field(sb, l.sb_dev),
             mode: u32::from(field::<u16>(inode, l.inode_mode)),
             rdev: 0,
             nlink: 0,
-        };
-        (inode, info)
+        }
     }
 }
 

@@ -29,9 +29,9 @@ use sensor_common::{
 };
 
 use crate::{
-    files::{fd_file, fill_socket, inode_id},
+    files::{fd_file, file_inode, fill_socket, inode_id},
     maps::{EVENTS, config, count, header, is_own, wakeup},
-    task::{current_task_lean, field},
+    task::current_task_lean,
 };
 
 const O_WRONLY: u64 = 0o1;
@@ -361,22 +361,20 @@ fn on_exit(ctx: &TracePointContext, sys: Syscall) {
             }
             fl |= flags::SENSITIVE_READ;
         }
-        let mut opened: *const u8 = core::ptr::null();
+        let mut inode: *const u8 = core::ptr::null();
         let mut repeats = 0;
         if ret >= 0 {
             // SAFETY: the current task pointer is valid while this program runs.
             let task = unsafe { bpf_get_current_task() } as *const u8;
-            opened = fd_file(task, ret as u64);
-            // SAFETY: probe read; a bad pointer yields 0.
-            let inode: u64 = unsafe { field(opened, config().files.file_inode) };
-            if inode != 0 {
-                match repeat([sys as u64, oflags, inode, 0]) {
+            inode = file_inode(fd_file(task, ret as u64));
+            if !inode.is_null() {
+                match repeat([sys as u64, oflags, inode as u64, 0]) {
                     Repeat::Coalesced => return,
                     Repeat::Deliver(n) => repeats = n,
                 }
             }
         }
-        deliver(sys, ret, args, fl, opened, repeats);
+        deliver(sys, ret, args, fl, inode, repeats);
         return;
     }
 
@@ -398,8 +396,8 @@ fn on_exit(ctx: &TracePointContext, sys: Syscall) {
     }
 }
 
-/// Builds and sends the record of a call. `opened` is the file an open returned (null when it
-/// failed or the call is not an open).
+/// Builds and sends the record of a call. `opened` is the inode of the file an open returned
+/// (null when it failed or the call is not an open).
 #[inline(always)]
 fn deliver(sys: Syscall, ret: i64, a: [u64; 6], mut fl: u16, opened: *const u8, repeats: u32) {
     let Some(rec) = SYSCALL_SCRATCH.get_ptr_mut(0) else {
@@ -442,13 +440,15 @@ fn deliver(sys: Syscall, ret: i64, a: [u64; 6], mut fl: u16, opened: *const u8, 
         (*head).path2_len = user_path(data.add(PATH_CAP), path2, &mut fl);
 
         // The file behind an fd argument or result.
-        let file = match sys {
+        let inode = match sys {
             Syscall::Open | Syscall::Openat | Syscall::Openat2 | Syscall::Creat => opened,
-            Syscall::Fchmod | Syscall::Fchown | Syscall::FinitModule => fd_file(task, a[0]),
+            Syscall::Fchmod | Syscall::Fchown | Syscall::FinitModule => {
+                file_inode(fd_file(task, a[0]))
+            }
             _ => core::ptr::null(),
         };
-        if !file.is_null() {
-            let inode = inode_id(file);
+        if !inode.is_null() {
+            let inode = inode_id(inode);
             (*head).inode = inode.ino;
             (*head).dev = inode.dev;
             (*head).file_mode = inode.mode;
