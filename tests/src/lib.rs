@@ -92,19 +92,17 @@ impl Sensor {
     /// would act on its neighbours' processes. Tests of containment use
     /// [`Sensor::start_containing`], one at a time.
     pub fn start_with(extra: &[&str]) -> Result<Self> {
-        if extra.contains(&"--policy") {
-            return Self::start_containing(extra);
-        }
-        let mut s = Self::start_containing(&strs(&observing(extra)?))?;
-        s.observing = true;
-        Ok(s)
+        Self::start_in(Self::new_dir()?, extra, true)
     }
 
     /// Starts the sensor as a user would: the shipped policy (contain mode) unless `extra`
     /// names another.
     pub fn start_containing(extra: &[&str]) -> Result<Self> {
-        let dir = tempfile::Builder::new().prefix("vigil-e2e-").tempdir()?;
-        Self::start_in(dir, extra)
+        Self::start_in(Self::new_dir()?, extra, false)
+    }
+
+    fn new_dir() -> Result<tempfile::TempDir> {
+        Ok(tempfile::Builder::new().prefix("vigil-e2e-").tempdir()?)
     }
 
     /// Stops this sensor (SIGTERM, waiting for it) and starts a new one on the same state
@@ -136,15 +134,18 @@ impl Sensor {
     pub fn resume(mut self, extra: &[&str]) -> Result<Self> {
         // Keep the directory: the old handle gets an empty stand-in to delete on drop.
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir()?);
-        if self.observing && !extra.contains(&"--policy") {
-            let mut s = Self::start_in(dir, &strs(&observing(extra)?))?;
-            s.observing = true;
-            return Ok(s);
-        }
-        Self::start_in(dir, extra)
+        Self::start_in(dir, extra, self.observing)
     }
 
-    fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Result<Self> {
+    /// Starts the sensor on `dir` with `extra`; with `observe`, on the observe policy unless
+    /// `extra` names a policy.
+    fn start_in(dir: tempfile::TempDir, extra: &[&str], observe: bool) -> Result<Self> {
+        let observing = observe && !extra.contains(&"--policy");
+        let policy = if observing {
+            vec![PathBuf::from("--policy"), observe_policy()?]
+        } else {
+            Vec::new()
+        };
         let state = dir.path().join("state");
         let events = dir.path().join("events.jsonl");
         let log = std::fs::File::create(dir.path().join("sensor.log"))?;
@@ -154,6 +155,7 @@ impl Sensor {
             .arg(&state)
             .arg("--events-out")
             .arg(&events)
+            .args(&policy)
             .args(extra)
             .env("VIGIL_LOG", "info")
             .stdin(Stdio::null())
@@ -166,7 +168,7 @@ impl Sensor {
             dir,
             events_read: 0,
             events: Vec::new(),
-            observing: false,
+            observing,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -380,21 +382,6 @@ impl Drop for Sensor {
             });
         }
     }
-}
-
-/// `extra` with the observe policy in front.
-fn observing(extra: &[&str]) -> Result<Vec<String>> {
-    let observe = observe_policy()?;
-    let mut args = vec![
-        "--policy".to_owned(),
-        observe.to_str().context("utf-8 temp dir")?.to_owned(),
-    ];
-    args.extend(extra.iter().map(|a| a.to_string()));
-    Ok(args)
-}
-
-fn strs(args: &[String]) -> Vec<&str> {
-    args.iter().map(String::as_str).collect()
 }
 
 /// `deploy/policy.toml` in observe mode, written once per test process (tests start sensors
