@@ -259,6 +259,18 @@ fn u(v: i64) -> u64 {
 
 impl Sqlite {
     /// Every row of a one-column query of JSON documents, decoded.
+    /// Writes `body` as JSON under `key` with `sql` (`... (key, body) VALUES (?1, ?2)`).
+    fn put_json(
+        &self,
+        sql: &str,
+        key: &str,
+        body: &impl serde::Serialize,
+    ) -> Result<(), StoreError> {
+        self.db
+            .execute(sql, params![key, serde_json::to_string(body)?])?;
+        Ok(())
+    }
+
     fn json_rows<T: serde::de::DeserializeOwned>(
         &self,
         sql: &str,
@@ -603,11 +615,11 @@ impl Store for Sqlite {
     }
 
     fn put_hunt(&mut self, hunt: &crate::schedule::Standing) -> Result<(), StoreError> {
-        self.db.execute(
+        self.put_json(
             "INSERT OR REPLACE INTO hunts (name, body) VALUES (?1, ?2)",
-            params![hunt.name, serde_json::to_string(hunt)?],
-        )?;
-        Ok(())
+            &hunt.name,
+            hunt,
+        )
     }
 
     fn remove_hunt(&mut self, name: &str) -> Result<bool, StoreError> {
@@ -641,11 +653,11 @@ impl Store for Sqlite {
         &mut self,
         incident: &crate::schedule::HuntIncident,
     ) -> Result<(), StoreError> {
-        self.db.execute(
+        self.put_json(
             "INSERT OR REPLACE INTO hunt_incidents (id, body) VALUES (?1, ?2)",
-            params![incident.id, serde_json::to_string(incident)?],
-        )?;
-        Ok(())
+            &incident.id,
+            incident,
+        )
     }
 
     fn hunt_incidents(&self) -> Result<Vec<crate::schedule::HuntIncident>, StoreError> {
@@ -653,11 +665,11 @@ impl Store for Sqlite {
     }
 
     fn add_sweep(&mut self, sweep: &crate::sweep::Sweep) -> Result<(), StoreError> {
-        self.db.execute(
+        self.put_json(
             "INSERT INTO sweeps (id, body) VALUES (?1, ?2)",
-            params![sweep.id, serde_json::to_string(sweep)?],
-        )?;
-        Ok(())
+            &sweep.id,
+            sweep,
+        )
     }
 
     fn sweeps(&self) -> Result<Vec<crate::sweep::Sweep>, StoreError> {
