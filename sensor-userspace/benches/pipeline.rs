@@ -127,9 +127,13 @@ fn run<S: Sink>(name: &str, sink: S, records: &[Vec<u8>], detector: Option<Detec
     );
 }
 
-/// The rules of `../shared/sigma` (the public SigmaHQ Linux rules), if present.
+/// The public SigmaHQ Linux rules: `VIGIL_SIGMA_DIR`, or `../shared/sigma` beside the
+/// checkout, if present.
 fn shared_rules() -> Option<Vec<sensor_userspace::rules::SigmaRule>> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/sigma");
+    let dir = std::env::var_os("VIGIL_SIGMA_DIR").map_or_else(
+        || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/sigma"),
+        std::path::PathBuf::from,
+    );
     let report = sensor_userspace::rules::load_dir(&dir).ok()?;
     (!report.sigma.is_empty()).then_some(report.sigma)
 }
@@ -179,7 +183,7 @@ fn main() {
             detector(Vec::new(), shipped.clone()),
         );
         let Some(rules) = shared_rules() else {
-            eprintln!("skipped the rules runs: ../shared/sigma not found beside the checkout");
+            eprintln!("SKIPPED the rules runs: no SigmaHQ rules (set VIGIL_SIGMA_DIR)");
             return;
         };
         let one: Vec<_> = rules

@@ -20,10 +20,9 @@ fn sigma_rules_raise_attributed_alerts_on_real_activity() {
         return;
     }
     let rules = tempfile::tempdir().expect("tempdir");
-    let shared = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/sigma/linux/process_creation/proc_creation_lnx_base64_decode.yml");
-    std::fs::copy(&shared, rules.path().join("base64.yml"))
-        .expect("copy the SigmaHQ rule from shared/");
+    let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/sigma/process_creation/base64_decode.yml");
+    std::fs::copy(&fixture, rules.path().join("base64.yml")).expect("copy the Sigma fixture");
     let work = tempfile::tempdir().expect("tempdir");
     let marker = work.path().join("vigil-test-persistence-marker");
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -58,13 +57,13 @@ fn sigma_rules_raise_attributed_alerts_on_real_activity() {
         .expect("sh");
     assert_eq!(String::from_utf8_lossy(&sh.stdout), "hello");
     let alert = wait_alert(&sensor, "for base64 -d", |a| {
-        a["rule"]["title"] == "Decode Base64 Encoded Text"
+        a["rule"]["title"] == "Base64 decoding on the command line"
     });
     assert_eq!(
-        alert["rule"]["author"], "Daniil Yugoslavskiy, oscd.community",
+        alert["rule"]["author"], "Vigil tests",
         "the rule is credited"
     );
-    assert_eq!(alert["rule"]["id"], "e2072cab-8c9a-459b-b63c-40ae79e27031");
+    assert_eq!(alert["rule"]["id"], "5d1f2b8e-0c37-4a61-9e0b-7f1c2a9d0001");
     assert_eq!(alert["rule"]["source"], "sigma");
     assert_eq!(alert["rule"]["technique"][0], "T1027");
     assert!(
@@ -97,7 +96,7 @@ fn sigma_rules_raise_attributed_alerts_on_real_activity() {
     let all = alerts(&sensor);
     let base64_alerts = all
         .iter()
-        .filter(|a| a["rule"]["title"] == "Decode Base64 Encoded Text")
+        .filter(|a| a["rule"]["title"] == "Base64 decoding on the command line")
         .count();
     assert_eq!(base64_alerts, 1, "{all:?}");
     assert!(

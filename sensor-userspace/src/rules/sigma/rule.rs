@@ -544,11 +544,21 @@ mod tests {
     #[test]
     fn indexed_literals_decide_exactly_as_string_searches() {
         // Every SigmaHQ rule, against events built from their own values and near misses.
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/sigma");
-        let Ok(report) = crate::rules::load_dir(Path::new(dir)) else {
-            return;
-        };
-        let mut rules = report.sigma;
+        // The project's own fixtures always; the public SigmaHQ corpus too when
+        // VIGIL_SIGMA_DIR names it.
+        let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/sigma");
+        let mut rules = crate::rules::load_dir(Path::new(fixtures))
+            .expect("the Sigma fixtures load")
+            .sigma;
+        assert!(rules.len() >= 8, "{} fixture rules", rules.len());
+        match std::env::var_os("VIGIL_SIGMA_DIR") {
+            Some(corpus) => rules.extend(
+                crate::rules::load_dir(Path::new(&corpus))
+                    .expect("VIGIL_SIGMA_DIR loads")
+                    .sigma,
+            ),
+            None => eprintln!("SKIPPED the SigmaHQ corpus: VIGIL_SIGMA_DIR is not set"),
+        }
         rules.push(rule(
             "detection:\n  a:\n    CommandLine|contains|all: [abc, bcd]\n    Image|endswith: /x\n  b:\n    Image: /usr/bin/X\n    CommandLine|startswith: ab\n  condition: a or b",
         ));
@@ -600,8 +610,9 @@ mod tests {
                 }
             }
         }
+        // The fixtures alone match a handful of the values; the SigmaHQ corpus many more.
         assert!(
-            checked > 1000 && matched > 50,
+            checked > 1000 && matched >= 4,
             "{checked} checked, {matched} matched"
         );
     }
@@ -610,16 +621,11 @@ mod tests {
     fn a_real_rule_matches_what_it_describes_and_not_a_near_miss() {
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/sigma/linux/process_creation/proc_creation_lnx_base64_decode.yml"
+            "/../tests/fixtures/sigma/process_creation/base64_decode.yml"
         );
-        let text = std::fs::read_to_string(path).unwrap_or_else(|e| {
-            panic!("{path}: {e} (the SigmaHQ rules live in shared/ beside the checkout)")
-        });
+        let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
         let r = SigmaRule::parse(&text, Path::new("base64.yml")).expect("loads");
-        assert_eq!(
-            r.author.as_deref(),
-            Some("Daniil Yugoslavskiy, oscd.community")
-        );
+        assert_eq!(r.author.as_deref(), Some("Vigil tests"));
         assert!(r.matches(&exec(&[
             ("Image", "/usr/bin/base64"),
             ("CommandLine", "base64 -d payload")
