@@ -88,6 +88,10 @@ pub struct TracepointLayout {
     pub execve_argv: u32,
     /// `sys_enter_execveat`: `const char *const *argv`.
     pub execveat_argv: u32,
+    /// `sys_enter_execve`: `const char *const *envp`.
+    pub execve_envp: u32,
+    /// `sys_enter_execveat`: `const char *const *envp`.
+    pub execveat_envp: u32,
     /// `sys_exit_*`: `long ret`.
     pub syscall_ret: u32,
 }
@@ -171,6 +175,8 @@ impl KernelConfig {
                 exit_group_dead: 0,
                 execve_argv: 0,
                 execveat_argv: 0,
+                execve_envp: 0,
+                execveat_envp: 0,
                 syscall_ret: 0,
             },
             regs: RegsLayout {

@@ -6,8 +6,8 @@
 use std::{borrow::ToOwned, string::String, vec::Vec};
 
 use crate::{
-    limits::{ARGS_BUF, FILENAME_LEN, PATH_CAP},
-    process::{ExecArgsHead, ExecRecord, ExitRecord, ForkRecord, TaskInfo},
+    limits::{ARGS_BUF, ENV_CAP, ENV_VAR_CAP, FILENAME_LEN, PATH_CAP},
+    process::{ExecArgsHead, ExecEnvHead, ExecRecord, ExitRecord, ForkRecord, TaskInfo},
     record::{ABI_VERSION, EventKind, RecordHeader, flags},
     syscall::{Syscall, SyscallHead},
 };
@@ -163,7 +163,7 @@ pub struct SyscallEvent {
     /// The file an fd argument or result refers to, and its `i_mode`.
     pub file: Option<(FileId, u32)>,
     pub socket: Option<SocketInfo>,
-    pub extra: [u8; crate::limits::SHORT_STR],
+    pub extra: [u8; crate::limits::EXTRA_LEN],
     /// Identical calls coalesced in the kernel since the last one delivered.
     pub repeats: u32,
 }
@@ -200,6 +200,16 @@ pub enum KernelEvent {
         /// The user memory holding the arguments could not be read in full.
         unreadable: bool,
     },
+    /// The allow-listed variables (as the kernel selected them: userspace checks the whole
+    /// name) of an exec call's environment.
+    ExecEnv {
+        boot_ns: u64,
+        task: Task,
+        /// `NAME=value` strings.
+        vars: Vec<String>,
+        /// Not every variable was looked at, or not every selected one kept.
+        truncated: bool,
+    },
     Exit {
         boot_ns: u64,
         task: Task,
@@ -218,6 +228,7 @@ impl KernelEvent {
             Self::Fork { .. } => EventKind::Fork,
             Self::Exec { .. } => EventKind::Exec,
             Self::ExecArgs { .. } => EventKind::ExecArgs,
+            Self::ExecEnv { .. } => EventKind::ExecEnv,
             Self::Exit { .. } => EventKind::Exit,
             Self::Syscall { .. } => EventKind::Syscall,
         }
@@ -228,6 +239,7 @@ impl KernelEvent {
             Self::Fork { task, .. }
             | Self::Exec { task, .. }
             | Self::ExecArgs { task, .. }
+            | Self::ExecEnv { task, .. }
             | Self::Exit { task, .. }
             | Self::Syscall { task, .. } => task,
         }
@@ -238,6 +250,7 @@ impl KernelEvent {
             Self::Fork { boot_ns, .. }
             | Self::Exec { boot_ns, .. }
             | Self::ExecArgs { boot_ns, .. }
+            | Self::ExecEnv { boot_ns, .. }
             | Self::Exit { boot_ns, .. }
             | Self::Syscall { boot_ns, .. } => *boot_ns,
         }
@@ -368,6 +381,25 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
                 argv: split_args(&tail[..args_len]),
                 truncated: has(flags::ARGV_TRUNCATED) || has(flags::ARG_TRUNCATED),
                 unreadable: has(flags::ARGV_UNREADABLE),
+            }
+        }
+        EventKind::ExecEnv => {
+            let head: ExecEnvHead = read_pod(bytes)?;
+            let env_len = head.env_len as usize;
+            let tail = &bytes[core::mem::size_of::<ExecEnvHead>()..];
+            let available = tail.len().min(ENV_CAP + ENV_VAR_CAP);
+            if env_len > available {
+                return Err(DecodeError::BadLength {
+                    field: "env_len",
+                    value: env_len,
+                    max: available,
+                });
+            }
+            KernelEvent::ExecEnv {
+                boot_ns,
+                task: task(&head.task),
+                vars: split_args(&tail[..env_len]),
+                truncated: has(flags::ENV_TRUNCATED),
             }
         }
         EventKind::Syscall => KernelEvent::Syscall {

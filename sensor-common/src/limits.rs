@@ -18,3 +18,15 @@ pub const PATH_CAP: usize = 1024;
 pub const SENSITIVE_NAME_LEN: usize = 32;
 /// Bytes kept of a short string argument (a mount's file-system type).
 pub const SHORT_STR: usize = 16;
+/// Bytes of call-specific data a syscall record carries (an xattr value's head, two
+/// timestamps, a new task name).
+pub const EXTRA_LEN: usize = 32;
+/// Environment variables scanned at exec for the allow-listed names.
+pub const ENV_SCAN: usize = 128;
+/// Bytes kept of the allow-listed environment variables of one exec (`NAME=value`, each
+/// NUL-terminated).
+pub const ENV_CAP: usize = 1024;
+/// Bytes kept of one captured environment variable.
+pub const ENV_VAR_CAP: usize = 256;
+/// Bytes of a variable's name (with its `=`) that select it in the kernel: the first 8.
+pub const ENV_KEY_LEN: usize = 8;

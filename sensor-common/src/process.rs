@@ -1,7 +1,7 @@
 //! Process lifecycle records: fork, exec (image and argument vector) and exit.
 
 use crate::{
-    limits::{ARGS_BUF, COMM_LEN, FILENAME_LEN},
+    limits::{ARGS_BUF, COMM_LEN, ENV_CAP, ENV_VAR_CAP, FILENAME_LEN},
     record::RecordHeader,
 };
 
@@ -78,6 +78,29 @@ pub struct ExecArgsHead {
 pub struct ExecArgsRecord {
     pub head: ExecArgsHead,
     pub args: [u8; ARGS_BUF],
+}
+
+/// The fixed part of an [`ExecEnvRecord`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ExecEnvHead {
+    pub header: RecordHeader,
+    pub task: TaskInfo,
+    /// Number of variables captured.
+    pub count: u32,
+    /// Bytes of `env` in use: `NAME=value` strings, each followed by a NUL.
+    pub env_len: u32,
+}
+
+/// The allow-listed environment variables of an exec call (`LD_PRELOAD`, `BASH_ENV`...),
+/// emitted at syscall entry just before its [`ExecArgsRecord`], and only when there is one.
+/// The kernel selects variables by the first [`crate::limits::ENV_KEY_LEN`] bytes of
+/// `NAME=`; userspace checks the whole name.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ExecEnvRecord {
+    pub head: ExecEnvHead,
+    pub env: [u8; ENV_CAP + ENV_VAR_CAP],
 }
 
 /// The end of a process (its last thread exited).

@@ -16,16 +16,20 @@ pub enum EventKind {
     Exit = 3,
     /// A monitored system call and its result, seen at `sys_exit_*` with the arguments it had.
     Syscall = 4,
+    /// The allow-listed environment variables of an `execve`/`execveat` call, at syscall
+    /// entry: sent only when the call's environment holds one of them.
+    ExecEnv = 5,
 }
 
 impl EventKind {
     /// Every kind, in discriminant order.
-    pub const ALL: [EventKind; 5] = [
+    pub const ALL: [EventKind; 6] = [
         Self::Fork,
         Self::Exec,
         Self::ExecArgs,
         Self::Exit,
         Self::Syscall,
+        Self::ExecEnv,
     ];
     /// Number of kinds: the stride of the per-kind counters.
     pub const COUNT: u32 = Self::ALL.len() as u32;
@@ -38,6 +42,7 @@ impl EventKind {
             2 => Some(Self::ExecArgs),
             3 => Some(Self::Exit),
             4 => Some(Self::Syscall),
+            5 => Some(Self::ExecEnv),
             _ => None,
         }
     }
@@ -50,6 +55,7 @@ impl EventKind {
             Self::ExecArgs => "exec_args",
             Self::Exit => "exit",
             Self::Syscall => "syscall",
+            Self::ExecEnv => "exec_env",
         }
     }
 }
@@ -75,10 +81,13 @@ pub mod flags {
     /// The exec hit the in-kernel blocklist: the process was sent SIGKILL before its first
     /// user instruction.
     pub const EXEC_BLOCKED: u16 = 1 << 8;
+    /// The environment had more variables than [`crate::limits::ENV_SCAN`], or the
+    /// allow-listed ones more bytes than [`crate::limits::ENV_CAP`]: some were not looked at.
+    pub const ENV_TRUNCATED: u16 = 1 << 9;
 }
 
 /// Version of this ABI; bumped whenever a record layout changes.
-pub const ABI_VERSION: u16 = 4;
+pub const ABI_VERSION: u16 = 5;
 
 /// The first bytes of every record.
 #[repr(C)]

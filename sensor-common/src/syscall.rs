@@ -1,7 +1,7 @@
 //! Monitored system calls: the catalogue, and the record each enter/exit pair produces.
 
 use crate::{
-    limits::{PATH_CAP, SHORT_STR},
+    limits::{EXTRA_LEN, PATH_CAP},
     process::TaskInfo,
     record::RecordHeader,
 };
@@ -109,7 +109,43 @@ syscalls! {
     Mount = 33, "mount";
     /// `kill(pid, sig)`
     Kill = 34, "kill";
+    /// `setxattr(path, name, value, size, flags)`: the name is `path2`, the value's first
+    /// bytes go to `extra`.
+    Setxattr = 35, "setxattr";
+    /// `lsetxattr(path, name, value, size, flags)`
+    Lsetxattr = 36, "lsetxattr";
+    /// `fsetxattr(fd, name, value, size, flags)`: the fd's dentry name is `path1`.
+    Fsetxattr = 37, "fsetxattr";
+    /// `removexattr(path, name)`
+    Removexattr = 38, "removexattr";
+    /// `lremovexattr(path, name)`
+    Lremovexattr = 39, "lremovexattr";
+    /// `fremovexattr(fd, name)`
+    Fremovexattr = 40, "fremovexattr";
+    /// `process_vm_readv(pid, local_iov, liovcnt, remote_iov, riovcnt, flags)`
+    ProcessVmReadv = 41, "process_vm_readv";
+    /// `process_vm_writev(pid, local_iov, liovcnt, remote_iov, riovcnt, flags)`
+    ProcessVmWritev = 42, "process_vm_writev";
+    /// `prctl(option, ...)`: only `PR_SET_NAME` is delivered, the new name in `extra`.
+    Prctl = 43, "prctl";
+    /// `utimensat(dirfd, path, times, flags)`: the two `timespec`s in `extra`.
+    Utimensat = 44, "utimensat";
+    /// `utimes(path, times)`: the two `timeval`s in `extra`.
+    Utimes = 45, "utimes";
+    /// `futimesat(dirfd, path, times)`: the two `timeval`s in `extra`.
+    Futimesat = 46, "futimesat";
+    /// `ioctl(fd, cmd, arg)`: only the inode-flag setters (`FS_IOC_SETFLAGS`,
+    /// `FS_IOC_FSSETXATTR`) are delivered, the flags in `extra`.
+    Ioctl = 47, "ioctl";
 }
+
+/// `prctl` option that renames the calling thread.
+pub const PR_SET_NAME: u64 = 15;
+/// `ioctl` requests that set an inode's flags (`chattr`): FS_IOC_SETFLAGS, its 32-bit form,
+/// and FS_IOC_FSSETXATTR (whose `fsx_xflags` come first).
+pub const FS_IOC_SETFLAGS: u64 = 0x4008_6602;
+pub const FS_IOC32_SETFLAGS: u64 = 0x4004_6602;
+pub const FS_IOC_FSSETXATTR: u64 = 0x401c_5820;
 
 /// The fixed part of a syscall record. `data` follows: `path1` at 0 and, when present,
 /// `path2` at [`PATH_CAP`]; only the bytes in use are sent.
@@ -142,8 +178,9 @@ pub struct SyscallHead {
     pub repeats: u32,
     pub local_addr: [u8; 16],
     pub remote_addr: [u8; 16],
-    /// Call-specific bytes: a mount's fstype, a BPF program type, capset's sets.
-    pub extra: [u8; SHORT_STR],
+    /// Call-specific bytes: a mount's fstype, a BPF program type, capset's sets, an xattr
+    /// value's head, two timestamps, a new task name, inode flags.
+    pub extra: [u8; EXTRA_LEN],
 }
 
 /// A whole syscall record as built in per-CPU scratch space.

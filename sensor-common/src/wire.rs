@@ -71,6 +71,16 @@ pub enum EdgeKind {
     Mounted,
     /// From a user to a process running as that user.
     RanAs,
+    /// An extended attribute set or removed (file capabilities are `security.capability`).
+    SetXattr,
+    /// A file's timestamps set (touch -t/-r, utimensat).
+    Touched,
+    /// A file's inode flags set (chattr: immutable, append-only).
+    SetFlags,
+    /// Another process's memory or secrets read (process_vm_readv, /proc/PID/mem, environ).
+    ReadMemory,
+    /// Another process's memory written (process_vm_writev, /proc/PID/mem).
+    WroteMemory,
 }
 
 /// One relation, timestamped and tied to the event that made it.

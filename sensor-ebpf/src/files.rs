@@ -94,6 +94,27 @@ pub fn dentry_name_starts_with(file: *const u8, prefix: &[u8; 6]) -> bool {
     }
 }
 
+/// Copies the name of `file`'s dentry (its last path component) into `dst` (at most `cap`
+/// bytes with the NUL); its length without the NUL, 0 when there is none.
+#[inline(always)]
+pub fn dentry_name_into(file: *const u8, dst: *mut u8, cap: u32) -> u16 {
+    if file.is_null() {
+        return 0;
+    }
+    let l = &config().files;
+    // SAFETY: probe reads only; the caller passes `cap` bytes at `dst`.
+    unsafe {
+        let dentry = field::<u64>(file, l.file_dentry) as *const u8;
+        let name = field::<u64>(dentry, l.dentry_name) as *const u8;
+        if name.is_null() {
+            return 0;
+        }
+        let n =
+            aya_ebpf::helpers::generated::bpf_probe_read_kernel_str(dst.cast(), cap, name.cast());
+        if n <= 1 { 0 } else { (n - 1) as u16 }
+    }
+}
+
 /// Fills the socket fields of `head` from the socket behind `file` (if it is one).
 #[inline(always)]
 pub fn fill_socket(file: *const u8, head: *mut SyscallHead) {

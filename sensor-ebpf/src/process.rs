@@ -6,13 +6,16 @@ use aya_ebpf::{
         bpf_get_current_pid_tgid, bpf_get_current_task, bpf_probe_read_user,
         generated::{bpf_probe_read_kernel_str, bpf_probe_read_user_str},
     },
-    macros::{raw_tracepoint, tracepoint},
+    macros::{map, raw_tracepoint, tracepoint},
+    maps::{HashMap, PerCpuArray},
     programs::{RawTracePointContext, TracePointContext},
 };
 use sensor_common::{
     config::FIELD_ABSENT,
-    limits::{ARGS_BUF, ARGS_CAP, ARGS_MAX, FILENAME_LEN},
-    process::{ExecArgsHead, ExecRecord, ExitRecord, ForkRecord},
+    limits::{
+        ARGS_BUF, ARGS_CAP, ARGS_MAX, ENV_CAP, ENV_KEY_LEN, ENV_SCAN, ENV_VAR_CAP, FILENAME_LEN,
+    },
+    process::{ExecArgsHead, ExecEnvHead, ExecEnvRecord, ExecRecord, ExitRecord, ForkRecord},
     record::{EventKind, flags},
     stats::Counter,
 };
@@ -154,14 +157,150 @@ pub fn vigil_exit(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn vigil_execve(ctx: TracePointContext) -> u32 {
-    exec_args(&ctx, config().tracepoints.execve_argv);
+    let tp = &config().tracepoints;
+    exec_env(&ctx, tp.execve_envp);
+    exec_args(&ctx, tp.execve_argv);
     0
 }
 
 #[tracepoint]
 pub fn vigil_execveat(ctx: TracePointContext) -> u32 {
-    exec_args(&ctx, config().tracepoints.execveat_argv);
+    let tp = &config().tracepoints;
+    exec_env(&ctx, tp.execveat_envp);
+    exec_args(&ctx, tp.execveat_argv);
     0
+}
+
+/// The environment variables captured at exec, by the first [`ENV_KEY_LEN`] bytes of
+/// `NAME=` (zero-padded after the `=`). Filled by the loader from the configured allow list.
+#[map]
+static ENV_NAMES: HashMap<[u8; ENV_KEY_LEN], u8> = HashMap::with_max_entries(64, 0);
+
+/// Scratch for an environment record, and (after it) for a variable's key.
+#[map]
+static ENV_SCRATCH: PerCpuArray<ExecEnvRecord> = PerCpuArray::with_max_entries(1, 0);
+
+/// Scratch for one variable's key, and the scan's running totals. The totals live in map
+/// memory, not registers, so the verifier does not tell apart (and multiply) the states of
+/// every combination of hits: each iteration is checked once.
+#[repr(C)]
+struct EnvScan {
+    key: [u8; 16],
+    len: u64,
+    found: u64,
+    flags: u64,
+}
+
+#[map]
+static ENV_STATE: PerCpuArray<EnvScan> = PerCpuArray::with_max_entries(1, 0);
+
+/// The kernel's key of an environment string's first 8 bytes (`word`, little-endian): the
+/// bytes up to and including the first `=`, the rest zeroed; all 8 when there is no `=` in
+/// them. Branch-free: the classic zero-byte test finds the `=` bytes, and the lowest one
+/// sets the mask.
+#[inline(always)]
+fn env_key(word: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let x = word ^ (ONES * u64::from(b'='));
+    let eq = x.wrapping_sub(ONES) & !x & HIGHS;
+    let lowest = eq & eq.wrapping_neg();
+    word & (lowest << 1).wrapping_sub(1)
+}
+
+/// Scans up to [`ENV_SCAN`] variables of the exec's environment and sends the allow-listed
+/// ones (an [`ExecEnvRecord`]) when there is at least one: most execs send nothing.
+#[inline(always)]
+fn exec_env(ctx: &TracePointContext, envp_off: u32) {
+    if is_own(EventKind::ExecEnv) {
+        return;
+    }
+    let (Some(rec), Some(st)) = (ENV_SCRATCH.get_ptr_mut(0), ENV_STATE.get_ptr_mut(0)) else {
+        return;
+    };
+    // SAFETY: `rec` and `st` are this CPU's scratch; user memory is read with probe-read
+    // helpers; every write into `env` starts below ENV_CAP (masked) and is at most
+    // ENV_VAR_CAP long, inside the ENV_CAP + ENV_VAR_CAP buffer.
+    unsafe {
+        let envp = ctx.read_at::<u64>(envp_off as usize).unwrap_or(0) as *const u64;
+        if envp.is_null() {
+            return;
+        }
+        let env = (&raw mut (*rec).env).cast::<u8>();
+        let key = (&raw mut (*st).key).cast::<u8>();
+        (*st).len = 0;
+        (*st).found = 0;
+        (*st).flags = 0;
+        let mut i: usize = 0;
+        while i < ENV_SCAN {
+            let Ok(p) = bpf_probe_read_user(envp.add(i)) else {
+                break;
+            };
+            if p == 0 {
+                break;
+            }
+            i += 1;
+            key.cast::<[u64; 2]>().write([0, 0]);
+            if bpf_probe_read_user_str(key.cast(), ENV_KEY_LEN as u32 + 1, p as *const _) <= 1 {
+                continue;
+            }
+            let word = env_key(key.cast::<u64>().read());
+            key.cast::<u64>().write(word);
+            #[expect(
+                clippy::needless_borrows_for_generic_args,
+                reason = "look the key up in place in scratch space, not as a copy on the 512-byte stack"
+            )]
+            let wanted = ENV_NAMES
+                .get_ptr(&*key.cast::<[u8; ENV_KEY_LEN]>())
+                .is_some();
+            if !wanted {
+                continue;
+            }
+            let len = core::ptr::read_volatile(&raw const (*st).len) as usize;
+            if len >= ENV_CAP {
+                (*st).flags |= u64::from(flags::ENV_TRUNCATED);
+                break;
+            }
+            let m = bpf_probe_read_user_str(
+                env.add(len & (ENV_CAP - 1)).cast(),
+                ENV_VAR_CAP as u32,
+                p as *const _,
+            );
+            if m <= 0 {
+                continue;
+            }
+            if m as usize >= ENV_VAR_CAP {
+                (*st).flags |= u64::from(flags::ENV_TRUNCATED);
+            }
+            (*st).len = (len + m as usize) as u64;
+            (*st).found += 1;
+        }
+        let found = core::ptr::read_volatile(&raw const (*st).found);
+        if found == 0 {
+            return;
+        }
+        let mut fl = core::ptr::read_volatile(&raw const (*st).flags) as u16;
+        if i == ENV_SCAN && bpf_probe_read_user(envp.add(ENV_SCAN)).unwrap_or(0u64) != 0 {
+            fl |= flags::ENV_TRUNCATED;
+        }
+        let len = core::ptr::read_volatile(&raw const (*st).len) as usize;
+        let len = if len > ENV_CAP + ENV_VAR_CAP {
+            ENV_CAP + ENV_VAR_CAP
+        } else {
+            len
+        };
+        (&raw mut (*rec).head).write(ExecEnvHead {
+            header: crate::maps::header(EventKind::ExecEnv, fl),
+            task: task_info(bpf_get_current_task() as *const u8),
+            count: found as u32,
+            env_len: len as u32,
+        });
+        let total = core::mem::size_of::<ExecEnvHead>() + len;
+        let bytes = core::slice::from_raw_parts(rec.cast::<u8>(), total);
+        if EVENTS.output::<[u8]>(bytes, wakeup()).is_err() {
+            count(EventKind::ExecEnv, Counter::RingFull);
+        }
+    }
 }
 
 /// Collects the argument vector at syscall entry into per-CPU scratch space, then sends only

@@ -22,14 +22,17 @@ use aya_ebpf::{
 };
 use sensor_common::{
     config::REGS_SPAN_MAX,
-    limits::{PATH_CAP, SENSITIVE_NAME_LEN, SHORT_STR},
+    limits::{EXTRA_LEN, PATH_CAP, SENSITIVE_NAME_LEN, SHORT_STR},
     record::{EventKind, flags},
     stats::Counter,
-    syscall::{Syscall, SyscallHead, SyscallRecord},
+    syscall::{
+        FS_IOC_FSSETXATTR, FS_IOC_SETFLAGS, FS_IOC32_SETFLAGS, PR_SET_NAME, Syscall, SyscallHead,
+        SyscallRecord,
+    },
 };
 
 use crate::{
-    files::{fd_file, file_inode, fill_socket, inode_id},
+    files::{dentry_name_into, fd_file, file_inode, fill_socket, inode_id},
     maps::{EVENTS, config, count, header, is_own, wakeup},
     task::current_task_lean,
 };
@@ -347,6 +350,20 @@ fn on_exit(ctx: &TracePointContext, sys: Syscall) {
     let Some(mut args) = syscall_args() else {
         return;
     };
+    // Of prctl and ioctl, only what is monitored: a process (its leader thread) renaming
+    // itself, and inode flags set (chattr). Other calls are not events at all, not drops.
+    match sys {
+        Syscall::Prctl if args[0] != PR_SET_NAME || !is_leader() => return,
+        Syscall::Ioctl
+            if !matches!(
+                args[1] & 0xffff_ffff,
+                FS_IOC_SETFLAGS | FS_IOC32_SETFLAGS | FS_IOC_FSSETXATTR
+            ) =>
+        {
+            return;
+        }
+        _ => {}
+    }
     // SAFETY: bounded probe read of the tracepoint record.
     let ret: i64 = unsafe { ctx.read_at(config().tracepoints.syscall_ret as usize) }.unwrap_or(0);
     let mut fl = 0u16;
@@ -396,6 +413,34 @@ fn on_exit(ctx: &TracePointContext, sys: Syscall) {
     }
 }
 
+/// The calling thread is its process's leader (its rename is the process's name in `ps`).
+#[inline(always)]
+fn is_leader() -> bool {
+    let id = bpf_get_current_pid_tgid();
+    id as u32 == (id >> 32) as u32
+}
+
+/// Copies `len` (at most [`EXTRA_LEN`]) bytes of user memory at `src` into `extra`.
+#[inline(always)]
+unsafe fn user_extra(head: *mut SyscallHead, src: u64, len: u64) {
+    if src == 0 || len == 0 {
+        return;
+    }
+    let n = if len > EXTRA_LEN as u64 {
+        EXTRA_LEN as u32
+    } else {
+        len as u32
+    };
+    // SAFETY: probe read of at most EXTRA_LEN bytes into the record's `extra`.
+    unsafe {
+        let _ = aya_ebpf::helpers::generated::bpf_probe_read_user(
+            (&raw mut (*head).extra).cast(),
+            n & (EXTRA_LEN as u32 * 2 - 1),
+            src as *const _,
+        );
+    }
+}
+
 /// Builds and sends the record of a call. `opened` is the inode of the file an open returned
 /// (null when it failed or the call is not an open).
 #[inline(always)]
@@ -430,7 +475,14 @@ fn deliver(sys: Syscall, ret: i64, a: [u64; 6], mut fl: u16, opened: *const u8, 
             | Syscall::Fchmodat
             | Syscall::Fchownat
             | Syscall::FinitModule => (a[1], 0),
-            Syscall::Rename => (a[0], a[1]),
+            Syscall::Rename
+            | Syscall::Setxattr
+            | Syscall::Lsetxattr
+            | Syscall::Removexattr
+            | Syscall::Lremovexattr => (a[0], a[1]),
+            Syscall::Fsetxattr | Syscall::Fremovexattr => (0, a[1]),
+            Syscall::Utimes => (a[0], 0),
+            Syscall::Utimensat | Syscall::Futimesat => (a[1], 0),
             Syscall::Renameat | Syscall::Renameat2 => (a[1], a[3]),
             Syscall::InitModule => (a[2], 0),
             Syscall::Mount => (a[1], a[0]),
@@ -439,11 +491,23 @@ fn deliver(sys: Syscall, ret: i64, a: [u64; 6], mut fl: u16, opened: *const u8, 
         (*head).path1_len = user_path(data, path1, &mut fl);
         (*head).path2_len = user_path(data.add(PATH_CAP), path2, &mut fl);
 
-        // The file behind an fd argument or result.
+        // The file behind an fd argument or result; for the fd-only calls below, its name
+        // (the last component) too, in case the process is gone before userspace can ask
+        // /proc for the whole path.
+        let fd_only = match sys {
+            Syscall::Fsetxattr | Syscall::Fremovexattr | Syscall::Ioctl => true,
+            Syscall::Utimensat => a[1] == 0,
+            _ => false,
+        };
         let inode = match sys {
             Syscall::Open | Syscall::Openat | Syscall::Openat2 | Syscall::Creat => opened,
             Syscall::Fchmod | Syscall::Fchown | Syscall::FinitModule => {
                 file_inode(fd_file(task, a[0]))
+            }
+            _ if fd_only => {
+                let f = fd_file(task, a[0]);
+                (*head).path1_len = dentry_name_into(f, data, PATH_CAP as u32);
+                file_inode(f)
             }
             _ => core::ptr::null(),
         };
@@ -483,6 +547,19 @@ fn deliver(sys: Syscall, ret: i64, a: [u64; 6], mut fl: u16, opened: *const u8, 
                 (&raw mut (*head).extra)
                     .cast::<u32>()
                     .write_unaligned(prog_type);
+            }
+            Syscall::Setxattr | Syscall::Lsetxattr | Syscall::Fsetxattr => {
+                user_extra(head, a[2], a[3]);
+            }
+            Syscall::Utimensat | Syscall::Futimesat => user_extra(head, a[2], 32),
+            Syscall::Utimes => user_extra(head, a[1], 32),
+            Syscall::Ioctl => user_extra(head, a[2], 4),
+            Syscall::Prctl => {
+                let _ = bpf_probe_read_user_str(
+                    (&raw mut (*head).extra).cast(),
+                    SHORT_STR as u32,
+                    a[1] as *const _,
+                );
             }
             Syscall::Capset => {
                 // struct __user_cap_data_struct { effective, permitted, inheritable }
@@ -557,4 +634,17 @@ hooks! {
     MemfdCreate => vigil_exit_memfd_create;
     Mount => vigil_exit_mount;
     Kill => vigil_exit_kill;
+    Setxattr => vigil_exit_setxattr;
+    Lsetxattr => vigil_exit_lsetxattr;
+    Fsetxattr => vigil_exit_fsetxattr;
+    Removexattr => vigil_exit_removexattr;
+    Lremovexattr => vigil_exit_lremovexattr;
+    Fremovexattr => vigil_exit_fremovexattr;
+    ProcessVmReadv => vigil_exit_process_vm_readv;
+    ProcessVmWritev => vigil_exit_process_vm_writev;
+    Prctl => vigil_exit_prctl;
+    Utimensat => vigil_exit_utimensat;
+    Utimes => vigil_exit_utimes;
+    Futimesat => vigil_exit_futimesat;
+    Ioctl => vigil_exit_ioctl;
 }

@@ -20,6 +20,7 @@ fn main() -> Result<()> {
         sensor_tgid: std::process::id(),
         sensitive_names: Vec::new(),
         coalesce_ms: 0,
+        env_names: Vec::new(),
     })?;
     let prog: &mut TracePoint = loaded
         .ebpf

@@ -113,6 +113,16 @@ pub enum What {
         /// Their inode numbers: a pipe's or socket's identity, shared by both ends.
         #[serde(default)]
         stdio_inodes: [u64; 3],
+        /// The allow-listed environment variables the exec was given (`NAME=value`).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        env: Vec<String>,
+        /// Not every variable of the environment was looked at (see `ENV_SCAN`), or a value
+        /// was cut.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        env_truncated: bool,
+        /// For an interpreter given a script file (`bash file.sh`, `python3 x.py`): that file.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        script: Option<Script>,
     },
     Exit {
         exit: ExitStatus,
@@ -126,6 +136,12 @@ pub enum What {
         truncate: bool,
         /// A read-only open kept because the file name is in the sensitive set.
         sensitive_read: bool,
+        /// For `/proc/PID/{mem,environ,maps,...}` of a process other than the caller: its pid.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        target_pid: Option<u32>,
+        /// For a file under /proc/sys: the sysctl it is (`kernel.randomize_va_space`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sysctl: Option<String>,
     },
     Unlink {
         file: FileRef,
@@ -205,6 +221,55 @@ pub enum What {
         target_pid: i64,
         signal: u64,
     },
+    /// setxattr/removexattr and their l- and f- forms.
+    Xattr {
+        file: FileRef,
+        /// The attribute's name (`security.capability`, `user.x`...).
+        name: Option<String>,
+        /// False for a removal.
+        set: bool,
+        /// For `security.capability`: the capabilities granted (`cap_setuid`...).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        capabilities: Vec<String>,
+    },
+    /// process_vm_readv/process_vm_writev on another process.
+    ProcessVm {
+        target_pid: i64,
+        write: bool,
+    },
+    /// prctl(PR_SET_NAME) by a process's leader thread: its name in `ps` changed.
+    SetName {
+        name: String,
+    },
+    /// utimensat/utimes/futimesat: a file's access and modification times set.
+    Utimes {
+        file: FileRef,
+        /// Nanoseconds since the epoch; None: set to now (or left as it was).
+        atime_ns: Option<i64>,
+        mtime_ns: Option<i64>,
+    },
+    /// ioctl FS_IOC_SETFLAGS / FS_IOC_FSSETXATTR: a file's inode flags (chattr).
+    SetFlags {
+        file: FileRef,
+        flags: u32,
+        immutable: bool,
+        append_only: bool,
+    },
+}
+
+/// The script file an interpreter was started on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Script {
+    pub path: String,
+    /// Its identity when it could be read at the exec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<FileId>,
+    /// The first process the sensor saw write it, and whether that process touched the
+    /// network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writer: Option<ProcessRef>,
+    #[serde(default)]
+    pub writer_networked: bool,
 }
 
 /// One published event.

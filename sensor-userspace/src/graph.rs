@@ -424,6 +424,15 @@ impl Graph {
                 if f.file_type == Some(crate::events::FileType::CharDevice) {
                     return;
                 }
+                if let Some(t) = target {
+                    let kind = if *write {
+                        EdgeKind::WroteMemory
+                    } else {
+                        EdgeKind::ReadMemory
+                    };
+                    self.add_edge(boot_ns, kind, me, NodeId::Process(t), ok);
+                    return;
+                }
                 let kind = if *create {
                     EdgeKind::Created
                 } else if *write || *truncate {
@@ -501,6 +510,20 @@ impl Graph {
                 let path = format!("memfd:{}", name.as_deref().unwrap_or(""));
                 self.add_edge(boot_ns, EdgeKind::CreatedMemfd, me, NodeId::File(path), ok);
             }
+            What::Xattr { file: f, .. } => file(self, EdgeKind::SetXattr, f),
+            What::Utimes { file: f, .. } => file(self, EdgeKind::Touched, f),
+            What::SetFlags { file: f, .. } => file(self, EdgeKind::SetFlags, f),
+            What::ProcessVm { write, .. } => {
+                let kind = if *write {
+                    EdgeKind::WroteMemory
+                } else {
+                    EdgeKind::ReadMemory
+                };
+                if let Some(t) = target {
+                    self.add_edge(boot_ns, kind, me, NodeId::Process(t), ok);
+                }
+            }
+            What::SetName { .. } => {}
         }
     }
 
@@ -832,6 +855,8 @@ mod tests {
             create: true,
             truncate: false,
             sensitive_read: false,
+            target_pid: None,
+            sysctl: None,
         }
     }
 

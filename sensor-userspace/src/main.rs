@@ -77,6 +77,11 @@ enum Command {
         /// set of credential and private-key names).
         #[arg(long = "sensitive-name", value_name = "NAME")]
         sensitive_names: Vec<String>,
+        /// An environment variable captured at exec (repeatable; replaces the default set:
+        /// LD_PRELOAD, LD_LIBRARY_PATH, LD_AUDIT, BASH_ENV, ENV, PROMPT_COMMAND, PYTHONPATH,
+        /// HISTFILE, HISTSIZE and others). At most 64.
+        #[arg(long = "capture-env", value_name = "NAME")]
+        env_names: Vec<String>,
         /// The cgroup v2 directory whose processes network containment (isolation,
         /// destination blocks) applies to. Default: the root of the cgroup v2 mount, found in
         /// /proc/self/mounts, which is the whole host.
@@ -436,12 +441,21 @@ fn main() -> Result<()> {
             policy,
             rules,
             sensitive_names,
+            env_names,
             cgroup,
             controller,
             enroll,
             scope_cgroup,
             addresses,
         } => {
+            let env_names = if env_names.is_empty() {
+                loader::DEFAULT_ENV_NAMES
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect()
+            } else {
+                env_names
+            };
             let sensitive_names = if sensitive_names.is_empty() {
                 loader::DEFAULT_SENSITIVE_NAMES
                     .iter()
@@ -462,6 +476,7 @@ fn main() -> Result<()> {
                     max_exited,
                 },
                 sensitive_names,
+                env_names,
                 graph_limits: sensor_userspace::graph::GraphLimits { max_edges },
                 rules,
                 policy,

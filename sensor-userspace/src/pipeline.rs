@@ -56,6 +56,78 @@ struct PendingArgs {
     truncated: bool,
 }
 
+/// The captured environment of an exec call, waiting for its exec.
+struct PendingEnv {
+    boot_ns: u64,
+    vars: Vec<String>,
+    truncated: bool,
+}
+
+/// The paths of files recently named by path, by identity: what an fd-only call (fsetxattr,
+/// futimens, chattr's ioctl, fchmod) on the same inode is resolved to when the process is
+/// gone before /proc can say (the kernel gives the inode and its last path component).
+#[derive(Default)]
+struct KnownFiles {
+    paths: HashMap<sensor_common::decode::FileId, String>,
+    order: std::collections::VecDeque<sensor_common::decode::FileId>,
+}
+
+/// Inodes whose paths are remembered.
+const KNOWN_FILES: usize = 8192;
+
+impl KnownFiles {
+    fn files(what: &mut What) -> Option<&mut crate::events::FileRef> {
+        match what {
+            What::Open { file, .. }
+            | What::Chmod { file, .. }
+            | What::Chown { file, .. }
+            | What::Xattr { file, .. }
+            | What::Utimes { file, .. }
+            | What::SetFlags { file, .. } => Some(file),
+            _ => None,
+        }
+    }
+
+    /// Remembers the path of a file an open named with its inode (opens are where paths
+    /// and inodes come together).
+    fn learn(&mut self, what: &What) {
+        let What::Open {
+            file:
+                crate::events::FileRef {
+                    id: Some(id),
+                    path: Some(path),
+                    resolved: true,
+                    ..
+                },
+            ..
+        } = what
+        else {
+            return;
+        };
+        if self.paths.get(id) == Some(path) {
+            return;
+        }
+        if self.paths.insert(*id, path.clone()).is_none() {
+            self.order.push_back(*id);
+            if self.order.len() > KNOWN_FILES
+                && let Some(old) = self.order.pop_front()
+            {
+                self.paths.remove(&old);
+            }
+        }
+    }
+
+    fn resolve(&self, what: &mut What) {
+        if let Some(f) = Self::files(what)
+            && !f.resolved
+            && let Some(path) = f.id.and_then(|id| self.paths.get(&id))
+        {
+            f.path = Some(path.clone());
+            f.resolved = true;
+        }
+    }
+}
+
 /// How long an argument vector waits for its exec before it is forgotten (a failed exec).
 const PENDING_ARGS_TTL_NS: u64 = 10 * 1_000_000_000;
 
@@ -66,6 +138,11 @@ pub struct Pipeline<S: Sink> {
     resolver: Box<dyn Resolver + Send>,
     clock: BootClock,
     pending: HashMap<u32, PendingArgs>,
+    pending_env: HashMap<u32, PendingEnv>,
+    known_files: KnownFiles,
+    /// The environment variables captured at exec (the kernel selects by their first bytes);
+    /// None keeps whatever the kernel sent.
+    env_names: Option<std::collections::HashSet<String>>,
     seen: BTreeMap<&'static str, u64>,
     decode_errors: u64,
     detection: Option<Detection>,
@@ -149,12 +226,47 @@ impl<S: Sink> Pipeline<S> {
             resolver,
             clock,
             pending: HashMap::new(),
+            pending_env: HashMap::new(),
+            known_files: KnownFiles::default(),
+            env_names: None,
             seen: EventKind::ALL.iter().map(|k| (k.name(), 0)).collect(),
             decode_errors: 0,
             detection: None,
             alerts: Vec::new(),
             scope: None,
             out_of_scope: 0,
+        }
+    }
+
+    /// Keeps, of the environment variables the kernel selects, only these names.
+    pub fn with_env_names(mut self, names: &[String]) -> Self {
+        self.env_names = Some(names.iter().cloned().collect());
+        self
+    }
+
+    fn env_wanted(&self, var: &str) -> bool {
+        let name = var.split_once('=').map_or(var, |(n, _)| n);
+        self.env_names.as_ref().is_none_or(|s| s.contains(name))
+    }
+
+    /// The script an interpreter was started on: resolved against its cwd, with its identity
+    /// and first writer when known.
+    fn script(&self, pid: u32, arg: &str) -> crate::events::Script {
+        let (path, _) =
+            crate::interpret::resolve(self.resolver.as_ref(), pid, crate::interpret::AT_FDCWD, arg);
+        let id = std::fs::metadata(&path).ok().map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            sensor_common::decode::FileId {
+                dev: m.dev(),
+                ino: m.ino(),
+            }
+        });
+        let writer = self.graph.first_writer(&path);
+        crate::events::Script {
+            id,
+            writer_networked: writer.is_some_and(|w| self.graph.networked(&w)),
+            writer: writer.and_then(|w| self.table.get(&w)).map(Into::into),
+            path,
         }
     }
 
@@ -244,6 +356,22 @@ impl<S: Sink> Pipeline<S> {
                     },
                 );
             }
+            KernelEvent::ExecEnv {
+                boot_ns,
+                task,
+                vars,
+                truncated,
+            } => {
+                let vars = vars.into_iter().filter(|v| self.env_wanted(v)).collect();
+                self.pending_env.insert(
+                    task.pid,
+                    PendingEnv {
+                        boot_ns,
+                        vars,
+                        truncated,
+                    },
+                );
+            }
             KernelEvent::Fork { boot_ns, task } => {
                 let key = self.table.on_fork(&task);
                 let parent = self.table.get(&key).and_then(|p| p.parent);
@@ -264,6 +392,11 @@ impl<S: Sink> Pipeline<S> {
                 stdio_ino,
             } => {
                 let argv = self.pending.remove(&old_pid).map(|a| (a.argv, a.truncated));
+                let (env, env_truncated) = self
+                    .pending_env
+                    .remove(&old_pid)
+                    .map(|e| (e.vars, e.truncated))
+                    .unwrap_or_default();
                 if filename_truncated {
                     tracing::debug!(pid = task.tgid, "exec filename truncated");
                 }
@@ -280,6 +413,8 @@ impl<S: Sink> Pipeline<S> {
                     .get(&key)
                     .map(|p| (p.argv.clone(), p.argv_truncated))
                     .unwrap_or_default();
+                let script = crate::interpret::script_of(&filename, &argv)
+                    .map(|arg| self.script(task.tgid, &arg));
                 let what = What::Exec {
                     argv,
                     argv_truncated,
@@ -289,6 +424,9 @@ impl<S: Sink> Pipeline<S> {
                     blocked,
                     stdio,
                     stdio_inodes: stdio_ino,
+                    env,
+                    env_truncated,
+                    script,
                 };
                 if let Some(p) = self.table.get(&key) {
                     self.graph.record(boot_ns, p, &what, true, None);
@@ -302,6 +440,7 @@ impl<S: Sink> Pipeline<S> {
             } => {
                 let key = self.table.on_exit(&task, boot_ns, status);
                 self.pending.remove(&task.pid);
+                self.pending_env.remove(&task.pid);
                 self.publish(What::Exit { exit: status }, boot_ns, task.pid, key, None);
             }
             KernelEvent::Syscall {
@@ -310,14 +449,20 @@ impl<S: Sink> Pipeline<S> {
                 call,
             } => {
                 let key = self.table.touch(&task);
-                let what = interpret(&call, task.tgid, self.resolver.as_ref());
+                let mut what = interpret(&call, task.tgid, self.resolver.as_ref());
+                self.known_files.resolve(&mut what);
+                self.known_files.learn(&what);
                 let target = match &what {
-                    What::Ptrace { target_pid, .. } | What::Kill { target_pid, .. } => {
-                        u32::try_from(*target_pid)
-                            .ok()
-                            .and_then(|t| self.table.live(t))
-                            .map(|p| p.key)
-                    }
+                    What::Ptrace { target_pid, .. }
+                    | What::Kill { target_pid, .. }
+                    | What::ProcessVm { target_pid, .. } => u32::try_from(*target_pid)
+                        .ok()
+                        .and_then(|t| self.table.live(t))
+                        .map(|p| p.key),
+                    What::Open {
+                        target_pid: Some(t),
+                        ..
+                    } => self.table.live(*t).map(|p| p.key),
                     _ => None,
                 };
                 // A non-blocking connect returns EINPROGRESS: under way, not failed (python
@@ -404,6 +549,8 @@ impl<S: Sink> Pipeline<S> {
         }
         self.pending
             .retain(|_, a| now_boot_ns.saturating_sub(a.boot_ns) < PENDING_ARGS_TTL_NS);
+        self.pending_env
+            .retain(|_, e| now_boot_ns.saturating_sub(e.boot_ns) < PENDING_ARGS_TTL_NS);
         if let Some(d) = &mut self.detection {
             d.detector.expire(now_boot_ns);
             d.incidents

@@ -86,6 +86,15 @@ pub fn scan(proc_root: &Path) -> Vec<ProcSnapshot> {
 }
 
 /// Clock ticks per second (`USER_HZ`), the unit of /proc start times.
+/// The thread group (process) of task `tid`, from `/proc/TID/status`; None when it is gone.
+pub fn tgid_of(tid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 pub fn ticks_per_second() -> u64 {
     match nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK) {
         Ok(Some(hz)) if hz > 0 => hz as u64,

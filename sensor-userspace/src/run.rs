@@ -82,6 +82,8 @@ pub struct RunOptions {
     pub graph_limits: GraphLimits,
     /// File names whose read-only opens are reported.
     pub sensitive_names: Vec<String>,
+    /// Environment variables captured at exec.
+    pub env_names: Vec<String>,
     /// Directories of rules to run; empty for the installed or shipped rules.
     pub rules: Vec<PathBuf>,
     /// The policy file; None for the policy shipped in the binary.
@@ -716,6 +718,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         sensor_tgid: std::process::id(),
         sensitive_names: opts.sensitive_names.clone(),
         coalesce_ms: opts.coalesce_ms,
+        env_names: opts.env_names.clone(),
     })?;
     let mut ring = RingReader::take(&mut loaded.ebpf)?;
     let stats = KernelStats::take(&mut loaded.ebpf)?;
@@ -821,6 +824,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         BootClock::now(),
         Box::new(crate::interpret::ProcResolver),
     )
+    .with_env_names(&opts.env_names)
     .with_detection(detector, incidents);
     if let Some(scope) = scope {
         tracing::info!(cgroup = ?opts.scope, "telemetry scoped to a cgroup subtree");

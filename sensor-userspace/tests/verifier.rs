@@ -21,6 +21,10 @@ fn verifier_rejection_names_the_program_and_quotes_the_log() {
             .map(|s| s.to_string())
             .collect(),
         coalesce_ms: 1000,
+        env_names: sensor_userspace::kernel::loader::DEFAULT_ENV_NAMES
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
     })
     .expect("the object opens");
     let err = loaded

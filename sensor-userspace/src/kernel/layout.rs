@@ -69,6 +69,8 @@ pub fn tracepoint_layout(tracefs: &Path) -> Result<TracepointLayout, LayoutError
         exit_group_dead: field_offset(&exit, "group_dead").unwrap_or(FIELD_ABSENT),
         execve_argv: required(&execve, EXECVE, "argv")?,
         execveat_argv: required(&execveat, EXECVEAT, "argv")?,
+        execve_envp: required(&execve, EXECVE, "envp")?,
+        execveat_envp: required(&execveat, EXECVEAT, "envp")?,
         syscall_ret: required(&exit_sys, EXIT_SYS, "ret")?,
     })
 }

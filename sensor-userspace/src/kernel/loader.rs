@@ -9,7 +9,11 @@ use aya::{
         raw_trace_point::RawTracePointLink, trace_point::TracePointLink,
     },
 };
-use sensor_common::{config::KernelConfig, limits::SENSITIVE_NAME_LEN, syscall::Syscall};
+use sensor_common::{
+    config::KernelConfig,
+    limits::{ENV_KEY_LEN, SENSITIVE_NAME_LEN},
+    syscall::Syscall,
+};
 use serde::{Deserialize, Serialize};
 
 use super::{
@@ -141,6 +145,32 @@ pub const DEFAULT_SENSITIVE_NAMES: &[&str] = &[
     ".pgpass",
     ".netrc",
     "credentials",
+    // Another process's memory and secrets, as /proc/PID/{mem,environ,maps}: userspace keeps
+    // the reads of a process other than the caller and drops a process's look at itself.
+    "mem",
+    "environ",
+    "maps",
+];
+
+/// Environment variables captured at exec by default: the ones that change what a program
+/// loads or runs (the dynamic loader's, the shells' start-up files and hooks, Python's path)
+/// and the ones that switch shell history off.
+pub const DEFAULT_ENV_NAMES: &[&str] = &[
+    "LD_PRELOAD",
+    "LD_LIBRARY_PATH",
+    "LD_AUDIT",
+    "BASH_ENV",
+    "ENV",
+    "PROMPT_COMMAND",
+    "PYTHONPATH",
+    "PYTHONSTARTUP",
+    "PERL5OPT",
+    "RUBYOPT",
+    "NODE_OPTIONS",
+    "HISTFILE",
+    "HISTSIZE",
+    "HISTFILESIZE",
+    "HISTCONTROL",
 ];
 
 /// Lines of the verifier log kept in an error: the end is where the reason is.
@@ -170,6 +200,12 @@ pub enum LoadError {
     MissingProgram(String),
     #[error("sensitive file name {0:?} is empty or longer than {SENSITIVE_NAME_LEN} bytes")]
     SensitiveName(String),
+    #[error(
+        "environment variable name {0:?} cannot be captured: it must be 1 to 128 bytes of letters, digits and '_'"
+    )]
+    EnvName(String),
+    #[error("at most {max} environment variables can be captured, {given} were given")]
+    TooManyEnvNames { given: usize, max: usize },
     #[error("cannot fill map {map}: {source}")]
     MapFill {
         map: &'static str,
@@ -209,6 +245,8 @@ pub struct LoadOptions {
     pub sensitive_names: Vec<String>,
     /// See `KernelConfig::coalesce_ms`.
     pub coalesce_ms: u32,
+    /// Environment variables captured at exec.
+    pub env_names: Vec<String>,
 }
 
 /// One attachment. Dropping it detaches the program.
@@ -327,6 +365,7 @@ pub fn open(opts: &LoadOptions) -> Result<Loaded, LoadError> {
         .load(EBPF_OBJECT)
         .map_err(LoadError::Object)?;
     fill_sensitive_names(&mut ebpf, &opts.sensitive_names)?;
+    fill_env_names(&mut ebpf, &opts.env_names)?;
     Ok(Loaded {
         links: Links::default(),
         ebpf,
@@ -360,6 +399,52 @@ fn fill_sensitive_names(ebpf: &mut Ebpf, names: &[String]) -> Result<(), LoadErr
         }
         let mut key = [0u8; SENSITIVE_NAME_LEN];
         key[..bytes.len()].copy_from_slice(bytes);
+        set.insert(key, 1, 0)
+            .map_err(|source| LoadError::MapFill { map: MAP, source })?;
+    }
+    Ok(())
+}
+
+/// Most environment variable names the kernel selects by (the size of its map).
+pub const ENV_NAMES_MAX: usize = 64;
+
+/// The kernel's key for an environment variable name: the first
+/// [`sensor_common::limits::ENV_KEY_LEN`] bytes of `NAME=`, zero-padded.
+pub fn env_key(name: &str) -> Result<[u8; ENV_KEY_LEN], LoadError> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if !ok {
+        return Err(LoadError::EnvName(name.to_owned()));
+    }
+    let mut key = [0u8; ENV_KEY_LEN];
+    for (k, b) in key
+        .iter_mut()
+        .zip(name.bytes().chain(std::iter::once(b'=')))
+    {
+        *k = b;
+    }
+    Ok(key)
+}
+
+/// Writes the keys of the captured environment variables into the kernel's set.
+fn fill_env_names(ebpf: &mut Ebpf, names: &[String]) -> Result<(), LoadError> {
+    const MAP: &str = "ENV_NAMES";
+    if names.len() > ENV_NAMES_MAX {
+        return Err(LoadError::TooManyEnvNames {
+            given: names.len(),
+            max: ENV_NAMES_MAX,
+        });
+    }
+    let keys = names
+        .iter()
+        .map(|n| env_key(n))
+        .collect::<Result<Vec<_>, _>>()?;
+    let map = ebpf.map_mut(MAP).ok_or(LoadError::MissingMap(MAP))?;
+    let mut set: aya::maps::HashMap<_, [u8; ENV_KEY_LEN], u8> =
+        aya::maps::HashMap::try_from(map)
+            .map_err(|source| LoadError::MapFill { map: MAP, source })?;
+    for key in keys {
         set.insert(key, 1, 0)
             .map_err(|source| LoadError::MapFill { map: MAP, source })?;
     }
@@ -517,6 +602,23 @@ mod tests {
     }
 
     #[test]
+    fn env_keys_are_the_first_eight_bytes_of_name_and_equals() {
+        assert_eq!(&env_key("ENV").expect("valid"), b"ENV=\0\0\0\0");
+        assert_eq!(&env_key("HISTFIL").expect("valid"), b"HISTFIL=");
+        assert_eq!(&env_key("LD_PRELOAD").expect("valid"), b"LD_PRELO");
+        for bad in ["", "A=B", "LD PRELOAD", &"X".repeat(129)] {
+            assert!(
+                matches!(env_key(bad), Err(LoadError::EnvName(_))),
+                "{bad:?}"
+            );
+        }
+        for n in DEFAULT_ENV_NAMES {
+            assert!(env_key(n).is_ok(), "{n}");
+        }
+        assert!(DEFAULT_ENV_NAMES.len() <= ENV_NAMES_MAX);
+    }
+
+    #[test]
     fn the_last_byte_set_holds_every_sensitive_name_and_nothing_else() {
         let names: Vec<String> = DEFAULT_SENSITIVE_NAMES
             .iter()
@@ -527,8 +629,8 @@ mod tests {
         for n in &names {
             assert!(has(*n.as_bytes().last().expect("non-empty")), "{n}");
         }
-        // Shared objects, scripts and most data files end otherwise.
-        for b in [b'o', b'6', b'h', b'n', b'l', b'f'] {
+        // Shared objects, scripts and most data files end otherwise (`n` is in: `environ`).
+        for b in [b'o', b'6', b'h', b'l', b'f'] {
             assert!(!has(b), "{}", b as char);
         }
     }

@@ -70,7 +70,7 @@ macro_rules! fields {
 }
 
 fields! {
-    Kind = "kind": "event kind: exec, open, unlink, rename, chmod, chown, connect, accept, bind, listen, setuid, setgid, capset, ptrace, module_load, bpf, memfd_create, mount, kill",
+    Kind = "kind": "event kind: exec, open, unlink, rename, chmod, chown, connect, accept, bind, listen, setuid, setgid, capset, ptrace, module_load, bpf, memfd_create, mount, kill, xattr, process_vm, set_name, utimes, set_flags",
     Syscall = "syscall": "the system call's name (syscall events)",
     Success = "success": "true unless the system call failed",
     Error = "error": "the error's name when the call failed (EACCES, ...)",
@@ -126,13 +126,32 @@ fields! {
     LocalPort = "local_port": "bind/listen/accept: the local port",
     Request = "request": "ptrace: the request's name (PTRACE_ATTACH, ...)",
     Signal = "signal": "kill: the signal number",
-    TargetPid = "target.pid": "kill/ptrace: the target pid",
+    TargetPid = "target.pid": "kill/ptrace/process_vm: the target pid; open: the process whose /proc/PID/mem, environ or maps it is",
     TargetSensor = "target.sensor": "kill/ptrace: the target is the sensor",
     TargetDescendant = "target.descendant": "kill/ptrace: the target descends from the actor",
     TargetSelf = "target.self": "kill/ptrace: the target is the actor itself",
     BpfCommand = "bpf_command": "bpf: the command's name (BPF_PROG_LOAD, ...)",
     ProgType = "prog_type": "bpf: the program type number",
     MemfdName = "memfd_name": "memfd_create: the name",
+    Env = "env": "exec: each captured environment variable, NAME=value (LD_PRELOAD, BASH_ENV, HISTFILE...)",
+    EnvName = "env.name": "exec: each captured environment variable's name",
+    EnvTruncated = "env_truncated": "exec: not every environment variable was looked at, or a value was cut",
+    Script = "script": "exec of an interpreter with a script file (bash x.sh, python3 y.py): the script's path",
+    ScriptWriterExe = "script.writer.exe": "exec: executable of the first process that wrote the script",
+    ScriptWriterName = "script.writer.name": "file name of script.writer.exe",
+    ScriptWriterNetworked = "script.writer.networked": "whether the script's first writer made or accepted an inet connection",
+    ScriptMadeExecutable = "script.made_executable": "whether chmod set an execute bit on the script",
+    Xattr = "xattr": "xattr: the attribute's name (security.capability, user.x...)",
+    XattrSet = "xattr_set": "xattr: true when set, false when removed",
+    Capabilities = "capabilities": "xattr: each capability a security.capability value grants (cap_setuid...)",
+    TargetName = "target.name": "kill/ptrace/process_vm/open of /proc/PID/mem: the target's executable file name",
+    TargetExe = "target.exe": "the target's executable path",
+    TargetWrite = "target.write": "process_vm: true for process_vm_writev",
+    Sysctl = "sysctl": "open: for a file under /proc/sys, the sysctl it is (kernel.randomize_va_space)",
+    NewName = "new_name": "set_name: the name the process gave itself (prctl PR_SET_NAME)",
+    TimesSet = "times_set": "utimes: explicit (times given, as touch -t/-r) or now",
+    Immutable = "immutable": "set_flags: sets the immutable flag (chattr +i)",
+    AppendOnly = "append_only": "set_flags: sets the append-only flag (chattr +a)",
 }
 
 impl Field {
@@ -171,6 +190,11 @@ pub fn kind_name(what: &What) -> &'static str {
         What::MemfdCreate { .. } => "memfd_create",
         What::Mount { .. } => "mount",
         What::Kill { .. } => "kill",
+        What::Xattr { .. } => "xattr",
+        What::ProcessVm { .. } => "process_vm",
+        What::SetName { .. } => "set_name",
+        What::Utimes { .. } => "utimes",
+        What::SetFlags { .. } => "set_flags",
     }
 }
 
@@ -197,6 +221,11 @@ pub const KINDS: &[&str] = &[
     "memfd_create",
     "mount",
     "kill",
+    "xattr",
+    "process_vm",
+    "set_name",
+    "utimes",
+    "set_flags",
 ];
 
 fn basename(p: &str) -> &str {
@@ -320,7 +349,10 @@ impl<'a> View<'a> {
             | What::Chmod { file, .. }
             | What::Chown { file, .. }
             | What::Rename { to: file, .. }
-            | What::Mount { target: file, .. } => file.path.as_deref(),
+            | What::Mount { target: file, .. }
+            | What::Xattr { file, .. }
+            | What::Utimes { file, .. }
+            | What::SetFlags { file, .. } => file.path.as_deref(),
             What::ModuleLoad { file, .. } => file.as_ref().and_then(|f| f.path.as_deref()),
             What::Exec { .. } => self.event.exe.as_deref(),
             _ => None,
@@ -329,7 +361,13 @@ impl<'a> View<'a> {
 
     fn target_pid(&self) -> Option<i64> {
         match &self.event.what {
-            What::Ptrace { target_pid, .. } | What::Kill { target_pid, .. } => Some(*target_pid),
+            What::Ptrace { target_pid, .. }
+            | What::Kill { target_pid, .. }
+            | What::ProcessVm { target_pid, .. } => Some(*target_pid),
+            What::Open {
+                target_pid: Some(t),
+                ..
+            } => Some(i64::from(*t)),
             _ => None,
         }
     }
@@ -556,6 +594,119 @@ impl<'a> View<'a> {
             },
             Field::MemfdName => match &e.what {
                 What::MemfdCreate { name, .. } => one(name.clone()),
+                _ => Computed::new(),
+            },
+            Field::Env | Field::EnvName | Field::EnvTruncated => match &e.what {
+                What::Exec {
+                    env, env_truncated, ..
+                } => match field {
+                    Field::Env => env.iter().cloned().map(Cow::Owned).collect(),
+                    Field::EnvName => env
+                        .iter()
+                        .map(|v| v.split_once('=').map_or(v.as_str(), |(n, _)| n))
+                        .map(|n| Cow::Owned(n.to_owned()))
+                        .collect(),
+                    _ => smallvec::smallvec![truth(*env_truncated)],
+                },
+                _ => Computed::new(),
+            },
+            Field::Script
+            | Field::ScriptWriterExe
+            | Field::ScriptWriterName
+            | Field::ScriptWriterNetworked
+            | Field::ScriptMadeExecutable => {
+                let What::Exec {
+                    script: Some(script),
+                    ..
+                } = &e.what
+                else {
+                    return Computed::new();
+                };
+                match field {
+                    Field::Script => smallvec::smallvec![script.path.clone().into()],
+                    Field::ScriptMadeExecutable => {
+                        smallvec::smallvec![truth(self.facts.made_executable(&script.path))]
+                    }
+                    _ => {
+                        let Some(w) = self.facts.first_writer(&script.path) else {
+                            return Computed::new();
+                        };
+                        match field {
+                            Field::ScriptWriterNetworked => {
+                                smallvec::smallvec![truth(self.facts.networked(&w))]
+                            }
+                            _ => {
+                                let exe = self.facts.process(&w).and_then(|p| p.exe);
+                                one(if field == Field::ScriptWriterName {
+                                    exe.map(|x| basename(&x).to_owned())
+                                } else {
+                                    exe
+                                })
+                            }
+                        }
+                    }
+                }
+            }
+            Field::Xattr | Field::XattrSet | Field::Capabilities => match &e.what {
+                What::Xattr {
+                    name,
+                    set,
+                    capabilities,
+                    ..
+                } => match field {
+                    Field::Xattr => one(name.clone()),
+                    Field::XattrSet => smallvec::smallvec![truth(*set)],
+                    _ => capabilities.iter().cloned().map(Cow::Owned).collect(),
+                },
+                _ => Computed::new(),
+            },
+            Field::TargetName | Field::TargetExe => {
+                let exe = self
+                    .target_pid()
+                    .and_then(|t| u32::try_from(t).ok())
+                    .and_then(|t| self.facts.live(t))
+                    .and_then(|k| self.facts.process(&k))
+                    .and_then(|p| p.exe);
+                one(if field == Field::TargetName {
+                    exe.map(|x| basename(&x).to_owned())
+                } else {
+                    exe
+                })
+            }
+            Field::TargetWrite => match &e.what {
+                What::ProcessVm { write, .. } => smallvec::smallvec![truth(*write)],
+                _ => Computed::new(),
+            },
+            Field::Sysctl => match &e.what {
+                What::Open { sysctl, .. } => one(sysctl.clone()),
+                _ => Computed::new(),
+            },
+            Field::NewName => match &e.what {
+                What::SetName { name } => one(Some(name.clone())),
+                _ => Computed::new(),
+            },
+            Field::TimesSet => match &e.what {
+                What::Utimes {
+                    atime_ns, mtime_ns, ..
+                } => smallvec::smallvec![Cow::Borrowed(
+                    if atime_ns.is_some() || mtime_ns.is_some() {
+                        "explicit"
+                    } else {
+                        "now"
+                    }
+                )],
+                _ => Computed::new(),
+            },
+            Field::Immutable | Field::AppendOnly => match &e.what {
+                What::SetFlags {
+                    immutable,
+                    append_only,
+                    ..
+                } => smallvec::smallvec![truth(if field == Field::Immutable {
+                    *immutable
+                } else {
+                    *append_only
+                })],
                 _ => Computed::new(),
             },
         }
