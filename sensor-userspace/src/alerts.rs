@@ -55,6 +55,28 @@ impl RuleRef {
             .iter()
             .any(|t| t == "persistence" || t == "attack.persistence")
     }
+
+    /// Persistence, or a change of privilege (`privilege_escalation`): what outlives the
+    /// moment or widens what the attacker can do, and so raises an incident's risk.
+    pub fn is_persistence_or_privilege(&self) -> bool {
+        self.is_persistence()
+            || self.tags.iter().any(|t| {
+                t == "privilege_escalation"
+                    || t == "attack.privilege-escalation"
+                    || t == "attack.privilege_escalation"
+            })
+    }
+
+    /// A Sigma rule of level informational or low: its matches are signals that raise the
+    /// risk of the incident they join, never alerts of their own.
+    pub fn is_signal_only(&self) -> bool {
+        self.source == RuleSource::Sigma
+            && matches!(
+                self.severity,
+                crate::rules::sigma::rule::Level::Informational
+                    | crate::rules::sigma::rule::Level::Low
+            )
+    }
 }
 
 impl From<&SigmaRule> for RuleRef {

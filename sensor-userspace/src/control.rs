@@ -187,6 +187,12 @@ pub struct Status {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rules_version: Option<String>,
     pub alerts_raised: u64,
+    /// Low-level matches (informational and low Sigma rules) recorded as signals.
+    #[serde(default)]
+    pub signals: u64,
+    /// What each of the policy's exceptions suppressed.
+    #[serde(default)]
+    pub exceptions: Vec<crate::incidents::ExceptionCount>,
     pub incidents: usize,
     pub detection: crate::detect::DetectStats,
     /// The action journal: counts, and blocks re-armed at start.

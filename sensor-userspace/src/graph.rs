@@ -656,12 +656,21 @@ impl Graph {
 
     /// Whether `key` has an edge of one of `kinds` to an inet endpoint.
     fn has_inet_edge(&self, key: &ProcessKey, kinds: &[EdgeKind]) -> bool {
+        self.has_inet_edge_where(key, kinds, |_| true)
+    }
+
+    fn has_inet_edge_where(
+        &self,
+        key: &ProcessKey,
+        kinds: &[EdgeKind],
+        addr: impl Fn(&std::net::SocketAddr) -> bool,
+    ) -> bool {
         self.edges_of(&NodeId::Process(*key)).any(|(e, ix)| {
             e.from == ix
                 && kinds.contains(&e.kind)
                 && matches!(
                     self.node_id(e.to),
-                    Some(NodeId::Endpoint(Endpoint::Inet { .. }))
+                    Some(NodeId::Endpoint(Endpoint::Inet { addr: a, .. })) if addr(a)
                 )
         })
     }
@@ -672,8 +681,12 @@ impl Graph {
     }
 
     /// Whether `key` listened on or accepted from an inet socket: it faces the network.
+    /// A listener bound only to loopback, and connections accepted from loopback, do not
+    /// count: nothing from outside the host can reach them.
     pub fn network_facing(&self, key: &ProcessKey) -> bool {
-        self.has_inet_edge(key, &[EdgeKind::Listened, EdgeKind::Accepted])
+        self.has_inet_edge_where(key, &[EdgeKind::Listened, EdgeKind::Accepted], |a| {
+            !a.ip().is_loopback()
+        })
     }
 
     pub fn stats(&self) -> GraphStats {

@@ -117,6 +117,42 @@ pub struct Member {
     pub risk: u8,
 }
 
+/// A low-level match (an informational or low Sigma rule) recorded on the graph's process:
+/// it raises the risk of the incident it joins, and never alerts or acts alone.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Signal {
+    pub time_ns: u64,
+    pub rule_id: Option<String>,
+    pub rule: String,
+    pub author: Option<String>,
+    pub pid: u32,
+    pub start: u64,
+}
+
+/// Signals kept for joining later alerts, and how long.
+const MAX_SIGNALS: usize = 4096;
+const SIGNAL_WINDOW_NS: u64 = 15 * 60 * 1_000_000_000;
+
+/// What becomes of a finding before triage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Screen {
+    /// An exception of the policy suppresses it (its index there): counted, nothing else.
+    Suppressed(usize),
+    /// A low-level match: a signal, not an alert.
+    Signal,
+    /// An alert: triaged, joined to an incident, decided.
+    Alert,
+}
+
+/// Counts of what the policy's exceptions suppressed, for `status`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExceptionCount {
+    pub rule: String,
+    pub reason: String,
+    pub suppressed: u64,
+    pub expired: bool,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Incident {
     pub id: String,
@@ -131,6 +167,9 @@ pub struct Incident {
     pub alerts: Vec<Member>,
     pub decision: Decision,
     pub story: Story,
+    /// Low-level signals on its chains.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub signals: Vec<Signal>,
     /// Processes on the incident's chains.
     #[serde(skip)]
     chain: HashSet<ProcessKey>,
@@ -157,6 +196,11 @@ pub struct IncidentBook {
     path: Option<PathBuf>,
     persistence_alerts: HashSet<String>,
     dirty: bool,
+    /// Recent signals, oldest first.
+    signals: std::collections::VecDeque<Signal>,
+    signals_seen: u64,
+    /// Matches each of the policy's exceptions suppressed (same order).
+    suppressed: Vec<u64>,
 }
 
 fn basename(p: &str) -> &str {
@@ -333,10 +377,102 @@ impl IncidentBook {
             path,
             persistence_alerts: HashSet::new(),
             dirty: false,
+            signals: std::collections::VecDeque::new(),
+            signals_seen: 0,
+            suppressed: Vec::new(),
         }
     }
 
+    /// Whether `finding` is suppressed by an exception, is a signal, or is an alert.
+    pub fn screen(&mut self, finding: &Finding) -> Screen {
+        let subject = crate::policy::ExceptionSubject {
+            rule_id: finding.rule.id.as_deref(),
+            rule_title: &finding.rule.title,
+            exe: finding.process.exe.as_deref(),
+            cmdline: &finding.process.cmdline,
+            paths: finding.entities.iter().map(String::as_str).collect(),
+        };
+        let now = i64::try_from(finding.time_ns / 1_000_000_000).unwrap_or(i64::MAX);
+        if let Some(ix) = self.policy.exception_for(&subject, now) {
+            if self.suppressed.len() < self.policy.exceptions.len() {
+                self.suppressed.resize(self.policy.exceptions.len(), 0);
+            }
+            self.suppressed[ix] += 1;
+            return Screen::Suppressed(ix);
+        }
+        if finding.rule.is_signal_only() {
+            Screen::Signal
+        } else {
+            Screen::Alert
+        }
+    }
+
+    /// Records a low-level match: kept to raise the risk of alerts on its chain later, and
+    /// joined at once to an open incident its chain runs through (whose risk it raises).
+    pub fn signal(&mut self, finding: &Finding, table: &ProcessTable) {
+        let actor = ProcessKey {
+            pid: finding.process.pid,
+            start: finding.process.start,
+        };
+        let sig = Signal {
+            time_ns: finding.time_ns,
+            rule_id: finding.rule.id.clone(),
+            rule: finding.rule.title.clone(),
+            author: finding.rule.author.clone(),
+            pid: actor.pid,
+            start: actor.start,
+        };
+        self.signals_seen += 1;
+        while self.signals.len() >= MAX_SIGNALS
+            || self
+                .signals
+                .front()
+                .is_some_and(|s| finding.time_ns.saturating_sub(s.time_ns) > SIGNAL_WINDOW_NS)
+        {
+            self.signals.pop_front();
+        }
+        self.signals.push_back(sig.clone());
+        let chain = chain(table, actor);
+        if let Some(inc) = self
+            .incidents
+            .iter_mut()
+            .find(|i| i.status == Status::Open && chain.iter().any(|k| i.chain.contains(k)))
+        {
+            let new_rule = !inc.signals.iter().any(|s| s.rule == sig.rule);
+            inc.signals.push(sig);
+            if new_rule && inc.signals.len() <= 3 {
+                inc.risk = inc.risk.saturating_add(5).min(100);
+                inc.decision = triage::decide(&self.policy, inc.risk);
+            }
+            inc.updated_ns = inc.updated_ns.max(finding.time_ns);
+            self.dirty = true;
+        }
+    }
+
+    /// Signals recorded since the sensor started.
+    pub fn signals_seen(&self) -> u64 {
+        self.signals_seen
+    }
+
+    /// What each exception of the policy in force suppressed.
+    pub fn exception_counts(&self, now_unix: i64) -> Vec<ExceptionCount> {
+        self.policy
+            .exceptions
+            .iter()
+            .enumerate()
+            .map(|(i, x)| ExceptionCount {
+                rule: x.rule.clone(),
+                reason: x.reason.clone(),
+                suppressed: self.suppressed.get(i).copied().unwrap_or(0),
+                expired: x.expires_unix().is_some_and(|t| now_unix >= t),
+            })
+            .collect()
+    }
+
     pub fn set_policy(&mut self, policy: Policy) {
+        if policy.exceptions != self.policy.exceptions {
+            self.suppressed.clear();
+        }
         self.policy = policy;
     }
 
@@ -362,7 +498,7 @@ impl IncidentBook {
             start: finding.process.start,
         };
         let chain = chain(table, actor);
-        if finding.rule.is_persistence() {
+        if finding.rule.is_persistence_or_privilege() {
             self.persistence_alerts.insert(finding.id.clone());
         }
         let ix = match self
@@ -392,6 +528,7 @@ impl IncidentBook {
                     alerts: Vec::new(),
                     decision,
                     story: story(actor, &[], table, graph, clock),
+                    signals: Vec::new(),
                     chain: HashSet::new(),
                     root: actor,
                     stale: true,
@@ -423,14 +560,27 @@ impl IncidentBook {
             .map(|m| (m.pid, m.start))
             .filter(|k| *k != (actor.pid, actor.start))
             .collect();
+        // Signals on this chain, and those already joined to the incident.
+        let on_chain = self
+            .signals
+            .iter()
+            .filter(|s| {
+                finding.time_ns.saturating_sub(s.time_ns) <= SIGNAL_WINDOW_NS
+                    && chain.iter().any(|k| k.pid == s.pid && k.start == s.start)
+            })
+            .filter(|s| !inc.signals.contains(s))
+            .cloned()
+            .collect::<Vec<_>>();
+        inc.signals.extend(on_chain);
         let risk = triage::score(
             &finding.rule,
             self.policy.asset.criticality,
             &Context {
                 privileged: finding.process.euid == 0,
                 network_facing,
-                persistence: persistence || finding.rule.is_persistence(),
+                persistence: persistence || finding.rule.is_persistence_or_privilege(),
                 spread: others.len(),
+                signals: inc.signals.len(),
             },
         );
         // A root higher up (an ancestor of the current one) replaces it.
@@ -598,4 +748,180 @@ pub fn render(inc: &Incident) -> String {
         b.processes, b.files_written, b.endpoints, b.users
     );
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use sensor_common::decode::testing::task;
+
+    use super::*;
+    use crate::{
+        alerts::{AlertProcess, RuleRef, RuleSource},
+        graph::{Graph, GraphLimits},
+        process_table::TableLimits,
+        rules::behaviour::rule::Confidence,
+    };
+
+    fn finding(id: &str, pid: u32, start: u64, source: RuleSource, severity: Level) -> Finding {
+        Finding {
+            id: id.into(),
+            time_ns: 1_800_000_000_000_000_000,
+            host: "h".into(),
+            rule: RuleRef {
+                id: Some(format!("rule-{id}")),
+                title: format!("Rule {id}"),
+                technique: vec!["T1059".into()],
+                severity,
+                confidence: Confidence::High,
+                source,
+                author: None,
+                tags: vec![],
+                response: vec![],
+                file: "t.yml".into(),
+            },
+            process: AlertProcess {
+                pid,
+                start,
+                exe: Some("/usr/bin/bash".into()),
+                cmdline: "bash x".into(),
+                uid: 1000,
+                euid: 1000,
+                user: None,
+                ancestry: vec![],
+            },
+            entities: vec!["/tmp/x".into()],
+            evidence: vec![],
+        }
+    }
+
+    /// A shell (pid 10) and its child (pid 11), both started at 1 s.
+    fn world() -> (ProcessTable, Graph, ProcessKey, ProcessKey) {
+        let mut t = ProcessTable::new(100, TableLimits::default());
+        let sh = t.on_fork(&task(10, 1, 1, 0, "bash"));
+        let child = t.on_fork(&task(11, 1, 10, 1, "bash"));
+        (t, Graph::new("h".into(), GraphLimits::default()), sh, child)
+    }
+
+    fn book(policy: Policy) -> IncidentBook {
+        IncidentBook::new("h".into(), 1, policy, None)
+    }
+
+    #[test]
+    fn low_sigma_matches_are_signals_that_raise_a_later_alert_on_their_chain() {
+        let (mut t, g, sh, child) = world();
+        let mut b = book(Policy::shipped().expect("policy"));
+        let low = finding("a", sh.pid, sh.start, RuleSource::Sigma, Level::Low);
+        assert_eq!(b.screen(&low), Screen::Signal);
+        b.signal(&low, &t);
+        assert!(b.incidents().is_empty(), "a signal opens no incident");
+        let info = finding(
+            "b",
+            sh.pid,
+            sh.start,
+            RuleSource::Sigma,
+            Level::Informational,
+        );
+        assert_eq!(b.screen(&info), Screen::Signal);
+        let medium = finding(
+            "c",
+            child.pid,
+            child.start,
+            RuleSource::Sigma,
+            Level::Medium,
+        );
+        assert_eq!(b.screen(&medium), Screen::Alert);
+        let alert = b.triage(medium, &mut t, &g, &BootClock::fixed(0));
+        assert!(
+            alert
+                .risk
+                .factors
+                .iter()
+                .any(|f| f.name == "low-level signals on the chain" && f.points == 5),
+            "{:?}",
+            alert.risk
+        );
+        assert_eq!(alert.risk.score, 55);
+        assert_eq!(b.incidents()[0].signals.len(), 1);
+        // A later signal on the same chain joins the open incident and raises its risk.
+        b.signal(&info, &t);
+        assert_eq!(b.incidents()[0].signals.len(), 2);
+        assert_eq!(b.incidents()[0].risk, 60);
+        assert_eq!(b.signals_seen(), 2);
+    }
+
+    #[test]
+    fn a_behaviour_rule_of_low_severity_still_alerts() {
+        let mut b = book(Policy::shipped().expect("policy"));
+        let f = finding("a", 10, 1, RuleSource::Behaviour, Level::Low);
+        assert_eq!(b.screen(&f), Screen::Alert);
+    }
+
+    #[test]
+    fn exceptions_suppress_and_count_only_what_they_name() {
+        let policy = Policy::parse(
+            &format!(
+                "{}\n[[exceptions]]\nrule = \"rule-a\"\npath = \"/tmp/*\"\nreason = \"build dir\"\n",
+                crate::policy::DEFAULT_POLICY
+            ),
+            "test",
+        )
+        .expect("policy");
+        let mut b = book(policy);
+        let hit = finding("a", 10, 1, RuleSource::Behaviour, Level::High);
+        assert_eq!(b.screen(&hit), Screen::Suppressed(0));
+        assert_eq!(b.screen(&hit), Screen::Suppressed(0));
+        let other = finding("b", 10, 1, RuleSource::Behaviour, Level::High);
+        assert_eq!(b.screen(&other), Screen::Alert);
+        let mut elsewhere = finding("a", 10, 1, RuleSource::Behaviour, Level::High);
+        elsewhere.entities = vec!["/etc/cron.d/x".into()];
+        assert_eq!(b.screen(&elsewhere), Screen::Alert);
+        let counts = b.exception_counts(0);
+        assert_eq!(counts.len(), 1);
+        assert_eq!(counts[0].suppressed, 2);
+        assert_eq!(counts[0].reason, "build dir");
+    }
+
+    #[test]
+    fn findings_on_one_chain_join_one_incident() {
+        let (mut t, g, sh, child) = world();
+        let mut b = book(Policy::shipped().expect("policy"));
+        let clock = BootClock::fixed(0);
+        let first = b.triage(
+            finding("a", sh.pid, sh.start, RuleSource::Behaviour, Level::High),
+            &mut t,
+            &g,
+            &clock,
+        );
+        let second = b.triage(
+            finding(
+                "b",
+                child.pid,
+                child.start,
+                RuleSource::Behaviour,
+                Level::High,
+            ),
+            &mut t,
+            &g,
+            &clock,
+        );
+        assert_eq!(first.incident, second.incident);
+        assert_eq!(b.incidents().len(), 1);
+        assert_eq!(b.incidents()[0].alerts.len(), 2);
+        assert!(
+            second
+                .risk
+                .factors
+                .iter()
+                .any(|f| f.name == "spread to other processes"),
+            "{:?}",
+            second.risk
+        );
+        let unrelated = b.triage(
+            finding("c", 99, 9, RuleSource::Behaviour, Level::High),
+            &mut t,
+            &g,
+            &clock,
+        );
+        assert_ne!(unrelated.incident, first.incident);
+    }
 }

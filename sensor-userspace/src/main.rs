@@ -244,7 +244,13 @@ enum RulesCmd {
     Check { dir: PathBuf },
     /// Run the test cases of every behaviour rule under DIR; exits non-zero when any fails
     /// or any rule is missing a must-match or a must-not-match case, or fails to load.
-    Test { dir: PathBuf },
+    Test {
+        dir: PathBuf,
+        /// Apply this policy's exceptions to every match: a case that expects a match fails
+        /// when an exception suppresses it; a case may expect `suppressed`.
+        #[arg(long, value_name = "FILE")]
+        policy: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -561,8 +567,11 @@ fn main() -> Result<()> {
             println!("loaded {} of {} rules", report.loaded(), report.total);
         }
         Command::Rules {
-            action: RulesCmd::Test { dir },
+            action: RulesCmd::Test { dir, policy },
         } => {
+            let policy = policy
+                .map(|p| sensor_userspace::policy::Policy::load(&p))
+                .transpose()?;
             let report = sensor_userspace::rules::load_dir(&dir)
                 .with_context(|| format!("cannot read the rule directory {}", dir.display()))?;
             let mut failed = 0;
@@ -572,7 +581,9 @@ fn main() -> Result<()> {
             }
             let mut cases = 0;
             for rule in &report.behaviour {
-                for r in sensor_userspace::rules::behaviour::testcase::run(rule) {
+                for r in
+                    sensor_userspace::rules::behaviour::testcase::run_with(rule, policy.as_ref())
+                {
                     cases += 1;
                     if r.passed {
                         println!("ok   {}: {}", r.rule, r.case);

@@ -531,10 +531,16 @@ impl<S: Sink> Pipeline<S> {
         };
         if let Some(d) = &mut self.detection {
             for finding in d.detector.check(&event, &self.table, &self.graph) {
-                let alert = d
-                    .incidents
-                    .triage(finding, &mut self.table, &self.graph, &self.clock);
-                self.alerts.push(alert);
+                match d.incidents.screen(&finding) {
+                    crate::incidents::Screen::Suppressed(_) => {}
+                    crate::incidents::Screen::Signal => d.incidents.signal(&finding, &self.table),
+                    crate::incidents::Screen::Alert => {
+                        let alert =
+                            d.incidents
+                                .triage(finding, &mut self.table, &self.graph, &self.clock);
+                        self.alerts.push(alert);
+                    }
+                }
             }
         }
         if self.sink.wants_events() {

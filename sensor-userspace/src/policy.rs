@@ -91,6 +91,103 @@ pub struct Isolation {
     pub allow: Vec<String>,
 }
 
+/// A rule suppressed where it is known to be wrong: for a process, a path or a command line,
+/// with the reason, until an optional expiry. Every suppressed match is counted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Exception {
+    /// The rule's id or title (`*` and `?` wildcards, case-insensitive).
+    pub rule: String,
+    /// The acting process's executable path (wildcards).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<String>,
+    /// A file or endpoint the match names (wildcards).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// The acting process's command line (wildcards).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cmdline: Option<String>,
+    /// When it stops applying (a TOML date-time, `2027-01-31T00:00:00Z`, or a date).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<toml::value::Datetime>,
+    /// Why: shown with every count of what it suppressed.
+    pub reason: String,
+}
+
+/// What an exception is tested against: one match of one rule.
+#[derive(Clone, Debug, Default)]
+pub struct ExceptionSubject<'a> {
+    pub rule_id: Option<&'a str>,
+    pub rule_title: &'a str,
+    pub exe: Option<&'a str>,
+    pub cmdline: &'a str,
+    pub paths: Vec<&'a str>,
+}
+
+/// Whole-value, case-insensitive wildcard match (`*`, `?`).
+fn wildcard(pattern: &str, value: &str) -> bool {
+    crate::rules::sigma::pattern::Pattern::compile(
+        pattern,
+        crate::rules::sigma::pattern::Mode::Exact,
+    )
+    .is_ok_and(|p| p.matches(value))
+}
+
+/// Seconds since the Unix epoch of a TOML date-time (a bare date is its midnight UTC; a
+/// local time without offset is taken as UTC).
+fn datetime_unix(d: &toml::value::Datetime) -> Option<i64> {
+    let date = d.date?;
+    let (y, m, day) = (
+        i64::from(date.year),
+        i64::from(date.month),
+        i64::from(date.day),
+    );
+    // Days from civil (proleptic Gregorian), Howard Hinnant's algorithm.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = d.time.map_or(0, |t| {
+        i64::from(t.hour) * 3600 + i64::from(t.minute) * 60 + i64::from(t.second.unwrap_or(0))
+    });
+    let offset = match d.offset {
+        Some(toml::value::Offset::Custom { minutes }) => i64::from(minutes) * 60,
+        _ => 0,
+    };
+    Some(days * 86_400 + secs - offset)
+}
+
+impl Exception {
+    /// Seconds since the epoch when it expires, if it does.
+    pub fn expires_unix(&self) -> Option<i64> {
+        self.expires.as_ref().and_then(datetime_unix)
+    }
+
+    /// Whether it applies to `m` at `now_unix` (seconds).
+    pub fn applies(&self, m: &ExceptionSubject<'_>, now_unix: i64) -> bool {
+        if self.expires_unix().is_some_and(|t| now_unix >= t) {
+            return false;
+        }
+        let rule = m.rule_id.is_some_and(|id| wildcard(&self.rule, id))
+            || wildcard(&self.rule, m.rule_title);
+        rule && self
+            .process
+            .as_deref()
+            .is_none_or(|p| m.exe.is_some_and(|e| wildcard(p, e)))
+            && self
+                .path
+                .as_deref()
+                .is_none_or(|p| m.paths.iter().any(|x| wildcard(p, x)))
+            && self
+                .cmdline
+                .as_deref()
+                .is_none_or(|p| wildcard(p, m.cmdline))
+    }
+}
+
 /// Addresses the isolation allow list may hold from the policy: the kernel's list holds
 /// `ISOLATION_ALLOW`, and one is kept for the controller.
 pub const POLICY_ISOLATION_ALLOW: usize = sensor_common::netguard::ISOLATION_ALLOW - 1;
@@ -110,7 +207,13 @@ pub struct Policy {
     pub escalation: Escalation,
     #[serde(default)]
     pub isolation: Isolation,
+    /// Rules suppressed for a process, path or command line (see [`Exception`]).
+    #[serde(default)]
+    pub exceptions: Vec<Exception>,
 }
+
+/// Most exceptions a policy may hold.
+pub const MAX_EXCEPTIONS: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
@@ -215,6 +318,60 @@ impl Policy {
                 return invalid("isolation.allow", reason);
             }
         }
+        if self.exceptions.len() > MAX_EXCEPTIONS {
+            return invalid(
+                "exceptions",
+                format!(
+                    "{} exceptions; at most {MAX_EXCEPTIONS}",
+                    self.exceptions.len()
+                ),
+            );
+        }
+        for (i, x) in self.exceptions.iter().enumerate() {
+            if x.reason.trim().is_empty() {
+                return invalid(
+                    "exceptions.reason",
+                    format!("exception {} has no reason", i + 1),
+                );
+            }
+            if x.rule.trim().is_empty() || x.rule.trim_matches('*').is_empty() {
+                return invalid(
+                    "exceptions.rule",
+                    format!(
+                        "exception {} names no rule ({:?}): an exception for every rule would silence the sensor",
+                        i + 1,
+                        x.rule
+                    ),
+                );
+            }
+            if x.process.is_none() && x.path.is_none() && x.cmdline.is_none() {
+                return invalid(
+                    "exceptions",
+                    format!(
+                        "exception {} ({}) names no process, path or cmdline: disable the rule instead of excepting it everywhere",
+                        i + 1,
+                        x.rule
+                    ),
+                );
+            }
+            for (key, pat) in [
+                ("exceptions.process", &x.process),
+                ("exceptions.path", &x.path),
+                ("exceptions.cmdline", &x.cmdline),
+            ] {
+                if pat.as_deref().is_some_and(|p| p.trim().is_empty()) {
+                    return invalid(key, format!("exception {} has an empty pattern", i + 1));
+                }
+            }
+            if let Some(d) = &x.expires
+                && datetime_unix(d).is_none()
+            {
+                return invalid(
+                    "exceptions.expires",
+                    format!("exception {}: {d} has no date", i + 1),
+                );
+            }
+        }
         if self.escalation.targets.is_empty() {
             return invalid(
                 "escalation.targets",
@@ -222,6 +379,11 @@ impl Policy {
             );
         }
         Ok(())
+    }
+
+    /// The first exception in force that applies to `m` at `now_unix`, by index.
+    pub fn exception_for(&self, m: &ExceptionSubject<'_>, now_unix: i64) -> Option<usize> {
+        self.exceptions.iter().position(|x| x.applies(m, now_unix))
     }
 
     /// Whether `action` may run without a person's approval.
@@ -284,6 +446,79 @@ mod tests {
         let observe =
             with("mode = \"contain\"", "mode = \"observe\"").expect("observe is one line away");
         assert_eq!(observe.mode, Mode::Observe);
+    }
+
+    fn subject<'a>(rule: &'a str, exe: &'a str, path: &'a str) -> ExceptionSubject<'a> {
+        ExceptionSubject {
+            rule_id: Some(rule),
+            rule_title: "A title",
+            exe: Some(exe),
+            cmdline: "make all",
+            paths: vec![path],
+        }
+    }
+
+    #[test]
+    fn exceptions_apply_by_rule_process_path_and_expiry() {
+        let p = Policy::parse(
+            &format!(
+                "{DEFAULT_POLICY}\n[[exceptions]]\nrule = \"vigil-exec-from-temp\"\nprocess = \"/opt/ci/*\"\nreason = \"CI builds in /tmp\"\n\n[[exceptions]]\nrule = \"a title\"\npath = \"/srv/app/*\"\nexpires = 2020-01-01T00:00:00Z\nreason = \"expired\"\n"
+            ),
+            "test",
+        )
+        .expect("valid");
+        let now = 1_800_000_000;
+        assert_eq!(
+            p.exception_for(
+                &subject("vigil-exec-from-temp", "/opt/ci/runner", "/tmp/x"),
+                now
+            ),
+            Some(0)
+        );
+        assert_eq!(
+            p.exception_for(
+                &subject("vigil-exec-from-temp", "/usr/bin/sh", "/tmp/x"),
+                now
+            ),
+            None,
+            "another process"
+        );
+        assert_eq!(
+            p.exception_for(&subject("other", "/opt/ci/runner", "/srv/app/x"), now),
+            None,
+            "by title, but it expired"
+        );
+        assert_eq!(
+            p.exception_for(&subject("other", "/x", "/srv/app/x"), 1_500_000_000),
+            Some(1),
+            "before its expiry"
+        );
+        assert_eq!(
+            datetime_unix(&"2027-01-31T00:00:00Z".parse().expect("datetime")),
+            Some(1_801_353_600)
+        );
+    }
+
+    #[test]
+    fn an_exception_must_be_narrow_and_explained() {
+        let msg = |extra: &str| {
+            Policy::parse(&format!("{DEFAULT_POLICY}\n{extra}"), "test")
+                .expect_err("must be refused")
+                .to_string()
+        };
+        assert!(
+            msg("[[exceptions]]\nrule = \"x\"\nprocess = \"/a\"\nreason = \"\"\n")
+                .contains("exceptions.reason")
+        );
+        assert!(
+            msg("[[exceptions]]\nrule = \"*\"\nprocess = \"/a\"\nreason = \"r\"\n")
+                .contains("exceptions.rule")
+        );
+        assert!(msg("[[exceptions]]\nrule = \"x\"\nreason = \"r\"\n").contains("names no process"));
+        assert!(
+            msg("[[exceptions]]\nrule = \"x\"\nprocess = \"/a\"\nreason = \"r\"\nwho = 1\n")
+                .contains("who")
+        );
     }
 
     #[test]

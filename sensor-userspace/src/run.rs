@@ -219,6 +219,17 @@ impl Running {
             rules_loaded: self.rules_loaded,
             rules_version: self.rules_version.clone(),
             alerts_raised: self.alerts_raised,
+            signals: pipeline
+                .detection()
+                .map_or(0, |d| d.incidents.signals_seen()),
+            exceptions: pipeline
+                .detection()
+                .map(|d| {
+                    d.incidents.exception_counts(
+                        i64::try_from(crate::clock::unix_now_ns() / 1_000_000_000).unwrap_or(0),
+                    )
+                })
+                .unwrap_or_default(),
             incidents: pipeline
                 .detection()
                 .map_or(0, |d| d.incidents.incidents().len()),

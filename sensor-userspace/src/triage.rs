@@ -30,21 +30,32 @@ pub struct Context {
     pub privileged: bool,
     /// The process or an ancestor listens on or accepted from the network.
     pub network_facing: bool,
-    /// The incident includes persistence.
+    /// The incident includes persistence or a change of privilege.
     pub persistence: bool,
     /// Other processes in the incident with findings of their own.
     pub spread: usize,
+    /// Low-level signals (informational and low Sigma matches) on the finding's chain or in
+    /// its incident.
+    pub signals: usize,
 }
 
+/// What a rule's severity alone is worth. Calibrated against the shipped thresholds
+/// (escalate_at 50, contain_at 80): a medium finding of high confidence reaches a person; a
+/// high one reaches a person and, with persistence or a privilege change by root (+10, +5),
+/// containment; a critical one of high confidence is contained on its own.
 fn severity_points(l: Level) -> i16 {
     match l {
         Level::Informational => 10,
         Level::Low => 25,
-        Level::Medium => 45,
+        Level::Medium => 50,
         Level::High => 65,
         Level::Critical => 80,
     }
 }
+
+/// What each low-level signal on the chain adds, and the most they add together.
+const SIGNAL_POINTS: i16 = 5;
+const SIGNALS_MAX_POINTS: i16 = 15;
 
 /// The share of the severity a rule's confidence keeps, in percent.
 fn confidence_percent(c: Confidence) -> i16 {
@@ -95,7 +106,15 @@ pub fn score(rule: &RuleRef, criticality: Criticality, ctx: &Context) -> Risk {
     };
     add(ctx.privileged, "privileged user", 5);
     add(ctx.network_facing, "network-facing ancestor", 10);
-    add(ctx.persistence, "persistence in the incident", 10);
+    add(
+        ctx.persistence,
+        "persistence or privilege change in the incident",
+        10,
+    );
+    let signals = (i16::try_from(ctx.signals).unwrap_or(i16::MAX))
+        .saturating_mul(SIGNAL_POINTS)
+        .min(SIGNALS_MAX_POINTS);
+    add(signals > 0, "low-level signals on the chain", signals);
     let spread = i16::try_from(ctx.spread.min(3)).unwrap_or(3) * 5;
     add(spread > 0, "spread to other processes", spread);
     let total: i16 = factors.iter().map(|f| f.points).sum();
@@ -202,6 +221,7 @@ mod tests {
                 network_facing: true,
                 persistence: true,
                 spread: 9,
+                signals: 1,
             },
         );
         assert_eq!(hot.score, 100, "clamped: {hot:?}");
@@ -216,6 +236,66 @@ mod tests {
             &Context::default(),
         );
         assert_eq!(doubtful.score, 35, "65 kept at 70 %, less 10: {doubtful:?}");
+    }
+
+    #[test]
+    fn the_shipped_thresholds_separate_what_a_person_sees_from_what_is_contained() {
+        let p = Policy::shipped().expect("shipped policy");
+        let verdict = |sev, conf, ctx: Context| {
+            decide(&p, score(&rule(sev, conf), Criticality::Medium, &ctx).score).verdict
+        };
+        let root_persistence = Context {
+            privileged: true,
+            persistence: true,
+            ..Context::default()
+        };
+        assert_eq!(
+            verdict(Level::High, Confidence::High, root_persistence),
+            Verdict::Contain,
+            "one high-confidence persistence write by root is contained"
+        );
+        assert_eq!(
+            verdict(
+                Level::High,
+                Confidence::High,
+                Context {
+                    persistence: true,
+                    ..Context::default()
+                }
+            ),
+            Verdict::Escalate,
+            "by an unprivileged user it waits for a person"
+        );
+        assert_eq!(
+            verdict(Level::Medium, Confidence::High, Context::default()),
+            Verdict::Escalate
+        );
+        assert_eq!(
+            verdict(Level::Medium, Confidence::Low, Context::default()),
+            Verdict::Record
+        );
+        assert_eq!(
+            verdict(Level::Critical, Confidence::High, Context::default()),
+            Verdict::Contain
+        );
+        let signals = |n| {
+            score(
+                &rule(Level::Medium, Confidence::Medium),
+                Criticality::Medium,
+                &Context {
+                    signals: n,
+                    ..Context::default()
+                },
+            )
+            .score
+        };
+        assert_eq!(signals(0), 42);
+        assert_eq!(
+            signals(2),
+            52,
+            "two signals on the chain lift it to a person"
+        );
+        assert_eq!(signals(9), 57, "signals add at most 15");
     }
 
     #[test]

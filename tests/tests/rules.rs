@@ -133,3 +133,98 @@ fn broken_rules_are_named_and_the_good_one_still_loads() {
     assert!(!out.contains("good.yml"), "{out}");
     assert_eq!(out.lines().last(), Some("loaded 1 of 5 rules"));
 }
+
+#[test]
+fn rules_test_applies_the_policy_exceptions_to_the_cases() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("tmp-exec.yml"),
+        r#"id: t-exec-tmp
+title: Exec from /tmp
+description: a test rule
+technique: [T1204]
+severity: high
+confidence: high
+match:
+  kind: exec
+  where:
+    exe|startswith: /tmp/
+tests:
+  - name: a payload
+    expect: match
+    events:
+      - {kind: exec, pid: 5, exe: /tmp/x}
+  - name: the build runner, excepted
+    expect: suppressed
+    events:
+      - {kind: exec, pid: 6, exe: /tmp/build-1/cc1}
+  - name: not from /tmp
+    expect: no_match
+    events:
+      - {kind: exec, pid: 7, exe: /usr/bin/cc}
+"#,
+    )
+    .expect("rule");
+    let policy = dir.path().join("policy.toml");
+    let shipped = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/policy.toml"),
+    )
+    .expect("shipped policy");
+    std::fs::write(
+        &policy,
+        format!(
+            "{shipped}\n[[exceptions]]\nrule = \"t-exec-tmp\"\npath = \"/tmp/build-*\"\nreason = \"the compiler of the CI runner\"\n"
+        ),
+    )
+    .expect("policy");
+    let rules = dir.path().join("rules");
+    std::fs::create_dir(&rules).expect("mkdir");
+    std::fs::rename(dir.path().join("tmp-exec.yml"), rules.join("tmp-exec.yml")).expect("mv");
+    let rules_s = rules.to_str().expect("utf-8");
+    let with = sensor_cmd(&[
+        "rules",
+        "test",
+        rules_s,
+        "--policy",
+        policy.to_str().expect("utf-8"),
+    ]);
+    let out = String::from_utf8_lossy(&with.stdout);
+    assert!(
+        with.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&with.stderr)
+    );
+    assert!(
+        out.contains("ok   t-exec-tmp: the build runner, excepted"),
+        "{out}"
+    );
+    assert!(out.contains("3 test cases, 0 failures"), "{out}");
+
+    // Without the policy the suppressed case cannot hold, and says why.
+    let without = sensor_cmd(&["rules", "test", rules_s]);
+    let out = String::from_utf8_lossy(&without.stdout);
+    assert!(!without.status.success(), "{out}");
+    assert!(out.contains("run `rules test` with --policy"), "{out}");
+
+    // An exception that swallows a must-match case is a failure naming it.
+    std::fs::write(
+        &policy,
+        format!(
+            "{shipped}\n[[exceptions]]\nrule = \"t-exec-tmp\"\npath = \"/tmp/*\"\nreason = \"too wide\"\n"
+        ),
+    )
+    .expect("policy");
+    let wide = sensor_cmd(&[
+        "rules",
+        "test",
+        rules_s,
+        "--policy",
+        policy.to_str().expect("utf-8"),
+    ]);
+    let out = String::from_utf8_lossy(&wide.stdout);
+    assert!(!wide.status.success(), "{out}");
+    assert!(
+        out.contains("FAIL t-exec-tmp: a payload") && out.contains("exception 1 (too wide)"),
+        "{out}"
+    );
+}

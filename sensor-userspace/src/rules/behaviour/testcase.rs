@@ -24,6 +24,9 @@ use crate::{
 pub enum Expect {
     Match,
     NoMatch,
+    /// The rule matches, and an exception of the policy given to `rules test --policy`
+    /// suppresses the match.
+    Suppressed,
 }
 
 #[derive(Deserialize)]
@@ -414,6 +417,47 @@ pub struct CaseResult {
 
 /// Runs every test case of `rule`. A rule without a must-match and a must-not-match case fails.
 pub fn run(rule: &BehaviourRule) -> Vec<CaseResult> {
+    run_with(rule, None)
+}
+
+/// The exception of `policy` that suppresses `rule`'s match on `e`, by index.
+fn suppressed_by(
+    policy: &crate::policy::Policy,
+    rule: &BehaviourRule,
+    e: &Event,
+    argv: &[String],
+) -> Option<usize> {
+    let cmdline = argv.join(" ");
+    let mut paths: Vec<&str> = Vec::new();
+    match &e.what {
+        What::Open { file, .. }
+        | What::Unlink { file }
+        | What::Chmod { file, .. }
+        | What::Chown { file, .. }
+        | What::Xattr { file, .. }
+        | What::Utimes { file, .. }
+        | What::SetFlags { file, .. } => paths.extend(file.path.as_deref()),
+        What::Rename { file, to } => {
+            paths.extend(file.path.as_deref());
+            paths.extend(to.path.as_deref());
+        }
+        What::Exec { .. } => paths.extend(e.exe.as_deref()),
+        _ => {}
+    }
+    let subject = crate::policy::ExceptionSubject {
+        rule_id: Some(&rule.id),
+        rule_title: &rule.title,
+        exe: e.exe.as_deref(),
+        cmdline: &cmdline,
+        paths,
+    };
+    let now = i64::try_from(e.time_ns / 1_000_000_000).unwrap_or(i64::MAX);
+    policy.exception_for(&subject, now)
+}
+
+/// [`run`], with the exceptions of `policy` applied to every match: a case that must match
+/// fails when an exception suppresses it, and a case that expects `suppressed` needs one to.
+pub fn run_with(rule: &BehaviourRule, policy: Option<&crate::policy::Policy>) -> Vec<CaseResult> {
     let mut out = Vec::new();
     for (expect, what) in [
         (Expect::Match, "must match"),
@@ -433,6 +477,7 @@ pub fn run(rule: &BehaviourRule) -> Vec<CaseResult> {
         let mut facts = ReplayFacts::new(case.sensor_pid);
         facts.quarantined.clone_from(&case.quarantined);
         let mut fired = Vec::new();
+        let mut suppressed = Vec::new();
         for (i, e) in case.events.iter().enumerate() {
             facts.learn(e);
             let argv: Vec<String> = match &e.what {
@@ -445,15 +490,55 @@ pub fn run(rule: &BehaviourRule) -> Vec<CaseResult> {
             };
             let view = View::new(e, &argv, &facts);
             if !engine.check(&view).is_empty() {
-                fired.push(i + 1);
+                match policy.and_then(|p| suppressed_by(p, rule, e, &argv)) {
+                    Some(x) => suppressed.push((i + 1, x)),
+                    None => fired.push(i + 1),
+                }
             }
         }
-        let (passed, detail) = match (case.expect, fired.is_empty()) {
-            (Expect::Match, false) | (Expect::NoMatch, true) => (true, String::new()),
-            (Expect::Match, true) => (false, "expected a match, the rule did not fire".into()),
-            (Expect::NoMatch, false) => (
+        let exception = |x: usize| {
+            policy
+                .and_then(|p| p.exceptions.get(x))
+                .map_or_else(String::new, |e| {
+                    format!("exception {} ({})", x + 1, e.reason)
+                })
+        };
+        let (passed, detail) = match (case.expect, fired.is_empty(), suppressed.first()) {
+            (Expect::Match, false, _) | (Expect::NoMatch, true, None) => (true, String::new()),
+            (Expect::Suppressed, true, Some(_)) => (true, String::new()),
+            (Expect::Match, true, Some((ev, x))) => (
                 false,
-                format!("expected no match, the rule fired on event(s) {fired:?}"),
+                format!(
+                    "expected a match; the rule fired on event {ev} but {} suppressed it",
+                    exception(*x)
+                ),
+            ),
+            (Expect::Match, true, None) => {
+                (false, "expected a match, the rule did not fire".into())
+            }
+            (Expect::NoMatch, _, _) => (
+                false,
+                format!(
+                    "expected no match, the rule fired on event(s) {:?}",
+                    fired
+                        .iter()
+                        .chain(suppressed.iter().map(|(i, _)| i))
+                        .collect::<Vec<_>>()
+                ),
+            ),
+            (Expect::Suppressed, _, _) if policy.is_none() => (
+                false,
+                "expects an exception to suppress the match: run `rules test` with --policy".into(),
+            ),
+            (Expect::Suppressed, false, _) => (
+                false,
+                format!(
+                    "expected the match to be suppressed; it fired on event(s) {fired:?} and no exception applied"
+                ),
+            ),
+            (Expect::Suppressed, true, None) => (
+                false,
+                "expected a suppressed match, the rule did not fire".into(),
             ),
         };
         out.push(CaseResult {
