@@ -140,7 +140,7 @@ impl Facts for LiveFacts<'_> {
     }
 
     fn serving(&self, key: &ProcessKey) -> bool {
-        self.graph.network_facing(key)
+        self.graph.serving(key)
     }
 
     fn live(&self, pid: u32) -> Option<ProcessKey> {

@@ -681,8 +681,14 @@ impl Graph {
     }
 
     /// Whether `key` listened on or accepted from an inet socket: it faces the network.
-    /// A listener bound only to loopback, and connections accepted from loopback, do not
-    /// count: nothing from outside the host can reach them.
+    /// Whether `key` listened on or accepted from an inet socket, loopback included: it
+    /// serves (a local application server behind a proxy serves the network too).
+    pub fn serving(&self, key: &ProcessKey) -> bool {
+        self.has_inet_edge(key, &[EdgeKind::Listened, EdgeKind::Accepted])
+    }
+
+    /// Whether `key` can be reached from outside the host: as [`Self::serving`], but a
+    /// listener bound only to loopback, and connections accepted from loopback, do not count.
     pub fn network_facing(&self, key: &ProcessKey) -> bool {
         self.has_inet_edge_where(key, &[EdgeKind::Listened, EdgeKind::Accepted], |a| {
             !a.ip().is_loopback()
@@ -951,5 +957,37 @@ mod tests {
         assert!(second.removed.contains(&NodeId::Process(child)));
         assert!(second.removed.contains(&NodeId::File("/tmp/x".into())));
         assert_eq!(second.seq, first.seq + 1);
+    }
+}
+
+#[cfg(test)]
+mod facing {
+    use sensor_common::decode::testing::task;
+
+    use super::*;
+    use crate::{events::Net, process_table::TableLimits};
+
+    #[test]
+    fn a_loopback_listener_serves_but_does_not_face_the_network() {
+        let mut t = ProcessTable::new(100, TableLimits::default());
+        let local = t.on_fork(&task(10, 1, 1, 0, "app"));
+        let public = t.on_fork(&task(11, 1, 1, 0, "web"));
+        let mut g = Graph::new("h".into(), GraphLimits::default());
+        let listen = |addr: &str| What::Listen {
+            net: Net {
+                family: "inet".into(),
+                protocol: "tcp".into(),
+                local: Some(addr.parse().expect("addr")),
+                remote: None,
+                unix_path: None,
+            },
+            backlog: 128,
+        };
+        let p = t.get(&local).expect("app").clone();
+        g.record(1, &p, &listen("127.0.0.1:8000"), true, None);
+        let p = t.get(&public).expect("web").clone();
+        g.record(2, &p, &listen("0.0.0.0:80"), true, None);
+        assert!(g.serving(&local) && !g.network_facing(&local));
+        assert!(g.serving(&public) && g.network_facing(&public));
     }
 }

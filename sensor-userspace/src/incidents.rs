@@ -543,7 +543,7 @@ impl IncidentBook {
             .find(|k| {
                 **k == actor
                     || graph.networked(k)
-                    || graph.network_facing(k)
+                    || graph.serving(k)
                     || self.incidents[ix]
                         .alerts
                         .iter()

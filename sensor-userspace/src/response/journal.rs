@@ -78,6 +78,9 @@ pub enum Status {
     Observed,
     /// Waits for a person (`vigil-sensor approve` or `deny`).
     Pending,
+    /// Its target was already gone (the process exited, the file was removed): nothing was
+    /// left to do.
+    NothingToDo,
 }
 
 /// The file metadata a quarantine or remediation keeps, to give the file back as it was.
@@ -114,6 +117,11 @@ pub enum Undo {
         path: String,
         meta: FileMeta,
         inode: Option<FileId>,
+        /// Its writer still held it open when it was moved aside: `meta` is the content at
+        /// that moment, and what the writer added later went into the vault copy too, so
+        /// its hash is checked against the copy's own (taken when the writer finished).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        growing: bool,
     },
     /// Thaw the cgroup holding a frozen tree, move its processes back where they were, and
     /// remove it.
@@ -131,6 +139,9 @@ pub enum Undo {
         path: String,
         lines: Vec<(usize, String)>,
     },
+    /// Write back what a persistence file held before a remediation reverted it to its
+    /// baseline (lines had been changed in place, not only added).
+    WriteBack { path: String, content: String },
 }
 
 /// A cgroup the response made for a process tree, and where its processes came from.

@@ -61,8 +61,11 @@ pub struct Context<'a> {
     pub graph: &'a Graph,
 }
 
-/// A remediation waiting for its writer to finish: the alert comes from the open, and the
-/// lines it will write may not be there yet.
+/// The second pass of a remediation, once its writer is done. The first runs at once, from
+/// the event that raised the alert (an open for writing, a rename into place); a writer that
+/// is still writing adds lines after it, or fills the file the first pass moved aside. The
+/// second pass removes what was added since (a record of its own, with its own undo) and
+/// takes the finished vault copy's hash into the blocked hashes.
 struct Deferred {
     record: Record,
     writer: ProcessKey,
@@ -211,6 +214,15 @@ fn blocks_of(r: &Record) -> Option<(Option<FileId>, Option<String>)> {
     }
 }
 
+/// The outcome of an action whose file is already gone.
+fn gone(path: &str) -> (Status, String, Undo) {
+    (
+        Status::NothingToDo,
+        format!("nothing left to do: {path} is gone"),
+        Undo::NothingToUndo,
+    )
+}
+
 impl Responder {
     /// Opens the journal and vault under `state`, scans the persistence baseline, and re-arms
     /// every block still in force: a restart never silently lifts a containment.
@@ -254,10 +266,23 @@ impl Responder {
             .filter_map(|rec| blocks_of(rec).map(|(i, p)| (rec.id.clone(), i, p)))
             .collect();
         for rec in r.journal.records() {
-            if let Undo::Restore { meta, .. } = &rec.undo
+            if let Undo::Restore {
+                meta,
+                vault,
+                growing,
+                ..
+            } = &rec.undo
                 && r.journal.state(&rec.id) == Some(State::InForce)
             {
-                r.hashes.insert(&meta.sha256);
+                match growing {
+                    // Moved aside while still written: the copy's own hash, as it is now.
+                    true => {
+                        if let Ok(h) = crate::hash::sha256(vault) {
+                            r.hashes.insert(&h);
+                        }
+                    }
+                    false => r.hashes.insert(&meta.sha256),
+                }
             }
         }
         for (id, inode, path) in rearm {
@@ -381,20 +406,7 @@ impl Responder {
         self.deferred = waiting;
         let mut out = Vec::new();
         for d in ready {
-            let mut rec = d.record;
-            match (incident(&rec.incident), rec.action) {
-                (Some(inc), Verb::Act(action)) => {
-                    let (status, detail, undo) =
-                        self.execute(&rec.id, action, &rec.target, policy, graph, Some(inc));
-                    (rec.status, rec.detail, rec.undo) = (status, detail, undo);
-                }
-                _ => {
-                    rec.status = Status::Failed;
-                    rec.detail = "the incident is gone".into();
-                }
-            }
-            rec.time_ns = now_ns();
-            out.extend(self.append(rec));
+            out.extend(self.second_pass(d, policy, &incident, graph));
         }
         // Tainted files keep their baseline; the rest take in an administrator's edits.
         self.baseline.refresh();
@@ -425,6 +437,49 @@ impl Responder {
                 None
             }
         }
+    }
+
+    /// The second pass of a remediation (see [`Deferred`]): a record only when it found
+    /// something to do.
+    fn second_pass<'a>(
+        &mut self,
+        d: Deferred,
+        policy: &Policy,
+        incident: &impl Fn(&str) -> Option<&'a Incident>,
+        graph: &Graph,
+    ) -> Option<Record> {
+        let first = d.record;
+        if let Undo::Restore {
+            vault,
+            growing: true,
+            ..
+        } = &first.undo
+        {
+            // The copy the first pass moved aside is complete now: block its hash.
+            if let Ok(h) = crate::hash::sha256(vault) {
+                self.hashes.insert(&h);
+            }
+        }
+        let (Some(inc), Verb::Act(action)) = (incident(&first.incident), first.action) else {
+            return None;
+        };
+        let id = self.next_id();
+        let (status, detail, undo) =
+            self.execute(&id, action, &first.target, policy, graph, Some(inc));
+        let acted = status == Status::Failed || !matches!(undo, Undo::NothingToUndo);
+        if !acted {
+            return None;
+        }
+        let rec = Record {
+            id,
+            time_ns: now_ns(),
+            reason: format!("{}; second pass, once its writer was done", first.reason),
+            status,
+            detail,
+            undo,
+            ..first
+        };
+        self.append(rec)
     }
 
     /// Plans and, as the incident's decision says, carries out what `alert`'s rule asks for.
@@ -501,10 +556,7 @@ impl Responder {
                 alert.risk.score,
                 ctx.incident.decision.reason
             );
-            let (status, detail, undo) = if run && action == Action::Remediate {
-                // Deferred to the tick once the writer is done: see `Deferred`.
-                (Status::Done, String::new(), Undo::NothingToUndo)
-            } else if run {
+            let (status, detail, undo) = if run {
                 self.execute(
                     &id,
                     action,
@@ -542,15 +594,21 @@ impl Responder {
                 requested_by: None,
             };
             if run && action == Action::Remediate {
+                // Done at once, from the event; the writer may still be writing, so a second
+                // pass runs when it is done (see `Deferred`).
                 self.deferred.push(Deferred {
-                    record,
+                    record: record.clone(),
                     writer: ProcessKey {
                         pid: f.process.pid,
                         start: f.process.start,
                     },
                     since: std::time::Instant::now(),
                 });
-                continue;
+                // Until the second pass, what the writer adds is the incident's, not a change
+                // for the baseline to take in.
+                if let Target::File { path, .. } = &record.target {
+                    self.baseline.taint(path);
+                }
             }
             out.extend(self.append(record));
         }
@@ -637,8 +695,8 @@ impl Responder {
                 let members = kill::stop_tree(&key, &skip);
                 if members.is_empty() {
                     return (
-                        Status::Done,
-                        format!("pid {pid} had already exited"),
+                        Status::NothingToDo,
+                        format!("nothing left to do: pid {pid} had already exited"),
                         Undo::NothingToUndo,
                     );
                 }
@@ -689,19 +747,22 @@ impl Responder {
                 if let Err(r) = guard::path(path, policy, &self.me) {
                     return refused(r);
                 }
-                self.quarantine(id, path, file_id(path))
+                self.quarantine(id, path, file_id(path), false)
             }
             (Action::Remediate, Target::File { path, .. }) => {
                 if let Err(r) = guard::path(path, policy, &self.me) {
                     return refused(r);
                 }
-                match self.baseline.strip(path) {
-                    Some(Ok(removed)) if removed.is_empty() => (
+                if std::fs::symlink_metadata(path).is_err() {
+                    return gone(path);
+                }
+                match self.baseline.remedy(path) {
+                    Some(Ok(persistence::Remedy::Unchanged)) => (
                         Status::Done,
                         "nothing the incident added remains".into(),
                         Undo::NothingToUndo,
                     ),
-                    Some(Ok(removed)) => (
+                    Some(Ok(persistence::Remedy::Removed(removed))) => (
                         Status::Done,
                         format!("removed {} line(s) the incident added", removed.len()),
                         Undo::PutBack {
@@ -709,10 +770,25 @@ impl Responder {
                             lines: removed,
                         },
                     ),
+                    Some(Ok(persistence::Remedy::Reverted {
+                        previous,
+                        added,
+                        missing,
+                    })) => (
+                        Status::Done,
+                        format!(
+                            "reverted {path} to what it held before: {added} line(s) the incident wrote out, {missing} it changed or removed back"
+                        ),
+                        Undo::WriteBack {
+                            path: path.clone(),
+                            content: previous,
+                        },
+                    ),
                     Some(Err(e)) => failed(format!("cannot rewrite {path}: {e}")),
                     None => {
+                        let writer = graph.first_writer(path);
                         let created = incident.is_some_and(|inc| {
-                            graph.first_writer(path).is_some_and(|w| {
+                            writer.is_some_and(|w| {
                                 inc.story
                                     .tree
                                     .iter()
@@ -721,7 +797,8 @@ impl Responder {
                             })
                         });
                         if created {
-                            self.quarantine(id, path, file_id(path))
+                            let growing = writer.is_some_and(|w| kill::alive(&w));
+                            self.quarantine(id, path, file_id(path), growing)
                         } else {
                             failed(format!(
                                 "no record of what {path} held before, and the incident did not create it: left to a person"
@@ -796,7 +873,11 @@ impl Responder {
         let skip = |p: u32| guard::process(p, policy, me).is_err();
         let members = kill::stop_tree(&ProcessKey { pid, start }, &skip);
         if members.is_empty() {
-            return failed(format!("pid {pid} had already exited"));
+            return (
+                Status::NothingToDo,
+                format!("nothing left to do: pid {pid} had already exited"),
+                Undo::NothingToUndo,
+            );
         }
         let grouped = self.tree_group(id, &parent, &members);
         kill::resume(&members);
@@ -916,15 +997,24 @@ impl Responder {
         }
     }
 
+    /// Moves `path` into the vault and blocks its exec. `growing`: its writer still holds it
+    /// open, so its hash joins the blocked hashes only when the writer is done (see
+    /// `Deferred`).
     fn quarantine(
         &mut self,
         id: &str,
         path: &str,
         inode: Option<FileId>,
+        growing: bool,
     ) -> (Status, String, Undo) {
+        if std::fs::symlink_metadata(path).is_err() {
+            return gone(path);
+        }
         match self.vault.put(Path::new(path), id) {
             Ok((to, meta)) => {
-                self.hashes.insert(&meta.sha256);
+                if !growing {
+                    self.hashes.insert(&meta.sha256);
+                }
                 let blocked = self.enforcer.block(inode, Some(path));
                 let detail = format!(
                     "moved to {} (sha256 {}){}",
@@ -943,6 +1033,7 @@ impl Responder {
                         path: path.to_owned(),
                         meta,
                         inode,
+                        growing,
                     },
                 )
             }
@@ -1037,20 +1128,28 @@ impl Responder {
                 path,
                 meta,
                 inode,
-            } => match Vault::restore(vault, Path::new(path), meta) {
-                Ok(()) => {
-                    self.hashes.remove(&meta.sha256);
-                    let lifted = self.enforcer.unblock(*inode, Some(path));
-                    (
-                        Status::Done,
-                        format!(
-                            "{path} restored with its content, owner, mode and times{}",
-                            lifted.err().map(|e| format!("; {e}")).unwrap_or_default()
-                        ),
-                    )
+                growing,
+            } => {
+                let held = if *growing {
+                    crate::hash::sha256(vault).unwrap_or_else(|_| meta.sha256.clone())
+                } else {
+                    meta.sha256.clone()
+                };
+                match Vault::restore(vault, Path::new(path), meta, *growing) {
+                    Ok(()) => {
+                        self.hashes.remove(&held);
+                        let lifted = self.enforcer.unblock(*inode, Some(path));
+                        (
+                            Status::Done,
+                            format!(
+                                "{path} restored with its content, owner, mode and times{}",
+                                lifted.err().map(|e| format!("; {e}")).unwrap_or_default()
+                            ),
+                        )
+                    }
+                    Err(e) => (Status::Failed, format!("cannot restore {path}: {e}")),
                 }
-                Err(e) => (Status::Failed, format!("cannot restore {path}: {e}")),
-            },
+            }
             Undo::Thaw { group } => match self.release_group(id, group, true) {
                 Ok(()) => (
                     Status::Done,
@@ -1083,6 +1182,15 @@ impl Responder {
                         )
                     }
                     (Ok(()), ..) => (Status::Done, format!("block of {dest} lifted")),
+                }
+            }
+            Undo::WriteBack { path, content } => {
+                match persistence::write_back(Path::new(path), content) {
+                    Ok(()) => (
+                        Status::Done,
+                        format!("wrote back what {path} held before the remediation"),
+                    ),
+                    Err(e) => (Status::Failed, format!("cannot rewrite {path}: {e}")),
                 }
             }
             Undo::PutBack { path, lines } => match persistence::put_back(Path::new(path), lines) {

@@ -25,7 +25,12 @@ const FILES: &[&str] = &[
     "/etc/bashrc",
     "/etc/environment",
     "/etc/zsh/zshrc",
+    "/etc/zsh/zprofile",
     "/etc/rc.local",
+    "/etc/pam.conf",
+    "/etc/sudoers",
+    "/etc/motd",
+    "/etc/modules",
 ];
 
 /// Directories whose files hold persistence (one level).
@@ -39,7 +44,19 @@ const DIRS: &[&str] = &[
     "/var/spool/cron/crontabs",
     "/etc/profile.d",
     "/etc/systemd/system",
+    "/etc/systemd/user",
+    "/etc/systemd/system-generators",
     "/etc/init.d",
+    "/etc/pam.d",
+    "/etc/sudoers.d",
+    "/etc/update-motd.d",
+    "/etc/udev/rules.d",
+    "/etc/xdg/autostart",
+    "/etc/modules-load.d",
+    "/etc/modprobe.d",
+    "/etc/apt/apt.conf.d",
+    "/var/spool/cron/atjobs",
+    "/var/spool/at",
 ];
 
 /// Per-user files, under each home directory.
@@ -54,7 +71,11 @@ const HOME_FILES: &[&str] = &[
     ".zshenv",
     ".ssh/authorized_keys",
     ".ssh/authorized_keys2",
+    ".ssh/rc",
 ];
+
+/// Per-user directories whose files hold persistence (one level), under each home.
+const HOME_DIRS: &[&str] = &[".config/autostart", ".config/systemd/user"];
 
 /// Files larger than this are not kept in the baseline.
 const MAX_BASELINE_FILE: u64 = 1 << 20;
@@ -106,6 +127,15 @@ impl Baseline {
         }
         for h in &homes {
             paths.extend(HOME_FILES.iter().map(|f| format!("{h}/{f}")));
+            for d in HOME_DIRS {
+                if let Ok(entries) = fs::read_dir(format!("{h}/{d}")) {
+                    paths.extend(
+                        entries
+                            .filter_map(Result::ok)
+                            .map(|e| e.path().to_string_lossy().into_owned()),
+                    );
+                }
+            }
         }
         let mut b = Self::default();
         for p in paths {
@@ -183,6 +213,7 @@ impl Baseline {
                 _ => split.added.push((i, l)),
             }
         }
+        split.missing = budget.values().sum();
         Some(Ok(split))
     }
 
@@ -217,6 +248,66 @@ impl Baseline {
 struct Split {
     keep: Vec<String>,
     added: Vec<(usize, String)>,
+    /// Baseline lines the file no longer holds (changed in place, as `sed -i` or an editor
+    /// does, or deleted).
+    missing: usize,
+}
+
+/// What a remediation did to a persistence file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Remedy {
+    /// The file holds nothing the baseline lacks.
+    Unchanged,
+    /// Lines were only added: they were removed (with their line numbers, for the undo).
+    Removed(Vec<(usize, String)>),
+    /// Lines were changed or deleted too (a rewrite in place, a rename over the file): the
+    /// baseline's content was written back; `previous` is what the file held.
+    Reverted {
+        previous: String,
+        added: usize,
+        missing: usize,
+    },
+}
+
+impl Baseline {
+    /// Gives `path` back what the baseline holds: the added lines removed when only lines
+    /// were added, the whole baseline content written back when lines were changed or
+    /// deleted too. None when the baseline does not know the file.
+    pub fn remedy(&mut self, path: &str) -> Option<std::io::Result<Remedy>> {
+        let split = match self.diff(path)? {
+            Ok(s) => s,
+            Err(e) => return Some(Err(e)),
+        };
+        if split.missing == 0 {
+            return Some(self.strip(path)?.map(|removed| {
+                if removed.is_empty() {
+                    Remedy::Unchanged
+                } else {
+                    Remedy::Removed(removed)
+                }
+            }));
+        }
+        let previous = match fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) => return Some(Err(e)),
+        };
+        let baseline: String = self.files.get(path)?.lines.concat();
+        let result = rewrite(Path::new(path), &baseline).map(|()| Remedy::Reverted {
+            previous,
+            added: split.added.len(),
+            missing: split.missing,
+        });
+        if result.is_ok() {
+            self.tainted.remove(path);
+            self.read(path);
+        }
+        Some(result)
+    }
+}
+
+/// Writes `content` back into `path` (the undo of a revert), owner and mode kept.
+pub fn write_back(path: &Path, content: &str) -> std::io::Result<()> {
+    rewrite(path, content)
 }
 
 /// Puts `lines` back into `path`, each at its former line number (or at the end).
@@ -265,6 +356,51 @@ fn rewrite(path: &Path, content: &str) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_line_changed_in_place_is_reverted_to_the_baseline_and_the_undo_gives_it_back() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let f = d.path().join("common-auth");
+        let path = f.to_string_lossy().into_owned();
+        let before =
+            "auth [success=1 default=ignore] pam_unix.so nullok\nauth requisite pam_deny.so\n";
+        fs::write(&f, before).expect("write");
+        let mut b = Baseline::default();
+        b.read(&path);
+        b.taint(&path);
+        // sed -i: pam_deny becomes pam_permit, written beside and renamed over the file.
+        let after = before.replace("pam_deny", "pam_permit");
+        fs::write(d.path().join("sedX"), &after).expect("write");
+        fs::rename(d.path().join("sedX"), &f).expect("rename");
+        match b.remedy(&path).expect("known").expect("remedy") {
+            Remedy::Reverted {
+                previous,
+                added,
+                missing,
+            } => {
+                assert_eq!((added, missing), (1, 1));
+                assert_eq!(previous, after);
+                assert_eq!(fs::read_to_string(&f).expect("read"), before);
+                write_back(&f, &previous).expect("undo");
+                assert_eq!(fs::read_to_string(&f).expect("read"), after);
+            }
+            other => panic!("{other:?}"),
+        }
+        // An appended line only is removed, the rest kept.
+        fs::write(&f, format!("{before}auth optional pam_exec.so /tmp/x\n")).expect("write");
+        let mut b = Baseline::default();
+        fs::write(&f, before).expect("write");
+        b.read(&path);
+        fs::write(&f, format!("{before}auth optional pam_exec.so /tmp/x\n")).expect("write");
+        assert_eq!(
+            b.remedy(&path).expect("known").expect("remedy"),
+            Remedy::Removed(vec![(2, "auth optional pam_exec.so /tmp/x\n".to_owned())])
+        );
+        assert_eq!(
+            b.remedy(&path).expect("known").expect("remedy"),
+            Remedy::Unchanged
+        );
+    }
 
     #[test]
     fn strip_removes_only_lines_the_baseline_lacks_and_put_back_restores_them() {

@@ -91,8 +91,15 @@ impl Vault {
         Ok((to, meta))
     }
 
-    /// Gives a file back: never over an existing file, and only with the hash it had.
-    pub fn restore(vault: &Path, path: &Path, meta: &FileMeta) -> std::io::Result<()> {
+    /// Gives a file back: never over an existing file, and only with the hash it had (for
+    /// a file moved aside while its writer still wrote it, `growing`, the hash of the vault
+    /// copy as it is).
+    pub fn restore(
+        vault: &Path,
+        path: &Path,
+        meta: &FileMeta,
+        growing: bool,
+    ) -> std::io::Result<()> {
         if fs::symlink_metadata(path).is_ok() {
             return Err(std::io::Error::other(format!(
                 "a file exists at {} now; not overwriting it",
@@ -101,7 +108,7 @@ impl Vault {
         }
         fs::set_permissions(vault, fs::Permissions::from_mode(0o600))?;
         let got = sha256(vault)?;
-        if got != meta.sha256 {
+        if !growing && got != meta.sha256 {
             return Err(std::io::Error::other(format!(
                 "the vault copy {} changed (sha256 {got}, expected {})",
                 vault.display(),
