@@ -375,7 +375,14 @@ fn entities_of(what: &What) -> Vec<String> {
         What::Open { file, .. }
         | What::Unlink { file }
         | What::Chmod { file, .. }
-        | What::Chown { file, .. } => out.extend(file.path.clone()),
+        | What::Chown { file, .. }
+        | What::Xattr { file, .. }
+        | What::Utimes { file, .. }
+        | What::SetFlags { file, .. } => out.extend(file.path.clone()),
+        What::Exec {
+            script: Some(script),
+            ..
+        } => out.push(script.path.clone()),
         What::Rename { file, to } => {
             out.extend(file.path.clone());
             out.extend(to.path.clone());

@@ -681,6 +681,14 @@ impl Graph {
     }
 
     /// Whether `key` listened on or accepted from an inet socket: it faces the network.
+    /// Whether `key` connected to or accepted from another host, or listens where another
+    /// host can reach it: loopback traffic stays on the host.
+    pub fn off_host(&self, key: &ProcessKey) -> bool {
+        self.has_inet_edge_where(key, &[EdgeKind::Connected, EdgeKind::Accepted], |a| {
+            !a.ip().is_loopback()
+        }) || self.network_facing(key)
+    }
+
     /// Whether `key` listened on or accepted from an inet socket, loopback included: it
     /// serves (a local application server behind a proxy serves the network too).
     pub fn serving(&self, key: &ProcessKey) -> bool {

@@ -409,7 +409,7 @@ impl IncidentBook {
 
     /// Records a low-level match: kept to raise the risk of alerts on its chain later, and
     /// joined at once to an open incident its chain runs through (whose risk it raises).
-    pub fn signal(&mut self, finding: &Finding, table: &ProcessTable) {
+    pub fn signal(&mut self, finding: &Finding) {
         let actor = ProcessKey {
             pid: finding.process.pid,
             start: finding.process.start,
@@ -432,11 +432,13 @@ impl IncidentBook {
             self.signals.pop_front();
         }
         self.signals.push_back(sig.clone());
-        let chain = chain(table, actor);
+        // Only an incident whose chain runs through the signal's own process: a long-lived
+        // ancestor they share (a CI runner, a terminal's shell) does not make the look-around
+        // of one child part of another child's incident.
         if let Some(inc) = self
             .incidents
             .iter_mut()
-            .find(|i| i.status == Status::Open && chain.iter().any(|k| i.chain.contains(k)))
+            .find(|i| i.status == Status::Open && i.chain.contains(&actor))
         {
             let new_rule = !inc.signals.iter().any(|s| s.rule == sig.rule);
             inc.signals.push(sig);
@@ -536,14 +538,14 @@ impl IncidentBook {
                 self.incidents.len() - 1
             }
         };
-        // The highest process on the chain with a finding or a network edge.
+        // The highest process on the chain with a finding or an edge off the host (loopback
+        // traffic stays on the host, so it makes no root cause).
         let top = chain
             .iter()
             .rev()
             .find(|k| {
                 **k == actor
-                    || graph.networked(k)
-                    || graph.serving(k)
+                    || graph.off_host(k)
                     || self.incidents[ix]
                         .alerts
                         .iter()
@@ -554,13 +556,20 @@ impl IncidentBook {
         let persistence = self.incidents[ix].has_persistence(&self.persistence_alerts);
         let inc = &mut self.incidents[ix];
         let network_facing = chain.iter().any(|k| graph.network_facing(k));
+        // What counts as the same attack for spread and signals: the alert's root cause (the
+        // highest process on its chain with a finding or a network edge) and what descends
+        // from it. Siblings that merely share a long-lived ancestor above it (a CI runner, a
+        // terminal's shell) are in the incident but not in this finding's story.
+        let related =
+            |k: ProcessKey| k == top || table.ancestors(&k, 64).iter().any(|a| a.key == top);
         let others: HashSet<(u32, u64)> = inc
             .alerts
             .iter()
             .map(|m| (m.pid, m.start))
             .filter(|k| *k != (actor.pid, actor.start))
+            .filter(|&(pid, start)| related(ProcessKey { pid, start }))
             .collect();
-        // Signals on this chain, and those already joined to the incident.
+        // Signals on this chain join the incident; those related to this finding raise it.
         let on_chain = self
             .signals
             .iter()
@@ -572,6 +581,16 @@ impl IncidentBook {
             .cloned()
             .collect::<Vec<_>>();
         inc.signals.extend(on_chain);
+        let related_signals = inc
+            .signals
+            .iter()
+            .filter(|s| {
+                related(ProcessKey {
+                    pid: s.pid,
+                    start: s.start,
+                })
+            })
+            .count();
         let risk = triage::score(
             &finding.rule,
             self.policy.asset.criticality,
@@ -580,7 +599,7 @@ impl IncidentBook {
                 network_facing,
                 persistence: persistence || finding.rule.is_persistence_or_privilege(),
                 spread: others.len(),
-                signals: inc.signals.len(),
+                signals: related_signals,
             },
         );
         // A root higher up (an ancestor of the current one) replaces it.
@@ -810,9 +829,11 @@ mod tests {
     fn low_sigma_matches_are_signals_that_raise_a_later_alert_on_their_chain() {
         let (mut t, g, sh, child) = world();
         let mut b = book(Policy::shipped().expect("policy"));
-        let low = finding("a", sh.pid, sh.start, RuleSource::Sigma, Level::Low);
+        // A low match on the child itself, and one on its parent shell (above the alert's
+        // root cause, which is the child: neither has a network edge or another finding).
+        let low = finding("a", child.pid, child.start, RuleSource::Sigma, Level::Low);
         assert_eq!(b.screen(&low), Screen::Signal);
-        b.signal(&low, &t);
+        b.signal(&low);
         assert!(b.incidents().is_empty(), "a signal opens no incident");
         let info = finding(
             "b",
@@ -822,6 +843,7 @@ mod tests {
             Level::Informational,
         );
         assert_eq!(b.screen(&info), Screen::Signal);
+        b.signal(&info);
         let medium = finding(
             "c",
             child.pid,
@@ -837,16 +859,79 @@ mod tests {
                 .factors
                 .iter()
                 .any(|f| f.name == "low-level signals on the chain" && f.points == 5),
-            "{:?}",
+            "only the child's own signal raises it: {:?}",
             alert.risk
         );
         assert_eq!(alert.risk.score, 55);
-        assert_eq!(b.incidents()[0].signals.len(), 1);
-        // A later signal on the same chain joins the open incident and raises its risk.
-        b.signal(&info, &t);
-        assert_eq!(b.incidents()[0].signals.len(), 2);
+        assert_eq!(b.incidents()[0].signals.len(), 2, "both are in its story");
+        // A later signal of a process on the incident's chain joins it and raises its risk.
+        let later = finding("d", child.pid, child.start, RuleSource::Sigma, Level::Low);
+        b.signal(&later);
+        assert_eq!(b.incidents()[0].signals.len(), 3);
         assert_eq!(b.incidents()[0].risk, 60);
-        assert_eq!(b.signals_seen(), 2);
+        assert_eq!(b.signals_seen(), 3);
+    }
+
+    #[test]
+    fn siblings_under_a_long_lived_parent_do_not_raise_each_other() {
+        let (mut t, g, sh, child) = world();
+        let sibling = t.on_fork(&task(12, 1, 10, 1, "bash"));
+        let mut b = book(Policy::shipped().expect("policy"));
+        let clock = BootClock::fixed(0);
+        let first = b.triage(
+            finding(
+                "a",
+                child.pid,
+                child.start,
+                RuleSource::Sigma,
+                Level::Medium,
+            ),
+            &mut t,
+            &g,
+            &clock,
+        );
+        let noisy = finding(
+            "b",
+            sibling.pid,
+            sibling.start,
+            RuleSource::Sigma,
+            Level::Low,
+        );
+        b.signal(&noisy);
+        let second = b.triage(
+            finding(
+                "c",
+                sibling.pid,
+                sibling.start,
+                RuleSource::Sigma,
+                Level::Medium,
+            ),
+            &mut t,
+            &g,
+            &clock,
+        );
+        assert_eq!(
+            first.incident, second.incident,
+            "one incident through the shell {sh:?}"
+        );
+        assert!(
+            !second
+                .risk
+                .factors
+                .iter()
+                .any(|f| f.name == "spread to other processes"),
+            "the other child is not this finding's spread: {:?}",
+            second.risk
+        );
+        assert!(
+            second
+                .risk
+                .factors
+                .iter()
+                .any(|f| f.name == "low-level signals on the chain"),
+            "its own signal counts: {:?}",
+            second.risk
+        );
     }
 
     #[test]

@@ -533,7 +533,7 @@ impl<S: Sink> Pipeline<S> {
             for finding in d.detector.check(&event, &self.table, &self.graph) {
                 match d.incidents.screen(&finding) {
                     crate::incidents::Screen::Suppressed(_) => {}
-                    crate::incidents::Screen::Signal => d.incidents.signal(&finding, &self.table),
+                    crate::incidents::Screen::Signal => d.incidents.signal(&finding),
                     crate::incidents::Screen::Alert => {
                         let alert =
                             d.incidents

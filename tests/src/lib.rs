@@ -13,6 +13,7 @@ use std::{
 
 pub mod fleet;
 pub mod net;
+pub mod rules;
 
 use anyhow::{Context as _, Result, bail};
 use serde_json::Value;

@@ -1,10 +1,17 @@
-//! A benign workload raises no alert with the shipped rules: compiling and running a C
-//! program, git operations, tar, a python script writing files, a local HTTP fetch.
-//! Alone in its test binary, so no other test's activity reaches this sensor.
+//! Benign work raises nothing a person would be called for: compiling and running a C
+//! program, git, tar (with times kept), a python job writing files, ssh-keygen, log rotation,
+//! a locally written script run by bash, a few routine look-arounds (id, uname), cp -p, and a
+//! local HTTP fetch.
+//!
+//! With the shipped rules: no alert at all. With the public SigmaHQ Linux rules loaded beside
+//! them (`VIGIL_SIGMA_DIR`): no alert at or above the policy's `risk.escalate_at` (Sigma's
+//! informational and low rules are signals, never alerts).
+//! Alone in its test binary, so no other test's activity reaches these sensors.
 
 use std::process::{Command, Stdio};
 
-use vigil_tests::{HttpServer, Sensor, kernel_tests_enabled};
+use serde_json::Value;
+use vigil_tests::{HttpServer, Sensor, kernel_tests_enabled, one_at_a_time};
 
 fn sh(dir: &std::path::Path, script: &str) {
     let out = Command::new("/bin/sh")
@@ -22,13 +29,8 @@ fn sh(dir: &std::path::Path, script: &str) {
     );
 }
 
-#[test]
-fn a_benign_workload_raises_no_alert() {
-    if !kernel_tests_enabled("a_benign_workload_raises_no_alert") {
-        return;
-    }
-    // As a user runs it: the shipped rules and policy, in contain mode.
-    let sensor = Sensor::start_containing(&[]).expect("sensor starts");
+/// The benign workload, run in a fresh directory; returns once the sensor has seen it all.
+fn workload(sensor: &mut Sensor) {
     let d = tempfile::Builder::new()
         .prefix("vigil-benign-")
         .tempdir()
@@ -50,12 +52,31 @@ fn a_benign_workload_raises_no_alert() {
     );
     sh(
         dir,
-        "tar czf repo.tgz repo && mkdir out && tar xzf repo.tgz -C out && tar tzf repo.tgz > list.txt",
+        "tar czf repo.tgz repo && mkdir out && tar xzpf repo.tgz -C out && tar tzf repo.tgz > list.txt",
     );
     sh(
         dir,
         "python3 -c \"import json,os\nos.makedirs('data', exist_ok=True)\nfor i in range(20):\n    open(f'data/{i}.json','w').write(json.dumps({'i': i}))\nos.rename('data/0.json', 'data/zero.json')\nos.chmod('data/1.json', 0o600)\"",
     );
+    // A key pair for a deploy job, and the public half read back.
+    sh(
+        dir,
+        "ssh-keygen -q -t ed25519 -N '' -C ci@example.com -f ./deploy_key && cat deploy_key.pub > /dev/null",
+    );
+    // Log rotation the way logrotate's copytruncate and rename do it, on the job's own logs.
+    sh(
+        dir,
+        "mkdir logs && for i in 1 2 3; do echo line $i >> logs/app.log; done \
+         && mv logs/app.log logs/app.log.1 && : > logs/app.log && gzip -f logs/app.log.1",
+    );
+    // A locally written script, run by bash; two routine look-arounds; times kept by cp -p.
+    std::fs::write(
+        dir.join("build.sh"),
+        "set -e\necho building\nuname -s >/dev/null\n",
+    )
+    .expect("script");
+    sh(dir, "bash ./build.sh > build.log && id -u > /dev/null");
+    sh(dir, "cp -p hello.c hello.c.orig && touch hello.c");
     let http = HttpServer::serve(&dir.to_string_lossy(), &[]);
     sh(
         dir,
@@ -69,24 +90,117 @@ fn a_benign_workload_raises_no_alert() {
     // Everything above has reached the sensor once a marker written after it has.
     let marker = dir.join("marker");
     std::fs::write(&marker, b"done").expect("marker");
-    let mut s = sensor;
-    s.wait_event("for the marker", |e| {
-        e["kind"] == "open" && e["file"]["path"] == marker.to_string_lossy().as_ref()
-    })
-    .expect("marker seen");
-    let alerts = s.alerts();
+    sensor
+        .wait_event("for the marker", |e| {
+            e["kind"] == "open" && e["file"]["path"] == marker.to_string_lossy().as_ref()
+        })
+        .expect("marker seen");
+}
+
+fn describe(alerts: &[&Value]) -> String {
+    alerts
+        .iter()
+        .map(|a| {
+            format!(
+                "{} (risk {}) pid {} {} ({})",
+                a["rule"]["id"],
+                a["risk"]["score"],
+                a["process"]["pid"],
+                a["process"]["cmdline"],
+                a["entities"]
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn a_benign_workload_raises_no_alert() {
+    if !kernel_tests_enabled("a_benign_workload_raises_no_alert") {
+        return;
+    }
+    let _serial = one_at_a_time();
+    // As a user runs it: the shipped rules and policy, in contain mode.
+    let mut sensor = Sensor::start_containing(&[]).expect("sensor starts");
+    workload(&mut sensor);
+    let alerts = sensor.alerts();
     assert!(
         alerts.is_empty(),
         "a benign workload raised {} alerts:\n{}",
         alerts.len(),
-        alerts
+        describe(&alerts.iter().collect::<Vec<_>>())
+    );
+    assert!(sensor.incidents().is_empty());
+}
+
+#[test]
+fn a_benign_workload_calls_no_one_with_the_sigmahq_rules_loaded() {
+    let test = "a_benign_workload_calls_no_one_with_the_sigmahq_rules_loaded";
+    if !kernel_tests_enabled(test) {
+        return;
+    }
+    let Some(corpus) = std::env::var_os("VIGIL_SIGMA_DIR") else {
+        eprintln!("SKIPPED {test}: VIGIL_SIGMA_DIR is not set");
+        return;
+    };
+    let _serial = one_at_a_time();
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/rules");
+    let corpus = std::path::PathBuf::from(corpus);
+    let mut sensor = Sensor::start_containing(&[
+        "--rules",
+        shipped.to_str().expect("utf-8"),
+        "--rules",
+        corpus.to_str().expect("utf-8"),
+    ])
+    .expect("sensor starts");
+    let loaded = sensor.status().expect("status")["rules_loaded"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(loaded > 150, "only {loaded} rules loaded");
+    workload(&mut sensor);
+    let escalate_at = sensor_userspace_escalate_at();
+    let alerts = sensor.alerts();
+    let loud: Vec<&Value> = alerts
+        .iter()
+        .filter(|a| a["risk"]["score"].as_u64().unwrap_or(100) >= escalate_at)
+        .collect();
+    assert!(
+        loud.is_empty(),
+        "a benign workload raised {} alerts at or above escalate_at {escalate_at}:\n{}\nfactors: {}\nsignals: {}",
+        loud.len(),
+        describe(&loud),
+        loud.iter()
+            .map(|a| a["risk"]["factors"].to_string())
+            .collect::<Vec<_>>()
+            .join("; "),
+        sensor
+            .incidents()
             .iter()
-            .map(|a| format!(
-                "{} pid {} {} ({})",
-                a["rule"]["id"], a["process"]["pid"], a["process"]["cmdline"], a["entities"]
+            .map(|i| format!(
+                "{} with alerts {}",
+                i["signals"],
+                i["alerts"]
+                    .as_array()
+                    .map(|a| a
+                        .iter()
+                        .map(|m| format!("{} {} ({})", m["rule"], m["pid"], m["risk"]))
+                        .collect::<Vec<_>>()
+                        .join(", "))
+                    .unwrap_or_default()
             ))
             .collect::<Vec<_>>()
-            .join("\n")
+            .join("; ")
     );
-    assert!(s.incidents().is_empty());
+}
+
+/// `risk.escalate_at` of the shipped policy.
+fn sensor_userspace_escalate_at() -> u64 {
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/policy.toml"),
+    )
+    .expect("shipped policy");
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("escalate_at = "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("escalate_at in the shipped policy")
 }

@@ -125,7 +125,12 @@ fn verb_name(a: Action) -> &'static str {
 /// the action runs.
 fn file_target(alert: &Alert, executable: bool) -> Option<Target> {
     let ev = &alert.finding.evidence;
+    // What ran: the script an interpreter was given, else the executable.
     let executed = ev.iter().rev().find_map(|e| match &e.what {
+        What::Exec {
+            script: Some(script),
+            ..
+        } => Some(script.path.clone()),
         What::Exec { .. } => e.exe.clone(),
         _ => None,
     });
@@ -136,12 +141,14 @@ fn file_target(alert: &Alert, executable: bool) -> Option<Target> {
         });
     }
     ev.iter().rev().find_map(|e| match &e.what {
-        What::Open { file, .. } | What::Chmod { file, .. } | What::Rename { to: file, .. } => {
-            Some(Target::File {
-                path: file.path.clone()?,
-                id: file.id,
-            })
-        }
+        What::Open { file, .. }
+        | What::Chmod { file, .. }
+        | What::Rename { to: file, .. }
+        | What::Xattr { file, .. }
+        | What::SetFlags { file, .. } => Some(Target::File {
+            path: file.path.clone()?,
+            id: file.id,
+        }),
         _ => None,
     })
 }

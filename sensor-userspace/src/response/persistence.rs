@@ -29,6 +29,9 @@ const FILES: &[&str] = &[
     "/etc/rc.local",
     "/etc/pam.conf",
     "/etc/sudoers",
+    // The account lists (not their password halves: the sensor keeps no hash in memory).
+    "/etc/passwd",
+    "/etc/group",
     "/etc/motd",
     "/etc/modules",
 ];

@@ -152,6 +152,7 @@ fields! {
     TimesSet = "times_set": "utimes: explicit (times given, as touch -t/-r) or now",
     Immutable = "immutable": "set_flags: sets the immutable flag (chattr +i)",
     AppendOnly = "append_only": "set_flags: sets the append-only flag (chattr +a)",
+    RenameSuffix = "rename_suffix": "rename: what the new name adds to the old one when it keeps it whole (x.doc to x.doc.locked: .locked)",
 }
 
 impl Field {
@@ -695,6 +696,16 @@ impl<'a> View<'a> {
                         "now"
                     }
                 )],
+                _ => Computed::new(),
+            },
+            Field::RenameSuffix => match &e.what {
+                What::Rename { file, to } => one(file
+                    .path
+                    .as_deref()
+                    .zip(to.path.as_deref())
+                    .and_then(|(from, to)| to.strip_prefix(from))
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)),
                 _ => Computed::new(),
             },
             Field::Immutable | Field::AppendOnly => match &e.what {

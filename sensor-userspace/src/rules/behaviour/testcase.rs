@@ -91,6 +91,11 @@ fn syscall_of(kind: &str) -> Option<&'static str> {
         "memfd_create" => "memfd_create",
         "mount" => "mount",
         "kill" => "kill",
+        "xattr" => "setxattr",
+        "process_vm" => "process_vm_readv",
+        "set_name" => "prctl",
+        "utimes" => "utimensat",
+        "set_flags" => "ioctl",
         _ => return None,
     })
 }
@@ -232,6 +237,37 @@ fn normalize(mut m: Map<String, Value>, index: usize) -> Result<Event, String> {
         "kill" => {
             set(&mut m, "signal", json!(9));
             set(&mut m, "target_pid", json!(1));
+        }
+        "xattr" => {
+            set(&mut m, "name", json!("user.test"));
+            set(&mut m, "set", json!(true));
+        }
+        "process_vm" => {
+            set(&mut m, "target_pid", json!(1));
+            set(&mut m, "write", json!(false));
+        }
+        "set_name" => {
+            let name = m.get("name").cloned().unwrap_or(json!("test"));
+            m.insert("comm".into(), name.clone());
+            set(&mut m, "name", name);
+        }
+        "utimes" => {
+            set(&mut m, "atime_ns", Value::Null);
+            set(&mut m, "mtime_ns", Value::Null);
+        }
+        "set_flags" => {
+            let immutable = m.get("immutable").and_then(Value::as_bool).unwrap_or(false);
+            let append = m
+                .get("append_only")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+            set(&mut m, "immutable", json!(immutable));
+            set(&mut m, "append_only", json!(append));
+            set(
+                &mut m,
+                "flags",
+                json!((u32::from(immutable) * 0x10) | (u32::from(append) * 0x20)),
+            );
         }
         _ => {}
     }
