@@ -131,7 +131,10 @@ fn timed(script: &str) -> Result<(f64, bool)> {
 
 /// For every kill in the journal, the time from the exec the alert's evidence stamps (the
 /// kernel's clock) to the journal record written after the kill, in ms.
-fn kernel_exec_to_kill(state: &Path) -> Vec<f64> {
+/// For every `action` the sensor carried out (done, or nothing left to do), the time from
+/// the kernel's timestamp of the event that triggered its alert (the last of the alert's
+/// evidence) to the record in the journal, in milliseconds. `detail` narrows the records.
+fn event_to_action(state: &Path, action: &str, detail: &str) -> Vec<f64> {
     let read = |name: &str| -> Vec<Value> {
         std::fs::read_to_string(state.join(name))
             .unwrap_or_default()
@@ -142,16 +145,27 @@ fn kernel_exec_to_kill(state: &Path) -> Vec<f64> {
     let alerts = read("alerts.jsonl");
     read("actions.jsonl")
         .iter()
-        .filter(|a| a["action"] == "kill" && a["status"] == "done")
-        .filter(|a| a["detail"].as_str().is_some_and(|d| d.contains("killed")))
+        .filter(|a| a["action"] == action && a["settles"].is_null())
+        .filter(|a| a["status"] == "done" || a["status"] == "nothing_to_do")
+        .filter(|a| a["detail"].as_str().is_some_and(|d| d.contains(detail)))
         .filter_map(|a| {
             let alert_id = a["evidence"][0].as_str()?;
             let alert = alerts.iter().find(|x| x["id"] == alert_id)?;
-            let exec_ns = alert["evidence"][0]["time_ns"].as_u64()?;
-            let killed_ns = a["time_ns"].as_u64()?;
-            Some(killed_ns.saturating_sub(exec_ns) as f64 / 1e6)
+            let event_ns = alert["evidence"].as_array()?.last()?["time_ns"].as_u64()?;
+            let acted_ns = a["time_ns"].as_u64()?;
+            Some(acted_ns.saturating_sub(event_ns) as f64 / 1e6)
         })
         .collect()
+}
+
+/// Prints one executor's latency line: `response: EXECUTOR (what): p50, p99 over N`.
+fn print_executor(kind: &str, what: &str, mut ms: Vec<f64>) {
+    println!(
+        "response: {kind} ({what}), triggering event -> action journaled, over {} actions: p50 {:.2} ms, p99 {:.2} ms",
+        ms.len(),
+        percentile(&mut ms, 0.5),
+        percentile(&mut ms, 0.99)
+    );
 }
 
 /// `bench response`: the time from the exec of a payload a userspace rule catches (a
@@ -179,13 +193,52 @@ fn response(runs: u32) -> Result<()> {
     }
     let _ = std::fs::remove_file(&shm);
     std::thread::sleep(Duration::from_millis(500));
-    let mut exec_to_kill = kernel_exec_to_kill(&dir.join("state"));
-    println!(
-        "response: fileless payload, kernel exec timestamp -> kill journaled, over {} kills: p50 {:.2} ms, p99 {:.2} ms",
-        exec_to_kill.len(),
-        percentile(&mut exec_to_kill, 0.5),
-        percentile(&mut exec_to_kill, 0.99)
+    print_executor(
+        "kill",
+        "a fileless payload, from its exec",
+        event_to_action(&dir.join("state"), "kill", "killed"),
     );
+    // Quarantine: a setuid copy of a program (vigil-setuid-bit), from the chmod. Remediation:
+    // a cron file dropped (moved aside whole) and a line appended to /etc/crontab (the line
+    // removed), from the write.
+    let quarantine_runs = runs.min(50);
+    let crontab = Path::new("/etc/crontab");
+    let crontab_before = std::fs::read(crontab).ok();
+    for i in 0..quarantine_runs {
+        let f = dir.join(format!("suid-{i}"));
+        timed(&format!("cp /bin/true {f} && chmod u+s {f}", f = f.display()))?;
+        let cron = format!("/etc/cron.d/vigil-bench-{}-{i}", std::process::id());
+        timed(&format!(
+            "mkdir -p /etc/cron.d && echo '# vigil bench {i}' > {cron}; sleep 0.05; rm -f {cron}"
+        ))?;
+        if crontab_before.is_some() {
+            timed(&format!("echo '# vigil bench {i}' >> {}", crontab.display()))?;
+        }
+    }
+    std::thread::sleep(Duration::from_millis(2500));
+    let state = dir.join("state");
+    print_executor(
+        "quarantine",
+        "a setuid copy, from the chmod",
+        event_to_action(&state, "quarantine", ""),
+    );
+    print_executor(
+        "remediate",
+        "a dropped cron file moved aside, from the write",
+        event_to_action(&state, "remediate", "moved to"),
+    );
+    print_executor(
+        "remediate",
+        "a line appended to /etc/crontab removed, from the write",
+        event_to_action(&state, "remediate", "line(s) the incident added"),
+    );
+    if let Some(before) = crontab_before
+        && std::fs::read(crontab).ok().as_deref() != Some(before.as_slice())
+    {
+        // What the sensor did not take out (it should have): put the file back as it was.
+        std::fs::write(crontab, before)?;
+        println!("response: /etc/crontab still held bench lines; restored it");
+    }
     println!(
         "response: the same, as the launcher sees it (spawn of sh, cp, exec -> reaped) over {runs} runs: p50 {:.2} ms, p99 {:.2} ms ({missed} not killed); the same launch of /bin/true: p50 {:.2} ms, p99 {:.2} ms",
         percentile(&mut caught, 0.5),
