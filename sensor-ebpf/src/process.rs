@@ -114,7 +114,7 @@ pub fn vigil_exec(ctx: TracePointContext) -> u32 {
         (&raw mut (*rec).old_pid).write(old_pid);
         (&raw mut (*rec).filename_len).write(filename_len);
     }
-    entry.submit(wakeup());
+    entry.submit(crate::maps::wakeup_now());
     0
 }
 

@@ -581,7 +581,29 @@ fn deliver(sys: Syscall, ret: i64, a: [u64; 6], mut fl: u16, opened: *const u8, 
         };
         let total = core::mem::size_of::<SyscallHead>() + data_len;
         let bytes = core::slice::from_raw_parts(rec.cast::<u8>(), total);
-        if EVENTS.output::<[u8]>(bytes, wakeup()).is_err() {
+        // The hot calls wait for userspace's poll; the rare ones wake it at once.
+        let hot = matches!(
+            sys,
+            Syscall::Open
+                | Syscall::Openat
+                | Syscall::Openat2
+                | Syscall::Creat
+                | Syscall::Connect
+                | Syscall::Accept
+                | Syscall::Accept4
+                | Syscall::Bind
+                | Syscall::Listen
+                | Syscall::Unlink
+                | Syscall::Unlinkat
+                | Syscall::Utimensat
+                | Syscall::Kill
+        );
+        let flags = if hot {
+            wakeup()
+        } else {
+            crate::maps::wakeup_now()
+        };
+        if EVENTS.output::<[u8]>(bytes, flags).is_err() {
             count(EventKind::Syscall, Counter::RingFull);
         }
     }

@@ -646,6 +646,19 @@ impl Graph {
             .collect()
     }
 
+    /// Where `key` renamed `from` to, if it did (a file written aside and renamed over its
+    /// target, as `sed -i` and editors do): the latest such rename.
+    pub fn renamed_to(&self, key: &ProcessKey, from: &str) -> Option<String> {
+        let acts = self.activity(key);
+        acts.windows(2).rev().find_map(|w| match (&w[0], &w[1]) {
+            (
+                (_, EdgeKind::Renamed, NodeId::File(f), true),
+                (_, EdgeKind::RenamedTo, NodeId::File(to), true),
+            ) if f == from => Some(to.clone()),
+            _ => None,
+        })
+    }
+
     /// Whether chmod set an execute bit on `path`.
     pub fn made_executable(&self, path: &str) -> bool {
         self.index

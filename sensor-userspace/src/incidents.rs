@@ -201,6 +201,8 @@ pub struct IncidentBook {
     signals_seen: u64,
     /// Matches each of the policy's exceptions suppressed (same order).
     suppressed: Vec<u64>,
+    /// Saves `path` off the event loop (None without a path).
+    writer: Option<Writer>,
 }
 
 fn basename(p: &str) -> &str {
@@ -275,17 +277,20 @@ pub fn story(
     let mut tree = Vec::new();
     let mut stack = vec![(root, 0usize)];
     let mut seen = HashSet::new();
-    let descendants: Vec<ProcessKey> = graph.descendants(&root);
+    // Each descendant under its parent, in one pass (a tree of thousands of processes below a
+    // long-lived root is read in linear time, not once per process shown).
+    let mut children: ahash::HashMap<ProcessKey, Vec<ProcessKey>> = ahash::HashMap::default();
+    for c in graph.descendants(&root) {
+        if let Some(parent) = table.get(&c).and_then(|p| p.parent) {
+            children.entry(parent).or_default().push(c);
+        }
+    }
     while let Some((k, d)) = stack.pop() {
         if !seen.insert(k) || tree.len() >= MAX_STORY_PROCESSES {
             continue;
         }
         tree.push(story_process(table, k, d, alerts));
-        let mut kids: Vec<ProcessKey> = descendants
-            .iter()
-            .filter(|c| table.get(c).and_then(|p| p.parent) == Some(k))
-            .copied()
-            .collect();
+        let mut kids = children.remove(&k).unwrap_or_default();
         kids.sort_by_key(|c| std::cmp::Reverse(c.start));
         stack.extend(kids.into_iter().map(|c| (c, d + 1)));
     }
@@ -374,12 +379,13 @@ impl IncidentBook {
             id_prefix: format!("{started_ns:x}"),
             next: 0,
             policy,
-            path,
             persistence_alerts: HashSet::new(),
             dirty: false,
             signals: std::collections::VecDeque::new(),
             signals_seen: 0,
             suppressed: Vec::new(),
+            writer: path.clone().map(Writer::spawn),
+            path,
         }
     }
 
@@ -661,16 +667,30 @@ impl IncidentBook {
         self.save();
     }
 
-    /// Writes `STATE/incidents.json` (write, sync, rename: never half a file).
+    /// Writes `STATE/incidents.json` (write, sync, rename: never half a file), on the
+    /// writer thread when there is one.
     pub fn save(&self) {
         let Some(path) = &self.path else { return };
-        if let Err(e) = write_atomically(path, &self.incidents) {
+        let bytes = match serde_json::to_vec(&self.incidents) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot serialize incidents");
+                return;
+            }
+        };
+        let queued = match self.writer.as_ref().and_then(|w| w.tx.as_ref()) {
+            Some(tx) => tx.send(bytes),
+            None => Err(std::sync::mpsc::SendError(bytes)),
+        };
+        if let Err(std::sync::mpsc::SendError(bytes)) = queued
+            && let Err(e) = write_atomically(path, &bytes)
+        {
             tracing::error!(path = %path.display(), error = %e, "cannot save incidents");
         }
     }
 }
 
-fn write_atomically(path: &Path, incidents: &[Incident]) -> std::io::Result<()> {
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("json.tmp");
     let mut f = std::fs::OpenOptions::new()
         .create(true)
@@ -678,10 +698,51 @@ fn write_atomically(path: &Path, incidents: &[Incident]) -> std::io::Result<()> 
         .truncate(true)
         .mode(0o600)
         .open(&tmp)?;
-    serde_json::to_writer(&mut f, incidents)?;
+    f.write_all(bytes)?;
     f.write_all(b"\n")?;
     f.sync_data()?;
     std::fs::rename(&tmp, path)
+}
+
+/// Writes `incidents.json` on a thread of its own, so the sync never holds up the event loop
+/// between a detection and its response: the newest content wins. Dropping it writes what is
+/// still queued and waits for it.
+struct Writer {
+    tx: Option<std::sync::mpsc::Sender<Vec<u8>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Writer {
+    fn spawn(path: PathBuf) -> Self {
+        let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        let thread = std::thread::Builder::new()
+            .name("vigil-incidents".into())
+            .spawn(move || {
+                while let Ok(mut bytes) = rx.recv() {
+                    // Only the newest of what queued up meanwhile is worth writing.
+                    while let Ok(newer) = rx.try_recv() {
+                        bytes = newer;
+                    }
+                    if let Err(e) = write_atomically(&path, &bytes) {
+                        tracing::error!(path = %path.display(), error = %e, "cannot save incidents");
+                    }
+                }
+            })
+            .ok();
+        Self {
+            tx: thread.is_some().then_some(tx),
+            thread,
+        }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// Reads a saved `incidents.json`.

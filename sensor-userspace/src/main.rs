@@ -330,9 +330,18 @@ fn print_status(s: &Status) {
     }
     println!("malformed records skipped: {}", s.decode_errors);
     println!(
-        "rules loaded: {}, alerts raised: {}, incidents: {}",
-        s.rules_loaded, s.alerts_raised, s.incidents
+        "rules loaded: {}, alerts raised: {}, low-level signals: {}, incidents: {}",
+        s.rules_loaded, s.alerts_raised, s.signals, s.incidents
     );
+    for x in &s.exceptions {
+        println!(
+            "exception for {}: {} suppressed{} ({})",
+            x.rule,
+            x.suppressed,
+            if x.expired { ", expired" } else { "" },
+            x.reason
+        );
+    }
     println!(
         "graph: {} nodes, {} edges, {} edges evicted at the cap",
         s.graph.nodes, s.graph.edges, s.graph.edges_evicted

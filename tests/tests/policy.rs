@@ -111,3 +111,59 @@ fn a_sensor_does_not_start_on_an_invalid_policy_and_check_names_the_key() {
         "{err}"
     );
 }
+
+#[test]
+fn an_exception_suppresses_only_what_it_names_and_counts_it() {
+    if !kernel_tests_enabled("an_exception_suppresses_only_what_it_names_and_counts_it") {
+        return;
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("vigil-e2e-x-")
+        .tempdir()
+        .expect("tempdir");
+    let ci = dir.path().join("ci");
+    let other = dir.path().join("other");
+    for d in [&ci, &other] {
+        std::fs::create_dir(d).expect("mkdir");
+        std::fs::copy("/bin/true", d.join("job")).expect("copy");
+    }
+    let file = dir.path().join("policy.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "{}\n[[exceptions]]\nrule = \"vigil-exec-from-temp\"\nprocess = \"{}/*\"\nreason = \"the CI runner's jobs\"\n",
+            shipped().replace("mode = \"contain\"", "mode = \"observe\""),
+            ci.display()
+        ),
+    )
+    .expect("write");
+    let sensor =
+        Sensor::start_with(&["--policy", file.to_str().expect("utf-8")]).expect("sensor starts");
+    let run = |bin: &std::path::Path| {
+        let child = std::process::Command::new(bin).spawn().expect("run job");
+        let pid = child.id();
+        assert!(child.wait_with_output().expect("wait").status.success());
+        pid
+    };
+    let excepted = run(&ci.join("job"));
+    let flagged = run(&other.join("job"));
+    sensor.wait_alert("exec from temp for the other job", |a| {
+        a["rule"]["id"] == "vigil-exec-from-temp" && a["process"]["pid"] == flagged
+    });
+    assert!(
+        !sensor
+            .alerts()
+            .iter()
+            .any(|a| a["process"]["pid"] == excepted),
+        "the excepted job raised an alert"
+    );
+    let status = sensor.status().expect("status");
+    let counts = status["exceptions"].as_array().expect("exception counts");
+    assert_eq!(counts.len(), 1, "{status}");
+    assert_eq!(counts[0]["reason"], "the CI runner's jobs");
+    assert!(
+        counts[0]["suppressed"].as_u64().is_some_and(|n| n >= 1),
+        "{status}"
+    );
+    assert_eq!(counts[0]["expired"], false);
+}

@@ -329,6 +329,62 @@ fn persistence_remediation_removes_only_the_incidents_line() {
 }
 
 #[test]
+fn a_pam_line_changed_in_place_is_reverted_at_once_and_the_undo_gives_it_back() {
+    if !kernel_tests_enabled(
+        "a_pam_line_changed_in_place_is_reverted_at_once_and_the_undo_gives_it_back",
+    ) {
+        return;
+    }
+    let _one = vigil_tests::one_at_a_time();
+    // A PAM service file of this test's own (no program uses it), known before the sensor
+    // starts: it is in the baseline.
+    let pam = std::path::PathBuf::from(format!("/etc/pam.d/vigil-e2e-{}", std::process::id()));
+    struct Cleanup(std::path::PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let _cleanup = Cleanup(pam.clone());
+    std::fs::create_dir_all("/etc/pam.d").expect("pam.d");
+    let legit = "auth required pam_unix.so\naccount required pam_unix.so\n";
+    std::fs::write(&pam, legit).expect("write");
+    let s = Sensor::start_containing(&[]).expect("sensor");
+    // sed -i writes its copy beside the file and renames it over: the check becomes a pass.
+    let (_, status) = run(&format!(
+        "sed -i 's/auth required pam_unix.so/auth sufficient pam_permit.so/' {}",
+        pam.display()
+    ));
+    let done = wait_action(&s, "the PAM stack remediated", |a| {
+        a["action"] == "remediate" && a["status"] == "done"
+    });
+    let now = std::fs::read_to_string(&pam).unwrap_or_default();
+    assert_eq!(
+        now, legit,
+        "the stack is what it was ({status}; record {done})"
+    );
+    // The undo gives back what the incident left, as it was.
+    let undo = done["undo"]["how"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        undo == "write_back" || undo == "restore",
+        "an undo that gives the file back: {done}"
+    );
+    let out = s.ctl(&["undo", done["id"].as_str().expect("id")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after_undo = std::fs::read_to_string(&pam).unwrap_or_default();
+    if undo == "write_back" {
+        assert!(
+            after_undo.contains("pam_permit.so"),
+            "the undo writes back the changed stack: {after_undo:?}"
+        );
+    }
+}
+
+#[test]
 fn observe_mode_acts_on_nothing_and_records_what_it_would_do() {
     if !kernel_tests_enabled("observe_mode_acts_on_nothing_and_records_what_it_would_do") {
         return;

@@ -146,6 +146,12 @@ fn event_to_action(state: &Path, action: &str, detail: &str) -> Vec<f64> {
     read("actions.jsonl")
         .iter()
         .filter(|a| a["action"] == action && a["settles"].is_null())
+        // A remediation's second pass runs when its writer is done, by design.
+        .filter(|a| {
+            !a["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("second pass"))
+        })
         .filter(|a| a["status"] == "done" || a["status"] == "nothing_to_do")
         .filter(|a| a["detail"].as_str().is_some_and(|d| d.contains(detail)))
         .filter_map(|a| {
@@ -175,6 +181,11 @@ fn print_executor(kind: &str, what: &str, mut ms: Vec<f64>) {
 fn response(runs: u32) -> Result<()> {
     let dir = std::env::temp_dir().join(format!("vigil-bench-resp-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
+    std::fs::create_dir_all("/etc/cron.d")?;
+    std::fs::write(
+        format!("/etc/cron.d/vigil-bench-base-{}", std::process::id()),
+        "# vigil bench baseline\n",
+    )?;
     let sensor = Sensor::start(&dir, &[])?;
     let shm = format!("/dev/shm/vigil-bench-{}", std::process::id());
     let payload = |target: &str| {
@@ -202,18 +213,27 @@ fn response(runs: u32) -> Result<()> {
     // a cron file dropped (moved aside whole) and a line appended to /etc/crontab (the line
     // removed), from the write.
     let quarantine_runs = runs.min(50);
-    let crontab = Path::new("/etc/crontab");
-    let crontab_before = std::fs::read(crontab).ok();
+    // A cron file of the benchmark's own, there before the sensor started: it is in the
+    // baseline, so the lines appended to it are removed one by one.
+    let crontab = PathBuf::from(format!(
+        "/etc/cron.d/vigil-bench-base-{}",
+        std::process::id()
+    ));
+    let crontab_before = Some(b"# vigil bench baseline\n".to_vec());
     for i in 0..quarantine_runs {
         let f = dir.join(format!("suid-{i}"));
-        timed(&format!("cp /bin/true {f} && chmod u+s {f}", f = f.display()))?;
+        timed(&format!(
+            "cp /bin/true {f} && chmod u+s {f}",
+            f = f.display()
+        ))?;
         let cron = format!("/etc/cron.d/vigil-bench-{}-{i}", std::process::id());
         timed(&format!(
             "mkdir -p /etc/cron.d && echo '# vigil bench {i}' > {cron}; sleep 0.05; rm -f {cron}"
         ))?;
-        if crontab_before.is_some() {
-            timed(&format!("echo '# vigil bench {i}' >> {}", crontab.display()))?;
-        }
+        timed(&format!(
+            "echo '# vigil bench {i}' >> {}",
+            crontab.display()
+        ))?;
     }
     std::thread::sleep(Duration::from_millis(2500));
     let state = dir.join("state");
@@ -229,16 +249,13 @@ fn response(runs: u32) -> Result<()> {
     );
     print_executor(
         "remediate",
-        "a line appended to /etc/crontab removed, from the write",
+        "a line appended to a known cron file removed, from the write",
         event_to_action(&state, "remediate", "line(s) the incident added"),
     );
-    if let Some(before) = crontab_before
-        && std::fs::read(crontab).ok().as_deref() != Some(before.as_slice())
-    {
-        // What the sensor did not take out (it should have): put the file back as it was.
-        std::fs::write(crontab, before)?;
-        println!("response: /etc/crontab still held bench lines; restored it");
+    if std::fs::read(&crontab).ok() != crontab_before {
+        println!("response: {} still held bench lines", crontab.display());
     }
+    let _ = std::fs::remove_file(&crontab);
     println!(
         "response: the same, as the launcher sees it (spawn of sh, cp, exec -> reaped) over {runs} runs: p50 {:.2} ms, p99 {:.2} ms ({missed} not killed); the same launch of /bin/true: p50 {:.2} ms, p99 {:.2} ms",
         percentile(&mut caught, 0.5),

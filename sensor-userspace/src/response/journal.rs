@@ -236,6 +236,10 @@ pub struct Journal {
     path: PathBuf,
     file: std::fs::File,
     records: Vec<Record>,
+    /// Where each record is in `records`, by id; and the last record that settles each one:
+    /// a record's state is two lookups, however long the journal.
+    by_id: std::collections::HashMap<String, usize>,
+    settled_by: std::collections::HashMap<String, usize>,
     /// Lines that could not be read (kept in the file, reported).
     pub unreadable: usize,
 }
@@ -258,12 +262,27 @@ impl Journal {
             .mode(0o600)
             .open(path)
             .map_err(open_err)?;
-        Ok(Self {
+        let mut j = Self {
             path: path.to_owned(),
             file,
-            records,
+            records: Vec::new(),
+            by_id: Default::default(),
+            settled_by: Default::default(),
             unreadable,
-        })
+        };
+        for r in records {
+            j.index(r);
+        }
+        Ok(j)
+    }
+
+    fn index(&mut self, r: Record) {
+        let at = self.records.len();
+        self.by_id.entry(r.id.clone()).or_insert(at);
+        if let Some(s) = &r.settles {
+            self.settled_by.insert(s.clone(), at);
+        }
+        self.records.push(r);
     }
 
     /// Appends `r` and syncs it to disk.
@@ -276,7 +295,7 @@ impl Journal {
         line.push(b'\n');
         self.file.write_all(&line).map_err(write_err)?;
         self.file.sync_data().map_err(write_err)?;
-        self.records.push(r);
+        self.index(r);
         Ok(self.records.last().expect("just pushed"))
     }
 
@@ -285,7 +304,7 @@ impl Journal {
     }
 
     pub fn get(&self, id: &str) -> Option<&Record> {
-        self.records.iter().find(|r| r.id == id)
+        self.by_id.get(id).and_then(|&i| self.records.get(i))
     }
 
     /// The highest sequence number used by ids of the form `PREFIX-N`.
@@ -300,11 +319,7 @@ impl Journal {
     /// Where the action `id` stands.
     pub fn state(&self, id: &str) -> Option<State> {
         let r = self.get(id)?;
-        let settled_by = self
-            .records
-            .iter()
-            .rev()
-            .find(|s| s.settles.as_deref() == Some(id));
+        let settled_by = self.settled_by.get(id).and_then(|&i| self.records.get(i));
         Some(match (r.status, settled_by.map(|s| (s.action, s.status))) {
             (Status::Done, Some((Verb::Settle(Settle::Undo), Status::Done))) => State::Undone,
             (Status::Done, _) => State::InForce,

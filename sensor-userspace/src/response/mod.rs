@@ -526,8 +526,18 @@ impl Responder {
                     && r.target == target
                     && r.settles.is_none()
             };
-            let seen = self.journal.records().iter().any(same)
-                || self.deferred.iter().any(|d| same(&d.record));
+            // A remediation is worth repeating (each one takes out what is there now, and a
+            // later write to the same file is new persistence); one already waiting for
+            // approval is not.
+            let seen = if action == Action::Remediate {
+                self.journal
+                    .records()
+                    .iter()
+                    .any(|r| same(r) && self.journal.state(&r.id) == Some(State::Pending))
+            } else {
+                self.journal.records().iter().any(same)
+                    || self.deferred.iter().any(|d| same(&d.record))
+            };
             if seen {
                 continue;
             }
@@ -761,7 +771,33 @@ impl Responder {
                     return refused(r);
                 }
                 if std::fs::symlink_metadata(path).is_err() {
-                    return gone(path);
+                    // Written aside and renamed over its target (`sed -i`, an editor): the
+                    // target is what to give back.
+                    let moved = graph
+                        .first_writer(path)
+                        .and_then(|w| graph.renamed_to(&w, path))
+                        .filter(|to| to != path && std::fs::symlink_metadata(to).is_ok());
+                    return match moved {
+                        Some(to) => {
+                            let (status, detail, undo) = self.execute(
+                                id,
+                                action,
+                                &Target::File {
+                                    path: to.clone(),
+                                    id: None,
+                                },
+                                policy,
+                                graph,
+                                incident,
+                            );
+                            (
+                                status,
+                                format!("{path} was renamed over {to}: {detail}"),
+                                undo,
+                            )
+                        }
+                        None => gone(path),
+                    };
                 }
                 match self.baseline.remedy(path) {
                     Some(Ok(persistence::Remedy::Unchanged)) => (
