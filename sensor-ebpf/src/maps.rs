@@ -1,9 +1,9 @@
 //! Maps and the load-time configuration shared by every program.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns},
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns, bpf_ktime_get_ns},
     macros::map,
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
 use sensor_common::{
     blocklist::{BLOCKLIST_ENTRIES, InodeKey, PathKey},
@@ -33,13 +33,36 @@ pub fn wakeup() -> u64 {
     }
 }
 
+/// When a record last woke userspace at once (CLOCK_MONOTONIC ns; one slot for the host:
+/// a race between CPUs costs at most one extra wake-up).
+#[map]
+static LAST_FORCED_WAKE: Array<u64> = Array::with_max_entries(1, 0);
+
+/// At most one forced wake-up per this many ns: a storm of execs wakes userspace at most
+/// this often, and each wake-up drains everything written before it.
+const FORCED_WAKE_GAP_NS: u64 = 1_000_000;
+
 /// Submit flags for a record that can set off a response (an exec, a rare syscall): wake
 /// userspace at once instead of waiting for its next poll, so containment starts within
-/// about a millisecond of the event. These records come at a few hundred a second at most;
-/// the hot ones (opens, connects, accepts) keep [`wakeup`].
+/// about a millisecond of the event, unless another record did so less than
+/// [`FORCED_WAKE_GAP_NS`] ago (then the poll, or the ring's watermark, picks it up: a storm
+/// costs at most 1,000 wake-ups a second). The hot records (opens, connects, accepts) keep
+/// [`wakeup`].
 #[inline(always)]
 pub fn wakeup_now() -> u64 {
-    FORCE_WAKEUP
+    let Some(last) = LAST_FORCED_WAKE.get_ptr_mut(0) else {
+        return wakeup();
+    };
+    // SAFETY: the array slot is valid while the program runs; a torn race only means one
+    // wake-up more or less.
+    unsafe {
+        let now = bpf_ktime_get_ns();
+        if now.wrapping_sub(*last) >= FORCED_WAKE_GAP_NS {
+            *last = now;
+            return FORCE_WAKEUP;
+        }
+    }
+    wakeup()
 }
 
 /// Per-CPU counters: events lost to a full ring and events filtered on purpose, per kind.

@@ -117,7 +117,7 @@ impl TreeGroup {
             if Instant::now() >= deadline {
                 return Err(io::Error::other("the group did not report frozen in time"));
             }
-            std::thread::sleep(Duration::from_millis(5));
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 

@@ -129,8 +129,6 @@ fn timed(script: &str) -> Result<(f64, bool)> {
     ))
 }
 
-/// For every kill in the journal, the time from the exec the alert's evidence stamps (the
-/// kernel's clock) to the journal record written after the kill, in ms.
 /// For every `action` the sensor carried out (done, or nothing left to do), the time from
 /// the kernel's timestamp of the event that triggered its alert (the last of the alert's
 /// evidence) to the record in the journal, in milliseconds. `detail` narrows the records.
@@ -337,7 +335,76 @@ sleep 10
         percentile(&mut kernel, 0.99)
     );
     drop(sensor);
+    freeze_latency(&dir, runs.min(30))?;
     let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// The freeze executor: a rule of the benchmark's own asks to freeze a uniquely named copy of
+/// sleep at its exec; each frozen tree is thawed by its undo, then killed.
+fn freeze_latency(dir: &Path, runs: u32) -> Result<()> {
+    let rules = dir.join("freeze-rules");
+    std::fs::create_dir_all(&rules)?;
+    std::fs::write(
+        rules.join("freeze.yml"),
+        r#"id: vigil-bench-freeze
+title: The benchmark's freeze target
+description: An exec of the benchmark's marker program, frozen.
+technique: [T1059]
+severity: critical
+confidence: high
+response: [freeze]
+match:
+  kind: exec
+  where:
+    name: vigil-bench-freeze-me
+tests:
+  - name: the marker
+    expect: match
+    events:
+      - {kind: exec, pid: 5, exe: /tmp/vigil-bench-freeze-me}
+  - name: another program
+    expect: no_match
+    events:
+      - {kind: exec, pid: 6, exe: /usr/bin/sleep}
+"#,
+    )?;
+    let work = dir.join("freeze");
+    std::fs::create_dir_all(&work)?;
+    let sensor = Sensor::start(&work, &["--rules", &rules.to_string_lossy()])?;
+    let marker = work.join("vigil-bench-freeze-me");
+    std::fs::copy("/usr/bin/sleep", &marker)?;
+    let mut children = Vec::new();
+    for _ in 0..runs {
+        children.push(Command::new(&marker).arg("30").spawn()?);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let state = work.join("state");
+    print_executor(
+        "freeze",
+        "a process tree frozen in a cgroup, from its exec",
+        event_to_action(&state, "freeze", ""),
+    );
+    let journal = std::fs::read_to_string(state.join("actions.jsonl")).unwrap_or_default();
+    for line in journal.lines() {
+        let Ok(rec) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
+        if rec["action"] == "freeze" && rec["status"] == "done" {
+            let _ = Command::new(&sensor.bin)
+                .args(["undo", rec["id"].as_str().unwrap_or_default(), "--state"])
+                .arg(&state)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+    for mut c in children {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    drop(sensor);
     Ok(())
 }
 
