@@ -395,6 +395,11 @@ impl IncidentBook {
             rule_id: finding.rule.id.as_deref(),
             rule_title: &finding.rule.title,
             exe: finding.process.exe.as_deref(),
+            parent_exe: finding
+                .process
+                .ancestry
+                .first()
+                .and_then(|p| p.exe.as_deref()),
             cmdline: &finding.process.cmdline,
             paths: finding.entities.iter().map(String::as_str).collect(),
         };

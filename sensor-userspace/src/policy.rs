@@ -101,6 +101,10 @@ pub struct Exception {
     /// The acting process's executable path (wildcards).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub process: Option<String>,
+    /// Its parent's executable path (wildcards): what a runner, a scheduler or a build tool
+    /// starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
     /// A file or endpoint the match names (wildcards).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
@@ -120,6 +124,7 @@ pub struct ExceptionSubject<'a> {
     pub rule_id: Option<&'a str>,
     pub rule_title: &'a str,
     pub exe: Option<&'a str>,
+    pub parent_exe: Option<&'a str>,
     pub cmdline: &'a str,
     pub paths: Vec<&'a str>,
 }
@@ -177,6 +182,10 @@ impl Exception {
             .process
             .as_deref()
             .is_none_or(|p| m.exe.is_some_and(|e| wildcard(p, e)))
+            && self
+                .parent
+                .as_deref()
+                .is_none_or(|p| m.parent_exe.is_some_and(|e| wildcard(p, e)))
             && self
                 .path
                 .as_deref()
@@ -344,11 +353,12 @@ impl Policy {
                     ),
                 );
             }
-            if x.process.is_none() && x.path.is_none() && x.cmdline.is_none() {
+            if x.process.is_none() && x.parent.is_none() && x.path.is_none() && x.cmdline.is_none()
+            {
                 return invalid(
                     "exceptions",
                     format!(
-                        "exception {} ({}) names no process, path or cmdline: disable the rule instead of excepting it everywhere",
+                        "exception {} ({}) names no process, parent, path or cmdline: disable the rule instead of excepting it everywhere",
                         i + 1,
                         x.rule
                     ),
@@ -356,6 +366,7 @@ impl Policy {
             }
             for (key, pat) in [
                 ("exceptions.process", &x.process),
+                ("exceptions.parent", &x.parent),
                 ("exceptions.path", &x.path),
                 ("exceptions.cmdline", &x.cmdline),
             ] {
@@ -453,6 +464,7 @@ mod tests {
             rule_id: Some(rule),
             rule_title: "A title",
             exe: Some(exe),
+            parent_exe: Some("/usr/bin/make"),
             cmdline: "make all",
             paths: vec![path],
         }

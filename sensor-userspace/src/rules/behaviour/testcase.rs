@@ -462,8 +462,10 @@ fn suppressed_by(
     rule: &BehaviourRule,
     e: &Event,
     argv: &[String],
+    facts: &ReplayFacts,
 ) -> Option<usize> {
     let cmdline = argv.join(" ");
+    let parent_exe = facts.processes.get(&e.ppid).and_then(|p| p.exe.clone());
     let mut paths: Vec<&str> = Vec::new();
     match &e.what {
         What::Open { file, .. }
@@ -484,6 +486,7 @@ fn suppressed_by(
         rule_id: Some(&rule.id),
         rule_title: &rule.title,
         exe: e.exe.as_deref(),
+        parent_exe: parent_exe.as_deref(),
         cmdline: &cmdline,
         paths,
     };
@@ -526,7 +529,7 @@ pub fn run_with(rule: &BehaviourRule, policy: Option<&crate::policy::Policy>) ->
             };
             let view = View::new(e, &argv, &facts);
             if !engine.check(&view).is_empty() {
-                match policy.and_then(|p| suppressed_by(p, rule, e, &argv)) {
+                match policy.and_then(|p| suppressed_by(p, rule, e, &argv, &facts)) {
                     Some(x) => suppressed.push((i + 1, x)),
                     None => fired.push(i + 1),
                 }
