@@ -342,7 +342,27 @@ pub enum Indicator {
         exe: Option<String>,
     },
     /// A remote endpoint the incident talked to: present while a connection to it is open.
-    Endpoint { addr: core::net::SocketAddr },
+    /// Written as text (`203.0.113.7:4444`): an internally tagged enum is read through
+    /// serde's buffered content, which would take a binary `SocketAddr` for text and refuse it.
+    Endpoint {
+        #[serde(with = "addr_text")]
+        addr: core::net::SocketAddr,
+    },
+}
+
+/// A socket address as its text, in every format.
+mod addr_text {
+    use serde::{Deserialize as _, Deserializer, Serializer, de::Error as _};
+
+    pub fn serialize<S: Serializer>(a: &core::net::SocketAddr, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(a)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<core::net::SocketAddr, D::Error> {
+        let text = std::string::String::deserialize(d)?;
+        text.parse()
+            .map_err(|_| D::Error::custom(std::format!("{text:?} is not a socket address")))
+    }
 }
 
 impl core::fmt::Display for Indicator {
@@ -650,6 +670,23 @@ impl ServerSession {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_endpoint_indicator_survives_the_wire() {
+        let i = Indicator::Endpoint {
+            addr: "203.0.113.7:4444".parse().expect("addr"),
+        };
+        let bytes = rmp_serde::to_vec_named(&i).expect("encode");
+        assert_eq!(
+            rmp_serde::from_slice::<Indicator>(&bytes).expect("decode"),
+            i
+        );
+        let compact = rmp_serde::to_vec(&vec![i.clone()]).expect("encode");
+        assert_eq!(
+            rmp_serde::from_slice::<Vec<Indicator>>(&compact).expect("decode"),
+            vec![i.clone()]
+        );
+    }
+
     use std::vec;
 
     use super::*;
