@@ -127,13 +127,9 @@ fn run<S: Sink>(name: &str, sink: S, records: &[Vec<u8>], detector: Option<Detec
     );
 }
 
-/// The public SigmaHQ Linux rules: `VIGIL_SIGMA_DIR`, or `../shared/sigma` beside the
-/// checkout, if present.
+/// The public SigmaHQ Linux rules, from the directory `VIGIL_SIGMA_DIR` names, if set.
 fn shared_rules() -> Option<Vec<sensor_userspace::rules::SigmaRule>> {
-    let dir = std::env::var_os("VIGIL_SIGMA_DIR").map_or_else(
-        || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/sigma"),
-        std::path::PathBuf::from,
-    );
+    let dir = std::path::PathBuf::from(std::env::var_os("VIGIL_SIGMA_DIR")?);
     let report = sensor_userspace::rules::load_dir(&dir).ok()?;
     (!report.sigma.is_empty()).then_some(report.sigma)
 }

@@ -11,7 +11,7 @@ fn fixtures() -> PathBuf {
 }
 
 /// The public SigmaHQ Linux rules, when `VIGIL_SIGMA_DIR` names them (`.ci/run` sets it to
-/// `../shared/sigma` when that exists); None, said on standard error, otherwise.
+/// the copy beside the checkout when there is one); None, said on standard error, otherwise.
 fn sigma_corpus(test: &str) -> Option<PathBuf> {
     let Some(dir) = std::env::var_os("VIGIL_SIGMA_DIR") else {
         eprintln!("SKIPPED {test}: VIGIL_SIGMA_DIR is not set");

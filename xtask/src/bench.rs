@@ -51,7 +51,8 @@ pub enum Which {
         #[arg(long, default_value_t = 100)]
         edges: u32,
     },
-    /// The pipeline with every Sigma rule of ../shared/sigma loaded, and with one rule.
+    /// The pipeline with every SigmaHQ Linux rule loaded (the directory `VIGIL_SIGMA_DIR`
+    /// names), and with one rule.
     Rules,
     /// Write-opens paced at a fixed rate for a few seconds, each one delivered
     /// (`--coalesce-ms 0`): drops must be zero.
