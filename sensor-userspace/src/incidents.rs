@@ -203,7 +203,11 @@ pub struct IncidentBook {
     suppressed: Vec<u64>,
     /// Saves `path` off the event loop (None without a path).
     writer: Option<Writer>,
+    last_save: Option<std::time::Instant>,
 }
+
+/// How often `incidents.json` is written at most.
+const SAVE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 fn basename(p: &str) -> &str {
     p.rsplit('/').next().unwrap_or(p)
@@ -386,6 +390,7 @@ impl IncidentBook {
             suppressed: Vec::new(),
             writer: path.clone().map(Writer::spawn),
             path,
+            last_save: None,
         }
     }
 
@@ -662,9 +667,13 @@ impl IncidentBook {
 
     /// Brings stale stories up to date and saves, if anything changed since the last save.
     pub fn save_if_changed(&mut self, table: &ProcessTable, graph: &Graph, clock: &BootClock) {
-        if !std::mem::take(&mut self.dirty) {
+        // At most once a second: while alerts stream in, each save's sync would share the
+        // file system's commits with the journal's, on the path from detection to response.
+        if !self.dirty || self.last_save.is_some_and(|t| t.elapsed() < SAVE_EVERY) {
             return;
         }
+        self.dirty = false;
+        self.last_save = Some(std::time::Instant::now());
         for inc in self.incidents.iter_mut().filter(|i| i.stale) {
             inc.story = story(inc.root, &inc.alerts, table, graph, clock);
             inc.stale = false;
