@@ -206,6 +206,16 @@ pub struct IncidentBook {
     last_save: Option<std::time::Instant>,
 }
 
+impl Drop for IncidentBook {
+    /// What changed since the last save is written as the sensor stops (its writer thread,
+    /// dropped after this, finishes the write).
+    fn drop(&mut self) {
+        if self.dirty {
+            self.save();
+        }
+    }
+}
+
 /// How often `incidents.json` is written at most.
 const SAVE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
