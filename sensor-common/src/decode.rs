@@ -257,6 +257,27 @@ impl KernelEvent {
     }
 }
 
+/// The NUL-separated strings in the `len` bytes that follow a head `H` (at most `cap`): what
+/// an argument or environment record sends. A `len` past what arrived is `field`'s error.
+fn strings_after<H>(
+    bytes: &[u8],
+    len: u32,
+    cap: usize,
+    field: &'static str,
+) -> Result<Vec<String>, DecodeError> {
+    let len = len as usize;
+    let tail = bytes.get(core::mem::size_of::<H>()..).unwrap_or_default();
+    let available = tail.len().min(cap);
+    if len > available {
+        return Err(DecodeError::BadLength {
+            field,
+            value: len,
+            max: available,
+        });
+    }
+    Ok(split_args(&tail[..len]))
+}
+
 /// Reads a `T` from the front of `bytes` after checking the length.
 fn read_pod<T: Copy>(bytes: &[u8]) -> Result<T, DecodeError> {
     let need = core::mem::size_of::<T>();
@@ -365,40 +386,25 @@ pub fn decode(bytes: &[u8]) -> Result<KernelEvent, DecodeError> {
         EventKind::ExecArgs => {
             // Only the head and `args_len` bytes are on the ring, not the whole buffer.
             let head: ExecArgsHead = read_pod(bytes)?;
-            let args_len = head.args_len as usize;
-            let tail = &bytes[core::mem::size_of::<ExecArgsHead>()..];
-            let available = tail.len().min(ARGS_BUF);
-            if args_len > available {
-                return Err(DecodeError::BadLength {
-                    field: "args_len",
-                    value: args_len,
-                    max: available,
-                });
-            }
             KernelEvent::ExecArgs {
                 boot_ns,
                 task: task(&head.task),
-                argv: split_args(&tail[..args_len]),
+                argv: strings_after::<ExecArgsHead>(bytes, head.args_len, ARGS_BUF, "args_len")?,
                 truncated: has(flags::ARGV_TRUNCATED) || has(flags::ARG_TRUNCATED),
                 unreadable: has(flags::ARGV_UNREADABLE),
             }
         }
         EventKind::ExecEnv => {
             let head: ExecEnvHead = read_pod(bytes)?;
-            let env_len = head.env_len as usize;
-            let tail = &bytes[core::mem::size_of::<ExecEnvHead>()..];
-            let available = tail.len().min(ENV_CAP + ENV_VAR_CAP);
-            if env_len > available {
-                return Err(DecodeError::BadLength {
-                    field: "env_len",
-                    value: env_len,
-                    max: available,
-                });
-            }
             KernelEvent::ExecEnv {
                 boot_ns,
                 task: task(&head.task),
-                vars: split_args(&tail[..env_len]),
+                vars: strings_after::<ExecEnvHead>(
+                    bytes,
+                    head.env_len,
+                    ENV_CAP + ENV_VAR_CAP,
+                    "env_len",
+                )?,
                 truncated: has(flags::ENV_TRUNCATED),
             }
         }

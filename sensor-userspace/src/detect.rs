@@ -369,7 +369,9 @@ impl Detector {
 }
 
 /// The files and endpoints an event names.
-fn entities_of(what: &What) -> Vec<String> {
+/// The files and endpoints an event names: a finding's `entities`, which exceptions' `path`
+/// is matched against.
+pub(crate) fn entities_of(what: &What) -> Vec<String> {
     let mut out = Vec::new();
     match what {
         What::Open { file, .. }

@@ -173,7 +173,7 @@ tests:
     std::fs::write(
         &policy,
         format!(
-            "{shipped}\n[[exceptions]]\nrule = \"t-exec-tmp\"\npath = \"/tmp/build-*\"\nreason = \"the compiler of the CI runner\"\n"
+            "{shipped}\n[[exceptions]]\nrule = \"t-exec-tmp\"\nprocess = \"/tmp/build-*\"\nreason = \"the compiler of the CI runner\"\n"
         ),
     )
     .expect("policy");
@@ -210,7 +210,7 @@ tests:
     std::fs::write(
         &policy,
         format!(
-            "{shipped}\n[[exceptions]]\nrule = \"t-exec-tmp\"\npath = \"/tmp/*\"\nreason = \"too wide\"\n"
+            "{shipped}\n[[exceptions]]\nrule = \"t-exec-tmp\"\nprocess = \"/tmp/*\"\nreason = \"too wide\"\n"
         ),
     )
     .expect("policy");

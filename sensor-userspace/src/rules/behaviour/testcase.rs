@@ -466,29 +466,16 @@ fn suppressed_by(
 ) -> Option<usize> {
     let cmdline = argv.join(" ");
     let parent_exe = facts.processes.get(&e.ppid).and_then(|p| p.exe.clone());
-    let mut paths: Vec<&str> = Vec::new();
-    match &e.what {
-        What::Open { file, .. }
-        | What::Unlink { file }
-        | What::Chmod { file, .. }
-        | What::Chown { file, .. }
-        | What::Xattr { file, .. }
-        | What::Utimes { file, .. }
-        | What::SetFlags { file, .. } => paths.extend(file.path.as_deref()),
-        What::Rename { file, to } => {
-            paths.extend(file.path.as_deref());
-            paths.extend(to.path.as_deref());
-        }
-        What::Exec { .. } => paths.extend(e.exe.as_deref()),
-        _ => {}
-    }
+    // The same entities a live finding carries, so `rules test` suppresses what the sensor
+    // would.
+    let entities = crate::detect::entities_of(&e.what);
     let subject = crate::policy::ExceptionSubject {
         rule_id: Some(&rule.id),
         rule_title: &rule.title,
         exe: e.exe.as_deref(),
         parent_exe: parent_exe.as_deref(),
         cmdline: &cmdline,
-        paths,
+        paths: entities.iter().map(String::as_str).collect(),
     };
     let now = i64::try_from(e.time_ns / 1_000_000_000).unwrap_or(i64::MAX);
     policy.exception_for(&subject, now)
