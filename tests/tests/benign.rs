@@ -1,7 +1,7 @@
 //! Benign work raises nothing a person would be called for: compiling and running a C
 //! program, git, tar (with times kept), a python job writing files, ssh-keygen, log rotation,
-//! a locally written script run by bash, a few routine look-arounds (id, uname), cp -p, and a
-//! local HTTP fetch.
+//! a locally written script run by bash, a few routine look-arounds (id, uname), cp -p, shells
+//! asking nscd for users over its UNIX socket, and a local HTTP fetch.
 //!
 //! With the shipped rules: no alert at all. With the public SigmaHQ Linux rules loaded beside
 //! them (`VIGIL_SIGMA_DIR`): no alert at or above the policy's `risk.escalate_at` (Sigma's
@@ -77,6 +77,16 @@ fn workload(sensor: &mut Sensor) {
     .expect("script");
     sh(dir, "bash ./build.sh > build.log && id -u > /dev/null");
     sh(dir, "cp -p hello.c hello.c.orig && touch hello.c");
+    // A host running nscd: every shell asking NSS for a user connects to its UNIX socket.
+    // Served here in a private mount namespace, so the host's /run is left alone.
+    sh(
+        dir,
+        "unshare --mount sh -c 'mount -t tmpfs vigil-run /run && mkdir /run/nscd \
+         && python3 -c \"import socket\ns = socket.socket(socket.AF_UNIX)\ns.bind(\\\"/run/nscd/socket\\\")\ns.listen(8)\ns.settimeout(5)\ntry:\n    while True: s.accept()[0].close()\nexcept socket.timeout: pass\" & server=$!; \
+         i=0; while [ ! -S /run/nscd/socket ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done; \
+         test -S /run/nscd/socket && bash -c \"echo ~root\" > /dev/null && bash -c \"cd ~root\"; \
+         status=$?; kill $server; exit $status'",
+    );
     let http = HttpServer::serve(&dir.to_string_lossy(), &[]);
     sh(
         dir,

@@ -86,8 +86,10 @@ pub trait SigmaFields {
 }
 
 /// The Sigma log source of an event: execs are process creations; creating, writing or
-/// renaming a file is a file event (Sysmon's FileCreate); connects and accepts are network
-/// connections.
+/// renaming a file is a file event (Sysmon's FileCreate); connects and accepts over IP are
+/// network connections. A UNIX socket is not one: Sysmon's NetworkConnect reports only TCP and
+/// UDP, and rules written for it read a connect without an address as one to a remote host
+/// (every bash that asks NSS for a user name would be a "reverse shell").
 pub fn category_of(what: &crate::events::What) -> Option<Category> {
     use crate::events::What;
     match what {
@@ -99,9 +101,15 @@ pub fn category_of(what: &crate::events::What) -> Option<Category> {
             ..
         } if *write || *create || *truncate => Some(Category::FileEvent),
         What::Rename { .. } => Some(Category::FileEvent),
-        What::Connect { .. } | What::Accept { .. } => Some(Category::NetworkConnection),
+        What::Connect { net } | What::Accept { net } if is_ip(net) => {
+            Some(Category::NetworkConnection)
+        }
         _ => None,
     }
+}
+
+fn is_ip(net: &crate::events::Net) -> bool {
+    matches!(net.family.as_str(), "inet" | "inet6")
 }
 
 /// A published event with its process context, as Sigma fields.
@@ -169,5 +177,39 @@ impl SigmaFields for EventFields<'_> {
             "DestinationHostname" => return None,
             _ => return None,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{Net, What};
+
+    fn connect(family: &str, unix_path: Option<&str>) -> What {
+        What::Connect {
+            net: Net {
+                family: family.into(),
+                protocol: "tcp".into(),
+                local: None,
+                remote: (family != "unix").then(|| "192.0.2.1:443".parse().expect("address")),
+                unix_path: unix_path.map(Into::into),
+            },
+        }
+    }
+
+    #[test]
+    fn only_ip_connects_are_network_connections() {
+        assert_eq!(
+            category_of(&connect("inet", None)),
+            Some(Category::NetworkConnection)
+        );
+        assert_eq!(
+            category_of(&connect("inet6", None)),
+            Some(Category::NetworkConnection)
+        );
+        assert_eq!(
+            category_of(&connect("unix", Some("/var/run/nscd/socket"))),
+            None
+        );
     }
 }
