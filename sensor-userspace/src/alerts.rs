@@ -1,9 +1,8 @@
 //! Alerts: what a rule matched, with the process, its lineage and the evidence, appended as
-//! JSON lines to `STATE/alerts.jsonl` (fsynced) for people and log shippers.
+//! JSON lines to `STATE/alerts.jsonl` (synced off the event loop) for people and log shippers.
 
 use std::{
     fs::OpenOptions,
-    io::Write,
     os::unix::fs::OpenOptionsExt,
     path::{Path, PathBuf},
 };
@@ -171,7 +170,7 @@ pub enum AlertLogError {
 /// `STATE/alerts.jsonl`, append-only, mode 0600.
 pub struct AlertLog {
     path: PathBuf,
-    file: std::fs::File,
+    file: crate::durable::SyncedFile,
 }
 
 impl AlertLog {
@@ -181,6 +180,7 @@ impl AlertLog {
             .append(true)
             .mode(0o600)
             .open(path)
+            .and_then(|f| crate::durable::SyncedFile::new(f, path))
             .map_err(|source| AlertLogError::Open {
                 path: path.to_owned(),
                 source,
@@ -191,7 +191,8 @@ impl AlertLog {
         })
     }
 
-    /// Appends alerts and syncs them to disk: an alert written is an alert kept.
+    /// Appends alerts: an alert written is an alert kept (synced within one sync, off the
+    /// event loop).
     pub fn append(&mut self, alerts: &[Alert]) -> std::io::Result<()> {
         if alerts.is_empty() {
             return Ok(());
@@ -201,8 +202,7 @@ impl AlertLog {
             serde_json::to_writer(&mut buf, a)?;
             buf.push(b'\n');
         }
-        self.file.write_all(&buf)?;
-        self.file.sync_data()
+        self.file.append(&buf)
     }
 
     pub fn path(&self) -> &Path {

@@ -10,6 +10,7 @@ pub mod clock;
 #[cfg(feature = "kernel")]
 pub mod control;
 pub mod detect;
+pub mod durable;
 pub mod events;
 pub mod graph;
 pub mod hash;

@@ -364,6 +364,29 @@ fn pushed_policy(state: &StateDir) -> PathBuf {
 const LOCAL_OPERATOR: &str = "operator (control socket)";
 
 /// One log line per journal record, however it came about.
+/// How long one turn of the event loop took, and what it did: a turn that holds the loop
+/// longer than [`Turn::STALL`] delays every detection and response queued behind it, so it is
+/// logged with what it was doing.
+struct Turn {
+    what: &'static str,
+    started: Instant,
+}
+
+impl Turn {
+    const STALL: Duration = Duration::from_millis(5);
+
+    fn end(self) {
+        let took = self.started.elapsed();
+        if took >= Self::STALL {
+            tracing::warn!(
+                turn = self.what,
+                took_ms = took.as_secs_f64() * 1e3,
+                "event loop stalled"
+            );
+        }
+    }
+}
+
 fn log_action(r: &crate::response::journal::Record) {
     tracing::warn!(
         action = %r.id,
@@ -896,27 +919,34 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     );
 
     let result = loop {
-        tokio::select! {
+        let turn = tokio::select! {
             ready = ring.wait_ready() => {
+                let started = Instant::now();
                 if let Err(e) = ready {
                     break Err(RunError::RingRead(e));
                 }
                 // Output is flushed on the tick (or when its buffer fills), not per batch.
                 ring.drain_now(|bytes| pipeline.ingest(bytes));
                 running.record_alerts(&mut pipeline);
+                Turn { what: "ring", started }
             }
             Some((req, reply)) = ctrl_rx.recv() => {
+                let started = Instant::now();
                 // Bring the table up to date before answering about it.
                 ring.drain_now(|bytes| pipeline.ingest(bytes));
                 pipeline.flush();
                 let _ = reply.send(running.answer(&mut pipeline, req));
                 running.record_alerts(&mut pipeline);
+                Turn { what: "control request", started }
             }
             _ = poll.tick() => {
+                let started = Instant::now();
                 ring.drain_now(|bytes| pipeline.ingest(bytes));
                 running.record_alerts(&mut pipeline);
+                Turn { what: "poll", started }
             }
             _ = tick.tick() => {
+                let started = Instant::now();
                 ring.drain_now(|bytes| pipeline.ingest(bytes));
                 pipeline.tick(BootClock::boot_now_ns());
                 ticks += 1;
@@ -936,14 +966,18 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
                     &pipeline.graph,
                 );
                 records.iter().for_each(log_action);
+                Turn { what: "tick", started }
             }
             _ = sighup.recv() => {
+                let started = Instant::now();
                 // A refused policy is logged; the one in force stays.
                 let _ = running.reload_policy(&mut pipeline);
+                Turn { what: "policy reload", started }
             }
             _ = sigint.recv() => break Ok(()),
             _ = sigterm.recv() => break Ok(()),
-        }
+        };
+        turn.end();
     };
     server.abort();
     ring.drain_now(|bytes| pipeline.ingest(bytes));

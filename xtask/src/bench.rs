@@ -134,6 +134,16 @@ fn timed(script: &str) -> Result<(f64, bool)> {
 /// the kernel's timestamp of the event that triggered its alert (the last of the alert's
 /// evidence) to the record in the journal, in milliseconds. `detail` narrows the records.
 fn event_to_action(state: &Path, action: &str, detail: &str) -> Vec<f64> {
+    event_to(state, action, detail, "time_ns")
+}
+
+/// The same, to the moment the action took hold (`effective_ns`, for actions that hold their
+/// target before they are journaled; else the journal's time).
+fn event_to_effect(state: &Path, action: &str, detail: &str) -> Vec<f64> {
+    event_to(state, action, detail, "effective_ns")
+}
+
+fn event_to(state: &Path, action: &str, detail: &str, when: &str) -> Vec<f64> {
     let read = |name: &str| -> Vec<Value> {
         std::fs::read_to_string(state.join(name))
             .unwrap_or_default()
@@ -157,7 +167,7 @@ fn event_to_action(state: &Path, action: &str, detail: &str) -> Vec<f64> {
             let alert_id = a["evidence"][0].as_str()?;
             let alert = alerts.iter().find(|x| x["id"] == alert_id)?;
             let event_ns = alert["evidence"].as_array()?.last()?["time_ns"].as_u64()?;
-            let acted_ns = a["time_ns"].as_u64()?;
+            let acted_ns = a[when].as_u64().or_else(|| a["time_ns"].as_u64())?;
             Some(acted_ns.saturating_sub(event_ns) as f64 / 1e6)
         })
         .collect()
@@ -165,11 +175,15 @@ fn event_to_action(state: &Path, action: &str, detail: &str) -> Vec<f64> {
 
 /// Prints one executor's latency line: `response: EXECUTOR (what): p50, p99 over N`.
 fn print_executor(kind: &str, what: &str, mut ms: Vec<f64>) {
+    print_latency(kind, what, "action journaled", &mut ms);
+}
+
+fn print_latency(kind: &str, what: &str, to: &str, ms: &mut [f64]) {
     println!(
-        "response: {kind} ({what}), triggering event -> action journaled, over {} actions: p50 {:.2} ms, p99 {:.2} ms",
+        "response: {kind} ({what}), triggering event -> {to}, over {} actions: p50 {:.2} ms, p99 {:.2} ms",
         ms.len(),
-        percentile(&mut ms, 0.5),
-        percentile(&mut ms, 0.99)
+        percentile(ms, 0.5),
+        percentile(ms, 0.99)
     );
 }
 
@@ -337,8 +351,36 @@ sleep 10
     );
     drop(sensor);
     freeze_latency(&dir, runs.min(30))?;
+    network_latency(&dir, runs.min(30))?;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+/// A rule of the benchmark's own: an exec of a program named `marker` triggers `response`.
+fn marker_rule(response: &str, marker: &str) -> String {
+    format!(
+        r#"id: vigil-bench-{response}
+title: The benchmark's {response} trigger
+description: An exec of the benchmark's marker program, answered by {response}.
+technique: [T1059]
+severity: critical
+confidence: high
+response: [{response}]
+match:
+  kind: exec
+  where:
+    name: {marker}
+tests:
+  - name: the marker
+    expect: match
+    events:
+      - {{kind: exec, pid: 5, exe: /tmp/{marker}}}
+  - name: another program
+    expect: no_match
+    events:
+      - {{kind: exec, pid: 6, exe: /usr/bin/true}}
+"#
+    )
 }
 
 /// The freeze executor: a rule of the benchmark's own asks to freeze a uniquely named copy of
@@ -348,27 +390,7 @@ fn freeze_latency(dir: &Path, runs: u32) -> Result<()> {
     std::fs::create_dir_all(&rules)?;
     std::fs::write(
         rules.join("freeze.yml"),
-        r#"id: vigil-bench-freeze
-title: The benchmark's freeze target
-description: An exec of the benchmark's marker program, frozen.
-technique: [T1059]
-severity: critical
-confidence: high
-response: [freeze]
-match:
-  kind: exec
-  where:
-    name: vigil-bench-freeze-me
-tests:
-  - name: the marker
-    expect: match
-    events:
-      - {kind: exec, pid: 5, exe: /tmp/vigil-bench-freeze-me}
-  - name: another program
-    expect: no_match
-    events:
-      - {kind: exec, pid: 6, exe: /usr/bin/sleep}
-"#,
+        marker_rule("freeze", "vigil-bench-freeze-me"),
     )?;
     let work = dir.join("freeze");
     std::fs::create_dir_all(&work)?;
@@ -382,9 +404,15 @@ tests:
     }
     std::thread::sleep(Duration::from_millis(500));
     let state = work.join("state");
+    print_latency(
+        "freeze",
+        "a process tree, from its exec",
+        "every member stopped (the freeze holds)",
+        &mut event_to_effect(&state, "freeze", ""),
+    );
     print_executor(
         "freeze",
-        "a process tree frozen in a cgroup, from its exec",
+        "the same tree moved into a frozen cgroup and journaled",
         event_to_action(&state, "freeze", ""),
     );
     let journal = std::fs::read_to_string(state.join("actions.jsonl")).unwrap_or_default();
@@ -406,6 +434,219 @@ tests:
         let _ = c.wait();
     }
     drop(sensor);
+    Ok(())
+}
+
+/// A peer host in a network namespace of the benchmark's own, reached over a veth pair;
+/// removed on drop.
+struct NetnsPeer {
+    ns: String,
+    host_if: String,
+    addr: String,
+}
+
+impl NetnsPeer {
+    fn create() -> Result<Self> {
+        let id = std::process::id() % 200 + 20;
+        let (ns, host_if, peer_if) = (
+            format!("vigil-b{id}"),
+            format!("vb{id}h"),
+            format!("vb{id}n"),
+        );
+        let _ = Command::new("ip").args(["netns", "del", &ns]).output();
+        let _ = Command::new("ip").args(["link", "del", &host_if]).output();
+        let script = format!(
+            "ip netns add {ns} && ip link add {host_if} type veth peer name {peer_if} && \
+             ip link set {peer_if} netns {ns} && ip addr add 10.{id}.1.1/30 dev {host_if} && \
+             ip link set {host_if} up && ip -n {ns} addr add 10.{id}.1.2/30 dev {peer_if} && \
+             ip -n {ns} link set {peer_if} up"
+        );
+        let out = Command::new("sh").args(["-c", &script]).output()?;
+        if !out.status.success() {
+            bail!(
+                "cannot make the peer's network namespace: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(Self {
+            ns,
+            host_if,
+            addr: format!("10.{id}.1.2"),
+        })
+    }
+}
+
+impl Drop for NetnsPeer {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).output();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .output();
+    }
+}
+
+/// The cgroup v2 mount, from /proc/self/mounts.
+fn cgroup2_mount() -> Result<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts")?;
+    mounts
+        .lines()
+        .find_map(|l| {
+            let mut f = l.split_whitespace();
+            let (_, dir, kind) = (f.next()?, f.next()?, f.next()?);
+            (kind == "cgroup2").then(|| PathBuf::from(dir))
+        })
+        .context("no cgroup2 mount in /proc/self/mounts")
+}
+
+/// Runs `command` in a new session whose first process has already left its launcher: its
+/// causal chain starts at pid 1, so each run is an incident of its own (the sensor takes one
+/// action per target per incident).
+fn orphaned(command: &str) -> Result<()> {
+    let st = Command::new("/bin/sh")
+        .args([
+            "-c",
+            &format!("setsid sh -c 'sleep 0.05; exec {command}' >/dev/null 2>&1 &"),
+        ])
+        .stdin(Stdio::null())
+        .status()?;
+    if !st.success() {
+        bail!("{command}: {st}");
+    }
+    Ok(())
+}
+
+/// Waits (at most 3 s) for a record of `action` in `state`'s journal with `status`, that was
+/// not there before (`seen` of them were); returns its id.
+fn wait_record(state: &Path, action: &str, status: &str, seen: usize) -> Option<String> {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        let journal = std::fs::read_to_string(state.join("actions.jsonl")).unwrap_or_default();
+        let recs: Vec<Value> = journal
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|r| r["action"] == action && r["status"] == status)
+            .collect();
+        if recs.len() > seen {
+            return recs
+                .last()
+                .and_then(|r| r["id"].as_str())
+                .map(str::to_owned);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+/// The network executors, from the event: a host isolated when a marker program runs (each
+/// isolation undone before the next), and a destination on a peer in a network namespace
+/// blocked host-wide when something connects to it. The sensor's network programs attach to
+/// a cgroup of the benchmark's own, so this machine's traffic is never cut.
+fn network_latency(dir: &Path, runs: u32) -> Result<()> {
+    let peer = NetnsPeer::create()?;
+    let cg = cgroup2_mount()?.join(format!("vigil-bench-net-{}", std::process::id()));
+    std::fs::create_dir_all(&cg)?;
+    let rules = dir.join("net-rules");
+    std::fs::create_dir_all(&rules)?;
+    std::fs::write(
+        rules.join("isolate.yml"),
+        marker_rule("isolate", "vigil-bench-isolate-me"),
+    )?;
+    std::fs::write(
+        rules.join("block.yml"),
+        format!(
+            r#"id: vigil-bench-block
+title: The benchmark's blocked destination
+description: A connect to the benchmark's peer blocks it.
+technique: [T1071]
+severity: critical
+confidence: high
+response: [block_destination]
+match:
+  kind: connect
+  where:
+    remote_ip: "{addr}"
+tests:
+  - name: the peer
+    expect: match
+    events:
+      - {{kind: connect, pid: 5, exe: /usr/bin/python3, remote: "{addr}:4000"}}
+  - name: another host
+    expect: no_match
+    events:
+      - {{kind: connect, pid: 6, exe: /usr/bin/python3, remote: "192.0.2.77:4000"}}
+"#,
+            addr = peer.addr
+        ),
+    )?;
+    let shipped = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/policy.toml"),
+    )?;
+    let policy = dir.join("net-policy.toml");
+    std::fs::write(
+        &policy,
+        shipped.replace("without_approval = [", "without_approval = [\"isolate\", "),
+    )?;
+    let work = dir.join("net");
+    std::fs::create_dir_all(&work)?;
+    let args = [
+        "--rules".to_owned(),
+        rules.to_string_lossy().into_owned(),
+        "--policy".to_owned(),
+        policy.to_string_lossy().into_owned(),
+        "--cgroup".to_owned(),
+        cg.to_string_lossy().into_owned(),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let state = work.join("state");
+    let marker = work.join("vigil-bench-isolate-me");
+    std::fs::copy("/bin/true", &marker)?;
+    // The sensor isolates once per incident, and the runs are all one causal chain (this
+    // benchmark's): each run gets a sensor of its own, and ends its isolation before it stops.
+    let mut unreached = 0u32;
+    for i in 0..runs.min(10) as usize {
+        let sensor = Sensor::start(&work, &args)?;
+        orphaned(&marker.to_string_lossy())?;
+        let Some(id) = wait_record(&state, "isolate", "done", i) else {
+            unreached += 1;
+            break;
+        };
+        let undo = Command::new(&sensor.bin)
+            .args(["undo", &id, "--state"])
+            .arg(&state)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()?;
+        if !undo.success() {
+            bail!("cannot undo isolation {id}");
+        }
+    }
+    let sensor = Sensor::start(&work, &args)?;
+    // UDP connects: the connect is the event, and no packet leaves.
+    for i in 0..runs {
+        orphaned(&format!(
+            "python3 -c \"import socket, sys; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.connect((sys.argv[1], int(sys.argv[2])))\" {} {}",
+            peer.addr,
+            41000 + i
+        ))?;
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    print_executor(
+        "isolate",
+        "the host, from a marker's exec",
+        event_to_action(&state, "isolate", ""),
+    );
+    print_executor(
+        "block_destination",
+        "a peer's address host-wide, from the connect",
+        event_to_action(&state, "block_destination", ""),
+    );
+    if unreached > 0 {
+        println!("response: an isolation was not journaled within 3 s; the run stopped there");
+    }
+    drop(sensor);
+    let _ = std::fs::remove_dir(&cg);
+    drop(peer);
     Ok(())
 }
 

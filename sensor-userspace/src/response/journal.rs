@@ -1,11 +1,11 @@
-//! The action journal: `STATE/actions.jsonl`, append-only, each record fsynced before the
-//! action it describes is reported done. Undos, approvals and denials are records too, which
+//! The action journal: `STATE/actions.jsonl`, append-only. Each record is written before the
+//! action it describes is reported done, and synced to disk off the event loop within one
+//! sync (see [`crate::durable`]). Undos, approvals and denials are records too, which
 //! settle an earlier one; the state of every action is the fold of the journal, so a restart
 //! rebuilds it (and re-arms what is still in force) from the file alone.
 
 use std::{
     fs::OpenOptions,
-    io::Write,
     os::unix::fs::OpenOptionsExt,
     path::{Path, PathBuf},
 };
@@ -166,7 +166,13 @@ fn yes() -> bool {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
     pub id: String,
+    /// When the record was journaled (boot clock, ns).
     pub time_ns: u64,
+    /// When the action took hold, where that comes before its journaling: a freeze holds its
+    /// tree from the moment every member is stopped (SIGSTOP), then moves it into a freezer
+    /// cgroup, which waits for the kernel to migrate the tasks (5 to 25 ms on a busy host).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effective_ns: Option<u64>,
     pub incident: String,
     /// `kill`, `block_exec`, `quarantine`, `remediate`, `freeze`... or `undo`, `approve`, `deny`.
     pub action: Verb,
@@ -234,7 +240,7 @@ pub enum JournalError {
 
 pub struct Journal {
     path: PathBuf,
-    file: std::fs::File,
+    file: crate::durable::SyncedFile,
     records: Vec<Record>,
     /// Where each record is in `records`, by id; and the last record that settles each one:
     /// a record's state is two lookups, however long the journal.
@@ -261,6 +267,7 @@ impl Journal {
             .append(true)
             .mode(0o600)
             .open(path)
+            .and_then(|f| crate::durable::SyncedFile::new(f, path))
             .map_err(open_err)?;
         let mut j = Self {
             path: path.to_owned(),
@@ -285,7 +292,7 @@ impl Journal {
         self.records.push(r);
     }
 
-    /// Appends `r` and syncs it to disk.
+    /// Appends `r`; it is synced to disk within one sync, off the caller's thread.
     pub fn append(&mut self, r: Record) -> Result<&Record, JournalError> {
         let write_err = |source| JournalError::Write {
             path: self.path.clone(),
@@ -293,8 +300,7 @@ impl Journal {
         };
         let mut line = serde_json::to_vec(&r).map_err(|e| write_err(e.into()))?;
         line.push(b'\n');
-        self.file.write_all(&line).map_err(write_err)?;
-        self.file.sync_data().map_err(write_err)?;
+        self.file.append(&line).map_err(write_err)?;
         self.index(r);
         Ok(self.records.last().expect("just pushed"))
     }
@@ -342,6 +348,7 @@ mod tests {
     fn rec(id: &str, action: Verb, status: Status, settles: Option<&str>) -> Record {
         Record {
             id: id.into(),
+            effective_ns: None,
             time_ns: 1,
             incident: "inc-1".into(),
             action,
@@ -393,7 +400,7 @@ mod tests {
         std::fs::OpenOptions::new()
             .append(true)
             .open(&path)
-            .and_then(|mut f| f.write_all(b"{not json\n"))
+            .and_then(|mut f| std::io::Write::write_all(&mut f, b"{not json\n"))
             .expect("corrupt");
         let j = Journal::open(&path).expect("reopen");
         assert_eq!(j.unreadable, 1);

@@ -93,6 +93,9 @@ pub struct Responder {
     prefix: String,
     next: u64,
     restored: usize,
+    /// When the action [`Responder::execute`] is carrying out took hold, if before its record
+    /// (see [`Record::effective_ns`]); taken by the record.
+    took_hold_ns: Option<u64>,
 }
 
 /// Counters for `status`.
@@ -264,6 +267,7 @@ impl Responder {
             prefix: format!("{started_ns:x}"),
             next,
             restored: 0,
+            took_hold_ns: None,
         };
         let rearm: Vec<(String, Option<FileId>, Option<String>)> = r
             .journal
@@ -480,6 +484,7 @@ impl Responder {
         let rec = Record {
             id,
             time_ns: now_ns(),
+            effective_ns: self.took_hold_ns.take(),
             reason: format!("{}; second pass, once its writer was done", first.reason),
             status,
             detail,
@@ -596,6 +601,7 @@ impl Responder {
                 )
             };
             let record = Record {
+                effective_ns: self.took_hold_ns.take(),
                 id,
                 time_ns: now_ns(),
                 incident: ctx.incident.id.clone(),
@@ -662,6 +668,7 @@ impl Responder {
                 Some(ctx.incident),
             );
             let rec = Record {
+                effective_ns: self.took_hold_ns.take(),
                 id,
                 time_ns: now_ns(),
                 incident: p.incident.clone(),
@@ -696,6 +703,7 @@ impl Responder {
         graph: &Graph,
         incident: Option<&Incident>,
     ) -> (Status, String, Undo) {
+        self.took_hold_ns = None;
         let refused = |r: guard::Refusal| (Status::Refused, r.to_string(), Undo::NothingToUndo);
         let failed = |d: String| (Status::Failed, d, Undo::NothingToUndo);
         match (action, target) {
@@ -718,6 +726,8 @@ impl Responder {
                     );
                 }
                 if action == Action::Freeze {
+                    // Held from here: stopped, no member runs or forks.
+                    self.took_hold_ns = Some(now_ns());
                     if let Some(out) = self.freeze_in_cgroup(id, &members) {
                         return out;
                     }
@@ -1102,6 +1112,7 @@ impl Responder {
         let id = self.next_id();
         let (status, detail, undo) = self.execute(&id, action, &target, policy, graph, None);
         let rec = Record {
+            effective_ns: self.took_hold_ns.take(),
             id,
             time_ns: now_ns(),
             incident: MANUAL.into(),
@@ -1245,6 +1256,7 @@ impl Responder {
             },
         };
         let rec = Record {
+            effective_ns: None,
             id: self.next_id(),
             time_ns: now_ns(),
             incident: r.incident.clone(),
@@ -1295,6 +1307,7 @@ impl Responder {
                 ),
             };
             let rec = Record {
+                effective_ns: None,
                 id,
                 time_ns: now_ns(),
                 incident: incident.id.clone(),

@@ -10,6 +10,7 @@
 use std::{
     collections::{HashMap, HashSet},
     fs,
+    fs::File,
     io::Write,
     os::unix::fs::{MetadataExt, OpenOptionsExt},
     path::Path,
@@ -347,13 +348,21 @@ fn rewrite(path: &Path, content: &str) -> std::io::Result<()> {
         .mode(m.mode() & 0o7777)
         .open(&tmp)?;
     f.write_all(content.as_bytes())?;
-    f.sync_all()?;
     std::os::unix::fs::fchown(&f, Some(m.uid()), Some(m.gid()))?;
     std::fs::set_permissions(
         &tmp,
         std::os::unix::fs::PermissionsExt::from_mode(m.mode() & 0o7777),
     )?;
-    fs::rename(&tmp, path)
+    // The file replaced is freed when its last descriptor closes: on the flusher, not here.
+    let replaced = File::open(path).ok();
+    fs::rename(&tmp, path)?;
+    if let Some(old) = replaced {
+        crate::durable::close_later(old);
+    }
+    // In force at once for every reader; on disk (content, then the rename) once the flusher
+    // has synced it.
+    crate::durable::sync_later(f, path);
+    Ok(())
 }
 
 #[cfg(test)]

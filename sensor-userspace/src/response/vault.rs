@@ -48,8 +48,13 @@ fn move_file(from: &Path, to: &Path) -> std::io::Result<()> {
         .open(to)?;
     std::io::copy(&mut src, &mut dst)?;
     dst.flush()?;
-    dst.sync_all()?;
-    fs::remove_file(from)
+    // The copy is whole in the page cache; it reaches the disk on the flusher, not while the
+    // file it was taken from can still be run.
+    crate::durable::sync_later(dst, to);
+    fs::remove_file(from)?;
+    // `src` holds the last reference: its blocks are freed on the flusher.
+    crate::durable::close_later(src);
+    Ok(())
 }
 
 /// Sets owner, mode and times as `meta` says.
