@@ -15,7 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use controller::ops::{self, OpRequest, OpResponse};
+use controller::net::ops::{self, OpRequest, OpResponse};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject as _};
 use sensor_common::{
     protocol::{

@@ -1,16 +1,16 @@
 //! The Vigil controller: one server for the whole fleet, reached over QUIC with mutual TLS.
 //!
-//! - [`ca`]: the controller's own certificate authority (server and host certificates);
-//! - [`token`]: one-time enrollment tokens that pin the CA;
-//! - [`hunt`]: the query language over the fleet's graphs and their history;
-//! - [`incidents`]: the fleet's incidents, read from the hosts' alerts, with their indicators;
-//! - [`push`]: rules and policy, validated, kept as the fleet's desired state, pushed;
-//! - [`recovery`]: release after verifying the host is clean of its incidents' indicators;
-//! - [`schedule`]: standing hunts, whose new hits open incidents and may isolate hosts;
-//! - [`sweep`]: hash sweeps, answered by each host's sensor, offline ones on reconnect;
-//! - [`store`]: what the controller keeps, behind one narrow interface (SQLite embedded);
-//! - [`server`]: the QUIC layer over the sans-IO protocol of `sensor_common::protocol`;
-//! - [`ops`]: the operator socket the other commands use, with its audit log.
+//! Imports run one way, from the network down to what is kept:
+//!
+//! - [`net`]: the QUIC server over the sans-IO protocol of `sensor_common::protocol`, and
+//!   the operator socket the other commands use, with its audit log;
+//! - [`services`]: hunts, incidents, desired state and its push, standing hunts, sweeps,
+//!   recovery, and the reconciliation a host's connection sets going; each works on the store
+//!   and a narrow link to the connected hosts, never on the server;
+//! - [`store`]: what the controller keeps ([`store::model`]), behind one narrow interface
+//!   (SQLite embedded);
+//! - [`ca`] and [`token`]: the controller's own certificate authority, and the one-time
+//!   enrollment tokens that pin it.
 //!
 //! Builds without aya or a Linux kernel: it imports the wire side of `sensor-common` and the
 //! sensor's rule and policy parsers (`sensor-userspace` without its `kernel` feature).
@@ -34,13 +34,7 @@ pub(crate) fn operator(who: &str) -> String {
 }
 
 pub mod ca;
-pub mod hunt;
-pub mod incidents;
-pub mod ops;
-pub mod push;
-pub mod recovery;
-pub mod schedule;
-pub mod server;
+pub mod net;
+pub mod services;
 pub mod store;
-pub mod sweep;
 pub mod token;

@@ -11,8 +11,11 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 use controller::{
     ca::Authority,
-    ops::{self, OpRequest, OpResponse},
-    server::{self, Shared},
+    net::{
+        ops::{self, OpRequest, OpResponse},
+        server::{self, Shared},
+    },
+    services::reconcile,
     store::{Sqlite, Store},
 };
 use sensor_common::protocol::Stream;
@@ -259,11 +262,7 @@ async fn serve(state: &Path, listen: SocketAddr) -> Result<()> {
     std::fs::set_permissions(state, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
     let ca = Authority::open(state)?;
     let store: Box<dyn Store> = Box::new(Sqlite::open(&state.join("controller.db"))?);
-    let shared = Shared {
-        store: Arc::new(Mutex::new(store)),
-        ca: Arc::new(ca),
-        connected: Arc::default(),
-    };
+    let (shared, host_events) = Shared::new(Arc::new(Mutex::new(store)), ca);
     let endpoint = server::listen(&shared, listen)?;
     let listener = ops::bind(&state.join("control.sock"))
         .with_context(|| format!("cannot bind {}", state.join("control.sock").display()))?;
@@ -274,7 +273,8 @@ async fn serve(state: &Path, listen: SocketAddr) -> Result<()> {
         "vigil-controller serving"
     );
     tokio::spawn(ops::serve(listener, shared.clone()));
-    tokio::spawn(controller::schedule::run(shared.clone()));
+    tokio::spawn(reconcile::run(shared.fleet.clone(), host_events));
+    tokio::spawn(controller::services::schedule::run(shared.fleet.clone()));
     let server = tokio::spawn(server::serve(endpoint.clone(), shared));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
@@ -459,7 +459,7 @@ fn main() -> Result<()> {
         Cmd::Rules {
             action: RulesCmd::Push { state, dir },
         } => {
-            let set = sensor_userspace::rules::read_set(&dir)
+            let set = sensor_userspace::detect::rules::read_set(&dir)
                 .with_context(|| format!("cannot read the rule directory {}", dir.display()))?;
             let v = ask(&state, &OpRequest::PushRules { set })?;
             print_push(&v);
@@ -487,9 +487,9 @@ fn main() -> Result<()> {
             isolate,
         } => {
             let respond = if isolate {
-                controller::schedule::Respond::Isolate
+                controller::store::Respond::Isolate
             } else {
-                controller::schedule::Respond::Record
+                controller::store::Respond::Record
             };
             let v = ask(
                 &state,

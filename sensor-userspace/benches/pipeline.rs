@@ -12,13 +12,14 @@ use sensor_common::{
     syscall::{Syscall, SyscallHead},
 };
 use sensor_userspace::{
-    clock::BootClock,
     detect::{Detector, SensorSelf},
-    graph::{Graph, GraphLimits},
-    interpret::NoResolver,
-    output::JsonLines,
-    pipeline::{Discard, Pipeline, Sink},
-    process_table::{ProcessTable, TableLimits},
+    host::clock::BootClock,
+    ingest::interpret::NoResolver,
+    ingest::output::JsonLines,
+    ingest::pipeline::{Discard, Observer, Pipeline, Sink},
+    model::graph::{Graph, GraphLimits},
+    model::process_table::{ProcessTable, TableLimits},
+    triage::detection::Detection,
 };
 
 /// A write-open of `path` by `pid`.
@@ -96,18 +97,33 @@ fn run<S: Sink>(name: &str, sink: S, records: &[Vec<u8>], detector: Option<Detec
     }
     let table = ProcessTable::new(100, TableLimits::default());
     let graph = Graph::new("bench".into(), GraphLimits::default());
-    let mut p = Pipeline::new(
+    let policy = sensor_userspace::policy::Policy::shipped().expect("the shipped policy");
+    let book =
+        sensor_userspace::triage::incidents::IncidentBook::new("bench".into(), 0, policy, None);
+    let p = Pipeline::new(
         table,
         graph,
         sink,
         BootClock::fixed(0),
         Box::new(NoResolver),
     );
-    if let Some(d) = detector {
-        let policy = sensor_userspace::policy::Policy::shipped().expect("the shipped policy");
-        let book = sensor_userspace::incidents::IncidentBook::new("bench".into(), 0, policy, None);
-        p = p.with_detection(d, book);
+    match detector {
+        Some(d) => measure(
+            name,
+            p.with_observer(Detection::new(d, book)),
+            records,
+            |p| p.observer_mut().map_or(0, |d| d.take_alerts().len()),
+        ),
+        None => measure(name, p, records, |_| 0),
     }
+}
+
+fn measure<S: Sink, O: Observer>(
+    name: &str,
+    mut p: Pipeline<S, O>,
+    records: &[Vec<u8>],
+    alerts: impl Fn(&mut Pipeline<S, O>) -> usize,
+) {
     // Warm up, then measure.
     for r in records.iter().take(records.len() / 10) {
         p.ingest(r);
@@ -123,20 +139,20 @@ fn run<S: Sink>(name: &str, sink: S, records: &[Vec<u8>], detector: Option<Detec
         records.len(),
         records.len() as f64 / secs,
         p.decode_errors(),
-        p.take_alerts().len()
+        alerts(&mut p)
     );
 }
 
 /// The public SigmaHQ Linux rules, from the directory `VIGIL_SIGMA_DIR` names, if set.
-fn shared_rules() -> Option<Vec<sensor_userspace::rules::SigmaRule>> {
+fn shared_rules() -> Option<Vec<sensor_userspace::detect::rules::SigmaRule>> {
     let dir = std::path::PathBuf::from(std::env::var_os("VIGIL_SIGMA_DIR")?);
-    let report = sensor_userspace::rules::load_dir(&dir).ok()?;
+    let report = sensor_userspace::detect::rules::load_dir(&dir).ok()?;
     (!report.sigma.is_empty()).then_some(report.sigma)
 }
 
 fn detector(
-    sigma: Vec<sensor_userspace::rules::SigmaRule>,
-    behaviour: Vec<sensor_userspace::rules::BehaviourRule>,
+    sigma: Vec<sensor_userspace::detect::rules::SigmaRule>,
+    behaviour: Vec<sensor_userspace::detect::rules::BehaviourRule>,
 ) -> Option<Detector> {
     Some(Detector::new(
         sigma,
@@ -159,7 +175,7 @@ fn main() {
         }
     }
     if only.as_deref().is_none_or(|o| o == "rules") {
-        let shipped = sensor_userspace::rules::shipped().behaviour;
+        let shipped = sensor_userspace::detect::rules::shipped().behaviour;
         let b = shipped.len();
         let one_behaviour: Vec<_> = shipped
             .iter()

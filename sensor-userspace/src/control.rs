@@ -18,7 +18,7 @@ use tokio::{
 
 use crate::{
     kernel::{loader::HookKind, probe::HookSupport},
-    process_table::{Process, TableStats},
+    model::process_table::{Process, TableStats},
 };
 
 /// Longest request line accepted.
@@ -96,7 +96,7 @@ pub enum Order {
     Isolate,
     /// Block a destination host-wide, or for the process tree of `pid`.
     Block {
-        dest: crate::response::netguard::Endpoint,
+        dest: crate::act::netguard::Endpoint,
         pid: Option<u32>,
     },
     Freeze {
@@ -129,9 +129,9 @@ pub enum GraphQuery {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "answer", rename_all = "snake_case")]
 pub enum GraphAnswer {
-    Tree(crate::graph::TreeView),
+    Tree(crate::model::graph::TreeView),
     Processes {
-        processes: Vec<crate::process_table::ProcessKey>,
+        processes: Vec<crate::model::process_table::ProcessKey>,
     },
     Snapshot {
         path: String,
@@ -181,7 +181,7 @@ pub struct Status {
     pub events: BTreeMap<String, KindStatus>,
     pub decode_errors: u64,
     pub processes: TableStats,
-    pub graph: crate::graph::GraphStats,
+    pub graph: crate::model::graph::GraphStats,
     pub rules_loaded: usize,
     /// The version of the rule set the controller pushed, when that is what runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -192,11 +192,11 @@ pub struct Status {
     pub signals: u64,
     /// What each of the policy's exceptions suppressed.
     #[serde(default)]
-    pub exceptions: Vec<crate::incidents::ExceptionCount>,
+    pub exceptions: Vec<crate::triage::incidents::ExceptionCount>,
     pub incidents: usize,
     pub detection: crate::detect::DetectStats,
     /// The action journal: counts, and blocks re-armed at start.
-    pub actions: crate::response::ResponseStats,
+    pub actions: crate::act::ResponseStats,
     pub policy: crate::policy::PolicySummary,
 }
 
@@ -217,11 +217,11 @@ pub enum Response {
     Graph(GraphAnswer),
     Policy(crate::policy::PolicySummary),
     Incidents {
-        incidents: Vec<crate::incidents::Incident>,
+        incidents: Vec<crate::triage::incidents::Incident>,
     },
     /// Journal records written for a request (an undo, approvals, denials).
     Actions {
-        records: Vec<crate::response::journal::Record>,
+        records: Vec<crate::act::journal::Record>,
     },
     /// The indicators found on the host.
     Verified {

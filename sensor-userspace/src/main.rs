@@ -6,10 +6,10 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 use sensor_userspace::{
     control::{self, GraphQuery, Order, ProcessView, Request, Response, Status},
+    host::state::StateDir,
     kernel::{btf::VMLINUX_BTF, loader},
-    process_table::TableLimits,
+    model::process_table::TableLimits,
     run::{RunOptions, run},
-    state::StateDir,
 };
 
 const DEFAULT_STATE: &str = "/var/lib/vigil";
@@ -186,7 +186,7 @@ enum Command {
     Block {
         #[arg(long, default_value = DEFAULT_STATE)]
         state: PathBuf,
-        dest: sensor_userspace::response::netguard::Endpoint,
+        dest: sensor_userspace::act::netguard::Endpoint,
         #[arg(long)]
         pid: Option<u32>,
         #[arg(long)]
@@ -392,7 +392,7 @@ fn print_actions(state: &Path, req: &Request) -> Result<()> {
     }
 }
 
-fn action_line(r: &sensor_userspace::response::journal::Record) -> String {
+fn action_line(r: &sensor_userspace::act::journal::Record) -> String {
     format!(
         "{} {} {:?} {} -> {:?}: {} [{}] ({}){}",
         r.id,
@@ -411,7 +411,7 @@ fn action_line(r: &sensor_userspace::response::journal::Record) -> String {
 }
 
 fn print_process(v: &ProcessView) {
-    let line = |p: &sensor_userspace::process_table::Process| {
+    let line = |p: &sensor_userspace::model::process_table::Process| {
         format!(
             "pid {} start {} uid {} {} {}",
             p.key.pid,
@@ -492,7 +492,7 @@ fn main() -> Result<()> {
                 },
                 sensitive_names,
                 env_names,
-                graph_limits: sensor_userspace::graph::GraphLimits { max_edges },
+                graph_limits: sensor_userspace::model::graph::GraphLimits { max_edges },
                 rules,
                 policy,
                 cgroup,
@@ -514,7 +514,7 @@ fn main() -> Result<()> {
         },
         Command::Alerts { state, json, last } => {
             let path = state.join("alerts.jsonl");
-            let (alerts, bad) = sensor_userspace::alerts::read(&path)
+            let (alerts, bad) = sensor_userspace::triage::alerts::read(&path)
                 .with_context(|| format!("cannot read {}", path.display()))?;
             let skip = last.map_or(0, |n| alerts.len().saturating_sub(n));
             for a in &alerts[skip..] {
@@ -568,7 +568,7 @@ fn main() -> Result<()> {
         Command::Rules {
             action: RulesCmd::Check { dir },
         } => {
-            let report = sensor_userspace::rules::load_dir(&dir)
+            let report = sensor_userspace::detect::rules::load_dir(&dir)
                 .with_context(|| format!("cannot read the rule directory {}", dir.display()))?;
             for e in &report.skipped {
                 println!("{e}");
@@ -581,7 +581,7 @@ fn main() -> Result<()> {
             let policy = policy
                 .map(|p| sensor_userspace::policy::Policy::load(&p))
                 .transpose()?;
-            let report = sensor_userspace::rules::load_dir(&dir)
+            let report = sensor_userspace::detect::rules::load_dir(&dir)
                 .with_context(|| format!("cannot read the rule directory {}", dir.display()))?;
             let mut failed = 0;
             for e in &report.skipped {
@@ -590,9 +590,10 @@ fn main() -> Result<()> {
             }
             let mut cases = 0;
             for rule in &report.behaviour {
-                for r in
-                    sensor_userspace::rules::behaviour::testcase::run_with(rule, policy.as_ref())
-                {
+                for r in sensor_userspace::detect::rules::behaviour::testcase::run_with(
+                    rule,
+                    policy.as_ref(),
+                ) {
                     cases += 1;
                     if r.passed {
                         println!("ok   {}: {}", r.rule, r.case);
@@ -612,7 +613,7 @@ fn main() -> Result<()> {
         }
         Command::Actions { state, json } => {
             let path = state.join("actions.jsonl");
-            let (records, bad) = sensor_userspace::response::journal::read(&path)
+            let (records, bad) = sensor_userspace::act::journal::read(&path)
                 .with_context(|| format!("cannot read {}", path.display()))?;
             for r in &records {
                 if json {
@@ -683,7 +684,7 @@ fn main() -> Result<()> {
                 // No sensor running: what it last saved.
                 Err(_) => {
                     let path = state.join("incidents.json");
-                    sensor_userspace::incidents::read(&path)
+                    sensor_userspace::triage::incidents::read(&path)
                         .with_context(|| format!("cannot read {}", path.display()))?
                 }
             };
@@ -700,7 +701,7 @@ fn main() -> Result<()> {
                 println!("{}", serde_json::to_string_pretty(&chosen)?);
             } else {
                 for i in chosen {
-                    println!("{}", sensor_userspace::incidents::render(i));
+                    println!("{}", sensor_userspace::triage::incidents::render(i));
                 }
             }
         }

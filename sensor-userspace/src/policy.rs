@@ -131,11 +131,8 @@ pub struct ExceptionSubject<'a> {
 
 /// Whole-value, case-insensitive wildcard match (`*`, `?`).
 fn wildcard(pattern: &str, value: &str) -> bool {
-    crate::rules::sigma::pattern::Pattern::compile(
-        pattern,
-        crate::rules::sigma::pattern::Mode::Exact,
-    )
-    .is_ok_and(|p| p.matches(value))
+    crate::pattern::Pattern::compile(pattern, crate::pattern::Mode::Exact)
+        .is_ok_and(|p| p.matches(value))
 }
 
 /// Seconds since the Unix epoch of a TOML date-time (a bare date is its midnight UTC; a

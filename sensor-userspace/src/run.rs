@@ -13,21 +13,22 @@ use tokio::{
 };
 
 use crate::{
-    clock::BootClock,
     control::{
         self, ControlError, GraphAnswer, GraphQuery, HookStatus, KindStatus, ProcessView, Request,
         Response, Status,
     },
-    graph::{Graph, GraphLimits},
+    host::clock::BootClock,
+    host::procfs,
+    host::state::{StateDir, StateError},
+    ingest::output::{JsonLines, OutputError},
+    ingest::pipeline::{Discard, Pipeline, Sink},
     kernel::{
         loader::{self, LoadError, LoadOptions, Loaded},
         ringbuf::{KernelStats, RingError, RingReader},
     },
-    output::{JsonLines, OutputError},
-    pipeline::{Discard, Pipeline, Sink},
-    process_table::{ProcessTable, TableLimits},
-    procfs,
-    state::{StateDir, StateError},
+    model::graph::{Graph, GraphLimits},
+    model::process_table::{ProcessTable, TableLimits},
+    triage::detection::Detection,
 };
 
 /// How often exited processes age out and buffered output is flushed.
@@ -41,7 +42,7 @@ const GRAPH_CHANNEL: usize = 256;
 
 /// Hands the graph's changes since the last delta to the uplink.
 fn send_delta<S: Sink>(
-    pipeline: &mut Pipeline<S>,
+    pipeline: &mut Pipeline<S, Detection>,
     tx: &mpsc::Sender<Vec<u8>>,
     lost: &std::sync::atomic::AtomicU64,
 ) {
@@ -128,17 +129,17 @@ pub enum RunError {
         source: std::io::Error,
     },
     #[error(transparent)]
-    AlertLog(#[from] crate::alerts::AlertLogError),
+    AlertLog(#[from] crate::triage::alerts::AlertLogError),
     #[error(transparent)]
-    Response(#[from] crate::response::ResponseError),
+    Response(#[from] crate::act::ResponseError),
     #[error(transparent)]
-    Blocklist(#[from] crate::response::blocklist::BlocklistError),
+    Blocklist(#[from] crate::act::blocklist::BlocklistError),
     #[error("refusing to start with an invalid policy: {0}")]
     Policy(#[from] crate::policy::PolicyError),
 }
 
 impl Sink for Box<dyn Sink + Send> {
-    fn publish(&mut self, event: &crate::events::Event) {
+    fn publish(&mut self, event: &crate::model::events::Event) {
         (**self).publish(event);
     }
     fn flush(&mut self) {
@@ -178,8 +179,8 @@ struct Running {
     /// The version of the pushed rule set in force, if that is what runs.
     rules_version: Option<String>,
     alerts_raised: u64,
-    alert_log: crate::alerts::AlertLog,
-    responder: crate::response::Responder,
+    alert_log: crate::triage::alerts::AlertLog,
+    responder: crate::act::Responder,
     loaded: Loaded,
     stats: KernelStats,
     started: Instant,
@@ -187,7 +188,7 @@ struct Running {
 }
 
 impl Running {
-    fn status<S: Sink>(&self, pipeline: &Pipeline<S>) -> Status {
+    fn status<S: Sink>(&self, pipeline: &Pipeline<S, Detection>) -> Status {
         let events = EventKind::ALL
             .iter()
             .map(|&k| {
@@ -220,21 +221,22 @@ impl Running {
             rules_version: self.rules_version.clone(),
             alerts_raised: self.alerts_raised,
             signals: pipeline
-                .detection()
+                .observer()
                 .map_or(0, |d| d.incidents.signals_seen()),
             exceptions: pipeline
-                .detection()
+                .observer()
                 .map(|d| {
                     d.incidents.exception_counts(
-                        i64::try_from(crate::clock::unix_now_ns() / 1_000_000_000).unwrap_or(0),
+                        i64::try_from(crate::host::clock::unix_now_ns() / 1_000_000_000)
+                            .unwrap_or(0),
                     )
                 })
                 .unwrap_or_default(),
             incidents: pipeline
-                .detection()
+                .observer()
                 .map_or(0, |d| d.incidents.incidents().len()),
             detection: pipeline
-                .detection()
+                .observer()
                 .map(|d| d.detector.stats())
                 .unwrap_or_default(),
             actions: self.responder.stats(),
@@ -242,13 +244,13 @@ impl Running {
         }
     }
 
-    fn answer<S: Sink>(&mut self, pipeline: &mut Pipeline<S>, req: Request) -> Response {
+    fn answer<S: Sink>(&mut self, pipeline: &mut Pipeline<S, Detection>, req: Request) -> Response {
         match req {
             Request::Incidents => {
-                pipeline.refresh_incidents();
+                pipeline.with_model(|d, table, graph, clock| d.refresh(table, graph, clock));
                 Response::Incidents {
                     incidents: pipeline
-                        .detection()
+                        .observer()
                         .map(|d| d.incidents.incidents().to_vec())
                         .unwrap_or_default(),
                 }
@@ -302,9 +304,9 @@ impl Running {
             Request::Graph { query } => self.graph_answer(pipeline, query),
             Request::Verify { indicators } => {
                 let residue = |path: &str| self.responder.persistence_residue(path);
-                let present = crate::indicators::look(
+                let present = crate::triage::indicators::look(
                     &indicators,
-                    &crate::indicators::Host {
+                    &crate::triage::indicators::Host {
                         table: &pipeline.table,
                         proc_root: std::path::Path::new("/proc"),
                         residue: &residue,
@@ -387,7 +389,7 @@ impl Turn {
     }
 }
 
-fn log_action(r: &crate::response::journal::Record) {
+fn log_action(r: &crate::act::journal::Record) {
     tracing::warn!(
         action = %r.id,
         verb = ?r.action,
@@ -403,12 +405,12 @@ impl Running {
     /// Carries out a containment a person ordered through the control socket.
     fn contain<S: Sink>(
         &mut self,
-        pipeline: &Pipeline<S>,
+        pipeline: &Pipeline<S, Detection>,
         order: control::Order,
         reason: &str,
         who: &str,
     ) -> Response {
-        use crate::{policy::Action, response::journal::Target};
+        use crate::{act::journal::Target, policy::Action};
         let tree = |pid: u32| {
             pipeline
                 .table
@@ -464,11 +466,11 @@ impl Running {
     /// Approves (carries out) or denies the pending actions of `incident`.
     fn settle<S: Sink>(
         &mut self,
-        pipeline: &Pipeline<S>,
+        pipeline: &Pipeline<S, Detection>,
         incident: &str,
         approve: bool,
     ) -> Response {
-        let Some(inc) = pipeline.detection().and_then(|d| d.incidents.get(incident)) else {
+        let Some(inc) = pipeline.observer().and_then(|d| d.incidents.get(incident)) else {
             return Response::Error {
                 message: format!("no incident {incident}"),
             };
@@ -500,24 +502,24 @@ impl Running {
     /// otherwise. The set is installed under `STATE/pushed/rules`, which later starts use.
     fn push_rules<S: Sink>(
         &mut self,
-        pipeline: &mut Pipeline<S>,
-        set: &crate::rules::RuleSet,
+        pipeline: &mut Pipeline<S, Detection>,
+        set: &crate::detect::rules::RuleSet,
         by: &str,
     ) -> Response {
-        let report = match crate::rules::validate_set(set) {
+        let report = match crate::detect::rules::validate_set(set) {
             Ok(r) => r,
             Err(message) => {
                 tracing::error!(by, "{message}; keeping the rules in force");
                 return Response::Error { message };
             }
         };
-        if let Err(e) = crate::rules::install_set(set, &pushed_rules(&self.state)) {
+        if let Err(e) = crate::detect::rules::install_set(set, &pushed_rules(&self.state)) {
             let message = format!("cannot install rule set {}: {e}", set.version);
             tracing::error!(by, "{message}; keeping the rules in force");
             return Response::Error { message };
         }
         let loaded = report.loaded();
-        if let Some(d) = pipeline.detection_mut() {
+        if let Some(d) = pipeline.observer_mut() {
             d.detector.replace_rules(report.sigma, report.behaviour);
         }
         self.rules_loaded = loaded;
@@ -533,7 +535,7 @@ impl Running {
     /// otherwise.
     fn push_policy<S: Sink>(
         &mut self,
-        pipeline: &mut Pipeline<S>,
+        pipeline: &mut Pipeline<S, Detection>,
         text: &str,
         by: &str,
     ) -> Result<crate::policy::PolicySummary, String> {
@@ -565,11 +567,11 @@ impl Running {
     /// (triage and escalation), and what `status` reports.
     fn adopt_policy<S: Sink>(
         &mut self,
-        pipeline: &mut Pipeline<S>,
+        pipeline: &mut Pipeline<S, Detection>,
         policy: crate::policy::Policy,
     ) -> crate::policy::PolicySummary {
         self.responder.apply_policy(&policy);
-        if let Some(d) = pipeline.detection_mut() {
+        if let Some(d) = pipeline.observer_mut() {
             d.incidents.set_policy(policy.clone());
         }
         self.policy = policy;
@@ -580,7 +582,7 @@ impl Running {
     /// and the reason, and the one in force stays.
     fn reload_policy<S: Sink>(
         &mut self,
-        pipeline: &mut Pipeline<S>,
+        pipeline: &mut Pipeline<S, Detection>,
     ) -> Result<crate::policy::PolicySummary, crate::policy::PolicyError> {
         let next = match &self.policy_path {
             Some(path) => crate::policy::Policy::load(path),
@@ -599,8 +601,11 @@ impl Running {
     }
 
     /// Writes the alerts the pipeline raised since the last call, and logs each.
-    fn record_alerts<S: Sink>(&mut self, pipeline: &mut Pipeline<S>) {
-        let alerts = pipeline.take_alerts();
+    fn record_alerts<S: Sink>(&mut self, pipeline: &mut Pipeline<S, Detection>) {
+        let alerts = pipeline
+            .observer_mut()
+            .map(Detection::take_alerts)
+            .unwrap_or_default();
         if alerts.is_empty() {
             return;
         }
@@ -621,12 +626,12 @@ impl Running {
         // and nothing else stands between detection and containment.
         for a in &alerts {
             let Some(incident) = pipeline
-                .detection()
+                .observer()
                 .and_then(|d| d.incidents.get(&a.incident))
             else {
                 continue;
             };
-            let ctx = crate::response::Context {
+            let ctx = crate::act::Context {
                 policy: &self.policy,
                 incident,
                 graph: &pipeline.graph,
@@ -641,7 +646,11 @@ impl Running {
         }
     }
 
-    fn graph_answer<S: Sink>(&self, pipeline: &Pipeline<S>, query: GraphQuery) -> Response {
+    fn graph_answer<S: Sink>(
+        &self,
+        pipeline: &Pipeline<S, Detection>,
+        query: GraphQuery,
+    ) -> Response {
         use sensor_common::wire::Versioned as _;
         match query {
             GraphQuery::Tree { pid } => match pipeline.table.live(pid) {
@@ -686,8 +695,8 @@ impl Running {
 fn load_network(
     loaded: &mut Loaded,
     cgroup: Option<PathBuf>,
-) -> Option<crate::response::netguard::KernelNetGuard> {
-    let Some(cgroup) = cgroup.or_else(crate::cgroup::mount) else {
+) -> Option<crate::act::netguard::KernelNetGuard> {
+    let Some(cgroup) = cgroup.or_else(crate::host::cgroup::mount) else {
         tracing::error!(
             "no cgroup v2 mount in /proc/self/mounts: network containment is unavailable"
         );
@@ -704,7 +713,7 @@ fn load_network(
             return None;
         }
     };
-    match crate::response::netguard::KernelNetGuard::take(&mut loaded.ebpf, cgroup, programs) {
+    match crate::act::netguard::KernelNetGuard::take(&mut loaded.ebpf, cgroup, programs) {
         Ok(net) => Some(net),
         Err(e) => {
             tracing::error!(error = %e, "network containment is unavailable");
@@ -759,8 +768,8 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
 
     // Seed after attaching, so nothing that starts in between is missed.
     let mut table = ProcessTable::new(procfs::ticks_per_second(), opts.limits);
-    let scope = opts.scope.clone().map(crate::pipeline::Scope::new);
-    let cg_mount = crate::cgroup::mount().unwrap_or_default();
+    let scope = opts.scope.clone().map(crate::ingest::pipeline::Scope::new);
+    let cg_mount = crate::host::cgroup::mount().unwrap_or_default();
     table.seed(
         procfs::scan(std::path::Path::new("/proc"))
             .into_iter()
@@ -781,9 +790,9 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         graph.seed_process(p, &held);
     }
     tracing::info!(edges = graph.stats().edges, "graph seeded from /proc");
-    let installed = PathBuf::from(crate::rules::INSTALLED_RULES_DIR);
+    let installed = PathBuf::from(crate::detect::rules::INSTALLED_RULES_DIR);
     let pushed_set = pushed_rules(&state);
-    let rules_version = crate::rules::installed_version(&pushed_set);
+    let rules_version = crate::detect::rules::installed_version(&pushed_set);
     let rule_dirs: Vec<PathBuf> = if rules_version.is_some() {
         tracing::info!(dir = %pushed_set.display(), "the rule set the controller pushed is in force");
         vec![pushed_set]
@@ -792,9 +801,9 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     } else {
         opts.rules.clone()
     };
-    let mut rules = crate::rules::LoadReport::default();
+    let mut rules = crate::detect::rules::LoadReport::default();
     if rule_dirs.is_empty() {
-        rules = crate::rules::shipped();
+        rules = crate::detect::rules::shipped();
         tracing::info!(
             loaded = rules.loaded(),
             of = rules.total,
@@ -802,7 +811,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         );
     }
     for dir in &rule_dirs {
-        let report = crate::rules::load_dir(dir).map_err(|source| RunError::Rules {
+        let report = crate::detect::rules::load_dir(dir).map_err(|source| RunError::Rules {
             path: dir.clone(),
             source,
         })?;
@@ -820,12 +829,12 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
             .chain(rule_dirs.iter().cloned())
             .chain(std::iter::once(PathBuf::from("/etc/vigil"))),
     );
-    let enforcer: Box<dyn crate::response::blocklist::Enforcer> = Box::new(
-        crate::response::blocklist::KernelBlocklist::take(&mut loaded.ebpf)?,
+    let enforcer: Box<dyn crate::act::blocklist::Enforcer> = Box::new(
+        crate::act::blocklist::KernelBlocklist::take(&mut loaded.ebpf)?,
     );
     let net = load_network(&mut loaded, opts.cgroup.clone());
     let hashes = crate::detect::BlockedHashes::default();
-    let mut responder = crate::response::Responder::open(
+    let mut responder = crate::act::Responder::open(
         state.path(),
         enforcer,
         net,
@@ -845,7 +854,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         hostname.clone(),
         started_ns,
     );
-    let incidents = crate::incidents::IncidentBook::new(
+    let incidents = crate::triage::incidents::IncidentBook::new(
         hostname.clone(),
         started_ns,
         policy.clone(),
@@ -856,10 +865,10 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         graph,
         sink,
         BootClock::now(),
-        Box::new(crate::interpret::ProcResolver),
+        Box::new(crate::ingest::interpret::ProcResolver),
     )
     .with_env_names(&opts.env_names)
-    .with_detection(detector, incidents);
+    .with_observer(Detection::new(detector, incidents));
     if let Some(scope) = scope {
         tracing::info!(cgroup = ?opts.scope, "telemetry scoped to a cgroup subtree");
         pipeline = pipeline.with_scope(scope);
@@ -896,7 +905,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     let mut tick = tokio::time::interval(TICK);
     let mut poll = tokio::time::interval(opts.poll_interval);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let alert_log = crate::alerts::AlertLog::open(&state.path().join("alerts.jsonl"))?;
+    let alert_log = crate::triage::alerts::AlertLog::open(&state.path().join("alerts.jsonl"))?;
     let mut sighup = signal(SignalKind::hangup()).map_err(|e| RunError::Signal("SIGHUP", e))?;
     let mut running = Running {
         state: state.clone(),
@@ -958,7 +967,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
                 {
                     send_delta(&mut pipeline, tx, &graph_lost);
                 }
-                let detection = pipeline.detection();
+                let detection = pipeline.observer();
                 let records = running.responder.tick(
                     false,
                     &running.policy,
@@ -983,7 +992,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     ring.drain_now(|bytes| pipeline.ingest(bytes));
     running.record_alerts(&mut pipeline);
     // Remediations still waiting for their writer run now, not never.
-    let detection = pipeline.detection();
+    let detection = pipeline.observer();
     let last = running.responder.tick(
         true,
         &running.policy,

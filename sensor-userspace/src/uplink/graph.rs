@@ -10,7 +10,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::clock::unix_now_ns;
+use crate::host::clock::unix_now_ns;
 
 /// Bytes of deltas kept at most.
 const MAX_BYTES: usize = 64 << 20;

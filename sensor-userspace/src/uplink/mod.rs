@@ -442,7 +442,7 @@ async fn sweep(sha256: String, more: Vec<String>, ctrl: &mpsc::Sender<Envelope>)
     paths.sort_unstable();
     paths.dedup();
     let looked_at = paths.len();
-    match tokio::task::spawn_blocking(move || crate::hash::sweep(&paths, &sha256)).await {
+    match tokio::task::spawn_blocking(move || crate::host::hash::sweep(&paths, &sha256)).await {
         Ok((found, hashed)) => {
             tracing::info!(looked_at, hashed, found = found.len(), "hash sweep done");
             CommandReply::Swept { found, hashed }

@@ -1,0 +1,555 @@
+//! The operator socket (`STATE/control.sock`, mode 0600): the `vigil-controller` commands
+//! other than `serve` talk to the running server through it, one JSON line each way. Every
+//! command and its outcome goes to the audit log.
+
+use std::{os::unix::fs::PermissionsExt as _, path::Path, time::Duration};
+
+use sensor_common::protocol::{Command, CommandReply, Stream};
+use serde::{Deserialize, Serialize};
+use tokio::{
+    io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _},
+    net::{UnixListener, UnixStream},
+};
+
+use crate::{lock, net::server::Shared, now_ns, operator, store::AuditEntry};
+
+/// A request carries at most a rule set, which must fit a frame to a host anyway.
+const MAX_REQUEST: u64 = sensor_common::protocol::MAX_FRAME as u64;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum OpRequest {
+    Hosts,
+    EnrollToken {
+        ttl_secs: u64,
+    },
+    Revoke {
+        host: String,
+    },
+    Contain {
+        host: String,
+        reason: String,
+    },
+    Release {
+        host: String,
+        force: bool,
+    },
+    Kill {
+        host: String,
+        pid: u32,
+        reason: String,
+    },
+    Quarantine {
+        host: String,
+        path: String,
+        reason: String,
+    },
+    Undo {
+        host: String,
+        action: String,
+    },
+    /// Make this rule set the fleet's and push it.
+    PushRules {
+        set: sensor_common::protocol::RuleSet,
+    },
+    /// Make this policy (TOML) the fleet's and push it.
+    PushPolicy {
+        text: String,
+    },
+    Incidents {
+        host: Option<String>,
+    },
+    /// Keep a standing hunt, run every `every_secs`.
+    HuntAdd {
+        name: String,
+        query: String,
+        every_secs: u64,
+        respond: crate::store::Respond,
+    },
+    HuntRemove {
+        name: String,
+    },
+    Hunts,
+    /// Ask every host for files with this SHA-256.
+    Sweep {
+        sha256: String,
+    },
+    /// A sweep's answers so far.
+    SweepResults {
+        id: String,
+    },
+    Records {
+        host: Option<String>,
+        stream: Stream,
+    },
+    Hunt {
+        query: String,
+    },
+    Audit,
+}
+
+/// How far a long request has got: `done` of `of` (when known) `what`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    pub done: u64,
+    pub of: Option<u64>,
+    pub what: String,
+}
+
+impl std::fmt::Display for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.of {
+            Some(of) => write!(f, "{} of {of} {}", self.done, self.what),
+            None => write!(f, "{} {}", self.done, self.what),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum OpResponse {
+    /// A long request's progress: lines of these may come before its answer.
+    Progress(Progress),
+    Ok {
+        value: serde_json::Value,
+    },
+    Error {
+        message: String,
+    },
+}
+
+pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
+    let _ = std::fs::remove_file(path);
+    let l = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(l)
+}
+
+pub async fn serve(listener: UnixListener, shared: Shared) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            if let Err(e) = handle(stream, shared).await {
+                tracing::debug!(error = %e, "operator connection failed");
+            }
+        });
+    }
+}
+
+async fn handle(stream: UnixStream, shared: Shared) -> std::io::Result<()> {
+    let who = stream
+        .peer_cred()
+        .map_or_else(|_| "unknown".to_owned(), |c| format!("uid {}", c.uid()));
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    tokio::io::BufReader::new(read.take(MAX_REQUEST))
+        .read_line(&mut line)
+        .await?;
+    let resp = match serde_json::from_str::<OpRequest>(&line) {
+        Ok(OpRequest::Hunt { query }) => hunt(&shared, &query, &mut write).await?,
+        Ok(OpRequest::Sweep { sha256 }) => {
+            let resp = sweep(&shared, &sha256, &mut write).await?;
+            let command = serde_json::json!({"op": "sweep", "sha256": sha256}).to_string();
+            audit(&shared, &who, &command, &resp);
+            resp
+        }
+        Ok(req) => {
+            let resp = answer(&shared, &req, &who).await;
+            let audited = !matches!(
+                req,
+                OpRequest::Hosts
+                    | OpRequest::Records { .. }
+                    | OpRequest::Audit
+                    | OpRequest::Incidents { .. }
+                    | OpRequest::Hunts
+                    | OpRequest::SweepResults { .. }
+                    | OpRequest::Hunt { .. }
+            );
+            if audited {
+                let command = match &req {
+                    // The audit log names the set by version, not its every line.
+                    OpRequest::PushRules { set } => format!(
+                        "{{\"op\":\"push_rules\",\"version\":\"{}\",\"files\":{}}}",
+                        set.version,
+                        set.files.len()
+                    ),
+                    other => serde_json::to_string(other).unwrap_or_default(),
+                };
+                audit(&shared, &who, &command, &resp);
+            }
+            resp
+        }
+        Err(e) => OpResponse::Error {
+            message: format!("malformed request: {e}"),
+        },
+    };
+    let mut text = serde_json::to_string(&resp).unwrap_or_default();
+    text.push('\n');
+    write.write_all(text.as_bytes()).await
+}
+
+/// Keeps a command and its outcome in the audit log.
+fn audit(shared: &Shared, who: &str, command: &str, resp: &OpResponse) {
+    let outcome = match resp {
+        OpResponse::Ok { .. } | OpResponse::Progress(_) => "ok".to_owned(),
+        OpResponse::Error { message } => format!("error: {message}"),
+    };
+    let entry = AuditEntry {
+        time_ns: now_ns(),
+        who: who.to_owned(),
+        command: command.to_owned(),
+        outcome,
+    };
+    if let Err(e) = lock(&shared.fleet.store).audit(&entry) {
+        tracing::error!(error = %e, "cannot write the audit log");
+    }
+}
+
+fn ok(value: impl Serialize) -> OpResponse {
+    match serde_json::to_value(value) {
+        Ok(value) => OpResponse::Ok { value },
+        Err(e) => OpResponse::Error {
+            message: e.to_string(),
+        },
+    }
+}
+
+fn err(message: impl std::fmt::Display) -> OpResponse {
+    OpResponse::Error {
+        message: message.to_string(),
+    }
+}
+
+/// The id of the host named `name` (an id or a hostname), if exactly one.
+fn resolve(shared: &Shared, name: &str) -> Result<String, String> {
+    let hosts = lock(&shared.fleet.store)
+        .hosts()
+        .map_err(|e| e.to_string())?;
+    let found: Vec<_> = hosts
+        .iter()
+        .filter(|h| h.id == name || h.hostname == name)
+        .collect();
+    match found[..] {
+        [h] => Ok(h.id.clone()),
+        [] => Err(format!("no host {name}")),
+        _ => Err(format!(
+            "{} hosts are named {name}: use the id",
+            found.len()
+        )),
+    }
+}
+
+async fn answer(shared: &Shared, req: &OpRequest, who: &str) -> OpResponse {
+    match req {
+        OpRequest::Hosts => match lock(&shared.fleet.store).hosts() {
+            Ok(hosts) => {
+                let link = &shared.fleet.link;
+                let rows: Vec<serde_json::Value> = hosts
+                    .iter()
+                    .map(|h| {
+                        let mut v = serde_json::to_value(h).unwrap_or_default();
+                        v["connected"] = link.is_connected(&h.id).into();
+                        v
+                    })
+                    .collect();
+                ok(rows)
+            }
+            Err(e) => err(e),
+        },
+        OpRequest::EnrollToken { ttl_secs } => {
+            let token = match crate::token::generate(&shared.ca.fingerprint()) {
+                Ok(t) => t,
+                Err(e) => return err(e),
+            };
+            let expires = now_ns().saturating_add(ttl_secs.saturating_mul(1_000_000_000));
+            match lock(&shared.fleet.store).add_token(
+                &token.id,
+                &crate::token::secret_hash(&token.secret),
+                expires,
+            ) {
+                Ok(()) => {
+                    ok(serde_json::json!({"token": token.to_string(), "expires_ns": expires}))
+                }
+                Err(e) => err(e),
+            }
+        }
+        OpRequest::Revoke { host } => {
+            let ids = match lock(&shared.fleet.store).revoke(host) {
+                Ok(ids) if ids.is_empty() => return err(format!("no host {host}")),
+                Ok(ids) => ids,
+                Err(e) => return err(e),
+            };
+            for id in &ids {
+                shared.fleet.link.disconnect(id, "this host is revoked");
+            }
+            ok(ids)
+        }
+        OpRequest::Contain { host, reason } => {
+            let cmd = Command::Isolate {
+                reason: reason.clone(),
+                who: operator(who),
+            };
+            order(shared, host, &cmd).await
+        }
+        OpRequest::Release { host, force } => {
+            let id = match resolve(shared, host) {
+                Ok(id) => id,
+                Err(e) => return err(e),
+            };
+            match crate::services::recovery::release(&shared.fleet, &id, *force, who).await {
+                Ok(r) => ok(r),
+                Err(e) => err(e),
+            }
+        }
+        OpRequest::Kill { host, pid, reason } => {
+            let cmd = Command::Kill {
+                pid: *pid,
+                reason: reason.clone(),
+                who: operator(who),
+            };
+            order(shared, host, &cmd).await
+        }
+        OpRequest::Quarantine { host, path, reason } => {
+            let cmd = Command::Quarantine {
+                path: path.clone(),
+                reason: reason.clone(),
+                who: operator(who),
+            };
+            order(shared, host, &cmd).await
+        }
+        OpRequest::Undo { host, action } => {
+            let cmd = Command::Undo {
+                id: action.clone(),
+                who: operator(who),
+            };
+            order(shared, host, &cmd).await
+        }
+        OpRequest::PushRules { set } => {
+            let rules = match crate::services::push::set_rules(&shared.fleet, set) {
+                Ok(n) => n,
+                Err(e) => return err(e),
+            };
+            let cmd = Command::PushRules {
+                set: set.clone(),
+                who: operator(who),
+            };
+            let hosts =
+                crate::services::push::fan_out(&shared.fleet, &shared.fleet.link.connected(), &cmd)
+                    .await;
+            ok(serde_json::json!({
+                "version": set.version,
+                "rules": rules,
+                "hosts": hosts,
+            }))
+        }
+        OpRequest::PushPolicy { text } => {
+            let version = match crate::services::push::set_policy(&shared.fleet, text) {
+                Ok(v) => v,
+                Err(e) => return err(e),
+            };
+            let cmd = Command::PushPolicy {
+                text: text.clone(),
+                who: operator(who),
+            };
+            let hosts =
+                crate::services::push::fan_out(&shared.fleet, &shared.fleet.link.connected(), &cmd)
+                    .await;
+            ok(serde_json::json!({ "version": version, "hosts": hosts }))
+        }
+        OpRequest::Incidents { host } => {
+            let id = match host.as_deref().map(|h| resolve(shared, h)).transpose() {
+                Ok(id) => id,
+                Err(e) => return err(e),
+            };
+            match crate::services::incidents::list(
+                lock(&shared.fleet.store).as_ref(),
+                id.as_deref(),
+            ) {
+                Ok(i) => ok(i),
+                Err(e) => err(e),
+            }
+        }
+        OpRequest::Records { host, stream } => {
+            let id = match host.as_deref().map(|h| resolve(shared, h)).transpose() {
+                Ok(id) => id,
+                Err(e) => return err(e),
+            };
+            match lock(&shared.fleet.store).records(id.as_deref(), *stream) {
+                Ok(r) => ok(r),
+                Err(e) => err(e),
+            }
+        }
+        OpRequest::Hunt { .. } | OpRequest::Sweep { .. } => {
+            err("this request is answered with its progress")
+        }
+        OpRequest::SweepResults { id } => {
+            match crate::services::sweep::results(&shared.fleet, id) {
+                Ok(r) => ok(r),
+                Err(e) => err(e),
+            }
+        }
+        OpRequest::HuntAdd {
+            name,
+            query,
+            every_secs,
+            respond,
+        } => match crate::store::Standing::new(name, query, *every_secs, *respond) {
+            Ok(h) => match lock(&shared.fleet.store).put_hunt(&h) {
+                Ok(()) => ok(h),
+                Err(e) => err(e),
+            },
+            Err(crate::services::schedule::ScheduleError::Query(e)) => syntax_error(query, &e),
+            Err(e) => err(e),
+        },
+        OpRequest::HuntRemove { name } => match lock(&shared.fleet.store).remove_hunt(name) {
+            Ok(true) => ok(name),
+            Ok(false) => err(format!("no standing hunt {name}")),
+            Err(e) => err(e),
+        },
+        OpRequest::Hunts => match lock(&shared.fleet.store).hunts() {
+            Ok(h) => ok(h),
+            Err(e) => err(e),
+        },
+        OpRequest::Audit => match lock(&shared.fleet.store).audit_log() {
+            Ok(a) => ok(a),
+            Err(e) => err(e),
+        },
+    }
+}
+
+/// Sends one command to the host named `host` and turns its answer into the operator's.
+async fn order(shared: &Shared, host: &str, cmd: &Command) -> OpResponse {
+    match resolve(shared, host) {
+        Ok(id) => reply(shared.fleet.link.command(&id, cmd).await),
+        Err(e) => err(e),
+    }
+}
+
+/// A query refused, with a caret under the place.
+fn syntax_error(query: &str, e: &crate::services::hunt::HuntError) -> OpResponse {
+    err(format!(
+        "syntax error {e}\n  {query}\n  {}^",
+        " ".repeat(e.at)
+    ))
+}
+
+/// Runs a hunt on a blocking thread (it scans the store), writing its progress as it goes.
+async fn hunt(
+    shared: &Shared,
+    query: &str,
+    write: &mut tokio::net::unix::OwnedWriteHalf,
+) -> std::io::Result<OpResponse> {
+    let q = match crate::services::hunt::parse(query) {
+        Ok(q) => q,
+        Err(e) => return Ok(syntax_error(query, &e)),
+    };
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let store = shared.fleet.store.clone();
+    let task = tokio::task::spawn_blocking(move || {
+        crate::services::hunt::search(lock(&store).as_ref(), &q, &mut |n| {
+            let _ = tx.send(Progress {
+                done: n as u64,
+                of: None,
+                what: "edges read".into(),
+            });
+        })
+    });
+    let work = async {
+        match task.await {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(e) => Err(format!("the hunt failed: {e}")),
+        }
+    };
+    streaming(write, rx, work).await
+}
+
+/// Runs a hash sweep, writing how many hosts have answered as they do.
+async fn sweep(
+    shared: &Shared,
+    sha256: &str,
+    write: &mut tokio::net::unix::OwnedWriteHalf,
+) -> std::io::Result<OpResponse> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let work = async {
+        crate::services::sweep::start(&shared.fleet, sha256, &mut |done, of| {
+            let _ = tx.send(Progress {
+                done: done as u64,
+                of: Some(of as u64),
+                what: "hosts answered".into(),
+            });
+        })
+        .await
+    };
+    streaming(write, rx, work).await
+}
+
+/// Awaits `work`, writing the progress it reports as lines before its answer.
+async fn streaming<T: Serialize, E: std::fmt::Display>(
+    write: &mut tokio::net::unix::OwnedWriteHalf,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Progress>,
+    work: impl std::future::Future<Output = Result<T, E>>,
+) -> std::io::Result<OpResponse> {
+    tokio::pin!(work);
+    let outcome = loop {
+        tokio::select! {
+            done = &mut work => break done,
+            Some(p) = rx.recv() => {
+                let mut line = serde_json::to_string(&OpResponse::Progress(p)).unwrap_or_default();
+                line.push('\n');
+                write.write_all(line.as_bytes()).await?;
+            }
+        }
+    };
+    Ok(match outcome {
+        Ok(v) => ok(v),
+        Err(e) => err(e),
+    })
+}
+
+fn reply(r: Result<CommandReply, crate::services::LinkError>) -> OpResponse {
+    match r {
+        Ok(CommandReply::Done { records }) => ok(records
+            .iter()
+            .map(|b| serde_json::from_slice(b).unwrap_or(serde_json::Value::Null))
+            .collect::<Vec<serde_json::Value>>()),
+        Ok(CommandReply::Refused { reason }) => err(format!("the sensor refused: {reason}")),
+        Ok(CommandReply::Applied { detail }) => ok(detail),
+        Ok(CommandReply::Verified { present }) => ok(present),
+        Ok(CommandReply::Swept { found, hashed }) => {
+            ok(serde_json::json!({ "found": found, "hashed": hashed }))
+        }
+        Err(e) => err(e),
+    }
+}
+
+/// Sends one request to the running server (for the CLI) and returns its answer;
+/// `progress` hears the progress lines that come before it.
+pub fn request(
+    socket: &Path,
+    req: &OpRequest,
+    progress: &mut dyn FnMut(&Progress),
+) -> std::io::Result<OpResponse> {
+    use std::io::{BufRead as _, Write as _};
+    let mut s = std::os::unix::net::UnixStream::connect(socket)?;
+    s.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let mut text = serde_json::to_string(req).map_err(std::io::Error::other)?;
+    text.push('\n');
+    s.write_all(text.as_bytes())?;
+    let mut reader = std::io::BufReader::new(s);
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the controller closed the socket without an answer",
+            ));
+        }
+        match serde_json::from_str(&line).map_err(std::io::Error::other)? {
+            OpResponse::Progress(p) => progress(&p),
+            answer => return Ok(answer),
+        }
+    }
+}

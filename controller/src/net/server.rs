@@ -1,0 +1,404 @@
+//! The thin QUIC layer over the sans-IO protocol (`sensor_common::protocol`): TLS set-up,
+//! enrollment, one telemetry session per connected host, and commands to hosts.
+//!
+//! Fails closed: a connection on the sensor ALPN without a certificate from this CA, or with
+//! one the store does not know or has revoked, is closed before any stream is read; an
+//! enrollment peer gets a certificate only for an unused, unexpired token.
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use quinn::{
+    Connection, Endpoint, VarInt,
+    crypto::rustls::{HandshakeData, QuicServerConfig},
+};
+use rustls::{RootCertStore, server::WebPkiClientVerifier};
+use sensor_common::protocol::{
+    self, ALPN, ALPN_ENROLL, Command, CommandReply, EnrollReply, EnrollRequest, FrameIoError,
+    ServerSession, Step, Uplink, read_frame, write_frame,
+};
+
+use crate::{
+    ca::{Authority, fingerprint},
+    lock, now_ns,
+    services::{
+        Fleet, HostLink, LinkError,
+        reconcile::{Events, HostEvent},
+    },
+    store::{Host, SharedStore},
+};
+
+/// How long an enrollment peer has to ask.
+const ENROLL_WAIT: Duration = Duration::from_secs(10);
+/// How long a host has to answer a command.
+const COMMAND_WAIT: Duration = Duration::from_secs(30);
+
+/// Close codes, so a refused sensor can say why in its log.
+pub mod close {
+    pub const NO_CERTIFICATE: u32 = 1;
+    pub const UNKNOWN_HOST: u32 = 2;
+    pub const REVOKED: u32 = 3;
+    pub const PROTOCOL: u32 = 4;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("TLS configuration: {0}")]
+    Tls(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// What the server shares between connections.
+#[derive(Clone)]
+pub struct Shared {
+    pub fleet: Fleet,
+    pub ca: Arc<Authority>,
+    pub hosts: Arc<Connections>,
+    /// Where host events go (to [`crate::services::reconcile::run`]).
+    events: Events,
+}
+
+impl Shared {
+    /// The server's shared state, and the host events it will publish.
+    pub fn new(
+        store: SharedStore,
+        ca: Authority,
+    ) -> (Self, tokio::sync::mpsc::UnboundedReceiver<HostEvent>) {
+        let hosts = Arc::new(Connections::default());
+        let (events, rx) = crate::services::reconcile::channel();
+        let shared = Self {
+            fleet: Fleet {
+                store,
+                link: hosts.clone(),
+            },
+            ca: Arc::new(ca),
+            hosts,
+            events,
+        };
+        (shared, rx)
+    }
+
+    fn store(&self) -> &SharedStore {
+        &self.fleet.store
+    }
+}
+
+/// The connected hosts, by id: the services' [`HostLink`].
+#[derive(Default)]
+pub struct Connections {
+    by_host: Mutex<HashMap<String, Connection>>,
+}
+
+impl Connections {
+    fn insert(&self, host: &str, conn: Connection) {
+        lock(&self.by_host).insert(host.to_owned(), conn);
+    }
+
+    /// Forgets `host`'s connection if it is still `conn` (a newer one may have replaced it).
+    fn remove_if(&self, host: &str, conn: &Connection) {
+        let mut by_host = lock(&self.by_host);
+        if by_host
+            .get(host)
+            .is_some_and(|c| c.stable_id() == conn.stable_id())
+        {
+            by_host.remove(host);
+        }
+    }
+
+    async fn exchange(
+        conn: Connection,
+        host: &str,
+        cmd: &Command,
+    ) -> Result<CommandReply, LinkError> {
+        let stream = |e: &dyn std::fmt::Display| LinkError::Stream {
+            host: host.to_owned(),
+            why: e.to_string(),
+        };
+        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| stream(&e))?;
+        write_frame(&mut send, cmd).await.map_err(|e| stream(&e))?;
+        let _ = send.finish();
+        read_frame::<CommandReply, _>(&mut recv)
+            .await
+            .map_err(|e| stream(&e))?
+            .ok_or_else(|| LinkError::NoAnswer(host.to_owned()))
+    }
+}
+
+impl HostLink for Connections {
+    fn connected(&self) -> Vec<String> {
+        let mut ids: Vec<String> = lock(&self.by_host).keys().cloned().collect();
+        ids.sort();
+        ids
+    }
+
+    fn is_connected(&self, host: &str) -> bool {
+        lock(&self.by_host).contains_key(host)
+    }
+
+    fn command<'a>(&'a self, host: &'a str, cmd: &'a Command) -> crate::services::Answer<'a> {
+        let conn = lock(&self.by_host).get(host).cloned();
+        Box::pin(async move {
+            let conn = conn.ok_or_else(|| LinkError::NotConnected(host.to_owned()))?;
+            tokio::time::timeout(COMMAND_WAIT, Self::exchange(conn, host, cmd))
+                .await
+                .map_err(|_| LinkError::Timeout {
+                    host: host.to_owned(),
+                    secs: COMMAND_WAIT.as_secs(),
+                })?
+        })
+    }
+
+    fn disconnect(&self, host: &str, why: &str) {
+        if let Some(c) = lock(&self.by_host).remove(host) {
+            c.close(VarInt::from_u32(close::REVOKED), why.as_bytes());
+        }
+    }
+}
+
+fn server_config(ca: &Authority) -> Result<quinn::ServerConfig, ServerError> {
+    let tls = |e: &dyn std::fmt::Display| ServerError::Tls(e.to_string());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = RootCertStore::empty();
+    roots.add(ca.cert_der.clone()).map_err(|e| tls(&e))?;
+    // Without a certificate a peer may only enroll: checked per ALPN after the handshake.
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| tls(&e))?;
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| tls(&e))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(ca.server_chain.clone(), ca.server_key.clone_key())
+        .map_err(|e| tls(&e))?;
+    cfg.alpn_protocols = vec![ALPN.to_vec(), ALPN_ENROLL.to_vec()];
+    let quic = QuicServerConfig::try_from(cfg).map_err(|e| tls(&e))?;
+    Ok(quinn::ServerConfig::with_crypto(Arc::new(quic)))
+}
+
+/// Binds the QUIC endpoint.
+pub fn listen(shared: &Shared, addr: SocketAddr) -> Result<Endpoint, ServerError> {
+    Endpoint::server(server_config(&shared.ca)?, addr)
+        .map_err(|source| ServerError::Listen { addr, source })
+}
+
+/// Accepts connections until the endpoint closes.
+pub async fn serve(endpoint: Endpoint, shared: Shared) {
+    while let Some(incoming) = endpoint.accept().await {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let peer = incoming.remote_address();
+            match incoming.await {
+                Ok(conn) => handle(conn, shared).await,
+                Err(e) => tracing::info!(%peer, error = %e, "handshake failed; nothing given"),
+            }
+        });
+    }
+}
+
+async fn handle(conn: Connection, shared: Shared) {
+    let peer = conn.remote_address();
+    let alpn = conn
+        .handshake_data()
+        .and_then(|h| h.downcast::<HandshakeData>().ok())
+        .and_then(|h| h.protocol);
+    if alpn.as_deref() == Some(ALPN_ENROLL) {
+        if let Err(e) = enroll(&conn, &shared).await {
+            tracing::warn!(%peer, error = %e, "enrollment stream failed");
+        }
+        conn.close(VarInt::from_u32(0), b"done");
+        return;
+    }
+    let Some(host) = authenticate(&conn, &shared) else {
+        return;
+    };
+    tracing::info!(%peer, host = %host.id, hostname = %host.hostname, "sensor connected");
+    shared.hosts.insert(&host.id, conn.clone());
+    let result = telemetry(&conn, &shared, &host.id).await;
+    shared.hosts.remove_if(&host.id, &conn);
+    let _ = shared.events.send(HostEvent::Disconnected {
+        host: host.id.clone(),
+    });
+    match result {
+        Ok(()) => tracing::info!(host = %host.id, "sensor disconnected"),
+        Err(why) => {
+            tracing::warn!(host = %host.id, %why, "telemetry stream closed");
+            conn.close(VarInt::from_u32(close::PROTOCOL), why.as_bytes());
+        }
+    }
+}
+
+/// The host a sensor connection's certificate names, or None after closing it.
+fn authenticate(conn: &Connection, shared: &Shared) -> Option<Host> {
+    let refuse = |code: u32, why: &str| {
+        tracing::warn!(peer = %conn.remote_address(), why, "sensor refused");
+        conn.close(VarInt::from_u32(code), why.as_bytes());
+        None
+    };
+    let certs = conn.peer_identity().and_then(|p| {
+        p.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+            .ok()
+    });
+    let Some(first) = certs.as_ref().and_then(|c| c.first()) else {
+        return refuse(close::NO_CERTIFICATE, "a client certificate is required");
+    };
+    let fp = fingerprint(first);
+    match lock(shared.store()).host_by_fingerprint(&fp) {
+        Ok(Some(h)) if h.revoked => refuse(close::REVOKED, "this host is revoked"),
+        Ok(Some(h)) => Some(h),
+        Ok(None) => refuse(close::UNKNOWN_HOST, "no host holds this certificate"),
+        Err(e) => {
+            tracing::error!(error = %e, "store unavailable");
+            refuse(close::UNKNOWN_HOST, "store unavailable")
+        }
+    }
+}
+
+async fn enroll(conn: &Connection, shared: &Shared) -> Result<(), FrameIoError> {
+    let Ok(Ok((mut send, mut recv))) = tokio::time::timeout(ENROLL_WAIT, conn.accept_bi()).await
+    else {
+        return Ok(());
+    };
+    let Ok(req) =
+        tokio::time::timeout(ENROLL_WAIT, read_frame::<EnrollRequest, _>(&mut recv)).await
+    else {
+        return Ok(());
+    };
+    let reply = match req? {
+        Some(req) => decide_enrollment(shared, &req),
+        None => return Ok(()),
+    };
+    write_frame(&mut send, &reply).await?;
+    let _ = send.finish();
+    // Let the reply reach the peer before the connection closes.
+    let _ = tokio::time::timeout(Duration::from_secs(2), send.stopped()).await;
+    Ok(())
+}
+
+fn decide_enrollment(shared: &Shared, req: &EnrollRequest) -> EnrollReply {
+    let refused = |reason: String| {
+        tracing::warn!(token = %req.token_id, hostname = %req.hostname, %reason, "enrollment refused");
+        // The peer learns no more than that it was refused.
+        EnrollReply::Refused {
+            reason: "enrollment refused".into(),
+        }
+    };
+    let now = now_ns();
+    let redeemed = lock(shared.store()).redeem_token(
+        &req.token_id,
+        &crate::token::secret_hash(&req.secret),
+        now,
+    );
+    match redeemed {
+        Ok(Ok(())) => {}
+        Ok(Err(why)) => return refused(why.to_string()),
+        Err(e) => return refused(e.to_string()),
+    }
+    let Ok(id) = crate::token::random_hex::<8>().map(|id| format!("h-{id}")) else {
+        return refused("no randomness".into());
+    };
+    let hostname: String = req
+        .hostname
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || "-._".contains(*c))
+        .take(64)
+        .collect();
+    let cert_pem = match shared.ca.issue(&id, &hostname, &req.csr_der) {
+        Ok(c) => c,
+        Err(e) => return refused(format!("bad signing request: {e}")),
+    };
+    let Ok(der) = crate::ca::pem_to_der(&cert_pem) else {
+        return refused("issued an unreadable certificate".into());
+    };
+    let host = Host {
+        id: id.clone(),
+        hostname: hostname.clone(),
+        cert_fingerprint: fingerprint(&der),
+        enrolled_ns: now,
+        last_seen_ns: now,
+        revoked: false,
+        report: protocol::HostReport {
+            hostname,
+            ..Default::default()
+        },
+    };
+    if let Err(e) = lock(shared.store()).add_host(&host) {
+        return refused(e.to_string());
+    }
+    tracing::info!(host = %id, hostname = %host.hostname, "host enrolled");
+    EnrollReply::Enrolled {
+        host_id: id,
+        cert_pem,
+        ca_pem: shared.ca.cert_pem.clone(),
+    }
+}
+
+/// Runs the telemetry stream of an authenticated host until it ends.
+async fn telemetry(conn: &Connection, shared: &Shared, host: &str) -> Result<(), String> {
+    let (mut send, mut recv) = conn.accept_bi().await.map_err(|e| e.to_string())?;
+    let mut session = ServerSession::new(host.to_owned());
+    let mut converging = false;
+    loop {
+        let frame = match read_frame::<Uplink, _>(&mut recv).await {
+            Ok(Some(f)) => f,
+            Ok(None) => return Ok(()),
+            Err(FrameIoError::Io(e)) => {
+                tracing::info!(host, error = %e, "stream ended");
+                return Ok(());
+            }
+            Err(e) => return Err(e.to_string()),
+        };
+        let store = shared.store();
+        let steps = session.on_frame(frame, || {
+            let s = lock(store);
+            let held = s.held(host).unwrap_or_else(|e| {
+                tracing::error!(error = %e, "cannot read what the store holds");
+                Default::default()
+            });
+            (held, s.graph_head(host).unwrap_or(0))
+        });
+        for step in steps {
+            match step {
+                Step::Store { stream, seq, body } => {
+                    if let Err(e) = lock(store).put_record(host, stream, seq, &body) {
+                        // Not acked: the sensor resends on its next connection.
+                        return Err(format!("cannot store {} {seq}: {e}", stream.name()));
+                    }
+                }
+                Step::Graph { seq, delta } => {
+                    use sensor_common::wire::Versioned as _;
+                    let delta = sensor_common::wire::Delta::decode(&delta)
+                        .map_err(|e| format!("graph delta {seq}: {e}"))?;
+                    if let Err(e) = lock(store).apply_delta(host, seq, &delta) {
+                        return Err(format!("cannot store graph delta {seq}: {e}"));
+                    }
+                }
+                Step::Report(r) => {
+                    if let Err(e) = lock(store).seen(host, &r, now_ns()) {
+                        tracing::error!(error = %e, "cannot record a host report");
+                    }
+                    // Once per connection: the services reconcile the host from here.
+                    if !converging {
+                        converging = true;
+                        let _ = shared.events.send(HostEvent::Connected {
+                            host: host.to_owned(),
+                            report: r,
+                        });
+                    }
+                }
+                Step::Send(d) => write_frame(&mut send, &d)
+                    .await
+                    .map_err(|e| e.to_string())?,
+                Step::Close(why) => return Err(why),
+            }
+        }
+    }
+}

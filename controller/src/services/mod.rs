@@ -1,0 +1,59 @@
+//! What the controller does for the fleet, each service over the store and a narrow link to
+//! the connected hosts ([`HostLink`]); none knows the QUIC server.
+//!
+//! - [`hunt`]: the query language over the fleet's graphs and their history;
+//! - [`incidents`]: the fleet's incidents, read from the hosts' alerts, with their indicators;
+//! - [`push`]: rules and policy, validated, kept as the fleet's desired state, pushed;
+//! - [`recovery`]: release after verifying the host is clean of its incidents' indicators;
+//! - [`schedule`]: standing hunts, whose new hits open incidents and may isolate hosts;
+//! - [`sweep`]: hash sweeps, answered by each host's sensor, offline ones on reconnect;
+//! - [`reconcile`]: what a host's connection sets going (converge, catch-up).
+
+use std::{future::Future, pin::Pin, sync::Arc};
+
+use sensor_common::protocol::{Command, CommandReply};
+
+use crate::store::SharedStore;
+
+pub mod hunt;
+pub mod incidents;
+pub mod push;
+pub mod reconcile;
+pub mod recovery;
+pub mod schedule;
+pub mod sweep;
+
+/// Why a command did not get an answer from a host.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LinkError {
+    #[error("host {0} is not connected")]
+    NotConnected(String),
+    #[error("host {host} did not answer within {secs} s")]
+    Timeout { host: String, secs: u64 },
+    #[error("the command stream to {host} failed: {why}")]
+    Stream { host: String, why: String },
+    #[error("host {0} closed the command stream without an answer")]
+    NoAnswer(String),
+}
+
+/// A command's answer, once it has been awaited.
+pub type Answer<'a> = Pin<Box<dyn Future<Output = Result<CommandReply, LinkError>> + Send + 'a>>;
+
+/// The services' view of the connected hosts: who is connected, a command to one of them,
+/// and cutting one off. The QUIC server implements it.
+pub trait HostLink: Send + Sync {
+    /// Ids of the connected hosts, sorted.
+    fn connected(&self) -> Vec<String>;
+    fn is_connected(&self, host: &str) -> bool;
+    /// Sends `cmd` to `host` and waits (bounded) for its reply.
+    fn command<'a>(&'a self, host: &'a str, cmd: &'a Command) -> Answer<'a>;
+    /// Closes `host`'s connection, if it has one, saying `why`.
+    fn disconnect(&self, host: &str, why: &str);
+}
+
+/// What every service works with: the store and the link to the hosts.
+#[derive(Clone)]
+pub struct Fleet {
+    pub store: SharedStore,
+    pub link: Arc<dyn HostLink>,
+}

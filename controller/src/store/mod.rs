@@ -1,0 +1,699 @@
+//! The controller's store, behind one narrow interface ([`Store`]) so that a shared
+//! PostgreSQL for several controller replicas can follow. The embedded one is SQLite
+//! (rusqlite, bundled): one file in the state directory, no server to run, and transactions
+//! that are on disk before a record is acknowledged to its sensor.
+
+use std::{collections::BTreeMap, path::Path};
+
+use rusqlite::{Connection, OptionalExtension as _, params};
+use sensor_common::{
+    protocol::{HostReport, Stream},
+    wire::{Delta, Edge, EdgeKind, Node, ProcessNode},
+};
+pub mod model;
+
+pub use model::{
+    Answer, AuditEntry, Closed, Desired, Hit, Host, HostRecord, HuntIncident, Respond, Standing,
+    Step, Sweep,
+};
+
+/// The store as the controller's tasks share it.
+pub type SharedStore = std::sync::Arc<std::sync::Mutex<Box<dyn Store>>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("store: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// Why a token was not accepted. Said to the operator's log, never to the peer.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TokenRefusal {
+    #[error("unknown token")]
+    Unknown,
+    #[error("the token's secret does not match")]
+    Secret,
+    #[error("the token expired")]
+    Expired,
+    #[error("the token was already used")]
+    Used,
+}
+
+/// What the controller keeps. One implementation per backend.
+pub trait Store: Send {
+    fn add_token(&mut self, id: &str, secret_hash: &str, expires_ns: u64)
+    -> Result<(), StoreError>;
+    /// Marks the token used, if it may be: known, matching, unexpired and unused.
+    fn redeem_token(
+        &mut self,
+        id: &str,
+        secret_hash: &str,
+        now_ns: u64,
+    ) -> Result<Result<(), TokenRefusal>, StoreError>;
+    fn add_host(&mut self, host: &Host) -> Result<(), StoreError>;
+    fn host_by_fingerprint(&self, fingerprint: &str) -> Result<Option<Host>, StoreError>;
+    fn hosts(&self) -> Result<Vec<Host>, StoreError>;
+    /// Revokes every host with this id or hostname; returns their ids.
+    fn revoke(&mut self, id_or_name: &str) -> Result<Vec<String>, StoreError>;
+    fn seen(&mut self, id: &str, report: &HostReport, now_ns: u64) -> Result<(), StoreError>;
+    /// The last line held of each stream of `host`.
+    fn held(&self, host: &str) -> Result<BTreeMap<Stream, u64>, StoreError>;
+    /// Keeps line `seq` of a host's stream (a line already held is left as it is).
+    fn put_record(
+        &mut self,
+        host: &str,
+        stream: Stream,
+        seq: u64,
+        body: &[u8],
+    ) -> Result<(), StoreError>;
+    /// Every line of `stream`, of one host or all, in order.
+    fn records(&self, host: Option<&str>, stream: Stream) -> Result<Vec<HostRecord>, StoreError>;
+    fn audit(&mut self, entry: &AuditEntry) -> Result<(), StoreError>;
+    fn set_desired(&mut self, what: Desired, body: &[u8]) -> Result<(), StoreError>;
+    fn desired(&self, what: Desired) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Marks incidents of `host` closed (an incident already closed keeps its first closing).
+    fn close_incidents(&mut self, closed: &[Closed]) -> Result<(), StoreError>;
+    fn closed_incidents(&self) -> Result<Vec<Closed>, StoreError>;
+    /// Keeps a standing hunt (replacing one of the same name).
+    fn put_hunt(&mut self, hunt: &Standing) -> Result<(), StoreError>;
+    /// Forgets a standing hunt; false when there was none of that name.
+    fn remove_hunt(&mut self, name: &str) -> Result<bool, StoreError>;
+    fn hunts(&self) -> Result<Vec<Standing>, StoreError>;
+    /// Of these hits of hunt `name`, keeps and returns the ones never seen before.
+    fn new_hits(&mut self, name: &str, keys: &[String]) -> Result<Vec<bool>, StoreError>;
+    /// Keeps (or updates) an incident a hunt opened.
+    fn put_hunt_incident(&mut self, incident: &HuntIncident) -> Result<(), StoreError>;
+    fn hunt_incidents(&self) -> Result<Vec<HuntIncident>, StoreError>;
+    fn add_sweep(&mut self, sweep: &Sweep) -> Result<(), StoreError>;
+    fn sweeps(&self) -> Result<Vec<Sweep>, StoreError>;
+    /// Keeps a host's answer to a sweep (its first answer stays).
+    fn put_sweep_answer(&mut self, id: &str, answer: &Answer) -> Result<(), StoreError>;
+    fn sweep_answers(&self, id: &str) -> Result<Vec<Answer>, StoreError>;
+    fn audit_log(&self) -> Result<Vec<AuditEntry>, StoreError>;
+    /// Applies a host's graph delta: processes are upserted, edges appended. Nodes aged out
+    /// on the host stay: hunts search the history too.
+    fn apply_delta(&mut self, host: &str, seq: u64, delta: &Delta) -> Result<(), StoreError>;
+    /// The last graph delta applied for `host` (0 for none).
+    fn graph_head(&self, host: &str) -> Result<u64, StoreError>;
+    /// Every process of every host.
+    fn processes(&self) -> Result<Vec<(String, ProcessNode)>, StoreError>;
+    /// Hands every edge of these kinds, of every host, oldest first, to `visit`: a hunt over
+    /// millions of edges never holds them all.
+    fn scan_edges(
+        &self,
+        kinds: &[EdgeKind],
+        visit: &mut dyn FnMut(&str, Edge),
+    ) -> Result<(), StoreError>;
+}
+
+pub struct Sqlite {
+    db: Connection,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS tokens (
+    id TEXT PRIMARY KEY,
+    secret_hash TEXT NOT NULL,
+    expires_ns INTEGER NOT NULL,
+    used_ns INTEGER
+);
+CREATE TABLE IF NOT EXISTS hosts (
+    id TEXT PRIMARY KEY,
+    hostname TEXT NOT NULL,
+    cert_fingerprint TEXT NOT NULL UNIQUE,
+    enrolled_ns INTEGER NOT NULL,
+    last_seen_ns INTEGER NOT NULL,
+    revoked INTEGER NOT NULL DEFAULT 0,
+    report TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS records (
+    host TEXT NOT NULL,
+    stream TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    body BLOB NOT NULL,
+    PRIMARY KEY (host, stream, seq)
+);
+CREATE TABLE IF NOT EXISTS processes (
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    start INTEGER NOT NULL,
+    node TEXT NOT NULL,
+    PRIMARY KEY (host, pid, start)
+);
+CREATE TABLE IF NOT EXISTS edges (
+    host TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    edge TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS edges_by_kind ON edges (kind);
+CREATE TABLE IF NOT EXISTS graph_heads (
+    host TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS desired (
+    kind TEXT PRIMARY KEY,
+    body BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS closed_incidents (
+    host TEXT NOT NULL,
+    incident TEXT NOT NULL,
+    closed_ns INTEGER NOT NULL,
+    how TEXT NOT NULL,
+    PRIMARY KEY (host, incident)
+);
+CREATE TABLE IF NOT EXISTS hunts (
+    name TEXT PRIMARY KEY,
+    body TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS hunt_hits (
+    name TEXT NOT NULL,
+    key TEXT NOT NULL,
+    PRIMARY KEY (name, key)
+);
+CREATE TABLE IF NOT EXISTS hunt_incidents (
+    id TEXT PRIMARY KEY,
+    body TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sweeps (
+    id TEXT PRIMARY KEY,
+    body TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sweep_answers (
+    id TEXT NOT NULL,
+    host TEXT NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (id, host)
+);
+CREATE TABLE IF NOT EXISTS audit (
+    time_ns INTEGER NOT NULL,
+    who TEXT NOT NULL,
+    command TEXT NOT NULL,
+    outcome TEXT NOT NULL
+);
+";
+
+fn i(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn u(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+impl Sqlite {
+    /// Every row of a one-column query of JSON documents, decoded.
+    /// Writes `body` as JSON under `key` with `sql` (`... (key, body) VALUES (?1, ?2)`).
+    fn put_json(
+        &self,
+        sql: &str,
+        key: &str,
+        body: &impl serde::Serialize,
+    ) -> Result<(), StoreError> {
+        self.db
+            .execute(sql, params![key, serde_json::to_string(body)?])?;
+        Ok(())
+    }
+
+    fn json_rows<T: serde::de::DeserializeOwned>(
+        &self,
+        sql: &str,
+        args: impl rusqlite::Params,
+    ) -> Result<Vec<T>, StoreError> {
+        let mut st = self.db.prepare(sql)?;
+        let bodies = st
+            .query_map(args, |r| r.get::<_, String>(0))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(bodies
+            .iter()
+            .map(|b| serde_json::from_str(b))
+            .collect::<Result<_, _>>()?)
+    }
+
+    /// Opens (or creates) the store file.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let db = Connection::open(path)?;
+        db.pragma_update(None, "journal_mode", "WAL")?;
+        db.pragma_update(None, "synchronous", "FULL")?;
+        db.execute_batch(SCHEMA)?;
+        Ok(Self { db })
+    }
+
+    fn host_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(Host, String)> {
+        Ok((
+            Host {
+                id: row.get(0)?,
+                hostname: row.get(1)?,
+                cert_fingerprint: row.get(2)?,
+                enrolled_ns: u(row.get(3)?),
+                last_seen_ns: u(row.get(4)?),
+                revoked: row.get::<_, i64>(5)? != 0,
+                report: HostReport::default(),
+            },
+            row.get(6)?,
+        ))
+    }
+
+    fn hosts_where(&self, clause: &str, arg: &str) -> Result<Vec<Host>, StoreError> {
+        let sql = format!(
+            "SELECT id, hostname, cert_fingerprint, enrolled_ns, last_seen_ns, revoked, report \
+             FROM hosts {clause} ORDER BY hostname, id"
+        );
+        let mut st = self.db.prepare(&sql)?;
+        let rows = if clause.is_empty() {
+            st.query_map([], Self::host_from_row)?
+                .collect::<Result<Vec<_>, _>>()?
+        } else {
+            st.query_map([arg], Self::host_from_row)?
+                .collect::<Result<Vec<_>, _>>()?
+        };
+        rows.into_iter()
+            .map(|(mut h, report)| {
+                h.report = serde_json::from_str(&report)?;
+                Ok(h)
+            })
+            .collect()
+    }
+}
+
+impl Store for Sqlite {
+    fn add_token(
+        &mut self,
+        id: &str,
+        secret_hash: &str,
+        expires_ns: u64,
+    ) -> Result<(), StoreError> {
+        self.db.execute(
+            "INSERT INTO tokens (id, secret_hash, expires_ns) VALUES (?1, ?2, ?3)",
+            params![id, secret_hash, i(expires_ns)],
+        )?;
+        Ok(())
+    }
+
+    fn redeem_token(
+        &mut self,
+        id: &str,
+        secret_hash: &str,
+        now_ns: u64,
+    ) -> Result<Result<(), TokenRefusal>, StoreError> {
+        let tx = self.db.transaction()?;
+        let row: Option<(String, i64, Option<i64>)> = tx
+            .query_row(
+                "SELECT secret_hash, expires_ns, used_ns FROM tokens WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        let verdict = match row {
+            None => Err(TokenRefusal::Unknown),
+            Some((hash, _, _)) if hash != secret_hash => Err(TokenRefusal::Secret),
+            Some((_, _, Some(_))) => Err(TokenRefusal::Used),
+            Some((_, expires, None)) if u(expires) <= now_ns => Err(TokenRefusal::Expired),
+            Some(_) => Ok(()),
+        };
+        if verdict.is_ok() {
+            tx.execute(
+                "UPDATE tokens SET used_ns = ?2 WHERE id = ?1",
+                params![id, i(now_ns)],
+            )?;
+        }
+        tx.commit()?;
+        Ok(verdict)
+    }
+
+    fn add_host(&mut self, host: &Host) -> Result<(), StoreError> {
+        self.db.execute(
+            "INSERT INTO hosts (id, hostname, cert_fingerprint, enrolled_ns, last_seen_ns, revoked, report) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                host.id,
+                host.hostname,
+                host.cert_fingerprint,
+                i(host.enrolled_ns),
+                i(host.last_seen_ns),
+                i64::from(host.revoked),
+                serde_json::to_string(&host.report)?
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn host_by_fingerprint(&self, fingerprint: &str) -> Result<Option<Host>, StoreError> {
+        Ok(self
+            .hosts_where("WHERE cert_fingerprint = ?1", fingerprint)?
+            .into_iter()
+            .next())
+    }
+
+    fn hosts(&self) -> Result<Vec<Host>, StoreError> {
+        self.hosts_where("", "")
+    }
+
+    fn revoke(&mut self, id_or_name: &str) -> Result<Vec<String>, StoreError> {
+        let ids: Vec<String> = self
+            .hosts_where("WHERE id = ?1 OR hostname = ?1", id_or_name)?
+            .into_iter()
+            .map(|h| h.id)
+            .collect();
+        for id in &ids {
+            self.db
+                .execute("UPDATE hosts SET revoked = 1 WHERE id = ?1", [id])?;
+        }
+        Ok(ids)
+    }
+
+    fn seen(&mut self, id: &str, report: &HostReport, now_ns: u64) -> Result<(), StoreError> {
+        self.db.execute(
+            "UPDATE hosts SET last_seen_ns = ?2, report = ?3, hostname = ?4 WHERE id = ?1",
+            params![
+                id,
+                i(now_ns),
+                serde_json::to_string(report)?,
+                report.hostname
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn held(&self, host: &str) -> Result<BTreeMap<Stream, u64>, StoreError> {
+        let mut out = BTreeMap::new();
+        for s in Stream::ALL {
+            let last: Option<i64> = self.db.query_row(
+                "SELECT MAX(seq) FROM records WHERE host = ?1 AND stream = ?2",
+                params![host, s.name()],
+                |r| r.get(0),
+            )?;
+            out.insert(s, last.map_or(0, u));
+        }
+        Ok(out)
+    }
+
+    fn put_record(
+        &mut self,
+        host: &str,
+        stream: Stream,
+        seq: u64,
+        body: &[u8],
+    ) -> Result<(), StoreError> {
+        self.db.execute(
+            "INSERT OR IGNORE INTO records (host, stream, seq, body) VALUES (?1, ?2, ?3, ?4)",
+            params![host, stream.name(), i(seq), body],
+        )?;
+        Ok(())
+    }
+
+    fn records(&self, host: Option<&str>, stream: Stream) -> Result<Vec<HostRecord>, StoreError> {
+        let mut st = self.db.prepare(
+            "SELECT host, seq, body FROM records WHERE stream = ?1 AND (?2 IS NULL OR host = ?2) \
+             ORDER BY host, seq",
+        )?;
+        let rows = st.query_map(params![stream.name(), host], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, Vec<u8>>(2)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (host, seq, body) = row?;
+            out.push(HostRecord {
+                host,
+                seq: u(seq),
+                body: serde_json::from_slice(&body)
+                    .unwrap_or_else(|_| serde_json::Value::String("(unreadable)".into())),
+            });
+        }
+        Ok(out)
+    }
+
+    fn audit(&mut self, e: &AuditEntry) -> Result<(), StoreError> {
+        self.db.execute(
+            "INSERT INTO audit (time_ns, who, command, outcome) VALUES (?1, ?2, ?3, ?4)",
+            params![i(e.time_ns), e.who, e.command, e.outcome],
+        )?;
+        Ok(())
+    }
+
+    fn apply_delta(&mut self, host: &str, seq: u64, delta: &Delta) -> Result<(), StoreError> {
+        let tx = self.db.transaction()?;
+        {
+            let mut put_proc = tx.prepare_cached(
+                "INSERT OR REPLACE INTO processes (host, pid, start, node) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for node in &delta.upserted {
+                if let Node::Process(p) = node {
+                    put_proc.execute(params![
+                        host,
+                        p.id.pid,
+                        i(p.id.start),
+                        serde_json::to_string(p)?
+                    ])?;
+                }
+            }
+            let mut put_edge =
+                tx.prepare_cached("INSERT INTO edges (host, kind, edge) VALUES (?1, ?2, ?3)")?;
+            for e in &delta.edges {
+                let kind = serde_json::to_value(e.kind)?;
+                put_edge.execute(params![
+                    host,
+                    kind.as_str().unwrap_or("?"),
+                    serde_json::to_string(e)?
+                ])?;
+            }
+            tx.execute(
+                "INSERT OR REPLACE INTO graph_heads (host, seq) VALUES (?1, ?2)",
+                params![host, i(seq)],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn graph_head(&self, host: &str) -> Result<u64, StoreError> {
+        let seq: Option<i64> = self
+            .db
+            .query_row("SELECT seq FROM graph_heads WHERE host = ?1", [host], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        Ok(seq.map_or(0, u))
+    }
+
+    fn processes(&self) -> Result<Vec<(String, ProcessNode)>, StoreError> {
+        let mut st = self.db.prepare("SELECT host, node FROM processes")?;
+        let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (host, node) = row?;
+            out.push((host, serde_json::from_str(&node)?));
+        }
+        Ok(out)
+    }
+
+    fn scan_edges(
+        &self,
+        kinds: &[EdgeKind],
+        visit: &mut dyn FnMut(&str, Edge),
+    ) -> Result<(), StoreError> {
+        let mut st = self
+            .db
+            .prepare("SELECT host, edge FROM edges WHERE kind = ?1 ORDER BY rowid")?;
+        for kind in kinds {
+            let kind = serde_json::to_value(kind)?;
+            let rows = st.query_map([kind.as_str().unwrap_or("?")], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })?;
+            for row in rows {
+                let (host, edge) = row?;
+                visit(&host, serde_json::from_str(&edge)?);
+            }
+        }
+        Ok(())
+    }
+
+    fn set_desired(&mut self, what: Desired, body: &[u8]) -> Result<(), StoreError> {
+        self.db.execute(
+            "INSERT OR REPLACE INTO desired (kind, body) VALUES (?1, ?2)",
+            params![what.key(), body],
+        )?;
+        Ok(())
+    }
+
+    fn desired(&self, what: Desired) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .db
+            .query_row(
+                "SELECT body FROM desired WHERE kind = ?1",
+                params![what.key()],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    fn close_incidents(&mut self, closed: &[Closed]) -> Result<(), StoreError> {
+        let tx = self.db.transaction()?;
+        for c in closed {
+            tx.execute(
+                "INSERT OR IGNORE INTO closed_incidents (host, incident, closed_ns, how) VALUES (?1, ?2, ?3, ?4)",
+                params![c.host, c.incident, i(c.closed_ns), c.how],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn closed_incidents(&self) -> Result<Vec<Closed>, StoreError> {
+        let mut st = self.db.prepare(
+            "SELECT host, incident, closed_ns, how FROM closed_incidents ORDER BY closed_ns",
+        )?;
+        let rows = st.query_map([], |r| {
+            Ok(Closed {
+                host: r.get(0)?,
+                incident: r.get(1)?,
+                closed_ns: u(r.get(2)?),
+                how: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn put_hunt(&mut self, hunt: &Standing) -> Result<(), StoreError> {
+        self.put_json(
+            "INSERT OR REPLACE INTO hunts (name, body) VALUES (?1, ?2)",
+            &hunt.name,
+            hunt,
+        )
+    }
+
+    fn remove_hunt(&mut self, name: &str) -> Result<bool, StoreError> {
+        let tx = self.db.transaction()?;
+        let n = tx.execute("DELETE FROM hunts WHERE name = ?1", params![name])?;
+        tx.execute("DELETE FROM hunt_hits WHERE name = ?1", params![name])?;
+        tx.commit()?;
+        Ok(n > 0)
+    }
+
+    fn hunts(&self) -> Result<Vec<Standing>, StoreError> {
+        self.json_rows("SELECT body FROM hunts ORDER BY name", [])
+    }
+
+    fn new_hits(&mut self, name: &str, keys: &[String]) -> Result<Vec<bool>, StoreError> {
+        let tx = self.db.transaction()?;
+        let mut fresh = Vec::with_capacity(keys.len());
+        for k in keys {
+            fresh.push(
+                tx.execute(
+                    "INSERT OR IGNORE INTO hunt_hits (name, key) VALUES (?1, ?2)",
+                    params![name, k],
+                )? > 0,
+            );
+        }
+        tx.commit()?;
+        Ok(fresh)
+    }
+
+    fn put_hunt_incident(&mut self, incident: &HuntIncident) -> Result<(), StoreError> {
+        self.put_json(
+            "INSERT OR REPLACE INTO hunt_incidents (id, body) VALUES (?1, ?2)",
+            &incident.id,
+            incident,
+        )
+    }
+
+    fn hunt_incidents(&self) -> Result<Vec<HuntIncident>, StoreError> {
+        self.json_rows("SELECT body FROM hunt_incidents ORDER BY rowid", [])
+    }
+
+    fn add_sweep(&mut self, sweep: &Sweep) -> Result<(), StoreError> {
+        self.put_json(
+            "INSERT INTO sweeps (id, body) VALUES (?1, ?2)",
+            &sweep.id,
+            sweep,
+        )
+    }
+
+    fn sweeps(&self) -> Result<Vec<Sweep>, StoreError> {
+        self.json_rows("SELECT body FROM sweeps ORDER BY rowid", [])
+    }
+
+    fn put_sweep_answer(&mut self, id: &str, answer: &Answer) -> Result<(), StoreError> {
+        self.db.execute(
+            "INSERT OR IGNORE INTO sweep_answers (id, host, body) VALUES (?1, ?2, ?3)",
+            params![id, answer.host, serde_json::to_string(answer)?],
+        )?;
+        Ok(())
+    }
+
+    fn sweep_answers(&self, id: &str) -> Result<Vec<Answer>, StoreError> {
+        self.json_rows(
+            "SELECT body FROM sweep_answers WHERE id = ?1 ORDER BY rowid",
+            params![id],
+        )
+    }
+
+    fn audit_log(&self) -> Result<Vec<AuditEntry>, StoreError> {
+        let mut st = self
+            .db
+            .prepare("SELECT time_ns, who, command, outcome FROM audit ORDER BY rowid")?;
+        let rows = st.query_map([], |r| {
+            Ok(AuditEntry {
+                time_ns: u(r.get(0)?),
+                who: r.get(1)?,
+                command: r.get(2)?,
+                outcome: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_is_redeemed_once_and_only_in_time() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = Sqlite::open(&dir.path().join("c.db")).expect("open");
+        s.add_token("t1", "h", 100).expect("add");
+        assert_eq!(
+            s.redeem_token("t1", "x", 10).expect("db"),
+            Err(TokenRefusal::Secret)
+        );
+        assert_eq!(
+            s.redeem_token("t1", "h", 100).expect("db"),
+            Err(TokenRefusal::Expired)
+        );
+        assert_eq!(s.redeem_token("t1", "h", 10).expect("db"), Ok(()));
+        assert_eq!(
+            s.redeem_token("t1", "h", 11).expect("db"),
+            Err(TokenRefusal::Used)
+        );
+        assert_eq!(
+            s.redeem_token("t2", "h", 11).expect("db"),
+            Err(TokenRefusal::Unknown)
+        );
+    }
+
+    #[test]
+    fn records_are_kept_once_and_survive_a_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.db");
+        {
+            let mut s = Sqlite::open(&path).expect("open");
+            s.put_record("h", Stream::Alerts, 1, b"{\"a\":1}")
+                .expect("put");
+            s.put_record("h", Stream::Alerts, 1, b"{\"a\":2}")
+                .expect("put");
+            s.put_record("h", Stream::Alerts, 2, b"{}").expect("put");
+        }
+        let s = Sqlite::open(&path).expect("reopen");
+        assert_eq!(s.held("h").expect("held")[&Stream::Alerts], 2);
+        assert_eq!(s.held("h").expect("held")[&Stream::Actions], 0);
+        let r = s.records(Some("h"), Stream::Alerts).expect("records");
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[0].body["a"], 1, "the first copy is kept");
+    }
+}

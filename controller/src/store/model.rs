@@ -1,0 +1,219 @@
+//! The records the controller keeps, as the store reads and writes them: owned here, so the
+//! store names no service, and the services build and read them.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use sensor_common::{
+    protocol::{HostReport, Indicator},
+    wire::EdgeKind,
+};
+use serde::{Deserialize, Serialize};
+
+/// An enrolled host.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Host {
+    pub id: String,
+    pub hostname: String,
+    /// SHA-256 of its certificate.
+    pub cert_fingerprint: String,
+    pub enrolled_ns: u64,
+    pub last_seen_ns: u64,
+    pub revoked: bool,
+    pub report: HostReport,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub time_ns: u64,
+    pub who: String,
+    pub command: String,
+    pub outcome: String,
+}
+
+/// A record a sensor sent: a line of its alerts or actions.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostRecord {
+    pub host: String,
+    pub seq: u64,
+    pub body: serde_json::Value,
+}
+
+/// What the fleet should run, pushed to every host until it reports running it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Desired {
+    /// A `RuleSet` (rmp-serde).
+    Rules,
+    /// A policy's TOML text.
+    Policy,
+}
+
+impl Desired {
+    /// The key the store keeps it under.
+    pub(crate) fn key(self) -> &'static str {
+        match self {
+            Self::Rules => "rules",
+            Self::Policy => "policy",
+        }
+    }
+}
+
+/// An incident a release closed: when, and how (verified clean, or forced by whom).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Closed {
+    pub host: String,
+    pub incident: String,
+    pub closed_ns: u64,
+    pub how: String,
+}
+
+/// One hit.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hit {
+    pub host: String,
+    pub pid: u32,
+    pub start: u64,
+    pub exe: Option<String>,
+    pub cmdline: String,
+    /// For edges: what was acted on (a path or an address), the kind, and the boot time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<EdgeKind>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub boot_ns: Option<u64>,
+    /// The path that led to the process, itself first, across hosts.
+    pub path: Vec<Step>,
+}
+
+/// One process of the fleet as a path shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Step {
+    pub host: String,
+    pub pid: u32,
+    /// With `pid`, the process's identity on its host.
+    #[serde(default)]
+    pub start: u64,
+    pub exe: Option<String>,
+    /// How it leads to the next step: `parent`, or `connected` (across hosts).
+    pub via: String,
+}
+
+impl Hit {
+    /// What identifies the hit across runs of a standing hunt: the same process acting on
+    /// the same thing is the same hit.
+    pub fn key(&self) -> String {
+        format!(
+            "{}|{}|{}|{:?}|{}",
+            self.host,
+            self.pid,
+            self.start,
+            self.kind,
+            self.target.as_deref().unwrap_or("")
+        )
+    }
+
+    /// What a release looks for on the hit's host: the process, and the file it wrote or
+    /// ran or the endpoint it talked to.
+    pub fn indicators(&self) -> Vec<Indicator> {
+        let mut out = vec![Indicator::Process {
+            pid: self.pid,
+            start: self.start,
+            exe: self.exe.clone(),
+        }];
+        match (self.kind, self.target.as_deref()) {
+            (
+                Some(
+                    EdgeKind::Wrote
+                    | EdgeKind::Created
+                    | EdgeKind::RenamedTo
+                    | EdgeKind::Chmodded
+                    | EdgeKind::Executed,
+                ),
+                Some(path),
+            ) if path.starts_with('/') => out.push(Indicator::File {
+                path: path.to_owned(),
+            }),
+            (Some(EdgeKind::Connected | EdgeKind::Accepted), Some(addr)) => {
+                if let Ok(addr) = addr.parse::<std::net::SocketAddr>()
+                    && !addr.ip().to_canonical().is_loopback()
+                {
+                    out.push(Indicator::Endpoint { addr });
+                }
+            }
+            _ => {}
+        }
+        out
+    }
+}
+
+/// What a hunt's hits trigger beyond the incident.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Respond {
+    /// Open the incident; people decide.
+    #[default]
+    Record,
+    /// Also isolate every host hit (the sensor journals it; `release` verifies and ends it).
+    Isolate,
+}
+
+/// A hunt the controller runs on a schedule.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Standing {
+    pub name: String,
+    pub query: String,
+    pub every_secs: u64,
+    pub respond: Respond,
+    pub created_ns: u64,
+    /// None until it first runs.
+    pub last_run_ns: Option<u64>,
+    #[serde(default)]
+    pub runs: u64,
+}
+
+/// An incident a hunt opened: the new hits of one run, across every host they are on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HuntIncident {
+    pub id: String,
+    pub hunt: String,
+    pub query: String,
+    pub opened_ns: u64,
+    pub hosts: BTreeSet<String>,
+    pub hits: Vec<Hit>,
+    /// The response asked for, per host: what came of it (`pending` until the host is
+    /// reached).
+    #[serde(default)]
+    pub responses: BTreeMap<String, String>,
+}
+
+impl HuntIncident {
+    /// What a release of `host` looks for there.
+    pub fn indicators(&self, host: &str) -> BTreeSet<Indicator> {
+        self.hits
+            .iter()
+            .filter(|h| h.host == host)
+            .flat_map(Hit::indicators)
+            .collect()
+    }
+}
+
+/// A hash sweep across the fleet.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sweep {
+    pub id: String,
+    pub sha256: String,
+    pub created_ns: u64,
+}
+
+/// One host's answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Answer {
+    pub host: String,
+    pub answered_ns: u64,
+    /// Paths on the host with the hash.
+    pub found: Vec<String>,
+    pub hashed: u64,
+    /// Why the host could not sweep, when it could not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}

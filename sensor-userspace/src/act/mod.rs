@@ -1,0 +1,1333 @@
+//! Response: the decisions of triage turned into actions, each journaled with its reason, its
+//! evidence, the policy clause it rests on, its outcome and its undo.
+//!
+//! A rule names the containment it asks for (`response:` in a behaviour rule). For each alert
+//! the responder plans those actions against concrete targets (the alert's process tree, the
+//! executed or written file) and, by the incident's decision: contains at once with the
+//! actions the policy allows without approval (the others wait for `vigil-sensor approve`),
+//! records them as pending (escalate), or records what it would have done (observe mode).
+//! [`guard`] refuses whatever is protected; [`kill`], [`vault`], [`persistence`],
+//! [`blocklist`] and [`netguard`] carry actions out; [`journal`] keeps them.
+
+pub mod blocklist;
+pub mod guard;
+pub mod journal;
+pub mod kill;
+pub mod netguard;
+pub mod persistence;
+pub mod vault;
+
+use std::path::{Path, PathBuf};
+
+use sensor_common::decode::FileId;
+
+use self::{
+    blocklist::Enforcer,
+    journal::{
+        Journal, JournalError, Record, Settle, State, Status, Target, TreeGroupRef, Undo, Verb,
+    },
+    netguard::{Endpoint, KernelNetGuard, NetStats},
+    persistence::Baseline,
+    vault::Vault,
+};
+use crate::{
+    detect::SensorSelf,
+    host::cgroup::TreeGroup,
+    host::clock::unix_now_ns as now_ns,
+    model::events::What,
+    model::graph::Graph,
+    model::process_table::ProcessKey,
+    policy::{Action, Policy},
+    triage::Verdict,
+    triage::alerts::Alert,
+    triage::incidents::Incident,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ResponseError {
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error("cannot prepare the quarantine vault in {path}: {source}")]
+    Vault {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// What the responder needs to know about the world for one decision.
+pub struct Context<'a> {
+    pub policy: &'a Policy,
+    pub incident: &'a Incident,
+    pub graph: &'a Graph,
+}
+
+/// The second pass of a remediation, once its writer is done. The first runs at once, from
+/// the event that raised the alert (an open for writing, a rename into place); a writer that
+/// is still writing adds lines after it, or fills the file the first pass moved aside. The
+/// second pass removes what was added since (a record of its own, with its own undo) and
+/// takes the finished vault copy's hash into the blocked hashes.
+struct Deferred {
+    record: Record,
+    writer: ProcessKey,
+    since: std::time::Instant,
+}
+
+/// How long a remediation waits for a writer that does not exit.
+const REMEDIATE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+pub struct Responder {
+    deferred: Vec<Deferred>,
+    journal: Journal,
+    enforcer: Box<dyn Enforcer>,
+    /// Network containment; None when its programs could not be attached.
+    net: Option<KernelNetGuard>,
+    /// The cgroup v2 mount, for freezing trees.
+    cgroups: Option<PathBuf>,
+    /// The controller's address, kept reachable during isolation.
+    controller: Option<Endpoint>,
+    host: String,
+    hashes: crate::detect::BlockedHashes,
+    vault: Vault,
+    baseline: Baseline,
+    me: SensorSelf,
+    prefix: String,
+    next: u64,
+    restored: usize,
+    /// When the action [`Responder::execute`] is carrying out took hold, if before its record
+    /// (see [`Record::effective_ns`]); taken by the record.
+    took_hold_ns: Option<u64>,
+}
+
+/// Counters for `status`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ResponseStats {
+    pub actions: usize,
+    pub in_force: usize,
+    pub pending: usize,
+    /// Blocks re-armed from the journal at start.
+    pub restored: usize,
+    pub baseline_files: usize,
+    pub network: NetStats,
+}
+
+fn verb_name(a: Action) -> &'static str {
+    match a {
+        Action::Kill => "kill",
+        Action::BlockExec => "block_exec",
+        Action::Quarantine => "quarantine",
+        Action::Remediate => "remediate",
+        Action::BlockDestination => "block_destination",
+        Action::Freeze => "freeze",
+        Action::Isolate => "isolate",
+    }
+}
+
+/// The file an alert's evidence acted on: the executed file, else the file written. The
+/// inode is not taken from the exec event: for a script, the kernel's image is its
+/// interpreter, and blocking that would block every script. It is read from the path when
+/// the action runs.
+fn file_target(alert: &Alert, executable: bool) -> Option<Target> {
+    let ev = &alert.finding.evidence;
+    // What ran: the script an interpreter was given, else the executable.
+    let executed = ev.iter().rev().find_map(|e| match &e.what {
+        What::Exec {
+            script: Some(script),
+            ..
+        } => Some(script.path.clone()),
+        What::Exec { .. } => e.exe.clone(),
+        _ => None,
+    });
+    if executable && let Some(exe) = executed {
+        return Some(Target::File {
+            path: exe,
+            id: None,
+        });
+    }
+    ev.iter().rev().find_map(|e| match &e.what {
+        What::Open { file, .. }
+        | What::Chmod { file, .. }
+        | What::Rename { to: file, .. }
+        | What::Xattr { file, .. }
+        | What::SetFlags { file, .. } => Some(Target::File {
+            path: file.path.clone()?,
+            id: file.id,
+        }),
+        _ => None,
+    })
+}
+
+/// The name prefix of the cgroups the response makes for process trees.
+const GROUP_PREFIX: &str = "vigil-";
+
+/// The incident of actions a person asked for directly.
+pub const MANUAL: &str = "manual";
+
+/// The remote end the alert's processes talked to: the last outbound connection (loopback
+/// aside) in the evidence, else of the alert's process, else of its incident's tree.
+fn destination_target(alert: &Alert, ctx: &Context<'_>) -> Option<Target> {
+    use sensor_common::wire::{EdgeKind, Endpoint as GraphEndpoint, NodeId};
+    let outside = |sa: &std::net::SocketAddr| !Endpoint::from(*sa).is_loopback();
+    let from_evidence = alert
+        .finding
+        .evidence
+        .iter()
+        .rev()
+        .find_map(|e| match &e.what {
+            What::Connect { net } => net.remote.filter(outside),
+            _ => None,
+        });
+    let me = ProcessKey {
+        pid: alert.finding.process.pid,
+        start: alert.finding.process.start,
+    };
+    let tree = ctx.incident.story.tree.iter().map(|p| ProcessKey {
+        pid: p.pid,
+        start: p.start,
+    });
+    let remote = from_evidence.or_else(|| {
+        std::iter::once(me).chain(tree).find_map(|key| {
+            ctx.graph
+                .activity(&key)
+                .into_iter()
+                .rev()
+                .find_map(|(_, kind, node, _)| match (kind, node) {
+                    (EdgeKind::Connected, NodeId::Endpoint(GraphEndpoint::Inet { addr, .. }))
+                        if outside(&addr) =>
+                    {
+                        Some(addr)
+                    }
+                    _ => None,
+                })
+        })
+    })?;
+    Some(Target::Destination {
+        dest: Endpoint::from(remote),
+        tree: None,
+    })
+}
+
+/// The identity of the file now at `path`.
+fn file_id(path: &str) -> Option<FileId> {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata(path).ok().map(|m| FileId {
+        dev: m.dev(),
+        ino: m.ino(),
+    })
+}
+
+/// The inode and path blocks an in-force record holds.
+fn blocks_of(r: &Record) -> Option<(Option<FileId>, Option<String>)> {
+    match &r.undo {
+        Undo::Unblock { inode, path } => Some((*inode, path.clone())),
+        Undo::Restore { inode, path, .. } => Some((*inode, Some(path.clone()))),
+        _ => None,
+    }
+}
+
+/// The outcome of an action whose file is already gone.
+fn gone(path: &str) -> (Status, String, Undo) {
+    (
+        Status::NothingToDo,
+        format!("nothing left to do: {path} is gone"),
+        Undo::NothingToUndo,
+    )
+}
+
+impl Responder {
+    /// Opens the journal and vault under `state`, scans the persistence baseline, and re-arms
+    /// every block still in force: a restart never silently lifts a containment.
+    pub fn open(
+        state: &Path,
+        enforcer: Box<dyn Enforcer>,
+        net: Option<KernelNetGuard>,
+        hashes: crate::detect::BlockedHashes,
+        me: SensorSelf,
+        started_ns: u64,
+    ) -> Result<Self, ResponseError> {
+        let journal = Journal::open(&state.join("actions.jsonl"))?;
+        let vault = Vault::open(state).map_err(|source| ResponseError::Vault {
+            path: state.join("vault"),
+            source,
+        })?;
+        let next = journal.last_seq();
+        let mut r = Self {
+            deferred: Vec::new(),
+            journal,
+            enforcer,
+            net,
+            cgroups: crate::host::cgroup::mount(),
+            controller: None,
+            host: nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_else(|_| "unknown".into()),
+            hashes,
+            vault,
+            baseline: Baseline::scan(),
+            me,
+            prefix: format!("{started_ns:x}"),
+            next,
+            restored: 0,
+            took_hold_ns: None,
+        };
+        let rearm: Vec<(String, Option<FileId>, Option<String>)> = r
+            .journal
+            .records()
+            .iter()
+            .filter(|rec| r.journal.state(&rec.id) == Some(State::InForce))
+            .filter_map(|rec| blocks_of(rec).map(|(i, p)| (rec.id.clone(), i, p)))
+            .collect();
+        for rec in r.journal.records() {
+            if let Undo::Restore {
+                meta,
+                vault,
+                growing,
+                ..
+            } = &rec.undo
+                && r.journal.state(&rec.id) == Some(State::InForce)
+            {
+                match growing {
+                    // Moved aside while still written: the copy's own hash, as it is now.
+                    true => {
+                        if let Ok(h) = crate::host::hash::sha256(vault) {
+                            r.hashes.insert(&h);
+                        }
+                    }
+                    false => r.hashes.insert(&meta.sha256),
+                }
+            }
+        }
+        for (id, inode, path) in rearm {
+            match r.enforcer.block(inode, path.as_deref()) {
+                Ok(()) => {
+                    r.restored += 1;
+                    tracing::info!(action = %id, path = path.as_deref().unwrap_or("?"), "exec block re-armed from the journal");
+                }
+                Err(e) => tracing::error!(action = %id, error = %e, "cannot re-arm an exec block"),
+            }
+        }
+        r.rearm_network();
+        if r.journal.unreadable > 0 {
+            tracing::warn!(
+                lines = r.journal.unreadable,
+                "unreadable lines in the action journal were kept and skipped"
+            );
+        }
+        Ok(r)
+    }
+
+    /// The network containment maps, or why there are none.
+    fn net(&mut self) -> Result<&mut KernelNetGuard, String> {
+        self.net
+            .as_mut()
+            .ok_or_else(|| "the network containment programs are not loaded".to_owned())
+    }
+
+    /// Network containments still in force after a restart: isolation and destination blocks.
+    fn rearm_network(&mut self) {
+        let held: Vec<(String, Undo)> = self
+            .journal
+            .records()
+            .iter()
+            .filter(|rec| self.journal.state(&rec.id) == Some(State::InForce))
+            .filter(|rec| matches!(rec.undo, Undo::EndIsolation | Undo::LiftBlock { .. }))
+            .map(|rec| (rec.id.clone(), rec.undo.clone()))
+            .collect();
+        for (id, undo) in held {
+            let Some(net) = self.net.as_mut() else {
+                tracing::error!(action = %id, "a network containment is in force but the network programs are not loaded: it is NOT enforced");
+                continue;
+            };
+            let done = match &undo {
+                Undo::EndIsolation => net.isolate(),
+                Undo::LiftBlock { dest, group } => {
+                    net.block(dest, group.as_ref().map_or(0, |g| g.id))
+                }
+                _ => continue,
+            };
+            match done {
+                Ok(()) => {
+                    self.restored += 1;
+                    tracing::info!(action = %id, "network containment re-armed from the journal");
+                }
+                Err(e) => {
+                    tracing::error!(action = %id, error = %e, "cannot re-arm a network containment")
+                }
+            }
+        }
+    }
+
+    /// The controller stays reachable while the host is isolated.
+    pub fn set_controller(&mut self, addr: std::net::SocketAddr) {
+        self.controller = Some(Endpoint::from(addr));
+    }
+
+    /// Takes a new policy's isolation allow list (loopback and the controller always pass).
+    pub fn apply_policy(&mut self, policy: &Policy) {
+        let allow: Vec<Endpoint> = self
+            .controller
+            .into_iter()
+            .chain(policy.isolation_allow())
+            .collect();
+        if let Some(net) = self.net.as_mut()
+            && let Err(e) = net.set_allow(&allow)
+        {
+            tracing::error!(error = %e, "cannot set the isolation allow list");
+        }
+    }
+
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
+    pub fn stats(&self) -> ResponseStats {
+        let recs = self.journal.records();
+        let count = |s: State| {
+            recs.iter()
+                .filter(|r| matches!(r.action, Verb::Act(_)) && r.settles.is_none())
+                .filter(|r| self.journal.state(&r.id) == Some(s))
+                .count()
+        };
+        ResponseStats {
+            actions: recs.len(),
+            in_force: count(State::InForce),
+            pending: count(State::Pending),
+            restored: self.restored,
+            baseline_files: self.baseline.len(),
+            network: self
+                .net
+                .as_ref()
+                .map(KernelNetGuard::stats)
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Periodic upkeep: remediations whose writer has finished (or waited long enough) run;
+    /// the persistence baseline takes in changes made without an alert.
+    /// With `all` (at shutdown), every waiting remediation runs now.
+    pub fn tick<'a>(
+        &mut self,
+        all: bool,
+        policy: &Policy,
+        incident: impl Fn(&str) -> Option<&'a Incident>,
+        graph: &Graph,
+    ) -> Vec<Record> {
+        let (ready, waiting): (Vec<Deferred>, Vec<Deferred>) = std::mem::take(&mut self.deferred)
+            .into_iter()
+            .partition(|d| all || !kill::alive(&d.writer) || d.since.elapsed() >= REMEDIATE_WAIT);
+        self.deferred = waiting;
+        let mut out = Vec::new();
+        for d in ready {
+            out.extend(self.second_pass(d, policy, &incident, graph));
+        }
+        // Tainted files keep their baseline; the rest take in an administrator's edits.
+        self.baseline.refresh();
+        out
+    }
+
+    fn next_id(&mut self) -> String {
+        self.next += 1;
+        format!("act-{}-{}", self.prefix, self.next)
+    }
+
+    /// Journals an action a person asked for: the record when it was done, else its detail.
+    fn append_outcome(&mut self, r: Record) -> Result<Record, String> {
+        let (status, detail) = (r.status, r.detail.clone());
+        let rec = self.append(r).ok_or("cannot write the journal")?;
+        if status == Status::Done {
+            Ok(rec)
+        } else {
+            Err(detail)
+        }
+    }
+
+    fn append(&mut self, r: Record) -> Option<Record> {
+        match self.journal.append(r) {
+            Ok(r) => Some(r.clone()),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot journal an action");
+                None
+            }
+        }
+    }
+
+    /// The second pass of a remediation (see [`Deferred`]): a record only when it found
+    /// something to do.
+    fn second_pass<'a>(
+        &mut self,
+        d: Deferred,
+        policy: &Policy,
+        incident: &impl Fn(&str) -> Option<&'a Incident>,
+        graph: &Graph,
+    ) -> Option<Record> {
+        let first = d.record;
+        if let Undo::Restore {
+            vault,
+            growing: true,
+            ..
+        } = &first.undo
+        {
+            // The copy the first pass moved aside is complete now: block its hash.
+            if let Ok(h) = crate::host::hash::sha256(vault) {
+                self.hashes.insert(&h);
+            }
+        }
+        let (Some(inc), Verb::Act(action)) = (incident(&first.incident), first.action) else {
+            return None;
+        };
+        let id = self.next_id();
+        let (status, detail, undo) =
+            self.execute(&id, action, &first.target, policy, graph, Some(inc));
+        let acted = status == Status::Failed || !matches!(undo, Undo::NothingToUndo);
+        if !acted {
+            return None;
+        }
+        let rec = Record {
+            id,
+            time_ns: now_ns(),
+            effective_ns: self.took_hold_ns.take(),
+            reason: format!("{}; second pass, once its writer was done", first.reason),
+            status,
+            detail,
+            undo,
+            ..first
+        };
+        self.append(rec)
+    }
+
+    /// Plans and, as the incident's decision says, carries out what `alert`'s rule asks for.
+    pub fn on_alert(&mut self, alert: &Alert, ctx: &Context<'_>) -> Vec<Record> {
+        if alert.finding.rule.is_persistence() {
+            for e in &alert.finding.entities {
+                self.baseline.taint(e);
+            }
+        }
+        let verdict = ctx.incident.decision.verdict;
+        let mut out = Vec::new();
+        if verdict == Verdict::Record {
+            return out;
+        }
+        let f = &alert.finding;
+        for &action in &f.rule.response {
+            let target = match action {
+                Action::Kill | Action::Freeze => Some(Target::ProcessTree {
+                    pid: f.process.pid,
+                    start: f.process.start,
+                    exe: f.process.exe.clone(),
+                }),
+                Action::BlockExec | Action::Quarantine => file_target(alert, true),
+                Action::Remediate => file_target(alert, false),
+                Action::Isolate => Some(Target::Host {
+                    name: self.host.clone(),
+                }),
+                Action::BlockDestination => destination_target(alert, ctx),
+            };
+            let Some(target) = target else {
+                continue;
+            };
+            // One action per target per incident.
+            let same = |r: &Record| {
+                r.incident == ctx.incident.id
+                    && r.action == Verb::Act(action)
+                    && r.target == target
+                    && r.settles.is_none()
+            };
+            // A remediation is worth repeating (each one takes out what is there now, and a
+            // later write to the same file is new persistence); one already waiting for
+            // approval is not.
+            let seen = if action == Action::Remediate {
+                self.journal
+                    .records()
+                    .iter()
+                    .any(|r| same(r) && self.journal.state(&r.id) == Some(State::Pending))
+            } else {
+                self.journal.records().iter().any(same)
+                    || self.deferred.iter().any(|d| same(&d.record))
+            };
+            if seen {
+                continue;
+            }
+            let allowed = ctx.policy.allows(action);
+            let (clause, run) = match verdict {
+                Verdict::Observe => ("mode = observe".to_owned(), false),
+                Verdict::Contain if allowed => (
+                    format!(
+                        "risk.contain_at {}; actions.without_approval has {}",
+                        ctx.policy.risk.contain_at,
+                        verb_name(action)
+                    ),
+                    true,
+                ),
+                Verdict::Contain => (
+                    format!(
+                        "risk.contain_at {}; {} is not in actions.without_approval",
+                        ctx.policy.risk.contain_at,
+                        verb_name(action)
+                    ),
+                    false,
+                ),
+                _ => (
+                    format!("risk.escalate_at {}", ctx.policy.risk.escalate_at),
+                    false,
+                ),
+            };
+            let id = self.next_id();
+            let reason = format!(
+                "{} (rule {}, risk {}): {}",
+                f.rule.title,
+                f.rule.id.as_deref().unwrap_or("?"),
+                alert.risk.score,
+                ctx.incident.decision.reason
+            );
+            let (status, detail, undo) = if run {
+                self.execute(
+                    &id,
+                    action,
+                    &target,
+                    ctx.policy,
+                    ctx.graph,
+                    Some(ctx.incident),
+                )
+            } else if verdict == Verdict::Observe {
+                (
+                    Status::Observed,
+                    format!("would {} {target}", verb_name(action)),
+                    Undo::NothingToUndo,
+                )
+            } else {
+                (
+                    Status::Pending,
+                    format!("awaits approval: vigil-sensor approve {}", ctx.incident.id),
+                    Undo::NothingToUndo,
+                )
+            };
+            let record = Record {
+                effective_ns: self.took_hold_ns.take(),
+                id,
+                time_ns: now_ns(),
+                incident: ctx.incident.id.clone(),
+                action: Verb::Act(action),
+                target,
+                reason,
+                evidence: vec![f.id.clone()],
+                policy_clause: clause,
+                status,
+                detail,
+                undo,
+                settles: None,
+                requested_by: None,
+            };
+            if run && action == Action::Remediate {
+                // Done at once, from the event; the writer may still be writing, so a second
+                // pass runs when it is done (see `Deferred`).
+                self.deferred.push(Deferred {
+                    record: record.clone(),
+                    writer: ProcessKey {
+                        pid: f.process.pid,
+                        start: f.process.start,
+                    },
+                    since: std::time::Instant::now(),
+                });
+                // Until the second pass, what the writer adds is the incident's, not a change
+                // for the baseline to take in.
+                if let Target::File { path, .. } = &record.target {
+                    self.baseline.taint(path);
+                }
+            }
+            out.extend(self.append(record));
+        }
+        if verdict == Verdict::Contain {
+            out.extend(self.contain_pending(ctx));
+        }
+        out
+    }
+
+    /// Once an incident is contained, the actions its earlier alerts left pending (when its
+    /// risk was lower) run too, as far as the policy allows them without approval.
+    fn contain_pending(&mut self, ctx: &Context<'_>) -> Vec<Record> {
+        let pending: Vec<Record> = self
+            .journal
+            .records()
+            .iter()
+            .filter(|r| r.incident == ctx.incident.id)
+            .filter(|r| matches!(r.action, Verb::Act(a) if ctx.policy.allows(a)))
+            .filter(|r| self.journal.state(&r.id) == Some(State::Pending))
+            .cloned()
+            .collect();
+        let mut out = Vec::new();
+        for p in pending {
+            let Verb::Act(action) = p.action else {
+                continue;
+            };
+            let id = self.next_id();
+            let (status, detail, undo) = self.execute(
+                &id,
+                action,
+                &p.target,
+                ctx.policy,
+                ctx.graph,
+                Some(ctx.incident),
+            );
+            let rec = Record {
+                effective_ns: self.took_hold_ns.take(),
+                id,
+                time_ns: now_ns(),
+                incident: p.incident.clone(),
+                action: p.action,
+                target: p.target.clone(),
+                reason: format!("{}; the incident is now contained", p.reason),
+                evidence: p.evidence.clone(),
+                policy_clause: format!(
+                    "risk.contain_at {}; actions.without_approval has {}",
+                    ctx.policy.risk.contain_at,
+                    verb_name(action)
+                ),
+                status,
+                detail,
+                undo,
+                settles: Some(p.id.clone()),
+                requested_by: None,
+            };
+            out.extend(self.append(rec));
+        }
+        out
+    }
+
+    /// Carries out one action; returns its outcome and how to reverse it. `incident` is None
+    /// for an action a person asked for directly.
+    fn execute(
+        &mut self,
+        id: &str,
+        action: Action,
+        target: &Target,
+        policy: &Policy,
+        graph: &Graph,
+        incident: Option<&Incident>,
+    ) -> (Status, String, Undo) {
+        self.took_hold_ns = None;
+        let refused = |r: guard::Refusal| (Status::Refused, r.to_string(), Undo::NothingToUndo);
+        let failed = |d: String| (Status::Failed, d, Undo::NothingToUndo);
+        match (action, target) {
+            (Action::Kill | Action::Freeze, Target::ProcessTree { pid, start, .. }) => {
+                if let Err(r) = guard::process(*pid, policy, &self.me) {
+                    return refused(r);
+                }
+                let key = ProcessKey {
+                    pid: *pid,
+                    start: *start,
+                };
+                let me = &self.me;
+                let skip = |p: u32| guard::process(p, policy, me).is_err();
+                let members = kill::stop_tree(&key, &skip);
+                if members.is_empty() {
+                    return (
+                        Status::NothingToDo,
+                        format!("nothing left to do: pid {pid} had already exited"),
+                        Undo::NothingToUndo,
+                    );
+                }
+                if action == Action::Freeze {
+                    // Held from here: stopped, no member runs or forks.
+                    self.took_hold_ns = Some(now_ns());
+                    if let Some(out) = self.freeze_in_cgroup(id, &members) {
+                        return out;
+                    }
+                    let pids: Vec<u32> = members.iter().map(|(p, _)| *p).collect();
+                    return (
+                        Status::Done,
+                        format!("stopped {} processes: {pids:?}", pids.len()),
+                        Undo::Resume { processes: members },
+                    );
+                }
+                let killed = kill::kill_members(&members);
+                (
+                    Status::Done,
+                    format!(
+                        "stopped, then killed {} processes: {killed:?}",
+                        killed.len()
+                    ),
+                    Undo::Impossible {
+                        why: "a killed process cannot be brought back".into(),
+                    },
+                )
+            }
+            (Action::BlockExec, Target::File { path, id }) => {
+                if let Err(r) = guard::path(path, policy, &self.me) {
+                    return refused(r);
+                }
+                let inode = &id.or_else(|| file_id(path));
+                if !self.enforcer.enforced() {
+                    return failed("no kernel programs are loaded to enforce it".into());
+                }
+                match self.enforcer.block(*inode, Some(path)) {
+                    Ok(()) => (
+                        Status::Done,
+                        format!("exec of {path} is killed in the kernel"),
+                        Undo::Unblock {
+                            inode: *inode,
+                            path: Some(path.clone()),
+                        },
+                    ),
+                    Err(e) => failed(e),
+                }
+            }
+            (Action::Quarantine, Target::File { path, .. }) => {
+                if let Err(r) = guard::path(path, policy, &self.me) {
+                    return refused(r);
+                }
+                self.quarantine(id, path, file_id(path), false)
+            }
+            (Action::Remediate, Target::File { path, .. }) => {
+                if let Err(r) = guard::path(path, policy, &self.me) {
+                    return refused(r);
+                }
+                if std::fs::symlink_metadata(path).is_err() {
+                    // Written aside and renamed over its target (`sed -i`, an editor): the
+                    // target is what to give back.
+                    let moved = graph
+                        .first_writer(path)
+                        .and_then(|w| graph.renamed_to(&w, path))
+                        .filter(|to| to != path && std::fs::symlink_metadata(to).is_ok());
+                    return match moved {
+                        Some(to) => {
+                            let (status, detail, undo) = self.execute(
+                                id,
+                                action,
+                                &Target::File {
+                                    path: to.clone(),
+                                    id: None,
+                                },
+                                policy,
+                                graph,
+                                incident,
+                            );
+                            (
+                                status,
+                                format!("{path} was renamed over {to}: {detail}"),
+                                undo,
+                            )
+                        }
+                        None => gone(path),
+                    };
+                }
+                match self.baseline.remedy(path) {
+                    Some(Ok(persistence::Remedy::Unchanged)) => (
+                        Status::Done,
+                        "nothing the incident added remains".into(),
+                        Undo::NothingToUndo,
+                    ),
+                    Some(Ok(persistence::Remedy::Removed(removed))) => (
+                        Status::Done,
+                        format!("removed {} line(s) the incident added", removed.len()),
+                        Undo::PutBack {
+                            path: path.clone(),
+                            lines: removed,
+                        },
+                    ),
+                    Some(Ok(persistence::Remedy::Reverted {
+                        previous,
+                        added,
+                        missing,
+                    })) => (
+                        Status::Done,
+                        format!(
+                            "reverted {path} to what it held before: {added} line(s) the incident wrote out, {missing} it changed or removed back"
+                        ),
+                        Undo::WriteBack {
+                            path: path.clone(),
+                            content: previous,
+                        },
+                    ),
+                    Some(Err(e)) => failed(format!("cannot rewrite {path}: {e}")),
+                    None => {
+                        let writer = graph.first_writer(path);
+                        let created = incident.is_some_and(|inc| {
+                            writer.is_some_and(|w| {
+                                inc.story
+                                    .tree
+                                    .iter()
+                                    .any(|p| p.pid == w.pid && p.start == w.start)
+                                    || inc.alerts.iter().any(|a| a.pid == w.pid)
+                            })
+                        });
+                        if created {
+                            let growing = writer.is_some_and(|w| kill::alive(&w));
+                            self.quarantine(id, path, file_id(path), growing)
+                        } else {
+                            failed(format!(
+                                "no record of what {path} held before, and the incident did not create it: left to a person"
+                            ))
+                        }
+                    }
+                }
+            }
+            (Action::Isolate, Target::Host { .. }) => {
+                let net = match self.net() {
+                    Ok(n) => n,
+                    Err(e) => return failed(e),
+                };
+                match net.isolate() {
+                    Ok(()) => {
+                        let allowed: Vec<String> =
+                            net.allowed().iter().map(ToString::to_string).collect();
+                        (
+                            Status::Done,
+                            format!(
+                                "host isolated: only loopback{} is reachable",
+                                if allowed.is_empty() {
+                                    String::new()
+                                } else {
+                                    format!(" and {}", allowed.join(", "))
+                                }
+                            ),
+                            Undo::EndIsolation,
+                        )
+                    }
+                    Err(e) => failed(e),
+                }
+            }
+            (Action::BlockDestination, Target::Destination { dest, tree }) => {
+                self.block_destination(id, dest, *tree, policy)
+            }
+            (a, t) => failed(format!("{} does not apply to {t}", verb_name(a))),
+        }
+    }
+
+    /// Blocks `dest` host-wide, or for one process tree: the tree moves into a cgroup of its
+    /// own (its later children are born there) and the block is scoped to that cgroup.
+    fn block_destination(
+        &mut self,
+        id: &str,
+        dest: &Endpoint,
+        tree: Option<(u32, u64)>,
+        policy: &Policy,
+    ) -> (Status, String, Undo) {
+        let failed = |d: String| (Status::Failed, d, Undo::NothingToUndo);
+        let parent = match self.net() {
+            Ok(n) => n.cgroup().to_owned(),
+            Err(e) => return failed(e),
+        };
+        let Some((pid, start)) = tree else {
+            return match self.net().and_then(|n| n.block(dest, 0)) {
+                Ok(()) => (
+                    Status::Done,
+                    format!("connections to {dest} are refused host-wide"),
+                    Undo::LiftBlock {
+                        dest: *dest,
+                        group: None,
+                    },
+                ),
+                Err(e) => failed(e),
+            };
+        };
+        if let Err(r) = guard::process(pid, policy, &self.me) {
+            return (Status::Refused, r.to_string(), Undo::NothingToUndo);
+        }
+        let me = &self.me;
+        let skip = |p: u32| guard::process(p, policy, me).is_err();
+        let members = kill::stop_tree(&ProcessKey { pid, start }, &skip);
+        if members.is_empty() {
+            return (
+                Status::NothingToDo,
+                format!("nothing left to do: pid {pid} had already exited"),
+                Undo::NothingToUndo,
+            );
+        }
+        let grouped = self.tree_group(id, &parent, &members);
+        kill::resume(&members);
+        let group = match grouped {
+            Ok(g) => g,
+            Err(e) => return failed(format!("cannot make a cgroup for the tree: {e}")),
+        };
+        match self.net().and_then(|n| n.block(dest, group.id)) {
+            Ok(()) => (
+                Status::Done,
+                format!(
+                    "connections to {dest} are refused for the {} processes of the tree (cgroup {})",
+                    group.origins.len(),
+                    group.path.display()
+                ),
+                Undo::LiftBlock {
+                    dest: *dest,
+                    group: Some(group),
+                },
+            ),
+            Err(e) => {
+                let _ = self.release_group(id, &group, false);
+                failed(e)
+            }
+        }
+    }
+
+    /// Freezes stopped `members` in a cgroup of their own (cgroup v2 freezer), then lets
+    /// their SIGSTOP go: they stay frozen, and children cannot slip out. None when no cgroup
+    /// can be made: the caller keeps them stopped instead.
+    fn freeze_in_cgroup(&self, id: &str, members: &[(u32, u64)]) -> Option<(Status, String, Undo)> {
+        let mount = self.cgroups.as_ref()?;
+        let parent = self
+            .net
+            .as_ref()
+            .map_or(mount.to_owned(), |n| n.cgroup().to_owned());
+        let group = match self.tree_group(id, &parent, members) {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot make a freezer cgroup; stopping with SIGSTOP instead");
+                return None;
+            }
+        };
+        if let Err(e) = TreeGroup::open(group.path.clone()).freeze() {
+            tracing::warn!(error = %e, "the cgroup freezer failed; stopping with SIGSTOP instead");
+            if group.created {
+                let _ = TreeGroup::open(group.path.clone()).dissolve(mount, &group.origins);
+            }
+            return None;
+        }
+        kill::resume(members);
+        let pids: Vec<u32> = members.iter().map(|(p, _)| *p).collect();
+        Some((
+            Status::Done,
+            format!(
+                "froze {} processes in {}: {pids:?}",
+                pids.len(),
+                group.path.display()
+            ),
+            Undo::Thaw { group },
+        ))
+    }
+
+    /// The cgroup that holds the (stopped) tree `members` for action `id`: the response's
+    /// group the tree's root is already in, or a new one under `parent` that they move into.
+    fn tree_group(
+        &self,
+        id: &str,
+        parent: &Path,
+        members: &[(u32, u64)],
+    ) -> std::io::Result<TreeGroupRef> {
+        let mount = self
+            .cgroups
+            .as_deref()
+            .ok_or_else(|| std::io::Error::other("no cgroup v2 mount"))?;
+        let root = members.first().map_or(0, |(p, _)| *p);
+        let (group, created) = match TreeGroup::holding(root, mount, parent, GROUP_PREFIX) {
+            Some(g) => (g, false),
+            None => (
+                TreeGroup::create(parent, &format!("{GROUP_PREFIX}{id}"))?,
+                true,
+            ),
+        };
+        let pids: Vec<u32> = members.iter().map(|(p, _)| *p).collect();
+        let origins = group.adopt(&pids);
+        let gid = crate::host::cgroup::id(&group.path)?;
+        Ok(TreeGroupRef {
+            path: group.path,
+            id: gid,
+            origins,
+            created,
+        })
+    }
+
+    /// Lets go of the group of action `undone` (a freeze when `thaw`): dissolved when no other
+    /// action in force holds it; else thawed only if this was a freeze and no other freeze
+    /// holds it; else left as it is (a block's undo never thaws a tree another action froze).
+    fn release_group(&self, undone: &str, group: &TreeGroupRef, thaw: bool) -> std::io::Result<()> {
+        let g = TreeGroup::open(group.path.clone());
+        let others: Vec<&Undo> = self
+            .journal
+            .records()
+            .iter()
+            .filter(|r| r.id != undone && self.journal.state(&r.id) == Some(State::InForce))
+            .map(|r| &r.undo)
+            .filter(|u| match u {
+                Undo::Thaw { group: o } | Undo::LiftBlock { group: Some(o), .. } => {
+                    o.path == group.path
+                }
+                _ => false,
+            })
+            .collect();
+        match &self.cgroups {
+            Some(mount) if others.is_empty() => g.dissolve(mount, &group.origins),
+            _ if thaw && !others.iter().any(|u| matches!(u, Undo::Thaw { .. })) => g.thaw(),
+            _ => Ok(()),
+        }
+    }
+
+    /// Moves `path` into the vault and blocks its exec. `growing`: its writer still holds it
+    /// open, so its hash joins the blocked hashes only when the writer is done (see
+    /// `Deferred`).
+    fn quarantine(
+        &mut self,
+        id: &str,
+        path: &str,
+        inode: Option<FileId>,
+        growing: bool,
+    ) -> (Status, String, Undo) {
+        if std::fs::symlink_metadata(path).is_err() {
+            return gone(path);
+        }
+        match self.vault.put(Path::new(path), id) {
+            Ok((to, meta)) => {
+                if !growing {
+                    self.hashes.insert(&meta.sha256);
+                }
+                let blocked = self.enforcer.block(inode, Some(path));
+                let detail = format!(
+                    "moved to {} (sha256 {}){}",
+                    to.display(),
+                    meta.sha256,
+                    match blocked {
+                        Ok(()) => String::new(),
+                        Err(e) => format!("; exec block failed: {e}"),
+                    }
+                );
+                (
+                    Status::Done,
+                    detail,
+                    Undo::Restore {
+                        vault: to,
+                        path: path.to_owned(),
+                        meta,
+                        inode,
+                        growing,
+                    },
+                )
+            }
+            Err(e) => (
+                Status::Failed,
+                format!("cannot quarantine {path}: {e}"),
+                Undo::NothingToUndo,
+            ),
+        }
+    }
+
+    /// Carries out an action a person asked for (`vigil-sensor isolate`, `block`, `freeze`,
+    /// or the controller): no approval is needed, the guards still apply.
+    pub fn manual(
+        &mut self,
+        action: Action,
+        target: Target,
+        who: &str,
+        reason: &str,
+        policy: &Policy,
+        graph: &Graph,
+    ) -> Result<Record, String> {
+        let id = self.next_id();
+        let (status, detail, undo) = self.execute(&id, action, &target, policy, graph, None);
+        let rec = Record {
+            effective_ns: self.took_hold_ns.take(),
+            id,
+            time_ns: now_ns(),
+            incident: MANUAL.into(),
+            action: Verb::Act(action),
+            target,
+            reason: format!("asked by {who}: {reason}"),
+            evidence: Vec::new(),
+            policy_clause: "asked by a person".into(),
+            status,
+            detail,
+            undo,
+            settles: None,
+            requested_by: Some(who.to_owned()),
+        };
+        self.append_outcome(rec)
+    }
+
+    /// For a persistence file the baseline knows: the lines it holds now that it did not
+    /// then. None for any other file.
+    pub fn persistence_residue(&self, path: &str) -> Option<std::io::Result<Vec<String>>> {
+        self.baseline.added(path)
+    }
+
+    /// The ids of the actions of kind `action` in force now.
+    pub fn in_force(&self, action: Action) -> Vec<String> {
+        self.journal
+            .records()
+            .iter()
+            .filter(|r| r.action == Verb::Act(action))
+            .filter(|r| self.journal.state(&r.id) == Some(State::InForce))
+            .map(|r| r.id.clone())
+            .collect()
+    }
+
+    /// Target for an isolation of this host.
+    pub fn host_target(&self) -> Target {
+        Target::Host {
+            name: self.host.clone(),
+        }
+    }
+
+    /// Reverses action `id`. A kill cannot be reversed: that is recorded, and said.
+    pub fn undo(&mut self, id: &str, who: &str) -> Result<Record, String> {
+        let Some(r) = self.journal.get(id).cloned() else {
+            return Err(format!("no action {id} in the journal"));
+        };
+        let state = self.journal.state(id);
+        if matches!(r.action, Verb::Settle(_)) {
+            return Err(format!("{id} is itself an undo, approval or denial"));
+        }
+        if state != Some(State::InForce) {
+            return Err(format!("action {id} is not in force ({state:?})"));
+        }
+        let (status, detail) = match &r.undo {
+            Undo::NothingToUndo => (Status::Done, "nothing was changed".to_owned()),
+            Undo::Impossible { why } => (Status::Failed, format!("impossible: {why}")),
+            Undo::Resume { processes } => {
+                let resumed = kill::resume(processes);
+                (Status::Done, format!("resumed {resumed:?}"))
+            }
+            Undo::Unblock { inode, path } => match self.enforcer.unblock(*inode, path.as_deref()) {
+                Ok(()) => (Status::Done, "exec block lifted".to_owned()),
+                Err(e) => (Status::Failed, e),
+            },
+            Undo::Restore {
+                vault,
+                path,
+                meta,
+                inode,
+                growing,
+            } => {
+                let held = if *growing {
+                    crate::host::hash::sha256(vault).unwrap_or_else(|_| meta.sha256.clone())
+                } else {
+                    meta.sha256.clone()
+                };
+                match Vault::restore(vault, Path::new(path), meta, *growing) {
+                    Ok(()) => {
+                        self.hashes.remove(&held);
+                        let lifted = self.enforcer.unblock(*inode, Some(path));
+                        (
+                            Status::Done,
+                            format!(
+                                "{path} restored with its content, owner, mode and times{}",
+                                lifted.err().map(|e| format!("; {e}")).unwrap_or_default()
+                            ),
+                        )
+                    }
+                    Err(e) => (Status::Failed, format!("cannot restore {path}: {e}")),
+                }
+            }
+            Undo::Thaw { group } => match self.release_group(id, group, true) {
+                Ok(()) => (
+                    Status::Done,
+                    format!("thawed {} processes", group.origins.len()),
+                ),
+                Err(e) => (
+                    Status::Failed,
+                    format!("cannot thaw {}: {e}", group.path.display()),
+                ),
+            },
+            Undo::EndIsolation => match self.net().and_then(KernelNetGuard::end_isolation) {
+                Ok(()) => (Status::Done, "isolation ended".to_owned()),
+                Err(e) => (Status::Failed, e),
+            },
+            Undo::LiftBlock { dest, group } => {
+                let scope = group.as_ref().map_or(0, |g| g.id);
+                match (self.net().and_then(|n| n.unblock(dest, scope)), group) {
+                    (Err(e), _) => (Status::Failed, e),
+                    (Ok(()), Some(g)) => {
+                        let moved = self.release_group(id, g, false);
+                        (
+                            Status::Done,
+                            format!(
+                                "block of {dest} lifted{}",
+                                moved
+                                    .err()
+                                    .map(|e| format!("; the tree's cgroup stays: {e}"))
+                                    .unwrap_or_default()
+                            ),
+                        )
+                    }
+                    (Ok(()), ..) => (Status::Done, format!("block of {dest} lifted")),
+                }
+            }
+            Undo::WriteBack { path, content } => {
+                match persistence::write_back(Path::new(path), content) {
+                    Ok(()) => (
+                        Status::Done,
+                        format!("wrote back what {path} held before the remediation"),
+                    ),
+                    Err(e) => (Status::Failed, format!("cannot rewrite {path}: {e}")),
+                }
+            }
+            Undo::PutBack { path, lines } => match persistence::put_back(Path::new(path), lines) {
+                Ok(()) => (
+                    Status::Done,
+                    format!("put {} line(s) back into {path}", lines.len()),
+                ),
+                Err(e) => (Status::Failed, format!("cannot rewrite {path}: {e}")),
+            },
+        };
+        let rec = Record {
+            effective_ns: None,
+            id: self.next_id(),
+            time_ns: now_ns(),
+            incident: r.incident.clone(),
+            action: Verb::Settle(Settle::Undo),
+            target: r.target.clone(),
+            reason: format!("undo of {id} asked by {who}"),
+            evidence: vec![id.to_owned()],
+            policy_clause: String::new(),
+            status,
+            detail,
+            undo: Undo::NothingToUndo,
+            settles: Some(id.to_owned()),
+            requested_by: Some(who.to_owned()),
+        };
+        self.append_outcome(rec)
+    }
+
+    /// Carries out (approve) or drops (deny) every pending action of `incident`.
+    pub fn settle(
+        &mut self,
+        incident: &Incident,
+        approve: bool,
+        who: &str,
+        policy: &Policy,
+        graph: &Graph,
+    ) -> Vec<Record> {
+        let pending: Vec<Record> = self
+            .journal
+            .records()
+            .iter()
+            .filter(|r| r.incident == incident.id)
+            .filter(|r| self.journal.state(&r.id) == Some(State::Pending))
+            .cloned()
+            .collect();
+        let mut out = Vec::new();
+        for p in pending {
+            let id = self.next_id();
+            let (action, status, detail, undo) = match (approve, p.action) {
+                (true, Verb::Act(a)) => {
+                    let (s, d, u) = self.execute(&id, a, &p.target, policy, graph, Some(incident));
+                    (Verb::Act(a), s, d, u)
+                }
+                _ => (
+                    Verb::Settle(Settle::Deny),
+                    Status::Done,
+                    "denied: nothing done".to_owned(),
+                    Undo::NothingToUndo,
+                ),
+            };
+            let rec = Record {
+                effective_ns: None,
+                id,
+                time_ns: now_ns(),
+                incident: incident.id.clone(),
+                action,
+                target: p.target.clone(),
+                reason: format!(
+                    "{} of {} by {who}",
+                    if approve { "approval" } else { "denial" },
+                    p.id
+                ),
+                evidence: p.evidence.clone(),
+                policy_clause: "approved by a person".into(),
+                status,
+                detail,
+                undo,
+                settles: Some(p.id.clone()),
+                requested_by: Some(who.to_owned()),
+            };
+            out.extend(self.append(rec));
+        }
+        out
+    }
+}

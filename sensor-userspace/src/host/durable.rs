@@ -1,0 +1,195 @@
+//! Durability off the event loop.
+//!
+//! A write reaches the page cache at once, and from there it outlives a crash of the sensor;
+//! only a crash of the host can lose it before it is synced. An `fdatasync` on this VM's disk
+//! takes from 1 to more than 250 ms, and on the event loop every detection and response behind
+//! it waits as long. So the loop writes, and a thread of the file's own syncs: each write is on
+//! disk within one sync of it (the writes that land during a sync share the next one).
+//!
+//! [`SyncedFile`] is an append-only log synced this way; [`sync_later`] syncs a file once
+//! (a rewritten configuration file, a copy put aside in the vault), so that what the sensor
+//! changed on disk is durable soon, while the change itself takes effect at once.
+
+use std::{
+    fs::File,
+    io::Write as _,
+    path::{Path, PathBuf},
+    sync::mpsc,
+};
+
+/// An append-only file whose appends are synced by a thread of its own. Dropping it syncs
+/// what is left and waits for that.
+pub struct SyncedFile {
+    file: File,
+    dirty: Option<mpsc::SyncSender<()>>,
+    syncer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SyncedFile {
+    /// Takes over `file` (opened for appending); `path` names it in the syncer's log lines.
+    pub fn new(file: File, path: &Path) -> std::io::Result<Self> {
+        let for_sync = file.try_clone()?;
+        let path = path.to_owned();
+        // One pending wake-up is enough: a sync started after a write covers it.
+        let (dirty, wakeups) = mpsc::sync_channel::<()>(1);
+        let syncer = std::thread::Builder::new()
+            .name("vigil-sync".into())
+            .spawn(move || {
+                while wakeups.recv().is_ok() {
+                    sync_or_log(&for_sync, &path);
+                }
+                // The owner is gone: one last sync for the appends made since the previous.
+                sync_or_log(&for_sync, &path);
+            })?;
+        Ok(Self {
+            file,
+            dirty: Some(dirty),
+            syncer: Some(syncer),
+        })
+    }
+
+    /// Opens (or creates, mode 0600) the append-only log at `path`.
+    pub fn open_log(path: &Path) -> std::io::Result<Self> {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)?;
+        Self::new(file, path)
+    }
+
+    /// Appends `bytes` in one write and asks for a sync. An error is the write's own; a sync
+    /// that fails is logged by the syncer.
+    pub fn append(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.file.write_all(bytes)?;
+        if let Some(tx) = &self.dirty {
+            // Full: a sync is already due, and it will cover this write.
+            let _ = tx.try_send(());
+        }
+        Ok(())
+    }
+
+    /// Syncs now, on the caller's thread (for commands that exit right after writing).
+    pub fn sync_now(&self) -> std::io::Result<()> {
+        self.file.sync_data()
+    }
+}
+
+impl Drop for SyncedFile {
+    fn drop(&mut self) {
+        self.dirty = None;
+        if let Some(t) = self.syncer.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn sync_or_log(file: &File, path: &Path) {
+    if let Err(e) = file.sync_data() {
+        tracing::error!(path = %path.display(), error = %e, "cannot sync to disk");
+    }
+}
+
+/// What the background flusher does with a file.
+enum Job {
+    /// Sync it (data and metadata), then the directory holding the path.
+    Sync(File, PathBuf),
+    /// Close it: the last reference to a replaced or removed inode, whose blocks the kernel
+    /// frees at this close (on a filesystem mounted with `discard`, waiting for the device).
+    Close(File),
+}
+
+/// Syncs `file` (data and metadata) on the background flusher, and then the directory that
+/// holds `path`, so that a rename into it is durable too.
+pub fn sync_later(file: File, path: &Path) {
+    flush(Job::Sync(file, path.to_owned()));
+}
+
+/// Closes `file` on the background flusher: hold an open descriptor of a file before
+/// replacing or removing it, and hand it here, so that freeing its blocks never waits on the
+/// caller's thread.
+pub fn close_later(file: File) {
+    flush(Job::Close(file));
+}
+
+fn flush(job: Job) {
+    static FLUSHER: std::sync::OnceLock<Option<mpsc::Sender<Job>>> = std::sync::OnceLock::new();
+    let flusher = FLUSHER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("vigil-flush".into())
+            .spawn(move || {
+                for job in rx {
+                    run(job);
+                }
+            })
+            .ok()
+            .map(|_| tx)
+    });
+    let queued = match flusher {
+        Some(tx) => tx.send(job).map_err(|e| e.0),
+        None => Err(job),
+    };
+    // No flusher thread: do it here rather than not at all.
+    if let Err(job) = queued {
+        run(job);
+    }
+}
+
+fn run(job: Job) {
+    match job {
+        Job::Sync(file, path) => {
+            if let Err(e) = file.sync_all() {
+                tracing::error!(path = %path.display(), error = %e, "cannot sync to disk");
+            }
+            if let Some(dir) = path.parent()
+                && let Ok(d) = File::open(dir)
+            {
+                let _ = d.sync_all();
+            }
+        }
+        Job::Close(file) => drop(file),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn appends_are_in_the_file_at_once_and_after_drop() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("log.jsonl");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .expect("open");
+        let mut log = SyncedFile::new(file, &path).expect("syncer");
+        for i in 0..100 {
+            log.append(format!("{i}\n").as_bytes()).expect("append");
+        }
+        // Readable before any sync: the page cache is what a reader sees.
+        assert_eq!(
+            std::fs::read_to_string(&path)
+                .expect("read")
+                .lines()
+                .count(),
+            100
+        );
+        drop(log);
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert_eq!(text.lines().last(), Some("99"));
+    }
+
+    #[test]
+    fn sync_later_keeps_the_content() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("conf");
+        let mut f = File::create(&path).expect("create");
+        f.write_all(b"kept\n").expect("write");
+        sync_later(f, &path);
+        assert_eq!(std::fs::read(&path).expect("read"), b"kept\n");
+    }
+}

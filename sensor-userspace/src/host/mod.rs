@@ -1,0 +1,10 @@
+//! Helpers over the host itself, below every stage: [`procfs`], [`cgroup`] (the v2 mount and
+//! the groups that hold a process tree), [`hash`], the [`state`] directory, [`clock`]s, and
+//! [`durable`] writes.
+
+pub mod cgroup;
+pub mod clock;
+pub mod durable;
+pub mod hash;
+pub mod procfs;
+pub mod state;

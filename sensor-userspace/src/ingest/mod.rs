@@ -1,0 +1,6 @@
+//! From the kernel's records to published events: [`pipeline`] decodes and joins them,
+//! [`interpret`] turns syscall records into typed events, [`output`] is where they go.
+
+pub mod interpret;
+pub mod output;
+pub mod pipeline;

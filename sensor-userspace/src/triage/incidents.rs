@@ -1,0 +1,1097 @@
+//! Incidents: findings on the same causal chain joined into one, each with its story.
+//!
+//! A finding's chain is its process and that process's ancestors up to (not including) a
+//! session boundary: pid 1, a kernel thread, or a service manager, login or remote-access
+//! daemon, cron or a container shim. A finding whose chain shares a process with an open
+//! incident's joins it; otherwise it opens a new one. The root cause is the highest process
+//! on the chain that has a finding of its own or touched the network (it came in, or went
+//! out, over it). The story is read from the graph below the root cause.
+
+use std::{
+    io::Write,
+    os::unix::fs::OpenOptionsExt,
+    path::{Path, PathBuf},
+};
+
+use ahash::{HashSet, HashSetExt};
+use sensor_common::wire::{EdgeKind, Endpoint, NodeId};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    detect::rules::sigma::rule::Level,
+    host::clock::BootClock,
+    model::graph::Graph,
+    model::process_table::{ProcessKey, ProcessTable},
+    policy::Policy,
+    triage::alerts::{Alert, Finding},
+    triage::{self, Context, Decision},
+};
+
+/// Executables that start sessions or services: a causal chain stops below them.
+const BOUNDARIES: &[&str] = &[
+    "systemd",
+    "init",
+    "sshd",
+    "sshd-session",
+    "login",
+    "agetty",
+    "cron",
+    "crond",
+    "atd",
+    "containerd-shim",
+    "containerd-shim-runc-v2",
+    "tmux: server",
+    "screen",
+];
+
+/// How many processes and moments a story holds at most.
+const MAX_STORY_PROCESSES: usize = 256;
+const MAX_TIMELINE: usize = 512;
+/// Most incidents kept; the oldest go first.
+const MAX_INCIDENTS: usize = 1024;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Open,
+}
+
+/// A process as a story names it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoryProcess {
+    pub pid: u32,
+    pub start: u64,
+    pub exe: Option<String>,
+    pub cmdline: String,
+    pub euid: Option<u32>,
+    /// Generations below the root cause.
+    pub depth: usize,
+    pub exited: bool,
+    /// Ids of this process's alerts.
+    pub alerts: Vec<String>,
+}
+
+/// One moment of the timeline.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Moment {
+    pub time_ns: u64,
+    pub pid: u32,
+    /// `exec`, `wrote`, `connected`... or `alert`.
+    pub what: String,
+    /// What it was done to, or the alert's rule.
+    pub target: String,
+    pub ok: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlastRadius {
+    pub processes: usize,
+    pub files_written: usize,
+    pub endpoints: usize,
+    /// Effective uids the tree ran as.
+    pub users: Vec<u32>,
+}
+
+/// What happened, from the root cause down.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Story {
+    pub root_cause: StoryProcess,
+    /// The root cause and its descendants, depth first.
+    pub tree: Vec<StoryProcess>,
+    pub timeline: Vec<Moment>,
+    pub files_written: Vec<String>,
+    pub connections: Vec<String>,
+    pub children: usize,
+    pub blast_radius: BlastRadius,
+}
+
+/// An alert as its incident lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub alert: String,
+    pub time_ns: u64,
+    pub rule_id: Option<String>,
+    pub rule: String,
+    pub pid: u32,
+    pub start: u64,
+    pub risk: u8,
+}
+
+/// A low-level match (an informational or low Sigma rule) recorded on the graph's process:
+/// it raises the risk of the incident it joins, and never alerts or acts alone.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Signal {
+    pub time_ns: u64,
+    pub rule_id: Option<String>,
+    pub rule: String,
+    pub author: Option<String>,
+    pub pid: u32,
+    pub start: u64,
+}
+
+/// Signals kept for joining later alerts, and how long.
+const MAX_SIGNALS: usize = 4096;
+const SIGNAL_WINDOW_NS: u64 = 15 * 60 * 1_000_000_000;
+
+/// What becomes of a finding before triage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Screen {
+    /// An exception of the policy suppresses it (its index there): counted, nothing else.
+    Suppressed(usize),
+    /// A low-level match: a signal, not an alert.
+    Signal,
+    /// An alert: triaged, joined to an incident, decided.
+    Alert,
+}
+
+/// Counts of what the policy's exceptions suppressed, for `status`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExceptionCount {
+    pub rule: String,
+    pub reason: String,
+    pub suppressed: u64,
+    pub expired: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Incident {
+    pub id: String,
+    pub host: String,
+    pub status: Status,
+    pub opened_ns: u64,
+    pub updated_ns: u64,
+    /// The highest risk of its alerts.
+    pub risk: u8,
+    pub severity: Level,
+    pub techniques: Vec<String>,
+    pub alerts: Vec<Member>,
+    pub decision: Decision,
+    pub story: Story,
+    /// Low-level signals on its chains.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub signals: Vec<Signal>,
+    /// Processes on the incident's chains.
+    #[serde(skip)]
+    chain: HashSet<ProcessKey>,
+    /// The root cause's identity.
+    pub root: ProcessKey,
+    /// The story is older than the last alert.
+    #[serde(skip)]
+    stale: bool,
+}
+
+impl Incident {
+    fn has_persistence(&self, persistence: &HashSet<String>) -> bool {
+        self.alerts.iter().any(|m| persistence.contains(&m.alert))
+    }
+}
+
+/// Every incident of this sensor run, saved to `STATE/incidents.json` on each change.
+pub struct IncidentBook {
+    incidents: Vec<Incident>,
+    host: String,
+    id_prefix: String,
+    next: u64,
+    policy: Policy,
+    path: Option<PathBuf>,
+    persistence_alerts: HashSet<String>,
+    dirty: bool,
+    /// Recent signals, oldest first.
+    signals: std::collections::VecDeque<Signal>,
+    signals_seen: u64,
+    /// Matches each of the policy's exceptions suppressed (same order).
+    suppressed: Vec<u64>,
+    /// Saves `path` off the event loop (None without a path).
+    writer: Option<Writer>,
+    last_save: Option<std::time::Instant>,
+}
+
+impl Drop for IncidentBook {
+    /// What changed since the last save is written as the sensor stops (its writer thread,
+    /// dropped after this, finishes the write).
+    fn drop(&mut self) {
+        if self.dirty {
+            self.save();
+        }
+    }
+}
+
+/// How often `incidents.json` is written at most.
+const SAVE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+fn basename(p: &str) -> &str {
+    p.rsplit('/').next().unwrap_or(p)
+}
+
+fn is_boundary(table: &ProcessTable, key: &ProcessKey) -> bool {
+    if key.pid <= 1 {
+        return true;
+    }
+    let Some(p) = table.get(key) else {
+        return false;
+    };
+    if p.ppid == 2 || p.key.pid == 2 {
+        return true; // kernel threads and what they start
+    }
+    let name = p.exe.as_deref().map(basename).unwrap_or(p.comm.as_str());
+    BOUNDARIES.contains(&name) || BOUNDARIES.contains(&p.comm.as_str())
+}
+
+/// `actor` and its ancestors below the first session boundary, nearest first.
+fn chain(table: &ProcessTable, actor: ProcessKey) -> Vec<ProcessKey> {
+    let mut out = vec![actor];
+    for a in table.ancestors(&actor, 64) {
+        if is_boundary(table, &a.key) {
+            break;
+        }
+        out.push(a.key);
+    }
+    out
+}
+
+fn endpoint_text(ep: &Endpoint) -> String {
+    match ep {
+        Endpoint::Inet { protocol, addr } => format!("{protocol} {addr}"),
+        Endpoint::Unix { path } => format!("unix {path}"),
+    }
+}
+
+fn story_process(
+    table: &ProcessTable,
+    key: ProcessKey,
+    depth: usize,
+    alerts: &[Member],
+) -> StoryProcess {
+    let p = table.get(&key);
+    StoryProcess {
+        pid: key.pid,
+        start: key.start,
+        exe: p.and_then(|p| p.exe.clone()),
+        cmdline: p.map(|p| p.argv.join(" ")).unwrap_or_default(),
+        euid: p.map(|p| p.euid),
+        depth,
+        exited: p.is_none_or(|p| p.exit.is_some()),
+        alerts: alerts
+            .iter()
+            .filter(|m| m.pid == key.pid && m.start == key.start)
+            .map(|m| m.alert.clone())
+            .collect(),
+    }
+}
+
+/// Reads the story below `root` from the graph.
+pub fn story(
+    root: ProcessKey,
+    alerts: &[Member],
+    table: &ProcessTable,
+    graph: &Graph,
+    clock: &BootClock,
+) -> Story {
+    // Depth-first tree with depths, from the graph's child links.
+    let mut tree = Vec::new();
+    let mut stack = vec![(root, 0usize)];
+    let mut seen = HashSet::new();
+    // Each descendant under its parent, in one pass (a tree of thousands of processes below a
+    // long-lived root is read in linear time, not once per process shown).
+    let mut children: ahash::HashMap<ProcessKey, Vec<ProcessKey>> = ahash::HashMap::default();
+    for c in graph.descendants(&root) {
+        if let Some(parent) = table.get(&c).and_then(|p| p.parent) {
+            children.entry(parent).or_default().push(c);
+        }
+    }
+    while let Some((k, d)) = stack.pop() {
+        if !seen.insert(k) || tree.len() >= MAX_STORY_PROCESSES {
+            continue;
+        }
+        tree.push(story_process(table, k, d, alerts));
+        let mut kids = children.remove(&k).unwrap_or_default();
+        kids.sort_by_key(|c| std::cmp::Reverse(c.start));
+        stack.extend(kids.into_iter().map(|c| (c, d + 1)));
+    }
+    let (mut files, mut conns, mut users) = (Vec::new(), Vec::new(), Vec::new());
+    let mut timeline = Vec::new();
+    for sp in &tree {
+        let key = ProcessKey {
+            pid: sp.pid,
+            start: sp.start,
+        };
+        if let Some(u) = sp.euid
+            && !users.contains(&u)
+        {
+            users.push(u);
+        }
+        for (boot_ns, kind, to, ok) in graph.activity(&key) {
+            let target = match &to {
+                NodeId::File(p) => p.clone(),
+                NodeId::Endpoint(ep) => endpoint_text(ep),
+                NodeId::Process(p) => format!("pid {}", p.pid),
+                NodeId::User(u) => format!("uid {u}"),
+                NodeId::Host => "host".into(),
+            };
+            match (kind, ok) {
+                (EdgeKind::RanAs, _) => continue,
+                (EdgeKind::Wrote | EdgeKind::Created, true) if !files.contains(&target) => {
+                    files.push(target.clone());
+                }
+                (EdgeKind::Connected | EdgeKind::Accepted, true) if !conns.contains(&target) => {
+                    conns.push(target.clone());
+                }
+                _ => {}
+            }
+            let what = serde_json::to_value(kind)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            timeline.push(Moment {
+                time_ns: clock.to_unix_ns(boot_ns),
+                pid: sp.pid,
+                what,
+                target,
+                ok,
+            });
+        }
+    }
+    for m in alerts {
+        timeline.push(Moment {
+            time_ns: m.time_ns,
+            pid: m.pid,
+            what: "alert".into(),
+            target: m.rule.clone(),
+            ok: true,
+        });
+    }
+    timeline.sort_by_key(|m| m.time_ns);
+    if timeline.len() > MAX_TIMELINE {
+        let cut = timeline.len() - MAX_TIMELINE;
+        timeline.drain(..cut);
+    }
+    let root_cause = tree
+        .first()
+        .cloned()
+        .unwrap_or_else(|| story_process(table, root, 0, alerts));
+    Story {
+        children: tree.iter().filter(|p| p.depth == 1).count(),
+        blast_radius: BlastRadius {
+            processes: tree.len(),
+            files_written: files.len(),
+            endpoints: conns.len(),
+            users,
+        },
+        root_cause,
+        tree,
+        timeline,
+        files_written: files,
+        connections: conns,
+    }
+}
+
+impl IncidentBook {
+    pub fn new(host: String, started_ns: u64, policy: Policy, path: Option<PathBuf>) -> Self {
+        Self {
+            incidents: Vec::new(),
+            host,
+            id_prefix: format!("{started_ns:x}"),
+            next: 0,
+            policy,
+            persistence_alerts: HashSet::new(),
+            dirty: false,
+            signals: std::collections::VecDeque::new(),
+            signals_seen: 0,
+            suppressed: Vec::new(),
+            writer: path.clone().map(Writer::spawn),
+            path,
+            last_save: None,
+        }
+    }
+
+    /// Whether `finding` is suppressed by an exception, is a signal, or is an alert.
+    pub fn screen(&mut self, finding: &Finding) -> Screen {
+        let subject = crate::policy::ExceptionSubject {
+            rule_id: finding.rule.id.as_deref(),
+            rule_title: &finding.rule.title,
+            exe: finding.process.exe.as_deref(),
+            parent_exe: finding
+                .process
+                .ancestry
+                .first()
+                .and_then(|p| p.exe.as_deref()),
+            cmdline: &finding.process.cmdline,
+            paths: finding.entities.iter().map(String::as_str).collect(),
+        };
+        let now = i64::try_from(finding.time_ns / 1_000_000_000).unwrap_or(i64::MAX);
+        if let Some(ix) = self.policy.exception_for(&subject, now) {
+            if self.suppressed.len() < self.policy.exceptions.len() {
+                self.suppressed.resize(self.policy.exceptions.len(), 0);
+            }
+            self.suppressed[ix] += 1;
+            return Screen::Suppressed(ix);
+        }
+        if finding.rule.is_signal_only() {
+            Screen::Signal
+        } else {
+            Screen::Alert
+        }
+    }
+
+    /// Records a low-level match: kept to raise the risk of alerts on its chain later, and
+    /// joined at once to an open incident its chain runs through (whose risk it raises).
+    pub fn signal(&mut self, finding: &Finding) {
+        let actor = ProcessKey {
+            pid: finding.process.pid,
+            start: finding.process.start,
+        };
+        let sig = Signal {
+            time_ns: finding.time_ns,
+            rule_id: finding.rule.id.clone(),
+            rule: finding.rule.title.clone(),
+            author: finding.rule.author.clone(),
+            pid: actor.pid,
+            start: actor.start,
+        };
+        self.signals_seen += 1;
+        while self.signals.len() >= MAX_SIGNALS
+            || self
+                .signals
+                .front()
+                .is_some_and(|s| finding.time_ns.saturating_sub(s.time_ns) > SIGNAL_WINDOW_NS)
+        {
+            self.signals.pop_front();
+        }
+        self.signals.push_back(sig.clone());
+        // Only an incident whose chain runs through the signal's own process: a long-lived
+        // ancestor they share (a CI runner, a terminal's shell) does not make the look-around
+        // of one child part of another child's incident.
+        if let Some(inc) = self
+            .incidents
+            .iter_mut()
+            .find(|i| i.status == Status::Open && i.chain.contains(&actor))
+        {
+            let new_rule = !inc.signals.iter().any(|s| s.rule == sig.rule);
+            inc.signals.push(sig);
+            if new_rule && inc.signals.len() <= 3 {
+                inc.risk = inc.risk.saturating_add(5).min(100);
+                inc.decision = triage::decide(&self.policy, inc.risk);
+            }
+            inc.updated_ns = inc.updated_ns.max(finding.time_ns);
+            self.dirty = true;
+        }
+    }
+
+    /// Signals recorded since the sensor started.
+    pub fn signals_seen(&self) -> u64 {
+        self.signals_seen
+    }
+
+    /// What each exception of the policy in force suppressed.
+    pub fn exception_counts(&self, now_unix: i64) -> Vec<ExceptionCount> {
+        self.policy
+            .exceptions
+            .iter()
+            .enumerate()
+            .map(|(i, x)| ExceptionCount {
+                rule: x.rule.clone(),
+                reason: x.reason.clone(),
+                suppressed: self.suppressed.get(i).copied().unwrap_or(0),
+                expired: x.expires_unix().is_some_and(|t| now_unix >= t),
+            })
+            .collect()
+    }
+
+    pub fn set_policy(&mut self, policy: Policy) {
+        if policy.exceptions != self.policy.exceptions {
+            self.suppressed.clear();
+        }
+        self.policy = policy;
+    }
+
+    pub fn incidents(&self) -> &[Incident] {
+        &self.incidents
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Incident> {
+        self.incidents.iter().find(|i| i.id == id)
+    }
+
+    /// Scores `finding`, joins it to its incident (or opens one), decides, and pins the
+    /// incident's processes so its story outlives the retention window.
+    pub fn triage(
+        &mut self,
+        finding: Finding,
+        table: &mut ProcessTable,
+        graph: &Graph,
+        clock: &BootClock,
+    ) -> Alert {
+        let actor = ProcessKey {
+            pid: finding.process.pid,
+            start: finding.process.start,
+        };
+        let chain = chain(table, actor);
+        if finding.rule.is_persistence_or_privilege() {
+            self.persistence_alerts.insert(finding.id.clone());
+        }
+        let ix = match self
+            .incidents
+            .iter()
+            .position(|i| i.status == Status::Open && chain.iter().any(|k| i.chain.contains(k)))
+        {
+            Some(ix) => ix,
+            None => {
+                self.next += 1;
+                if self.incidents.len() >= MAX_INCIDENTS {
+                    let gone = self.incidents.remove(0);
+                    for k in &gone.chain {
+                        table.unpin(k);
+                    }
+                }
+                let decision = triage::decide(&self.policy, 0);
+                self.incidents.push(Incident {
+                    id: format!("inc-{}-{}", self.id_prefix, self.next),
+                    host: self.host.clone(),
+                    status: Status::Open,
+                    opened_ns: finding.time_ns,
+                    updated_ns: finding.time_ns,
+                    risk: 0,
+                    severity: finding.rule.severity,
+                    techniques: Vec::new(),
+                    alerts: Vec::new(),
+                    decision,
+                    story: story(actor, &[], table, graph, clock),
+                    signals: Vec::new(),
+                    chain: HashSet::new(),
+                    root: actor,
+                    stale: true,
+                });
+                self.incidents.len() - 1
+            }
+        };
+        // The highest process on the chain with a finding or an edge off the host (loopback
+        // traffic stays on the host, so it makes no root cause).
+        let top = chain
+            .iter()
+            .rev()
+            .find(|k| {
+                **k == actor
+                    || graph.off_host(k)
+                    || self.incidents[ix]
+                        .alerts
+                        .iter()
+                        .any(|m| m.pid == k.pid && m.start == k.start)
+            })
+            .copied()
+            .unwrap_or(actor);
+        let persistence = self.incidents[ix].has_persistence(&self.persistence_alerts);
+        let inc = &mut self.incidents[ix];
+        let network_facing = chain.iter().any(|k| graph.network_facing(k));
+        // What counts as the same attack for spread and signals: the alert's root cause (the
+        // highest process on its chain with a finding or a network edge) and what descends
+        // from it. Siblings that merely share a long-lived ancestor above it (a CI runner, a
+        // terminal's shell) are in the incident but not in this finding's story.
+        let related =
+            |k: ProcessKey| k == top || table.ancestors(&k, 64).iter().any(|a| a.key == top);
+        let others: HashSet<(u32, u64)> = inc
+            .alerts
+            .iter()
+            .map(|m| (m.pid, m.start))
+            .filter(|k| *k != (actor.pid, actor.start))
+            .filter(|&(pid, start)| related(ProcessKey { pid, start }))
+            .collect();
+        // Signals on this chain join the incident; those related to this finding raise it.
+        let on_chain = self
+            .signals
+            .iter()
+            .filter(|s| {
+                finding.time_ns.saturating_sub(s.time_ns) <= SIGNAL_WINDOW_NS
+                    && chain.iter().any(|k| k.pid == s.pid && k.start == s.start)
+            })
+            .filter(|s| !inc.signals.contains(s))
+            .cloned()
+            .collect::<Vec<_>>();
+        inc.signals.extend(on_chain);
+        let related_signals = inc
+            .signals
+            .iter()
+            .filter(|s| {
+                related(ProcessKey {
+                    pid: s.pid,
+                    start: s.start,
+                })
+            })
+            .count();
+        let risk = triage::score(
+            &finding.rule,
+            self.policy.asset.criticality,
+            &Context {
+                privileged: finding.process.euid == 0,
+                network_facing,
+                persistence: persistence || finding.rule.is_persistence_or_privilege(),
+                spread: others.len(),
+                signals: related_signals,
+            },
+        );
+        // A root higher up (an ancestor of the current one) replaces it.
+        if inc.alerts.is_empty() || table.ancestors(&inc.root, 64).iter().any(|a| a.key == top) {
+            inc.root = top;
+        }
+        for k in &chain {
+            if inc.chain.insert(*k) {
+                table.pin(*k);
+            }
+        }
+        inc.alerts.push(Member {
+            alert: finding.id.clone(),
+            time_ns: finding.time_ns,
+            rule_id: finding.rule.id.clone(),
+            rule: finding.rule.title.clone(),
+            pid: actor.pid,
+            start: actor.start,
+            risk: risk.score,
+        });
+        inc.updated_ns = inc.updated_ns.max(finding.time_ns);
+        inc.risk = inc.risk.max(risk.score);
+        inc.severity = inc.severity.max(finding.rule.severity);
+        for t in &finding.rule.technique {
+            if !inc.techniques.contains(t) {
+                inc.techniques.push(t.clone());
+            }
+        }
+        inc.decision = triage::decide(&self.policy, inc.risk);
+        // The story is read from the graph on the next tick (or when asked for), off the
+        // path from detection to response.
+        inc.stale = true;
+        let alert = Alert {
+            incident: inc.id.clone(),
+            risk,
+            finding,
+        };
+        // Saved on the next tick, off the path from detection to response.
+        self.dirty = true;
+        alert
+    }
+
+    /// Re-reads every open incident's story from the graph (for `incidents`).
+    pub fn refresh(&mut self, table: &ProcessTable, graph: &Graph, clock: &BootClock) {
+        for inc in &mut self.incidents {
+            inc.story = story(inc.root, &inc.alerts, table, graph, clock);
+        }
+    }
+
+    /// Brings stale stories up to date and saves, if anything changed since the last save.
+    pub fn save_if_changed(&mut self, table: &ProcessTable, graph: &Graph, clock: &BootClock) {
+        // At most once a second: while alerts stream in, each save's sync would share the
+        // file system's commits with the journal's, on the path from detection to response.
+        if !self.dirty || self.last_save.is_some_and(|t| t.elapsed() < SAVE_EVERY) {
+            return;
+        }
+        self.dirty = false;
+        self.last_save = Some(std::time::Instant::now());
+        for inc in self.incidents.iter_mut().filter(|i| i.stale) {
+            inc.story = story(inc.root, &inc.alerts, table, graph, clock);
+            inc.stale = false;
+        }
+        self.save();
+    }
+
+    /// Writes `STATE/incidents.json` (write, sync, rename: never half a file), on the
+    /// writer thread when there is one.
+    pub fn save(&self) {
+        let Some(path) = &self.path else { return };
+        let bytes = match serde_json::to_vec(&self.incidents) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot serialize incidents");
+                return;
+            }
+        };
+        let queued = match self.writer.as_ref().and_then(|w| w.tx.as_ref()) {
+            Some(tx) => tx.send(bytes),
+            None => Err(std::sync::mpsc::SendError(bytes)),
+        };
+        if let Err(std::sync::mpsc::SendError(bytes)) = queued
+            && let Err(e) = write_atomically(path, &bytes)
+        {
+            tracing::error!(path = %path.display(), error = %e, "cannot save incidents");
+        }
+    }
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(bytes)?;
+    f.write_all(b"\n")?;
+    f.sync_data()?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Writes `incidents.json` on a thread of its own, so the sync never holds up the event loop
+/// between a detection and its response: the newest content wins. Dropping it writes what is
+/// still queued and waits for it.
+struct Writer {
+    tx: Option<std::sync::mpsc::Sender<Vec<u8>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Writer {
+    fn spawn(path: PathBuf) -> Self {
+        let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        let thread = std::thread::Builder::new()
+            .name("vigil-incidents".into())
+            .spawn(move || {
+                while let Ok(mut bytes) = rx.recv() {
+                    // Only the newest of what queued up meanwhile is worth writing.
+                    while let Ok(newer) = rx.try_recv() {
+                        bytes = newer;
+                    }
+                    if let Err(e) = write_atomically(&path, &bytes) {
+                        tracing::error!(path = %path.display(), error = %e, "cannot save incidents");
+                    }
+                }
+            })
+            .ok();
+        Self {
+            tx: thread.is_some().then_some(tx),
+            thread,
+        }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Reads a saved `incidents.json`.
+pub fn read(path: &Path) -> std::io::Result<Vec<Incident>> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => serde_json::from_str(&t)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
+/// An incident for a person: the story as a tree, then the timeline.
+pub fn render(inc: &Incident) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "INCIDENT {}  risk {}  {:?}  {}",
+        inc.id, inc.risk, inc.severity, inc.host
+    );
+    let _ = writeln!(
+        s,
+        "  decision: {:?}: {} (policy v{}, {})",
+        inc.decision.verdict, inc.decision.reason, inc.decision.policy_version, inc.decision.clause
+    );
+    if !inc.techniques.is_empty() {
+        let _ = writeln!(s, "  techniques: {}", inc.techniques.join(", "));
+    }
+    let rc = &inc.story.root_cause;
+    let _ = writeln!(
+        s,
+        "  root cause: pid {} {} {}",
+        rc.pid,
+        rc.exe.as_deref().unwrap_or("?"),
+        rc.cmdline
+    );
+    let _ = writeln!(s, "  process tree:");
+    for p in &inc.story.tree {
+        let marks: Vec<String> = inc
+            .alerts
+            .iter()
+            .filter(|m| p.alerts.contains(&m.alert))
+            .map(|m| format!("[ALERT {}]", m.rule))
+            .collect();
+        let _ = writeln!(
+            s,
+            "    {}{}{} {}{} {}",
+            "  ".repeat(p.depth),
+            if p.depth > 0 { "└─ " } else { "" },
+            p.pid,
+            if p.cmdline.is_empty() {
+                p.exe.as_deref().unwrap_or("?")
+            } else {
+                &p.cmdline
+            },
+            if p.exited { " (exited)" } else { "" },
+            marks.join(" ")
+        );
+    }
+    let _ = writeln!(s, "  timeline:");
+    for m in &inc.story.timeline {
+        let secs = m.time_ns / 1_000_000_000;
+        let (h, mi, se, ms) = (
+            (secs / 3600) % 24,
+            (secs / 60) % 60,
+            secs % 60,
+            (m.time_ns / 1_000_000) % 1000,
+        );
+        let _ = writeln!(
+            s,
+            "    {h:02}:{mi:02}:{se:02}.{ms:03}Z  pid {:<7} {:<12} {}{}",
+            m.pid,
+            m.what,
+            m.target,
+            if m.ok { "" } else { " (failed)" }
+        );
+    }
+    let b = &inc.story.blast_radius;
+    let _ = writeln!(
+        s,
+        "  blast radius: {} processes, {} files written, {} endpoints, uids {:?}",
+        b.processes, b.files_written, b.endpoints, b.users
+    );
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use sensor_common::decode::testing::task;
+
+    use super::*;
+    use crate::{
+        detect::rules::behaviour::rule::Confidence,
+        model::graph::{Graph, GraphLimits},
+        model::process_table::TableLimits,
+        triage::alerts::{AlertProcess, RuleRef, RuleSource},
+    };
+
+    fn finding(id: &str, pid: u32, start: u64, source: RuleSource, severity: Level) -> Finding {
+        Finding {
+            id: id.into(),
+            time_ns: 1_800_000_000_000_000_000,
+            host: "h".into(),
+            rule: RuleRef {
+                id: Some(format!("rule-{id}")),
+                title: format!("Rule {id}"),
+                technique: vec!["T1059".into()],
+                severity,
+                confidence: Confidence::High,
+                source,
+                author: None,
+                tags: vec![],
+                response: vec![],
+                file: "t.yml".into(),
+            },
+            process: AlertProcess {
+                pid,
+                start,
+                exe: Some("/usr/bin/bash".into()),
+                cmdline: "bash x".into(),
+                uid: 1000,
+                euid: 1000,
+                user: None,
+                ancestry: vec![],
+            },
+            entities: vec!["/tmp/x".into()],
+            evidence: vec![],
+        }
+    }
+
+    /// A shell (pid 10) and its child (pid 11), both started at 1 s.
+    fn world() -> (ProcessTable, Graph, ProcessKey, ProcessKey) {
+        let mut t = ProcessTable::new(100, TableLimits::default());
+        let sh = t.on_fork(&task(10, 1, 1, 0, "bash"));
+        let child = t.on_fork(&task(11, 1, 10, 1, "bash"));
+        (t, Graph::new("h".into(), GraphLimits::default()), sh, child)
+    }
+
+    fn book(policy: Policy) -> IncidentBook {
+        IncidentBook::new("h".into(), 1, policy, None)
+    }
+
+    #[test]
+    fn low_sigma_matches_are_signals_that_raise_a_later_alert_on_their_chain() {
+        let (mut t, g, sh, child) = world();
+        let mut b = book(Policy::shipped().expect("policy"));
+        // A low match on the child itself, and one on its parent shell (above the alert's
+        // root cause, which is the child: neither has a network edge or another finding).
+        let low = finding("a", child.pid, child.start, RuleSource::Sigma, Level::Low);
+        assert_eq!(b.screen(&low), Screen::Signal);
+        b.signal(&low);
+        assert!(b.incidents().is_empty(), "a signal opens no incident");
+        let info = finding(
+            "b",
+            sh.pid,
+            sh.start,
+            RuleSource::Sigma,
+            Level::Informational,
+        );
+        assert_eq!(b.screen(&info), Screen::Signal);
+        b.signal(&info);
+        let medium = finding(
+            "c",
+            child.pid,
+            child.start,
+            RuleSource::Sigma,
+            Level::Medium,
+        );
+        assert_eq!(b.screen(&medium), Screen::Alert);
+        let alert = b.triage(medium, &mut t, &g, &BootClock::fixed(0));
+        assert!(
+            alert
+                .risk
+                .factors
+                .iter()
+                .any(|f| f.name == "low-level signals on the chain" && f.points == 5),
+            "only the child's own signal raises it: {:?}",
+            alert.risk
+        );
+        assert_eq!(alert.risk.score, 55);
+        assert_eq!(b.incidents()[0].signals.len(), 2, "both are in its story");
+        // A later signal of a process on the incident's chain joins it and raises its risk.
+        let later = finding("d", child.pid, child.start, RuleSource::Sigma, Level::Low);
+        b.signal(&later);
+        assert_eq!(b.incidents()[0].signals.len(), 3);
+        assert_eq!(b.incidents()[0].risk, 60);
+        assert_eq!(b.signals_seen(), 3);
+    }
+
+    #[test]
+    fn siblings_under_a_long_lived_parent_do_not_raise_each_other() {
+        let (mut t, g, sh, child) = world();
+        let sibling = t.on_fork(&task(12, 1, 10, 1, "bash"));
+        let mut b = book(Policy::shipped().expect("policy"));
+        let clock = BootClock::fixed(0);
+        let first = b.triage(
+            finding(
+                "a",
+                child.pid,
+                child.start,
+                RuleSource::Sigma,
+                Level::Medium,
+            ),
+            &mut t,
+            &g,
+            &clock,
+        );
+        let noisy = finding(
+            "b",
+            sibling.pid,
+            sibling.start,
+            RuleSource::Sigma,
+            Level::Low,
+        );
+        b.signal(&noisy);
+        let second = b.triage(
+            finding(
+                "c",
+                sibling.pid,
+                sibling.start,
+                RuleSource::Sigma,
+                Level::Medium,
+            ),
+            &mut t,
+            &g,
+            &clock,
+        );
+        assert_eq!(
+            first.incident, second.incident,
+            "one incident through the shell {sh:?}"
+        );
+        assert!(
+            !second
+                .risk
+                .factors
+                .iter()
+                .any(|f| f.name == "spread to other processes"),
+            "the other child is not this finding's spread: {:?}",
+            second.risk
+        );
+        assert!(
+            second
+                .risk
+                .factors
+                .iter()
+                .any(|f| f.name == "low-level signals on the chain"),
+            "its own signal counts: {:?}",
+            second.risk
+        );
+    }
+
+    #[test]
+    fn a_behaviour_rule_of_low_severity_still_alerts() {
+        let mut b = book(Policy::shipped().expect("policy"));
+        let f = finding("a", 10, 1, RuleSource::Behaviour, Level::Low);
+        assert_eq!(b.screen(&f), Screen::Alert);
+    }
+
+    #[test]
+    fn exceptions_suppress_and_count_only_what_they_name() {
+        let policy = Policy::parse(
+            &format!(
+                "{}\n[[exceptions]]\nrule = \"rule-a\"\npath = \"/tmp/*\"\nreason = \"build dir\"\n",
+                crate::policy::DEFAULT_POLICY
+            ),
+            "test",
+        )
+        .expect("policy");
+        let mut b = book(policy);
+        let hit = finding("a", 10, 1, RuleSource::Behaviour, Level::High);
+        assert_eq!(b.screen(&hit), Screen::Suppressed(0));
+        assert_eq!(b.screen(&hit), Screen::Suppressed(0));
+        let other = finding("b", 10, 1, RuleSource::Behaviour, Level::High);
+        assert_eq!(b.screen(&other), Screen::Alert);
+        let mut elsewhere = finding("a", 10, 1, RuleSource::Behaviour, Level::High);
+        elsewhere.entities = vec!["/etc/cron.d/x".into()];
+        assert_eq!(b.screen(&elsewhere), Screen::Alert);
+        let counts = b.exception_counts(0);
+        assert_eq!(counts.len(), 1);
+        assert_eq!(counts[0].suppressed, 2);
+        assert_eq!(counts[0].reason, "build dir");
+    }
+
+    #[test]
+    fn findings_on_one_chain_join_one_incident() {
+        let (mut t, g, sh, child) = world();
+        let mut b = book(Policy::shipped().expect("policy"));
+        let clock = BootClock::fixed(0);
+        let first = b.triage(
+            finding("a", sh.pid, sh.start, RuleSource::Behaviour, Level::High),
+            &mut t,
+            &g,
+            &clock,
+        );
+        let second = b.triage(
+            finding(
+                "b",
+                child.pid,
+                child.start,
+                RuleSource::Behaviour,
+                Level::High,
+            ),
+            &mut t,
+            &g,
+            &clock,
+        );
+        assert_eq!(first.incident, second.incident);
+        assert_eq!(b.incidents().len(), 1);
+        assert_eq!(b.incidents()[0].alerts.len(), 2);
+        assert!(
+            second
+                .risk
+                .factors
+                .iter()
+                .any(|f| f.name == "spread to other processes"),
+            "{:?}",
+            second.risk
+        );
+        let unrelated = b.triage(
+            finding("c", 99, 9, RuleSource::Behaviour, Level::High),
+            &mut t,
+            &g,
+            &clock,
+        );
+        assert_ne!(unrelated.incident, first.incident);
+    }
+}

@@ -1,0 +1,156 @@
+//! Indicators: what an incident left on a host, derived from its alerts, and the look on the
+//! host as it is now that verification makes before the controller releases it.
+//!
+//! The controller derives them ([`of_alert`]) from the alerts it holds; the sensor answers
+//! ([`look`]) from its process table, the filesystem, `/proc/net` and, for persistence files,
+//! the baseline of what they held before.
+
+use std::{collections::BTreeSet, net::SocketAddr, path::Path};
+
+use sensor_common::protocol::{Indicator, Presence};
+
+use crate::{
+    host::procfs,
+    model::events::{Event, What},
+    model::process_table::{ProcessKey, ProcessTable},
+    triage::alerts::Alert,
+};
+
+/// Where a payload run from is itself an indicator: world-writable staging directories.
+const STAGING: &[&str] = &["/tmp/", "/var/tmp/", "/dev/shm/"];
+
+/// The indicators of one alert: the processes involved, the files they wrote, created,
+/// renamed into place or made executable, an executable run from a staging directory, and
+/// the remote endpoints they talked to (loopback aside).
+pub fn of_alert(alert: &Alert) -> BTreeSet<Indicator> {
+    let mut out = BTreeSet::new();
+    let p = &alert.finding.process;
+    out.insert(Indicator::Process {
+        pid: p.pid,
+        start: p.start,
+        exe: p.exe.clone(),
+    });
+    for e in &alert.finding.evidence {
+        of_event(e, &mut out);
+    }
+    out
+}
+
+fn of_event(e: &Event, out: &mut BTreeSet<Indicator>) {
+    let mut file = |path: &Option<String>| {
+        if let Some(path) = path.as_deref().filter(|p| p.starts_with('/')) {
+            out.insert(Indicator::File {
+                path: path.to_owned(),
+            });
+        }
+    };
+    match &e.what {
+        What::Open {
+            file: f,
+            write,
+            create,
+            ..
+        } if *write || *create => file(&f.path),
+        What::Rename { to, .. } => file(&to.path),
+        What::Chmod { file: f, .. } => file(&f.path),
+        What::Exec { .. }
+            if e.exe
+                .as_deref()
+                .is_some_and(|x| STAGING.iter().any(|d| x.starts_with(d))) =>
+        {
+            file(&e.exe);
+        }
+        What::Connect { net } | What::Accept { net } => {
+            if let Some(remote) = net.remote.filter(|r| !r.ip().to_canonical().is_loopback()) {
+                out.insert(Indicator::Endpoint { addr: remote });
+            }
+        }
+        _ => {}
+    }
+    out.insert(Indicator::Process {
+        pid: e.pid,
+        start: e.start,
+        exe: e.exe.clone(),
+    });
+}
+
+/// What verification consults on the host.
+pub struct Host<'a> {
+    pub table: &'a ProcessTable,
+    pub proc_root: &'a Path,
+    /// For a persistence file the sensor knows from before: the lines it holds now that it
+    /// did not then. None for any other file.
+    pub residue: &'a dyn Fn(&str) -> Option<std::io::Result<Vec<String>>>,
+}
+
+/// The indicators present on the host now, each with what was seen.
+pub fn look(indicators: &[Indicator], host: &Host<'_>) -> Vec<Presence> {
+    let mut open: Option<Vec<SocketAddr>> = None;
+    indicators
+        .iter()
+        .filter_map(|i| {
+            let detail = match i {
+                Indicator::File { path } => file_present(path, host)?,
+                Indicator::Process { pid, start, .. } => {
+                    let key = ProcessKey {
+                        pid: *pid,
+                        start: *start,
+                    };
+                    let p = host.table.live(*pid).filter(|p| p.key == key)?;
+                    if !host.proc_root.join(pid.to_string()).exists() {
+                        return None;
+                    }
+                    let line = if p.argv.is_empty() {
+                        p.comm.clone()
+                    } else {
+                        p.argv.join(" ")
+                    };
+                    format!("still running: {line}")
+                }
+                Indicator::Endpoint { addr } => {
+                    let open = open.get_or_insert_with(|| established(host.proc_root));
+                    let want = (addr.ip().to_canonical(), addr.port());
+                    open.iter()
+                        .any(|r| (r.ip().to_canonical(), r.port()) == want)
+                        .then(|| "a connection to it is open".to_owned())?
+                }
+            };
+            Some(Presence {
+                indicator: i.clone(),
+                detail,
+            })
+        })
+        .collect()
+}
+
+fn file_present(path: &str, host: &Host<'_>) -> Option<String> {
+    match (host.residue)(path) {
+        Some(Ok(lines)) if lines.is_empty() => None,
+        Some(Ok(lines)) => Some(format!(
+            "still holds {} line(s) it did not hold before: {}",
+            lines.len(),
+            lines
+                .iter()
+                .map(|l| format!("{:?}", l.trim_end()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+        Some(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Some(Err(e)) => Some(format!("cannot be read to check it ({e})")),
+        None => match std::fs::symlink_metadata(path) {
+            Ok(m) => Some(format!("exists ({} bytes)", m.len())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => Some(format!("cannot be checked ({e})")),
+        },
+    }
+}
+
+/// Remote ends of the TCP connections of the sensor's network namespace that are not
+/// listening sockets.
+fn established(proc_root: &Path) -> Vec<SocketAddr> {
+    procfs::net_sockets(proc_root)
+        .into_values()
+        .filter(|s| s.protocol == "tcp" && !s.listening && s.remote.port() != 0)
+        .map(|s| s.remote)
+        .collect()
+}
