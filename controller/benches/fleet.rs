@@ -6,6 +6,11 @@
 //!
 //! Arguments: `SENSORS DELTAS EDGES` (defaults 1000 sensors, 10 deltas of 100 edges each:
 //! a million edges).
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    reason = "a test or benchmark stops loudly at the first thing that fails"
+)]
 
 use std::{
     net::SocketAddr,

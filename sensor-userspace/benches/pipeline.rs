@@ -2,6 +2,11 @@
 //! kernel: synthetic records shaped like a busy host (writes, connects, process churn).
 //! Run by `cargo xtask bench pipeline`; prints one line per configuration. `ONLY=text` in the
 //! environment runs only the configurations whose name holds `text` (for profiling one).
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    reason = "a test or benchmark stops loudly at the first thing that fails"
+)]
 
 use std::time::Instant;
 

@@ -2,6 +2,11 @@
 //! says `attached` on standard output, and detaches when standard input closes. `cargo xtask
 //! bench` runs its storms beside it to measure the floor: what the kernel charges for a hook
 //! with nothing in it, under which no program at that hook can go.
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    reason = "a test or benchmark stops loudly at the first thing that fails"
+)]
 
 use std::io::{BufRead as _, Write as _};
 

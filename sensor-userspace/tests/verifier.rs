@@ -1,4 +1,9 @@
 //! A program the kernel verifier rejects is reported with its name and the verifier's reason.
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    reason = "a test or benchmark stops loudly at the first thing that fails"
+)]
 
 use sensor_userspace::kernel::{
     btf::VMLINUX_BTF,

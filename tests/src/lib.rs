@@ -3,6 +3,10 @@
 //!
 //! A loaded program sees the whole host, so every assertion filters by the pids the test itself
 //! made; every wait has a deadline and fails with what it did see.
+#![expect(
+    clippy::expect_used,
+    reason = "test helpers fail loudly, naming what failed, rather than return errors"
+)]
 
 use std::{
     io::{BufRead, BufReader, Read, Seek, SeekFrom},

@@ -1,5 +1,10 @@
 //! Sigma rules on live events: real activity raises an alert that credits the rule and names
 //! the process and its lineage; a near miss raises none.
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    reason = "a test or benchmark stops loudly at the first thing that fails"
+)]
 
 use std::{net::TcpListener, path::PathBuf, process::Command};
 

@@ -1,4 +1,9 @@
 //! Bad input gives a clear error that names the problem, never a panic.
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    reason = "a test or benchmark stops loudly at the first thing that fails"
+)]
 
 use vigil_tests::{kernel_tests_enabled, sensor_cmd};
 

@@ -3,6 +3,11 @@
 //!
 //! Each action runs under its own `sh -c`, and alerts are matched to it by lineage, since the
 //! sensor sees the whole host (other tests included).
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    reason = "a test or benchmark stops loudly at the first thing that fails"
+)]
 
 use std::{
     io::{Read as _, Write as _},

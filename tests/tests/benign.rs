@@ -7,6 +7,11 @@
 //! them (`VIGIL_SIGMA_DIR`): no alert at or above the policy's `risk.escalate_at` (Sigma's
 //! informational and low rules are signals, never alerts).
 //! Alone in its test binary, so no other test's activity reaches these sensors.
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    reason = "a test or benchmark stops loudly at the first thing that fails"
+)]
 
 use std::process::{Command, Stdio};
 

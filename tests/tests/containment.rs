@@ -5,6 +5,11 @@
 //! "host" under test is the processes the test puts in it: isolating the real cgroup root would
 //! cut this machine's own traffic. Every peer lives in a network namespace reached over a veth
 //! pair, so the isolated side has a real route to reach or be refused.
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    reason = "a test or benchmark stops loudly at the first thing that fails"
+)]
 
 use std::{
     io::Write as _,

@@ -1,6 +1,11 @@
 //! The controller with real sensors over real QUIC on loopback: enrollment, refusal of every
 //! peer that has no right to anything, store-and-forward across a controller restart, and
 //! containment driven from the controller.
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    reason = "a test or benchmark stops loudly at the first thing that fails"
+)]
 
 use std::{
     net::SocketAddr,

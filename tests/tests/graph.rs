@@ -1,5 +1,10 @@
 //! The entity graph against the real kernel: a scripted attack chain gives exactly the expected
 //! lineage, files written and connections; 100,000 short-lived processes stay under the caps.
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    reason = "a test or benchmark stops loudly at the first thing that fails"
+)]
 
 use std::{
     collections::BTreeSet,

@@ -3,6 +3,11 @@
 //! itself, the environment an exec was given, the script an interpreter runs, timestamps set
 //! by hand, inode flags (chattr) and sysctls written under /proc/sys. Each test does the real
 //! thing and asserts the fields the sensor reported, and a near miss where there is one.
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    reason = "a test or benchmark stops loudly at the first thing that fails"
+)]
 
 use std::{
     os::unix::fs::MetadataExt,

@@ -1,5 +1,10 @@
 //! The policy: refused whole with the key and the reason, the running sensor keeping the one
 //! in force; reloaded on SIGHUP and on request.
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    reason = "a test or benchmark stops loudly at the first thing that fails"
+)]
 
 use std::{path::PathBuf, time::Duration};
 

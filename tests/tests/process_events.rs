@@ -1,5 +1,10 @@
 //! Process telemetry against the real kernel: exec with its exact argument vector and lineage,
 //! exit codes and signals, processes older than the sensor, drops counted, clean shutdown.
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    reason = "a test or benchmark stops loudly at the first thing that fails"
+)]
 
 use std::process::{Command, Stdio};
 

@@ -1,5 +1,10 @@
 //! Autonomous response on the real kernel: what the shipped rules and policy contain, how it
 //! is journaled, and how it is undone.
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    reason = "a test or benchmark stops loudly at the first thing that fails"
+)]
 
 use std::{
     io::{Read as _, Write as _},

@@ -1,5 +1,10 @@
 //! `vigil-sensor rules check`: the public SigmaHQ Linux rules all load; broken rules are named
 //! with their file, line and problem while the others still load.
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    reason = "a test or benchmark stops loudly at the first thing that fails"
+)]
 
 use std::path::PathBuf;
 

@@ -1,5 +1,10 @@
 //! Every monitored syscall against the real kernel: the test does the real thing and asserts
 //! the exact fields the sensor reported, including for failed attempts.
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    reason = "a test or benchmark stops loudly at the first thing that fails"
+)]
 
 use std::{
     io::Write,

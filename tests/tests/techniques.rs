@@ -5,6 +5,11 @@
 //! Files under /etc are made with names of their own and removed at once; nothing here
 //! changes how the host behaves. The sensor runs in observe mode: containment has its own
 //! tests. Each action runs under its own `sh -c`, and alerts are matched to it by lineage.
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    reason = "a test or benchmark stops loudly at the first thing that fails"
+)]
 
 use std::process::Command;
 

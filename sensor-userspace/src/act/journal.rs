@@ -291,8 +291,9 @@ impl Journal {
         let mut line = serde_json::to_vec(&r).map_err(|e| write_err(e.into()))?;
         line.push(b'\n');
         self.file.append(&line).map_err(write_err)?;
+        let at = self.records.len();
         self.index(r);
-        Ok(self.records.last().expect("just pushed"))
+        Ok(&self.records[at])
     }
 
     pub fn records(&self) -> &[Record] {
