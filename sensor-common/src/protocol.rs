@@ -291,10 +291,6 @@ pub enum Command {
     },
 }
 
-/// What a sensor answers a [`Command::Release`] when nothing is isolated: the controller
-/// tells that apart from a failure.
-pub const NOT_ISOLATED: &str = "the host is not isolated";
-
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CommandReply {
     /// The action records it produced (JSON, the journal's schema).
@@ -317,6 +313,9 @@ pub enum CommandReply {
         found: Vec<String>,
         hashed: u64,
     },
+    /// The answer to a [`Command::Release`] when nothing is isolated: not a failure. Last, so
+    /// the variants before it keep their numbers on the wire.
+    NotIsolated,
 }
 
 /// Whether `s` is a SHA-256 as sweeps take it: 64 lower-case hex digits.

@@ -234,6 +234,8 @@ pub enum Response {
     Paths {
         paths: Vec<String>,
     },
+    /// A release found nothing isolated.
+    NotIsolated,
     Error {
         message: String,
     },

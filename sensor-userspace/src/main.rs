@@ -281,8 +281,10 @@ fn init_logging() {
 fn ask(state: &Path, req: &Request) -> Result<Response> {
     let socket = StateDir::existing(state).control_socket();
     let resp = control::request(&socket, req)?;
-    if let Response::Error { message } = &resp {
-        bail!("the sensor refused the request: {message}");
+    match &resp {
+        Response::Error { message } => bail!("the sensor refused the request: {message}"),
+        Response::NotIsolated => bail!("the sensor refused the request: the host is not isolated"),
+        _ => {}
     }
     Ok(resp)
 }

@@ -271,9 +271,7 @@ impl Running {
                 let who = by.as_deref().unwrap_or(LOCAL_OPERATOR);
                 let held = self.responder.in_force(crate::policy::Action::Isolate);
                 if held.is_empty() {
-                    return Response::Error {
-                        message: sensor_common::protocol::NOT_ISOLATED.into(),
-                    };
+                    return Response::NotIsolated;
                 }
                 let mut records = Vec::new();
                 for id in held {

@@ -516,6 +516,7 @@ fn reply(r: Result<CommandReply, crate::services::LinkError>) -> OpResponse {
             .map(|b| serde_json::from_slice(b).unwrap_or(serde_json::Value::Null))
             .collect::<Vec<serde_json::Value>>()),
         Ok(CommandReply::Refused { reason }) => err(format!("the sensor refused: {reason}")),
+        Ok(CommandReply::NotIsolated) => err("the sensor refused: the host is not isolated"),
         Ok(CommandReply::Applied { detail }) => ok(detail),
         Ok(CommandReply::Verified { present }) => ok(present),
         Ok(CommandReply::Swept { found, hashed }) => {

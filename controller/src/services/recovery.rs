@@ -5,7 +5,7 @@
 //! the host as it is now. While any is present the release is refused, naming each. `--force`
 //! skips the look, and the closing records who forced it.
 
-use sensor_common::protocol::{Command, CommandReply, Indicator, NOT_ISOLATED, Presence};
+use sensor_common::protocol::{Command, CommandReply, Indicator, Presence};
 use serde::Serialize;
 
 use crate::{lock, now_ns, services::Fleet, services::incidents, store::Closed};
@@ -111,13 +111,13 @@ pub async fn release(
                 .collect(),
             None,
         ),
-        Ok(CommandReply::Refused { reason }) if reason == NOT_ISOLATED => {
+        Ok(CommandReply::NotIsolated) => {
             if open.is_empty() {
                 return Err(ReleaseError::Nothing {
                     host: host.to_owned(),
                 });
             }
-            (Vec::new(), Some(reason))
+            (Vec::new(), Some("the host is not isolated".to_owned()))
         }
         Ok(CommandReply::Refused { reason }) => return Err(ReleaseError::Host(reason)),
         Ok(other) => return Err(ReleaseError::Host(format!("unexpected answer {other:?}"))),

@@ -16,7 +16,7 @@ use crate::{
     services::Fleet,
     services::hunt,
     store::AuditEntry,
-    store::{Hit, HuntIncident, Respond, Standing},
+    store::{Hit, HostResponse, HuntIncident, Respond, Standing},
 };
 
 /// The shortest interval between runs.
@@ -132,15 +132,16 @@ pub async fn run_once(fleet: &Fleet, mut h: Standing) -> Result<Option<HuntIncid
             return Ok(None);
         }
         let hosts: BTreeSet<String> = hits.iter().map(|x| x.host.clone()).collect();
-        let pending = |hosts: &BTreeSet<String>| -> std::collections::BTreeMap<String, String> {
-            match h.respond {
-                Respond::Record => Default::default(),
-                Respond::Isolate => hosts
-                    .iter()
-                    .map(|x| (x.clone(), PENDING.to_owned()))
-                    .collect(),
-            }
-        };
+        let pending =
+            |hosts: &BTreeSet<String>| -> std::collections::BTreeMap<String, HostResponse> {
+                match h.respond {
+                    Respond::Record => Default::default(),
+                    Respond::Isolate => hosts
+                        .iter()
+                        .map(|x| (x.clone(), HostResponse::Pending))
+                        .collect(),
+                }
+            };
         // Hits that trickle in over several runs (hosts' deltas arrive a second apart, an
         // offline host later) join the hunt's latest incident while it is recent and no
         // release has closed it anywhere.
@@ -194,16 +195,13 @@ pub async fn run_once(fleet: &Fleet, mut h: Standing) -> Result<Option<HuntIncid
 /// How long a hunt's new hits join its latest open incident rather than open another.
 const JOIN_WINDOW_NS: u64 = 3600 * 1_000_000_000;
 
-/// What a response waits as until its host is reached.
-pub const PENDING: &str = "pending: the host was not connected";
-
 /// Carries out the pending responses of `inc` on the hosts connected now, and keeps what
 /// came of each.
 pub async fn respond(fleet: &Fleet, mut inc: HuntIncident) -> HuntIncident {
     let pending: Vec<String> = inc
         .responses
         .iter()
-        .filter(|(_, r)| r.as_str() == PENDING)
+        .filter(|(_, r)| r.is_pending())
         .map(|(h, _)| h.clone())
         .collect();
     if pending.is_empty() {
@@ -241,7 +239,7 @@ pub async fn respond(fleet: &Fleet, mut inc: HuntIncident) -> HuntIncident {
         if let Err(e) = store.audit(&entry) {
             tracing::error!(error = %e, "cannot write the audit log");
         }
-        inc.responses.insert(host, outcome);
+        inc.responses.insert(host, HostResponse::Done(outcome));
         if let Err(e) = store.put_hunt_incident(&inc) {
             tracing::error!(error = %e, "cannot keep a hunt incident");
         }
@@ -254,7 +252,7 @@ pub async fn catch_up(fleet: &Fleet, host: &str) {
     let waiting: Vec<HuntIncident> = match lock(&fleet.store).hunt_incidents() {
         Ok(all) => all
             .into_iter()
-            .filter(|i| i.responses.get(host).is_some_and(|r| r == PENDING))
+            .filter(|i| i.responses.get(host).is_some_and(HostResponse::is_pending))
             .collect(),
         Err(e) => {
             tracing::error!(error = %e, "cannot read the hunt incidents");

@@ -13,8 +13,8 @@ use sensor_common::{
 pub mod model;
 
 pub use model::{
-    Answer, AuditEntry, Closed, Desired, Hit, Host, HostRecord, HuntIncident, Respond, Standing,
-    Step, Sweep,
+    Answer, AuditEntry, Closed, Desired, Hit, Host, HostRecord, HostResponse, HuntIncident,
+    Respond, Standing, Step, Sweep,
 };
 
 /// The store as the controller's tasks share it.

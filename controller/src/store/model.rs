@@ -180,10 +180,48 @@ pub struct HuntIncident {
     pub opened_ns: u64,
     pub hosts: BTreeSet<String>,
     pub hits: Vec<Hit>,
-    /// The response asked for, per host: what came of it (`pending` until the host is
+    /// The response asked for, per host: what came of it (pending until the host is
     /// reached).
     #[serde(default)]
-    pub responses: BTreeMap<String, String>,
+    pub responses: BTreeMap<String, HostResponse>,
+}
+
+/// Where a hunt's response stands on one host. Kept (and shown) as its text, the same as the
+/// store held before the type: "pending: the host was not connected", or the outcome.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
+pub enum HostResponse {
+    /// The host was not connected: asked when it is.
+    Pending,
+    /// What came of it: `isolated`, or why not.
+    Done(String),
+}
+
+impl HostResponse {
+    const PENDING: &str = "pending: the host was not connected";
+
+    pub fn is_pending(&self) -> bool {
+        matches!(self, Self::Pending)
+    }
+}
+
+impl From<String> for HostResponse {
+    fn from(s: String) -> Self {
+        if s == Self::PENDING {
+            Self::Pending
+        } else {
+            Self::Done(s)
+        }
+    }
+}
+
+impl From<HostResponse> for String {
+    fn from(r: HostResponse) -> Self {
+        match r {
+            HostResponse::Pending => HostResponse::PENDING.to_owned(),
+            HostResponse::Done(s) => s,
+        }
+    }
 }
 
 impl HuntIncident {
@@ -216,4 +254,18 @@ pub struct Answer {
     /// Why the host could not sweep, when it could not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_host_response_is_kept_as_the_text_stored_before_it_was_typed() {
+        let stored = r#"{"a":"pending: the host was not connected","b":"isolated"}"#;
+        let read: BTreeMap<String, HostResponse> = serde_json::from_str(stored).expect("read");
+        assert_eq!(read["a"], HostResponse::Pending);
+        assert_eq!(read["b"], HostResponse::Done("isolated".into()));
+        assert_eq!(serde_json::to_string(&read).expect("write"), stored);
+    }
 }

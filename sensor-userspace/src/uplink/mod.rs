@@ -487,6 +487,7 @@ async fn run_command(cmd: Command, ctrl: &mpsc::Sender<Envelope>) -> CommandRepl
         },
         Some(Response::Verified { present }) => CommandReply::Verified { present },
         Some(Response::Applied { detail }) => CommandReply::Applied { detail },
+        Some(Response::NotIsolated) => CommandReply::NotIsolated,
         Some(Response::Error { message }) => CommandReply::Refused { reason: message },
         Some(other) => CommandReply::Refused {
             reason: format!("unexpected answer {other:?}"),
