@@ -32,11 +32,7 @@ pub struct Authority {
     pub server_key: PrivateKeyDer<'static>,
 }
 
-pub use sensor_common::protocol::fingerprint;
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub use sensor_common::protocol::{fingerprint, hex};
 
 fn write_private(path: &Path, text: &str) -> Result<(), CaError> {
     sensor_common::protocol::save_private(path, text).map_err(|source| CaError::Io {

@@ -15,12 +15,9 @@
 //! Builds without aya or a Linux kernel: it imports the wire side of `sensor-common` and the
 //! sensor's rule and policy parsers (`sensor-userspace` without its `kernel` feature).
 
-/// Wall-clock time now, in nanoseconds since the Unix epoch.
-pub fn now_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-}
+/// Wall-clock time now, in nanoseconds since the Unix epoch: the sensor's own clock, so the
+/// two sides stamp alike.
+pub use sensor_userspace::host::clock::unix_now_ns as now_ns;
 
 /// Locks a mutex shared by the server's tasks; a task that panicked holding it left nothing
 /// half-written that the store's transactions did not roll back.

@@ -419,10 +419,7 @@ impl RuleSet {
             h.update((f.text.len() as u64).to_le_bytes());
             h.update(f.text.as_bytes());
         }
-        h.finalize()[..8]
-            .iter()
-            .map(|b| std::format!("{b:02x}"))
-            .collect()
+        hex(&h.finalize()[..8])
     }
 
     /// Whether the version matches the contents and every name is a plain relative rule file path.
@@ -457,10 +454,17 @@ impl RuleSet {
 /// what the controller knows a host's certificate by. One function, so both sides agree.
 pub fn fingerprint(der: &[u8]) -> String {
     use sha2::{Digest as _, Sha256};
-    Sha256::digest(der)
-        .iter()
-        .map(|b| std::format!("{b:02x}"))
-        .collect()
+    hex(&Sha256::digest(der))
+}
+
+/// Bytes in lower-case hex: the one encoder of hashes, fingerprints and random ids.
+pub fn hex(bytes: &[u8]) -> String {
+    use core::fmt::Write as _;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
 }
 
 /// An enrollment token as the operator hands it to a sensor:

@@ -546,9 +546,12 @@ impl Running {
             .parent()
             .map_or(Ok(()), std::fs::create_dir_all)
             .and_then(|()| {
-                let tmp = path.with_extension("toml.new");
-                std::fs::write(&tmp, text)?;
-                std::fs::rename(&tmp, &path)
+                crate::host::durable::write_atomically(
+                    &path,
+                    text.as_bytes(),
+                    0o600,
+                    crate::host::durable::Flush::Now,
+                )
             });
         if let Err(e) = written {
             return Err(format!(

@@ -91,6 +91,42 @@ fn sync_or_log(file: &File, path: &Path) {
     }
 }
 
+/// When [`write_atomically`] makes its file durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flush {
+    /// Synced before the rename, on the caller's thread (a thread of its own, or a rare
+    /// command: never the event loop).
+    Now,
+    /// Renamed into place at once, synced by the background flusher.
+    Later,
+}
+
+/// Replaces `path` with `bytes` all at once: written to a file of its own beside it (mode
+/// `mode`), then renamed over it, so a reader sees the old content or the new, never part.
+pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32, flush: Flush) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.vigil-tmp"));
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)?;
+    f.write_all(bytes)?;
+    if flush == Flush::Now {
+        f.sync_data()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if flush == Flush::Later {
+        sync_later(f, path);
+    }
+    Ok(())
+}
+
 /// What the background flusher does with a file.
 enum Job {
     /// Sync it (data and metadata), then the directory holding the path.

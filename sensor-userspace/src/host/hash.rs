@@ -16,7 +16,7 @@ pub fn sha256(path: &Path) -> std::io::Result<String> {
         }
         h.update(&buf[..n]);
     }
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(sensor_common::protocol::hex(&h.finalize()))
 }
 
 /// Files larger than this are not hashed by a sweep (payloads are small; disk images are

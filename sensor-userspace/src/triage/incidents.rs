@@ -7,11 +7,7 @@
 //! on the chain that has a finding of its own or touched the network (it came in, or went
 //! out, over it). The story is read from the graph below the root cause.
 
-use std::{
-    io::Write,
-    os::unix::fs::OpenOptionsExt,
-    path::{Path, PathBuf},
-};
+use std::path::{Path, PathBuf};
 
 use ahash::{HashSet, HashSetExt};
 use sensor_common::wire::{EdgeKind, Endpoint, NodeId};
@@ -715,17 +711,10 @@ impl IncidentBook {
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("json.tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(bytes)?;
-    f.write_all(b"\n")?;
-    f.sync_data()?;
-    std::fs::rename(&tmp, path)
+    let mut text = Vec::with_capacity(bytes.len() + 1);
+    text.extend_from_slice(bytes);
+    text.push(b'\n');
+    crate::host::durable::write_atomically(path, &text, 0o600, crate::host::durable::Flush::Now)
 }
 
 /// Writes `incidents.json` on a thread of its own, so the sync never holds up the event loop

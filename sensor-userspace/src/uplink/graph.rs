@@ -81,9 +81,13 @@ impl GraphBuffer {
         self.last_seq = unix_now_ns().max(self.last_seq + 1);
         if let Some(dir) = &self.spool {
             let path = file_of(dir, self.last_seq);
-            let tmp = path.with_extension("tmp");
-            if let Err(e) = std::fs::write(&tmp, &delta).and_then(|()| std::fs::rename(&tmp, &path))
-            {
+            let written = crate::host::durable::write_atomically(
+                &path,
+                &delta,
+                0o600,
+                crate::host::durable::Flush::Later,
+            );
+            if let Err(e) = written {
                 tracing::warn!(error = %e, "cannot spool a graph delta; it waits in memory");
             }
         }
