@@ -723,33 +723,109 @@ fn load_network(
     }
 }
 
+/// The policy in force at start, and the file it came from: what the controller pushed
+/// last, when it still loads, wins over the one given (`--policy`), which wins over the
+/// shipped one. Only a given policy that does not load stops the start.
+fn policy_in_force(
+    state: &StateDir,
+    given: Option<&std::path::Path>,
+) -> Result<(crate::policy::Policy, Option<PathBuf>), RunError> {
+    let fallback = match given {
+        Some(path) => crate::policy::Policy::load(path)?,
+        None => crate::policy::Policy::shipped()?,
+    };
+    let pushed = pushed_policy(state);
+    if !pushed.exists() {
+        return Ok((fallback, given.map(std::path::Path::to_owned)));
+    }
+    match crate::policy::Policy::load(&pushed) {
+        Ok(p) => {
+            tracing::info!(path = %pushed.display(), "the policy the controller pushed is in force");
+            Ok((p, Some(pushed)))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "the pushed policy no longer loads; using the one given at start");
+            Ok((fallback, given.map(std::path::Path::to_owned)))
+        }
+    }
+}
+
+/// The rule directories in force, by precedence: the set the controller pushed (when one is
+/// installed), else those given (`--rules`), else the installed rules directory when it
+/// exists. Empty: the rules built into the binary.
+fn rule_dirs(
+    pushed: Option<PathBuf>,
+    given: &[PathBuf],
+    installed: Option<PathBuf>,
+) -> Vec<PathBuf> {
+    match (pushed, given.is_empty(), installed) {
+        (Some(p), _, _) => vec![p],
+        (None, false, _) => given.to_vec(),
+        (None, true, Some(i)) => vec![i],
+        (None, true, None) => Vec::new(),
+    }
+}
+
+/// Loads `dirs` (the built-in rules when there are none); a directory that cannot be read
+/// stops the start, a rule that does not load is skipped with its reason.
+fn load_rules(dirs: &[PathBuf]) -> Result<crate::detect::rules::LoadReport, RunError> {
+    let mut rules = crate::detect::rules::LoadReport::default();
+    if dirs.is_empty() {
+        rules = crate::detect::rules::shipped();
+        tracing::info!(
+            loaded = rules.loaded(),
+            of = rules.total,
+            "built-in rules (deploy/rules) loaded"
+        );
+    }
+    for dir in dirs {
+        let report = crate::detect::rules::load_dir(dir).map_err(|source| RunError::Rules {
+            path: dir.clone(),
+            source,
+        })?;
+        tracing::info!(dir = %dir.display(), loaded = report.loaded(), of = report.total, "rules loaded");
+        rules.merge(report);
+    }
+    for skipped in &rules.skipped {
+        tracing::warn!("{skipped}");
+    }
+    Ok(rules)
+}
+
+/// The process table and the graph as /proc shows them now (within `scope`, if any).
+fn seed_model(
+    opts: &RunOptions,
+    scope: Option<&crate::ingest::pipeline::Scope>,
+    hostname: &str,
+) -> (ProcessTable, Graph) {
+    let mut table = ProcessTable::new(procfs::ticks_per_second(), opts.limits);
+    let cg_mount = crate::host::cgroup::mount().unwrap_or_default();
+    let proc_root = std::path::Path::new("/proc");
+    table.seed(
+        procfs::scan(proc_root)
+            .into_iter()
+            .filter(|p| scope.is_none_or(|s| s.holds_pid(p.pid, &cg_mount))),
+    );
+    tracing::info!(processes = table.len(), "process table seeded from /proc");
+    let mut graph = Graph::new(hostname.to_owned(), opts.graph_limits);
+    let sockets = procfs::net_sockets(proc_root);
+    for p in table.iter() {
+        let held: Vec<procfs::NetSocket> = procfs::socket_inodes(proc_root, p.key.pid)
+            .iter()
+            .filter_map(|inode| sockets.get(inode).cloned())
+            .collect();
+        graph.seed_process(p, &held);
+    }
+    tracing::info!(edges = graph.stats().edges, "graph seeded from /proc");
+    (table, graph)
+}
+
 pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     if !nix::unistd::geteuid().is_root() {
         return Err(RunError::NotRoot);
     }
     let state = StateDir::prepare(&opts.state)?;
-    let mut policy_path = opts.policy.clone();
-    let policy = match &opts.policy {
-        Some(path) => crate::policy::Policy::load(path)?,
-        None => crate::policy::Policy::shipped()?,
-    };
-    // What the controller pushed last wins over the policy given at start.
-    let pushed = pushed_policy(&state);
-    let policy = if pushed.exists() {
-        match crate::policy::Policy::load(&pushed) {
-            Ok(p) => {
-                tracing::info!(path = %pushed.display(), "the policy the controller pushed is in force");
-                policy_path = Some(pushed);
-                p
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "the pushed policy no longer loads; using the one given at start");
-                policy
-            }
-        }
-    } else {
-        policy
-    };
+    let (policy, policy_path) = policy_in_force(&state, opts.policy.as_deref())?;
     tracing::info!(version = policy.version, mode = ?policy.mode, "policy in force");
     let sink: Box<dyn Sink + Send> = match &opts.events_out {
         Some(path) => Box::new(JsonLines::open(path)?),
@@ -768,60 +844,20 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     let stats = KernelStats::take(&mut loaded.ebpf)?;
 
     // Seed after attaching, so nothing that starts in between is missed.
-    let mut table = ProcessTable::new(procfs::ticks_per_second(), opts.limits);
     let scope = opts.scope.clone().map(crate::ingest::pipeline::Scope::new);
-    let cg_mount = crate::host::cgroup::mount().unwrap_or_default();
-    table.seed(
-        procfs::scan(std::path::Path::new("/proc"))
-            .into_iter()
-            .filter(|p| scope.as_ref().is_none_or(|s| s.holds_pid(p.pid, &cg_mount))),
-    );
-    tracing::info!(processes = table.len(), "process table seeded from /proc");
     let hostname = nix::unistd::gethostname()
         .map(|h| h.to_string_lossy().into_owned())
         .unwrap_or_else(|_| "unknown".into());
-    let mut graph = Graph::new(hostname.clone(), opts.graph_limits);
-    let proc_root = std::path::Path::new("/proc");
-    let sockets = procfs::net_sockets(proc_root);
-    for p in table.iter() {
-        let held: Vec<procfs::NetSocket> = procfs::socket_inodes(proc_root, p.key.pid)
-            .iter()
-            .filter_map(|inode| sockets.get(inode).cloned())
-            .collect();
-        graph.seed_process(p, &held);
-    }
-    tracing::info!(edges = graph.stats().edges, "graph seeded from /proc");
-    let installed = PathBuf::from(crate::detect::rules::INSTALLED_RULES_DIR);
+    let (table, graph) = seed_model(&opts, scope.as_ref(), &hostname);
     let pushed_set = pushed_rules(&state);
     let rules_version = crate::detect::rules::installed_version(&pushed_set);
-    let rule_dirs: Vec<PathBuf> = if rules_version.is_some() {
-        tracing::info!(dir = %pushed_set.display(), "the rule set the controller pushed is in force");
-        vec![pushed_set]
-    } else if opts.rules.is_empty() && installed.is_dir() {
-        vec![installed]
-    } else {
-        opts.rules.clone()
-    };
-    let mut rules = crate::detect::rules::LoadReport::default();
-    if rule_dirs.is_empty() {
-        rules = crate::detect::rules::shipped();
-        tracing::info!(
-            loaded = rules.loaded(),
-            of = rules.total,
-            "built-in rules (deploy/rules) loaded"
-        );
-    }
-    for dir in &rule_dirs {
-        let report = crate::detect::rules::load_dir(dir).map_err(|source| RunError::Rules {
-            path: dir.clone(),
-            source,
-        })?;
-        tracing::info!(dir = %dir.display(), loaded = report.loaded(), of = report.total, "rules loaded");
-        rules.merge(report);
-    }
-    for skipped in &rules.skipped {
-        tracing::warn!("{skipped}");
-    }
+    let installed = PathBuf::from(crate::detect::rules::INSTALLED_RULES_DIR);
+    let rule_dirs = rule_dirs(
+        rules_version.is_some().then_some(pushed_set),
+        &opts.rules,
+        installed.is_dir().then_some(installed),
+    );
+    let rules = load_rules(&rule_dirs)?;
     let rules_loaded = rules.loaded();
     let started_ns = BootClock::boot_now_ns();
     let me = crate::detect::SensorSelf::current(
@@ -1020,4 +1056,70 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     drop(running); // detaches every program
     tracing::info!("detached; vigil-sensor stopped");
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> PathBuf {
+        PathBuf::from(s)
+    }
+
+    #[test]
+    fn a_pushed_rule_set_wins_then_the_given_dirs_then_the_installed_dir() {
+        let given = [p("/a"), p("/b")];
+        assert_eq!(
+            rule_dirs(Some(p("/pushed")), &given, Some(p("/etc/vigil/rules"))),
+            [p("/pushed")]
+        );
+        assert_eq!(rule_dirs(None, &given, Some(p("/etc/vigil/rules"))), given);
+        assert_eq!(
+            rule_dirs(None, &[], Some(p("/etc/vigil/rules"))),
+            [p("/etc/vigil/rules")]
+        );
+        assert!(rule_dirs(None, &[], None).is_empty(), "the built-in rules");
+    }
+
+    #[test]
+    fn a_pushed_policy_wins_unless_it_no_longer_loads() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let state = StateDir::prepare(d.path()).expect("state");
+        let given = d.path().join("given.toml");
+        std::fs::write(
+            &given,
+            crate::policy::DEFAULT_POLICY.replace("version = 1", "version = 7"),
+        )
+        .expect("write");
+        let (policy, from) = policy_in_force(&state, Some(&given)).expect("given");
+        assert_eq!(
+            (policy.version, from.as_deref()),
+            (7, Some(given.as_path()))
+        );
+
+        let pushed = pushed_policy(&state);
+        std::fs::create_dir_all(pushed.parent().expect("parent")).expect("mkdir");
+        std::fs::write(
+            &pushed,
+            crate::policy::DEFAULT_POLICY.replace("version = 1", "version = 9"),
+        )
+        .expect("write");
+        let (policy, from) = policy_in_force(&state, Some(&given)).expect("pushed");
+        assert_eq!((policy.version, from), (9, Some(pushed.clone())));
+
+        std::fs::write(&pushed, "version = [").expect("write");
+        let (policy, _) = policy_in_force(&state, Some(&given)).expect("falls back");
+        assert_eq!(
+            policy.version, 7,
+            "a pushed policy that no longer loads is passed over"
+        );
+
+        let (policy, from) = policy_in_force(&state, None).expect("shipped");
+        assert_eq!((policy.version, from), (1, None));
+        std::fs::write(&given, "mode = \"sometimes\"").expect("write");
+        assert!(
+            policy_in_force(&state, Some(&given)).is_err(),
+            "a bad given policy stops the start"
+        );
+    }
 }
