@@ -290,7 +290,6 @@ pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
 /// Accepts connections until the channel closes. Peers that are neither root nor the
 /// sensor's own user are refused before a byte is read.
 pub async fn serve(listener: UnixListener, tx: mpsc::Sender<Envelope>) {
-    let me = nix::unistd::geteuid().as_raw();
     loop {
         let stream = match listener.accept().await {
             Ok((s, _)) => s,
@@ -300,10 +299,7 @@ pub async fn serve(listener: UnixListener, tx: mpsc::Sender<Envelope>) {
                 continue;
             }
         };
-        let allowed = stream
-            .peer_cred()
-            .is_ok_and(|c| c.uid() == 0 || c.uid() == me);
-        if !allowed {
+        if crate::host::peer::trusted(&stream).is_none() {
             tracing::warn!("refused a control connection from an unauthorised user");
             continue;
         }

@@ -1,10 +1,11 @@
 //! Helpers over the host itself, below every stage: [`procfs`], [`cgroup`] (the v2 mount and
-//! the groups that hold a process tree), [`hash`], the [`state`] directory, [`clock`]s, and
+//! the groups that hold a process tree), [`hash`], [`peer`] (who may use a command socket), the [`state`] directory, [`clock`]s, and
 //! [`durable`] writes.
 
 pub mod cgroup;
 pub mod clock;
 pub mod durable;
 pub mod hash;
+pub mod peer;
 pub mod procfs;
 pub mod state;
