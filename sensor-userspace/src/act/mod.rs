@@ -225,7 +225,10 @@ fn blocks_of(r: &Record) -> Option<(Option<FileId>, Option<String>)> {
 }
 
 /// The outcome of an action whose file is already gone.
-fn gone(path: &str) -> (Status, String, Undo) {
+/// What an executor did, in words, and how to reverse it.
+type Outcome = (Status, String, Undo);
+
+fn gone(path: &str) -> Outcome {
     (
         Status::NothingToDo,
         format!("nothing left to do: {path} is gone"),
@@ -693,7 +696,7 @@ impl Responder {
     }
 
     /// Carries out one action; returns its outcome and how to reverse it. `incident` is None
-    /// for an action a person asked for directly.
+    /// for an action a person asked for directly. One executor per action.
     fn execute(
         &mut self,
         id: &str,
@@ -702,193 +705,223 @@ impl Responder {
         policy: &Policy,
         graph: &Graph,
         incident: Option<&Incident>,
-    ) -> (Status, String, Undo) {
+    ) -> Outcome {
         self.took_hold_ns = None;
-        let refused = |r: guard::Refusal| (Status::Refused, r.to_string(), Undo::NothingToUndo);
-        let failed = |d: String| (Status::Failed, d, Undo::NothingToUndo);
         match (action, target) {
             (Action::Kill | Action::Freeze, Target::ProcessTree { pid, start, .. }) => {
-                if let Err(r) = guard::process(*pid, policy, &self.me) {
-                    return refused(r);
-                }
-                let key = ProcessKey {
-                    pid: *pid,
-                    start: *start,
-                };
-                let me = &self.me;
-                let skip = |p: u32| guard::process(p, policy, me).is_err();
-                let members = kill::stop_tree(&key, &skip);
-                if members.is_empty() {
-                    return (
-                        Status::NothingToDo,
-                        format!("nothing left to do: pid {pid} had already exited"),
-                        Undo::NothingToUndo,
-                    );
-                }
-                if action == Action::Freeze {
-                    // Held from here: stopped, no member runs or forks.
-                    self.took_hold_ns = Some(now_ns());
-                    if let Some(out) = self.freeze_in_cgroup(id, &members) {
-                        return out;
-                    }
-                    let pids: Vec<u32> = members.iter().map(|(p, _)| *p).collect();
-                    return (
-                        Status::Done,
-                        format!("stopped {} processes: {pids:?}", pids.len()),
-                        Undo::Resume { processes: members },
-                    );
-                }
-                let killed = kill::kill_members(&members);
-                (
-                    Status::Done,
-                    format!(
-                        "stopped, then killed {} processes: {killed:?}",
-                        killed.len()
-                    ),
-                    Undo::Impossible {
-                        why: "a killed process cannot be brought back".into(),
-                    },
-                )
+                self.kill_or_freeze(id, action, (pid, start), policy)
             }
-            (Action::BlockExec, Target::File { path, id }) => {
-                if let Err(r) = guard::path(path, policy, &self.me) {
-                    return refused(r);
-                }
-                let inode = &id.or_else(|| file_id(path));
-                if !self.enforcer.enforced() {
-                    return failed("no kernel programs are loaded to enforce it".into());
-                }
-                match self.enforcer.block(*inode, Some(path)) {
-                    Ok(()) => (
-                        Status::Done,
-                        format!("exec of {path} is killed in the kernel"),
-                        Undo::Unblock {
-                            inode: *inode,
-                            path: Some(path.clone()),
-                        },
-                    ),
-                    Err(e) => failed(e),
-                }
-            }
+            (Action::BlockExec, Target::File { path, id }) => self.block_exec(path, id, policy),
             (Action::Quarantine, Target::File { path, .. }) => {
                 if let Err(r) = guard::path(path, policy, &self.me) {
-                    return refused(r);
+                    return (Status::Refused, r.to_string(), Undo::NothingToUndo);
                 }
                 self.quarantine(id, path, file_id(path), false)
             }
             (Action::Remediate, Target::File { path, .. }) => {
-                if let Err(r) = guard::path(path, policy, &self.me) {
-                    return refused(r);
-                }
-                if std::fs::symlink_metadata(path).is_err() {
-                    // Written aside and renamed over its target (`sed -i`, an editor): the
-                    // target is what to give back.
-                    let moved = graph
-                        .first_writer(path)
-                        .and_then(|w| graph.renamed_to(&w, path))
-                        .filter(|to| to != path && std::fs::symlink_metadata(to).is_ok());
-                    return match moved {
-                        Some(to) => {
-                            let (status, detail, undo) = self.execute(
-                                id,
-                                action,
-                                &Target::File {
-                                    path: to.clone(),
-                                    id: None,
-                                },
-                                policy,
-                                graph,
-                                incident,
-                            );
-                            (
-                                status,
-                                format!("{path} was renamed over {to}: {detail}"),
-                                undo,
-                            )
-                        }
-                        None => gone(path),
-                    };
-                }
-                match self.baseline.remedy(path) {
-                    Some(Ok(persistence::Remedy::Unchanged)) => (
-                        Status::Done,
-                        "nothing the incident added remains".into(),
-                        Undo::NothingToUndo,
-                    ),
-                    Some(Ok(persistence::Remedy::Removed(removed))) => (
-                        Status::Done,
-                        format!("removed {} line(s) the incident added", removed.len()),
-                        Undo::PutBack {
-                            path: path.clone(),
-                            lines: removed,
-                        },
-                    ),
-                    Some(Ok(persistence::Remedy::Reverted {
-                        previous,
-                        added,
-                        missing,
-                    })) => (
-                        Status::Done,
-                        format!(
-                            "reverted {path} to what it held before: {added} line(s) the incident wrote out, {missing} it changed or removed back"
-                        ),
-                        Undo::WriteBack {
-                            path: path.clone(),
-                            content: previous,
-                        },
-                    ),
-                    Some(Err(e)) => failed(format!("cannot rewrite {path}: {e}")),
-                    None => {
-                        let writer = graph.first_writer(path);
-                        let created = incident.is_some_and(|inc| {
-                            writer.is_some_and(|w| {
-                                inc.story
-                                    .tree
-                                    .iter()
-                                    .any(|p| p.pid == w.pid && p.start == w.start)
-                                    || inc.alerts.iter().any(|a| a.pid == w.pid)
-                            })
-                        });
-                        if created {
-                            let growing = writer.is_some_and(|w| kill::alive(&w));
-                            self.quarantine(id, path, file_id(path), growing)
-                        } else {
-                            failed(format!(
-                                "no record of what {path} held before, and the incident did not create it: left to a person"
-                            ))
-                        }
-                    }
-                }
+                self.remediate(id, path, policy, graph, incident)
             }
-            (Action::Isolate, Target::Host { .. }) => {
-                let net = match self.net() {
-                    Ok(n) => n,
-                    Err(e) => return failed(e),
-                };
-                match net.isolate() {
-                    Ok(()) => {
-                        let allowed: Vec<String> =
-                            net.allowed().iter().map(ToString::to_string).collect();
-                        (
-                            Status::Done,
-                            format!(
-                                "host isolated: only loopback{} is reachable",
-                                if allowed.is_empty() {
-                                    String::new()
-                                } else {
-                                    format!(" and {}", allowed.join(", "))
-                                }
-                            ),
-                            Undo::EndIsolation,
-                        )
-                    }
-                    Err(e) => failed(e),
-                }
-            }
+            (Action::Isolate, Target::Host { .. }) => self.isolate(),
             (Action::BlockDestination, Target::Destination { dest, tree }) => {
                 self.block_destination(id, dest, *tree, policy)
             }
-            (a, t) => failed(format!("{} does not apply to {t}", verb_name(a))),
+            (a, t) => (
+                Status::Failed,
+                format!("{} does not apply to {t}", verb_name(a)),
+                Undo::NothingToUndo,
+            ),
+        }
+    }
+
+    /// Kill or freeze: the tree is stopped first (SIGSTOP, walking down until no new
+    /// member appears), so no child slips out, then killed, or held in a frozen cgroup.
+    fn kill_or_freeze(
+        &mut self,
+        id: &str,
+        action: Action,
+        (pid, start): (&u32, &u64),
+        policy: &Policy,
+    ) -> Outcome {
+        let refused = |r: guard::Refusal| (Status::Refused, r.to_string(), Undo::NothingToUndo);
+        if let Err(r) = guard::process(*pid, policy, &self.me) {
+            return refused(r);
+        }
+        let key = ProcessKey {
+            pid: *pid,
+            start: *start,
+        };
+        let me = &self.me;
+        let skip = |p: u32| guard::process(p, policy, me).is_err();
+        let members = kill::stop_tree(&key, &skip);
+        if members.is_empty() {
+            return (
+                Status::NothingToDo,
+                format!("nothing left to do: pid {pid} had already exited"),
+                Undo::NothingToUndo,
+            );
+        }
+        if action == Action::Freeze {
+            // Held from here: stopped, no member runs or forks.
+            self.took_hold_ns = Some(now_ns());
+            if let Some(out) = self.freeze_in_cgroup(id, &members) {
+                return out;
+            }
+            let pids: Vec<u32> = members.iter().map(|(p, _)| *p).collect();
+            return (
+                Status::Done,
+                format!("stopped {} processes: {pids:?}", pids.len()),
+                Undo::Resume { processes: members },
+            );
+        }
+        let killed = kill::kill_members(&members);
+        (
+            Status::Done,
+            format!(
+                "stopped, then killed {} processes: {killed:?}",
+                killed.len()
+            ),
+            Undo::Impossible {
+                why: "a killed process cannot be brought back".into(),
+            },
+        )
+    }
+
+    /// Blocks exec of the file (by inode and path) in the kernel.
+    fn block_exec(&mut self, path: &String, id: &Option<FileId>, policy: &Policy) -> Outcome {
+        let refused = |r: guard::Refusal| (Status::Refused, r.to_string(), Undo::NothingToUndo);
+        let failed = |d: String| (Status::Failed, d, Undo::NothingToUndo);
+        if let Err(r) = guard::path(path, policy, &self.me) {
+            return refused(r);
+        }
+        let inode = &id.or_else(|| file_id(path));
+        if !self.enforcer.enforced() {
+            return failed("no kernel programs are loaded to enforce it".into());
+        }
+        match self.enforcer.block(*inode, Some(path)) {
+            Ok(()) => (
+                Status::Done,
+                format!("exec of {path} is killed in the kernel"),
+                Undo::Unblock {
+                    inode: *inode,
+                    path: Some(path.clone()),
+                },
+            ),
+            Err(e) => failed(e),
+        }
+    }
+
+    /// Takes out what an incident wrote into a persistence file: the lines it added, the
+    /// content it changed back to the baseline, or (a file it created) the whole file into
+    /// the vault; a write renamed over its target (`sed -i`, editors) remediates the target.
+    fn remediate(
+        &mut self,
+        id: &str,
+        path: &String,
+        policy: &Policy,
+        graph: &Graph,
+        incident: Option<&Incident>,
+    ) -> Outcome {
+        let refused = |r: guard::Refusal| (Status::Refused, r.to_string(), Undo::NothingToUndo);
+        let failed = |d: String| (Status::Failed, d, Undo::NothingToUndo);
+        if let Err(r) = guard::path(path, policy, &self.me) {
+            return refused(r);
+        }
+        if std::fs::symlink_metadata(path).is_err() {
+            // Written aside and renamed over its target (`sed -i`, an editor): the
+            // target is what to give back.
+            let moved = graph
+                .first_writer(path)
+                .and_then(|w| graph.renamed_to(&w, path))
+                .filter(|to| to != path && std::fs::symlink_metadata(to).is_ok());
+            return match moved {
+                Some(to) => {
+                    let (status, detail, undo) = self.remediate(id, &to, policy, graph, incident);
+                    (
+                        status,
+                        format!("{path} was renamed over {to}: {detail}"),
+                        undo,
+                    )
+                }
+                None => gone(path),
+            };
+        }
+        match self.baseline.remedy(path) {
+            Some(Ok(persistence::Remedy::Unchanged)) => (
+                Status::Done,
+                "nothing the incident added remains".into(),
+                Undo::NothingToUndo,
+            ),
+            Some(Ok(persistence::Remedy::Removed(removed))) => (
+                Status::Done,
+                format!("removed {} line(s) the incident added", removed.len()),
+                Undo::PutBack {
+                    path: path.clone(),
+                    lines: removed,
+                },
+            ),
+            Some(Ok(persistence::Remedy::Reverted {
+                previous,
+                added,
+                missing,
+            })) => (
+                Status::Done,
+                format!(
+                    "reverted {path} to what it held before: {added} line(s) the incident wrote out, {missing} it changed or removed back"
+                ),
+                Undo::WriteBack {
+                    path: path.clone(),
+                    content: previous,
+                },
+            ),
+            Some(Err(e)) => failed(format!("cannot rewrite {path}: {e}")),
+            None => {
+                let writer = graph.first_writer(path);
+                let created = incident.is_some_and(|inc| {
+                    writer.is_some_and(|w| {
+                        inc.story
+                            .tree
+                            .iter()
+                            .any(|p| p.pid == w.pid && p.start == w.start)
+                            || inc.alerts.iter().any(|a| a.pid == w.pid)
+                    })
+                });
+                if created {
+                    let growing = writer.is_some_and(|w| kill::alive(&w));
+                    self.quarantine(id, path, file_id(path), growing)
+                } else {
+                    failed(format!(
+                        "no record of what {path} held before, and the incident did not create it: left to a person"
+                    ))
+                }
+            }
+        }
+    }
+
+    /// Isolates the host: only loopback, the controller and the policy's allowed
+    /// destinations stay reachable.
+    fn isolate(&mut self) -> Outcome {
+        let failed = |d: String| (Status::Failed, d, Undo::NothingToUndo);
+        let net = match self.net() {
+            Ok(n) => n,
+            Err(e) => return failed(e),
+        };
+        match net.isolate() {
+            Ok(()) => {
+                let allowed: Vec<String> = net.allowed().iter().map(ToString::to_string).collect();
+                (
+                    Status::Done,
+                    format!(
+                        "host isolated: only loopback{} is reachable",
+                        if allowed.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" and {}", allowed.join(", "))
+                        }
+                    ),
+                    Undo::EndIsolation,
+                )
+            }
+            Err(e) => failed(e),
         }
     }
 
@@ -1329,5 +1362,168 @@ impl Responder {
             out.extend(self.append(rec));
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::graph::GraphLimits;
+
+    struct Bench {
+        dir: tempfile::TempDir,
+        responder: Responder,
+        policy: Policy,
+        graph: Graph,
+    }
+
+    /// A responder on a state directory of its own, with the kernel-free enforcer and no
+    /// network programs.
+    fn bench() -> Bench {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let responder = Responder::open(
+            dir.path(),
+            Box::new(blocklist::NoKernel),
+            None,
+            crate::detect::BlockedHashes::default(),
+            SensorSelf::default(),
+            1,
+        )
+        .expect("responder");
+        Bench {
+            dir,
+            responder,
+            policy: Policy::shipped().expect("policy"),
+            graph: Graph::new("test".into(), GraphLimits::default()),
+        }
+    }
+
+    impl Bench {
+        fn order(&mut self, action: Action, target: Target) -> Result<Record, String> {
+            self.responder.manual(
+                action,
+                target,
+                "test",
+                "a unit test",
+                &self.policy,
+                &self.graph,
+            )
+        }
+    }
+
+    #[test]
+    fn a_quarantined_file_is_in_the_vault_and_its_undo_puts_it_back_as_it_was() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mut b = bench();
+        let f = b.dir.path().join("payload");
+        std::fs::write(&f, b"#!/bin/sh\necho pwned\n").expect("write");
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o4755)).expect("chmod");
+        let path = f.to_string_lossy().into_owned();
+        let rec = b
+            .order(Action::Quarantine, Target::File { path, id: None })
+            .expect("quarantined");
+        assert_eq!(rec.status, Status::Done);
+        assert!(!f.exists(), "the file is gone from where it was");
+        let Undo::Restore { vault, .. } = &rec.undo else {
+            panic!("a quarantine's undo is a restore: {:?}", rec.undo);
+        };
+        assert_eq!(
+            std::fs::read(vault).expect("vault copy"),
+            b"#!/bin/sh\necho pwned\n"
+        );
+
+        let undone = b.responder.undo(&rec.id, "test").expect("undo");
+        assert_eq!(undone.settles.as_deref(), Some(rec.id.as_str()));
+        assert_eq!(std::fs::read(&f).expect("back"), b"#!/bin/sh\necho pwned\n");
+        let mode = std::fs::metadata(&f).expect("meta").permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o4755, "owner, mode and times come back with it");
+        assert_eq!(b.responder.journal().state(&rec.id), Some(State::Undone));
+    }
+
+    #[test]
+    fn a_killed_tree_is_journaled_as_impossible_to_undo() {
+        let mut b = bench();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("sleep");
+        let pid = child.id();
+        let start = crate::host::procfs::scan(Path::new("/proc"))
+            .into_iter()
+            .find(|p| p.pid == pid)
+            .map(|p| p.start_ticks)
+            .expect("the child in /proc");
+        let rec = b
+            .order(
+                Action::Kill,
+                Target::ProcessTree {
+                    pid,
+                    start,
+                    exe: None,
+                },
+            )
+            .expect("killed");
+        let status = child.wait().expect("reaped");
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(9)
+        );
+        assert!(
+            matches!(rec.undo, Undo::Impossible { .. }),
+            "{:?}",
+            rec.undo
+        );
+        let refused = b.responder.undo(&rec.id, "test");
+        assert!(refused.is_err(), "a kill cannot be undone: {refused:?}");
+    }
+
+    #[test]
+    fn a_target_already_gone_is_nothing_to_do_and_a_protected_one_is_refused() {
+        let mut b = bench();
+        let gone = b
+            .dir
+            .path()
+            .join("never-there")
+            .to_string_lossy()
+            .into_owned();
+        let err = b
+            .order(
+                Action::Remediate,
+                Target::File {
+                    path: gone,
+                    id: None,
+                },
+            )
+            .expect_err("nothing to do is not done");
+        assert!(err.contains("nothing left to do"), "{err}");
+        let last = b.responder.journal().records().last().expect("journaled");
+        assert_eq!(last.status, Status::NothingToDo);
+
+        let err = b
+            .order(
+                Action::Quarantine,
+                Target::File {
+                    path: "/boot/vmlinuz".into(),
+                    id: None,
+                },
+            )
+            .expect_err("refused");
+        assert!(err.contains("/boot/"), "names what protects it: {err}");
+        let last = b.responder.journal().records().last().expect("journaled");
+        assert_eq!(last.status, Status::Refused);
+    }
+
+    #[test]
+    fn isolation_without_the_network_programs_fails_and_says_why() {
+        let mut b = bench();
+        let err = b
+            .order(
+                Action::Isolate,
+                Target::Host {
+                    name: "test".into(),
+                },
+            )
+            .expect_err("no programs");
+        assert!(err.contains("not loaded"), "{err}");
     }
 }
