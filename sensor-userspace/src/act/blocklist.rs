@@ -12,10 +12,19 @@ use sensor_common::{
     decode::FileId,
 };
 
+/// Why an exec block could not be put in place.
+#[derive(Debug, thiserror::Error)]
+pub enum BlockError {
+    #[error("{0} is too long to block by path (it stays blocked by inode)")]
+    PathTooLong(String),
+    #[error("cannot add to the kernel blocklist: {0}")]
+    Map(#[from] aya::maps::MapError),
+}
+
 /// Where exec blocks go.
 pub trait Enforcer: Send {
-    fn block(&mut self, inode: Option<FileId>, path: Option<&str>) -> Result<(), String>;
-    fn unblock(&mut self, inode: Option<FileId>, path: Option<&str>) -> Result<(), String>;
+    fn block(&mut self, inode: Option<FileId>, path: Option<&str>) -> Result<(), BlockError>;
+    fn unblock(&mut self, inode: Option<FileId>, path: Option<&str>) -> Result<(), BlockError>;
     /// Whether blocks reach the kernel (false without kernel programs).
     fn enforced(&self) -> bool;
 }
@@ -30,7 +39,7 @@ enum Key {
     Path(PathKey),
 }
 
-fn keys(inode: Option<FileId>, path: Option<&str>) -> Result<Vec<Key>, String> {
+fn keys(inode: Option<FileId>, path: Option<&str>) -> Result<Vec<Key>, BlockError> {
     let mut out = Vec::new();
     if let Some(id) = inode.filter(|i| i.ino != 0) {
         out.push(Key::Inode(InodeKey {
@@ -40,9 +49,9 @@ fn keys(inode: Option<FileId>, path: Option<&str>) -> Result<Vec<Key>, String> {
         }));
     }
     if let Some(p) = path {
-        out.push(Key::Path(PathKey::new(p.as_bytes()).ok_or_else(|| {
-            format!("{p} is too long to block by path (it stays blocked by inode)")
-        })?));
+        out.push(Key::Path(
+            PathKey::new(p.as_bytes()).ok_or_else(|| BlockError::PathTooLong(p.to_owned()))?,
+        ));
     }
     Ok(out)
 }
@@ -88,7 +97,7 @@ impl KernelBlocklist {
 }
 
 impl Enforcer for KernelBlocklist {
-    fn block(&mut self, inode: Option<FileId>, path: Option<&str>) -> Result<(), String> {
+    fn block(&mut self, inode: Option<FileId>, path: Option<&str>) -> Result<(), BlockError> {
         for k in keys(inode, path)? {
             let n = self.counts.entry(k).or_default();
             if *n == 0 {
@@ -96,14 +105,14 @@ impl Enforcer for KernelBlocklist {
                     Key::Inode(i) => self.inodes.insert(i, 1, 0),
                     Key::Path(p) => self.paths.insert(p, 1, 0),
                 };
-                r.map_err(|e| format!("cannot add to the kernel blocklist: {e}"))?;
+                r?;
             }
             *n += 1;
         }
         Ok(())
     }
 
-    fn unblock(&mut self, inode: Option<FileId>, path: Option<&str>) -> Result<(), String> {
+    fn unblock(&mut self, inode: Option<FileId>, path: Option<&str>) -> Result<(), BlockError> {
         for k in keys(inode, path)? {
             let n = self.counts.entry(k).or_default();
             *n = n.saturating_sub(1);
@@ -131,10 +140,10 @@ impl Enforcer for KernelBlocklist {
 pub struct NoKernel;
 
 impl Enforcer for NoKernel {
-    fn block(&mut self, inode: Option<FileId>, path: Option<&str>) -> Result<(), String> {
+    fn block(&mut self, inode: Option<FileId>, path: Option<&str>) -> Result<(), BlockError> {
         keys(inode, path).map(|_| ())
     }
-    fn unblock(&mut self, _: Option<FileId>, _: Option<&str>) -> Result<(), String> {
+    fn unblock(&mut self, _: Option<FileId>, _: Option<&str>) -> Result<(), BlockError> {
         Ok(())
     }
     fn enforced(&self) -> bool {

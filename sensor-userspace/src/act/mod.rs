@@ -319,10 +319,8 @@ impl Responder {
     }
 
     /// The network containment maps, or why there are none.
-    fn net(&mut self) -> Result<&mut KernelNetGuard, String> {
-        self.net
-            .as_mut()
-            .ok_or_else(|| "the network containment programs are not loaded".to_owned())
+    fn net(&mut self) -> Result<&mut KernelNetGuard, netguard::NetGuardError> {
+        self.net.as_mut().ok_or(netguard::NetGuardError::NotLoaded)
     }
 
     /// Network containments still in force after a restart: isolation and destination blocks.
@@ -806,7 +804,7 @@ impl Responder {
                     path: Some(path.clone()),
                 },
             ),
-            Err(e) => failed(e),
+            Err(e) => failed(e.to_string()),
         }
     }
 
@@ -903,7 +901,7 @@ impl Responder {
         let failed = |d: String| (Status::Failed, d, Undo::NothingToUndo);
         let net = match self.net() {
             Ok(n) => n,
-            Err(e) => return failed(e),
+            Err(e) => return failed(e.to_string()),
         };
         match net.isolate() {
             Ok(()) => {
@@ -921,7 +919,7 @@ impl Responder {
                     Undo::EndIsolation,
                 )
             }
-            Err(e) => failed(e),
+            Err(e) => failed(e.to_string()),
         }
     }
 
@@ -937,7 +935,7 @@ impl Responder {
         let failed = |d: String| (Status::Failed, d, Undo::NothingToUndo);
         let parent = match self.net() {
             Ok(n) => n.cgroup().to_owned(),
-            Err(e) => return failed(e),
+            Err(e) => return failed(e.to_string()),
         };
         let Some((pid, start)) = tree else {
             return match self.net().and_then(|n| n.block(dest, 0)) {
@@ -949,7 +947,7 @@ impl Responder {
                         group: None,
                     },
                 ),
-                Err(e) => failed(e),
+                Err(e) => failed(e.to_string()),
             };
         };
         if let Err(r) = guard::process(pid, policy, &self.me) {
@@ -986,7 +984,7 @@ impl Responder {
             ),
             Err(e) => {
                 let _ = self.release_group(id, &group, false);
-                failed(e)
+                failed(e.to_string())
             }
         }
     }
@@ -1208,7 +1206,7 @@ impl Responder {
             }
             Undo::Unblock { inode, path } => match self.enforcer.unblock(*inode, path.as_deref()) {
                 Ok(()) => (Status::Done, "exec block lifted".to_owned()),
-                Err(e) => (Status::Failed, e),
+                Err(e) => (Status::Failed, e.to_string()),
             },
             Undo::Restore {
                 vault,
@@ -1249,12 +1247,12 @@ impl Responder {
             },
             Undo::EndIsolation => match self.net().and_then(KernelNetGuard::end_isolation) {
                 Ok(()) => (Status::Done, "isolation ended".to_owned()),
-                Err(e) => (Status::Failed, e),
+                Err(e) => (Status::Failed, e.to_string()),
             },
             Undo::LiftBlock { dest, group } => {
                 let scope = group.as_ref().map_or(0, |g| g.id);
                 match (self.net().and_then(|n| n.unblock(dest, scope)), group) {
-                    (Err(e), _) => (Status::Failed, e),
+                    (Err(e), _) => (Status::Failed, e.to_string()),
                     (Ok(()), Some(g)) => {
                         let moved = self.release_group(id, g, false);
                         (

@@ -23,6 +23,35 @@ use crate::kernel::cgroup_link::{self, CgroupLinks, CgroupProgram};
 
 pub use sensor_common::netguard::Endpoint;
 
+/// Why a network containment could not be put in force or lifted.
+#[derive(Debug, thiserror::Error)]
+pub enum NetGuardError {
+    #[error("the network containment programs are not loaded")]
+    NotLoaded,
+    #[error("cannot write the kernel's network guard: {0}")]
+    Guard(aya::maps::MapError),
+    #[error("{0} addresses allowed during isolation; the kernel holds {ISOLATION_ALLOW}")]
+    TooManyAllowed(usize),
+    #[error("network containment cannot start: {0}")]
+    Attach(String),
+    #[error("the host is not isolated")]
+    NotIsolated,
+    #[error("{0} is a loopback address: blocking it would cut the host's own services")]
+    Loopback(Endpoint),
+    #[error("cannot block {dest}: {source}")]
+    Block {
+        dest: Endpoint,
+        source: aya::maps::MapError,
+    },
+    #[error("{0} is not blocked")]
+    NotBlocked(Endpoint),
+    #[error("cannot lift the block of {dest}: {source}")]
+    Lift {
+        dest: Endpoint,
+        source: aya::maps::MapError,
+    },
+}
+
 /// What the network programs have done, for `status`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetStats {
@@ -75,7 +104,7 @@ impl KernelNetGuard {
         &self.cgroup
     }
 
-    fn write(&mut self) -> Result<(), String> {
+    fn write(&mut self) -> Result<(), NetGuardError> {
         let mut value = GuardValue {
             isolated: u32::from(self.isolations > 0),
             allowed: 0,
@@ -87,19 +116,14 @@ impl KernelNetGuard {
             *slot = Allowed::new(e.addr, e.port.unwrap_or(0));
             value.allowed += 1;
         }
-        self.guard
-            .set(0, value, 0)
-            .map_err(|e| format!("cannot write the kernel's network guard: {e}"))
+        self.guard.set(0, value, 0).map_err(NetGuardError::Guard)
     }
 
     /// Sets what stays reachable while isolated (loopback always does). Applies at once to
     /// an isolation in force.
-    pub fn set_allow(&mut self, allow: &[Endpoint]) -> Result<(), String> {
+    pub fn set_allow(&mut self, allow: &[Endpoint]) -> Result<(), NetGuardError> {
         if allow.len() > ISOLATION_ALLOW {
-            return Err(format!(
-                "{} addresses allowed during isolation; the kernel holds {ISOLATION_ALLOW}",
-                allow.len()
-            ));
+            return Err(NetGuardError::TooManyAllowed(allow.len()));
         }
         self.allow = allow.to_vec();
         self.write()
@@ -114,10 +138,10 @@ impl KernelNetGuard {
     }
 
     /// Attaches the programs, if they are not, before something is put in force.
-    fn arm(&mut self) -> Result<(), String> {
+    fn arm(&mut self) -> Result<(), NetGuardError> {
         if self.links.is_none() {
             let links = cgroup_link::attach_all(&self.programs, &self.cgroup)
-                .map_err(|e| format!("network containment cannot start: {e}"))?;
+                .map_err(|e| NetGuardError::Attach(e.to_string()))?;
             self.links = Some(links);
             tracing::info!(cgroup = %self.cgroup.display(), "network containment programs attached");
         }
@@ -131,7 +155,7 @@ impl KernelNetGuard {
         }
     }
 
-    pub fn isolate(&mut self) -> Result<(), String> {
+    pub fn isolate(&mut self) -> Result<(), NetGuardError> {
         self.arm()?;
         self.isolations += 1;
         self.write().inspect_err(|_| {
@@ -140,9 +164,9 @@ impl KernelNetGuard {
         })
     }
 
-    pub fn end_isolation(&mut self) -> Result<(), String> {
+    pub fn end_isolation(&mut self) -> Result<(), NetGuardError> {
         if self.isolations == 0 {
-            return Err("the host is not isolated".into());
+            return Err(NetGuardError::NotIsolated);
         }
         self.isolations -= 1;
         let written = self.write();
@@ -159,11 +183,9 @@ impl KernelNetGuard {
     }
 
     /// Blocks `dest` host-wide (`scope` 0) or for the processes of the cgroup with id `scope`.
-    pub fn block(&mut self, dest: &Endpoint, scope: u64) -> Result<(), String> {
+    pub fn block(&mut self, dest: &Endpoint, scope: u64) -> Result<(), NetGuardError> {
         if dest.is_loopback() {
-            return Err(format!(
-                "{dest} is a loopback address: blocking it would cut the host's own services"
-            ));
+            return Err(NetGuardError::Loopback(*dest));
         }
         self.arm()?;
         let key = Self::key(dest, scope);
@@ -172,23 +194,29 @@ impl KernelNetGuard {
             && let Err(e) = self.blocks.insert(key, 1, 0)
         {
             self.disarm_if_idle();
-            return Err(format!("cannot block {dest}: {e}"));
+            return Err(NetGuardError::Block {
+                dest: *dest,
+                source: e,
+            });
         }
         self.counts.insert(key, n + 1);
         self.write()
     }
 
-    pub fn unblock(&mut self, dest: &Endpoint, scope: u64) -> Result<(), String> {
+    pub fn unblock(&mut self, dest: &Endpoint, scope: u64) -> Result<(), NetGuardError> {
         let key = Self::key(dest, scope);
         let Some(n) = self.counts.get_mut(&key) else {
-            return Err(format!("{dest} is not blocked"));
+            return Err(NetGuardError::NotBlocked(*dest));
         };
         *n -= 1;
         if *n == 0 {
             self.counts.remove(&key);
             self.blocks
                 .remove(&key)
-                .map_err(|e| format!("cannot lift the block of {dest}: {e}"))?;
+                .map_err(|source| NetGuardError::Lift {
+                    dest: *dest,
+                    source,
+                })?;
         }
         let written = self.write();
         self.disarm_if_idle();
