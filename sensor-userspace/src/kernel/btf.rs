@@ -43,7 +43,7 @@ pub enum BtfError {
         source: std::io::Error,
     },
     #[error("cannot parse the kernel BTF at {path}: {reason}")]
-    Parse { path: PathBuf, reason: String },
+    Parse { path: PathBuf, reason: Malformed },
     #[error("the kernel BTF has no struct {0}")]
     NoStruct(&'static str),
     #[error(
@@ -55,6 +55,25 @@ pub enum BtfError {
         strukt: &'static str,
         member: &'static str,
     },
+}
+
+/// What is wrong with a BTF blob.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Malformed {
+    #[error("not BTF (bad magic)")]
+    Magic,
+    #[error("truncated header")]
+    Header,
+    #[error("the {0} section's offset or length overflows")]
+    Overflow(&'static str),
+    #[error("the {0} section runs past the end of the file")]
+    PastEnd(&'static str),
+    #[error("type section too large")]
+    TooLarge,
+    #[error("truncated type record")]
+    Record,
+    #[error("unknown BTF kind {0}")]
+    Kind(u32),
 }
 
 /// One type record: where it starts and what it is.
@@ -99,21 +118,21 @@ impl KernelBtf {
     }
 
     /// Parses a little-endian BTF blob.
-    pub fn parse(raw: &[u8]) -> Result<Self, String> {
+    pub fn parse(raw: &[u8]) -> Result<Self, Malformed> {
         let magic = raw.get(0..2).map(|m| u16::from_le_bytes([m[0], m[1]]));
         if magic != Some(BTF_MAGIC) {
-            return Err("not BTF (bad magic)".into());
+            return Err(Malformed::Magic);
         }
-        let hdr = |off| u32_at(raw, off).ok_or_else(|| "truncated header".to_owned());
+        let hdr = |off| u32_at(raw, off).ok_or(Malformed::Header);
         let hdr_len = hdr(4)? as usize;
         let (type_off, type_len) = (hdr(8)? as usize, hdr(12)? as usize);
         let (str_off, str_len) = (hdr(16)? as usize, hdr(20)? as usize);
-        let section = |off: usize, len: usize, what: &str| {
-            let start = hdr_len.checked_add(off).ok_or("section offset overflows")?;
-            let end = start.checked_add(len).ok_or("section length overflows")?;
+        let section = |off: usize, len: usize, what: &'static str| {
+            let start = hdr_len.checked_add(off).ok_or(Malformed::Overflow(what))?;
+            let end = start.checked_add(len).ok_or(Malformed::Overflow(what))?;
             raw.get(start..end)
                 .map(<[u8]>::to_vec)
-                .ok_or_else(|| format!("{what} section runs past the end of the file"))
+                .ok_or(Malformed::PastEnd(what))
         };
         let types = section(type_off, type_len, "type")?;
         let strings = section(str_off, str_len, "string")?;
@@ -125,8 +144,8 @@ impl KernelBtf {
         let mut pos = 0usize;
         while pos < btf.types.len() {
             btf.index
-                .push(u32::try_from(pos).map_err(|_| "type section too large")?);
-            let rec = btf.record_at(pos).ok_or("truncated type record")?;
+                .push(u32::try_from(pos).map_err(|_| Malformed::TooLarge)?);
+            let rec = btf.record_at(pos).ok_or(Malformed::Record)?;
             pos = rec.data + btf.trailing_len(&rec)?;
         }
         Ok(btf)
@@ -144,7 +163,7 @@ impl KernelBtf {
         })
     }
 
-    fn trailing_len(&self, rec: &TypeRec) -> Result<usize, String> {
+    fn trailing_len(&self, rec: &TypeRec) -> Result<usize, Malformed> {
         let vlen = rec.vlen as usize;
         Ok(match rec.kind {
             KIND_INT | KIND_VAR | KIND_DECL_TAG => 4,
@@ -153,7 +172,7 @@ impl KernelBtf {
             KIND_ENUM | KIND_FUNC_PROTO => 8 * vlen,
             0 | KIND_PTR | 7 | KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | 12
             | 16 | KIND_TYPE_TAG => 0,
-            other => return Err(format!("unknown BTF kind {other}")),
+            other => return Err(Malformed::Kind(other)),
         })
     }
 
