@@ -421,12 +421,8 @@ fn freeze_latency(dir: &Path, runs: u32) -> Result<()> {
             continue;
         };
         if rec["action"] == "freeze" && rec["status"] == "done" {
-            let _ = Command::new(&sensor.bin)
-                .args(["undo", rec["id"].as_str().unwrap_or_default(), "--state"])
-                .arg(&state)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
+            // Best effort: the children are killed next either way.
+            let _ = sensor.undo(rec["id"].as_str().unwrap_or_default());
         }
     }
     for mut c in children {
@@ -610,15 +606,7 @@ tests:
             unreached += 1;
             break;
         };
-        let undo = Command::new(&sensor.bin)
-            .args(["undo", &id, "--state"])
-            .arg(&state)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()?;
-        if !undo.success() {
-            bail!("cannot undo isolation {id}");
-        }
+        sensor.undo(&id)?;
     }
     let sensor = Sensor::start(&work, &args)?;
     // UDP connects: the connect is the event, and no packet leaves.
@@ -706,6 +694,20 @@ impl Sensor {
 
     fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Undoes action `id` through the sensor's CLI.
+    fn undo(&self, id: &str) -> Result<()> {
+        let st = Command::new(&self.bin)
+            .args(["undo", id, "--state"])
+            .arg(&self.state)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()?;
+        if !st.success() {
+            bail!("cannot undo action {id}: {st}");
+        }
+        Ok(())
     }
 }
 

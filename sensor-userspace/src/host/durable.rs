@@ -69,11 +69,6 @@ impl SyncedFile {
         }
         Ok(())
     }
-
-    /// Syncs now, on the caller's thread (for commands that exit right after writing).
-    pub fn sync_now(&self) -> std::io::Result<()> {
-        self.file.sync_data()
-    }
 }
 
 impl Drop for SyncedFile {

@@ -525,7 +525,8 @@ impl<S: Sink, O: Observer> Pipeline<S, O> {
         key: ProcessKey,
         syscall: Option<(&'static str, i64, u32)>,
     ) {
-        if !self.sink.wants_events() && !self.observer.as_ref().is_some_and(O::wants_events) {
+        let observed = self.observer.as_ref().is_some_and(O::wants_events);
+        if !self.sink.wants_events() && !observed {
             return;
         }
         let Some(p) = self.table.get(&key) else {
@@ -562,7 +563,7 @@ impl<S: Sink, O: Observer> Pipeline<S, O> {
             repeats: syscall.map_or(0, |(_, _, repeats)| repeats),
             ancestry,
         };
-        if let Some(o) = self.observer.as_mut().filter(|o| o.wants_events()) {
+        if let Some(o) = self.observer.as_mut().filter(|_| observed) {
             o.observe(&event, &mut self.table, &self.graph, &self.clock);
         }
         if self.sink.wants_events() {
