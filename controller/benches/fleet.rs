@@ -20,7 +20,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use controller::net::ops::{self, OpRequest, OpResponse};
+use controller::net::ops::{self, OpReply, OpRequest, OpResponse};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject as _};
 use sensor_common::{
     protocol::{
@@ -55,9 +55,9 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-fn ask(state: &Path, req: &OpRequest) -> Res<serde_json::Value> {
+fn ask(state: &Path, req: &OpRequest) -> Res<OpReply> {
     match ops::request(&state.join("control.sock"), req, &mut |_| {})? {
-        OpResponse::Ok { value } => Ok(value),
+        OpResponse::Ok(reply) => Ok(reply),
         OpResponse::Error { message } => Err(message.into()),
         OpResponse::Progress(_) => Err("a progress line for an answer".into()),
     }
@@ -277,9 +277,10 @@ fn main() -> Res<()> {
             let mut ids = Vec::new();
             for n in 0..sensors {
                 let token = EnrollToken::parse(
-                    ask(&state, &OpRequest::EnrollToken { ttl_secs: 600 })?["token"]
-                        .as_str()
-                        .unwrap_or_default(),
+                    &match ask(&state, &OpRequest::EnrollToken { ttl_secs: 600 })? {
+                        OpReply::Token { token, .. } => token,
+                        other => return Err(format!("a token was asked for: {other:?}").into()),
+                    },
                 )?;
                 ids.push(enroll(&eps[n % eps.len()], addr, &ca, &token, n).await?);
             }
@@ -308,9 +309,10 @@ fn main() -> Res<()> {
                     }
                 }
             }
-            let held = ask(&state, &OpRequest::Hosts)?
-                .as_array()
-                .map_or(0, |h| h.iter().filter(|x| x["connected"] == true).count());
+            let held = match ask(&state, &OpRequest::Hosts)? {
+                OpReply::Hosts { hosts } => hosts.iter().filter(|h| h.connected).count(),
+                other => return Err(format!("hosts were asked for: {other:?}").into()),
+            };
             let rss = rss_kib(pid);
             println!(
                 "controller: {held} of {sensors} simulated sensors connected at once ({failed} failed) in {:.1} s; server RSS {:.1} MiB idle, {:.1} MiB with them: {:.1} KiB per connected sensor",
@@ -348,13 +350,15 @@ fn main() -> Res<()> {
                 "processes where cmdline contains \"worker 999\"",
             ] {
                 let t = Instant::now();
-                let v = ask(&state, &OpRequest::Hunt { query: q.into() })?;
+                let OpReply::Hunt(v) = ask(&state, &OpRequest::Hunt { query: q.into() })? else {
+                    return Err("a hunt answered with something else".into());
+                };
                 println!(
                     "controller: hunt {q:?} over {} edges: {} hits in {:.0} ms (server says {} ms)",
-                    v["edges_searched"],
-                    v["hits"].as_array().map_or(0, Vec::len),
+                    v.edges_searched,
+                    v.hits.len(),
                     t.elapsed().as_secs_f64() * 1000.0,
-                    v["millis"]
+                    v.millis
                 );
             }
             println!("controller: server peak RSS after the hunts {:.1} MiB", rss_kib(pid) as f64 / 1024.0);

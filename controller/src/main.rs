@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand};
 use controller::{
     ca::Authority,
     net::{
-        ops::{self, OpRequest, OpResponse},
+        ops::{self, OpReply, OpRequest, OpResponse},
         server::{self, Shared},
     },
     services::reconcile,
@@ -25,6 +25,9 @@ const DEFAULT_STATE: &str = "/var/lib/vigil-controller";
 #[derive(Parser)]
 #[command(name = "vigil-controller", version, about = "Vigil fleet controller")]
 struct Cli {
+    /// The server's state directory (its store, CA, operator socket).
+    #[arg(long, global = true, default_value = DEFAULT_STATE)]
+    state: PathBuf,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -33,45 +36,31 @@ struct Cli {
 enum Cmd {
     /// Run the server on its embedded store in the state directory.
     Serve {
-        #[arg(long, default_value = DEFAULT_STATE)]
-        state: PathBuf,
         /// UDP address to listen on (QUIC).
         #[arg(long, default_value = "0.0.0.0:4433")]
         listen: SocketAddr,
     },
     /// Issue a one-time enrollment token (printed as the last line).
     EnrollToken {
-        #[arg(long, default_value = DEFAULT_STATE)]
-        state: PathBuf,
         /// Seconds the token stays valid.
         #[arg(long, default_value_t = 3600)]
         ttl_secs: u64,
     },
     /// Enrolled hosts: id, hostname, last seen, versions, isolation, drops.
     Hosts {
-        #[arg(long, default_value = DEFAULT_STATE)]
-        state: PathBuf,
         #[arg(long)]
         json: bool,
     },
     /// Revoke a host (by id or hostname): its certificate gets nothing from now on.
-    Revoke {
-        #[arg(long, default_value = DEFAULT_STATE)]
-        state: PathBuf,
-        host: String,
-    },
+    Revoke { host: String },
     /// Isolate a host's network now (its sensor journals the action).
     Contain {
-        #[arg(long, default_value = DEFAULT_STATE)]
-        state: PathBuf,
         host: String,
         #[arg(long, default_value = "contained by the controller's operator")]
         reason: String,
     },
     /// End a host's isolation.
     Release {
-        #[arg(long, default_value = DEFAULT_STATE)]
-        state: PathBuf,
         host: String,
         /// Release without verifying the host first; recorded with who asked.
         #[arg(long)]
@@ -79,8 +68,6 @@ enum Cmd {
     },
     /// Kill a process tree on a host (its sensor journals the action; a kill has no undo).
     Kill {
-        #[arg(long, default_value = DEFAULT_STATE)]
-        state: PathBuf,
         host: String,
         pid: u32,
         #[arg(long, default_value = "killed by the controller's operator")]
@@ -88,20 +75,13 @@ enum Cmd {
     },
     /// Move a file on a host into its sensor's vault (undo puts it back).
     Quarantine {
-        #[arg(long, default_value = DEFAULT_STATE)]
-        state: PathBuf,
         host: String,
         path: String,
         #[arg(long, default_value = "quarantined by the controller's operator")]
         reason: String,
     },
     /// Reverse one journaled action on a host.
-    Undo {
-        #[arg(long, default_value = DEFAULT_STATE)]
-        state: PathBuf,
-        host: String,
-        action: String,
-    },
+    Undo { host: String, action: String },
     /// The fleet's rules.
     Rules {
         #[command(subcommand)]
@@ -114,23 +94,17 @@ enum Cmd {
     },
     /// Alerts the hosts sent, as JSON lines.
     Alerts {
-        #[arg(long, default_value = DEFAULT_STATE)]
-        state: PathBuf,
         #[arg(long)]
         host: Option<String>,
     },
     /// Action records the hosts sent, as JSON lines.
     Actions {
-        #[arg(long, default_value = DEFAULT_STATE)]
-        state: PathBuf,
         #[arg(long)]
         host: Option<String>,
     },
     /// Incidents across the fleet, from the hosts' alerts: open or closed, with the
     /// indicators a release looks for.
     Incidents {
-        #[arg(long, default_value = DEFAULT_STATE)]
-        state: PathBuf,
         #[arg(long)]
         host: Option<String>,
         #[arg(long)]
@@ -145,8 +119,6 @@ enum Cmd {
     /// run's new hits open one incident across the hosts they are on, and `--isolate` also
     /// isolates each of those hosts (at once, or when it reconnects).
     Hunt {
-        #[arg(long, default_value = DEFAULT_STATE)]
-        state: PathBuf,
         query: String,
         #[arg(long, requires = "every")]
         name: Option<String>,
@@ -160,8 +132,6 @@ enum Cmd {
     /// written, created, renamed, and running executables); shows hosts answering, then the
     /// answers. Hosts offline now answer when they reconnect: `sweep --results ID`.
     Sweep {
-        #[arg(long, default_value = DEFAULT_STATE)]
-        state: PathBuf,
         /// The SHA-256 to look for.
         #[arg(required_unless_present = "results")]
         sha256: Option<String>,
@@ -171,16 +141,11 @@ enum Cmd {
     },
     /// The standing hunts: name, query, interval, response, runs; `--remove NAME` drops one.
     Hunts {
-        #[arg(long, default_value = DEFAULT_STATE)]
-        state: PathBuf,
         #[arg(long)]
         remove: Option<String>,
     },
     /// Every operator command and its outcome.
-    Audit {
-        #[arg(long, default_value = DEFAULT_STATE)]
-        state: PathBuf,
-    },
+    Audit,
 }
 
 #[derive(Subcommand)]
@@ -188,21 +153,13 @@ enum RulesCmd {
     /// Validate every rule file under DIR (each loads, every test case passes), make the set
     /// the fleet's, and push it to every connected host; hosts offline get it when they
     /// reconnect. An invalid set is refused with each problem and nothing is sent.
-    Push {
-        #[arg(long, default_value = DEFAULT_STATE)]
-        state: PathBuf,
-        dir: PathBuf,
-    },
+    Push { dir: PathBuf },
 }
 
 #[derive(Subcommand)]
 enum PolicyCmd {
     /// Validate the policy FILE, make it the fleet's, and push it like `rules push`.
-    Push {
-        #[arg(long, default_value = DEFAULT_STATE)]
-        state: PathBuf,
-        file: PathBuf,
-    },
+    Push { file: PathBuf },
 }
 
 /// Shows a long request's progress on stderr: one line updated in place on a terminal.
@@ -222,17 +179,7 @@ fn end_progress() {
     }
 }
 
-fn print_push(v: &serde_json::Value) {
-    for h in v["hosts"].as_array().into_iter().flatten() {
-        println!(
-            "{}: {}",
-            h["host"].as_str().unwrap_or("?"),
-            h["outcome"].as_str().unwrap_or("?")
-        );
-    }
-}
-
-fn ask(state: &Path, req: &OpRequest) -> Result<serde_json::Value> {
+fn ask(state: &Path, req: &OpRequest) -> Result<OpReply> {
     ask_with_progress(state, req, &mut |_| {})
 }
 
@@ -240,7 +187,7 @@ fn ask_with_progress(
     state: &Path,
     req: &OpRequest,
     progress: &mut dyn FnMut(&ops::Progress),
-) -> Result<serde_json::Value> {
+) -> Result<OpReply> {
     let socket = state.join("control.sock");
     let resp = ops::request(&socket, req, progress).with_context(|| {
         format!(
@@ -250,7 +197,7 @@ fn ask_with_progress(
         )
     })?;
     match resp {
-        OpResponse::Ok { value } => Ok(value),
+        OpResponse::Ok(reply) => Ok(reply),
         OpResponse::Error { message } => bail!("{message}"),
         OpResponse::Progress(_) => bail!("the controller answered with a progress line"),
     }
@@ -296,8 +243,9 @@ fn ns_ago(ns: u64) -> String {
     )
 }
 
-fn print_lines(v: &serde_json::Value) -> Result<()> {
-    for item in v.as_array().into_iter().flatten() {
+/// One JSON line per item.
+fn print_lines<T: serde::Serialize>(items: &[T]) -> Result<()> {
+    for item in items {
         println!("{}", serde_json::to_string(item)?);
     }
     Ok(())
@@ -312,175 +260,72 @@ fn main() -> Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    match cli.command {
-        Cmd::Serve { state, listen } => {
+    let state = cli.state;
+    let (req, json) = match cli.command {
+        Cmd::Serve { listen } => {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
                 .build()?;
-            rt.block_on(serve(&state, listen))?;
+            return rt.block_on(serve(&state, listen));
         }
-        Cmd::EnrollToken { state, ttl_secs } => {
-            let v = ask(&state, &OpRequest::EnrollToken { ttl_secs })?;
-            println!("one-time enrollment token, valid {ttl_secs} s:");
-            println!("{}", v["token"].as_str().unwrap_or_default());
+        other => request_of(other)?,
+    };
+    let long = matches!(req, OpRequest::Hunt { .. } | OpRequest::Sweep { .. });
+    let reply = if long {
+        let r = ask_with_progress(&state, &req, &mut show_progress);
+        end_progress();
+        r?
+    } else {
+        ask(&state, &req)?
+    };
+    print_reply(reply, json)
+}
+
+/// The request an operator command makes, and whether its answer is wanted as JSON.
+fn request_of(cmd: Cmd) -> Result<(OpRequest, bool)> {
+    Ok(match cmd {
+        Cmd::Serve { .. } => bail!("`serve` runs the server; it asks nothing of one"),
+        Cmd::EnrollToken { ttl_secs } => (OpRequest::EnrollToken { ttl_secs }, false),
+        Cmd::Hosts { json } => (OpRequest::Hosts, json),
+        Cmd::Revoke { host } => (OpRequest::Revoke { host }, false),
+        Cmd::Contain { host, reason } => (OpRequest::Contain { host, reason }, false),
+        Cmd::Release { host, force } => (OpRequest::Release { host, force }, false),
+        Cmd::Kill { host, pid, reason } => (OpRequest::Kill { host, pid, reason }, false),
+        Cmd::Quarantine { host, path, reason } => {
+            (OpRequest::Quarantine { host, path, reason }, false)
         }
-        Cmd::Hosts { state, json } => {
-            let v = ask(&state, &OpRequest::Hosts)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
-                return Ok(());
-            }
-            println!(
-                "{:<20} {:<20} {:<10} {:<12} {:<8} {:<7} {:<22} {:<8} dropped",
-                "id", "hostname", "state", "last seen", "sensor", "policy", "rules", "isolated"
-            );
-            for h in v.as_array().into_iter().flatten() {
-                let r = &h["report"];
-                let state = if h["revoked"] == true {
-                    "revoked"
-                } else if h["connected"] == true {
-                    "online"
-                } else {
-                    "offline"
-                };
-                let rules = match r["rules_version"].as_str().filter(|v| !v.is_empty()) {
-                    Some(v) => format!("{} ({v})", r["rules_loaded"]),
-                    None => r["rules_loaded"].to_string(),
-                };
-                println!(
-                    "{:<20} {:<20} {:<10} {:<12} {:<8} {:<7} {:<22} {:<8} {}",
-                    h["id"].as_str().unwrap_or("?"),
-                    h["hostname"].as_str().unwrap_or("?"),
-                    state,
-                    ns_ago(h["last_seen_ns"].as_u64().unwrap_or(0)),
-                    r["sensor_version"].as_str().unwrap_or("?"),
-                    r["policy_version"],
-                    rules,
-                    r["isolated"],
-                    r["dropped"],
-                );
-            }
-        }
-        Cmd::Revoke { state, host } => {
-            let v = ask(&state, &OpRequest::Revoke { host })?;
-            println!("revoked: {v}");
-        }
-        Cmd::Contain {
-            state,
-            host,
-            reason,
-        } => print_lines(&ask(&state, &OpRequest::Contain { host, reason })?)?,
-        Cmd::Release { state, host, force } => {
-            let v = ask(&state, &OpRequest::Release { host, force })?;
-            println!("{}", serde_json::to_string_pretty(&v)?);
-        }
-        Cmd::Alerts { state, host } => print_lines(&ask(
-            &state,
-            &OpRequest::Records {
-                host,
-                stream: Stream::Alerts,
-            },
-        )?)?,
-        Cmd::Actions { state, host } => print_lines(&ask(
-            &state,
-            &OpRequest::Records {
-                host,
-                stream: Stream::Actions,
-            },
-        )?)?,
-        Cmd::Incidents { state, host, json } => {
-            let v = ask(&state, &OpRequest::Incidents { host })?;
-            if json {
-                print_lines(&v)?;
-                return Ok(());
-            }
-            for i in v.as_array().into_iter().flatten() {
-                let status = match i["closed"].as_object() {
-                    Some(c) => format!(
-                        "closed {} ({})",
-                        ns_ago(c["closed_ns"].as_u64().unwrap_or(0)),
-                        c["how"].as_str().unwrap_or("?")
-                    ),
-                    None => "open".to_owned(),
-                };
-                let rules: Vec<&str> = i["rules"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|r| r.as_str())
-                    .collect();
-                let spans: Vec<&str> = i["spans"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|h| h.as_str())
-                    .collect();
-                println!(
-                    "{} {} ({}) risk {}, {} {}, {}: {}",
-                    i["host"].as_str().unwrap_or("?"),
-                    i["id"].as_str().unwrap_or("?"),
-                    i["source"].as_str().unwrap_or("?"),
-                    i["risk"],
-                    i["alerts"],
-                    if i["source"] == "hunt" {
-                        "hits"
-                    } else {
-                        "alerts"
-                    },
-                    status,
-                    rules.join(", ")
-                );
-                if spans.len() > 1 {
-                    println!("    spans hosts {}", spans.join(", "));
-                }
-                for ind in i["indicators"].as_array().into_iter().flatten() {
-                    println!("    indicator {ind}");
-                }
-            }
-        }
-        Cmd::Kill {
-            state,
-            host,
-            pid,
-            reason,
-        } => print_lines(&ask(&state, &OpRequest::Kill { host, pid, reason })?)?,
-        Cmd::Quarantine {
-            state,
-            host,
-            path,
-            reason,
-        } => print_lines(&ask(&state, &OpRequest::Quarantine { host, path, reason })?)?,
-        Cmd::Undo {
-            state,
-            host,
-            action,
-        } => print_lines(&ask(&state, &OpRequest::Undo { host, action })?)?,
+        Cmd::Undo { host, action } => (OpRequest::Undo { host, action }, false),
         Cmd::Rules {
-            action: RulesCmd::Push { state, dir },
+            action: RulesCmd::Push { dir },
         } => {
             let set = sensor_userspace::detect::rules::read_set(&dir)
                 .with_context(|| format!("cannot read the rule directory {}", dir.display()))?;
-            let v = ask(&state, &OpRequest::PushRules { set })?;
-            print_push(&v);
-            println!(
-                "rule set {} ({} rules) is the fleet's",
-                v["version"].as_str().unwrap_or("?"),
-                v["rules"]
-            );
+            (OpRequest::PushRules { set }, false)
         }
         Cmd::Policy {
-            action: PolicyCmd::Push { state, file },
+            action: PolicyCmd::Push { file },
         } => {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("cannot read the policy {}", file.display()))?;
-            let v = ask(&state, &OpRequest::PushPolicy { text })?;
-            print_push(&v);
-            println!("policy version {} is the fleet's", v["version"]);
+            (OpRequest::PushPolicy { text }, false)
         }
-        Cmd::Audit { state } => print_lines(&ask(&state, &OpRequest::Audit)?)?,
+        Cmd::Alerts { host } => (
+            OpRequest::Records {
+                host,
+                stream: Stream::Alerts,
+            },
+            true,
+        ),
+        Cmd::Actions { host } => (
+            OpRequest::Records {
+                host,
+                stream: Stream::Actions,
+            },
+            true,
+        ),
+        Cmd::Incidents { host, json } => (OpRequest::Incidents { host }, json),
         Cmd::Hunt {
-            state,
             query,
             name: Some(name),
             every: Some(every_secs),
@@ -491,77 +336,174 @@ fn main() -> Result<()> {
             } else {
                 controller::store::Respond::Record
             };
-            let v = ask(
-                &state,
-                &OpRequest::HuntAdd {
-                    name,
-                    query,
-                    every_secs,
-                    respond,
-                },
-            )?;
-            println!("{}", serde_json::to_string(&v)?);
-        }
-        Cmd::Sweep {
-            state,
-            sha256,
-            results,
-        } => {
-            let v = match (sha256, results) {
-                (_, Some(id)) => ask(&state, &OpRequest::SweepResults { id })?,
-                (Some(sha256), None) => {
-                    let v = ask_with_progress(
-                        &state,
-                        &OpRequest::Sweep { sha256 },
-                        &mut show_progress,
-                    )?;
-                    end_progress();
-                    v
-                }
-                (None, None) => bail!("give a SHA-256, or --results ID"),
+            let add = OpRequest::HuntAdd {
+                name,
+                query,
+                every_secs,
+                respond,
             };
-            for a in v["answers"].as_array().into_iter().flatten() {
-                let host = a["host"].as_str().unwrap_or("?");
-                match a["error"].as_str() {
-                    Some(e) => println!("{host}: could not sweep: {e}"),
-                    None => {
-                        for f in a["found"].as_array().into_iter().flatten() {
-                            println!("{host}: {}", f.as_str().unwrap_or("?"));
-                        }
-                    }
-                }
+            (add, true)
+        }
+        Cmd::Hunt { query, .. } => (OpRequest::Hunt { query }, true),
+        Cmd::Sweep {
+            results: Some(id), ..
+        } => (OpRequest::SweepResults { id }, false),
+        Cmd::Sweep {
+            sha256: Some(sha256),
+            results: None,
+        } => (OpRequest::Sweep { sha256 }, false),
+        Cmd::Sweep { .. } => bail!("give a SHA-256, or --results ID"),
+        Cmd::Hunts { remove: Some(name) } => (OpRequest::HuntRemove { name }, false),
+        Cmd::Hunts { remove: None } => (OpRequest::Hunts, true),
+        Cmd::Audit => (OpRequest::Audit, true),
+    })
+}
+
+/// What an operator reads of a reply: tables and sentences, or JSON when asked (lists as
+/// one JSON line per item).
+fn print_reply(reply: OpReply, json: bool) -> Result<()> {
+    match reply {
+        OpReply::Hosts { hosts } if json => println!("{}", serde_json::to_string_pretty(&hosts)?),
+        OpReply::Hosts { hosts } => print_hosts(&hosts),
+        OpReply::Token { token, expires_ns } => {
+            let secs = expires_ns.saturating_sub(controller::now_ns()) / 1_000_000_000;
+            println!("one-time enrollment token, valid {secs} s:");
+            println!("{token}");
+        }
+        OpReply::Revoked { hosts } => println!("revoked: {}", serde_json::to_string(&hosts)?),
+        OpReply::Actions { records } => print_lines(&records)?,
+        OpReply::Applied { detail } => println!("{detail}"),
+        OpReply::Verified { present } => print_lines(&present)?,
+        OpReply::Swept { found, hashed } => {
+            for f in &found {
+                println!("{f}");
             }
-            eprintln!(
-                "sweep {}: {} of {} hosts answered; waiting for {}",
-                v["sweep"]["id"].as_str().unwrap_or("?"),
-                v["answers"].as_array().map_or(0, Vec::len),
-                v["hosts"],
-                v["waiting"]
-            );
+            eprintln!("{} found among {hashed} files hashed", found.len());
         }
-        Cmd::Hunts {
-            state,
-            remove: Some(name),
+        OpReply::Released(r) => println!("{}", serde_json::to_string_pretty(&r)?),
+        OpReply::RulesPushed {
+            version,
+            rules,
+            hosts,
         } => {
-            ask(&state, &OpRequest::HuntRemove { name: name.clone() })?;
-            println!("standing hunt {name} removed");
+            print_answers(&hosts);
+            println!("rule set {version} ({rules} rules) is the fleet's");
         }
-        Cmd::Hunts {
-            state,
-            remove: None,
-        } => print_lines(&ask(&state, &OpRequest::Hunts)?)?,
-        Cmd::Hunt { state, query, .. } => {
-            let v = ask_with_progress(&state, &OpRequest::Hunt { query }, &mut show_progress)?;
-            end_progress();
-            print_lines(&v["hits"])?;
+        OpReply::PolicyPushed { version, hosts } => {
+            print_answers(&hosts);
+            println!("policy version {version} is the fleet's");
+        }
+        OpReply::Incidents { incidents } if json => print_lines(&incidents)?,
+        OpReply::Incidents { incidents } => print_incidents(&incidents),
+        OpReply::Records { records } => print_lines(&records)?,
+        OpReply::Hunt(o) => {
+            print_lines(&o.hits)?;
             eprintln!(
                 "{} hits; {} edges searched across {} hosts in {} ms",
-                v["hits"].as_array().map_or(0, Vec::len),
-                v["edges_searched"],
-                v["hosts"],
-                v["millis"]
+                o.hits.len(),
+                o.edges_searched,
+                o.hosts,
+                o.millis
+            );
+        }
+        OpReply::Sweep(r) => print_sweep(&r),
+        OpReply::Standing(h) => println!("{}", serde_json::to_string(&h)?),
+        OpReply::StandingRemoved { name } => println!("standing hunt {name} removed"),
+        OpReply::Hunts { hunts } => print_lines(&hunts)?,
+        OpReply::Audit { entries } => print_lines(&entries)?,
+    }
+    Ok(())
+}
+
+fn print_answers(hosts: &[controller::services::push::HostAnswer]) {
+    for h in hosts {
+        println!("{}: {}", h.host, h.outcome);
+    }
+}
+
+fn print_hosts(hosts: &[ops::HostRow]) {
+    println!(
+        "{:<20} {:<20} {:<10} {:<12} {:<8} {:<7} {:<22} {:<8} dropped",
+        "id", "hostname", "state", "last seen", "sensor", "policy", "rules", "isolated"
+    );
+    for row in hosts {
+        let (h, r) = (&row.host, &row.host.report);
+        let state = if h.revoked {
+            "revoked"
+        } else if row.connected {
+            "online"
+        } else {
+            "offline"
+        };
+        let rules = if r.rules_version.is_empty() {
+            r.rules_loaded.to_string()
+        } else {
+            format!("{} ({})", r.rules_loaded, r.rules_version)
+        };
+        println!(
+            "{:<20} {:<20} {:<10} {:<12} {:<8} {:<7} {:<22} {:<8} {}",
+            h.id,
+            h.hostname,
+            state,
+            ns_ago(h.last_seen_ns),
+            r.sensor_version,
+            r.policy_version,
+            rules,
+            r.isolated,
+            r.dropped,
+        );
+    }
+}
+
+fn print_incidents(incidents: &[controller::services::incidents::FleetIncident]) {
+    use controller::services::incidents::Source;
+    for i in incidents {
+        let status = match &i.closed {
+            Some(c) => format!("closed {} ({})", ns_ago(c.closed_ns), c.how),
+            None => "open".to_owned(),
+        };
+        let (source, counted) = match i.source {
+            Source::Sensor => ("sensor", "alerts"),
+            Source::Hunt => ("hunt", "hits"),
+        };
+        let rules: Vec<&str> = i.rules.iter().map(String::as_str).collect();
+        println!(
+            "{} {} ({source}) risk {}, {} {counted}, {status}: {}",
+            i.host,
+            i.id,
+            i.risk,
+            i.alerts,
+            rules.join(", ")
+        );
+        if i.spans.len() > 1 {
+            let spans: Vec<&str> = i.spans.iter().map(String::as_str).collect();
+            println!("    spans hosts {}", spans.join(", "));
+        }
+        for ind in &i.indicators {
+            println!(
+                "    indicator {}",
+                serde_json::to_string(ind).unwrap_or_default()
             );
         }
     }
-    Ok(())
+}
+
+fn print_sweep(r: &controller::services::sweep::Report) {
+    for a in &r.answers {
+        match &a.error {
+            Some(e) => println!("{}: could not sweep: {e}", a.host),
+            None => {
+                for f in &a.found {
+                    println!("{}: {f}", a.host);
+                }
+            }
+        }
+    }
+    eprintln!(
+        "sweep {}: {} of {} hosts answered; waiting for {:?}",
+        r.sweep.id,
+        r.answers.len(),
+        r.hosts,
+        r.waiting
+    );
 }

@@ -318,6 +318,27 @@ pub enum CommandReply {
     NotIsolated,
 }
 
+/// The one text for a reply, as the audit log and the operator read it.
+impl core::fmt::Display for CommandReply {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Done { records } => write!(f, "done: {} action record(s)", records.len()),
+            Self::Refused { reason } => write!(f, "refused by the host: {reason}"),
+            Self::Verified { present } if present.is_empty() => {
+                f.write_str("verified: no indicator present")
+            }
+            Self::Verified { present } => {
+                write!(f, "verified: {} indicator(s) still present", present.len())
+            }
+            Self::Applied { detail } => write!(f, "applied: {detail}"),
+            Self::Swept { found, hashed } => {
+                write!(f, "swept: {} found among {hashed} hashed", found.len())
+            }
+            Self::NotIsolated => f.write_str("the host is not isolated"),
+        }
+    }
+}
+
 /// Whether `s` is a SHA-256 as sweeps take it: 64 lower-case hex digits.
 pub fn is_sha256(s: &str) -> bool {
     s.len() == 64
@@ -383,6 +404,15 @@ pub struct Presence {
     pub detail: String,
 }
 
+/// Why a pushed rule set is not the set it says it is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RuleSetError {
+    #[error("{0:?} is not a plain relative rule file path")]
+    NotPlain(String),
+    #[error("the rule set's version {said} does not match its contents ({actual})")]
+    Forged { said: String, actual: String },
+}
+
 /// A rule set as pushed: every file, by name, and a version derived from the contents.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RuleSet {
@@ -423,7 +453,7 @@ impl RuleSet {
     }
 
     /// Whether the version matches the contents and every name is a plain relative rule file path.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), RuleSetError> {
         for f in &self.files {
             let plain = f
                 .name
@@ -431,20 +461,17 @@ impl RuleSet {
                 .all(|c| !c.is_empty() && !c.starts_with('.') && !c.contains(['\\', '\0']))
                 && (f.name.ends_with(".yml") || f.name.ends_with(".yaml"));
             if !plain {
-                return Err(std::format!(
-                    "{:?} is not a plain relative rule file path",
-                    f.name
-                ));
+                return Err(RuleSetError::NotPlain(f.name.clone()));
             }
         }
         // A set is sorted by name when made: out of order, it is not the set it says.
         let sorted = self.files.is_sorted_by(|a, b| a.name <= b.name);
         let version = Self::digest(&self.files);
         if !sorted || version != self.version {
-            return Err(std::format!(
-                "the rule set's version {} does not match its contents ({version})",
-                self.version
-            ));
+            return Err(RuleSetError::Forged {
+                said: self.version.clone(),
+                actual: version,
+            });
         }
         Ok(())
     }
@@ -564,7 +591,26 @@ pub enum Step {
     Report(HostReport),
     Send(Downlink),
     /// End this stream with the reason (logged); the rest of the server carries on.
-    Close(String),
+    Close(Violation),
+}
+
+/// How a sensor broke the telemetry protocol: the stream ends, the server carries on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Violation {
+    #[error("stream already closed")]
+    AlreadyClosed,
+    #[error("hello names host {said} but the certificate was issued to {certified}")]
+    WrongHost { said: String, certified: String },
+    #[error("a frame before the hello")]
+    BeforeHello,
+    #[error("a second hello")]
+    SecondHello,
+    #[error("{} line {seq} arrived where {expected} was due", .stream.name())]
+    OutOfOrder {
+        stream: Stream,
+        seq: u64,
+        expected: u64,
+    },
 }
 
 /// The controller's side of one telemetry stream, as a state machine: a hello naming the
@@ -601,20 +647,20 @@ impl ServerSession {
         frame: Uplink,
         held: impl FnOnce() -> (BTreeMap<Stream, u64>, u64),
     ) -> Vec<Step> {
-        let close = |state: &mut SessionState, why: String| {
+        let close = |state: &mut SessionState, why: Violation| {
             *state = SessionState::Closed;
             std::vec![Step::Close(why)]
         };
         match (&mut self.state, frame) {
-            (SessionState::Closed, _) => std::vec![Step::Close("stream already closed".into())],
+            (SessionState::Closed, _) => std::vec![Step::Close(Violation::AlreadyClosed)],
             (SessionState::AwaitHello, Uplink::Hello { host_id, report }) => {
                 if host_id != self.host_id {
                     return close(
                         &mut self.state,
-                        std::format!(
-                            "hello names host {host_id} but the certificate was issued to {}",
-                            self.host_id
-                        ),
+                        Violation::WrongHost {
+                            said: host_id,
+                            certified: self.host_id.clone(),
+                        },
                     );
                 }
                 let (held, graph) = held();
@@ -627,11 +673,9 @@ impl ServerSession {
                     Step::Send(Downlink::Welcome { held, graph })
                 ]
             }
-            (SessionState::AwaitHello, _) => {
-                close(&mut self.state, "a frame before the hello".into())
-            }
+            (SessionState::AwaitHello, _) => close(&mut self.state, Violation::BeforeHello),
             (SessionState::Streaming { .. }, Uplink::Hello { .. }) => {
-                close(&mut self.state, "a second hello".into())
+                close(&mut self.state, Violation::SecondHello)
             }
             (SessionState::Streaming { .. }, Uplink::Report(r)) => std::vec![Step::Report(r)],
             (SessionState::Streaming { graph, .. }, Uplink::Graph { seq, delta }) => {
@@ -660,10 +704,11 @@ impl ServerSession {
                     let expected = *last + 1;
                     close(
                         &mut self.state,
-                        std::format!(
-                            "{} line {seq} arrived where {expected} was due",
-                            stream.name()
-                        ),
+                        Violation::OutOfOrder {
+                            stream,
+                            seq,
+                            expected,
+                        },
                     )
                 }
             }
@@ -719,7 +764,7 @@ mod tests {
     fn a_rule_set_with_a_forged_version_or_a_path_outside_its_directory_is_refused() {
         let mut forged = RuleSet::new(vec![file("a.yml", "x")]);
         forged.files[0].text = "changed".into();
-        assert!(forged.check().unwrap_err().contains("does not match"));
+        assert!(matches!(forged.check(), Err(RuleSetError::Forged { .. })));
         for bad in [
             "../a.yml",
             "/etc/a.yml",
@@ -730,7 +775,7 @@ mod tests {
         ] {
             let set = RuleSet::new(vec![file(bad, "x")]);
             let err = set.check().unwrap_err();
-            assert!(err.contains("not a plain relative"), "{bad}: {err}");
+            assert_eq!(err, RuleSetError::NotPlain(bad.into()), "{bad}");
         }
     }
 
@@ -806,7 +851,9 @@ mod tests {
         assert!(matches!(s.on_frame(rec(1), none)[..], [Step::Close(_)]));
         let mut s = ServerSession::new("h1".into());
         let steps = s.on_frame(hello("h2"), none);
-        assert!(matches!(&steps[..], [Step::Close(why)] if why.contains("h2")));
+        assert!(
+            matches!(&steps[..], [Step::Close(Violation::WrongHost { said, .. })] if said == "h2")
+        );
         let mut s = ServerSession::new("h1".into());
         let steps = s.on_frame(hello("h1"), || (BTreeMap::from([(Stream::Alerts, 4)]), 9));
         assert_eq!(

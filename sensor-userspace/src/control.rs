@@ -3,20 +3,19 @@
 
 use std::{
     collections::BTreeMap,
-    io::{BufRead, BufReader, Write},
-    os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
     time::Duration,
 };
 
 use serde::{Deserialize, Serialize};
 use tokio::{
-    io::{AsyncBufReadExt, AsyncWriteExt},
+    io::AsyncWriteExt as _,
     net::{UnixListener, UnixStream},
     sync::{mpsc, oneshot},
 };
 
 use crate::{
+    host::rpc::{self, RpcError},
     kernel::{loader::HookKind, probe::HookSupport},
     model::process_table::{Process, TableStats},
 };
@@ -246,63 +245,29 @@ pub type Envelope = (Request, oneshot::Sender<Response>);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
-    #[error("cannot listen on the control socket {path}: {source}")]
-    Bind {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("the control socket: {0}")]
+    Bind(crate::host::rpc::RpcError),
     #[error(
-        "no sensor answers on {path} ({source}); is `vigil-sensor run` running with this --state?"
+        "no sensor answers on {} ({source}); is `vigil-sensor run` running with this --state?", .path.display()
     )]
     Connect {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("the control socket {path} failed: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("the sensor sent a response that cannot be read: {0}")]
-    BadResponse(serde_json::Error),
+    #[error(transparent)]
+    Rpc(crate::host::rpc::RpcError),
 }
 
-/// Binds the socket (replacing a stale one) with mode 0600.
+/// Binds the socket (replacing a stale one, never a live sensor's) with mode 0600.
 pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
-    let err = |source| ControlError::Bind {
-        path: path.to_owned(),
-        source,
-    };
-    if path.exists() {
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(err(std::io::Error::new(
-                std::io::ErrorKind::AddrInUse,
-                "another sensor is running with this state directory",
-            )));
-        }
-        std::fs::remove_file(path).map_err(err)?;
-    }
-    let listener = UnixListener::bind(path).map_err(err)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
-    Ok(listener)
+    rpc::bind(path).map_err(ControlError::Bind)
 }
 
 /// Accepts connections until the channel closes. Peers that are neither root nor the
 /// sensor's own user are refused before a byte is read.
 pub async fn serve(listener: UnixListener, tx: mpsc::Sender<Envelope>) {
     loop {
-        let stream = match listener.accept().await {
-            Ok((s, _)) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "control socket accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        if crate::host::peer::trusted(&stream).is_none() {
-            tracing::warn!("refused a control connection from an unauthorised user");
-            continue;
-        }
+        let (stream, _) = rpc::accept(&listener).await;
         let tx = tx.clone();
         tokio::spawn(async move {
             if let Err(e) = handle(stream, tx).await {
@@ -314,10 +279,7 @@ pub async fn serve(listener: UnixListener, tx: mpsc::Sender<Envelope>) {
 
 async fn handle(stream: UnixStream, tx: mpsc::Sender<Envelope>) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
-    let mut reader = tokio::io::BufReader::new(read).take(MAX_REQUEST as u64);
-    let mut line = String::new();
-    reader.read_line(&mut line).await?;
-    let response = match serde_json::from_str::<Request>(line.trim()) {
+    let response = match rpc::read_request::<Request>(read, MAX_REQUEST).await {
         Ok(request) => {
             let (reply, answer) = oneshot::channel();
             if tx.send((request, reply)).await.is_err() {
@@ -331,36 +293,17 @@ async fn handle(stream: UnixStream, tx: mpsc::Sender<Envelope>) -> std::io::Resu
             }
         }
         Err(e) => Response::Error {
-            message: format!("malformed request: {e}"),
+            message: e.to_string(),
         },
     };
-    let mut out = serde_json::to_vec(&response).map_err(std::io::Error::from)?;
-    out.push(b'\n');
-    write.write_all(&out).await?;
+    rpc::write_line(&mut write, &response).await?;
     write.shutdown().await
 }
 
-use tokio::io::AsyncReadExt as _;
-
 /// Sends one request to a running sensor and waits for its response.
 pub fn request(socket: &Path, req: &Request) -> Result<Response, ControlError> {
-    let io = |source| ControlError::Io {
-        path: socket.to_owned(),
-        source,
-    };
-    let mut stream = std::os::unix::net::UnixStream::connect(socket).map_err(|source| {
-        ControlError::Connect {
-            path: socket.to_owned(),
-            source,
-        }
-    })?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .map_err(io)?;
-    let mut line = serde_json::to_vec(req).map_err(|e| io(e.into()))?;
-    line.push(b'\n');
-    stream.write_all(&line).map_err(io)?;
-    let mut answer = String::new();
-    BufReader::new(stream).read_line(&mut answer).map_err(io)?;
-    serde_json::from_str(&answer).map_err(ControlError::BadResponse)
+    rpc::call(socket, req, Duration::from_secs(10), |_: &Response| false).map_err(|e| match e {
+        RpcError::Connect { path, source } => ControlError::Connect { path, source },
+        other => ControlError::Rpc(other),
+    })
 }

@@ -21,6 +21,9 @@ const DEFAULT_STATE: &str = "/var/lib/vigil";
     about = "Vigil host sensor: kernel telemetry, detection and response"
 )]
 struct Cli {
+    /// The sensor's state directory (control socket, journals, identity).
+    #[arg(long, global = true, default_value = DEFAULT_STATE)]
+    state: PathBuf,
     #[command(subcommand)]
     command: Command,
 }
@@ -32,98 +35,20 @@ struct Cli {
 )]
 enum Command {
     /// Load the kernel programs and run the sensor until SIGINT or SIGTERM.
-    Run {
-        /// State directory (control socket, journals).
-        #[arg(long, default_value = DEFAULT_STATE)]
-        state: PathBuf,
-        /// Write every event as a JSON line to FILE (appended), or to standard output with `-`.
-        #[arg(long, value_name = "FILE|-")]
-        events_out: Option<PathBuf>,
-        /// Size of the kernel ring buffer in bytes (a power of two, at least 4096).
-        #[arg(long, default_value_t = 8 << 20)]
-        ring_buffer_bytes: u32,
-        /// Milliseconds between drains of the ring when the kernel has not woken the sensor:
-        /// the bound on how late an event is seen.
-        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=1000))]
-        poll_interval_ms: u64,
-        /// Repeats of the same write-open, connect or accept by one thread within this many
-        /// milliseconds of the last one delivered are counted in the kernel (`status`,
-        /// "coalesced") and not delivered; the next delivery carries their number. 0 delivers
-        /// every one.
-        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(0..=60_000))]
-        coalesce_ms: u32,
-        /// Kernel BTF to resolve struct layouts from.
-        #[arg(long, default_value = VMLINUX_BTF)]
-        btf: PathBuf,
-        /// Seconds an exited process stays in the process table.
-        #[arg(long, default_value_t = 300)]
-        retention_secs: u64,
-        /// Most exited processes kept in the process table.
-        #[arg(long, default_value_t = 65_536)]
-        max_exited: usize,
-        /// Most edges kept in the entity graph (the oldest go first).
-        #[arg(long, default_value_t = 262_144)]
-        max_edges: usize,
-        /// The policy (TOML); without it, the policy shipped in deploy/policy.toml. Reloaded
-        /// on SIGHUP and by `vigil-sensor policy reload`.
-        #[arg(long, value_name = "FILE")]
-        policy: Option<PathBuf>,
-        /// A directory of Sigma and behaviour rules to run (repeatable); alerts go to
-        /// STATE/alerts.jsonl. Without it: /etc/vigil/rules when it exists, else the rules
-        /// shipped in deploy/rules (built in).
-        #[arg(long = "rules", value_name = "DIR")]
-        rules: Vec<PathBuf>,
-        /// A file name whose read-only opens are reported (repeatable; replaces the default
-        /// set of credential and private-key names).
-        #[arg(long = "sensitive-name", value_name = "NAME")]
-        sensitive_names: Vec<String>,
-        /// An environment variable captured at exec (repeatable; replaces the default set:
-        /// LD_PRELOAD, LD_LIBRARY_PATH, LD_AUDIT, BASH_ENV, ENV, PROMPT_COMMAND, PYTHONPATH,
-        /// HISTFILE, HISTSIZE and others). At most 64.
-        #[arg(long = "capture-env", value_name = "NAME")]
-        env_names: Vec<String>,
-        /// The cgroup v2 directory whose processes network containment (isolation,
-        /// destination blocks) applies to. Default: the root of the cgroup v2 mount, found in
-        /// /proc/self/mounts, which is the whole host.
-        #[arg(long, value_name = "DIR")]
-        cgroup: Option<PathBuf>,
-        /// The controller (IP:PORT, UDP) to send alerts and action records to and take
-        /// commands from; it stays reachable while the host is isolated. The sensor runs the
-        /// same without it.
-        #[arg(long, value_name = "ADDR")]
-        controller: Option<std::net::SocketAddr>,
-        /// A one-time enrollment token from `vigil-controller enroll-token`, used when the
-        /// state directory holds no identity yet.
-        #[arg(long, value_name = "TOKEN", requires = "controller", value_parser = parse_token)]
-        enroll: Option<sensor_common::protocol::EnrollToken>,
-        /// Watch only the processes of this cgroup v2 subtree, as a sensor for one container
-        /// (or one simulated host in tests) rather than the whole machine.
-        #[arg(long, value_name = "DIR")]
-        scope_cgroup: Option<PathBuf>,
-        /// An address this host is known by to its peers (repeatable; default: its
-        /// interfaces'). The controller joins hosts' connections by them.
-        #[arg(long = "address", value_name = "IP")]
-        addresses: Vec<std::net::IpAddr>,
-    },
+    Run(RunArgs),
     /// Show a running sensor's uptime, hooks and per-kind event and drop counts.
     Status {
-        #[arg(long, default_value = DEFAULT_STATE)]
-        state: PathBuf,
         /// Print the raw JSON.
         #[arg(long)]
         json: bool,
     },
     /// Ask the entity graph: `tree PID`, `executors PATH`, `first-writer PATH`, `snapshot`.
     Graph {
-        #[arg(long, default_value = DEFAULT_STATE)]
-        state: PathBuf,
         #[command(subcommand)]
         query: GraphCmd,
     },
     /// Alerts raised so far (from STATE/alerts.jsonl), newest last.
     Alerts {
-        #[arg(long, default_value = DEFAULT_STATE)]
-        state: PathBuf,
         /// Print the raw JSON lines.
         #[arg(long)]
         json: bool,
@@ -139,8 +64,6 @@ enum Command {
     /// Incidents: alerts on one causal chain, with the story (root cause, process tree,
     /// timeline, blast radius) and the policy's decision.
     Incidents {
-        #[arg(long, default_value = DEFAULT_STATE)]
-        state: PathBuf,
         /// Print JSON (one array).
         #[arg(long)]
         json: bool,
@@ -149,34 +72,18 @@ enum Command {
     },
     /// The action journal (STATE/actions.jsonl): every action, its reason, result and undo.
     Actions {
-        #[arg(long, default_value = DEFAULT_STATE)]
-        state: PathBuf,
         #[arg(long)]
         json: bool,
     },
     /// Reverse a journaled action (the undo of a kill is recorded as impossible).
-    Undo {
-        #[arg(long, default_value = DEFAULT_STATE)]
-        state: PathBuf,
-        id: String,
-    },
+    Undo { id: String },
     /// Carry out the actions of an incident that await approval.
-    Approve {
-        #[arg(long, default_value = DEFAULT_STATE)]
-        state: PathBuf,
-        incident: String,
-    },
+    Approve { incident: String },
     /// Drop the actions of an incident that await approval.
-    Deny {
-        #[arg(long, default_value = DEFAULT_STATE)]
-        state: PathBuf,
-        incident: String,
-    },
+    Deny { incident: String },
     /// Isolate this host's network now (loopback, the controller and the policy's
     /// isolation.allow stay reachable). Journaled; `vigil-sensor undo ID` ends it.
     Isolate {
-        #[arg(long, default_value = DEFAULT_STATE)]
-        state: PathBuf,
         /// Why, for the journal.
         #[arg(long)]
         reason: String,
@@ -184,8 +91,6 @@ enum Command {
     /// Refuse connections to a destination (ADDR, ADDR:PORT or [V6ADDR]:PORT) host-wide, or
     /// only for the process tree of --pid; traffic of open connections is dropped too.
     Block {
-        #[arg(long, default_value = DEFAULT_STATE)]
-        state: PathBuf,
         dest: sensor_userspace::act::netguard::Endpoint,
         #[arg(long)]
         pid: Option<u32>,
@@ -194,8 +99,6 @@ enum Command {
     },
     /// Freeze a process tree for investigation (cgroup v2 freezer; SIGSTOP where none).
     Freeze {
-        #[arg(long, default_value = DEFAULT_STATE)]
-        state: PathBuf,
         pid: u32,
         #[arg(long)]
         reason: String,
@@ -203,11 +106,9 @@ enum Command {
     /// Enroll with a controller now (the identity is saved in the state directory), then
     /// exit: `run --controller ADDR` uses it from then on.
     Enroll {
-        #[arg(long, default_value = DEFAULT_STATE)]
-        state: PathBuf,
         #[arg(long, value_name = "ADDR")]
         controller: std::net::SocketAddr,
-        #[arg(long, value_name = "TOKEN", value_parser = parse_token)]
+        #[arg(long, value_name = "TOKEN", value_parser = sensor_common::protocol::EnrollToken::parse)]
         token: sensor_common::protocol::EnrollToken,
     },
     /// Detection rules.
@@ -217,12 +118,120 @@ enum Command {
     },
     /// Show a live process as the sensor knows it, with its ancestry.
     Process {
-        #[arg(long, default_value = DEFAULT_STATE)]
-        state: PathBuf,
         pid: u32,
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `vigil-sensor run`'s options, as given on the command line.
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Write every event as a JSON line to FILE (appended), or to standard output with `-`.
+    #[arg(long, value_name = "FILE|-")]
+    events_out: Option<PathBuf>,
+    /// Size of the kernel ring buffer in bytes (a power of two, at least 4096).
+    #[arg(long, default_value_t = 8 << 20)]
+    ring_buffer_bytes: u32,
+    /// Milliseconds between drains of the ring when the kernel has not woken the sensor:
+    /// the bound on how late an event is seen.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    poll_interval_ms: u64,
+    /// Repeats of the same write-open, connect or accept by one thread within this many
+    /// milliseconds of the last one delivered are counted in the kernel (`status`,
+    /// "coalesced") and not delivered; the next delivery carries their number. 0 delivers
+    /// every one.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(0..=60_000))]
+    coalesce_ms: u32,
+    /// Kernel BTF to resolve struct layouts from.
+    #[arg(long, default_value = VMLINUX_BTF)]
+    btf: PathBuf,
+    /// Seconds an exited process stays in the process table.
+    #[arg(long, default_value_t = 300)]
+    retention_secs: u64,
+    /// Most exited processes kept in the process table.
+    #[arg(long, default_value_t = 65_536)]
+    max_exited: usize,
+    /// Most edges kept in the entity graph (the oldest go first).
+    #[arg(long, default_value_t = 262_144)]
+    max_edges: usize,
+    /// The policy (TOML); without it, the policy shipped in deploy/policy.toml. Reloaded
+    /// on SIGHUP and by `vigil-sensor policy reload`.
+    #[arg(long, value_name = "FILE")]
+    policy: Option<PathBuf>,
+    /// A directory of Sigma and behaviour rules to run (repeatable); alerts go to
+    /// STATE/alerts.jsonl. Without it: /etc/vigil/rules when it exists, else the rules
+    /// shipped in deploy/rules (built in).
+    #[arg(long = "rules", value_name = "DIR")]
+    rules: Vec<PathBuf>,
+    /// A file name whose read-only opens are reported (repeatable; replaces the default
+    /// set of credential and private-key names).
+    #[arg(long = "sensitive-name", value_name = "NAME")]
+    sensitive_names: Vec<String>,
+    /// An environment variable captured at exec (repeatable; replaces the default set:
+    /// LD_PRELOAD, LD_LIBRARY_PATH, LD_AUDIT, BASH_ENV, ENV, PROMPT_COMMAND, PYTHONPATH,
+    /// HISTFILE, HISTSIZE and others). At most 64.
+    #[arg(long = "capture-env", value_name = "NAME")]
+    env_names: Vec<String>,
+    /// The cgroup v2 directory whose processes network containment (isolation,
+    /// destination blocks) applies to. Default: the root of the cgroup v2 mount, found in
+    /// /proc/self/mounts, which is the whole host.
+    #[arg(long, value_name = "DIR")]
+    cgroup: Option<PathBuf>,
+    /// The controller (IP:PORT, UDP) to send alerts and action records to and take
+    /// commands from; it stays reachable while the host is isolated. The sensor runs the
+    /// same without it.
+    #[arg(long, value_name = "ADDR")]
+    controller: Option<std::net::SocketAddr>,
+    /// A one-time enrollment token from `vigil-controller enroll-token`, used when the
+    /// state directory holds no identity yet.
+    #[arg(long, value_name = "TOKEN", requires = "controller", value_parser = sensor_common::protocol::EnrollToken::parse)]
+    enroll: Option<sensor_common::protocol::EnrollToken>,
+    /// Watch only the processes of this cgroup v2 subtree, as a sensor for one container
+    /// (or one simulated host in tests) rather than the whole machine.
+    #[arg(long, value_name = "DIR")]
+    scope_cgroup: Option<PathBuf>,
+    /// An address this host is known by to its peers (repeatable; default: its
+    /// interfaces'). The controller joins hosts' connections by them.
+    #[arg(long = "address", value_name = "IP")]
+    addresses: Vec<std::net::IpAddr>,
+}
+
+impl RunArgs {
+    /// The daemon's options: the defaults filled in where a list was left empty.
+    fn into_options(self, state: PathBuf) -> RunOptions {
+        let or_default = |given: Vec<String>, default: &[&str]| {
+            if given.is_empty() {
+                default.iter().map(|s| s.to_string()).collect()
+            } else {
+                given
+            }
+        };
+        RunOptions {
+            state,
+            events_out: self.events_out,
+            ring_buffer_bytes: self.ring_buffer_bytes,
+            poll_interval: std::time::Duration::from_millis(self.poll_interval_ms),
+            coalesce_ms: self.coalesce_ms,
+            btf: self.btf,
+            limits: TableLimits {
+                retention_ns: self.retention_secs.saturating_mul(1_000_000_000),
+                max_exited: self.max_exited,
+            },
+            sensitive_names: or_default(self.sensitive_names, loader::DEFAULT_SENSITIVE_NAMES),
+            env_names: or_default(self.env_names, loader::DEFAULT_ENV_NAMES),
+            graph_limits: sensor_userspace::model::graph::GraphLimits {
+                max_edges: self.max_edges,
+            },
+            rules: self.rules,
+            policy: self.policy,
+            cgroup: self.cgroup,
+            controller: self.controller,
+            enroll: self.enroll,
+            scope: self.scope_cgroup,
+            addresses: self.addresses,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -231,10 +240,7 @@ enum PolicyCmd {
     Check { file: PathBuf },
     /// Make the running sensor re-read its policy (it keeps the one in force if the new one
     /// is invalid, and says why).
-    Reload {
-        #[arg(long, default_value = DEFAULT_STATE)]
-        state: PathBuf,
-    },
+    Reload,
 }
 
 #[derive(Subcommand)]
@@ -263,10 +269,6 @@ enum GraphCmd {
     FirstWriter { path: String },
     /// Write a snapshot of the graph (rmp-serde) into the state directory.
     Snapshot,
-}
-
-fn parse_token(s: &str) -> Result<sensor_common::protocol::EnrollToken, String> {
-    sensor_common::protocol::EnrollToken::parse(s).map_err(|e| e.to_string())
 }
 
 fn init_logging() {
@@ -438,83 +440,30 @@ fn default_sigpipe() {
     }
 }
 
+// Long by design: one arm per subcommand, each a request and its printing.
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    if !matches!(cli.command, Command::Run { .. }) {
+    if !matches!(cli.command, Command::Run(_)) {
         default_sigpipe();
     }
     init_logging();
+    let state = cli.state;
     match cli.command {
-        Command::Run {
-            state,
-            events_out,
-            ring_buffer_bytes,
-            poll_interval_ms,
-            coalesce_ms,
-            btf,
-            retention_secs,
-            max_exited,
-            max_edges,
-            policy,
-            rules,
-            sensitive_names,
-            env_names,
-            cgroup,
-            controller,
-            enroll,
-            scope_cgroup,
-            addresses,
-        } => {
-            let env_names = if env_names.is_empty() {
-                loader::DEFAULT_ENV_NAMES
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect()
-            } else {
-                env_names
-            };
-            let sensitive_names = if sensitive_names.is_empty() {
-                loader::DEFAULT_SENSITIVE_NAMES
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect()
-            } else {
-                sensitive_names
-            };
-            let opts = RunOptions {
-                state,
-                events_out,
-                ring_buffer_bytes,
-                poll_interval: std::time::Duration::from_millis(poll_interval_ms),
-                coalesce_ms,
-                btf,
-                limits: TableLimits {
-                    retention_ns: retention_secs.saturating_mul(1_000_000_000),
-                    max_exited,
-                },
-                sensitive_names,
-                env_names,
-                graph_limits: sensor_userspace::model::graph::GraphLimits { max_edges },
-                rules,
-                policy,
-                cgroup,
-                controller,
-                enroll,
-                scope: scope_cgroup,
-                addresses,
-            };
+        Command::Run(args) => {
+            let opts = args.into_options(state);
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .context("cannot start the async runtime")?;
             rt.block_on(run(opts))?;
         }
-        Command::Status { state, json } => match ask(&state, &Request::Status)? {
+        Command::Status { json } => match ask(&state, &Request::Status)? {
             Response::Status(s) if json => println!("{}", serde_json::to_string_pretty(&s)?),
             Response::Status(s) => print_status(&s),
             other => bail!("unexpected response: {other:?}"),
         },
-        Command::Alerts { state, json, last } => {
+        Command::Alerts { json, last } => {
             let path = state.join("alerts.jsonl");
             let (alerts, bad) = sensor_userspace::triage::alerts::read(&path)
                 .with_context(|| format!("cannot read {}", path.display()))?;
@@ -559,7 +508,7 @@ fn main() -> Result<()> {
             );
         }
         Command::Policy {
-            action: PolicyCmd::Reload { state },
+            action: PolicyCmd::Reload,
         } => match ask(&state, &Request::ReloadPolicy)? {
             Response::Policy(s) => println!(
                 "policy version {} ({:?}) in force, from {}",
@@ -613,7 +562,7 @@ fn main() -> Result<()> {
                 std::process::exit(1);
             }
         }
-        Command::Actions { state, json } => {
+        Command::Actions { json } => {
             let path = state.join("actions.jsonl");
             let (records, bad) = sensor_userspace::act::journal::read(&path)
                 .with_context(|| format!("cannot read {}", path.display()))?;
@@ -628,16 +577,12 @@ fn main() -> Result<()> {
                 eprintln!("{bad} lines of {} could not be read", path.display());
             }
         }
-        Command::Undo { state, id } => print_actions(&state, &Request::Undo { id, by: None })?,
-        Command::Approve { state, incident } => {
+        Command::Undo { id } => print_actions(&state, &Request::Undo { id, by: None })?,
+        Command::Approve { incident } => {
             print_actions(&state, &Request::Approve { incident })?;
         }
-        Command::Deny { state, incident } => print_actions(&state, &Request::Deny { incident })?,
-        Command::Enroll {
-            state,
-            controller,
-            token,
-        } => {
+        Command::Deny { incident } => print_actions(&state, &Request::Deny { incident })?,
+        Command::Enroll { controller, token } => {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -650,7 +595,7 @@ fn main() -> Result<()> {
                 state.join("identity").display()
             );
         }
-        Command::Isolate { state, reason } => print_actions(
+        Command::Isolate { reason } => print_actions(
             &state,
             &Request::Contain {
                 order: Order::Isolate,
@@ -658,12 +603,7 @@ fn main() -> Result<()> {
                 by: None,
             },
         )?,
-        Command::Block {
-            state,
-            dest,
-            pid,
-            reason,
-        } => print_actions(
+        Command::Block { dest, pid, reason } => print_actions(
             &state,
             &Request::Contain {
                 order: Order::Block { dest, pid },
@@ -671,7 +611,7 @@ fn main() -> Result<()> {
                 by: None,
             },
         )?,
-        Command::Freeze { state, pid, reason } => print_actions(
+        Command::Freeze { pid, reason } => print_actions(
             &state,
             &Request::Contain {
                 order: Order::Freeze { pid },
@@ -679,7 +619,7 @@ fn main() -> Result<()> {
                 by: None,
             },
         )?,
-        Command::Incidents { state, json, id } => {
+        Command::Incidents { json, id } => {
             let incidents = match ask(&state, &Request::Incidents) {
                 Ok(Response::Incidents { incidents }) => incidents,
                 Ok(other) => bail!("unexpected response: {other:?}"),
@@ -707,7 +647,7 @@ fn main() -> Result<()> {
                 }
             }
         }
-        Command::Graph { state, query } => {
+        Command::Graph { query } => {
             let query = match query {
                 GraphCmd::Tree { pid } => GraphQuery::Tree { pid },
                 GraphCmd::Executors { path } => GraphQuery::Executors { path },
@@ -719,7 +659,7 @@ fn main() -> Result<()> {
                 other => bail!("unexpected response: {other:?}"),
             }
         }
-        Command::Process { state, pid, json } => match ask(&state, &Request::Process { pid })? {
+        Command::Process { pid, json } => match ask(&state, &Request::Process { pid })? {
             Response::Process { found: Some(v) } if json => {
                 println!("{}", serde_json::to_string_pretty(&v)?)
             }

@@ -134,28 +134,50 @@ pub enum Mode {
     Cidr,
 }
 
+/// What is wrong with a value that was to be a pattern.
+#[derive(Debug, thiserror::Error)]
+pub enum PatternError {
+    #[error("invalid regular expression {value:?}: {source}")]
+    Regex {
+        value: String,
+        source: Box<regex::Error>,
+    },
+    #[error("invalid CIDR address {0:?}")]
+    CidrAddress(String),
+    #[error("invalid CIDR prefix {0:?}")]
+    CidrPrefix(String),
+    #[error("CIDR prefix of {value:?} is longer than {max}")]
+    CidrTooLong { value: String, max: u8 },
+}
+
 impl Pattern {
     /// Compiles `value` for `mode`; an error names what is wrong with it.
-    pub fn compile(value: &str, mode: Mode) -> Result<Self, String> {
+    pub fn compile(value: &str, mode: Mode) -> Result<Self, PatternError> {
         match mode {
             Mode::Regex => regex::Regex::new(value)
                 .map(|re| Pattern(Compiled::Regex(re)))
-                .map_err(|e| format!("invalid regular expression {value:?}: {e}")),
+                .map_err(|e| PatternError::Regex {
+                    value: value.to_owned(),
+                    source: Box::new(e),
+                }),
             Mode::Cidr => {
                 let (addr, prefix) = value.split_once('/').unwrap_or((value, ""));
                 let net: IpAddr = addr
                     .parse()
-                    .map_err(|_| format!("invalid CIDR address {value:?}"))?;
+                    .map_err(|_| PatternError::CidrAddress(value.to_owned()))?;
                 let max = if net.is_ipv4() { 32 } else { 128 };
                 let prefix: u8 = if prefix.is_empty() {
                     max
                 } else {
                     prefix
                         .parse()
-                        .map_err(|_| format!("invalid CIDR prefix {value:?}"))?
+                        .map_err(|_| PatternError::CidrPrefix(value.to_owned()))?
                 };
                 if prefix > max {
-                    return Err(format!("CIDR prefix of {value:?} is longer than {max}"));
+                    return Err(PatternError::CidrTooLong {
+                        value: value.to_owned(),
+                        max,
+                    });
                 }
                 Ok(Pattern(Compiled::Cidr { net, prefix }))
             }

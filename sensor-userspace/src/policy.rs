@@ -262,6 +262,8 @@ impl Policy {
         Self::parse(DEFAULT_POLICY, "deploy/policy.toml (built in)")
     }
 
+    // Long by design: one check per policy setting, in the file's order, so every problem is named at once.
+
     fn validate(&self, origin: &str) -> Result<(), PolicyError> {
         let invalid = |key: &'static str, reason: String| {
             Err(PolicyError::Invalid {

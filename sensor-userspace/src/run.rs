@@ -138,6 +138,18 @@ pub enum RunError {
     Policy(#[from] crate::policy::PolicyError),
 }
 
+/// Why a pushed policy was not put in force (the one in force stays).
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    #[error(transparent)]
+    Policy(#[from] crate::policy::PolicyError),
+    #[error("cannot keep the pushed policy in {}: {source}", .path.display())]
+    Keep {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
 impl Sink for Box<dyn Sink + Send> {
     fn publish(&mut self, event: &crate::model::events::Event) {
         (**self).publish(event);
@@ -188,6 +200,24 @@ struct Running {
 }
 
 impl Running {
+    /// The periodic upkeep: exited processes age out, the scope follows its cgroup, and the
+    /// responder's waiting remediations run (all of them at `shutdown`).
+    fn on_tick(&mut self, pipeline: &mut Daemon, shutdown: bool) {
+        if !shutdown {
+            pipeline.tick(BootClock::boot_now_ns());
+            if let Some(scope) = pipeline.scope_mut() {
+                scope.refresh();
+            }
+        }
+        let detection = pipeline.observer();
+        let records = self.responder.tick(
+            shutdown,
+            &self.policy,
+            |id| detection.and_then(|d| d.incidents.get(id)),
+            &pipeline.graph,
+        );
+        records.iter().for_each(log_action);
+    }
     fn status<S: Sink>(&self, pipeline: &Pipeline<S, Detection>) -> Status {
         let events = EventKind::ALL
             .iter()
@@ -244,6 +274,8 @@ impl Running {
         }
     }
 
+    // Long by design: one arm per control request, each a short call into the part that answers it.
+
     fn answer<S: Sink>(&mut self, pipeline: &mut Pipeline<S, Detection>, req: Request) -> Response {
         match req {
             Request::Incidents => {
@@ -264,7 +296,9 @@ impl Running {
                         log_action(&r);
                         Response::Actions { records: vec![r] }
                     }
-                    Err(message) => Response::Error { message },
+                    Err(e) => Response::Error {
+                        message: e.to_string(),
+                    },
                 }
             }
             Request::Release { by } => {
@@ -280,7 +314,11 @@ impl Running {
                             log_action(&r);
                             records.push(r);
                         }
-                        Err(message) => return Response::Error { message },
+                        Err(e) => {
+                            return Response::Error {
+                                message: e.to_string(),
+                            };
+                        }
                     }
                 }
                 Response::Actions { records }
@@ -332,7 +370,9 @@ impl Running {
                         summary.version, summary.mode
                     ),
                 },
-                Err(message) => Response::Error { message },
+                Err(e) => Response::Error {
+                    message: e.to_string(),
+                },
             },
             Request::Status => Response::Status(Box::new(self.status(pipeline))),
             Request::Process { pid } => Response::Process {
@@ -449,6 +489,7 @@ impl Running {
         let result = planned.and_then(|(action, target)| {
             self.responder
                 .manual(action, target, who, reason, &self.policy, &pipeline.graph)
+                .map_err(|e| e.to_string())
         });
         match result {
             Ok(record) => {
@@ -506,9 +547,11 @@ impl Running {
     ) -> Response {
         let report = match crate::detect::rules::validate_set(set) {
             Ok(r) => r,
-            Err(message) => {
-                tracing::error!(by, "{message}; keeping the rules in force");
-                return Response::Error { message };
+            Err(refused) => {
+                tracing::error!(by, "{refused}; keeping the rules in force");
+                return Response::Error {
+                    message: refused.to_string(),
+                };
             }
         };
         if let Err(e) = crate::detect::rules::install_set(set, &pushed_rules(&self.state)) {
@@ -536,11 +579,10 @@ impl Running {
         pipeline: &mut Pipeline<S, Detection>,
         text: &str,
         by: &str,
-    ) -> Result<crate::policy::PolicySummary, String> {
+    ) -> Result<crate::policy::PolicySummary, PushError> {
         let path = pushed_policy(&self.state);
-        let next = crate::policy::Policy::parse(text, "the pushed policy").map_err(|e| {
+        let next = crate::policy::Policy::parse(text, "the pushed policy").inspect_err(|e| {
             tracing::error!(by, error = %e, "pushed policy refused; keeping the one in force");
-            e.to_string()
         })?;
         let written = path
             .parent()
@@ -553,11 +595,8 @@ impl Running {
                     crate::host::durable::Flush::Now,
                 )
             });
-        if let Err(e) = written {
-            return Err(format!(
-                "cannot keep the pushed policy in {}: {e}",
-                path.display()
-            ));
+        if let Err(source) = written {
+            return Err(PushError::Keep { path, source });
         }
         tracing::warn!(by, version = next.version, mode = ?next.mode, "policy pushed and in force");
         self.policy_path = Some(path);
@@ -820,6 +859,10 @@ fn seed_model(
     (table, graph)
 }
 
+/// The daemon's pipeline: the model, with detection and triage observing it, writing events
+/// to the configured sink.
+type Daemon = Pipeline<Box<dyn Sink + Send>, Detection>;
+
 pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     if !nix::unistd::geteuid().is_root() {
         return Err(RunError::NotRoot);
@@ -827,6 +870,42 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     let state = StateDir::prepare(&opts.state)?;
     let (policy, policy_path) = policy_in_force(&state, opts.policy.as_deref())?;
     tracing::info!(version = policy.version, mode = ?policy.mode, "policy in force");
+    let (mut pipeline, mut running, mut ring) = assemble(&opts, &state, policy, policy_path)?;
+
+    let listener = control::bind(&state.control_socket())?;
+    let (ctrl_tx, ctrl_rx) = mpsc::channel(16);
+    let uplink = opts
+        .controller
+        .map(|controller| Uplink::start(controller, &opts, &state, ctrl_tx.clone()));
+    let server = tokio::spawn(control::serve(listener, ctrl_tx));
+    tracing::info!(
+        state = %state.path().display(),
+        hooks = running.loaded.attached.len(),
+        "vigil-sensor running"
+    );
+    let result = event_loop(
+        &mut ring,
+        &mut pipeline,
+        &mut running,
+        ctrl_rx,
+        uplink.as_ref(),
+        opts.poll_interval,
+    )
+    .await;
+    server.abort();
+    shut_down(&mut ring, &mut pipeline, running, uplink, &state).await;
+    result
+}
+
+/// Loads and attaches the kernel programs, then builds what runs over them: the model seeded
+/// from /proc (after attaching, so nothing that starts in between is missed), the rules in
+/// force, the responder and the pipeline.
+fn assemble(
+    opts: &RunOptions,
+    state: &StateDir,
+    policy: crate::policy::Policy,
+    policy_path: Option<PathBuf>,
+) -> Result<(Daemon, Running, RingReader), RunError> {
     let sink: Box<dyn Sink + Send> = match &opts.events_out {
         Some(path) => Box::new(JsonLines::open(path)?),
         None => Box::new(Discard),
@@ -840,37 +919,28 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         coalesce_ms: opts.coalesce_ms,
         env_names: opts.env_names.clone(),
     })?;
-    let mut ring = RingReader::take(&mut loaded.ebpf)?;
+    let ring = RingReader::take(&mut loaded.ebpf)?;
     let stats = KernelStats::take(&mut loaded.ebpf)?;
 
-    // Seed after attaching, so nothing that starts in between is missed.
     let scope = opts.scope.clone().map(crate::ingest::pipeline::Scope::new);
     let hostname = nix::unistd::gethostname()
         .map(|h| h.to_string_lossy().into_owned())
         .unwrap_or_else(|_| "unknown".into());
-    let (table, graph) = seed_model(&opts, scope.as_ref(), &hostname);
-    let pushed_set = pushed_rules(&state);
-    let rules_version = crate::detect::rules::installed_version(&pushed_set);
-    let installed = PathBuf::from(crate::detect::rules::INSTALLED_RULES_DIR);
-    let rule_dirs = rule_dirs(
-        rules_version.is_some().then_some(pushed_set),
-        &opts.rules,
-        installed.is_dir().then_some(installed),
-    );
-    let rules = load_rules(&rule_dirs)?;
+    let (table, graph) = seed_model(opts, scope.as_ref(), &hostname);
+    let (rules, rule_dirs, rules_version) = rules_in_force(opts, state)?;
     let rules_loaded = rules.loaded();
     let started_ns = BootClock::boot_now_ns();
     let me = crate::detect::SensorSelf::current(
         std::iter::once(state.path().to_owned())
             .chain(opts.policy.clone())
-            .chain(rule_dirs.iter().cloned())
+            .chain(rule_dirs)
             .chain(std::iter::once(PathBuf::from("/etc/vigil"))),
     );
+    let hashes = crate::detect::BlockedHashes::default();
     let enforcer: Box<dyn crate::act::blocklist::Enforcer> = Box::new(
         crate::act::blocklist::KernelBlocklist::take(&mut loaded.ebpf)?,
     );
     let net = load_network(&mut loaded, opts.cgroup.clone());
-    let hashes = crate::detect::BlockedHashes::default();
     let mut responder = crate::act::Responder::open(
         state.path(),
         enforcer,
@@ -892,7 +962,7 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         started_ns,
     );
     let incidents = crate::triage::incidents::IncidentBook::new(
-        hostname.clone(),
+        hostname,
         started_ns,
         policy.clone(),
         Some(state.path().join("incidents.json")),
@@ -910,14 +980,65 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
         tracing::info!(cgroup = ?opts.scope, "telemetry scoped to a cgroup subtree");
         pipeline = pipeline.with_scope(scope);
     }
+    let running = Running {
+        state: state.clone(),
+        policy,
+        policy_path,
+        rules_loaded,
+        rules_version,
+        alerts_raised: 0,
+        alert_log: crate::triage::alerts::AlertLog::open(&state.path().join("alerts.jsonl"))?,
+        responder,
+        loaded,
+        stats,
+        started: Instant::now(),
+        ring_buffer_bytes: opts.ring_buffer_bytes,
+    };
+    Ok((pipeline, running, ring))
+}
 
-    let listener = control::bind(&state.control_socket())?;
-    let (ctrl_tx, mut ctrl_rx) = mpsc::channel(16);
-    let graph_lost = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let mut graph_tx = None;
-    let uplink = opts.controller.map(|controller| {
-        let (tx, rx) = mpsc::channel(GRAPH_CHANNEL);
-        graph_tx = Some(tx);
+/// The rules to run (pushed, given, installed or shipped: see [`rule_dirs`]), the directories
+/// they came from, and the pushed set's version when that is what runs.
+fn rules_in_force(
+    opts: &RunOptions,
+    state: &StateDir,
+) -> Result<
+    (
+        crate::detect::rules::LoadReport,
+        Vec<PathBuf>,
+        Option<String>,
+    ),
+    RunError,
+> {
+    let pushed_set = pushed_rules(state);
+    let rules_version = crate::detect::rules::installed_version(&pushed_set);
+    let installed = PathBuf::from(crate::detect::rules::INSTALLED_RULES_DIR);
+    let dirs = rule_dirs(
+        rules_version.is_some().then_some(pushed_set),
+        &opts.rules,
+        installed.is_dir().then_some(installed),
+    );
+    Ok((load_rules(&dirs)?, dirs, rules_version))
+}
+
+/// The link to the controller: its task, and the channel the loop sends graph deltas on.
+struct Uplink {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+    graph: mpsc::Sender<Vec<u8>>,
+    /// Deltas the loop could not hand to the task (it was stuck), for the controller to know.
+    lost: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Uplink {
+    fn start(
+        controller: std::net::SocketAddr,
+        opts: &RunOptions,
+        state: &StateDir,
+        ctrl: mpsc::Sender<control::Envelope>,
+    ) -> Self {
+        let (graph, rx) = mpsc::channel(GRAPH_CHANNEL);
+        let lost = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let (stop, stopped) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(crate::uplink::run(
             crate::uplink::UplinkOptions {
@@ -925,137 +1046,122 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
                 token: opts.enroll.clone(),
                 state: state.path().to_owned(),
                 graph: rx,
-                graph_lost: graph_lost.clone(),
+                graph_lost: lost.clone(),
                 addresses: opts.addresses.clone(),
             },
-            ctrl_tx.clone(),
+            ctrl,
             stopped,
         ));
-        (stop, task)
-    });
-    let mut ticks = 0u64;
-    let server = tokio::spawn(control::serve(listener, ctrl_tx));
-
-    let mut sigint = signal(SignalKind::interrupt()).map_err(|e| RunError::Signal("SIGINT", e))?;
-    let mut sigterm =
-        signal(SignalKind::terminate()).map_err(|e| RunError::Signal("SIGTERM", e))?;
-    let mut tick = tokio::time::interval(TICK);
-    let mut poll = tokio::time::interval(opts.poll_interval);
-    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let alert_log = crate::triage::alerts::AlertLog::open(&state.path().join("alerts.jsonl"))?;
-    let mut sighup = signal(SignalKind::hangup()).map_err(|e| RunError::Signal("SIGHUP", e))?;
-    let mut running = Running {
-        state: state.clone(),
-        policy,
-        policy_path,
-        rules_loaded,
-        rules_version,
-        alerts_raised: 0,
-        alert_log,
-        responder,
-        loaded,
-        stats,
-        started: Instant::now(),
-        ring_buffer_bytes: opts.ring_buffer_bytes,
-    };
-    tracing::info!(
-        state = %state.path().display(),
-        hooks = running.loaded.attached.len(),
-        "vigil-sensor running"
-    );
-
-    let result = loop {
-        let turn = tokio::select! {
-            ready = ring.wait_ready() => {
-                let started = Instant::now();
-                if let Err(e) = ready {
-                    break Err(RunError::RingRead(e));
-                }
-                // Output is flushed on the tick (or when its buffer fills), not per batch.
-                ring.drain_now(|bytes| pipeline.ingest(bytes));
-                running.record_alerts(&mut pipeline);
-                Turn { what: "ring", started }
-            }
-            Some((req, reply)) = ctrl_rx.recv() => {
-                let started = Instant::now();
-                // Bring the table up to date before answering about it.
-                ring.drain_now(|bytes| pipeline.ingest(bytes));
-                pipeline.flush();
-                let _ = reply.send(running.answer(&mut pipeline, req));
-                running.record_alerts(&mut pipeline);
-                Turn { what: "control request", started }
-            }
-            _ = poll.tick() => {
-                let started = Instant::now();
-                ring.drain_now(|bytes| pipeline.ingest(bytes));
-                running.record_alerts(&mut pipeline);
-                Turn { what: "poll", started }
-            }
-            _ = tick.tick() => {
-                let started = Instant::now();
-                ring.drain_now(|bytes| pipeline.ingest(bytes));
-                pipeline.tick(BootClock::boot_now_ns());
-                ticks += 1;
-                if let Some(scope) = pipeline.scope_mut() {
-                    scope.refresh();
-                }
-                if let Some(tx) = &graph_tx
-                    && ticks.is_multiple_of(GRAPH_DELTA_TICKS)
-                {
-                    send_delta(&mut pipeline, tx, &graph_lost);
-                }
-                let detection = pipeline.observer();
-                let records = running.responder.tick(
-                    false,
-                    &running.policy,
-                    |id| detection.and_then(|d| d.incidents.get(id)),
-                    &pipeline.graph,
-                );
-                records.iter().for_each(log_action);
-                Turn { what: "tick", started }
-            }
-            _ = sighup.recv() => {
-                let started = Instant::now();
-                // A refused policy is logged; the one in force stays.
-                let _ = running.reload_policy(&mut pipeline);
-                Turn { what: "policy reload", started }
-            }
-            _ = sigint.recv() => break Ok(()),
-            _ = sigterm.recv() => break Ok(()),
-        };
-        turn.end();
-    };
-    server.abort();
-    ring.drain_now(|bytes| pipeline.ingest(bytes));
-    running.record_alerts(&mut pipeline);
-    // Remediations still waiting for their writer run now, not never.
-    let detection = pipeline.observer();
-    let last = running.responder.tick(
-        true,
-        &running.policy,
-        |id| detection.and_then(|d| d.incidents.get(id)),
-        &pipeline.graph,
-    );
-    last.iter().for_each(log_action);
-    if let Some((stop, task)) = uplink {
-        // The last changes of the graph, for the spool.
-        if let Some(tx) = &graph_tx {
-            send_delta(&mut pipeline, tx, &graph_lost);
+        Self {
+            stop,
+            task,
+            graph,
+            lost,
         }
-        let _ = stop.send(());
-        if tokio::time::timeout(Duration::from_secs(2), task)
+    }
+
+    fn send_delta(&self, pipeline: &mut Daemon) {
+        send_delta(pipeline, &self.graph, &self.lost);
+    }
+
+    /// Sends the graph's last changes (for the spool) and waits, bounded, for the task.
+    async fn close(self, pipeline: &mut Daemon) {
+        self.send_delta(pipeline);
+        let _ = self.stop.send(());
+        if tokio::time::timeout(Duration::from_secs(2), self.task)
             .await
             .is_err()
         {
             tracing::warn!("the uplink did not close in time");
         }
     }
+}
+
+/// Moves events from the ring through the pipeline, answers the control socket, and keeps
+/// time (ageing, remediations, graph deltas) until SIGINT or SIGTERM. Each turn that takes
+/// longer than [`Turn::STALL`] is logged.
+async fn event_loop(
+    ring: &mut RingReader,
+    pipeline: &mut Daemon,
+    running: &mut Running,
+    mut ctrl_rx: mpsc::Receiver<control::Envelope>,
+    uplink: Option<&Uplink>,
+    poll_interval: Duration,
+) -> Result<(), RunError> {
+    let mut sigint = signal(SignalKind::interrupt()).map_err(|e| RunError::Signal("SIGINT", e))?;
+    let mut sigterm =
+        signal(SignalKind::terminate()).map_err(|e| RunError::Signal("SIGTERM", e))?;
+    let mut sighup = signal(SignalKind::hangup()).map_err(|e| RunError::Signal("SIGHUP", e))?;
+    let mut tick = tokio::time::interval(TICK);
+    let mut poll = tokio::time::interval(poll_interval);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut ticks = 0u64;
+    loop {
+        let started = Instant::now();
+        let what = tokio::select! {
+            ready = ring.wait_ready() => {
+                ready.map_err(RunError::RingRead)?;
+                // Output is flushed on the tick (or when its buffer fills), not per batch.
+                ring.drain_now(|bytes| pipeline.ingest(bytes));
+                running.record_alerts(pipeline);
+                "ring"
+            }
+            Some((req, reply)) = ctrl_rx.recv() => {
+                // Bring the table up to date before answering about it.
+                ring.drain_now(|bytes| pipeline.ingest(bytes));
+                pipeline.flush();
+                let _ = reply.send(running.answer(pipeline, req));
+                running.record_alerts(pipeline);
+                "control request"
+            }
+            _ = poll.tick() => {
+                ring.drain_now(|bytes| pipeline.ingest(bytes));
+                running.record_alerts(pipeline);
+                "poll"
+            }
+            _ = tick.tick() => {
+                ticks += 1;
+                ring.drain_now(|bytes| pipeline.ingest(bytes));
+                running.on_tick(pipeline, false);
+                if let Some(u) = uplink
+                    && ticks.is_multiple_of(GRAPH_DELTA_TICKS)
+                {
+                    u.send_delta(pipeline);
+                }
+                "tick"
+            }
+            _ = sighup.recv() => {
+                // A refused policy is logged; the one in force stays.
+                let _ = running.reload_policy(pipeline);
+                "policy reload"
+            }
+            _ = sigint.recv() => return Ok(()),
+            _ = sigterm.recv() => return Ok(()),
+        };
+        Turn { what, started }.end();
+    }
+}
+
+/// Drains what is left, runs the remediations still waiting for their writer (now, not
+/// never), closes the uplink and detaches every program.
+async fn shut_down(
+    ring: &mut RingReader,
+    pipeline: &mut Daemon,
+    mut running: Running,
+    uplink: Option<Uplink>,
+    state: &StateDir,
+) {
+    ring.drain_now(|bytes| pipeline.ingest(bytes));
+    running.record_alerts(pipeline);
+    running.on_tick(pipeline, true);
+    if let Some(u) = uplink {
+        u.close(pipeline).await;
+    }
     pipeline.flush();
     let _ = std::fs::remove_file(state.control_socket());
     tracing::info!("detaching");
     drop(running); // detaches every program
     tracing::info!("detached; vigil-sensor stopped");
-    result
 }
 
 #[cfg(test)]

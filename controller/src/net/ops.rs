@@ -2,19 +2,17 @@
 //! other than `serve` talk to the running server through it, one JSON line each way. Every
 //! command and its outcome goes to the audit log.
 
-use std::{os::unix::fs::PermissionsExt as _, path::Path, time::Duration};
+use std::{path::Path, time::Duration};
 
 use sensor_common::protocol::{Command, CommandReply, Stream};
+use sensor_userspace::host::rpc::{self, RpcError};
 use serde::{Deserialize, Serialize};
-use tokio::{
-    io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _},
-    net::{UnixListener, UnixStream},
-};
+use tokio::net::{UnixListener, UnixStream};
 
 use crate::{lock, net::server::Shared, now_ns, operator, store::AuditEntry};
 
 /// A request carries at most a rule set, which must fit a frame to a host anyway.
-const MAX_REQUEST: u64 = sensor_common::protocol::MAX_FRAME as u64;
+const MAX_REQUEST: usize = sensor_common::protocol::MAX_FRAME;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -110,33 +108,91 @@ impl std::fmt::Display for Progress {
 pub enum OpResponse {
     /// A long request's progress: lines of these may come before its answer.
     Progress(Progress),
-    Ok {
-        value: serde_json::Value,
-    },
+    Ok(OpReply),
     Error {
         message: String,
     },
 }
 
-pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
-    let _ = std::fs::remove_file(path);
-    let l = UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    Ok(l)
+/// A host as the operator sees it: what the store holds, and whether it is connected now.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostRow {
+    #[serde(flatten)]
+    pub host: crate::store::Host,
+    pub connected: bool,
 }
 
-/// Serves operators until the listener fails. Peers that are neither root nor the
-/// controller's own user are refused before a byte is read (the socket's mode 0600 says the
-/// same; this holds if it is ever loosened).
+/// What a request answers, one variant per kind of answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum OpReply {
+    Hosts {
+        hosts: Vec<HostRow>,
+    },
+    Token {
+        token: String,
+        expires_ns: u64,
+    },
+    /// The ids of the hosts revoked.
+    Revoked {
+        hosts: Vec<String>,
+    },
+    /// The action records a host's sensor produced (its journal's schema, as it sent them).
+    Actions {
+        records: Vec<serde_json::Value>,
+    },
+    /// A pushed rule set or policy a host put in force.
+    Applied {
+        detail: String,
+    },
+    Verified {
+        present: Vec<sensor_common::protocol::Presence>,
+    },
+    Swept {
+        found: Vec<String>,
+        hashed: u64,
+    },
+    Released(crate::services::recovery::Released),
+    RulesPushed {
+        version: String,
+        rules: usize,
+        hosts: Vec<crate::services::push::HostAnswer>,
+    },
+    PolicyPushed {
+        version: u64,
+        hosts: Vec<crate::services::push::HostAnswer>,
+    },
+    Incidents {
+        incidents: Vec<crate::services::incidents::FleetIncident>,
+    },
+    Records {
+        records: Vec<crate::store::HostRecord>,
+    },
+    Hunt(crate::services::hunt::Outcome),
+    Sweep(crate::services::sweep::Report),
+    Standing(crate::store::Standing),
+    StandingRemoved {
+        name: String,
+    },
+    Hunts {
+        hunts: Vec<crate::store::Standing>,
+    },
+    Audit {
+        entries: Vec<AuditEntry>,
+    },
+}
+
+/// Binds the operator socket (mode 0600), replacing a stale one but never a live server's.
+pub fn bind(path: &Path) -> Result<UnixListener, RpcError> {
+    rpc::bind(path)
+}
+
+/// Serves operators. Peers that are neither root nor the controller's own user are refused
+/// before a byte is read (the socket's mode 0600 says the same; this holds if it is ever
+/// loosened).
 pub async fn serve(listener: UnixListener, shared: Shared) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let Some(uid) = sensor_userspace::host::peer::trusted(&stream) else {
-            tracing::warn!("refused an operator connection from an unauthorised user");
-            continue;
-        };
+        let (stream, uid) = rpc::accept(&listener).await;
         let shared = shared.clone();
         tokio::spawn(async move {
             if let Err(e) = handle(stream, uid, shared).await {
@@ -149,11 +205,7 @@ pub async fn serve(listener: UnixListener, shared: Shared) {
 async fn handle(stream: UnixStream, uid: u32, shared: Shared) -> std::io::Result<()> {
     let who = format!("uid {uid}");
     let (read, mut write) = stream.into_split();
-    let mut line = String::new();
-    tokio::io::BufReader::new(read.take(MAX_REQUEST))
-        .read_line(&mut line)
-        .await?;
-    let resp = match serde_json::from_str::<OpRequest>(&line) {
+    let resp = match rpc::read_request::<OpRequest>(read, MAX_REQUEST).await {
         Ok(OpRequest::Hunt { query }) => hunt(&shared, &query, &mut write).await?,
         Ok(OpRequest::Sweep { sha256 }) => {
             let resp = sweep(&shared, &sha256, &mut write).await?;
@@ -188,38 +240,23 @@ async fn handle(stream: UnixStream, uid: u32, shared: Shared) -> std::io::Result
             resp
         }
         Err(e) => OpResponse::Error {
-            message: format!("malformed request: {e}"),
+            message: e.to_string(),
         },
     };
-    let mut text = serde_json::to_string(&resp).unwrap_or_default();
-    text.push('\n');
-    write.write_all(text.as_bytes()).await
+    rpc::write_line(&mut write, &resp).await
 }
 
 /// Keeps a command and its outcome in the audit log.
 fn audit(shared: &Shared, who: &str, command: &str, resp: &OpResponse) {
     let outcome = match resp {
-        OpResponse::Ok { .. } | OpResponse::Progress(_) => "ok".to_owned(),
+        OpResponse::Ok(_) | OpResponse::Progress(_) => "ok".to_owned(),
         OpResponse::Error { message } => format!("error: {message}"),
     };
-    let entry = AuditEntry {
-        time_ns: now_ns(),
-        who: who.to_owned(),
-        command: command.to_owned(),
-        outcome,
-    };
-    if let Err(e) = lock(&shared.fleet.store).audit(&entry) {
-        tracing::error!(error = %e, "cannot write the audit log");
-    }
+    crate::services::audit(lock(&shared.fleet.store).as_mut(), who, command, &outcome);
 }
 
-fn ok(value: impl Serialize) -> OpResponse {
-    match serde_json::to_value(value) {
-        Ok(value) => OpResponse::Ok { value },
-        Err(e) => OpResponse::Error {
-            message: e.to_string(),
-        },
-    }
+fn ok(reply: OpReply) -> OpResponse {
+    OpResponse::Ok(reply)
 }
 
 fn err(message: impl std::fmt::Display) -> OpResponse {
@@ -228,39 +265,49 @@ fn err(message: impl std::fmt::Display) -> OpResponse {
     }
 }
 
+/// Why an operator's host name names no single host.
+#[derive(Debug, thiserror::Error)]
+enum Unresolved {
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("no host {0}")]
+    NoHost(String),
+    #[error("{count} hosts are named {name}: use the id")]
+    Ambiguous { name: String, count: usize },
+}
+
 /// The id of the host named `name` (an id or a hostname), if exactly one.
-fn resolve(shared: &Shared, name: &str) -> Result<String, String> {
-    let hosts = lock(&shared.fleet.store)
-        .hosts()
-        .map_err(|e| e.to_string())?;
+fn resolve(shared: &Shared, name: &str) -> Result<String, Unresolved> {
+    let hosts = lock(&shared.fleet.store).hosts()?;
     let found: Vec<_> = hosts
         .iter()
         .filter(|h| h.id == name || h.hostname == name)
         .collect();
     match found[..] {
         [h] => Ok(h.id.clone()),
-        [] => Err(format!("no host {name}")),
-        _ => Err(format!(
-            "{} hosts are named {name}: use the id",
-            found.len()
-        )),
+        [] => Err(Unresolved::NoHost(name.to_owned())),
+        _ => Err(Unresolved::Ambiguous {
+            name: name.to_owned(),
+            count: found.len(),
+        }),
     }
 }
+
+// Long by design: one arm per operator request, each a call into a service and its reply.
 
 async fn answer(shared: &Shared, req: &OpRequest, who: &str) -> OpResponse {
     match req {
         OpRequest::Hosts => match lock(&shared.fleet.store).hosts() {
             Ok(hosts) => {
                 let link = &shared.fleet.link;
-                let rows: Vec<serde_json::Value> = hosts
-                    .iter()
-                    .map(|h| {
-                        let mut v = serde_json::to_value(h).unwrap_or_default();
-                        v["connected"] = link.is_connected(&h.id).into();
-                        v
+                let hosts = hosts
+                    .into_iter()
+                    .map(|host| HostRow {
+                        connected: link.is_connected(&host.id),
+                        host,
                     })
                     .collect();
-                ok(rows)
+                ok(OpReply::Hosts { hosts })
             }
             Err(e) => err(e),
         },
@@ -275,9 +322,10 @@ async fn answer(shared: &Shared, req: &OpRequest, who: &str) -> OpResponse {
                 &crate::token::secret_hash(&token.secret),
                 expires,
             ) {
-                Ok(()) => {
-                    ok(serde_json::json!({"token": token.to_string(), "expires_ns": expires}))
-                }
+                Ok(()) => ok(OpReply::Token {
+                    token: token.to_string(),
+                    expires_ns: expires,
+                }),
                 Err(e) => err(e),
             }
         }
@@ -290,7 +338,7 @@ async fn answer(shared: &Shared, req: &OpRequest, who: &str) -> OpResponse {
             for id in &ids {
                 shared.fleet.link.disconnect(id, "this host is revoked");
             }
-            ok(ids)
+            ok(OpReply::Revoked { hosts: ids })
         }
         OpRequest::Contain { host, reason } => {
             let cmd = Command::Isolate {
@@ -305,7 +353,7 @@ async fn answer(shared: &Shared, req: &OpRequest, who: &str) -> OpResponse {
                 Err(e) => return err(e),
             };
             match crate::services::recovery::release(&shared.fleet, &id, *force, who).await {
-                Ok(r) => ok(r),
+                Ok(r) => ok(OpReply::Released(r)),
                 Err(e) => err(e),
             }
         }
@@ -344,11 +392,11 @@ async fn answer(shared: &Shared, req: &OpRequest, who: &str) -> OpResponse {
             let hosts =
                 crate::services::push::fan_out(&shared.fleet, &shared.fleet.link.connected(), &cmd)
                     .await;
-            ok(serde_json::json!({
-                "version": set.version,
-                "rules": rules,
-                "hosts": hosts,
-            }))
+            ok(OpReply::RulesPushed {
+                version: set.version.clone(),
+                rules,
+                hosts,
+            })
         }
         OpRequest::PushPolicy { text } => {
             let version = match crate::services::push::set_policy(&shared.fleet, text) {
@@ -362,18 +410,17 @@ async fn answer(shared: &Shared, req: &OpRequest, who: &str) -> OpResponse {
             let hosts =
                 crate::services::push::fan_out(&shared.fleet, &shared.fleet.link.connected(), &cmd)
                     .await;
-            ok(serde_json::json!({ "version": version, "hosts": hosts }))
+            ok(OpReply::PolicyPushed { version, hosts })
         }
         OpRequest::Incidents { host } => {
             let id = match host.as_deref().map(|h| resolve(shared, h)).transpose() {
                 Ok(id) => id,
                 Err(e) => return err(e),
             };
-            match crate::services::incidents::list(
-                lock(&shared.fleet.store).as_ref(),
-                id.as_deref(),
-            ) {
-                Ok(i) => ok(i),
+            let listed = crate::services::reader(&shared.fleet.store)
+                .and_then(|r| crate::services::incidents::list(r.as_ref(), id.as_deref()));
+            match listed {
+                Ok(incidents) => ok(OpReply::Incidents { incidents }),
                 Err(e) => err(e),
             }
         }
@@ -383,7 +430,7 @@ async fn answer(shared: &Shared, req: &OpRequest, who: &str) -> OpResponse {
                 Err(e) => return err(e),
             };
             match lock(&shared.fleet.store).records(id.as_deref(), *stream) {
-                Ok(r) => ok(r),
+                Ok(records) => ok(OpReply::Records { records }),
                 Err(e) => err(e),
             }
         }
@@ -392,7 +439,7 @@ async fn answer(shared: &Shared, req: &OpRequest, who: &str) -> OpResponse {
         }
         OpRequest::SweepResults { id } => {
             match crate::services::sweep::results(&shared.fleet, id) {
-                Ok(r) => ok(r),
+                Ok(r) => ok(OpReply::Sweep(r)),
                 Err(e) => err(e),
             }
         }
@@ -403,23 +450,23 @@ async fn answer(shared: &Shared, req: &OpRequest, who: &str) -> OpResponse {
             respond,
         } => match crate::store::Standing::new(name, query, *every_secs, *respond) {
             Ok(h) => match lock(&shared.fleet.store).put_hunt(&h) {
-                Ok(()) => ok(h),
+                Ok(()) => ok(OpReply::Standing(h)),
                 Err(e) => err(e),
             },
             Err(crate::services::schedule::ScheduleError::Query(e)) => syntax_error(query, &e),
             Err(e) => err(e),
         },
         OpRequest::HuntRemove { name } => match lock(&shared.fleet.store).remove_hunt(name) {
-            Ok(true) => ok(name),
+            Ok(true) => ok(OpReply::StandingRemoved { name: name.clone() }),
             Ok(false) => err(format!("no standing hunt {name}")),
             Err(e) => err(e),
         },
         OpRequest::Hunts => match lock(&shared.fleet.store).hunts() {
-            Ok(h) => ok(h),
+            Ok(hunts) => ok(OpReply::Hunts { hunts }),
             Err(e) => err(e),
         },
         OpRequest::Audit => match lock(&shared.fleet.store).audit_log() {
-            Ok(a) => ok(a),
+            Ok(entries) => ok(OpReply::Audit { entries }),
             Err(e) => err(e),
         },
     }
@@ -454,7 +501,8 @@ async fn hunt(
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let store = shared.fleet.store.clone();
     let task = tokio::task::spawn_blocking(move || {
-        crate::services::hunt::search(lock(&store).as_ref(), &q, &mut |n| {
+        let reader = crate::services::reader(&store)?;
+        crate::services::hunt::search(reader.as_ref(), &q, &mut |n| {
             let _ = tx.send(Progress {
                 done: n as u64,
                 of: None,
@@ -464,7 +512,7 @@ async fn hunt(
     });
     let work = async {
         match task.await {
-            Ok(r) => r.map_err(|e| e.to_string()),
+            Ok(r) => r.map(OpReply::Hunt).map_err(|e| e.to_string()),
             Err(e) => Err(format!("the hunt failed: {e}")),
         }
     };
@@ -487,25 +535,22 @@ async fn sweep(
             });
         })
         .await
+        .map(OpReply::Sweep)
     };
     streaming(write, rx, work).await
 }
 
 /// Awaits `work`, writing the progress it reports as lines before its answer.
-async fn streaming<T: Serialize, E: std::fmt::Display>(
+async fn streaming<E: std::fmt::Display>(
     write: &mut tokio::net::unix::OwnedWriteHalf,
     mut rx: tokio::sync::mpsc::UnboundedReceiver<Progress>,
-    work: impl std::future::Future<Output = Result<T, E>>,
+    work: impl std::future::Future<Output = Result<OpReply, E>>,
 ) -> std::io::Result<OpResponse> {
     tokio::pin!(work);
     let outcome = loop {
         tokio::select! {
             done = &mut work => break done,
-            Some(p) = rx.recv() => {
-                let mut line = serde_json::to_string(&OpResponse::Progress(p)).unwrap_or_default();
-                line.push('\n');
-                write.write_all(line.as_bytes()).await?;
-            }
+            Some(p) = rx.recv() => rpc::write_line(write, &OpResponse::Progress(p)).await?,
         }
     };
     Ok(match outcome {
@@ -516,17 +561,16 @@ async fn streaming<T: Serialize, E: std::fmt::Display>(
 
 fn reply(r: Result<CommandReply, crate::services::LinkError>) -> OpResponse {
     match r {
-        Ok(CommandReply::Done { records }) => ok(records
-            .iter()
-            .map(|b| serde_json::from_slice(b).unwrap_or(serde_json::Value::Null))
-            .collect::<Vec<serde_json::Value>>()),
-        Ok(CommandReply::Refused { reason }) => err(format!("the sensor refused: {reason}")),
-        Ok(CommandReply::NotIsolated) => err("the sensor refused: the host is not isolated"),
-        Ok(CommandReply::Applied { detail }) => ok(detail),
-        Ok(CommandReply::Verified { present }) => ok(present),
-        Ok(CommandReply::Swept { found, hashed }) => {
-            ok(serde_json::json!({ "found": found, "hashed": hashed }))
-        }
+        Ok(CommandReply::Done { records }) => ok(OpReply::Actions {
+            records: records
+                .iter()
+                .map(|b| serde_json::from_slice(b).unwrap_or(serde_json::Value::Null))
+                .collect(),
+        }),
+        Ok(r @ (CommandReply::Refused { .. } | CommandReply::NotIsolated)) => err(r),
+        Ok(CommandReply::Applied { detail }) => ok(OpReply::Applied { detail }),
+        Ok(CommandReply::Verified { present }) => ok(OpReply::Verified { present }),
+        Ok(CommandReply::Swept { found, hashed }) => ok(OpReply::Swept { found, hashed }),
         Err(e) => err(e),
     }
 }
@@ -537,25 +581,13 @@ pub fn request(
     socket: &Path,
     req: &OpRequest,
     progress: &mut dyn FnMut(&Progress),
-) -> std::io::Result<OpResponse> {
-    use std::io::{BufRead as _, Write as _};
-    let mut s = std::os::unix::net::UnixStream::connect(socket)?;
-    s.set_read_timeout(Some(Duration::from_secs(60)))?;
-    let mut text = serde_json::to_string(req).map_err(std::io::Error::other)?;
-    text.push('\n');
-    s.write_all(text.as_bytes())?;
-    let mut reader = std::io::BufReader::new(s);
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line)? == 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "the controller closed the socket without an answer",
-            ));
+) -> Result<OpResponse, RpcError> {
+    rpc::call(socket, req, Duration::from_secs(60), |r: &OpResponse| {
+        if let OpResponse::Progress(p) = r {
+            progress(p);
+            true
+        } else {
+            false
         }
-        match serde_json::from_str(&line).map_err(std::io::Error::other)? {
-            OpResponse::Progress(p) => progress(&p),
-            answer => return Ok(answer),
-        }
-    }
+    })
 }

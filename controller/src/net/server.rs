@@ -231,7 +231,10 @@ async fn handle(conn: Connection, shared: Shared) {
         Ok(()) => tracing::info!(host = %host.id, "sensor disconnected"),
         Err(why) => {
             tracing::warn!(host = %host.id, %why, "telemetry stream closed");
-            conn.close(VarInt::from_u32(close::PROTOCOL), why.as_bytes());
+            conn.close(
+                VarInt::from_u32(close::PROTOCOL),
+                why.to_string().as_bytes(),
+            );
         }
     }
 }
@@ -341,9 +344,30 @@ fn decide_enrollment(shared: &Shared, req: &EnrollRequest) -> EnrollReply {
     }
 }
 
+/// Why a host's telemetry stream was closed by the server.
+#[derive(Debug, thiserror::Error)]
+enum StreamEnd {
+    #[error(transparent)]
+    Connection(#[from] quinn::ConnectionError),
+    #[error(transparent)]
+    Frame(#[from] FrameIoError),
+    #[error(transparent)]
+    Protocol(#[from] protocol::Violation),
+    #[error("graph delta {seq}: {source}")]
+    BadDelta {
+        seq: u64,
+        source: sensor_common::wire::WireError,
+    },
+    #[error("cannot store {what}: {source}")]
+    Store {
+        what: String,
+        source: crate::store::StoreError,
+    },
+}
+
 /// Runs the telemetry stream of an authenticated host until it ends.
-async fn telemetry(conn: &Connection, shared: &Shared, host: &str) -> Result<(), String> {
-    let (mut send, mut recv) = conn.accept_bi().await.map_err(|e| e.to_string())?;
+async fn telemetry(conn: &Connection, shared: &Shared, host: &str) -> Result<(), StreamEnd> {
+    let (mut send, mut recv) = conn.accept_bi().await?;
     let mut session = ServerSession::new(host.to_owned());
     let mut converging = false;
     loop {
@@ -354,7 +378,7 @@ async fn telemetry(conn: &Connection, shared: &Shared, host: &str) -> Result<(),
                 tracing::info!(host, error = %e, "stream ended");
                 return Ok(());
             }
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(e.into()),
         };
         let store = shared.store();
         let steps = session.on_frame(frame, || {
@@ -368,17 +392,23 @@ async fn telemetry(conn: &Connection, shared: &Shared, host: &str) -> Result<(),
         for step in steps {
             match step {
                 Step::Store { stream, seq, body } => {
-                    if let Err(e) = lock(store).put_record(host, stream, seq, &body) {
+                    if let Err(source) = lock(store).put_record(host, stream, seq, &body) {
                         // Not acked: the sensor resends on its next connection.
-                        return Err(format!("cannot store {} {seq}: {e}", stream.name()));
+                        return Err(StreamEnd::Store {
+                            what: format!("{} {seq}", stream.name()),
+                            source,
+                        });
                     }
                 }
                 Step::Graph { seq, delta } => {
                     use sensor_common::wire::Versioned as _;
                     let delta = sensor_common::wire::Delta::decode(&delta)
-                        .map_err(|e| format!("graph delta {seq}: {e}"))?;
-                    if let Err(e) = lock(store).apply_delta(host, seq, &delta) {
-                        return Err(format!("cannot store graph delta {seq}: {e}"));
+                        .map_err(|source| StreamEnd::BadDelta { seq, source })?;
+                    if let Err(source) = lock(store).apply_delta(host, seq, &delta) {
+                        return Err(StreamEnd::Store {
+                            what: format!("graph delta {seq}"),
+                            source,
+                        });
                     }
                 }
                 Step::Report(r) => {
@@ -394,10 +424,8 @@ async fn telemetry(conn: &Connection, shared: &Shared, host: &str) -> Result<(),
                         });
                     }
                 }
-                Step::Send(d) => write_frame(&mut send, &d)
-                    .await
-                    .map_err(|e| e.to_string())?,
-                Step::Close(why) => return Err(why),
+                Step::Send(d) => write_frame(&mut send, &d).await?,
+                Step::Close(why) => return Err(why.into()),
             }
         }
     }

@@ -25,7 +25,7 @@
 use std::collections::HashMap;
 
 use sensor_common::wire::{Edge, EdgeKind, Endpoint, NodeId, ProcessId, ProcessNode};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::store::{Hit, Step, Store, StoreError};
 
@@ -166,6 +166,7 @@ fn words(q: &str) -> Result<Vec<(usize, String, bool)>, HuntError> {
 }
 
 /// Parses a query; an error names the position and the reason.
+// Long by design: the hunt language's grammar in one place, target, conditions and their operators.
 pub fn parse(q: &str) -> Result<Query, HuntError> {
     let w = words(q)?;
     let end = q.len();
@@ -279,7 +280,7 @@ pub fn parse(q: &str) -> Result<Query, HuntError> {
 }
 
 /// What a search found and how much it read.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Outcome {
     pub hits: Vec<Hit>,
     pub edges_searched: usize,

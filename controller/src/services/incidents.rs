@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use sensor_common::protocol::{Indicator, Stream};
 use sensor_userspace::triage::alerts::Alert;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::store::{Closed, Store, StoreError};
 
@@ -18,7 +18,7 @@ type IncidentKey = (String, String);
 type ProcessAt<'a> = (&'a str, u32, u64);
 
 /// Who opened an incident.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Source {
     /// The host's sensor, from its alerts.
@@ -28,7 +28,7 @@ pub enum Source {
 }
 
 /// One host's incident as the controller knows it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FleetIncident {
     pub host: String,
     pub id: String,

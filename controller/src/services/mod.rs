@@ -36,6 +36,31 @@ pub enum LinkError {
     NoAnswer(String),
 }
 
+/// The text of a command's fate for the audit log and the operator: the reply's own text,
+/// or why none came.
+pub fn outcome(r: &Result<CommandReply, LinkError>) -> String {
+    match r {
+        Ok(reply) => reply.to_string(),
+        Err(e) => format!("not delivered: {e}"),
+    }
+}
+
+/// A read-only connection of the store's own for a long read, taken under the lock for an
+/// instant: the read itself holds no lock (see [`crate::store::Store::reader`]).
+pub fn reader(
+    store: &SharedStore,
+) -> Result<Box<dyn crate::store::Store>, crate::store::StoreError> {
+    crate::lock(store).reader()
+}
+
+/// Keeps `who` asked for `command` and its `outcome` in the audit log; a log that cannot be
+/// written is logged, and the command's outcome stands.
+pub fn audit(store: &mut dyn crate::store::Store, who: &str, command: &str, outcome: &str) {
+    if let Err(e) = store.audit(&crate::store::AuditEntry::now(who, command, outcome)) {
+        tracing::error!(error = %e, command, "cannot write the audit log");
+    }
+}
+
 /// A command's answer, once it has been awaited.
 pub type Answer<'a> = Pin<Box<dyn Future<Output = Result<CommandReply, LinkError>> + Send + 'a>>;
 

@@ -3,13 +3,13 @@
 //! pushed again to a host that reconnects running something else. A host that still finds a
 //! push invalid keeps what it runs and says why; the answer goes to the audit log.
 
-use sensor_common::protocol::{Command, CommandReply, HostReport, MAX_FRAME, RuleSet};
-use serde::Serialize;
+use sensor_common::protocol::{Command, HostReport, MAX_FRAME, RuleSet};
+use serde::{Deserialize, Serialize};
 
 use crate::{
-    lock, now_ns,
-    services::{Fleet, LinkError},
-    store::{AuditEntry, Desired},
+    lock,
+    services::{self, Fleet},
+    store::Desired,
 };
 
 /// Who the controller says it is when it converges a host on its own.
@@ -18,10 +18,10 @@ const CONVERGE: &str = "controller (desired state)";
 /// Why a push is refused before anything is sent.
 #[derive(Debug, thiserror::Error)]
 pub enum PushError {
-    #[error("{0}")]
-    Rules(String),
-    #[error("{0}")]
-    Policy(String),
+    #[error(transparent)]
+    Rules(#[from] sensor_userspace::detect::rules::SetRefused),
+    #[error(transparent)]
+    Policy(#[from] sensor_userspace::policy::PolicyError),
     #[error("the push would be {size} bytes; a frame holds at most {MAX_FRAME}")]
     TooLarge { size: usize },
     #[error("cannot encode the push: {0}")]
@@ -31,7 +31,7 @@ pub enum PushError {
 }
 
 /// What one host answered to a push.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostAnswer {
     pub host: String,
     pub outcome: String,
@@ -41,7 +41,7 @@ pub struct HostAnswer {
 fn policy_version(text: &str) -> Result<u64, PushError> {
     sensor_userspace::policy::Policy::parse(text, "the pushed policy")
         .map(|p| p.version)
-        .map_err(|e| PushError::Policy(e.to_string()))
+        .map_err(PushError::from)
 }
 
 fn fits(cmd: &Command) -> Result<(), PushError> {
@@ -57,7 +57,7 @@ fn fits(cmd: &Command) -> Result<(), PushError> {
 /// Checks a rule set whole (every file loads, every test case passes) and makes it the
 /// fleet's; returns the number of rules.
 pub fn set_rules(fleet: &Fleet, set: &RuleSet) -> Result<usize, PushError> {
-    let report = sensor_userspace::detect::rules::validate_set(set).map_err(PushError::Rules)?;
+    let report = sensor_userspace::detect::rules::validate_set(set)?;
     fits(&Command::PushRules {
         set: set.clone(),
         who: String::new(),
@@ -78,15 +78,6 @@ pub fn set_policy(fleet: &Fleet, text: &str) -> Result<u64, PushError> {
     Ok(version)
 }
 
-fn outcome(r: Result<CommandReply, LinkError>) -> String {
-    match r {
-        Ok(CommandReply::Applied { detail }) => format!("applied: {detail}"),
-        Ok(CommandReply::Refused { reason }) => format!("refused by the host: {reason}"),
-        Ok(other) => format!("unexpected answer {other:?}"),
-        Err(e) => format!("not delivered: {e}"),
-    }
-}
-
 /// Sends `cmd` to every connected host (or the ones named); hosts not connected get it when
 /// they reconnect.
 pub async fn fan_out(fleet: &Fleet, hosts: &[String], cmd: &Command) -> Vec<HostAnswer> {
@@ -94,7 +85,7 @@ pub async fn fan_out(fleet: &Fleet, hosts: &[String], cmd: &Command) -> Vec<Host
     for host in hosts {
         out.push(HostAnswer {
             host: host.clone(),
-            outcome: outcome(fleet.link.command(host, cmd).await),
+            outcome: services::outcome(&fleet.link.command(host, cmd).await),
         });
     }
     out
@@ -131,16 +122,13 @@ pub async fn converge(fleet: &Fleet, host: &str, report: HostReport) {
             Command::PushRules { set, .. } => format!("push rules {}", set.version),
             _ => "push policy".to_owned(),
         };
-        let outcome = outcome(fleet.link.command(host, &cmd).await);
+        let outcome = services::outcome(&fleet.link.command(host, &cmd).await);
         tracing::info!(%host, %what, %outcome, "host converged on the fleet's desired state");
-        let entry = AuditEntry {
-            time_ns: now_ns(),
-            who: CONVERGE.into(),
-            command: format!("{what} to {host}"),
-            outcome,
-        };
-        if let Err(e) = lock(&fleet.store).audit(&entry) {
-            tracing::error!(error = %e, "cannot write the audit log");
-        }
+        services::audit(
+            lock(&fleet.store).as_mut(),
+            CONVERGE,
+            &format!("{what} to {host}"),
+            &outcome,
+        );
     }
 }

@@ -6,12 +6,12 @@
 //! skips the look, and the closing records who forced it.
 
 use sensor_common::protocol::{Command, CommandReply, Indicator, Presence};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{lock, now_ns, services::Fleet, services::incidents, store::Closed};
 
 /// What a release did.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Released {
     pub host: String,
     /// False when forced.

@@ -15,7 +15,6 @@ use crate::{
     lock, now_ns,
     services::Fleet,
     services::hunt,
-    store::AuditEntry,
     store::{Hit, HostResponse, HuntIncident, Respond, Standing},
 };
 
@@ -37,6 +36,20 @@ pub enum ScheduleError {
     Query(hunt::HuntError),
     #[error("a hunt runs at most every {MIN_EVERY_SECS} s")]
     TooOften,
+}
+
+/// Why one run of a standing hunt did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("hunt {name}: {source}")]
+    Query {
+        name: String,
+        source: hunt::HuntError,
+    },
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("the hunt's search stopped: {0}")]
+    Search(#[from] tokio::task::JoinError),
 }
 
 impl Standing {
@@ -97,14 +110,16 @@ pub async fn run(fleet: Fleet) {
 }
 
 /// One run of one hunt: search, keep the new hits, open their incident, respond.
-pub async fn run_once(fleet: &Fleet, mut h: Standing) -> Result<Option<HuntIncident>, String> {
-    let q = hunt::parse(&h.query).map_err(|e| format!("hunt {}: {e}", h.name))?;
+pub async fn run_once(fleet: &Fleet, mut h: Standing) -> Result<Option<HuntIncident>, RunError> {
+    let q = hunt::parse(&h.query).map_err(|source| RunError::Query {
+        name: h.name.clone(),
+        source,
+    })?;
     let store = fleet.store.clone();
-    let outcome =
-        tokio::task::spawn_blocking(move || hunt::search(lock(&store).as_ref(), &q, &mut |_| {}))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
+    let outcome = tokio::task::spawn_blocking(move || {
+        crate::services::reader(&store).and_then(|r| hunt::search(r.as_ref(), &q, &mut |_| {}))
+    })
+    .await??;
     let now = now_ns();
     h.last_run_ns = Some(now);
     h.runs += 1;
@@ -112,16 +127,11 @@ pub async fn run_once(fleet: &Fleet, mut h: Standing) -> Result<Option<HuntIncid
     let incident = {
         let mut store = lock(&fleet.store);
         // A hunt removed while it ran stays removed.
-        if !store
-            .hunts()
-            .map_err(|e| e.to_string())?
-            .iter()
-            .any(|s| s.name == h.name)
-        {
+        if !store.hunts()?.iter().any(|s| s.name == h.name) {
             return Ok(None);
         }
-        store.put_hunt(&h).map_err(|e| e.to_string())?;
-        let fresh = store.new_hits(&h.name, &keys).map_err(|e| e.to_string())?;
+        store.put_hunt(&h)?;
+        let fresh = store.new_hits(&h.name, &keys)?;
         let hits: Vec<Hit> = outcome
             .hits
             .into_iter()
@@ -146,14 +156,12 @@ pub async fn run_once(fleet: &Fleet, mut h: Standing) -> Result<Option<HuntIncid
         // offline host later) join the hunt's latest incident while it is recent and no
         // release has closed it anywhere.
         let closed: BTreeSet<String> = store
-            .closed_incidents()
-            .map_err(|e| e.to_string())?
+            .closed_incidents()?
             .into_iter()
             .map(|c| c.incident)
             .collect();
         let latest = store
-            .hunt_incidents()
-            .map_err(|e| e.to_string())?
+            .hunt_incidents()?
             .into_iter()
             .rfind(|i| i.hunt == h.name)
             .filter(|i| {
@@ -178,7 +186,7 @@ pub async fn run_once(fleet: &Fleet, mut h: Standing) -> Result<Option<HuntIncid
                 hits,
             },
         };
-        store.put_hunt_incident(&inc).map_err(|e| e.to_string())?;
+        store.put_hunt_incident(&inc)?;
         inc
     };
     tracing::warn!(
@@ -221,8 +229,7 @@ pub async fn respond(fleet: &Fleet, mut inc: HuntIncident) -> HuntIncident {
         };
         let outcome = match fleet.link.command(&host, &cmd).await {
             Ok(CommandReply::Done { .. }) => "isolated".to_owned(),
-            Ok(CommandReply::Refused { reason }) => format!("refused by the host: {reason}"),
-            Ok(other) => format!("unexpected answer {other:?}"),
+            Ok(other) => other.to_string(),
             // Still pending: tried again when the host reconnects.
             Err(e) => {
                 tracing::warn!(%host, error = %e, "hunt response not delivered");
@@ -230,15 +237,12 @@ pub async fn respond(fleet: &Fleet, mut inc: HuntIncident) -> HuntIncident {
             }
         };
         let mut store = lock(&fleet.store);
-        let entry = AuditEntry {
-            time_ns: now_ns(),
-            who: by(&inc.hunt),
-            command: format!("isolate {host} (incident {})", inc.id),
-            outcome: outcome.clone(),
-        };
-        if let Err(e) = store.audit(&entry) {
-            tracing::error!(error = %e, "cannot write the audit log");
-        }
+        crate::services::audit(
+            store.as_mut(),
+            &by(&inc.hunt),
+            &format!("isolate {host} (incident {})", inc.id),
+            &outcome,
+        );
         inc.responses.insert(host, HostResponse::Done(outcome));
         if let Err(e) = store.put_hunt_incident(&inc) {
             tracing::error!(error = %e, "cannot keep a hunt incident");

@@ -6,7 +6,7 @@
 //! `sweep --results ID` shows who has answered so far.
 
 use sensor_common::protocol::{Command, CommandReply, is_sha256};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{
     lock, now_ns,
@@ -18,7 +18,7 @@ use crate::{
 const RECONNECT_WINDOW_NS: u64 = 7 * 24 * 3600 * 1_000_000_000;
 
 /// A sweep and its answers so far.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Report {
     pub sweep: Sweep,
     /// Enrolled hosts not revoked.
@@ -78,11 +78,13 @@ fn known_files(store: &dyn Store, host: &str) -> Result<Vec<String>, StoreError>
 /// Asks one host and keeps its answer.
 async fn ask(fleet: &Fleet, sweep: &Sweep, host: &str) -> Option<Answer> {
     let (store, h) = (fleet.store.clone(), host.to_owned());
-    let paths = tokio::task::spawn_blocking(move || known_files(lock(&store).as_ref(), &h))
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .unwrap_or_default();
+    let paths = tokio::task::spawn_blocking(move || {
+        crate::services::reader(&store).and_then(|r| known_files(r.as_ref(), &h))
+    })
+    .await
+    .ok()
+    .and_then(Result::ok)
+    .unwrap_or_default();
     let cmd = Command::Sweep {
         sha256: sweep.sha256.clone(),
         paths,

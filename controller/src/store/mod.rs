@@ -43,6 +43,10 @@ pub enum TokenRefusal {
 
 /// What the controller keeps. One implementation per backend.
 pub trait Store: Send {
+    /// A connection of its own for a long read (a hunt, a sweep's file list, an incident
+    /// listing), so the read holds no lock the writers need: telemetry is merged while it
+    /// runs. It refuses every write.
+    fn reader(&self) -> Result<Box<dyn Store>, StoreError>;
     fn add_token(&mut self, id: &str, secret_hash: &str, expires_ns: u64)
     -> Result<(), StoreError>;
     /// Marks the token used, if it may be: known, matching, unexpired and unused.
@@ -110,6 +114,7 @@ pub trait Store: Send {
 
 pub struct Sqlite {
     db: Connection,
+    path: std::path::PathBuf,
 }
 
 const SCHEMA: &str = "
@@ -237,7 +242,10 @@ impl Sqlite {
         db.pragma_update(None, "journal_mode", "WAL")?;
         db.pragma_update(None, "synchronous", "FULL")?;
         db.execute_batch(SCHEMA)?;
-        Ok(Self { db })
+        Ok(Self {
+            db,
+            path: path.to_owned(),
+        })
     }
 
     fn host_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(Host, String)> {
@@ -278,6 +286,19 @@ impl Sqlite {
 }
 
 impl Store for Sqlite {
+    fn reader(&self) -> Result<Box<dyn Store>, StoreError> {
+        use rusqlite::OpenFlags;
+        let db = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        db.busy_timeout(std::time::Duration::from_secs(5))?;
+        Ok(Box::new(Self {
+            db,
+            path: self.path.clone(),
+        }))
+    }
+
     fn add_token(
         &mut self,
         id: &str,
@@ -695,5 +716,24 @@ mod tests {
         let r = s.records(Some("h"), Stream::Alerts).expect("records");
         assert_eq!(r.len(), 2);
         assert_eq!(r[0].body["a"], 1, "the first copy is kept");
+    }
+
+    #[test]
+    fn a_reader_reads_beside_the_writer_and_refuses_to_write() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut w = Sqlite::open(&dir.path().join("c.db")).expect("open");
+        w.put_record("h", Stream::Alerts, 1, b"{}").expect("put");
+        let mut r = w.reader().expect("reader");
+        // A read in progress on the reader (a statement stepped, not finished)...
+        let reading = r.records(None, Stream::Alerts).expect("read");
+        assert_eq!(reading.len(), 1);
+        // ...does not hold up the writer, and the reader sees the commit after it.
+        w.put_record("h", Stream::Alerts, 2, b"{}")
+            .expect("a write while a reader is open");
+        assert_eq!(r.records(None, Stream::Alerts).expect("read").len(), 2);
+        assert!(
+            r.put_record("h", Stream::Alerts, 3, b"{}").is_err(),
+            "the reader refuses writes"
+        );
     }
 }

@@ -30,6 +30,22 @@ pub struct AuditEntry {
     pub outcome: String,
 }
 
+impl AuditEntry {
+    /// An entry for what `who` asked for now, and what came of it.
+    pub fn now(
+        who: impl Into<String>,
+        command: impl Into<String>,
+        outcome: impl Into<String>,
+    ) -> Self {
+        Self {
+            time_ns: crate::now_ns(),
+            who: who.into(),
+            command: command.into(),
+            outcome: outcome.into(),
+        }
+    }
+}
+
 /// A record a sensor sent: a line of its alerts or actions.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostRecord {

@@ -248,7 +248,8 @@ pub struct Journal {
 
 /// Reads a journal file; unreadable lines are counted, never fatal.
 pub fn read(path: &Path) -> std::io::Result<(Vec<Record>, usize)> {
-    crate::triage::alerts::read_json_lines(path)
+    let read = crate::host::jsonl::read(path)?;
+    Ok((read.records, read.unreadable))
 }
 
 impl Journal {

@@ -54,6 +54,58 @@ pub enum ResponseError {
     },
 }
 
+/// Why an action a person asked for (or its undo) did not take effect.
+#[derive(Debug, thiserror::Error)]
+pub enum ActError {
+    #[error("no action {0} in the journal")]
+    Unknown(String),
+    #[error("{0} is itself an undo, approval or denial")]
+    Settlement(String),
+    #[error("action {id} is not in force ({state:?})")]
+    NotInForce { id: String, state: Option<State> },
+    #[error("cannot write the journal")]
+    Unjournaled,
+    /// Journaled, but not done: the record says why (refused, failed, nothing to do).
+    #[error("{}", .0.detail)]
+    NotDone(Box<Record>),
+}
+
+/// What the incident's verdict and the policy make of one planned action.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Plan {
+    Run,
+    /// Observe mode: recorded as what would have been done.
+    Observe,
+    AwaitApproval,
+}
+
+/// The plan for `action` under `verdict`, with the clause of the policy that decided it.
+fn plan(verdict: Verdict, action: Action, policy: &Policy) -> (Plan, String) {
+    match verdict {
+        Verdict::Observe => (Plan::Observe, "mode = observe".to_owned()),
+        Verdict::Contain if policy.allows(action) => (
+            Plan::Run,
+            format!(
+                "risk.contain_at {}; actions.without_approval has {}",
+                policy.risk.contain_at,
+                verb_name(action)
+            ),
+        ),
+        Verdict::Contain => (
+            Plan::AwaitApproval,
+            format!(
+                "risk.contain_at {}; {} is not in actions.without_approval",
+                policy.risk.contain_at,
+                verb_name(action)
+            ),
+        ),
+        _ => (
+            Plan::AwaitApproval,
+            format!("risk.escalate_at {}", policy.risk.escalate_at),
+        ),
+    }
+}
+
 /// What the responder needs to know about the world for one decision.
 pub struct Context<'a> {
     pub policy: &'a Policy,
@@ -431,13 +483,12 @@ impl Responder {
     }
 
     /// Journals an action a person asked for: the record when it was done, else its detail.
-    fn append_outcome(&mut self, r: Record) -> Result<Record, String> {
-        let (status, detail) = (r.status, r.detail.clone());
-        let rec = self.append(r).ok_or("cannot write the journal")?;
-        if status == Status::Done {
+    fn append_outcome(&mut self, r: Record) -> Result<Record, ActError> {
+        let rec = self.append(r).ok_or(ActError::Unjournaled)?;
+        if rec.status == Status::Done {
             Ok(rec)
         } else {
-            Err(detail)
+            Err(ActError::NotDone(Box::new(rec)))
         }
     }
 
@@ -507,139 +558,138 @@ impl Responder {
         if verdict == Verdict::Record {
             return out;
         }
-        let f = &alert.finding;
-        for &action in &f.rule.response {
-            let target = match action {
-                Action::Kill | Action::Freeze => Some(Target::ProcessTree {
-                    pid: f.process.pid,
-                    start: f.process.start,
-                    exe: f.process.exe.clone(),
-                }),
-                Action::BlockExec | Action::Quarantine => file_target(alert, true),
-                Action::Remediate => file_target(alert, false),
-                Action::Isolate => Some(Target::Host {
-                    name: self.host.clone(),
-                }),
-                Action::BlockDestination => destination_target(alert, ctx),
-            };
-            let Some(target) = target else {
+        for &action in &alert.finding.rule.response {
+            let Some(target) = self.target_of(action, alert, ctx) else {
                 continue;
             };
-            // One action per target per incident.
-            let same = |r: &Record| {
-                r.incident == ctx.incident.id
-                    && r.action == Verb::Act(action)
-                    && r.target == target
-                    && r.settles.is_none()
-            };
-            // A remediation is worth repeating (each one takes out what is there now, and a
-            // later write to the same file is new persistence); one already waiting for
-            // approval is not.
-            let seen = if action == Action::Remediate {
-                self.journal
-                    .records()
-                    .iter()
-                    .any(|r| same(r) && self.journal.state(&r.id) == Some(State::Pending))
-            } else {
-                self.journal.records().iter().any(same)
-                    || self.deferred.iter().any(|d| same(&d.record))
-            };
-            if seen {
+            if self.already_planned(&ctx.incident.id, action, &target) {
                 continue;
             }
-            let allowed = ctx.policy.allows(action);
-            let (clause, run) = match verdict {
-                Verdict::Observe => ("mode = observe".to_owned(), false),
-                Verdict::Contain if allowed => (
-                    format!(
-                        "risk.contain_at {}; actions.without_approval has {}",
-                        ctx.policy.risk.contain_at,
-                        verb_name(action)
-                    ),
-                    true,
-                ),
-                Verdict::Contain => (
-                    format!(
-                        "risk.contain_at {}; {} is not in actions.without_approval",
-                        ctx.policy.risk.contain_at,
-                        verb_name(action)
-                    ),
-                    false,
-                ),
-                _ => (
-                    format!("risk.escalate_at {}", ctx.policy.risk.escalate_at),
-                    false,
-                ),
-            };
-            let id = self.next_id();
-            let reason = format!(
-                "{} (rule {}, risk {}): {}",
-                f.rule.title,
-                f.rule.id.as_deref().unwrap_or("?"),
-                alert.risk.score,
-                ctx.incident.decision.reason
-            );
-            let (status, detail, undo) = if run {
-                self.execute(
-                    &id,
-                    action,
-                    &target,
-                    ctx.policy,
-                    ctx.graph,
-                    Some(ctx.incident),
-                )
-            } else if verdict == Verdict::Observe {
-                (
-                    Status::Observed,
-                    format!("would {} {target}", verb_name(action)),
-                    Undo::NothingToUndo,
-                )
-            } else {
-                (
-                    Status::Pending,
-                    format!("awaits approval: vigil-sensor approve {}", ctx.incident.id),
-                    Undo::NothingToUndo,
-                )
-            };
-            let record = Record {
-                effective_ns: self.took_hold_ns.take(),
-                id,
-                time_ns: now_ns(),
-                incident: ctx.incident.id.clone(),
-                action: Verb::Act(action),
-                target,
-                reason,
-                evidence: vec![f.id.clone()],
-                policy_clause: clause,
-                status,
-                detail,
-                undo,
-                settles: None,
-                requested_by: None,
-            };
-            if run && action == Action::Remediate {
-                // Done at once, from the event; the writer may still be writing, so a second
-                // pass runs when it is done (see `Deferred`).
-                self.deferred.push(Deferred {
-                    record: record.clone(),
-                    writer: ProcessKey {
-                        pid: f.process.pid,
-                        start: f.process.start,
-                    },
-                    since: std::time::Instant::now(),
-                });
-                // Until the second pass, what the writer adds is the incident's, not a change
-                // for the baseline to take in.
-                if let Target::File { path, .. } = &record.target {
-                    self.baseline.taint(path);
-                }
-            }
+            let (plan, clause) = plan(verdict, action, ctx.policy);
+            let record = self.carry_out(plan, clause, action, target, alert, ctx);
             out.extend(self.append(record));
         }
         if verdict == Verdict::Contain {
             out.extend(self.contain_pending(ctx));
         }
         out
+    }
+
+    /// What `action` acts on for this alert, if the alert names one.
+    fn target_of(&self, action: Action, alert: &Alert, ctx: &Context<'_>) -> Option<Target> {
+        let p = &alert.finding.process;
+        match action {
+            Action::Kill | Action::Freeze => Some(Target::ProcessTree {
+                pid: p.pid,
+                start: p.start,
+                exe: p.exe.clone(),
+            }),
+            Action::BlockExec | Action::Quarantine => file_target(alert, true),
+            Action::Remediate => file_target(alert, false),
+            Action::Isolate => Some(Target::Host {
+                name: self.host.clone(),
+            }),
+            Action::BlockDestination => destination_target(alert, ctx),
+        }
+    }
+
+    /// Whether the incident already has this action on this target: one per target per
+    /// incident. A remediation is worth repeating (each one takes out what is there now, and a
+    /// later write to the same file is new persistence); one already waiting for approval is
+    /// not.
+    fn already_planned(&self, incident: &str, action: Action, target: &Target) -> bool {
+        let same = |r: &Record| {
+            r.incident == incident
+                && r.action == Verb::Act(action)
+                && r.target == *target
+                && r.settles.is_none()
+        };
+        if action == Action::Remediate {
+            self.journal
+                .records()
+                .iter()
+                .any(|r| same(r) && self.journal.state(&r.id) == Some(State::Pending))
+        } else {
+            self.journal.records().iter().any(same) || self.deferred.iter().any(|d| same(&d.record))
+        }
+    }
+
+    /// The record of `action` on `target` as `plan` has it: executed, observed, or left
+    /// pending approval. A remediation that ran is also deferred for its second pass.
+    fn carry_out(
+        &mut self,
+        plan: Plan,
+        policy_clause: String,
+        action: Action,
+        target: Target,
+        alert: &Alert,
+        ctx: &Context<'_>,
+    ) -> Record {
+        let f = &alert.finding;
+        let id = self.next_id();
+        let (status, detail, undo) = match plan {
+            Plan::Run => self.execute(
+                &id,
+                action,
+                &target,
+                ctx.policy,
+                ctx.graph,
+                Some(ctx.incident),
+            ),
+            Plan::Observe => (
+                Status::Observed,
+                format!("would {} {target}", verb_name(action)),
+                Undo::NothingToUndo,
+            ),
+            Plan::AwaitApproval => (
+                Status::Pending,
+                format!("awaits approval: vigil-sensor approve {}", ctx.incident.id),
+                Undo::NothingToUndo,
+            ),
+        };
+        let record = Record {
+            effective_ns: self.took_hold_ns.take(),
+            id,
+            time_ns: now_ns(),
+            incident: ctx.incident.id.clone(),
+            action: Verb::Act(action),
+            target,
+            reason: format!(
+                "{} (rule {}, risk {}): {}",
+                f.rule.title,
+                f.rule.id.as_deref().unwrap_or("?"),
+                alert.risk.score,
+                ctx.incident.decision.reason
+            ),
+            evidence: vec![f.id.clone()],
+            policy_clause,
+            status,
+            detail,
+            undo,
+            settles: None,
+            requested_by: None,
+        };
+        if plan == Plan::Run && action == Action::Remediate {
+            self.defer_second_pass(&record, alert);
+        }
+        record
+    }
+
+    /// A remediation is done at once, from the event; the writer may still be writing, so a
+    /// second pass runs when it is done (see [`Deferred`]). Until then, what the writer adds
+    /// is the incident's, not a change for the baseline to take in.
+    fn defer_second_pass(&mut self, record: &Record, alert: &Alert) {
+        self.deferred.push(Deferred {
+            record: record.clone(),
+            writer: ProcessKey {
+                pid: alert.finding.process.pid,
+                start: alert.finding.process.start,
+            },
+            since: std::time::Instant::now(),
+        });
+        if let Target::File { path, .. } = &record.target {
+            self.baseline.taint(path);
+        }
     }
 
     /// Once an incident is contained, the actions its earlier alerts left pending (when its
@@ -1139,7 +1189,7 @@ impl Responder {
         reason: &str,
         policy: &Policy,
         graph: &Graph,
-    ) -> Result<Record, String> {
+    ) -> Result<Record, ActError> {
         let id = self.next_id();
         let (status, detail, undo) = self.execute(&id, action, &target, policy, graph, None);
         let rec = Record {
@@ -1186,18 +1236,44 @@ impl Responder {
     }
 
     /// Reverses action `id`. A kill cannot be reversed: that is recorded, and said.
-    pub fn undo(&mut self, id: &str, who: &str) -> Result<Record, String> {
+    pub fn undo(&mut self, id: &str, who: &str) -> Result<Record, ActError> {
         let Some(r) = self.journal.get(id).cloned() else {
-            return Err(format!("no action {id} in the journal"));
+            return Err(ActError::Unknown(id.to_owned()));
         };
         let state = self.journal.state(id);
         if matches!(r.action, Verb::Settle(_)) {
-            return Err(format!("{id} is itself an undo, approval or denial"));
+            return Err(ActError::Settlement(id.to_owned()));
         }
         if state != Some(State::InForce) {
-            return Err(format!("action {id} is not in force ({state:?})"));
+            return Err(ActError::NotInForce {
+                id: id.to_owned(),
+                state,
+            });
         }
-        let (status, detail) = match &r.undo {
+        let (status, detail) = self.reverse(id, &r.undo);
+        let rec = Record {
+            effective_ns: None,
+            id: self.next_id(),
+            time_ns: now_ns(),
+            incident: r.incident.clone(),
+            action: Verb::Settle(Settle::Undo),
+            target: r.target.clone(),
+            reason: format!("undo of {id} asked by {who}"),
+            evidence: vec![id.to_owned()],
+            policy_clause: String::new(),
+            status,
+            detail,
+            undo: Undo::NothingToUndo,
+            settles: Some(id.to_owned()),
+            requested_by: Some(who.to_owned()),
+        };
+        self.append_outcome(rec)
+    }
+
+    /// Carries out one undo, saying how it went. One arm per kind of undo: each reverses
+    /// what its action changed, and says what it could not.
+    fn reverse(&mut self, id: &str, undo: &Undo) -> (Status, String) {
+        match undo {
             Undo::NothingToUndo => (Status::Done, "nothing was changed".to_owned()),
             Undo::Impossible { why } => (Status::Failed, format!("impossible: {why}")),
             Undo::Resume { processes } => {
@@ -1285,24 +1361,7 @@ impl Responder {
                 ),
                 Err(e) => (Status::Failed, format!("cannot rewrite {path}: {e}")),
             },
-        };
-        let rec = Record {
-            effective_ns: None,
-            id: self.next_id(),
-            time_ns: now_ns(),
-            incident: r.incident.clone(),
-            action: Verb::Settle(Settle::Undo),
-            target: r.target.clone(),
-            reason: format!("undo of {id} asked by {who}"),
-            evidence: vec![id.to_owned()],
-            policy_clause: String::new(),
-            status,
-            detail,
-            undo: Undo::NothingToUndo,
-            settles: Some(id.to_owned()),
-            requested_by: Some(who.to_owned()),
-        };
-        self.append_outcome(rec)
+        }
     }
 
     /// Carries out (approve) or drops (deny) every pending action of `incident`.
@@ -1397,7 +1456,7 @@ mod tests {
     }
 
     impl Bench {
-        fn order(&mut self, action: Action, target: Target) -> Result<Record, String> {
+        fn order(&mut self, action: Action, target: Target) -> Result<Record, ActError> {
             self.responder.manual(
                 action,
                 target,
@@ -1472,7 +1531,10 @@ mod tests {
             rec.undo
         );
         let refused = b.responder.undo(&rec.id, "test");
-        assert!(refused.is_err(), "a kill cannot be undone: {refused:?}");
+        assert!(
+            matches!(&refused, Err(ActError::NotDone(r)) if r.status == Status::Failed),
+            "a kill cannot be undone: {refused:?}"
+        );
     }
 
     #[test]
@@ -1493,7 +1555,7 @@ mod tests {
                 },
             )
             .expect_err("nothing to do is not done");
-        assert!(err.contains("nothing left to do"), "{err}");
+        assert!(err.to_string().contains("nothing left to do"), "{err}");
         let last = b.responder.journal().records().last().expect("journaled");
         assert_eq!(last.status, Status::NothingToDo);
 
@@ -1506,7 +1568,10 @@ mod tests {
                 },
             )
             .expect_err("refused");
-        assert!(err.contains("/boot/"), "names what protects it: {err}");
+        assert!(
+            err.to_string().contains("/boot/"),
+            "names what protects it: {err}"
+        );
         let last = b.responder.journal().records().last().expect("journaled");
         assert_eq!(last.status, Status::Refused);
     }
@@ -1522,6 +1587,36 @@ mod tests {
                 },
             )
             .expect_err("no programs");
-        assert!(err.contains("not loaded"), "{err}");
+        assert!(err.to_string().contains("not loaded"), "{err}");
+    }
+
+    #[test]
+    fn the_plan_follows_the_verdict_and_what_runs_without_approval() {
+        let policy = Policy::shipped().expect("policy");
+        // The shipped policy contains a kill on its own; an isolation waits for a person.
+        assert!(policy.allows(Action::Kill) && !policy.allows(Action::Isolate));
+        assert_eq!(
+            plan(Verdict::Observe, Action::Kill, &policy).0,
+            Plan::Observe
+        );
+        let (run, clause) = plan(Verdict::Contain, Action::Kill, &policy);
+        assert_eq!(run, Plan::Run);
+        assert!(
+            clause.contains("actions.without_approval has kill"),
+            "{clause}"
+        );
+        let (wait, clause) = plan(Verdict::Contain, Action::Isolate, &policy);
+        assert_eq!(wait, Plan::AwaitApproval);
+        assert!(
+            clause.contains("isolate is not in actions.without_approval"),
+            "{clause}"
+        );
+        let (wait, clause) = plan(Verdict::Escalate, Action::Kill, &policy);
+        assert_eq!(
+            wait,
+            Plan::AwaitApproval,
+            "an escalation waits for a person"
+        );
+        assert!(clause.starts_with("risk.escalate_at"), "{clause}");
     }
 }

@@ -216,6 +216,7 @@ fn u32_at(bytes: &[u8], at: usize) -> u32 {
 }
 
 /// The typed event for a syscall record of process `pid`.
+// Long by design: one arm per kernel record kind, each the mapping of that record to its event.
 pub fn interpret(e: &SyscallEvent, pid: u32, r: &dyn Resolver) -> What {
     let a = e.args;
     let id = e.file;

@@ -370,6 +370,8 @@ impl<S: Sink, O: Observer> Pipeline<S, O> {
         }
     }
 
+    // Long by design: one arm per event kind, each what that event changes in the process table.
+
     pub fn apply(&mut self, event: KernelEvent) {
         *self.seen.entry(event.kind().name()).or_default() += 1;
         match event {

@@ -366,6 +366,7 @@ impl Graph {
     }
 
     /// Adds what `p` did to the graph.
+    // Long by design: one arm per event kind, each the edges that event adds.
     pub fn record(
         &mut self,
         boot_ns: u64,

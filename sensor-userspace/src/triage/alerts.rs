@@ -204,30 +204,6 @@ impl AlertLog {
 
 /// Reads an alert log; lines that do not parse are counted, not fatal.
 pub fn read(path: &Path) -> std::io::Result<(Vec<Alert>, usize)> {
-    read_json_lines(path)
-}
-
-/// Reads a JSON-lines file (a missing file is empty); returns the records and how many lines
-/// could not be read, which are skipped, never fatal.
-pub fn read_json_lines<T: serde::de::DeserializeOwned>(
-    path: &Path,
-) -> std::io::Result<(Vec<T>, usize)> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
-        Err(e) => return Err(e),
-    };
-    let mut bad = 0;
-    let records = text
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .filter_map(|l| match serde_json::from_str(l) {
-            Ok(r) => Some(r),
-            Err(_) => {
-                bad += 1;
-                None
-            }
-        })
-        .collect();
-    Ok((records, bad))
+    let read = crate::host::jsonl::read(path)?;
+    Ok((read.records, read.unreadable))
 }

@@ -177,9 +177,92 @@ pub struct Incident {
 }
 
 impl Incident {
+    /// Takes in one alert of `actor` whose root cause is `top`: the root moves up when `top`
+    /// is above it, the chain is kept (and pinned in the table), and risk, severity and
+    /// techniques rise to the alert's. The story is re-read from the graph on the next tick
+    /// (or when asked for), off the path from detection to response.
+    fn absorb(
+        &mut self,
+        finding: &Finding,
+        actor: ProcessKey,
+        top: ProcessKey,
+        chain: &[ProcessKey],
+        risk: u8,
+        table: &mut ProcessTable,
+    ) {
+        if self.alerts.is_empty() || table.ancestors(&self.root, 64).iter().any(|a| a.key == top) {
+            self.root = top;
+        }
+        for k in chain {
+            if self.chain.insert(*k) {
+                table.pin(*k);
+            }
+        }
+        self.alerts.push(Member {
+            alert: finding.id.clone(),
+            time_ns: finding.time_ns,
+            rule_id: finding.rule.id.clone(),
+            rule: finding.rule.title.clone(),
+            pid: actor.pid,
+            start: actor.start,
+            risk,
+        });
+        self.updated_ns = self.updated_ns.max(finding.time_ns);
+        self.risk = self.risk.max(risk);
+        self.severity = self.severity.max(finding.rule.severity);
+        for t in &finding.rule.technique {
+            if !self.techniques.contains(t) {
+                self.techniques.push(t.clone());
+            }
+        }
+        self.stale = true;
+    }
+
     fn has_persistence(&self, persistence: &HashSet<String>) -> bool {
         self.alerts.iter().any(|m| persistence.contains(&m.alert))
     }
+}
+
+/// The alert's root cause: the highest process on its chain with a finding of the incident
+/// or an edge off the host (loopback traffic stays on the host, so it makes no root cause).
+fn root_cause(
+    inc: &Incident,
+    chain: &[ProcessKey],
+    actor: ProcessKey,
+    graph: &Graph,
+) -> ProcessKey {
+    chain
+        .iter()
+        .rev()
+        .find(|k| {
+            **k == actor
+                || graph.off_host(k)
+                || inc
+                    .alerts
+                    .iter()
+                    .any(|m| m.pid == k.pid && m.start == k.start)
+        })
+        .copied()
+        .unwrap_or(actor)
+}
+
+/// Signals seen on `chain` within [`SIGNAL_WINDOW_NS`] before `now_ns` join the incident.
+fn join_signals(
+    inc: &mut Incident,
+    signals: &std::collections::VecDeque<Signal>,
+    chain: &[ProcessKey],
+    now_ns: u64,
+) {
+    let on_chain: Vec<Signal> = signals
+        .iter()
+        .filter(|s| {
+            now_ns.saturating_sub(s.time_ns) <= SIGNAL_WINDOW_NS
+                && chain.iter().any(|k| k.pid == s.pid && k.start == s.start)
+        })
+        .filter(|s| !inc.signals.contains(s))
+        .cloned()
+        .collect();
+    inc.signals.extend(on_chain);
 }
 
 /// Every incident of this sensor run, saved to `STATE/incidents.json` on each change.
@@ -276,6 +359,7 @@ fn story_process(
 }
 
 /// Reads the story below `root` from the graph.
+// Long by design: the story's parts in the order they are shown: chain, tree, files, connections, timeline.
 pub fn story(
     root: ProcessKey,
     alerts: &[Member],
@@ -525,85 +609,32 @@ impl IncidentBook {
         if finding.rule.is_persistence_or_privilege() {
             self.persistence_alerts.insert(finding.id.clone());
         }
-        let ix = match self
-            .incidents
-            .iter()
-            .position(|i| i.status == Status::Open && chain.iter().any(|k| i.chain.contains(k)))
-        {
-            Some(ix) => ix,
-            None => {
-                self.next += 1;
-                if self.incidents.len() >= MAX_INCIDENTS {
-                    let gone = self.incidents.remove(0);
-                    for k in &gone.chain {
-                        table.unpin(k);
-                    }
-                }
-                let decision = triage::decide(&self.policy, 0);
-                self.incidents.push(Incident {
-                    id: format!("inc-{}-{}", self.id_prefix, self.next),
-                    host: self.host.clone(),
-                    status: Status::Open,
-                    opened_ns: finding.time_ns,
-                    updated_ns: finding.time_ns,
-                    risk: 0,
-                    severity: finding.rule.severity,
-                    techniques: Vec::new(),
-                    alerts: Vec::new(),
-                    decision,
-                    story: story(actor, &[], table, graph, clock),
-                    signals: Vec::new(),
-                    chain: HashSet::new(),
-                    root: actor,
-                    stale: true,
-                });
-                self.incidents.len() - 1
-            }
-        };
-        // The highest process on the chain with a finding or an edge off the host (loopback
-        // traffic stays on the host, so it makes no root cause).
-        let top = chain
-            .iter()
-            .rev()
-            .find(|k| {
-                **k == actor
-                    || graph.off_host(k)
-                    || self.incidents[ix]
-                        .alerts
-                        .iter()
-                        .any(|m| m.pid == k.pid && m.start == k.start)
-            })
-            .copied()
-            .unwrap_or(actor);
+        let ix = self.incident_for(&chain, actor, &finding, table, graph, clock);
+        let top = root_cause(&self.incidents[ix], &chain, actor, graph);
         let persistence = self.incidents[ix].has_persistence(&self.persistence_alerts);
+        join_signals(
+            &mut self.incidents[ix],
+            &self.signals,
+            &chain,
+            finding.time_ns,
+        );
         let inc = &mut self.incidents[ix];
-        let network_facing = chain.iter().any(|k| graph.network_facing(k));
-        // What counts as the same attack for spread and signals: the alert's root cause (the
-        // highest process on its chain with a finding or a network edge) and what descends
-        // from it. Siblings that merely share a long-lived ancestor above it (a CI runner, a
-        // terminal's shell) are in the incident but not in this finding's story.
+        // What counts as the same attack for spread and signals: the alert's root cause and
+        // what descends from it. Siblings that merely share a long-lived ancestor above it (a
+        // CI runner, a terminal's shell) are in the incident but not in this finding's story.
         let related =
             |k: ProcessKey| k == top || table.ancestors(&k, 64).iter().any(|a| a.key == top);
-        let others: HashSet<(u32, u64)> = inc
+        let spread = inc
             .alerts
             .iter()
-            .map(|m| (m.pid, m.start))
-            .filter(|k| *k != (actor.pid, actor.start))
-            .filter(|&(pid, start)| related(ProcessKey { pid, start }))
-            .collect();
-        // Signals on this chain join the incident; those related to this finding raise it.
-        let on_chain = self
-            .signals
-            .iter()
-            .filter(|s| {
-                finding.time_ns.saturating_sub(s.time_ns) <= SIGNAL_WINDOW_NS
-                    && chain.iter().any(|k| k.pid == s.pid && k.start == s.start)
+            .map(|m| ProcessKey {
+                pid: m.pid,
+                start: m.start,
             })
-            .filter(|s| !inc.signals.contains(s))
-            .cloned()
-            .collect::<Vec<_>>();
-        inc.signals.extend(on_chain);
-        let related_signals = inc
+            .filter(|k| *k != actor && related(*k))
+            .collect::<HashSet<_>>()
+            .len();
+        let signals = inc
             .signals
             .iter()
             .filter(|s| {
@@ -618,42 +649,14 @@ impl IncidentBook {
             self.policy.asset.criticality,
             &Context {
                 privileged: finding.process.euid == 0,
-                network_facing,
+                network_facing: chain.iter().any(|k| graph.network_facing(k)),
                 persistence: persistence || finding.rule.is_persistence_or_privilege(),
-                spread: others.len(),
-                signals: related_signals,
+                spread,
+                signals,
             },
         );
-        // A root higher up (an ancestor of the current one) replaces it.
-        if inc.alerts.is_empty() || table.ancestors(&inc.root, 64).iter().any(|a| a.key == top) {
-            inc.root = top;
-        }
-        for k in &chain {
-            if inc.chain.insert(*k) {
-                table.pin(*k);
-            }
-        }
-        inc.alerts.push(Member {
-            alert: finding.id.clone(),
-            time_ns: finding.time_ns,
-            rule_id: finding.rule.id.clone(),
-            rule: finding.rule.title.clone(),
-            pid: actor.pid,
-            start: actor.start,
-            risk: risk.score,
-        });
-        inc.updated_ns = inc.updated_ns.max(finding.time_ns);
-        inc.risk = inc.risk.max(risk.score);
-        inc.severity = inc.severity.max(finding.rule.severity);
-        for t in &finding.rule.technique {
-            if !inc.techniques.contains(t) {
-                inc.techniques.push(t.clone());
-            }
-        }
+        inc.absorb(&finding, actor, top, &chain, risk.score, table);
         inc.decision = triage::decide(&self.policy, inc.risk);
-        // The story is read from the graph on the next tick (or when asked for), off the
-        // path from detection to response.
-        inc.stale = true;
         let alert = Alert {
             incident: inc.id.clone(),
             risk,
@@ -662,6 +665,52 @@ impl IncidentBook {
         // Saved on the next tick, off the path from detection to response.
         self.dirty = true;
         alert
+    }
+
+    /// The open incident whose chain shares a process with `chain`, else a new one (the
+    /// oldest is dropped past [`MAX_INCIDENTS`]).
+    fn incident_for(
+        &mut self,
+        chain: &[ProcessKey],
+        actor: ProcessKey,
+        finding: &Finding,
+        table: &mut ProcessTable,
+        graph: &Graph,
+        clock: &BootClock,
+    ) -> usize {
+        if let Some(ix) = self
+            .incidents
+            .iter()
+            .position(|i| i.status == Status::Open && chain.iter().any(|k| i.chain.contains(k)))
+        {
+            return ix;
+        }
+        self.next += 1;
+        if self.incidents.len() >= MAX_INCIDENTS {
+            let gone = self.incidents.remove(0);
+            for k in &gone.chain {
+                table.unpin(k);
+            }
+        }
+        let decision = triage::decide(&self.policy, 0);
+        self.incidents.push(Incident {
+            id: format!("inc-{}-{}", self.id_prefix, self.next),
+            host: self.host.clone(),
+            status: Status::Open,
+            opened_ns: finding.time_ns,
+            updated_ns: finding.time_ns,
+            risk: 0,
+            severity: finding.rule.severity,
+            techniques: Vec::new(),
+            alerts: Vec::new(),
+            decision,
+            story: story(actor, &[], table, graph, clock),
+            signals: Vec::new(),
+            chain: HashSet::new(),
+            root: actor,
+            stale: true,
+        });
+        self.incidents.len() - 1
     }
 
     /// Re-reads every open incident's story from the graph (for `incidents`).
@@ -1082,5 +1131,33 @@ mod tests {
             &clock,
         );
         assert_ne!(unrelated.incident, first.incident);
+    }
+
+    #[test]
+    fn the_root_cause_moves_up_to_an_ancestor_with_a_finding_of_its_own() {
+        let (mut t, g, sh, child) = world();
+        let mut b = book(Policy::shipped().expect("policy"));
+        let clock = BootClock::fixed(0);
+        let low =
+            |id, k: ProcessKey| finding(id, k.pid, k.start, RuleSource::Behaviour, Level::High);
+        b.triage(low("a", child), &mut t, &g, &clock);
+        assert_eq!(
+            b.incidents()[0].root,
+            child,
+            "the first alert's process is the root"
+        );
+        b.triage(low("b", sh), &mut t, &g, &clock);
+        let inc = &b.incidents()[0];
+        assert_eq!(
+            inc.root, sh,
+            "the parent with its own finding becomes the root"
+        );
+        assert!(inc.chain.contains(&sh) && inc.chain.contains(&child));
+        assert_eq!(
+            inc.techniques,
+            vec!["T1059".to_owned()],
+            "a technique is kept once"
+        );
+        assert_eq!(inc.alerts.len(), 2);
     }
 }

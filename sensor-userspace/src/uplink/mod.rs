@@ -18,8 +18,8 @@ use std::{
 };
 
 use sensor_common::protocol::{
-    Command, CommandReply, Downlink, EnrollToken, HostReport, SERVER_NAME, Stream, Uplink,
-    read_frame, write_frame,
+    Command, CommandReply, Downlink, EnrollToken, FrameIoError, HostReport, SERVER_NAME, Stream,
+    Uplink, read_frame, write_frame,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -267,6 +267,29 @@ fn stream_path(state: &Path, s: Stream) -> PathBuf {
     state.join(format!("{}.jsonl", s.name()))
 }
 
+/// Why a session with the controller ended.
+#[derive(Debug, thiserror::Error)]
+enum LinkDown {
+    #[error("cannot connect: {0}")]
+    Connect(#[from] quinn::ConnectError),
+    #[error(transparent)]
+    Connection(#[from] quinn::ConnectionError),
+    #[error("the controller closed the connection: {0}")]
+    Closed(String),
+    #[error(transparent)]
+    Frame(#[from] FrameIoError),
+    #[error("the controller ended the stream")]
+    Ended,
+    #[error("expected {expected} from the controller, got {got}")]
+    Unexpected { expected: &'static str, got: String },
+    #[error("cannot open the record streams: {0}")]
+    Spool(std::io::Error),
+    #[error("the acknowledgement reader stopped: {0}")]
+    Reader(#[from] tokio::task::JoinError),
+}
+
+// Long by design: the session's steps in order (connect, hello, welcome, stream); each is a few lines.
+
 async fn session(
     endpoint: &quinn::Endpoint,
     config: &quinn::ClientConfig,
@@ -274,23 +297,19 @@ async fn session(
     opts: &mut UplinkOptions,
     ctrl: &mpsc::Sender<Envelope>,
     graph: &mut GraphBuffer,
-) -> Result<(), String> {
+) -> Result<(), LinkDown> {
     let dropped = |g: &GraphBuffer, o: &UplinkOptions| {
         g.dropped() + o.graph_lost.load(std::sync::atomic::Ordering::Relaxed)
     };
     let conn = endpoint
-        .connect_with(config.clone(), opts.controller, SERVER_NAME)
-        .map_err(|e| e.to_string())?
-        .await
-        .map_err(|e| e.to_string())?;
-    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+        .connect_with(config.clone(), opts.controller, SERVER_NAME)?
+        .await?;
+    let (mut send, mut recv) = conn.open_bi().await?;
     let hello = Uplink::Hello {
         host_id: id.host_id.clone(),
         report: report(ctrl, dropped(graph, opts), &opts.addresses).await,
     };
-    write_frame(&mut send, &hello)
-        .await
-        .map_err(|e| e.to_string())?;
+    write_frame(&mut send, &hello).await?;
     let held = match read_frame::<Downlink, _>(&mut recv).await {
         Ok(Some(Downlink::Welcome {
             held,
@@ -300,9 +319,14 @@ async fn session(
             graph.acked(applied);
             held
         }
-        Ok(Some(other)) => return Err(format!("expected a welcome, got {other:?}")),
-        Ok(None) => return Err(close_reason(&conn, "the controller ended the stream")),
-        Err(e) => return Err(close_reason(&conn, &e.to_string())),
+        Ok(Some(other)) => {
+            return Err(LinkDown::Unexpected {
+                expected: "a welcome",
+                got: format!("{other:?}"),
+            });
+        }
+        Ok(None) => return Err(close_reason(&conn, LinkDown::Ended)),
+        Err(e) => return Err(close_reason(&conn, e.into())),
     };
     tracing::info!(controller = %opts.controller, ?held, "connected to the controller");
     let mut tails: Vec<Tail> = Stream::ALL
@@ -315,7 +339,7 @@ async fn session(
             )
         })
         .collect::<Result<_, _>>()
-        .map_err(|e| e.to_string())?;
+        .map_err(LinkDown::Spool)?;
     // Acks are read on their own task: a frame read is not cancel-safe inside a select.
     let (graph_acks, mut graph_acked) = tokio::sync::watch::channel(0u64);
     let mut acks = tokio::spawn(async move {
@@ -327,9 +351,14 @@ async fn session(
                 Ok(Some(Downlink::GraphAck { seq })) => {
                     let _ = graph_acks.send(seq);
                 }
-                Ok(Some(other)) => return format!("unexpected {other:?}"),
-                Ok(None) => return "the controller ended the stream".to_owned(),
-                Err(e) => return e.to_string(),
+                Ok(Some(other)) => {
+                    return LinkDown::Unexpected {
+                        expected: "an acknowledgement",
+                        got: format!("{other:?}"),
+                    };
+                }
+                Ok(None) => return LinkDown::Ended,
+                Err(e) => return e.into(),
             }
         }
     });
@@ -337,9 +366,9 @@ async fn session(
     let mut poll = tokio::time::interval(POLL);
     let mut reports = tokio::time::interval(REPORT_EVERY);
     reports.tick().await;
-    let result = loop {
+    let result = 'session: loop {
         tokio::select! {
-            ended = &mut acks => break Err(close_reason(&conn, &ended.unwrap_or_else(|e| e.to_string()))),
+            ended = &mut acks => break Err(close_reason(&conn, ended.unwrap_or_else(LinkDown::from))),
             Some(d) = opts.graph.recv() => graph.push(d),
             Ok(()) = graph_acked.changed() => {
                 let seq = *graph_acked.borrow_and_update();
@@ -347,18 +376,18 @@ async fn session(
             }
             _ = poll.tick() => {
                 if let Err(e) = send_new(&mut tails, &mut send).await {
-                    break Err(close_reason(&conn, &e));
+                    break Err(close_reason(&conn, e.into()));
                 }
                 for (seq, delta) in graph.unsent() {
                     if let Err(e) = write_frame(&mut send, &Uplink::Graph { seq, delta }).await {
-                        return Err(close_reason(&conn, &e.to_string()));
+                        break 'session Err(close_reason(&conn, e.into()));
                     }
                 }
             }
             _ = reports.tick() => {
                 let r = Uplink::Report(report(ctrl, dropped(graph, opts), &opts.addresses).await);
                 if let Err(e) = write_frame(&mut send, &r).await {
-                    break Err(close_reason(&conn, &e.to_string()));
+                    break Err(close_reason(&conn, e.into()));
                 }
             }
         }
@@ -369,7 +398,7 @@ async fn session(
 }
 
 /// Sends the lines written since the last poll, stream by stream.
-async fn send_new(tails: &mut [Tail], send: &mut quinn::SendStream) -> Result<(), String> {
+async fn send_new(tails: &mut [Tail], send: &mut quinn::SendStream) -> Result<(), FrameIoError> {
     for t in tails {
         let lines = match t.poll() {
             Ok(l) => l,
@@ -384,21 +413,20 @@ async fn send_new(tails: &mut [Tail], send: &mut quinn::SendStream) -> Result<()
                 seq,
                 body,
             };
-            write_frame(send, &rec).await.map_err(|e| e.to_string())?;
+            write_frame(send, &rec).await?;
         }
     }
     Ok(())
 }
 
 /// What the controller said when it closed the connection, else `fallback`.
-fn close_reason(conn: &quinn::Connection, fallback: &str) -> String {
+fn close_reason(conn: &quinn::Connection, fallback: LinkDown) -> LinkDown {
     match conn.close_reason() {
-        Some(quinn::ConnectionError::ApplicationClosed(c)) => format!(
-            "the controller closed the connection: {}",
-            String::from_utf8_lossy(&c.reason)
-        ),
-        Some(other) => other.to_string(),
-        None => fallback.to_owned(),
+        Some(quinn::ConnectionError::ApplicationClosed(c)) => {
+            LinkDown::Closed(String::from_utf8_lossy(&c.reason).into_owned())
+        }
+        Some(other) => LinkDown::Connection(other),
+        None => fallback,
     }
 }
 

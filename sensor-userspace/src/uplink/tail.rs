@@ -2,9 +2,11 @@
 //! numbered from 1, and only complete lines (ending in a newline) are ever sent.
 
 use std::{
-    io::{BufRead as _, BufReader, Seek as _, SeekFrom},
+    io::{BufReader, Seek as _, SeekFrom},
     path::PathBuf,
 };
+
+use crate::host::jsonl;
 
 use sensor_common::protocol::{MAX_FRAME, Stream};
 
@@ -35,11 +37,9 @@ impl Tail {
         let mut r = BufReader::new(f);
         let mut line = Vec::new();
         while t.seq < held {
-            line.clear();
-            let n = r.read_until(b'\n', &mut line)?;
-            if n == 0 || line.last() != Some(&b'\n') {
+            let Some(n) = jsonl::next_line(&mut r, &mut line)? else {
                 break;
-            }
+            };
             t.seq += 1;
             t.offset += n as u64;
         }
@@ -72,13 +72,11 @@ impl Tail {
         let mut out = Vec::new();
         while out.len() < BATCH {
             let mut line = Vec::new();
-            let n = r.read_until(b'\n', &mut line)?;
-            if n == 0 || line.last() != Some(&b'\n') {
+            let Some(n) = jsonl::next_line(&mut r, &mut line)? else {
                 break; // the writer is mid-line: next poll
-            }
+            };
             self.offset += n as u64;
             self.seq += 1;
-            line.pop();
             if line.len() > MAX_FRAME / 2 {
                 tracing::warn!(
                     stream = self.stream.name(),

@@ -158,8 +158,11 @@ pub fn read_set(dir: &Path) -> std::io::Result<RuleSet> {
 /// Loads a pushed rule set, refusing it whole unless every file loads and every behaviour
 /// rule passes its own test cases: a set that is half right is not put in force. The error
 /// names each problem, one per line.
-pub fn validate_set(set: &RuleSet) -> Result<LoadReport, String> {
-    set.check()?;
+pub fn validate_set(set: &RuleSet) -> Result<LoadReport, SetRefused> {
+    set.check().map_err(|e| SetRefused {
+        version: set.version.clone(),
+        problems: vec![e.to_string()],
+    })?;
     let mut report = LoadReport::default();
     for f in &set.files {
         report.add(&f.text, Path::new(&f.name));
@@ -179,13 +182,19 @@ pub fn validate_set(set: &RuleSet) -> Result<LoadReport, String> {
     if problems.is_empty() {
         Ok(report)
     } else {
-        Err(format!(
-            "rule set {} refused ({} problem(s)):\n{}",
-            set.version,
-            problems.len(),
-            problems.join("\n")
-        ))
+        Err(SetRefused {
+            version: set.version.clone(),
+            problems,
+        })
     }
+}
+
+/// A pushed rule set refused whole, with every problem found in it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("rule set {version} refused ({} problem(s)):\n{}", .problems.len(), .problems.join("\n"))]
+pub struct SetRefused {
+    pub version: String,
+    pub problems: Vec<String>,
 }
 
 /// Writes a validated set as the directory `dir`, written aside first and then renamed into
@@ -260,7 +269,7 @@ mod tests {
         });
         let err = validate_set(&RuleSet::new(files)).unwrap_err();
         assert!(
-            err.contains("zz/broken.yml") && err.contains("1 problem"),
+            err.problems.len() == 1 && err.problems[0].contains("zz/broken.yml"),
             "{err}"
         );
 

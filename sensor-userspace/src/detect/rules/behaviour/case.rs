@@ -96,17 +96,48 @@ fn set(m: &mut Map<String, Value>, k: &str, v: Value) {
     m.entry(k.to_owned()).or_insert(v);
 }
 
+/// What is wrong with one event of a test case.
+#[derive(Debug, thiserror::Error)]
+pub enum EventError {
+    #[error("not a map")]
+    NotAMap,
+    #[error("the event has no `kind`")]
+    NoKind,
+    #[error(transparent)]
+    At(#[from] DurationError),
+    #[error("`at` is not a whole number of milliseconds")]
+    AtNotWhole,
+    #[error("`at` is neither a duration nor milliseconds")]
+    AtNeither,
+    #[error("mode {0} is neither an octal string nor a number")]
+    Mode(String),
+    #[error("{0}")]
+    Schema(#[from] serde_json::Error),
+}
+
+/// A test case's event that does not read, and where it is.
+#[derive(Debug, thiserror::Error)]
+#[error("test {test:?} (#{case}), event {event}: {source}")]
+pub struct CaseError {
+    pub test: String,
+    /// 1-based, as a person counts.
+    pub case: usize,
+    pub event: usize,
+    pub source: EventError,
+}
+
 /// A test event with every default filled in, as the published schema has it.
-fn normalize(mut m: Map<String, Value>, index: usize) -> Result<Event, String> {
+// Long by design: one default after another, in the order the published test-case schema lists them.
+fn normalize(mut m: Map<String, Value>, index: usize) -> Result<Event, EventError> {
     let kind = m
         .get("kind")
         .and_then(Value::as_str)
-        .ok_or("the event has no `kind`")?
+        .ok_or(EventError::NoKind)?
         .to_owned();
     let at = match m.remove("at") {
         Some(Value::String(w)) => parse_duration(&w)?,
-        Some(Value::Number(n)) => n.as_u64().ok_or("`at` is not a whole number")? * 1_000_000,
-        Some(_) => return Err("`at` is neither a duration nor milliseconds".into()),
+        Some(Value::Number(n)) => n.as_u64().ok_or(EventError::AtNotWhole)? * 1_000_000,
+        Some(_) => return Err(EventError::AtNeither),
         None => index as u64 * 1_000_000,
     };
     set(&mut m, "time_ns", json!(BASE_UNIX_NS + at));
@@ -160,12 +191,12 @@ fn normalize(mut m: Map<String, Value>, index: usize) -> Result<Event, String> {
         "chmod" => {
             let mode = match m.get("mode") {
                 Some(Value::String(s)) => {
-                    u32::from_str_radix(s, 8).map_err(|_| format!("mode {s:?} is not octal"))?
+                    u32::from_str_radix(s, 8).map_err(|_| EventError::Mode(format!("{s:?}")))?
                 }
                 Some(v) => v
                     .as_u64()
                     .and_then(|n| u32::try_from(n).ok())
-                    .ok_or("mode is not a number")?,
+                    .ok_or_else(|| EventError::Mode(format!("{v}")))?,
                 None => 0o644,
             };
             m.insert("mode".into(), json!(mode));
@@ -263,25 +294,26 @@ fn normalize(mut m: Map<String, Value>, index: usize) -> Result<Event, String> {
         }
         _ => {}
     }
-    serde_json::from_value(Value::Object(m)).map_err(|e| e.to_string())
+    Ok(serde_json::from_value(Value::Object(m))?)
 }
 
 impl TestCase {
-    pub(super) fn compile(doc: TestDoc, index: usize) -> Result<Self, String> {
+    pub(super) fn compile(doc: TestDoc, index: usize) -> Result<Self, CaseError> {
         let events = doc
             .events
             .into_iter()
             .enumerate()
-            .map(|(i, v)| match v {
-                Value::Object(m) => normalize(m, i).map_err(|e| {
-                    format!("test {:?} (#{}), event {}: {e}", doc.name, index + 1, i + 1)
-                }),
-                _ => Err(format!(
-                    "test {:?} (#{}), event {}: not a map",
-                    doc.name,
-                    index + 1,
-                    i + 1
-                )),
+            .map(|(i, v)| {
+                match v {
+                    Value::Object(m) => normalize(m, i),
+                    _ => Err(EventError::NotAMap),
+                }
+                .map_err(|source| CaseError {
+                    test: doc.name.clone(),
+                    case: index + 1,
+                    event: i + 1,
+                    source,
+                })
             })
             .collect::<Result<_, _>>()?;
         Ok(Self {
@@ -294,21 +326,34 @@ impl TestCase {
     }
 }
 
+/// What is wrong with a duration (a rule's window, a test event's `at`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    #[error("window {0:?} does not start with a number")]
+    NoNumber(String),
+    #[error("window {0:?}: the unit must be ms, s, m or h")]
+    Unit(String),
+    #[error("window {0:?} is too long")]
+    TooLong(String),
+    #[error("window {0:?} is empty")]
+    Empty(String),
+}
+
 /// A duration such as `0s`, `500ms`, `30s`, `5m` or `1h`, in nanoseconds.
-pub fn parse_duration(text: &str) -> Result<u64, String> {
+pub fn parse_duration(text: &str) -> Result<u64, DurationError> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (n, unit) = t.split_at(split);
     let n: u64 = n
         .parse()
-        .map_err(|_| format!("window {text:?} does not start with a number"))?;
+        .map_err(|_| DurationError::NoNumber(text.to_owned()))?;
     let mult: u64 = match unit {
         "ms" => 1_000_000,
         "s" => 1_000_000_000,
         "m" => 60_000_000_000,
         "h" => 3_600_000_000_000,
-        _ => return Err(format!("window {text:?}: the unit must be ms, s, m or h")),
+        _ => return Err(DurationError::Unit(text.to_owned())),
     };
     n.checked_mul(mult)
-        .ok_or_else(|| format!("window {text:?} is too long"))
+        .ok_or_else(|| DurationError::TooLong(text.to_owned()))
 }

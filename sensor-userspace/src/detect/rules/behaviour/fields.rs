@@ -373,6 +373,8 @@ impl<'a> View<'a> {
         }
     }
 
+    // Long by design: one arm per field of the rule language, each a line or two; splitting it would scatter the table.
+
     fn compute(&self, field: Field) -> Computed {
         let e = self.event;
         let one = |s: Option<String>| s.into_iter().map(Cow::Owned).collect::<Computed>();

@@ -10,7 +10,7 @@ use std::{
 use serde::Deserialize;
 
 use super::{
-    case::{TestCase, TestDoc, parse_duration},
+    case::{DurationError, TestCase, TestDoc, parse_duration},
     fields::{Field, KINDS},
 };
 use crate::{
@@ -232,9 +232,9 @@ pub(crate) fn line_of(text: &str, needle: &str) -> Option<usize> {
 }
 
 /// A window such as `500ms`, `30s`, `5m` or `1h`, in nanoseconds; never empty.
-pub fn parse_window(text: &str) -> Result<u64, String> {
+pub fn parse_window(text: &str) -> Result<u64, DurationError> {
     match parse_duration(text)? {
-        0 => Err(format!("window {text:?} is empty")),
+        0 => Err(DurationError::Empty(text.to_owned())),
         n => Ok(n),
     }
 }
@@ -264,7 +264,9 @@ fn compile_matchers(map: MatchMap) -> Result<Vec<Matcher>, (String, String)> {
             let patterns = values
                 .into_vec()
                 .into_iter()
-                .map(|v| Pattern::compile(&v.text(), mode).map_err(|e| (key.clone(), e)))
+                .map(|v| {
+                    Pattern::compile(&v.text(), mode).map_err(|e| (key.clone(), e.to_string()))
+                })
                 .collect::<Result<Vec<_>, _>>()?;
             if patterns.is_empty() {
                 return Err((key.clone(), format!("{key:?} has no value")));
@@ -395,7 +397,7 @@ impl BehaviourRule {
             .enumerate()
             .map(|(i, t)| {
                 let name = t.name.clone();
-                TestCase::compile(t, i).map_err(|r| invalid(&name, r))
+                TestCase::compile(t, i).map_err(|r| invalid(&name, r.to_string()))
             })
             .collect::<Result<_, _>>()?;
         Ok(Self {

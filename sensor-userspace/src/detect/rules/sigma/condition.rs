@@ -1,6 +1,45 @@
 //! Sigma conditions: `and`, `or`, `not`, parentheses, and `1 of X*`, `all of X*`, `1 of them`,
 //! `all of them`. Names are resolved against the rule's selections when the rule loads, so an
-//! unknown name is a load error, not a silent false.
+//! unknown name is a load error, not a silent false. Nesting is bounded ([`MAX_DEPTH`]), so
+//! no condition can exhaust the stack of whoever loads it.
+
+/// The deepest nesting of parentheses and `not` a condition may have; SigmaHQ's deepest is
+/// under ten.
+pub const MAX_DEPTH: usize = 64;
+
+/// What is wrong with a condition.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConditionError {
+    /// Valid Sigma this engine does not run: the rule is skipped as unsupported.
+    #[error("aggregations ('|' at column {0}) are not supported")]
+    Aggregation(usize),
+    #[error("unexpected character {ch:?} at column {column}")]
+    Character { ch: char, column: usize },
+    #[error("condition names {0:?}, which matches no selection")]
+    NoSelection(String),
+    #[error("unbalanced parenthesis in the condition")]
+    Unbalanced,
+    #[error("'{0} of' must be followed by a name pattern or 'them'")]
+    QuantifierTarget(String),
+    #[error("{0:?} must be used as '1 of {0}' or 'all of {0}'")]
+    BareWildcard(String),
+    #[error("unexpected ')' in the condition")]
+    UnexpectedClose,
+    #[error("the condition ends too early")]
+    EndsEarly,
+    #[error("unexpected text after the condition: {0}")]
+    Trailing(String),
+    #[error("the condition is nested deeper than {MAX_DEPTH} levels")]
+    TooDeep,
+}
+
+impl ConditionError {
+    /// Whether the condition is valid Sigma that this engine does not run (as opposed to
+    /// a broken condition).
+    pub fn is_unsupported(&self) -> bool {
+        matches!(self, Self::Aggregation(_))
+    }
+}
 
 /// A compiled condition over selections (by index).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -33,7 +72,7 @@ enum Tok {
     Close,
 }
 
-fn tokens(text: &str) -> Result<Vec<Tok>, String> {
+fn tokens(text: &str) -> Result<Vec<Tok>, ConditionError> {
     let mut out = Vec::new();
     let mut word = String::new();
     let flush = |word: &mut String, out: &mut Vec<Tok>| {
@@ -52,16 +91,13 @@ fn tokens(text: &str) -> Result<Vec<Tok>, String> {
                 out.push(Tok::Close);
             }
             '|' => {
-                return Err(format!(
-                    "aggregations ('|' at column {}) are not supported",
-                    i + 1
-                ));
+                return Err(ConditionError::Aggregation(i + 1));
             }
             c if c.is_whitespace() => flush(&mut word, &mut out),
             c if c.is_alphanumeric() || c == '_' || c == '*' || c == '-' || c == '.' => {
                 word.push(c)
             }
-            c => return Err(format!("unexpected character {c:?} at column {}", i + 1)),
+            ch => return Err(ConditionError::Character { ch, column: i + 1 }),
         }
     }
     flush(&mut word, &mut out);
@@ -71,19 +107,8 @@ fn tokens(text: &str) -> Result<Vec<Tok>, String> {
 struct Parser<'a> {
     toks: Vec<Tok>,
     pos: usize,
+    depth: usize,
     names: &'a [String],
-}
-
-/// Whether selection `name` matches `pattern`, where `*` stands for any run of characters.
-fn wildcard(pattern: &str, name: &str) -> bool {
-    match pattern.split_once('*') {
-        None => pattern == name,
-        Some((pre, post)) => {
-            name.starts_with(pre)
-                && (pre.len()..=name.len())
-                    .any(|k| name.get(k..).is_some_and(|rest| wildcard(post, rest)))
-        }
-    }
 }
 
 impl Parser<'_> {
@@ -103,7 +128,7 @@ impl Parser<'_> {
         }
     }
 
-    fn or(&mut self) -> Result<Expr, String> {
+    fn or(&mut self) -> Result<Expr, ConditionError> {
         let mut terms = vec![self.and()?];
         while self.keyword("or") {
             terms.push(self.and()?);
@@ -115,7 +140,7 @@ impl Parser<'_> {
         })
     }
 
-    fn and(&mut self) -> Result<Expr, String> {
+    fn and(&mut self) -> Result<Expr, ConditionError> {
         let mut terms = vec![self.not()?];
         while self.keyword("and") {
             terms.push(self.not()?);
@@ -127,36 +152,51 @@ impl Parser<'_> {
         })
     }
 
-    fn not(&mut self) -> Result<Expr, String> {
+    fn not(&mut self) -> Result<Expr, ConditionError> {
         if self.keyword("not") {
-            return Ok(Expr::Not(Box::new(self.not()?)));
+            let inner = self.nested(Self::not)?;
+            return Ok(Expr::Not(Box::new(inner)));
         }
         self.primary()
     }
 
-    fn resolve(&self, pattern: &str) -> Result<Vec<usize>, String> {
+    /// Runs `f` one level deeper, refusing past [`MAX_DEPTH`].
+    fn nested(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<Expr, ConditionError>,
+    ) -> Result<Expr, ConditionError> {
+        if self.depth >= MAX_DEPTH {
+            return Err(ConditionError::TooDeep);
+        }
+        self.depth += 1;
+        let e = f(self);
+        self.depth -= 1;
+        e
+    }
+
+    fn resolve(&self, pattern: &str) -> Result<Vec<usize>, ConditionError> {
+        let matcher = crate::pattern::Pattern::compile(pattern, crate::pattern::Mode::Exact)
+            .map_err(|_| ConditionError::NoSelection(pattern.to_owned()))?;
         let ix: Vec<usize> = self
             .names
             .iter()
             .enumerate()
-            .filter(|(_, n)| pattern == "them" || wildcard(pattern, n))
+            .filter(|(_, n)| pattern == "them" || matcher.matches(n))
             .map(|(i, _)| i)
             .collect();
         if ix.is_empty() {
-            return Err(format!(
-                "condition names {pattern:?}, which matches no selection"
-            ));
+            return Err(ConditionError::NoSelection(pattern.to_owned()));
         }
         Ok(ix)
     }
 
-    fn primary(&mut self) -> Result<Expr, String> {
+    fn primary(&mut self) -> Result<Expr, ConditionError> {
         match self.toks.get(self.pos).cloned() {
             Some(Tok::Open) => {
                 self.pos += 1;
-                let e = self.or()?;
+                let e = self.nested(Self::or)?;
                 if self.toks.get(self.pos) != Some(&Tok::Close) {
-                    return Err("unbalanced parenthesis in the condition".into());
+                    return Err(ConditionError::Unbalanced);
                 }
                 self.pos += 1;
                 Ok(e)
@@ -172,9 +212,7 @@ impl Parser<'_> {
                     && self.keyword("of")
                 {
                     let Some(target) = self.peek_word().map(str::to_owned) else {
-                        return Err(format!(
-                            "'{w} of' must be followed by a name pattern or 'them'"
-                        ));
+                        return Err(ConditionError::QuantifierTarget(w));
                     };
                     self.pos += 1;
                     let ix = self.resolve(&target)?;
@@ -187,28 +225,26 @@ impl Parser<'_> {
                 let ix = self.resolve(&w)?;
                 match ix.as_slice() {
                     [i] if !w.contains('*') => Ok(Expr::Sel(*i)),
-                    _ => Err(format!("{w:?} must be used as '1 of {w}' or 'all of {w}'")),
+                    _ => Err(ConditionError::BareWildcard(w)),
                 }
             }
-            Some(Tok::Close) => Err("unexpected ')' in the condition".into()),
-            None => Err("the condition ends too early".into()),
+            Some(Tok::Close) => Err(ConditionError::UnexpectedClose),
+            None => Err(ConditionError::EndsEarly),
         }
     }
 }
 
 /// Parses `text` against the rule's selection `names`.
-pub fn parse(text: &str, names: &[String]) -> Result<Expr, String> {
+pub fn parse(text: &str, names: &[String]) -> Result<Expr, ConditionError> {
     let mut p = Parser {
         toks: tokens(text)?,
         pos: 0,
+        depth: 0,
         names,
     };
     let e = p.or()?;
     if p.pos != p.toks.len() {
-        return Err(format!(
-            "unexpected text after the condition: {:?}",
-            &p.toks[p.pos..]
-        ));
+        return Err(ConditionError::Trailing(format!("{:?}", &p.toks[p.pos..])));
     }
     Ok(e)
 }
@@ -255,26 +291,28 @@ mod tests {
 
     #[test]
     fn errors_name_the_problem() {
-        assert!(
-            parse("selection | count() > 5", &names())
-                .unwrap_err()
-                .contains("aggregations")
+        let err = |c: &str| parse(c, &names()).expect_err(c);
+        assert_eq!(
+            err("selection | count() > 5"),
+            ConditionError::Aggregation(11)
         );
-        assert!(
-            parse("nope", &names())
-                .unwrap_err()
-                .contains("matches no selection")
+        assert!(err("selection | count() > 5").is_unsupported());
+        assert_eq!(err("nope"), ConditionError::NoSelection("nope".into()));
+        assert_eq!(err("(selection"), ConditionError::Unbalanced);
+        assert_eq!(err("selection and"), ConditionError::EndsEarly);
+        assert_eq!(
+            err("selection_*"),
+            ConditionError::BareWildcard("selection_*".into())
         );
-        assert!(
-            parse("(selection", &names())
-                .unwrap_err()
-                .contains("parenthesis")
-        );
-        assert!(
-            parse("selection and", &names())
-                .unwrap_err()
-                .contains("ends too early")
-        );
-        assert!(parse("selection_*", &names()).unwrap_err().contains("1 of"));
+        assert!(err("selection_*").to_string().contains("1 of"));
+    }
+
+    #[test]
+    fn a_condition_nested_past_the_bound_is_refused_without_exhausting_the_stack() {
+        let deep = |n: usize| format!("{}selection{}", "(".repeat(n), ")".repeat(n));
+        assert!(parse(&deep(MAX_DEPTH), &names()).is_ok());
+        assert_eq!(parse(&deep(20_000), &names()), Err(ConditionError::TooDeep));
+        let nots = format!("{}selection", "not ".repeat(20_000));
+        assert_eq!(parse(&nots, &names()), Err(ConditionError::TooDeep));
     }
 }

@@ -49,21 +49,33 @@ pub fn field_index(name: &str) -> Option<usize> {
     FIELDS.iter().position(|f| *f == name)
 }
 
+/// A log source this sensor has no events for: the rule is skipped as unsupported.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LogSourceError {
+    #[error("product {0:?} is not supported (only linux)")]
+    Product(String),
+    #[error("log source category {0:?} is not supported")]
+    Category(String),
+    #[error("the log source has no category (service-based rules are not supported)")]
+    NoCategory,
+}
+
 impl Category {
-    pub fn from_logsource(product: Option<&str>, category: Option<&str>) -> Result<Self, String> {
+    pub fn from_logsource(
+        product: Option<&str>,
+        category: Option<&str>,
+    ) -> Result<Self, LogSourceError> {
         if let Some(p) = product
             && p != "linux"
         {
-            return Err(format!("product {p:?} is not supported (only linux)"));
+            return Err(LogSourceError::Product(p.to_owned()));
         }
         match category {
             Some("process_creation") => Ok(Self::ProcessCreation),
             Some("file_event") => Ok(Self::FileEvent),
             Some("network_connection") => Ok(Self::NetworkConnection),
-            Some(other) => Err(format!("log source category {other:?} is not supported")),
-            None => {
-                Err("the log source has no category (service-based rules are not supported)".into())
-            }
+            Some(other) => Err(LogSourceError::Category(other.to_owned())),
+            None => Err(LogSourceError::NoCategory),
         }
     }
 

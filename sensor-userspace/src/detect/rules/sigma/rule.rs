@@ -200,6 +200,7 @@ fn text_field(doc: &Value, key: &str) -> Option<String> {
 }
 
 impl SigmaRule {
+    // Long by design: the Sigma fields in the order the specification lists them, each checked where it is read.
     pub fn parse(text: &str, file: &Path) -> Result<Self, RuleError> {
         let doc: Value =
             serde_norway::from_str(text).map_err(|e| RuleError::from_yaml(file, &e))?;
@@ -224,7 +225,7 @@ impl SigmaRule {
                 .and_then(|l| l.get("category"))
                 .and_then(Value::as_str),
         )
-        .map_err(|r| unsupported("logsource", r))?;
+        .map_err(|r| unsupported("logsource", r.to_string()))?;
         let level = match text_field(&doc, "level").as_deref() {
             Some("informational") => Level::Informational,
             Some("low") | None => Level::Low,
@@ -281,8 +282,8 @@ impl SigmaRule {
         let cond_text = cond_text
             .ok_or_else(|| invalid("detection", "the detection has no condition".into()))?;
         let condition = condition::parse(&cond_text, &names).map_err(|r| {
-            if r.contains("not supported") {
-                unsupported("condition", r)
+            if r.is_unsupported() {
+                unsupported("condition", r.to_string())
             } else {
                 invalid("condition", format!("condition {cond_text:?}: {r}"))
             }
@@ -505,7 +506,8 @@ fn compile_field(key: &str, val: &Value, category: Category) -> Result<FieldMatc
         } else {
             format!("(?{re_flags}){s}")
         };
-        patterns.push(Pattern::compile(&s, mode).map_err(|e| (key.to_owned(), e, false))?);
+        patterns
+            .push(Pattern::compile(&s, mode).map_err(|e| (key.to_owned(), e.to_string(), false))?);
     }
     Ok(FieldMatch {
         field,
