@@ -144,8 +144,37 @@ enum Cmd {
         #[arg(long)]
         remove: Option<String>,
     },
-    /// Every operator command and its outcome.
+    /// Every operator command and its outcome, and every step the fleet took on its own.
     Audit,
+    /// The fleet policy: what the controller does across the fleet on its own after an
+    /// incident (retro-hunts, fleet blocks, isolating matches), approval deadlines, and the
+    /// escalation targets (webhook, Slack, PagerDuty).
+    FleetPolicy {
+        #[command(subcommand)]
+        action: FleetPolicyCmd,
+    },
+    /// Carry out, on HOST, the actions of INCIDENT that await approval.
+    Approve { host: String, incident: String },
+    /// Drop, on HOST, the actions of INCIDENT that await approval.
+    Deny { host: String, incident: String },
+    /// Deliveries, failed attempts and dead letters per escalation target.
+    Notifications,
+    /// The fleet blocks in force (payload hashes, endpoints), with each host's answer.
+    Blocks {
+        /// One JSON line per block.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum FleetPolicyCmd {
+    /// Check FILE whole, without a server.
+    Check { file: PathBuf },
+    /// Check FILE whole and make it the fleet's.
+    Set { file: PathBuf },
+    /// The fleet policy in force.
+    Show,
 }
 
 #[derive(Subcommand)]
@@ -222,6 +251,7 @@ async fn serve(state: &Path, listen: SocketAddr) -> Result<()> {
     tokio::spawn(ops::serve(listener, shared.clone()));
     tokio::spawn(reconcile::run(shared.fleet.clone(), host_events));
     tokio::spawn(controller::services::schedule::run(shared.fleet.clone()));
+    tokio::spawn(controller::services::autonomy::run(shared.fleet.clone()));
     let server = tokio::spawn(server::serve(endpoint.clone(), shared));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
@@ -269,6 +299,9 @@ fn main() -> Result<()> {
                 .build()?;
             return rt.block_on(serve(&state, listen));
         }
+        Cmd::FleetPolicy {
+            action: FleetPolicyCmd::Check { file },
+        } => return check_fleet_policy(&file),
         other => request_of(other)?,
     };
     let long = matches!(req, OpRequest::Hunt { .. } | OpRequest::Sweep { .. });
@@ -280,6 +313,21 @@ fn main() -> Result<()> {
         ask(&state, &req)?
     };
     print_reply(reply, json)
+}
+
+/// Checks a fleet policy file whole, without a server.
+fn check_fleet_policy(file: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read the fleet policy {}", file.display()))?;
+    let p = controller::services::fleet_policy::FleetPolicy::parse(&text)
+        .with_context(|| format!("{} is refused", file.display()))?;
+    println!(
+        "{}: fleet policy version {} is valid ({} escalation target(s))",
+        file.display(),
+        p.version,
+        p.escalate.len()
+    );
+    Ok(())
 }
 
 /// The request an operator command makes, and whether its answer is wanted as JSON.
@@ -356,6 +404,23 @@ fn request_of(cmd: Cmd) -> Result<(OpRequest, bool)> {
         Cmd::Hunts { remove: Some(name) } => (OpRequest::HuntRemove { name }, false),
         Cmd::Hunts { remove: None } => (OpRequest::Hunts, true),
         Cmd::Audit => (OpRequest::Audit, true),
+        Cmd::FleetPolicy {
+            action: FleetPolicyCmd::Check { .. },
+        } => bail!("`fleet-policy check` needs no server"),
+        Cmd::FleetPolicy {
+            action: FleetPolicyCmd::Set { file },
+        } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read the fleet policy {}", file.display()))?;
+            (OpRequest::FleetPolicy { text: Some(text) }, false)
+        }
+        Cmd::FleetPolicy {
+            action: FleetPolicyCmd::Show,
+        } => (OpRequest::FleetPolicy { text: None }, false),
+        Cmd::Approve { host, incident } => (OpRequest::Approve { host, incident }, false),
+        Cmd::Deny { host, incident } => (OpRequest::Deny { host, incident }, false),
+        Cmd::Notifications => (OpRequest::Notifications, false),
+        Cmd::Blocks { json } => (OpRequest::FleetBlocks, json),
     })
 }
 
@@ -411,6 +476,36 @@ fn print_reply(reply: OpReply, json: bool) -> Result<()> {
         OpReply::StandingRemoved { name } => println!("standing hunt {name} removed"),
         OpReply::Hunts { hunts } => print_lines(&hunts)?,
         OpReply::Audit { entries } => print_lines(&entries)?,
+        OpReply::FleetPolicy { policy, set } => {
+            let origin = if set { "set by an operator" } else { "shipped" };
+            println!("# fleet policy version {} ({origin})", policy.version);
+            println!(
+                "{}",
+                toml::to_string_pretty(&policy).context("cannot show the fleet policy")?
+            );
+        }
+        OpReply::Notifications { targets } => {
+            for (name, c) in &targets {
+                println!(
+                    "{name}: {} delivered, {} failed attempt(s), {} dead letter(s)",
+                    c.delivered, c.failed, c.dead_letters
+                );
+            }
+        }
+        OpReply::FleetBlocks { blocks } if json => print_lines(&blocks)?,
+        OpReply::FleetBlocks { blocks } => {
+            for b in &blocks {
+                println!(
+                    "{} {} (incident {} on {}, until {}): {} host(s) answered",
+                    b.id,
+                    b.block.what,
+                    b.block.incident,
+                    b.block.origin_host,
+                    b.block.expires_ns,
+                    b.hosts.len()
+                );
+            }
+        }
     }
     Ok(())
 }
@@ -484,6 +579,9 @@ fn print_incidents(incidents: &[controller::services::incidents::FleetIncident])
                 "    indicator {}",
                 serde_json::to_string(ind).unwrap_or_default()
             );
+        }
+        for s in &i.fleet_steps {
+            println!("    fleet {}: {} [{}]", s.step, s.detail, s.clause);
         }
     }
 }

@@ -289,6 +289,59 @@ pub enum Command {
         text: String,
         who: String,
     },
+    /// A preventive block from an incident on another host (variants from here on are
+    /// newer: a sensor that does not know one refuses it, and the controller says so).
+    FleetBlock {
+        block: FleetBlock,
+        who: String,
+    },
+    /// Carry out the actions of an incident that await approval.
+    Approve {
+        incident: String,
+        who: String,
+    },
+    /// Drop the actions of an incident that await approval.
+    Deny {
+        incident: String,
+        who: String,
+    },
+}
+
+/// A block the controller puts on every host after an incident on one of them: journaled on
+/// each host with the incident that caused it, lifted by its undo or when it expires.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetBlock {
+    /// The incident it comes from, and the host that incident is on.
+    pub incident: String,
+    pub origin_host: String,
+    pub reason: String,
+    /// The clause of the fleet policy that let it run without a person.
+    pub clause: String,
+    /// When it lapses (Unix time, ns).
+    pub expires_ns: u64,
+    pub what: Blocked,
+}
+
+/// What a fleet block refuses.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Blocked {
+    /// Executing any file with this SHA-256 (lower-case hex), under any name.
+    Hash { sha256: String },
+    /// Connecting to this endpoint, host-wide (as text: see [`Indicator::Endpoint`]).
+    Destination {
+        #[serde(with = "addr_text")]
+        addr: core::net::SocketAddr,
+    },
+}
+
+impl core::fmt::Display for Blocked {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Hash { sha256 } => write!(f, "exec of SHA-256 {sha256}"),
+            Self::Destination { addr } => write!(f, "connections to {addr}"),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -54,10 +54,19 @@ pub enum Request {
     /// Carry out the pending actions of an incident.
     Approve {
         incident: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
     },
     /// Drop the pending actions of an incident.
     Deny {
         incident: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
+    },
+    /// Put a preventive block from an incident elsewhere in force (from the controller).
+    FleetBlock {
+        block: sensor_common::protocol::FleetBlock,
+        by: String,
     },
     /// The files a hash sweep looks at: every file the graph holds and the live processes'
     /// executables (the hashing itself runs off the sensor's loop).

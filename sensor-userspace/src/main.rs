@@ -579,9 +579,9 @@ fn main() -> Result<()> {
         }
         Command::Undo { id } => print_actions(&state, &Request::Undo { id, by: None })?,
         Command::Approve { incident } => {
-            print_actions(&state, &Request::Approve { incident })?;
+            print_actions(&state, &Request::Approve { incident, by: None })?;
         }
-        Command::Deny { incident } => print_actions(&state, &Request::Deny { incident })?,
+        Command::Deny { incident } => print_actions(&state, &Request::Deny { incident, by: None })?,
         Command::Enroll { controller, token } => {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

@@ -323,8 +323,29 @@ impl Running {
                 }
                 Response::Actions { records }
             }
-            Request::Approve { incident } => self.settle(pipeline, &incident, true),
-            Request::Deny { incident } => self.settle(pipeline, &incident, false),
+            Request::Approve { incident, by } => self.settle(
+                pipeline,
+                &incident,
+                true,
+                by.as_deref().unwrap_or(LOCAL_OPERATOR),
+            ),
+            Request::Deny { incident, by } => self.settle(
+                pipeline,
+                &incident,
+                false,
+                by.as_deref().unwrap_or(LOCAL_OPERATOR),
+            ),
+            Request::FleetBlock { block, by } => {
+                match self.responder.fleet_block(&block, &by, &pipeline.graph) {
+                    Ok(r) => {
+                        log_action(&r);
+                        Response::Actions { records: vec![r] }
+                    }
+                    Err(e) => Response::Error {
+                        message: e.to_string(),
+                    },
+                }
+            }
             Request::Contain { order, reason, by } => self.contain(
                 pipeline,
                 order,
@@ -508,15 +529,16 @@ impl Running {
         pipeline: &Pipeline<S, Detection>,
         incident: &str,
         approve: bool,
+        who: &str,
     ) -> Response {
         let Some(inc) = pipeline.observer().and_then(|d| d.incidents.get(incident)) else {
             return Response::Error {
                 message: format!("no incident {incident}"),
             };
         };
-        let records =
-            self.responder
-                .settle(inc, approve, LOCAL_OPERATOR, &self.policy, &pipeline.graph);
+        let records = self
+            .responder
+            .settle(inc, approve, who, &self.policy, &pipeline.graph);
         if records.is_empty() {
             Response::Error {
                 message: format!("incident {incident} has no action awaiting approval"),
@@ -642,7 +664,7 @@ impl Running {
 
     /// Writes the alerts the pipeline raised since the last call, and logs each.
     fn record_alerts<S: Sink>(&mut self, pipeline: &mut Pipeline<S, Detection>) {
-        let alerts = pipeline
+        let mut alerts = pipeline
             .observer_mut()
             .map(Detection::take_alerts)
             .unwrap_or_default();
@@ -664,7 +686,7 @@ impl Running {
         }
         // Decide and act first: the alerts and the journal are on disk before this returns,
         // and nothing else stands between detection and containment.
-        for a in &alerts {
+        for a in &mut alerts {
             let Some(incident) = pipeline
                 .observer()
                 .and_then(|d| d.incidents.get(&a.incident))
@@ -679,6 +701,21 @@ impl Running {
             for r in self.responder.on_alert(a, &ctx) {
                 log_action(&r);
             }
+            a.endpoints = crate::act::remote_endpoints(a, &ctx);
+        }
+        // After the response, off the path to containment: what each alert wrote or ran,
+        // hashed for the controller's fleet blocks (a file the response moved into the vault
+        // has the hash its journal record took).
+        for a in &mut alerts {
+            let journal = self.responder.journal();
+            a.payloads = crate::triage::indicators::payloads(a, |path| {
+                journal.records().iter().rev().find_map(|r| match &r.undo {
+                    crate::act::journal::Undo::Restore { path: p, meta, .. } if p == path => {
+                        Some(meta.sha256.clone())
+                    }
+                    _ => None,
+                })
+            });
         }
         self.alerts_raised += alerts.len() as u64;
         if let Err(e) = self.alert_log.append(&alerts) {

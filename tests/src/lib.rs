@@ -16,6 +16,7 @@ use std::{
 };
 
 pub mod fleet;
+pub mod http;
 pub mod net;
 pub mod rules;
 

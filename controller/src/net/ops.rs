@@ -84,6 +84,24 @@ pub enum OpRequest {
         query: String,
     },
     Audit,
+    /// Set the fleet policy (TOML, checked whole), or with none, show the one in force.
+    FleetPolicy {
+        text: Option<String>,
+    },
+    /// Carry out, on `host`, the actions of `incident` that await approval.
+    Approve {
+        host: String,
+        incident: String,
+    },
+    /// Drop them.
+    Deny {
+        host: String,
+        incident: String,
+    },
+    /// Deliveries, failures and dead letters per escalation target.
+    Notifications,
+    /// The fleet blocks in force, with each host's answer.
+    FleetBlocks,
 }
 
 /// How far a long request has got: `done` of `of` (when known) `what`.
@@ -180,6 +198,17 @@ pub enum OpReply {
     Audit {
         entries: Vec<AuditEntry>,
     },
+    FleetPolicy {
+        policy: crate::services::fleet_policy::FleetPolicy,
+        /// Whether it is the one an operator set (else the shipped one).
+        set: bool,
+    },
+    Notifications {
+        targets: std::collections::BTreeMap<String, crate::services::notify::Counts>,
+    },
+    FleetBlocks {
+        blocks: Vec<crate::store::StoredBlock>,
+    },
 }
 
 /// Binds the operator socket (mode 0600), replacing a stale one but never a live server's.
@@ -224,6 +253,9 @@ async fn handle(stream: UnixStream, uid: u32, shared: Shared) -> std::io::Result
                     | OpRequest::Hunts
                     | OpRequest::SweepResults { .. }
                     | OpRequest::Hunt { .. }
+                    | OpRequest::FleetPolicy { text: None }
+                    | OpRequest::Notifications
+                    | OpRequest::FleetBlocks
             );
             if audited {
                 let command = match &req {
@@ -463,6 +495,49 @@ async fn answer(shared: &Shared, req: &OpRequest, who: &str) -> OpResponse {
         },
         OpRequest::Hunts => match lock(&shared.fleet.store).hunts() {
             Ok(hunts) => ok(OpReply::Hunts { hunts }),
+            Err(e) => err(e),
+        },
+        OpRequest::FleetPolicy { text: Some(text) } => {
+            match crate::services::fleet_policy::FleetPolicy::parse(text) {
+                Ok(policy) => match lock(&shared.fleet.store)
+                    .set_desired(crate::store::Desired::FleetPolicy, text.as_bytes())
+                {
+                    Ok(()) => ok(OpReply::FleetPolicy { policy, set: true }),
+                    Err(e) => err(e),
+                },
+                Err(e) => err(e),
+            }
+        }
+        OpRequest::FleetPolicy { text: None } => {
+            let set = lock(&shared.fleet.store)
+                .desired(crate::store::Desired::FleetPolicy)
+                .ok()
+                .flatten()
+                .is_some();
+            ok(OpReply::FleetPolicy {
+                policy: crate::services::autonomy::policy(&shared.fleet),
+                set,
+            })
+        }
+        OpRequest::Approve { host, incident } => {
+            let cmd = Command::Approve {
+                incident: incident.clone(),
+                who: operator(who),
+            };
+            order(shared, host, &cmd).await
+        }
+        OpRequest::Deny { host, incident } => {
+            let cmd = Command::Deny {
+                incident: incident.clone(),
+                who: operator(who),
+            };
+            order(shared, host, &cmd).await
+        }
+        OpRequest::Notifications => ok(OpReply::Notifications {
+            targets: shared.fleet.notifier.counts(),
+        }),
+        OpRequest::FleetBlocks => match lock(&shared.fleet.store).fleet_blocks(now_ns()) {
+            Ok(blocks) => ok(OpReply::FleetBlocks { blocks }),
             Err(e) => err(e),
         },
         OpRequest::Audit => match lock(&shared.fleet.store).audit_log() {

@@ -78,6 +78,7 @@ impl Shared {
             fleet: Fleet {
                 store,
                 link: hosts.clone(),
+                notifier: crate::services::notify::Notifier::default(),
             },
             ca: Arc::new(ca),
             hosts,
@@ -397,6 +398,15 @@ async fn telemetry(conn: &Connection, shared: &Shared, host: &str) -> Result<(),
                         return Err(StreamEnd::Store {
                             what: format!("{} {seq}", stream.name()),
                             source,
+                        });
+                    }
+                    // A new alert: the fleet's own steps start from here.
+                    if stream == sensor_common::protocol::Stream::Alerts
+                        && let Ok(alert) = serde_json::from_slice(&body)
+                    {
+                        let _ = shared.events.send(HostEvent::Alert {
+                            host: host.to_owned(),
+                            alert: Box::new(alert),
                         });
                     }
                 }

@@ -46,6 +46,10 @@ pub struct FleetIncident {
     pub indicators: BTreeSet<Indicator>,
     /// Alert lines the controller could not read (a newer sensor's schema, a corrupt line).
     pub unreadable: usize,
+    /// What the fleet did about it on its own: who was told, what was blocked where, which
+    /// hosts were hunted and what matched, each with its clause of the fleet policy.
+    #[serde(default)]
+    pub fleet_steps: Vec<crate::store::FleetStep>,
 }
 
 /// Every incident of `host` (or of the fleet), oldest first, with `spans` joined across
@@ -104,6 +108,7 @@ fn collect(
             closed: closed.get(&key).cloned(),
             indicators: BTreeSet::new(),
             unreadable: 0,
+            fleet_steps: Vec::new(),
         });
         inc.alerts += 1;
         inc.risk = inc.risk.max(alert.risk.score);
@@ -149,6 +154,7 @@ fn collect(
                     closed: closed.get(&key).cloned(),
                     indicators: h.indicators(on),
                     unreadable: 0,
+                    fleet_steps: Vec::new(),
                 },
             );
         }
@@ -159,6 +165,7 @@ fn collect(
         .collect();
     for inc in &mut out {
         inc.unreadable = unreadable.get(&inc.host).copied().unwrap_or(0);
+        inc.fleet_steps = store.fleet_steps(&inc.id)?;
     }
     out.sort_by_key(|i| i.first_ns);
     Ok(out)

@@ -15,8 +15,11 @@ use sensor_common::protocol::{Command, CommandReply};
 
 use crate::store::SharedStore;
 
+pub mod autonomy;
+pub mod fleet_policy;
 pub mod hunt;
 pub mod incidents;
+pub mod notify;
 pub mod push;
 pub mod reconcile;
 pub mod recovery;
@@ -76,9 +79,10 @@ pub trait HostLink: Send + Sync {
     fn disconnect(&self, host: &str, why: &str);
 }
 
-/// What every service works with: the store and the link to the hosts.
+/// What every service works with: the store, the link to the hosts, and the notifier.
 #[derive(Clone)]
 pub struct Fleet {
     pub store: SharedStore,
     pub link: Arc<dyn HostLink>,
+    pub notifier: notify::Notifier,
 }

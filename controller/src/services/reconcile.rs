@@ -1,11 +1,12 @@
 //! What a host's connection sets going. The server publishes [`HostEvent`]s; [`run`] turns a
 //! host's first report on a connection into convergence on the desired state, the responses
-//! of standing hunts that found it while it was away, and the sweeps it missed.
+//! of standing hunts that found it while it was away, the sweeps and fleet blocks it missed;
+//! and each new alert into the fleet's own steps ([`autonomy`]).
 
 use sensor_common::protocol::HostReport;
 use tokio::sync::mpsc;
 
-use crate::services::{Fleet, push, schedule, sweep};
+use crate::services::{Fleet, autonomy, push, schedule, sweep};
 
 /// What the server tells the services about a host.
 #[derive(Debug)]
@@ -14,6 +15,11 @@ pub enum HostEvent {
     Connected { host: String, report: HostReport },
     /// Its connection ended.
     Disconnected { host: String },
+    /// A new alert from the host, stored.
+    Alert {
+        host: String,
+        alert: Box<sensor_userspace::triage::alerts::Alert>,
+    },
 }
 
 /// The sending half, kept by the server.
@@ -32,9 +38,14 @@ pub async fn run(fleet: Fleet, mut events: mpsc::UnboundedReceiver<HostEvent>) {
                 let fleet = fleet.clone();
                 tokio::spawn(async move {
                     push::converge(&fleet, &host, report).await;
+                    autonomy::catch_up(&fleet, &host).await;
                     schedule::catch_up(&fleet, &host).await;
                     sweep::catch_up(&fleet, &host).await;
                 });
+            }
+            HostEvent::Alert { host, alert } => {
+                let fleet = fleet.clone();
+                tokio::spawn(async move { autonomy::on_alert(&fleet, &host, *alert).await });
             }
             HostEvent::Disconnected { host } => {
                 tracing::debug!(%host, "nothing to reconcile until it reconnects");

@@ -134,6 +134,26 @@ pub async fn release(
         })
         .collect();
     lock(&fleet.store).close_incidents(&closed)?;
+    // Whoever was told of an incident hears that it closed (PagerDuty resolves it).
+    let policy = crate::services::autonomy::policy(fleet);
+    let hostname = lock(&fleet.store)
+        .hosts()
+        .ok()
+        .and_then(|hs| hs.into_iter().find(|h| h.id == host))
+        .map_or_else(|| host.to_owned(), |h| h.hostname);
+    for c in &closed {
+        for t in &policy.escalate {
+            fleet.notifier.send(
+                &fleet.store,
+                t,
+                crate::services::notify::Event::Resolve {
+                    incident: c.incident.clone(),
+                    hostname: hostname.clone(),
+                    how: c.how.clone(),
+                },
+            );
+        }
+    }
     Ok(Released {
         host: host.to_owned(),
         verified: !force,

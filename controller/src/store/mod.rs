@@ -7,14 +7,14 @@ use std::{collections::BTreeMap, path::Path};
 
 use rusqlite::{Connection, OptionalExtension as _, params};
 use sensor_common::{
-    protocol::{HostReport, Stream},
+    protocol::{FleetBlock, HostReport, Stream},
     wire::{Delta, Edge, EdgeKind, Node, ProcessNode},
 };
 pub mod model;
 
 pub use model::{
-    Answer, AuditEntry, Closed, Desired, Hit, Host, HostRecord, HostResponse, HuntIncident,
-    Respond, Standing, Step, Sweep,
+    Answer, AuditEntry, Closed, Desired, FleetStep, Hit, Host, HostRecord, HostResponse,
+    HuntIncident, Respond, Standing, Step, StoredBlock, Sweep,
 };
 
 /// The store as the controller's tasks share it.
@@ -96,6 +96,27 @@ pub trait Store: Send {
     fn put_sweep_answer(&mut self, id: &str, answer: &Answer) -> Result<(), StoreError>;
     fn sweep_answers(&self, id: &str) -> Result<Vec<Answer>, StoreError>;
     fn audit_log(&self) -> Result<Vec<AuditEntry>, StoreError>;
+    /// Keeps a fleet block; the same block of the same incident is kept once. Its id, and
+    /// whether it is new.
+    fn add_fleet_block(&mut self, block: &FleetBlock) -> Result<(u64, bool), StoreError>;
+    /// The fleet blocks that have not expired at `now_ns`, with what each host answered.
+    fn fleet_blocks(&self, now_ns: u64) -> Result<Vec<StoredBlock>, StoreError>;
+    /// What `host` answered to fleet block `id`.
+    fn set_block_outcome(&mut self, id: u64, host: &str, outcome: &str) -> Result<(), StoreError>;
+    /// Whether `event` of `incident` was told to `target`.
+    fn noticed(&self, target: &str, incident: &str, event: &str) -> Result<bool, StoreError>;
+    /// Keeps a step the fleet took on its own for an incident.
+    fn add_fleet_step(&mut self, step: &FleetStep) -> Result<(), StoreError>;
+    /// The steps taken for `incident`, oldest first.
+    fn fleet_steps(&self, incident: &str) -> Result<Vec<FleetStep>, StoreError>;
+    /// Marks `event` of `incident` as told to `target`: true the first time, false after,
+    /// so a person is told once however many alerts the incident gathers.
+    fn first_notice(
+        &mut self,
+        target: &str,
+        incident: &str,
+        event: &str,
+    ) -> Result<bool, StoreError>;
     /// Applies a host's graph delta: processes are upserted, edges appended. Nodes aged out
     /// on the host stay: hunts search the history too.
     fn apply_delta(&mut self, host: &str, seq: u64, delta: &Delta) -> Result<(), StoreError>;
@@ -191,6 +212,30 @@ CREATE TABLE IF NOT EXISTS sweep_answers (
     body TEXT NOT NULL,
     PRIMARY KEY (id, host)
 );
+CREATE TABLE IF NOT EXISTS fleet_blocks (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    key TEXT NOT NULL UNIQUE,
+    body TEXT NOT NULL,
+    expires_ns INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS fleet_block_hosts (
+    block INTEGER NOT NULL,
+    host TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    PRIMARY KEY (block, host)
+);
+CREATE TABLE IF NOT EXISTS notifications (
+    target TEXT NOT NULL,
+    incident TEXT NOT NULL,
+    event TEXT NOT NULL,
+    PRIMARY KEY (target, incident, event)
+);
+CREATE TABLE IF NOT EXISTS fleet_steps (
+    incident TEXT NOT NULL,
+    time_ns INTEGER NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS fleet_steps_by_incident ON fleet_steps (incident);
 CREATE TABLE IF NOT EXISTS audit (
     time_ns INTEGER NOT NULL,
     who TEXT NOT NULL,
@@ -286,6 +331,99 @@ impl Sqlite {
 }
 
 impl Store for Sqlite {
+    fn add_fleet_block(&mut self, block: &FleetBlock) -> Result<(u64, bool), StoreError> {
+        let key = format!("{}|{}", block.incident, serde_json::to_string(&block.what)?);
+        let added = self.db.execute(
+            "INSERT OR IGNORE INTO fleet_blocks (key, body, expires_ns) VALUES (?1, ?2, ?3)",
+            params![key, serde_json::to_string(block)?, i(block.expires_ns)],
+        )?;
+        let id: i64 = self.db.query_row(
+            "SELECT id FROM fleet_blocks WHERE key = ?1",
+            params![key],
+            |r| r.get(0),
+        )?;
+        Ok((u(id), added == 1))
+    }
+
+    fn fleet_blocks(&self, now_ns: u64) -> Result<Vec<StoredBlock>, StoreError> {
+        let mut st = self
+            .db
+            .prepare("SELECT id, body FROM fleet_blocks WHERE expires_ns > ?1 ORDER BY id")?;
+        let rows = st
+            .query_map(params![i(now_ns)], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut hosts = self
+            .db
+            .prepare("SELECT host, outcome FROM fleet_block_hosts WHERE block = ?1")?;
+        rows.into_iter()
+            .map(|(id, body)| {
+                let answers = hosts
+                    .query_map(params![id], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<Result<_, _>>()?;
+                Ok(StoredBlock {
+                    id: u(id),
+                    block: serde_json::from_str(&body)?,
+                    hosts: answers,
+                })
+            })
+            .collect()
+    }
+
+    fn set_block_outcome(&mut self, id: u64, host: &str, outcome: &str) -> Result<(), StoreError> {
+        self.db.execute(
+            "INSERT OR REPLACE INTO fleet_block_hosts (block, host, outcome) VALUES (?1, ?2, ?3)",
+            params![i(id), host, outcome],
+        )?;
+        Ok(())
+    }
+
+    fn noticed(&self, target: &str, incident: &str, event: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .db
+            .query_row(
+                "SELECT 1 FROM notifications WHERE target = ?1 AND incident = ?2 AND event = ?3",
+                params![target, incident, event],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+    }
+
+    fn add_fleet_step(&mut self, step: &FleetStep) -> Result<(), StoreError> {
+        self.db.execute(
+            "INSERT INTO fleet_steps (incident, time_ns, body) VALUES (?1, ?2, ?3)",
+            params![step.incident, i(step.time_ns), serde_json::to_string(step)?],
+        )?;
+        Ok(())
+    }
+
+    fn fleet_steps(&self, incident: &str) -> Result<Vec<FleetStep>, StoreError> {
+        let mut st = self
+            .db
+            .prepare("SELECT body FROM fleet_steps WHERE incident = ?1 ORDER BY rowid")?;
+        let bodies = st
+            .query_map(params![incident], |r| r.get::<_, String>(0))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(bodies
+            .iter()
+            .map(|b| serde_json::from_str(b))
+            .collect::<Result<_, _>>()?)
+    }
+
+    fn first_notice(
+        &mut self,
+        target: &str,
+        incident: &str,
+        event: &str,
+    ) -> Result<bool, StoreError> {
+        Ok(self.db.execute(
+            "INSERT OR IGNORE INTO notifications (target, incident, event) VALUES (?1, ?2, ?3)",
+            params![target, incident, event],
+        )? == 1)
+    }
+
     fn reader(&self) -> Result<Box<dyn Store>, StoreError> {
         use rusqlite::OpenFlags;
         let db = Connection::open_with_flags(

@@ -61,6 +61,8 @@ pub enum Desired {
     Rules,
     /// A policy's TOML text.
     Policy,
+    /// The fleet policy's TOML text.
+    FleetPolicy,
 }
 
 impl Desired {
@@ -69,8 +71,30 @@ impl Desired {
         match self {
             Self::Rules => "rules",
             Self::Policy => "policy",
+            Self::FleetPolicy => "fleet_policy",
         }
     }
+}
+
+/// One step the fleet took on its own for an incident, and the clause it rests on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetStep {
+    pub incident: String,
+    pub time_ns: u64,
+    /// `told`, `blocked`, `hunted`, `approved`...
+    pub step: String,
+    pub detail: String,
+    /// The fleet policy's clause it rests on.
+    pub clause: String,
+}
+
+/// A fleet block as the controller keeps it: the block, and what each host answered (a host
+/// without an answer gets it when it connects).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredBlock {
+    pub id: u64,
+    pub block: sensor_common::protocol::FleetBlock,
+    pub hosts: std::collections::BTreeMap<String, String>,
 }
 
 /// An incident a release closed: when, and how (verified clean, or forced by whom).

@@ -37,6 +37,8 @@ pub enum Target {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         tree: Option<(u32, u64)>,
     },
+    /// Every file with this content (a fleet block of a payload seen on another host).
+    Hash { sha256: String },
 }
 
 impl std::fmt::Display for Target {
@@ -56,6 +58,7 @@ impl std::fmt::Display for Target {
                 dest,
                 tree: Some((pid, _)),
             } => write!(f, "{dest} for the process tree of pid {pid}"),
+            Self::Hash { sha256 } => write!(f, "files with SHA-256 {sha256}"),
         }
     }
 }
@@ -138,6 +141,12 @@ pub enum Undo {
     /// Write back what a persistence file held before a remediation reverted it to its
     /// baseline (lines had been changed in place, not only added).
     WriteBack { path: String, content: String },
+    /// Forget a blocked hash, and lift the in-kernel blocks of the files found with it.
+    ForgetHash {
+        sha256: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        files: Vec<(FileId, String)>,
+    },
 }
 
 /// A cgroup the response made for a process tree, and where its processes came from.
@@ -187,6 +196,9 @@ pub struct Record {
     /// Who asked, for actions a person triggered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requested_by: Option<String>,
+    /// When an action that lapses (a fleet block) is undone by expiry (Unix time, ns).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_ns: Option<u64>,
 }
 
 /// What a record does.
@@ -356,6 +368,7 @@ mod tests {
             undo: Undo::NothingToUndo,
             settles: settles.map(str::to_owned),
             requested_by: None,
+            expires_ns: None,
         }
     }
 

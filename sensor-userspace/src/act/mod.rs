@@ -19,7 +19,10 @@ pub mod vault;
 
 use std::path::{Path, PathBuf};
 
-use sensor_common::decode::FileId;
+use sensor_common::{
+    decode::FileId,
+    protocol::{Blocked, FleetBlock},
+};
 
 use self::{
     blocklist::Enforcer,
@@ -258,6 +261,66 @@ fn destination_target(alert: &Alert, ctx: &Context<'_>) -> Option<Target> {
     })
 }
 
+/// Every remote endpoint (loopback aside) the alert names or its process and its incident's
+/// tree connected to, newest first: the incident's command and control as far as this host
+/// saw it, for the controller to block fleet-wide.
+pub fn remote_endpoints(alert: &Alert, ctx: &Context<'_>) -> Vec<std::net::SocketAddr> {
+    use sensor_common::wire::{EdgeKind, Endpoint as GraphEndpoint, NodeId};
+    let outside = |sa: &std::net::SocketAddr| !Endpoint::from(*sa).is_loopback();
+    let mut out: Vec<std::net::SocketAddr> = alert
+        .finding
+        .evidence
+        .iter()
+        .rev()
+        .filter_map(|e| match &e.what {
+            What::Connect { net } => net.remote.filter(outside),
+            _ => None,
+        })
+        .collect();
+    let me = ProcessKey {
+        pid: alert.finding.process.pid,
+        start: alert.finding.process.start,
+    };
+    let tree = ctx.incident.story.tree.iter().map(|p| ProcessKey {
+        pid: p.pid,
+        start: p.start,
+    });
+    // The process, whoever first wrote what it runs (a dropper's downloader), its nearest
+    // ancestors, and the incident's tree as last read.
+    let writer = alert
+        .finding
+        .process
+        .exe
+        .as_deref()
+        .and_then(|exe| ctx.graph.first_writer(exe));
+    let ancestors = alert
+        .finding
+        .process
+        .ancestry
+        .iter()
+        .take(4)
+        .map(|p| ProcessKey {
+            pid: p.pid,
+            start: p.start,
+        });
+    for key in std::iter::once(me)
+        .chain(writer)
+        .chain(ancestors)
+        .chain(tree)
+    {
+        for (_, kind, node, _) in ctx.graph.activity(&key).into_iter().rev() {
+            if let (EdgeKind::Connected, NodeId::Endpoint(GraphEndpoint::Inet { addr, .. })) =
+                (kind, node)
+                && outside(&addr)
+                && !out.contains(&addr)
+            {
+                out.push(addr);
+            }
+        }
+    }
+    out
+}
+
 /// The identity of the file now at `path`.
 fn file_id(path: &str) -> Option<FileId> {
     use std::os::unix::fs::MetadataExt as _;
@@ -275,6 +338,14 @@ fn blocks_of(r: &Record) -> Option<(Option<FileId>, Option<String>)> {
         _ => None,
     }
 }
+
+/// Who undoes an action whose time is up.
+const EXPIRY: &str = "expiry";
+
+/// Files written here that a fleet hash block hashes when it arrives, at most, and their
+/// largest size.
+const MAX_PREARMED: usize = 4096;
+const MAX_PREARM_BYTES: u64 = 64 << 20;
 
 /// The outcome of an action whose file is already gone.
 /// What an executor did, in words, and how to reverse it.
@@ -348,6 +419,18 @@ impl Responder {
                         }
                     }
                     false => r.hashes.insert(&meta.sha256),
+                }
+            }
+        }
+        for rec in r.journal.records() {
+            if let Undo::ForgetHash { sha256, files } = &rec.undo
+                && r.journal.state(&rec.id) == Some(State::InForce)
+            {
+                r.hashes.insert(sha256);
+                for (inode, path) in files {
+                    if r.enforcer.block(Some(*inode), Some(path)).is_ok() {
+                        r.restored += 1;
+                    }
                 }
             }
         }
@@ -472,6 +555,7 @@ impl Responder {
         for d in ready {
             out.extend(self.second_pass(d, policy, &incident, graph));
         }
+        out.extend(self.expire());
         // Tainted files keep their baseline; the rest take in an administrator's edits.
         self.baseline.refresh();
         out
@@ -668,6 +752,7 @@ impl Responder {
             undo,
             settles: None,
             requested_by: None,
+            expires_ns: None,
         };
         if plan == Plan::Run && action == Action::Remediate {
             self.defer_second_pass(&record, alert);
@@ -737,6 +822,7 @@ impl Responder {
                 undo,
                 settles: Some(p.id.clone()),
                 requested_by: None,
+                expires_ns: None,
             };
             out.extend(self.append(rec));
         }
@@ -1207,6 +1293,7 @@ impl Responder {
             undo,
             settles: None,
             requested_by: Some(who.to_owned()),
+            expires_ns: None,
         };
         self.append_outcome(rec)
     }
@@ -1266,6 +1353,7 @@ impl Responder {
             undo: Undo::NothingToUndo,
             settles: Some(id.to_owned()),
             requested_by: Some(who.to_owned()),
+            expires_ns: None,
         };
         self.append_outcome(rec)
     }
@@ -1354,6 +1442,32 @@ impl Responder {
                     Err(e) => (Status::Failed, format!("cannot rewrite {path}: {e}")),
                 }
             }
+            Undo::ForgetHash { sha256, files } => {
+                self.hashes.remove(sha256);
+                let kept: Vec<String> = files
+                    .iter()
+                    .filter_map(|(inode, path)| {
+                        self.enforcer
+                            .unblock(Some(*inode), Some(path))
+                            .err()
+                            .map(|e| format!("{path}: {e}"))
+                    })
+                    .collect();
+                if kept.is_empty() {
+                    (
+                        Status::Done,
+                        format!(
+                            "files with SHA-256 {sha256} run again ({} kernel block(s) lifted)",
+                            files.len()
+                        ),
+                    )
+                } else {
+                    (
+                        Status::Failed,
+                        format!("the hash is forgotten but blocks stay: {}", kept.join("; ")),
+                    )
+                }
+            }
             Undo::PutBack { path, lines } => match persistence::put_back(Path::new(path), lines) {
                 Ok(()) => (
                     Status::Done,
@@ -1362,6 +1476,142 @@ impl Responder {
                 Err(e) => (Status::Failed, format!("cannot rewrite {path}: {e}")),
             },
         }
+    }
+
+    /// Puts a fleet block in force (a payload's hash or an endpoint, from an incident on
+    /// another host): journaled with that incident, the fleet policy's clause and its expiry,
+    /// undone by its undo or when it lapses. The same block of the same incident twice is one
+    /// (a resend after a lost answer).
+    pub fn fleet_block(
+        &mut self,
+        block: &FleetBlock,
+        who: &str,
+        graph: &Graph,
+    ) -> Result<Record, ActError> {
+        let (action, target) = match &block.what {
+            Blocked::Hash { sha256 } => (
+                Action::BlockExec,
+                Target::Hash {
+                    sha256: sha256.clone(),
+                },
+            ),
+            Blocked::Destination { addr } => (
+                Action::BlockDestination,
+                Target::Destination {
+                    dest: Endpoint::from(*addr),
+                    tree: None,
+                },
+            ),
+        };
+        if let Some(held) = self.journal.records().iter().find(|r| {
+            r.incident == block.incident
+                && r.target == target
+                && r.settles.is_none()
+                && self.journal.state(&r.id) == Some(State::InForce)
+        }) {
+            return Ok(held.clone());
+        }
+        let (status, detail, undo) = match &block.what {
+            Blocked::Hash { sha256 } => self.block_hash(sha256, graph),
+            Blocked::Destination { addr } => {
+                let dest = Endpoint::from(*addr);
+                match self.net().and_then(|n| n.block(&dest, 0)) {
+                    Ok(()) => (
+                        Status::Done,
+                        format!("connections to {dest} are refused host-wide"),
+                        Undo::LiftBlock { dest, group: None },
+                    ),
+                    Err(e) => (Status::Failed, e.to_string(), Undo::NothingToUndo),
+                }
+            }
+        };
+        let rec = Record {
+            effective_ns: None,
+            id: self.next_id(),
+            time_ns: now_ns(),
+            incident: block.incident.clone(),
+            action: Verb::Act(action),
+            target,
+            reason: format!(
+                "fleet block from incident {} on {}: {}",
+                block.incident, block.origin_host, block.reason
+            ),
+            evidence: vec![block.incident.clone()],
+            policy_clause: block.clause.clone(),
+            status,
+            detail,
+            undo,
+            settles: None,
+            requested_by: Some(who.to_owned()),
+            expires_ns: Some(block.expires_ns),
+        };
+        self.append_outcome(rec)
+    }
+
+    /// Blocks every file with `sha256`: the files the graph saw written since the sensor
+    /// started that have it now are blocked in the kernel (killed at exec before their first
+    /// instruction); a copy written later is killed at its exec by the blocklist rule. A file
+    /// written before the sensor started is not hashed at exec: the hash sweep finds those.
+    fn block_hash(&mut self, sha256: &str, graph: &Graph) -> Outcome {
+        if !sensor_common::protocol::is_sha256(sha256) {
+            return (
+                Status::Refused,
+                format!("{sha256:?} is not a SHA-256 (64 lower-case hex digits)"),
+                Undo::NothingToUndo,
+            );
+        }
+        self.hashes.insert(sha256);
+        let mut files = Vec::new();
+        let written = graph
+            .file_paths()
+            .into_iter()
+            .filter(|p| graph.first_writer(p).is_some() && !self.me.owns(p))
+            .take(MAX_PREARMED);
+        for path in written {
+            let small =
+                std::fs::metadata(&path).is_ok_and(|m| m.is_file() && m.len() <= MAX_PREARM_BYTES);
+            let same =
+                small && crate::host::hash::sha256(Path::new(&path)).is_ok_and(|h| h == sha256);
+            if let (true, Some(inode)) = (same, file_id(&path))
+                && self.enforcer.block(Some(inode), Some(&path)).is_ok()
+            {
+                files.push((inode, path));
+            }
+        }
+        (
+            Status::Done,
+            format!(
+                "exec of any file with SHA-256 {sha256} is killed; {} file(s) written here with it blocked in the kernel",
+                files.len()
+            ),
+            Undo::ForgetHash {
+                sha256: sha256.to_owned(),
+                files,
+            },
+        )
+    }
+
+    /// Undoes the actions whose time is up (fleet blocks), journaled as undone by expiry.
+    fn expire(&mut self) -> Vec<Record> {
+        let now = now_ns();
+        let due: Vec<String> = self
+            .journal
+            .records()
+            .iter()
+            .filter(|r| r.expires_ns.is_some_and(|e| e <= now))
+            .filter(|r| self.journal.state(&r.id) == Some(State::InForce))
+            .map(|r| r.id.clone())
+            .collect();
+        due.into_iter()
+            .filter_map(|id| match self.undo(&id, EXPIRY) {
+                Ok(r) => Some(r),
+                Err(ActError::NotDone(r)) => Some(*r),
+                Err(e) => {
+                    tracing::error!(action = %id, error = %e, "cannot lift an expired block");
+                    None
+                }
+            })
+            .collect()
     }
 
     /// Carries out (approve) or drops (deny) every pending action of `incident`.
@@ -1409,12 +1659,13 @@ impl Responder {
                     p.id
                 ),
                 evidence: p.evidence.clone(),
-                policy_clause: "approved by a person".into(),
+                policy_clause: format!("{} by {who}", if approve { "approved" } else { "denied" }),
                 status,
                 detail,
                 undo,
                 settles: Some(p.id.clone()),
                 requested_by: Some(who.to_owned()),
+                expires_ns: None,
             };
             out.extend(self.append(rec));
         }
@@ -1618,5 +1869,79 @@ mod tests {
             "an escalation waits for a person"
         );
         assert!(clause.starts_with("risk.escalate_at"), "{clause}");
+    }
+
+    #[test]
+    fn a_fleet_block_is_journaled_with_its_incident_lapses_at_its_expiry_and_is_one_when_resent() {
+        let mut b = bench();
+        let sha = "ab".repeat(32);
+        let block = FleetBlock {
+            incident: "inc-elsewhere-1".into(),
+            origin_host: "web-1".into(),
+            reason: "a payload seen on web-1".into(),
+            clause: "fleet policy: autonomy.block_payloads = true".into(),
+            expires_ns: now_ns() + 60_000_000_000,
+            what: Blocked::Hash {
+                sha256: sha.clone(),
+            },
+        };
+        let rec = b
+            .responder
+            .fleet_block(&block, "controller", &b.graph)
+            .expect("in force");
+        assert_eq!(rec.incident, "inc-elsewhere-1");
+        assert_eq!(rec.policy_clause, block.clause);
+        assert_eq!(
+            rec.target,
+            Target::Hash {
+                sha256: sha.clone()
+            }
+        );
+        assert!(
+            b.responder.hashes.contains(&sha),
+            "exec of the hash is blocked"
+        );
+        let again = b
+            .responder
+            .fleet_block(&block, "controller", &b.graph)
+            .expect("a resend");
+        assert_eq!(again.id, rec.id, "a resent block is the same record");
+
+        // Its time comes: the next tick lifts it, journaled as undone by expiry.
+        let lapsed = FleetBlock {
+            incident: "inc-elsewhere-2".into(),
+            expires_ns: now_ns().saturating_sub(1),
+            what: Blocked::Hash {
+                sha256: "cd".repeat(32),
+            },
+            ..block
+        };
+        let rec2 = b
+            .responder
+            .fleet_block(&lapsed, "controller", &b.graph)
+            .expect("in force");
+        let undone = b.responder.tick(false, &b.policy, |_| None, &b.graph);
+        assert!(
+            undone
+                .iter()
+                .any(|r| r.settles.as_deref() == Some(rec2.id.as_str())
+                    && r.requested_by.as_deref() == Some(EXPIRY)),
+            "{undone:?}"
+        );
+        assert!(!b.responder.hashes.contains(&"cd".repeat(32)));
+        assert!(b.responder.hashes.contains(&sha), "the other one stays");
+
+        let bad = FleetBlock {
+            what: Blocked::Hash {
+                sha256: "not a hash".into(),
+            },
+            incident: "inc-3".into(),
+            ..lapsed
+        };
+        assert!(
+            b.responder
+                .fleet_block(&bad, "controller", &b.graph)
+                .is_err()
+        );
     }
 }

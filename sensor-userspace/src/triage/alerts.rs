@@ -152,6 +152,25 @@ pub struct Alert {
     pub risk: Risk,
     /// The incident this alert belongs to.
     pub incident: String,
+    /// The files the alert names as written or run, with the hash of their content: what
+    /// the controller blocks fleet-wide.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub payloads: Vec<Payload>,
+    /// The remote endpoints its process and incident connected to (loopback aside).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub endpoints: Vec<std::net::SocketAddr>,
+}
+
+/// A file an alert names as written or run, and the SHA-256 of its content when it could
+/// be read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Payload {
+    pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// Why there is no hash: too large, gone, unreadable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unhashed: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]

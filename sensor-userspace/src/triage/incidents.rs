@@ -661,6 +661,8 @@ impl IncidentBook {
             incident: inc.id.clone(),
             risk,
             finding,
+            payloads: Vec::new(),
+            endpoints: Vec::new(),
         };
         // Saved on the next tick, off the path from detection to response.
         self.dirty = true;

@@ -74,6 +74,51 @@ fn of_event(e: &Event, out: &mut BTreeSet<Indicator>) {
     });
 }
 
+/// Files larger than this are named in an alert's payloads but not hashed.
+pub const MAX_PAYLOAD_BYTES: u64 = 16 << 20;
+
+/// At most this many payloads are hashed per alert.
+const MAX_PAYLOADS: usize = 8;
+
+/// The files `alert` names as written or run (its file indicators), each with the SHA-256
+/// of its content now, or, for one the response moved away, the hash `moved` knows for it.
+pub fn payloads(
+    alert: &Alert,
+    moved: impl Fn(&str) -> Option<String>,
+) -> Vec<crate::triage::alerts::Payload> {
+    use crate::triage::alerts::Payload;
+    of_alert(alert)
+        .into_iter()
+        .filter_map(|i| match i {
+            Indicator::File { path } => Some(path),
+            _ => None,
+        })
+        .take(MAX_PAYLOADS)
+        .map(|path| {
+            let (sha256, unhashed) = match std::fs::metadata(&path) {
+                Ok(m) if !m.is_file() => (None, Some("not a regular file".to_owned())),
+                Ok(m) if m.len() > MAX_PAYLOAD_BYTES => (
+                    None,
+                    Some(format!("{} bytes, over {MAX_PAYLOAD_BYTES}", m.len())),
+                ),
+                Ok(_) => match crate::host::hash::sha256(Path::new(&path)) {
+                    Ok(h) => (Some(h), None),
+                    Err(e) => (None, Some(e.to_string())),
+                },
+                Err(_) => match moved(&path) {
+                    Some(h) => (Some(h), None),
+                    None => (None, Some("gone before it was hashed".to_owned())),
+                },
+            };
+            Payload {
+                path,
+                sha256,
+                unhashed,
+            }
+        })
+        .collect()
+}
+
 /// What verification consults on the host.
 pub struct Host<'a> {
     pub table: &'a ProcessTable,

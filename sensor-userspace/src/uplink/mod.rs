@@ -505,6 +505,15 @@ async fn run_command(cmd: Command, ctrl: &mpsc::Sender<Envelope>) -> CommandRepl
         Command::Verify { indicators } => Request::Verify { indicators },
         Command::PushRules { set, who } => Request::PushRules { set, by: who },
         Command::PushPolicy { text, who } => Request::PushPolicy { text, by: who },
+        Command::FleetBlock { block, who } => Request::FleetBlock { block, by: who },
+        Command::Approve { incident, who } => Request::Approve {
+            incident,
+            by: Some(who),
+        },
+        Command::Deny { incident, who } => Request::Deny {
+            incident,
+            by: Some(who),
+        },
     };
     match ask(ctrl, req).await {
         Some(Response::Actions { records }) => CommandReply::Done {
