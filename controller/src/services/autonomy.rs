@@ -309,19 +309,11 @@ async fn retro_hunt(fleet: &Fleet, host: &str, alert: &Alert, policy: &FleetPoli
             ),
             Err(e) => format!("`{query}` failed: {e}"),
         };
-        record(
-            fleet,
-            FleetStep {
-                incident: alert.incident.clone(),
-                time_ns: now_ns(),
-                step: "hunted".into(),
-                detail,
-                clause: format!(
-                    "retro-hunt always; on a match: {respond:?} (autonomy.isolate_matches = {})",
-                    policy.autonomy.isolate_matches
-                ),
-            },
+        let clause = format!(
+            "retro-hunt always; on a match: {respond:?} (autonomy.isolate_matches = {})",
+            policy.autonomy.isolate_matches
         );
+        hunted(fleet, &alert.incident, detail, clause);
     }
     let hashes: BTreeSet<String> = alert
         .payloads
@@ -348,17 +340,26 @@ async fn retro_hunt(fleet: &Fleet, host: &str, alert: &Alert, policy: &FleetPoli
             }
             Err(e) => format!("sweep for {sha256} failed: {e}"),
         };
-        record(
+        hunted(
             fleet,
-            FleetStep {
-                incident: alert.incident.clone(),
-                time_ns: now_ns(),
-                step: "hunted".into(),
-                detail,
-                clause: "retro-hunt always (hash sweep)".into(),
-            },
+            &alert.incident,
+            detail,
+            "retro-hunt always (hash sweep)".into(),
         );
     }
+}
+
+fn hunted(fleet: &Fleet, incident: &str, detail: String, clause: String) {
+    record(
+        fleet,
+        FleetStep {
+            incident: incident.to_owned(),
+            time_ns: now_ns(),
+            step: "hunted".into(),
+            detail,
+            clause,
+        },
+    );
 }
 
 /// The remote endpoints of an alert: those its evidence names, and those its sensor found

@@ -217,44 +217,9 @@ const GROUP_PREFIX: &str = "vigil-";
 /// The incident of actions a person asked for directly.
 pub const MANUAL: &str = "manual";
 
-/// The remote end the alert's processes talked to: the last outbound connection (loopback
-/// aside) in the evidence, else of the alert's process, else of its incident's tree.
+/// The remote end the alert's processes talked to: the newest of [`remote_endpoints`].
 fn destination_target(alert: &Alert, ctx: &Context<'_>) -> Option<Target> {
-    use sensor_common::wire::{EdgeKind, Endpoint as GraphEndpoint, NodeId};
-    let outside = |sa: &std::net::SocketAddr| !Endpoint::from(*sa).is_loopback();
-    let from_evidence = alert
-        .finding
-        .evidence
-        .iter()
-        .rev()
-        .find_map(|e| match &e.what {
-            What::Connect { net } => net.remote.filter(outside),
-            _ => None,
-        });
-    let me = ProcessKey {
-        pid: alert.finding.process.pid,
-        start: alert.finding.process.start,
-    };
-    let tree = ctx.incident.story.tree.iter().map(|p| ProcessKey {
-        pid: p.pid,
-        start: p.start,
-    });
-    let remote = from_evidence.or_else(|| {
-        std::iter::once(me).chain(tree).find_map(|key| {
-            ctx.graph
-                .activity(&key)
-                .into_iter()
-                .rev()
-                .find_map(|(_, kind, node, _)| match (kind, node) {
-                    (EdgeKind::Connected, NodeId::Endpoint(GraphEndpoint::Inet { addr, .. }))
-                        if outside(&addr) =>
-                    {
-                        Some(addr)
-                    }
-                    _ => None,
-                })
-        })
-    })?;
+    let remote = remote_endpoints(alert, ctx).into_iter().next()?;
     Some(Target::Destination {
         dest: Endpoint::from(remote),
         tree: None,
