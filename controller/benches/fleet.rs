@@ -5,7 +5,9 @@
 //! merged per second, and hunt latency over the edges stored.
 //!
 //! Arguments: `SENSORS DELTAS EDGES` (defaults 1000 sensors, 10 deltas of 100 edges each:
-//! a million edges).
+//! a million edges). With `fleet SENSORS ROUNDS` instead (`cargo xtask bench fleet`): the
+//! time from one host's alert reaching the controller to its payload block being in force
+//! on every connected host, each simulated sensor acknowledging it.
 #![allow(
     clippy::expect_used,
     clippy::unwrap_used,
@@ -234,10 +236,17 @@ async fn stream(sim: &mut Sim, n: usize, deltas: usize, edges: usize) -> Res<()>
 }
 
 fn main() -> Res<()> {
+    let fleet = std::env::args().nth(1).as_deref() == Some("fleet");
     let args: Vec<usize> = std::env::args()
         .skip(1)
         .filter_map(|a| a.parse().ok())
         .collect();
+    if fleet {
+        return fleet_bench(
+            args.first().copied().unwrap_or(1000),
+            args.get(1).copied().unwrap_or(20),
+        );
+    }
     let sensors = args.first().copied().unwrap_or(1000);
     let deltas = args.get(1).copied().unwrap_or(10);
     let edges = args.get(2).copied().unwrap_or(100);
@@ -363,6 +372,212 @@ fn main() -> Res<()> {
             }
             println!("controller: server peak RSS after the hunts {:.1} MiB", rss_kib(pid) as f64 / 1024.0);
             for s in kept {
+                s.conn.close(0u32.into(), b"done");
+            }
+            Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
+        })
+    })();
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let _ = server.wait();
+    result
+}
+
+/// A simulated sensor's command stream: it answers what the controller asks at once (a
+/// fleet block is "in force" when it arrives) and notes when each block arrived.
+async fn answer_commands(
+    conn: quinn::Connection,
+    arrived: Arc<std::sync::Mutex<Vec<(String, Instant)>>>,
+) {
+    use sensor_common::protocol::{Blocked, Command, CommandReply};
+    while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+        let arrived = arrived.clone();
+        tokio::spawn(async move {
+            let reply = match read_frame::<Command, _>(&mut recv).await {
+                Ok(Some(Command::FleetBlock { block, .. })) => {
+                    if let Blocked::Hash { sha256 } = block.what
+                        && let Ok(mut a) = arrived.lock()
+                    {
+                        a.push((sha256, Instant::now()));
+                    }
+                    CommandReply::Done {
+                        records: Vec::new(),
+                    }
+                }
+                Ok(Some(Command::Sweep { .. })) => CommandReply::Swept {
+                    found: Vec::new(),
+                    hashed: 0,
+                },
+                _ => CommandReply::Refused {
+                    reason: "not simulated".into(),
+                },
+            };
+            let _ = write_frame(&mut send, &reply).await;
+            let _ = send.finish();
+        });
+    }
+}
+
+/// An alert of a critical rule whose payload has `sha256`, as a sensor sends it.
+fn payload_alert(host: &str, round: usize, sha256: &str) -> Vec<u8> {
+    use sensor_userspace::{
+        detect::rules::{behaviour::rule::Confidence, sigma::rule::Level},
+        triage::{
+            Risk,
+            alerts::{Alert, AlertProcess, Finding, Payload, RuleRef, RuleSource},
+        },
+    };
+    let alert = Alert {
+        finding: Finding {
+            id: format!("bench-{round}"),
+            time_ns: controller::now_ns(),
+            host: host.to_owned(),
+            rule: RuleRef {
+                id: Some("vigil-download-chmod-exec".into()),
+                title: "Downloaded file made executable and run".into(),
+                technique: vec!["T1105".into()],
+                severity: Level::Critical,
+                confidence: Confidence::High,
+                source: RuleSource::Behaviour,
+                author: None,
+                tags: Vec::new(),
+                response: Vec::new(),
+                file: "bench.yml".into(),
+            },
+            process: AlertProcess {
+                pid: 4242,
+                start: round as u64 + 1,
+                exe: Some(format!("/tmp/payload-{round}")),
+                cmdline: "payload".into(),
+                uid: 0,
+                euid: 0,
+                user: None,
+                ancestry: Vec::new(),
+            },
+            entities: Vec::new(),
+            evidence: Vec::new(),
+        },
+        risk: Risk {
+            score: 95,
+            factors: Vec::new(),
+        },
+        incident: format!("inc-bench-{round}"),
+        payloads: vec![Payload {
+            path: format!("/tmp/payload-{round}"),
+            sha256: Some(sha256.to_owned()),
+            unhashed: None,
+        }],
+        endpoints: Vec::new(),
+    };
+    serde_json::to_vec(&alert).expect("alert JSON")
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted.get(i).copied().unwrap_or_default()
+}
+
+/// `fleet SENSORS ROUNDS`: the time from one host's alert reaching the controller to the
+/// payload block being in force on every connected host, each round a new payload.
+fn fleet_bench(sensors: usize, rounds: usize) -> Res<()> {
+    let dir = tempfile::tempdir()?;
+    let state = dir.path().join("state");
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut server: Child = Command::new(bin())
+        .args(["serve", "--listen", &addr.to_string(), "--state"])
+        .arg(&state)
+        .env("VIGIL_LOG", "warn")
+        .stdin(Stdio::null())
+        .spawn()?;
+    let pid = server.id();
+    let result = (|| -> Res<()> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while ask(&state, &OpRequest::Hosts).is_err() {
+            if Instant::now() > deadline {
+                return Err("the controller did not start".into());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let ca = std::fs::read_to_string(state.join("ca.pem"))?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        rt.block_on(async {
+            let eps: Vec<quinn::Endpoint> = (0..8)
+                .map(|_| quinn::Endpoint::client(([127, 0, 0, 1], 0).into()))
+                .collect::<Result<_, _>>()?;
+            let mut ids = Vec::new();
+            for n in 0..sensors {
+                let token = EnrollToken::parse(
+                    &match ask(&state, &OpRequest::EnrollToken { ttl_secs: 600 })? {
+                        OpReply::Token { token, .. } => token,
+                        other => return Err(format!("a token was asked for: {other:?}").into()),
+                    },
+                )?;
+                ids.push(enroll(&eps[n % eps.len()], addr, &ca, &token, n).await?);
+            }
+            let arrived = Arc::new(std::sync::Mutex::new(Vec::new()));
+            let mut sims = Vec::new();
+            for (n, id) in ids.into_iter().enumerate() {
+                let s = connect(&eps[n % eps.len()], addr, &ca, id).await?;
+                tokio::spawn(answer_commands(s.conn.clone(), arrived.clone()));
+                sims.push(s);
+            }
+            let held = match ask(&state, &OpRequest::Hosts)? {
+                OpReply::Hosts { hosts } => hosts.iter().filter(|h| h.connected).count(),
+                other => return Err(format!("hosts were asked for: {other:?}").into()),
+            };
+            println!("fleet: {held} simulated sensors connected over QUIC");
+            let mut every_host = Vec::new();
+            let mut per_host = Vec::new();
+            for round in 0..rounds {
+                let sha256 = format!("{round:064x}");
+                let first = &mut sims[0];
+                let body = payload_alert(&first.host, round, &sha256);
+                let t0 = Instant::now();
+                write_frame(
+                    &mut first.send,
+                    &Uplink::Record {
+                        stream: sensor_common::protocol::Stream::Alerts,
+                        seq: round as u64 + 1,
+                        body,
+                    },
+                )
+                .await?;
+                let deadline = t0 + Duration::from_secs(60);
+                let times = loop {
+                    let times: Vec<Duration> = arrived
+                        .lock()
+                        .map_err(|_| "poisoned")?
+                        .iter()
+                        .filter(|(h, _)| *h == sha256)
+                        .map(|(_, at)| at.duration_since(t0))
+                        .collect();
+                    if times.len() >= held {
+                        break times;
+                    }
+                    if Instant::now() > deadline {
+                        return Err(format!("round {round}: the block reached {} of {held} hosts in 60 s", times.len()).into());
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                };
+                let all = times.iter().max().copied().unwrap_or_default();
+                println!("fleet: round {round}: block in force on all {held} hosts {:.0} ms after the alert was sent", all.as_secs_f64() * 1000.0);
+                every_host.push(all);
+                per_host.extend(times);
+            }
+            every_host.sort();
+            per_host.sort();
+            let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+            println!("fleet_block_all_hosts_p50: {:.0} ms", ms(percentile(&every_host, 0.5)));
+            println!("fleet_block_all_hosts_p99: {:.0} ms", ms(percentile(&every_host, 0.99)));
+            println!("fleet_block_per_host_p50: {:.0} ms", ms(percentile(&per_host, 0.5)));
+            println!("fleet_block_per_host_p99: {:.0} ms", ms(percentile(&per_host, 0.99)));
+            for s in sims {
                 s.conn.close(0u32.into(), b"done");
             }
             Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())

@@ -51,6 +51,14 @@ pub enum Which {
         #[arg(long, default_value_t = 100)]
         edges: u32,
     },
+    /// One host's alert to its payload block in force on every connected simulated sensor
+    /// (real QUIC, each acknowledging it): p50 and p99 over the rounds.
+    Fleet {
+        #[arg(long, default_value_t = 1000)]
+        sensors: u32,
+        #[arg(long, default_value_t = 20)]
+        rounds: u32,
+    },
     /// The pipeline with every SigmaHQ Linux rule loaded (the directory `VIGIL_SIGMA_DIR`
     /// names), and with one rule.
     Rules,
@@ -87,8 +95,10 @@ pub fn run(which: Option<Which>) -> Result<()> {
             rate(100_000, 5)?;
             rss(10_000)?;
             response(200)?;
-            controller(1000, 10, 100)
+            controller(1000, 10, 100)?;
+            fleet(1000, 20)
         }
+        Which::Fleet { sensors, rounds } => fleet(sensors, rounds),
         Which::Exec { count, rounds } => exec(count, rounds),
         Which::Open { count, rounds } => open(count, rounds),
         Which::Connect { count, rounds } => connect(count, rounds),
@@ -1028,6 +1038,23 @@ fn controller(sensors: u32, deltas: u32, edges: u32) -> Result<()> {
         &sensors.to_string(),
         &deltas.to_string(),
         &edges.to_string(),
+    ])
+}
+
+/// Fleet blocks to a fleet of simulated sensors (`controller/benches/fleet.rs fleet`).
+fn fleet(sensors: u32, rounds: u32) -> Result<()> {
+    println!("== fleet ({sensors} simulated sensors, {rounds} payloads blocked fleet-wide)");
+    crate::util::cargo(&["build", "--release", "--package", "controller"])?;
+    crate::util::cargo(&[
+        "bench",
+        "--package",
+        "controller",
+        "--bench",
+        "fleet",
+        "--",
+        "fleet",
+        &sensors.to_string(),
+        &rounds.to_string(),
     ])
 }
 
