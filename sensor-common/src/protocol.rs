@@ -326,8 +326,13 @@ pub struct FleetBlock {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Blocked {
-    /// Executing any file with this SHA-256 (lower-case hex), under any name.
-    Hash { sha256: String },
+    /// Executing any file with this SHA-256 (lower-case hex), under any name; `size` (when
+    /// known) spares a host hashing files that cannot be it.
+    Hash {
+        sha256: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        size: Option<u64>,
+    },
     /// Connecting to this endpoint, host-wide (as text: see [`Indicator::Endpoint`]).
     Destination {
         #[serde(with = "addr_text")]
@@ -338,7 +343,7 @@ pub enum Blocked {
 impl core::fmt::Display for Blocked {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            Self::Hash { sha256 } => write!(f, "exec of SHA-256 {sha256}"),
+            Self::Hash { sha256, .. } => write!(f, "exec of SHA-256 {sha256}"),
             Self::Destination { addr } => write!(f, "connections to {addr}"),
         }
     }

@@ -30,6 +30,9 @@ pub const WHO: &str = "controller (fleet policy)";
 /// were offline are found once their graph arrives.
 const RETRO_EVERY_SECS: u64 = 30;
 
+/// What the names of the retro-hunts start with.
+const RETRO_PREFIX: &str = "retro-";
+
 /// The fleet policy in force: the one set, else the shipped one.
 pub fn policy(fleet: &Fleet) -> FleetPolicy {
     let text = lock(&fleet.store)
@@ -144,15 +147,16 @@ fn blocks_of(host: &str, alert: &Alert, policy: &FleetPolicy, fleet: &Fleet) -> 
     };
     let mut out = Vec::new();
     if policy.autonomy.block_payloads {
-        let hashes: BTreeSet<&String> = alert
+        let hashes: BTreeSet<(&String, Option<u64>)> = alert
             .payloads
             .iter()
-            .filter_map(|p| p.sha256.as_ref())
+            .filter_map(|p| Some((p.sha256.as_ref()?, p.size)))
             .collect();
-        for sha256 in hashes {
+        for (sha256, size) in hashes {
             out.push(block(
                 Blocked::Hash {
                     sha256: sha256.clone(),
+                    size,
                 },
                 "fleet policy: autonomy.block_payloads = true",
             ));
@@ -190,7 +194,13 @@ async fn put_block(fleet: &Fleet, block: FleetBlock) {
     if !new {
         return;
     }
-    let hosts = fleet.link.connected();
+    // The host it happened on has its own response, as its policy says.
+    let hosts: Vec<String> = fleet
+        .link
+        .connected()
+        .into_iter()
+        .filter(|h| *h != block.origin_host)
+        .collect();
     let mut set = tokio::task::JoinSet::new();
     for host in hosts.clone() {
         let (fleet, block) = (fleet.clone(), block.clone());
@@ -241,7 +251,7 @@ pub async fn catch_up(fleet: &Fleet, host: &str) {
         .fleet_blocks(now_ns())
         .unwrap_or_default()
         .into_iter()
-        .filter(|b| !b.hosts.contains_key(host))
+        .filter(|b| !b.hosts.contains_key(host) && b.block.origin_host != host)
         .collect();
     for b in missed {
         let (incident, what) = (b.block.incident.clone(), b.block.what.clone());
@@ -381,7 +391,7 @@ fn endpoints(alert: &Alert) -> BTreeSet<std::net::SocketAddr> {
 fn retro_name(incident: &str, indicator: &str) -> String {
     use sha2::Digest as _;
     let h = sha2::Sha256::digest(format!("{incident}|{indicator}"));
-    format!("retro-{}", sensor_common::protocol::hex(&h[..8]))
+    format!("{RETRO_PREFIX}{}", sensor_common::protocol::hex(&h[..8]))
 }
 
 /// Pending actions older than the fleet policy's deadline: approved by the policy when it
@@ -469,11 +479,39 @@ pub async fn approval_deadlines(fleet: &Fleet) {
     }
 }
 
-/// Runs the approval deadlines every few seconds until the server stops.
+/// Drops the retro-hunts that have outlived the blocks of their incident: they hunt for
+/// hosts that reconnect within the fleet blocks' lifetime.
+fn retire_retro_hunts(fleet: &Fleet) {
+    let ttl_ns = policy(fleet)
+        .autonomy
+        .block_ttl_secs
+        .saturating_mul(1_000_000_000);
+    let now = now_ns();
+    let mut store = lock(&fleet.store);
+    let old: Vec<String> = store
+        .hunts()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|h| h.name.starts_with(RETRO_PREFIX) && now.saturating_sub(h.created_ns) > ttl_ns)
+        .map(|h| h.name)
+        .collect();
+    for name in old {
+        match store.remove_hunt(&name) {
+            Ok(_) => {
+                tracing::info!(hunt = %name, "a retro-hunt outlived its blocks and was dropped")
+            }
+            Err(e) => tracing::error!(error = %e, "cannot drop a retro-hunt"),
+        }
+    }
+}
+
+/// Runs the approval deadlines and retires old retro-hunts every few seconds until the
+/// server stops.
 pub async fn run(fleet: Fleet) {
     let mut every = tokio::time::interval(std::time::Duration::from_secs(2));
     loop {
         every.tick().await;
         approval_deadlines(&fleet).await;
+        retire_retro_hunts(&fleet);
     }
 }

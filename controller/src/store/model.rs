@@ -160,28 +160,21 @@ impl Hit {
             start: self.start,
             exe: self.exe.clone(),
         }];
-        match (self.kind, self.target.as_deref()) {
+        use sensor_userspace::triage::indicators::{Act, of_act};
+        let act = match (self.kind, self.target.as_deref()) {
             (
                 Some(
-                    EdgeKind::Wrote
-                    | EdgeKind::Created
-                    | EdgeKind::RenamedTo
-                    | EdgeKind::Chmodded
-                    | EdgeKind::Executed,
+                    EdgeKind::Wrote | EdgeKind::Created | EdgeKind::RenamedTo | EdgeKind::Chmodded,
                 ),
                 Some(path),
-            ) if path.starts_with('/') => out.push(Indicator::File {
-                path: path.to_owned(),
-            }),
+            ) => Some(Act::Wrote(path)),
+            (Some(EdgeKind::Executed), Some(path)) => Some(Act::Ran(path)),
             (Some(EdgeKind::Connected | EdgeKind::Accepted), Some(addr)) => {
-                if let Ok(addr) = addr.parse::<std::net::SocketAddr>()
-                    && !addr.ip().to_canonical().is_loopback()
-                {
-                    out.push(Indicator::Endpoint { addr });
-                }
+                addr.parse().ok().map(Act::Talked)
             }
-            _ => {}
-        }
+            _ => None,
+        };
+        out.extend(act.and_then(of_act));
         out
     }
 }

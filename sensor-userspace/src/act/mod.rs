@@ -307,10 +307,10 @@ fn blocks_of(r: &Record) -> Option<(Option<FileId>, Option<String>)> {
 /// Who undoes an action whose time is up.
 const EXPIRY: &str = "expiry";
 
-/// Files written here that a fleet hash block hashes when it arrives, at most, and their
-/// largest size.
+/// Files written here that a fleet hash block looks at when it arrives, at most, and the
+/// bytes it hashes in all (it runs on the event loop).
 const MAX_PREARMED: usize = 4096;
-const MAX_PREARM_BYTES: u64 = 64 << 20;
+const MAX_PREARM_BYTES: u64 = 32 << 20;
 
 /// The outcome of an action whose file is already gone.
 /// What an executor did, in words, and how to reverse it.
@@ -1454,7 +1454,7 @@ impl Responder {
         graph: &Graph,
     ) -> Result<Record, ActError> {
         let (action, target) = match &block.what {
-            Blocked::Hash { sha256 } => (
+            Blocked::Hash { sha256, .. } => (
                 Action::BlockExec,
                 Target::Hash {
                     sha256: sha256.clone(),
@@ -1477,7 +1477,7 @@ impl Responder {
             return Ok(held.clone());
         }
         let (status, detail, undo) = match &block.what {
-            Blocked::Hash { sha256 } => self.block_hash(sha256, graph),
+            Blocked::Hash { sha256, size } => self.block_hash(sha256, *size, graph),
             Blocked::Destination { addr } => {
                 let dest = Endpoint::from(*addr);
                 match self.net().and_then(|n| n.block(&dest, 0)) {
@@ -1517,7 +1517,7 @@ impl Responder {
     /// started that have it now are blocked in the kernel (killed at exec before their first
     /// instruction); a copy written later is killed at its exec by the blocklist rule. A file
     /// written before the sensor started is not hashed at exec: the hash sweep finds those.
-    fn block_hash(&mut self, sha256: &str, graph: &Graph) -> Outcome {
+    fn block_hash(&mut self, sha256: &str, size: Option<u64>, graph: &Graph) -> Outcome {
         if !sensor_common::protocol::is_sha256(sha256) {
             return (
                 Status::Refused,
@@ -1532,11 +1532,18 @@ impl Responder {
             .into_iter()
             .filter(|p| graph.first_writer(p).is_some() && !self.me.owns(p))
             .take(MAX_PREARMED);
+        // Bounded: this runs on the event loop. A file of another size cannot be the
+        // payload, and no more than MAX_PREARM_BYTES are read in all.
+        let mut budget = MAX_PREARM_BYTES;
         for path in written {
-            let small =
-                std::fs::metadata(&path).is_ok_and(|m| m.is_file() && m.len() <= MAX_PREARM_BYTES);
-            let same =
-                small && crate::host::hash::sha256(Path::new(&path)).is_ok_and(|h| h == sha256);
+            let Ok(m) = std::fs::metadata(&path) else {
+                continue;
+            };
+            if !m.is_file() || size.is_some_and(|s| s != m.len()) || m.len() > budget {
+                continue;
+            }
+            budget -= m.len();
+            let same = crate::host::hash::sha256(Path::new(&path)).is_ok_and(|h| h == sha256);
             if let (true, Some(inode)) = (same, file_id(&path))
                 && self.enforcer.block(Some(inode), Some(&path)).is_ok()
             {
@@ -1848,6 +1855,7 @@ mod tests {
             expires_ns: now_ns() + 60_000_000_000,
             what: Blocked::Hash {
                 sha256: sha.clone(),
+                size: None,
             },
         };
         let rec = b
@@ -1878,6 +1886,7 @@ mod tests {
             expires_ns: now_ns().saturating_sub(1),
             what: Blocked::Hash {
                 sha256: "cd".repeat(32),
+                size: Some(3),
             },
             ..block
         };
@@ -1899,6 +1908,7 @@ mod tests {
         let bad = FleetBlock {
             what: Blocked::Hash {
                 sha256: "not a hash".into(),
+                size: None,
             },
             incident: "inc-3".into(),
             ..lapsed

@@ -168,6 +168,9 @@ pub struct Payload {
     pub path: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+    /// Its size in bytes, when it could be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
     /// Why there is no hash: too large, gone, unreadable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unhashed: Option<String>,

@@ -36,37 +36,51 @@ pub fn of_alert(alert: &Alert) -> BTreeSet<Indicator> {
     out
 }
 
-fn of_event(e: &Event, out: &mut BTreeSet<Indicator>) {
-    let mut file = |path: &Option<String>| {
-        if let Some(path) = path.as_deref().filter(|p| p.starts_with('/')) {
-            out.insert(Indicator::File {
-                path: path.to_owned(),
-            });
+/// One thing an incident's process did, as far as indicators go.
+#[derive(Clone, Copy, Debug)]
+pub enum Act<'a> {
+    /// Wrote, created, renamed into place or made executable this file.
+    Wrote(&'a str),
+    /// Ran this executable.
+    Ran(&'a str),
+    /// Connected to or accepted from this endpoint.
+    Talked(std::net::SocketAddr),
+}
+
+/// What an act left that a release looks for: the one mapping the sensor's alerts and the
+/// controller's hunt hits share. A file written is left behind; a program run is only when
+/// it runs from a staging directory (a system binary the attacker ran is not theirs to take
+/// away); an endpoint other than loopback is one while a connection to it is open.
+pub fn of_act(act: Act<'_>) -> Option<Indicator> {
+    match act {
+        Act::Wrote(path) if path.starts_with('/') => Some(Indicator::File {
+            path: path.to_owned(),
+        }),
+        Act::Ran(exe) if STAGING.iter().any(|d| exe.starts_with(d)) => Some(Indicator::File {
+            path: exe.to_owned(),
+        }),
+        Act::Talked(addr) if !addr.ip().to_canonical().is_loopback() => {
+            Some(Indicator::Endpoint { addr })
         }
-    };
-    match &e.what {
+        _ => None,
+    }
+}
+
+fn of_event(e: &Event, out: &mut BTreeSet<Indicator>) {
+    let act = match &e.what {
         What::Open {
             file: f,
             write,
             create,
             ..
-        } if *write || *create => file(&f.path),
-        What::Rename { to, .. } => file(&to.path),
-        What::Chmod { file: f, .. } => file(&f.path),
-        What::Exec { .. }
-            if e.exe
-                .as_deref()
-                .is_some_and(|x| STAGING.iter().any(|d| x.starts_with(d))) =>
-        {
-            file(&e.exe);
-        }
-        What::Connect { net } | What::Accept { net } => {
-            if let Some(remote) = net.remote.filter(|r| !r.ip().to_canonical().is_loopback()) {
-                out.insert(Indicator::Endpoint { addr: remote });
-            }
-        }
-        _ => {}
-    }
+        } if *write || *create => f.path.as_deref().map(Act::Wrote),
+        What::Rename { to, .. } => to.path.as_deref().map(Act::Wrote),
+        What::Chmod { file: f, .. } => f.path.as_deref().map(Act::Wrote),
+        What::Exec { .. } => e.exe.as_deref().map(Act::Ran),
+        What::Connect { net } | What::Accept { net } => net.remote.map(Act::Talked),
+        _ => None,
+    };
+    out.extend(act.and_then(of_act));
     out.insert(Indicator::Process {
         pid: e.pid,
         start: e.start,
@@ -95,6 +109,7 @@ pub fn payloads(
         })
         .take(MAX_PAYLOADS)
         .map(|path| {
+            let size = std::fs::metadata(&path).ok().map(|m| m.len());
             let (sha256, unhashed) = match std::fs::metadata(&path) {
                 Ok(m) if !m.is_file() => (None, Some("not a regular file".to_owned())),
                 Ok(m) if m.len() > MAX_PAYLOAD_BYTES => (
@@ -113,6 +128,7 @@ pub fn payloads(
             Payload {
                 path,
                 sha256,
+                size,
                 unhashed,
             }
         })
@@ -198,4 +214,33 @@ fn established(proc_root: &Path) -> Vec<SocketAddr> {
         .filter(|s| s.protocol == "tcp" && !s.listening && s.remote.port() != 0)
         .map(|s| s.remote)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_program_run_is_an_indicator_only_from_a_staging_directory() {
+        assert_eq!(
+            of_act(Act::Ran("/tmp/x/payload")),
+            Some(Indicator::File {
+                path: "/tmp/x/payload".into()
+            })
+        );
+        assert_eq!(
+            of_act(Act::Ran("/usr/bin/bash")),
+            None,
+            "a system binary stays"
+        );
+        assert!(of_act(Act::Wrote("/etc/cron.d/x")).is_some());
+        assert_eq!(of_act(Act::Wrote("relative")), None);
+        let out: std::net::SocketAddr = "203.0.113.7:4444".parse().expect("addr");
+        assert_eq!(
+            of_act(Act::Talked(out)),
+            Some(Indicator::Endpoint { addr: out })
+        );
+        let lo: std::net::SocketAddr = "127.0.0.1:80".parse().expect("addr");
+        assert_eq!(of_act(Act::Talked(lo)), None);
+    }
 }
