@@ -278,6 +278,9 @@ pub enum Command {
         /// which a restarted sensor's graph no longer holds.
         #[serde(default)]
         paths: Vec<String>,
+        /// The file's size when known: only files of that size are hashed.
+        #[serde(default)]
+        size: Option<u64>,
     },
     /// Replace the sensor's rules with this set, whole, or keep the ones in force.
     PushRules {

@@ -456,7 +456,10 @@ fn main() -> Result<()> {
                 .enable_all()
                 .build()
                 .context("cannot start the async runtime")?;
-            rt.block_on(run(opts))?;
+            let ran = rt.block_on(run(opts));
+            // A hash sweep still reading files on a blocking thread must not hold the exit.
+            rt.shutdown_timeout(std::time::Duration::from_secs(1));
+            ran?;
         }
         Command::Status { json } => match ask(&state, &Request::Status)? {
             Response::Status(s) if json => println!("{}", serde_json::to_string_pretty(&s)?),

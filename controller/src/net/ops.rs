@@ -602,7 +602,7 @@ async fn sweep(
 ) -> std::io::Result<OpResponse> {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let work = async {
-        crate::services::sweep::start(&shared.fleet, sha256, &mut |done, of| {
+        crate::services::sweep::start(&shared.fleet, sha256, None, &mut |done, of| {
             let _ = tx.send(Progress {
                 done: done as u64,
                 of: Some(of as u64),

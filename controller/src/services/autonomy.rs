@@ -325,13 +325,13 @@ async fn retro_hunt(fleet: &Fleet, host: &str, alert: &Alert, policy: &FleetPoli
         );
         hunted(fleet, &alert.incident, detail, clause);
     }
-    let hashes: BTreeSet<String> = alert
+    let hashes: BTreeSet<(String, Option<u64>)> = alert
         .payloads
         .iter()
-        .filter_map(|p| p.sha256.clone())
+        .filter_map(|p| Some((p.sha256.clone()?, p.size)))
         .collect();
-    for sha256 in hashes {
-        let swept = crate::services::sweep::start(fleet, &sha256, &mut |_, _| {}).await;
+    for (sha256, size) in hashes {
+        let swept = crate::services::sweep::start(fleet, &sha256, size, &mut |_, _| {}).await;
         let detail = match swept {
             Ok(r) => {
                 let found: Vec<String> = r

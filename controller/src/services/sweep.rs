@@ -87,6 +87,7 @@ async fn ask(fleet: &Fleet, sweep: &Sweep, host: &str) -> Option<Answer> {
     .unwrap_or_default();
     let cmd = Command::Sweep {
         sha256: sweep.sha256.clone(),
+        size: sweep.size,
         paths,
     };
     let answer = match fleet.link.command(host, &cmd).await {
@@ -121,6 +122,7 @@ async fn ask(fleet: &Fleet, sweep: &Sweep, host: &str) -> Option<Answer> {
 pub async fn start(
     fleet: &Fleet,
     sha256: &str,
+    size: Option<u64>,
     progress: &mut (dyn FnMut(usize, usize) + Send),
 ) -> Result<Report, SweepError> {
     let sha256 = sha256.to_ascii_lowercase();
@@ -132,6 +134,7 @@ pub async fn start(
         id: format!("sweep-{now:x}"),
         sha256,
         created_ns: now,
+        size,
     };
     lock(&fleet.store).add_sweep(&sweep)?;
     let asked = fleet.link.connected();

@@ -274,6 +274,9 @@ pub struct Sweep {
     pub id: String,
     pub sha256: String,
     pub created_ns: u64,
+    /// The file's size when known (an incident's payload): hosts hash only files of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
 }
 
 /// One host's answer.

@@ -25,7 +25,8 @@ pub const SWEEP_MAX_BYTES: u64 = 256 << 20;
 
 /// Which of `paths` (regular files up to [`SWEEP_MAX_BYTES`]) have the SHA-256 `want`, and
 /// how many were hashed. Files that cannot be read are skipped.
-pub fn sweep(paths: &[String], want: &str) -> (Vec<String>, u64) {
+/// With `size`, only files of that size are hashed (a file of another size cannot match).
+pub fn sweep(paths: &[String], want: &str, size: Option<u64>) -> (Vec<String>, u64) {
     let mut found = Vec::new();
     let mut hashed = 0;
     for p in paths {
@@ -33,7 +34,8 @@ pub fn sweep(paths: &[String], want: &str) -> (Vec<String>, u64) {
         let Ok(meta) = std::fs::metadata(path) else {
             continue;
         };
-        if !meta.is_file() || meta.len() > SWEEP_MAX_BYTES {
+        if !meta.is_file() || meta.len() > SWEEP_MAX_BYTES || size.is_some_and(|s| s != meta.len())
+        {
             continue;
         }
         if let Ok(h) = sha256(path) {

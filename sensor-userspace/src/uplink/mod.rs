@@ -452,7 +452,12 @@ async fn serve_commands(conn: quinn::Connection, ctrl: mpsc::Sender<Envelope>) {
 }
 
 /// Hashes the files the sensor knows and `more`, off its loop, looking for `sha256`.
-async fn sweep(sha256: String, more: Vec<String>, ctrl: &mpsc::Sender<Envelope>) -> CommandReply {
+async fn sweep(
+    sha256: String,
+    more: Vec<String>,
+    size: Option<u64>,
+    ctrl: &mpsc::Sender<Envelope>,
+) -> CommandReply {
     if !sensor_common::protocol::is_sha256(&sha256) {
         return CommandReply::Refused {
             reason: format!("{sha256:?} is not a SHA-256 (64 lower-case hex digits)"),
@@ -470,7 +475,8 @@ async fn sweep(sha256: String, more: Vec<String>, ctrl: &mpsc::Sender<Envelope>)
     paths.sort_unstable();
     paths.dedup();
     let looked_at = paths.len();
-    match tokio::task::spawn_blocking(move || crate::host::hash::sweep(&paths, &sha256)).await {
+    match tokio::task::spawn_blocking(move || crate::host::hash::sweep(&paths, &sha256, size)).await
+    {
         Ok((found, hashed)) => {
             tracing::info!(looked_at, hashed, found = found.len(), "hash sweep done");
             CommandReply::Swept { found, hashed }
@@ -484,7 +490,11 @@ async fn sweep(sha256: String, more: Vec<String>, ctrl: &mpsc::Sender<Envelope>)
 async fn run_command(cmd: Command, ctrl: &mpsc::Sender<Envelope>) -> CommandReply {
     tracing::info!(?cmd, "command from the controller");
     let req = match cmd {
-        Command::Sweep { sha256, paths } => return sweep(sha256, paths, ctrl).await,
+        Command::Sweep {
+            sha256,
+            paths,
+            size,
+        } => return sweep(sha256, paths, size, ctrl).await,
         Command::Isolate { reason, who } => Request::Contain {
             order: Order::Isolate,
             reason,
