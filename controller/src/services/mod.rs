@@ -7,7 +7,10 @@
 //! - [`recovery`]: release after verifying the host is clean of its incidents' indicators;
 //! - [`schedule`]: standing hunts, whose new hits open incidents and may isolate hosts;
 //! - [`sweep`]: hash sweeps, answered by each host's sensor, offline ones on reconnect;
-//! - [`reconcile`]: what a host's connection sets going (converge, catch-up).
+//! - [`reconcile`]: what a host's connection sets going (converge, catch-up), and each alert;
+//! - [`autonomy`]: the fleet's own steps after an alert (fleet blocks, retro-hunts, approval
+//!   deadlines), each kept with its clause of the [`fleet_policy`];
+//! - [`notify`]: telling people (webhook, Slack, PagerDuty), retried and audited.
 
 use std::{future::Future, pin::Pin, sync::Arc};
 
