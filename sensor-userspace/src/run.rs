@@ -1134,29 +1134,33 @@ async fn event_loop(
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut ticks = 0u64;
     loop {
-        let started = Instant::now();
-        let what = tokio::select! {
+        // Each turn is timed from the moment its branch fires, not from the wait.
+        let turn = tokio::select! {
             ready = ring.wait_ready() => {
+                let started = Instant::now();
                 ready.map_err(RunError::RingRead)?;
                 // Output is flushed on the tick (or when its buffer fills), not per batch.
                 ring.drain_now(|bytes| pipeline.ingest(bytes));
                 running.record_alerts(pipeline);
-                "ring"
+                Turn { what: "ring", started }
             }
             Some((req, reply)) = ctrl_rx.recv() => {
+                let started = Instant::now();
                 // Bring the table up to date before answering about it.
                 ring.drain_now(|bytes| pipeline.ingest(bytes));
                 pipeline.flush();
                 let _ = reply.send(running.answer(pipeline, req));
                 running.record_alerts(pipeline);
-                "control request"
+                Turn { what: "control request", started }
             }
             _ = poll.tick() => {
+                let started = Instant::now();
                 ring.drain_now(|bytes| pipeline.ingest(bytes));
                 running.record_alerts(pipeline);
-                "poll"
+                Turn { what: "poll", started }
             }
             _ = tick.tick() => {
+                let started = Instant::now();
                 ticks += 1;
                 ring.drain_now(|bytes| pipeline.ingest(bytes));
                 running.on_tick(pipeline, false);
@@ -1165,17 +1169,18 @@ async fn event_loop(
                 {
                     u.send_delta(pipeline);
                 }
-                "tick"
+                Turn { what: "tick", started }
             }
             _ = sighup.recv() => {
+                let started = Instant::now();
                 // A refused policy is logged; the one in force stays.
                 let _ = running.reload_policy(pipeline);
-                "policy reload"
+                Turn { what: "policy reload", started }
             }
             _ = sigint.recv() => return Ok(()),
             _ = sigterm.recv() => return Ok(()),
         };
-        Turn { what, started }.end();
+        turn.end();
     }
 }
 
