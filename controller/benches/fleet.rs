@@ -235,6 +235,98 @@ async fn stream(sim: &mut Sim, n: usize, deltas: usize, edges: usize) -> Res<()>
     }
 }
 
+/// A real `vigil-controller serve` on a free loopback port, in its own state directory,
+/// answering its operator socket.
+struct Server {
+    _dir: tempfile::TempDir,
+    state: PathBuf,
+    addr: SocketAddr,
+    child: Child,
+}
+
+impl Server {
+    fn start() -> Res<Self> {
+        let dir = tempfile::tempdir()?;
+        let state = dir.path().join("state");
+        let port = std::net::UdpSocket::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let child = Command::new(bin())
+            .args(["serve", "--listen", &addr.to_string(), "--state"])
+            .arg(&state)
+            .env("VIGIL_LOG", "warn")
+            .stdin(Stdio::null())
+            .spawn()?;
+        let server = Self {
+            _dir: dir,
+            state,
+            addr,
+            child,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while ask(&server.state, &OpRequest::Hosts).is_err() {
+            if Instant::now() > deadline {
+                return Err("the controller did not start".into());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(server)
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn ca(&self) -> Res<String> {
+        Ok(std::fs::read_to_string(self.state.join("ca.pem"))?)
+    }
+
+    /// Enrolls `n` simulated hosts, spread over `eps`, each with a token of its own.
+    async fn enroll_all(
+        &self,
+        eps: &[quinn::Endpoint],
+        n: usize,
+    ) -> Res<Vec<(String, String, String)>> {
+        let ca = self.ca()?;
+        let mut ids = Vec::new();
+        for i in 0..n {
+            let token = EnrollToken::parse(&match ask(
+                &self.state,
+                &OpRequest::EnrollToken { ttl_secs: 600 },
+            )? {
+                OpReply::Token { token, .. } => token,
+                other => return Err(format!("a token was asked for: {other:?}").into()),
+            })?;
+            ids.push(enroll(&eps[i % eps.len()], self.addr, &ca, &token, i).await?);
+        }
+        Ok(ids)
+    }
+
+    /// How many hosts are connected now.
+    fn held(&self) -> Res<usize> {
+        match ask(&self.state, &OpRequest::Hosts)? {
+            OpReply::Hosts { hosts } => Ok(hosts.iter().filter(|h| h.connected).count()),
+            other => Err(format!("hosts were asked for: {other:?}").into()),
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+/// A handful of client endpoints (UDP sockets), each carrying many connections.
+fn client_endpoints() -> Res<Vec<quinn::Endpoint>> {
+    Ok((0..8)
+        .map(|_| quinn::Endpoint::client(([127, 0, 0, 1], 0).into()))
+        .collect::<Result<_, _>>()?)
+}
+
 fn main() -> Res<()> {
     let fleet = std::env::args().nth(1).as_deref() == Some("fleet");
     let args: Vec<usize> = std::env::args()
@@ -250,49 +342,19 @@ fn main() -> Res<()> {
     let sensors = args.first().copied().unwrap_or(1000);
     let deltas = args.get(1).copied().unwrap_or(10);
     let edges = args.get(2).copied().unwrap_or(100);
-    let dir = tempfile::tempdir()?;
-    let state = dir.path().join("state");
-    let port = std::net::UdpSocket::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let mut server: Child = Command::new(bin())
-        .args(["serve", "--listen", &addr.to_string(), "--state"])
-        .arg(&state)
-        .env("VIGIL_LOG", "warn")
-        .stdin(Stdio::null())
-        .spawn()?;
-    let pid = server.id();
+    let server = Server::start()?;
+    let (state, addr, pid) = (server.state.clone(), server.addr, server.pid());
     let result = (|| -> Res<()> {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while ask(&state, &OpRequest::Hosts).is_err() {
-            if Instant::now() > deadline {
-                return Err("the controller did not start".into());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
         let idle_kib = rss_kib(pid);
-        let ca = std::fs::read_to_string(state.join("ca.pem"))?;
+        let ca = server.ca()?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()?;
         rt.block_on(async {
-            // A handful of client endpoints (UDP sockets), each carrying many connections.
-            let eps: Vec<quinn::Endpoint> = (0..8)
-                .map(|_| quinn::Endpoint::client(([127, 0, 0, 1], 0).into()))
-                .collect::<Result<_, _>>()?;
+            let eps = client_endpoints()?;
             let t = Instant::now();
-            let mut ids = Vec::new();
-            for n in 0..sensors {
-                let token = EnrollToken::parse(
-                    &match ask(&state, &OpRequest::EnrollToken { ttl_secs: 600 })? {
-                        OpReply::Token { token, .. } => token,
-                        other => return Err(format!("a token was asked for: {other:?}").into()),
-                    },
-                )?;
-                ids.push(enroll(&eps[n % eps.len()], addr, &ca, &token, n).await?);
-            }
+            let ids = server.enroll_all(&eps, sensors).await?;
             println!(
                 "controller: {sensors} sensors enrolled in {:.1} s ({:.1} ms each)",
                 t.elapsed().as_secs_f64(),
@@ -318,10 +380,7 @@ fn main() -> Res<()> {
                     }
                 }
             }
-            let held = match ask(&state, &OpRequest::Hosts)? {
-                OpReply::Hosts { hosts } => hosts.iter().filter(|h| h.connected).count(),
-                other => return Err(format!("hosts were asked for: {other:?}").into()),
-            };
+            let held = server.held()?;
             let rss = rss_kib(pid);
             println!(
                 "controller: {held} of {sensors} simulated sensors connected at once ({failed} failed) in {:.1} s; server RSS {:.1} MiB idle, {:.1} MiB with them: {:.1} KiB per connected sensor",
@@ -377,9 +436,7 @@ fn main() -> Res<()> {
             Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
         })
     })();
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
-    let _ = server.wait();
+    drop(server);
     result
 }
 
@@ -481,46 +538,17 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 /// `fleet SENSORS ROUNDS`: the time from one host's alert reaching the controller to the
 /// payload block being in force on every connected host, each round a new payload.
 fn fleet_bench(sensors: usize, rounds: usize) -> Res<()> {
-    let dir = tempfile::tempdir()?;
-    let state = dir.path().join("state");
-    let port = std::net::UdpSocket::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let mut server: Child = Command::new(bin())
-        .args(["serve", "--listen", &addr.to_string(), "--state"])
-        .arg(&state)
-        .env("VIGIL_LOG", "warn")
-        .stdin(Stdio::null())
-        .spawn()?;
-    let pid = server.id();
-    let result = (|| -> Res<()> {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while ask(&state, &OpRequest::Hosts).is_err() {
-            if Instant::now() > deadline {
-                return Err("the controller did not start".into());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let ca = std::fs::read_to_string(state.join("ca.pem"))?;
+    let server = Server::start()?;
+    let addr = server.addr;
+    (|| -> Res<()> {
+        let ca = server.ca()?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()?;
         rt.block_on(async {
-            let eps: Vec<quinn::Endpoint> = (0..8)
-                .map(|_| quinn::Endpoint::client(([127, 0, 0, 1], 0).into()))
-                .collect::<Result<_, _>>()?;
-            let mut ids = Vec::new();
-            for n in 0..sensors {
-                let token = EnrollToken::parse(
-                    &match ask(&state, &OpRequest::EnrollToken { ttl_secs: 600 })? {
-                        OpReply::Token { token, .. } => token,
-                        other => return Err(format!("a token was asked for: {other:?}").into()),
-                    },
-                )?;
-                ids.push(enroll(&eps[n % eps.len()], addr, &ca, &token, n).await?);
-            }
+            let eps = client_endpoints()?;
+            let ids = server.enroll_all(&eps, sensors).await?;
             let arrived = Arc::new(std::sync::Mutex::new(Vec::new()));
             let mut sims = Vec::new();
             for (n, id) in ids.into_iter().enumerate() {
@@ -528,10 +556,7 @@ fn fleet_bench(sensors: usize, rounds: usize) -> Res<()> {
                 tokio::spawn(answer_commands(s.conn.clone(), arrived.clone()));
                 sims.push(s);
             }
-            let held = match ask(&state, &OpRequest::Hosts)? {
-                OpReply::Hosts { hosts } => hosts.iter().filter(|h| h.connected).count(),
-                other => return Err(format!("hosts were asked for: {other:?}").into()),
-            };
+            let held = server.held()?;
             println!("fleet: {held} simulated sensors connected over QUIC");
             let mut every_host = Vec::new();
             let mut per_host = Vec::new();
@@ -585,9 +610,5 @@ fn fleet_bench(sensors: usize, rounds: usize) -> Res<()> {
             }
             Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
         })
-    })();
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
-    let _ = server.wait();
-    result
+    })()
 }

@@ -400,16 +400,10 @@ impl Store for Sqlite {
     }
 
     fn fleet_steps(&self, incident: &str) -> Result<Vec<FleetStep>, StoreError> {
-        let mut st = self
-            .db
-            .prepare("SELECT body FROM fleet_steps WHERE incident = ?1 ORDER BY rowid")?;
-        let bodies = st
-            .query_map(params![incident], |r| r.get::<_, String>(0))?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(bodies
-            .iter()
-            .map(|b| serde_json::from_str(b))
-            .collect::<Result<_, _>>()?)
+        self.json_rows(
+            "SELECT body FROM fleet_steps WHERE incident = ?1 ORDER BY rowid",
+            params![incident],
+        )
     }
 
     fn first_notice(
