@@ -271,7 +271,7 @@ pub async fn catch_up(fleet: &Fleet, host: &str) {
 }
 
 /// Hunts the fleet for the alert's indicators: its endpoints in every host's history (a
-/// standing hunt of the incident's own, so hosts offline now are found when their graph
+/// standing hunt per endpoint, so hosts offline now are found when their graph
 /// arrives; it isolates what it finds when the policy says so), and its payloads' hashes on
 /// every live host (a sweep; offline hosts answer when they connect).
 async fn retro_hunt(fleet: &Fleet, host: &str, alert: &Alert, policy: &FleetPolicy) {
@@ -281,7 +281,7 @@ async fn retro_hunt(fleet: &Fleet, host: &str, alert: &Alert, policy: &FleetPoli
         Respond::Record
     };
     for addr in endpoints(alert) {
-        let name = retro_name(&alert.incident, &addr.to_string());
+        let name = retro_name(&addr.to_string());
         let query = format!(
             "connections where addr = {} and port = {}",
             addr.ip(),
@@ -300,6 +300,14 @@ async fn retro_hunt(fleet: &Fleet, host: &str, alert: &Alert, policy: &FleetPoli
             .iter()
             .any(|h| h.name == name);
         if known {
+            // One standing hunt per indicator, whatever number of incidents share it: the
+            // fleet's history is scanned once per run, not once per incident.
+            hunted(
+                fleet,
+                &alert.incident,
+                format!("`{query}` is hunted already, as {name}"),
+                "retro-hunt always".into(),
+            );
             continue;
         }
         if let Err(e) = lock(&fleet.store).put_hunt(&standing) {
@@ -386,11 +394,11 @@ fn endpoints(alert: &Alert) -> BTreeSet<std::net::SocketAddr> {
         .collect()
 }
 
-/// A standing hunt's name for an incident's indicator: within the 64 characters a name may
-/// have, and the same for the same indicator.
-fn retro_name(incident: &str, indicator: &str) -> String {
+/// A standing hunt's name for an indicator: within the 64 characters a name may have, and
+/// the same for the same indicator whichever incident found it.
+fn retro_name(indicator: &str) -> String {
     use sha2::Digest as _;
-    let h = sha2::Sha256::digest(format!("{incident}|{indicator}"));
+    let h = sha2::Sha256::digest(indicator);
     format!("{RETRO_PREFIX}{}", sensor_common::protocol::hex(&h[..8]))
 }
 
