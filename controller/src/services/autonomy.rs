@@ -80,11 +80,7 @@ pub async fn on_alert(fleet: &Fleet, host: &str, alert: Alert) {
 /// incident.
 fn escalate(fleet: &Fleet, host: &str, alert: &Alert, policy: &FleetPolicy) {
     let f = &alert.finding;
-    let hostname = lock(&fleet.store)
-        .hosts()
-        .ok()
-        .and_then(|hs| hs.into_iter().find(|h| h.id == host))
-        .map_or_else(|| f.host.clone(), |h| h.hostname);
+    let hostname = crate::services::hostname(fleet, host).unwrap_or_else(|| f.host.clone());
     let notice = Notice {
         incident: alert.incident.clone(),
         host: host.to_owned(),

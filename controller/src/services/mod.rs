@@ -51,6 +51,16 @@ pub fn outcome(r: &Result<CommandReply, LinkError>) -> String {
     }
 }
 
+/// The hostname of host `id`, as it enrolled; None for an unknown host.
+pub fn hostname(fleet: &Fleet, id: &str) -> Option<String> {
+    crate::lock(&fleet.store)
+        .hosts()
+        .ok()?
+        .into_iter()
+        .find(|h| h.id == id)
+        .map(|h| h.hostname)
+}
+
 /// A read-only connection of the store's own for a long read, taken under the lock for an
 /// instant: the read itself holds no lock (see [`crate::store::Store::reader`]).
 pub fn reader(

@@ -136,11 +136,7 @@ pub async fn release(
     lock(&fleet.store).close_incidents(&closed)?;
     // Whoever was told of an incident hears that it closed (PagerDuty resolves it).
     let policy = crate::services::autonomy::policy(fleet);
-    let hostname = lock(&fleet.store)
-        .hosts()
-        .ok()
-        .and_then(|hs| hs.into_iter().find(|h| h.id == host))
-        .map_or_else(|| host.to_owned(), |h| h.hostname);
+    let hostname = crate::services::hostname(fleet, host).unwrap_or_else(|| host.to_owned());
     for c in &closed {
         for t in &policy.escalate {
             fleet.notifier.send(

@@ -109,8 +109,9 @@ pub fn payloads(
         })
         .take(MAX_PAYLOADS)
         .map(|path| {
-            let size = std::fs::metadata(&path).ok().map(|m| m.len());
-            let (sha256, unhashed) = match std::fs::metadata(&path) {
+            let meta = std::fs::metadata(&path);
+            let size = meta.as_ref().ok().map(std::fs::Metadata::len);
+            let (sha256, unhashed) = match meta {
                 Ok(m) if !m.is_file() => (None, Some("not a regular file".to_owned())),
                 Ok(m) if m.len() > MAX_PAYLOAD_BYTES => (
                     None,
