@@ -1023,18 +1023,10 @@ fn rules() -> Result<()> {
     userspace_bench("rules")
 }
 
-/// The sensor-userspace bench binary, running the runs named `which`.
 /// Simulated sensors against a real controller (`controller/benches/fleet.rs`).
 fn controller(sensors: u32, deltas: u32, edges: u32) -> Result<()> {
     println!("== controller ({sensors} simulated sensors, {deltas} deltas of {edges} edges each)");
-    crate::util::cargo(&["build", "--release", "--package", "controller"])?;
-    crate::util::cargo(&[
-        "bench",
-        "--package",
-        "controller",
-        "--bench",
-        "fleet",
-        "--",
+    controller_bench(&[
         &sensors.to_string(),
         &deltas.to_string(),
         &edges.to_string(),
@@ -1044,20 +1036,18 @@ fn controller(sensors: u32, deltas: u32, edges: u32) -> Result<()> {
 /// Fleet blocks to a fleet of simulated sensors (`controller/benches/fleet.rs fleet`).
 fn fleet(sensors: u32, rounds: u32) -> Result<()> {
     println!("== fleet ({sensors} simulated sensors, {rounds} payloads blocked fleet-wide)");
-    crate::util::cargo(&["build", "--release", "--package", "controller"])?;
-    crate::util::cargo(&[
-        "bench",
-        "--package",
-        "controller",
-        "--bench",
-        "fleet",
-        "--",
-        "fleet",
-        &sensors.to_string(),
-        &rounds.to_string(),
-    ])
+    controller_bench(&["fleet", &sensors.to_string(), &rounds.to_string()])
 }
 
+/// The controller's bench binary with `args`, after a release build of the server it runs.
+fn controller_bench(args: &[&str]) -> Result<()> {
+    crate::util::cargo(&["build", "--release", "--package", "controller"])?;
+    let mut cmd = vec!["bench", "--package", "controller", "--bench", "fleet", "--"];
+    cmd.extend_from_slice(args);
+    crate::util::cargo(&cmd)
+}
+
+/// The sensor-userspace bench binary, running the runs named `which`.
 fn userspace_bench(which: &str) -> Result<()> {
     crate::util::cargo(&[
         "bench",
