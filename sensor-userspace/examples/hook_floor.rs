@@ -26,6 +26,7 @@ fn main() -> Result<()> {
         sensitive_names: Vec::new(),
         coalesce_ms: 0,
         env_names: Vec::new(),
+        pin_dir: None,
     })?;
     let prog: &mut TracePoint = loaded
         .ebpf

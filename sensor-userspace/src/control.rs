@@ -206,6 +206,9 @@ pub struct Status {
     /// The action journal: counts, and blocks re-armed at start.
     pub actions: crate::act::ResponseStats,
     pub policy: crate::policy::PolicySummary,
+    /// Where enforcement is pinned, and what this run adopted; None without pins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pins: Option<crate::kernel::pins::PinStatus>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -195,6 +195,14 @@ struct RunArgs {
     /// interfaces'). The controller joins hosts' connections by them.
     #[arg(long = "address", value_name = "IP")]
     addresses: Vec<std::net::IpAddr>,
+    /// The bpffs directory the enforcing programs and maps (exec blocklist, isolation,
+    /// destination blocks) are pinned under, so they stay in force while no sensor runs:
+    /// after a crash, `kill -9` or an upgrade. bpffs is mounted at /sys/fs/bpf when missing.
+    #[arg(long, value_name = "DIR", default_value = sensor_userspace::kernel::pins::DEFAULT_PIN_DIR, conflicts_with = "no_pins")]
+    pin_dir: PathBuf,
+    /// Run without pins: enforcement ends with the process.
+    #[arg(long)]
+    no_pins: bool,
 }
 
 impl RunArgs {
@@ -230,6 +238,7 @@ impl RunArgs {
             enroll: self.enroll,
             scope: self.scope_cgroup,
             addresses: self.addresses,
+            pin_dir: (!self.no_pins).then_some(self.pin_dir),
         }
     }
 }

@@ -101,6 +101,8 @@ pub struct RunOptions {
     pub scope: Option<PathBuf>,
     /// The addresses this host is known by to its peers; empty for its interfaces'.
     pub addresses: Vec<std::net::IpAddr>,
+    /// The bpffs directory enforcement is pinned under; None runs without pins.
+    pub pin_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -271,6 +273,7 @@ impl Running {
                 .unwrap_or_default(),
             actions: self.responder.stats(),
             policy: self.policy_summary(),
+            pins: self.loaded.pin_status.clone(),
         }
     }
 
@@ -790,13 +793,36 @@ fn load_network(
             return None;
         }
     };
-    match crate::act::netguard::KernelNetGuard::take(&mut loaded.ebpf, cgroup, programs) {
+    let pinner = loaded.pins.as_ref().map(crate::kernel::pins::Pins::pinner);
+    match crate::act::netguard::KernelNetGuard::take(&mut loaded.ebpf, cgroup, programs, pinner) {
         Ok(net) => Some(net),
         Err(e) => {
             tracing::error!(error = %e, "network containment is unavailable");
             None
         }
     }
+}
+
+/// Takes over from what an earlier run left pinned: this run's links are attached and its
+/// journal is folded over the adopted maps (in [`assemble`]), so the kernel's maps are
+/// settled to what the journal holds and the earlier links are retired. Enforcement was in
+/// force throughout: the earlier run's links until now, this run's from their attach.
+fn adopt_pins(loaded: &mut Loaded, responder: &mut crate::act::Responder) {
+    let Some(pins) = loaded.pins.as_mut() else {
+        return;
+    };
+    let stale = responder.settle_adopted();
+    let retired = pins.retire_previous();
+    if let Some(status) = loaded.pin_status.as_mut() {
+        status.adopted_links = retired;
+    }
+    tracing::info!(
+        dir = %pins.dir().display(),
+        adopted_maps = loaded.pin_status.as_ref().is_some_and(|s| s.adopted_maps),
+        retired_links = retired,
+        stale_entries = stale,
+        "enforcement pinned; what an earlier run left in force was adopted"
+    );
 }
 
 /// The policy in force at start, and the file it came from: what the controller pushed
@@ -955,6 +981,7 @@ fn assemble(
         sensitive_names: opts.sensitive_names.clone(),
         coalesce_ms: opts.coalesce_ms,
         env_names: opts.env_names.clone(),
+        pin_dir: opts.pin_dir.clone(),
     })?;
     let ring = RingReader::take(&mut loaded.ebpf)?;
     let stats = KernelStats::take(&mut loaded.ebpf)?;
@@ -990,6 +1017,7 @@ fn assemble(
         responder.set_controller(addr);
     }
     responder.apply_policy(&policy);
+    adopt_pins(&mut loaded, &mut responder);
     let detector = crate::detect::Detector::new(
         rules.sigma,
         rules.behaviour,
@@ -1201,8 +1229,15 @@ async fn shut_down(
     }
     pipeline.flush();
     let _ = std::fs::remove_file(state.control_socket());
+    if let Some(pins) = &running.loaded.pins {
+        if running.responder.holds_enforcement() {
+            tracing::info!(dir = %pins.dir().display(), "enforcement in force stays pinned while no sensor runs");
+        } else {
+            pins.remove_all();
+        }
+    }
     tracing::info!("detaching");
-    drop(running); // detaches every program
+    drop(running); // detaches every program that is not pinned
     tracing::info!("detached; vigil-sensor stopped");
 }
 

@@ -143,20 +143,12 @@ impl Controller {
     }
 
     pub fn hosts(&self) -> Vec<Value> {
-        let out = self.ctl(&["hosts", "--json"]);
-        serde_json::from_slice::<Value>(&out.stdout)
-            .ok()
-            .and_then(|v| v.as_array().cloned())
-            .unwrap_or_default()
+        crate::json_array(&self.ctl(&["hosts", "--json"]), "vigil-controller hosts")
     }
 
     /// What the hosts sent of `kind` (`alerts` or `actions`), in order.
     pub fn records(&self, kind: &str) -> Vec<Value> {
-        let out = self.ctl(&[kind]);
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
+        crate::json_lines(&self.ctl(&[kind]), &format!("vigil-controller {kind}"))
     }
 
     /// Waits until `pred` holds of the hosts list.

@@ -46,15 +46,73 @@ pub fn sensor_bin() -> PathBuf {
     bin
 }
 
-/// True when this process may load eBPF programs. Tests that need the kernel call it first and
-/// say clearly that they were skipped, and why, when it is false.
+/// True when this process may load eBPF programs. Tests that need the kernel call it first.
+/// Without root a kernel test fails, naming why, unless skipping was allowed
+/// (`VIGIL_ALLOW_SKIP=1`, which `cargo xtask test --allow-skip` sets): then it is listed as
+/// skipped, so a run that tested no kernel never passes unseen.
 pub fn kernel_tests_enabled(test: &str) -> bool {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIPPED {test}: kernel tests load eBPF programs and must run as root");
+        let why = "kernel tests load eBPF programs and must run as root";
+        assert!(
+            std::env::var_os("VIGIL_ALLOW_SKIP").is_some(),
+            "{test}: {why} (run as root, or `cargo xtask test --allow-skip` to skip them visibly)"
+        );
+        skipped(test, why);
         return false;
     }
     true
+}
+
+/// Says that `test` was skipped and why: on standard error, and in the file
+/// `VIGIL_SKIP_LOG` names, which `cargo xtask test` lists at the end of the run.
+pub fn skipped(test: &str, why: &str) {
+    eprintln!("SKIPPED {test}: {why}");
+    if let Some(log) = std::env::var_os("VIGIL_SKIP_LOG") {
+        use std::io::Write as _;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("open the skip log");
+        writeln!(f, "{test}: {why}").expect("write the skip log");
+    }
+}
+
+/// The JSON lines a command printed, asserting that it succeeded and that every line is
+/// JSON: a failed command is never read as an empty answer.
+pub fn json_lines(out: &Output, what: &str) -> Vec<Value> {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("{what} printed a line that is not JSON ({e}): {l}"))
+        })
+        .collect()
+}
+
+/// The JSON array a command printed, asserting that it succeeded.
+pub fn json_array(out: &Output, what: &str) -> Vec<Value> {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    match serde_json::from_slice::<Value>(&out.stdout) {
+        Ok(Value::Array(items)) => items,
+        other => panic!(
+            "{what} did not print a JSON array ({other:?}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        ),
+    }
 }
 
 /// Runs `vigil-sensor ARGS` to completion.
@@ -155,12 +213,18 @@ impl Sensor {
         let state = dir.path().join("state");
         let events = dir.path().join("events.jsonl");
         let log = std::fs::File::create(dir.path().join("sensor.log"))?;
+        let pins = if extra.contains(&"--pin-dir") || extra.contains(&"--no-pins") {
+            Vec::new()
+        } else {
+            vec![PathBuf::from("--pin-dir"), pin_dir_of(dir.path())]
+        };
         let child = Command::new(sensor_bin())
             .arg("run")
             .arg("--state")
             .arg(&state)
             .arg("--events-out")
             .arg(&events)
+            .args(&pins)
             .args(&policy)
             .args(extra)
             .env("VIGIL_LOG", "info")
@@ -212,6 +276,21 @@ impl Sensor {
 
     pub fn state(&self) -> PathBuf {
         self.dir.path().join("state")
+    }
+
+    /// The bpffs directory this sensor pins its enforcement under (one per sensor: tests run
+    /// several side by side), removed when the handle drops.
+    pub fn pins(&self) -> PathBuf {
+        pin_dir_of(self.dir.path())
+    }
+
+    /// Kills the sensor with SIGKILL, as a crash or the out-of-memory killer would, and waits
+    /// for it to be gone, keeping its state directory and its pins for [`Sensor::resume`].
+    pub fn crash(&mut self) -> Result<()> {
+        let mut child = self.child.take().context("already stopped")?;
+        child.kill().context("SIGKILL the sensor")?;
+        child.wait().context("reap the sensor")?;
+        Ok(())
     }
 
     /// What the sensor logged so far.
@@ -296,24 +375,46 @@ impl Sensor {
         }
     }
 
-    /// Runs `vigil-sensor WHAT --json --state STATE` and returns its standard output.
-    fn json_cmd(&self, what: &str) -> String {
+    /// Runs `vigil-sensor WHAT --json --state STATE`.
+    fn json_cmd(&self, what: &str) -> Output {
         let state = self.state();
-        let out = sensor_cmd(&[what, "--json", "--state", &state.to_string_lossy()]);
-        assert!(
-            out.status.success(),
-            "{what} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        sensor_cmd(&[what, "--json", "--state", &state.to_string_lossy()])
     }
 
     /// Every alert so far (`vigil-sensor alerts --json`).
     pub fn alerts(&self) -> Vec<Value> {
-        self.json_cmd("alerts")
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
+        json_lines(&self.json_cmd("alerts"), "vigil-sensor alerts")
+    }
+
+    /// Every journaled action so far (`vigil-sensor actions --json`).
+    pub fn actions(&self) -> Vec<Value> {
+        json_lines(&self.json_cmd("actions"), "vigil-sensor actions")
+    }
+
+    /// Waits for the first journaled action matching `pred`; fails with the journal, the
+    /// alerts' rules and the sensor's log.
+    pub fn wait_action(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + EVENT_DEADLINE;
+        loop {
+            let all = self.actions();
+            if let Some(a) = all.iter().find(|a| pred(a)) {
+                return a.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no action {what} within {EVENT_DEADLINE:?}; journal:\n{}\nalerts: {:?}\nsensor log:\n{}",
+                all.iter()
+                    .map(Value::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+                self.alerts()
+                    .iter()
+                    .map(|a| a["rule"]["id"].to_string())
+                    .collect::<Vec<_>>(),
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// Waits for the first alert matching `pred`; fails with every alert seen.
@@ -343,10 +444,7 @@ impl Sensor {
 
     /// `vigil-sensor incidents --json`.
     pub fn incidents(&self) -> Vec<Value> {
-        serde_json::from_str::<Value>(&self.json_cmd("incidents"))
-            .ok()
-            .and_then(|v| v.as_array().cloned())
-            .unwrap_or_default()
+        json_array(&self.json_cmd("incidents"), "vigil-sensor incidents")
     }
 
     /// Sends `signal` and waits for the sensor to exit.
@@ -370,24 +468,35 @@ impl Sensor {
 
 impl Drop for Sensor {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            // SAFETY: kill(2) on our own child.
-            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-            // Detaching ~70 tracepoints takes the kernel a few seconds: reap the sensor in
-            // the background rather than hold the test up; kill it if it does not stop.
-            std::thread::spawn(move || {
-                let deadline = Instant::now() + Duration::from_secs(30);
-                while Instant::now() < deadline {
-                    if let Ok(Some(_)) = child.try_wait() {
-                        return;
-                    }
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                let _ = child.kill();
-                let _ = child.wait();
-            });
-        }
+        let pins = self.pins();
+        let Some(mut child) = self.child.take() else {
+            let _ = std::fs::remove_dir_all(&pins);
+            return;
+        };
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        // Detaching ~70 tracepoints takes the kernel a few seconds: reap the sensor in the
+        // background rather than hold the test up; kill it if it does not stop. Its pins go
+        // once it is gone (what it left in force would outlive the test).
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline && !matches!(child.try_wait(), Ok(Some(_))) {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            let _ = std::fs::remove_dir_all(&pins);
+        });
     }
+}
+
+/// The pin directory of the sensor whose test directory is `dir`.
+fn pin_dir_of(dir: &Path) -> PathBuf {
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().replace('.', "_"))
+        .unwrap_or_default();
+    PathBuf::from("/sys/fs/bpf/vigil-e2e").join(name)
 }
 
 /// `deploy/policy.toml` in observe mode, written once per test process (tests start sensors

@@ -80,3 +80,50 @@ fn status_without_a_sensor_is_named() {
         "{err}"
     );
 }
+
+/// A kernel test run without root fails, naming why, unless skipping was allowed: then it
+/// passes as skipped and is listed in the skip log. So a run as an ordinary user never passes
+/// without testing the kernel, unseen.
+#[test]
+fn a_kernel_test_without_root_fails_unless_a_skip_is_allowed_and_listed() {
+    if !kernel_tests_enabled("a_kernel_test_without_root_fails_unless_a_skip_is_allowed") {
+        return;
+    }
+    use std::os::unix::process::CommandExt as _;
+    let me = std::env::current_exe().expect("this test binary");
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .expect("chmod");
+    let log = dir.path().join("skipped.txt");
+    let as_nobody = |allow: bool| {
+        let mut cmd = std::process::Command::new(&me);
+        cmd.args(["--exact", "bad_ring_size_is_named", "--test-threads", "1"])
+            .env_remove("VIGIL_ALLOW_SKIP")
+            .env("VIGIL_SKIP_LOG", &log)
+            .uid(65534)
+            .gid(65534);
+        if allow {
+            cmd.env("VIGIL_ALLOW_SKIP", "1");
+        }
+        cmd.output().expect("run the test binary as nobody")
+    };
+    let refused = as_nobody(false);
+    let said = String::from_utf8_lossy(&refused.stdout).into_owned()
+        + &String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "passed without root: {said}");
+    assert!(
+        said.contains("must run as root") && said.contains("--allow-skip"),
+        "{said}"
+    );
+    let allowed = as_nobody(true);
+    assert!(
+        allowed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&allowed.stderr)
+    );
+    let listed = std::fs::read_to_string(&log).expect("the skip log");
+    assert!(listed.contains("bad_ring_size_is_named"), "{listed}");
+}

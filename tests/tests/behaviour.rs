@@ -318,8 +318,9 @@ fn kernel_module_load() {
             .any(|h| h["target"] == "syscalls/sys_exit_finit_module")
     });
     if skipped {
-        eprintln!(
-            "SKIPPED kernel_module_load: this kernel has no finit_module tracepoint (built without module support); `rules test` covers the rule"
+        vigil_tests::skipped(
+            "kernel_module_load",
+            "this kernel has no finit_module tracepoint (built without module support); `rules test` covers the rule",
         );
         return;
     }

@@ -155,7 +155,7 @@ fn a_benign_workload_calls_no_one_with_the_sigmahq_rules_loaded() {
         return;
     }
     let Some(corpus) = std::env::var_os("VIGIL_SIGMA_DIR") else {
-        eprintln!("SKIPPED {test}: VIGIL_SIGMA_DIR is not set");
+        vigil_tests::skipped(test, "VIGIL_SIGMA_DIR is not set");
         return;
     };
     let _serial = one_at_a_time();

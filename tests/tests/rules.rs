@@ -19,7 +19,7 @@ fn fixtures() -> PathBuf {
 /// the copy beside the checkout when there is one); None, said on standard error, otherwise.
 fn sigma_corpus(test: &str) -> Option<PathBuf> {
     let Some(dir) = std::env::var_os("VIGIL_SIGMA_DIR") else {
-        eprintln!("SKIPPED {test}: VIGIL_SIGMA_DIR is not set");
+        vigil_tests::skipped(test, "VIGIL_SIGMA_DIR is not set");
         return None;
     };
     let dir = PathBuf::from(dir);

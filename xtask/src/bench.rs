@@ -653,6 +653,8 @@ struct Sensor {
     child: Child,
     state: PathBuf,
     bin: PathBuf,
+    /// Its own pin directory, so what a run leaves in force is removed with it.
+    pins: PathBuf,
 }
 
 impl Sensor {
@@ -661,11 +663,14 @@ impl Sensor {
     fn start(dir: &Path, extra: &[&str]) -> Result<Self> {
         let bin = target_dir()?.join("release/vigil-sensor");
         let state = dir.join("state");
+        let pins = PathBuf::from(format!("/sys/fs/bpf/vigil-bench-{}", std::process::id()));
         // No --events-out: the production default, where events feed the graph and the
         // detections; `bench pipeline` measures what the JSON feed adds.
         let child = Command::new(&bin)
             .args(["run", "--state"])
             .arg(&state)
+            .arg("--pin-dir")
+            .arg(&pins)
             .args(extra)
             .args(
                 std::env::var("VIGIL_BENCH_SENSOR_ARGS")
@@ -676,7 +681,12 @@ impl Sensor {
             .stdin(Stdio::null())
             .spawn()
             .with_context(|| format!("cannot start {}", bin.display()))?;
-        let mut s = Self { child, state, bin };
+        let mut s = Self {
+            child,
+            state,
+            bin,
+            pins,
+        };
         let deadline = Instant::now() + Duration::from_secs(60);
         while s.status().is_err() {
             if Instant::now() > deadline {
@@ -726,6 +736,7 @@ impl Drop for Sensor {
         // SAFETY: kill(2) on our own child's pid.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.pins);
     }
 }
 

@@ -37,6 +37,10 @@ enum Task {
     },
     /// Set up, then run every test of the workspace, kernel tests included (root).
     Test {
+        /// Without root, run what does not need the kernel and list every kernel test as
+        /// skipped (without it, `test` refuses to run unless it is root).
+        #[arg(long)]
+        allow_skip: bool,
         /// Extra arguments for `cargo test` (after `--`).
         #[arg(last = true)]
         args: Vec<String>,
@@ -69,7 +73,12 @@ fn main() -> Result<()> {
             util::require_root("cargo xtask run")?;
             run::both(&state, &controller_state, &listen, &args)
         }
-        Task::Test { args } => {
+        Task::Test { allow_skip, args } => {
+            if !util::is_root() && !allow_skip {
+                anyhow::bail!(
+                    "cargo xtask test runs the kernel tests, which load eBPF programs and need root: run it as root (sudo -E cargo xtask test), or pass --allow-skip to run the rest and list each kernel test as skipped"
+                );
+            }
             setup::run()?;
             // The end-to-end tests run the real binary: build it first.
             util::cargo(&[
@@ -84,7 +93,7 @@ fn main() -> Result<()> {
                 test.push("--");
                 test.extend(args.iter().map(String::as_str));
             }
-            util::cargo(&test)
+            util::run_tests(&test, allow_skip)
         }
         Task::Bench { which } => {
             setup::run()?;

@@ -57,6 +57,50 @@ pub fn output(program: &str, args: &[&str]) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Runs `cargo ARGS` (the tests) with a skip log, then lists what was skipped and why; with
+/// `allow_skip`, kernel tests without root are skipped (and listed) rather than failed.
+/// Pins a test sensor left in bpffs are removed before and after.
+pub fn run_tests(args: &[&str], allow_skip: bool) -> Result<()> {
+    let root = workspace_root()?;
+    let log = target_dir()?.join("vigil-skipped.txt");
+    let _ = std::fs::remove_file(&log);
+    remove_test_pins();
+    let status = Command::new(cargo_bin())
+        .args(args)
+        .current_dir(&root)
+        .env("VIGIL_SKIP_LOG", &log)
+        .envs(allow_skip.then_some(("VIGIL_ALLOW_SKIP", "1")))
+        .status()
+        .with_context(|| format!("cannot run cargo {}", args.join(" ")))?;
+    remove_test_pins();
+    let skipped = std::fs::read_to_string(&log).unwrap_or_default();
+    let lines: Vec<&str> = skipped.lines().filter(|l| !l.is_empty()).collect();
+    if lines.is_empty() {
+        println!("== no test was skipped");
+    } else {
+        println!("== {} tests skipped:", lines.len());
+        for l in &lines {
+            println!("   SKIPPED {l}");
+        }
+    }
+    if !status.success() {
+        bail!("cargo {} failed: {status}", args.join(" "));
+    }
+    Ok(())
+}
+
+/// What test sensors pinned under bpffs (each removes its own when it stops; a test
+/// process that exits first leaves them).
+fn remove_test_pins() {
+    for dir in ["/sys/fs/bpf/vigil-e2e"] {
+        if let Err(e) = std::fs::remove_dir_all(dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            eprintln!("cannot remove the test sensors' pins {dir}: {e}");
+        }
+    }
+}
+
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }

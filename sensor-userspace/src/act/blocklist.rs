@@ -27,6 +27,13 @@ pub trait Enforcer: Send {
     fn unblock(&mut self, inode: Option<FileId>, path: Option<&str>) -> Result<(), BlockError>;
     /// Whether blocks reach the kernel (false without kernel programs).
     fn enforced(&self) -> bool;
+    /// Whether any block is in force.
+    fn holds_any(&self) -> bool;
+    /// Removes from the kernel every block no action holds: what an earlier run left in
+    /// adopted maps that the journal, folded over them, does not hold. Returns how many.
+    fn settle_adopted(&mut self) -> Result<usize, BlockError> {
+        Ok(0)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -133,6 +140,32 @@ impl Enforcer for KernelBlocklist {
     fn enforced(&self) -> bool {
         true
     }
+
+    fn holds_any(&self) -> bool {
+        !self.counts.is_empty()
+    }
+
+    fn settle_adopted(&mut self) -> Result<usize, BlockError> {
+        let inodes: Vec<InodeKey> = self
+            .inodes
+            .keys()
+            .flatten()
+            .filter(|k| !self.counts.contains_key(&Key::Inode(*k)))
+            .collect();
+        let paths: Vec<PathKey> = self
+            .paths
+            .keys()
+            .flatten()
+            .filter(|k| !self.counts.contains_key(&Key::Path(*k)))
+            .collect();
+        for k in &inodes {
+            self.inodes.remove(k)?;
+        }
+        for k in &paths {
+            self.paths.remove(k)?;
+        }
+        Ok(inodes.len() + paths.len())
+    }
 }
 
 /// No kernel: blocks are recorded, and reported as not enforced.
@@ -147,6 +180,9 @@ impl Enforcer for NoKernel {
         Ok(())
     }
     fn enforced(&self) -> bool {
+        false
+    }
+    fn holds_any(&self) -> bool {
         false
     }
 }

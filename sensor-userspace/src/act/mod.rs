@@ -418,6 +418,31 @@ impl Responder {
         Ok(r)
     }
 
+    /// Whether anything enforced in the kernel is in force: an exec block, an isolation or a
+    /// destination block. While it is, the pins stay when the sensor stops.
+    pub fn holds_enforcement(&self) -> bool {
+        self.enforcer.holds_any() || self.net.as_ref().is_some_and(KernelNetGuard::in_force)
+    }
+
+    /// Once the journal is folded over maps adopted from an earlier run, removes from them
+    /// what no action holds (a block undone by hand, say, while maps were shared). Returns
+    /// how many entries went.
+    pub fn settle_adopted(&mut self) -> usize {
+        let exec = self.enforcer.settle_adopted().unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot settle the adopted exec blocklist");
+            0
+        });
+        let net = match self.net.as_mut().map(KernelNetGuard::settle_adopted) {
+            Some(Ok(n)) => n,
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "cannot settle the adopted network guard");
+                0
+            }
+            None => 0,
+        };
+        exec + net
+    }
+
     /// The network containment maps, or why there are none.
     fn net(&mut self) -> Result<&mut KernelNetGuard, netguard::NetGuardError> {
         self.net.as_mut().ok_or(netguard::NetGuardError::NotLoaded)

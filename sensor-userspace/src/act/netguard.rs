@@ -19,7 +19,10 @@ use sensor_common::netguard::{
 use serde::{Deserialize, Serialize};
 
 use super::blocklist::{BlocklistError, take_map as map};
-use crate::kernel::cgroup_link::{self, CgroupLinks, CgroupProgram};
+use crate::kernel::{
+    cgroup_link::{self, CgroupLinks, CgroupProgram},
+    pins::LinkPinner,
+};
 
 pub use sensor_common::netguard::Endpoint;
 
@@ -43,6 +46,8 @@ pub enum NetGuardError {
         dest: Endpoint,
         source: aya::maps::MapError,
     },
+    #[error("cannot remove a destination block left by an earlier run: {0}")]
+    Settle(aya::maps::MapError),
     #[error("{0} is not blocked")]
     NotBlocked(Endpoint),
     #[error("cannot lift the block of {dest}: {source}")]
@@ -71,6 +76,8 @@ pub struct KernelNetGuard {
     cgroup: PathBuf,
     programs: Vec<CgroupProgram>,
     links: Option<CgroupLinks>,
+    /// Pins the links while attached, so containment outlives the process.
+    pinner: Option<LinkPinner>,
     guard: Array<MapData, GuardValue>,
     blocks: BpfHashMap<MapData, DestKey, u32>,
     stats: PerCpuArray<MapData, u64>,
@@ -80,16 +87,19 @@ pub struct KernelNetGuard {
 }
 
 impl KernelNetGuard {
-    /// Takes the maps of the loaded `programs`, which it attaches to `cgroup` while needed.
+    /// Takes the maps of the loaded `programs`, which it attaches to `cgroup` while needed
+    /// (pinning the links with `pinner`, when given).
     pub fn take(
         ebpf: &mut Ebpf,
         cgroup: PathBuf,
         programs: Vec<CgroupProgram>,
+        pinner: Option<LinkPinner>,
     ) -> Result<Self, BlocklistError> {
         Ok(Self {
             cgroup,
             programs,
             links: None,
+            pinner,
             guard: map(ebpf, "NET_GUARD", Array::try_from)?,
             blocks: map(ebpf, "DEST_BLOCKS", BpfHashMap::try_from)?,
             stats: map(ebpf, "NET_STATS", PerCpuArray::try_from)?,
@@ -133,14 +143,32 @@ impl KernelNetGuard {
         &self.allow
     }
 
-    fn in_force(&self) -> bool {
+    /// Whether an isolation or a destination block is in force.
+    pub fn in_force(&self) -> bool {
         self.isolations > 0 || !self.counts.is_empty()
+    }
+
+    /// Makes the kernel's maps say exactly what this run holds, once the journal has been
+    /// folded over maps adopted from an earlier run: the guard is rewritten, and a
+    /// destination block no action holds is removed. Returns how many were removed.
+    pub fn settle_adopted(&mut self) -> Result<usize, NetGuardError> {
+        let stale: Vec<DestKey> = self
+            .blocks
+            .keys()
+            .flatten()
+            .filter(|k| !self.counts.contains_key(k))
+            .collect();
+        for key in &stale {
+            self.blocks.remove(key).map_err(NetGuardError::Settle)?;
+        }
+        self.write()?;
+        Ok(stale.len())
     }
 
     /// Attaches the programs, if they are not, before something is put in force.
     fn arm(&mut self) -> Result<(), NetGuardError> {
         if self.links.is_none() {
-            let links = cgroup_link::attach_all(&self.programs, &self.cgroup)
+            let links = cgroup_link::attach_all(&self.programs, &self.cgroup, self.pinner.as_ref())
                 .map_err(|e| NetGuardError::Attach(e.to_string()))?;
             self.links = Some(links);
             tracing::info!(cgroup = %self.cgroup.display(), "network containment programs attached");
@@ -150,7 +178,10 @@ impl KernelNetGuard {
 
     /// Detaches the programs once nothing is in force.
     fn disarm_if_idle(&mut self) {
-        if !self.in_force() && self.links.take().is_some() {
+        if !self.in_force()
+            && let Some(links) = self.links.take()
+        {
+            links.release();
             tracing::info!(cgroup = %self.cgroup.display(), "nothing in force: network containment programs detached");
         }
     }

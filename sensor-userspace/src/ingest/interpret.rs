@@ -232,8 +232,14 @@ pub fn interpret(e: &SyscallEvent, pid: u32, r: &dyn Resolver) -> What {
             let file = file(r, pid, dirfd, path, id);
             let proc_file = file.path.as_deref().and_then(|p| proc_pid_file(p, pid));
             let write = flags & (O_WRONLY | O_RDWR) != 0;
-            // A process's look at its own /proc files is not a sensitive read.
+            // A process's look at its own /proc files is not a sensitive read, and neither is
+            // a file that only shares a process file's name (a `maps` directory elsewhere).
             let own_proc_read = !write && matches!(proc_file, Some(ProcFile::Own));
+            let namesake = proc_file.is_none()
+                && file
+                    .path
+                    .as_deref()
+                    .is_some_and(|p| PROC_FILE_NAMES.contains(&p.rsplit('/').next().unwrap_or(p)));
             What::Open {
                 sysctl: file.path.as_deref().and_then(sysctl_name),
                 target_pid: match proc_file {
@@ -246,7 +252,7 @@ pub fn interpret(e: &SyscallEvent, pid: u32, r: &dyn Resolver) -> What {
                 write,
                 create: flags & O_CREAT != 0,
                 truncate: flags & O_TRUNC != 0,
-                sensitive_read: e.sensitive_read && !own_proc_read,
+                sensitive_read: e.sensitive_read && !own_proc_read && !namesake,
             }
         }
         Syscall::Unlink => What::Unlink {
@@ -575,6 +581,9 @@ enum ProcFile {
     Other(u32),
 }
 
+/// The files of `/proc/PID/` that hold a process's memory, environment or mappings.
+const PROC_FILE_NAMES: [&str; 5] = ["mem", "environ", "maps", "smaps", "pagemap"];
+
 fn proc_pid_file(path: &str, caller: u32) -> Option<ProcFile> {
     let rest = path.strip_prefix("/proc/")?;
     let mut parts = rest.split('/');
@@ -584,7 +593,7 @@ fn proc_pid_file(path: &str, caller: u32) -> Option<ProcFile> {
         parts.next()?;
         last = parts.next()?;
     }
-    if parts.next().is_some() || !matches!(last, "mem" | "environ" | "maps" | "smaps" | "pagemap") {
+    if parts.next().is_some() || !PROC_FILE_NAMES.contains(&last) {
         return None;
     }
     if who == "self" || who == "thread-self" {
@@ -778,6 +787,30 @@ mod tests {
         assert!(
             file_capabilities(&v, 4).is_empty(),
             "too short to hold a set"
+        );
+    }
+
+    #[test]
+    fn a_process_files_namesake_outside_proc_is_not_a_sensitive_read() {
+        let sensitive = |path: &str| {
+            let mut e = event(Syscall::Openat, [(-100i64) as u64, 0, 0, 0, 0, 0], path);
+            e.sensitive_read = true;
+            match interpret(&e, 1, &NoResolver) {
+                What::Open { sensitive_read, .. } => sensitive_read,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert!(sensitive("/proc/4242/maps"), "another process's mappings");
+        assert!(sensitive("/proc/4242/environ"));
+        assert!(
+            !sensitive("/sys/fs/bpf/vigil/maps"),
+            "a directory named maps"
+        );
+        assert!(!sensitive("/home/u/src/game/maps"));
+        assert!(!sensitive("/proc/self/environ"), "its own environment");
+        assert!(
+            sensitive("/etc/shadow"),
+            "other names keep what the kernel said"
         );
     }
 

@@ -14,6 +14,8 @@ use std::{
 
 use aya::programs::ProgramFd;
 
+use super::pins::LinkPinner;
+
 /// `BPF_LINK_CREATE` in `enum bpf_cmd`.
 const BPF_LINK_CREATE: libc::c_long = 28;
 
@@ -35,11 +37,26 @@ pub struct CgroupProgram {
     pub attach: CgroupAttach,
 }
 
-/// Attachments of a set of programs to one cgroup; dropping it detaches them.
+/// Attachments of a set of programs to one cgroup. Dropping it detaches them, unless they
+/// are pinned: then they stay in force until [`CgroupLinks::release`] removes the pins (or a
+/// later run retires them), so a sensor that dies leaves its containment in place.
 #[derive(Debug)]
-pub struct CgroupLinks(
-    #[expect(dead_code, reason = "held for its close, which detaches")] Vec<OwnedFd>,
-);
+pub struct CgroupLinks {
+    #[expect(dead_code, reason = "held for its close, which detaches")]
+    fds: Vec<OwnedFd>,
+    pins: Vec<PathBuf>,
+}
+
+impl CgroupLinks {
+    /// Detaches the links: removes their pins, then closes them.
+    pub fn release(self) {
+        for pin in &self.pins {
+            if let Err(e) = std::fs::remove_file(pin) {
+                tracing::error!(path = %pin.display(), error = %e, "cannot remove a link's pin");
+            }
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
@@ -66,8 +83,13 @@ struct LinkCreateAttr {
     _rest: [u64; 12],
 }
 
-/// Attaches every program to `cgroup`, all or none.
-pub fn attach_all(programs: &[CgroupProgram], cgroup: &Path) -> Result<CgroupLinks, LinkError> {
+/// Attaches every program to `cgroup`, all or none, pinning each link with `pinner` when
+/// given.
+pub fn attach_all(
+    programs: &[CgroupProgram],
+    cgroup: &Path,
+    pinner: Option<&LinkPinner>,
+) -> Result<CgroupLinks, LinkError> {
     let dir = File::open(cgroup).map_err(|source| LinkError::Cgroup {
         path: cgroup.to_owned(),
         source,
@@ -101,5 +123,16 @@ pub fn attach_all(programs: &[CgroupProgram], cgroup: &Path) -> Result<CgroupLin
         // SAFETY: the kernel returned a new fd that nothing else owns.
         links.push(unsafe { OwnedFd::from_raw_fd(fd as i32) });
     }
-    Ok(CgroupLinks(links))
+    let mut pins = Vec::new();
+    for (p, fd) in programs.iter().zip(&links) {
+        let Some(pinner) = pinner else { break };
+        match pinner.pin(&p.name, fd) {
+            Ok(path) => pins.push(path),
+            Err(e) => {
+                // Unpinned, the link still holds while this process runs.
+                tracing::error!(error = %e, "network containment will not outlive this sensor");
+            }
+        }
+    }
+    Ok(CgroupLinks { fds: links, pins })
 }

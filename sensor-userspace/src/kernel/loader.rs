@@ -6,7 +6,9 @@ use aya::{
     Ebpf, EbpfLoader,
     programs::{
         CgroupSkb, CgroupSockAddr, ProgramError, RawTracePoint, TracePoint,
-        raw_trace_point::RawTracePointLink, trace_point::TracePointLink,
+        links::{FdLink, PinnedLink},
+        raw_trace_point::RawTracePointLink,
+        trace_point::TracePointLink,
     },
 };
 use sensor_common::{
@@ -21,6 +23,7 @@ use super::{
     btf::{BtfError, KernelBtf},
     cgroup_link::{CgroupAttach, CgroupProgram},
     layout::{LayoutError, tracepoint_layout},
+    pins::{PINNED_MAPS, PinError, PinStatus, Pins},
     probe::{HookSupport, ProbeError},
     tracefs::{TracefsError, ensure_mounted},
 };
@@ -226,6 +229,13 @@ pub enum LoadError {
         program: String,
         source: Box<ProgramError>,
     },
+    #[error(transparent)]
+    Pins(#[from] PinError),
+    #[error("cannot pin the link of {program}: {source}")]
+    PinLink {
+        program: String,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("cannot attach program {program} to {target}: {source}")]
     Attach {
         program: String,
@@ -247,13 +257,21 @@ pub struct LoadOptions {
     pub coalesce_ms: u32,
     /// Environment variables captured at exec.
     pub env_names: Vec<String>,
+    /// The bpffs directory enforcement is pinned under, so that it outlives the process;
+    /// None runs without pins (enforcement then ends with the process).
+    pub pin_dir: Option<PathBuf>,
 }
+
+/// The program that enforces the exec blocklist: its link is pinned.
+const ENFORCING_PROGRAM: &str = "vigil_exec";
 
 /// One attachment. Dropping it detaches the program.
 enum Link {
     // Held only to be dropped.
     Tracepoint(#[expect(dead_code, reason = "held for its Drop")] TracePointLink),
     Raw(#[expect(dead_code, reason = "held for its Drop")] RawTracePointLink),
+    /// An enforcing link, pinned: dropping it closes this process's reference only.
+    Pinned(#[expect(dead_code, reason = "held for its Drop")] PinnedLink),
 }
 
 /// Threads used to detach. Each tracepoint detach waits out an RCU grace period, mostly under
@@ -292,6 +310,10 @@ pub struct Loaded {
     pub attached: Vec<HookSpec>,
     /// Optional hooks this kernel lacks.
     pub skipped: Vec<HookSpec>,
+    /// Where enforcement is pinned, when it is.
+    pub pins: Option<Pins>,
+    /// What was found pinned at start.
+    pub pin_status: Option<PinStatus>,
 }
 
 fn check_ring_size(bytes: u32) -> Result<(), LoadError> {
@@ -356,14 +378,36 @@ pub fn open(opts: &LoadOptions) -> Result<Loaded, LoadError> {
         tracepoints: tracepoint_layout(&tracefs)?,
     };
     tracing::debug!(?config, "kernel layout resolved");
+    let pins = match &opts.pin_dir {
+        Some(dir) => Some(Pins::open(
+            dir,
+            &super::pins::version_of(EBPF_OBJECT),
+            &format!("{:x}", opts.sensor_tgid),
+        )?),
+        None => None,
+    };
+    let pin_status = pins.as_ref().map(|p| PinStatus {
+        dir: p.dir().to_owned(),
+        adopted_links: p.previous().len(),
+        other_versions: 0,
+        adopted_maps: PINNED_MAPS.iter().all(|m| p.map_pinned(m)),
+    });
+    let map_paths: Vec<(&str, PathBuf)> = pins
+        .as_ref()
+        .map(|p| PINNED_MAPS.iter().map(|m| (*m, p.map_path(m))).collect())
+        .unwrap_or_default();
     // The programs carry no CO-RE relocations (offsets come in through CONFIG), so aya's own
     // parse of the kernel BTF is not needed: drop it rather than hold it during the load.
-    let mut ebpf = EbpfLoader::new()
+    let mut loader = EbpfLoader::new();
+    loader
         .btf(None)
         .override_global("CONFIG", &config, true)
-        .map_max_entries("EVENTS", opts.ring_buffer_bytes)
-        .load(EBPF_OBJECT)
-        .map_err(LoadError::Object)?;
+        .map_max_entries("EVENTS", opts.ring_buffer_bytes);
+    // A pinned map is opened, not created: what is in force carries over from the last run.
+    for (name, path) in &map_paths {
+        loader.map_pin_path(name, path.as_path());
+    }
+    let mut ebpf = loader.load(EBPF_OBJECT).map_err(LoadError::Object)?;
     fill_sensitive_names(&mut ebpf, &opts.sensitive_names)?;
     fill_env_names(&mut ebpf, &opts.env_names)?;
     Ok(Loaded {
@@ -373,6 +417,8 @@ pub fn open(opts: &LoadOptions) -> Result<Loaded, LoadError> {
         tracefs,
         attached: Vec::new(),
         skipped: Vec::new(),
+        pins,
+        pin_status,
     })
 }
 
@@ -496,7 +542,15 @@ impl Loaded {
                 let p: &mut TracePoint = prog.try_into().map_err(attach_err)?;
                 let id = p.attach(category, name).map_err(attach_err)?;
                 let link = p.take_link(id).map_err(attach_err)?;
-                self.links.0.push(Link::Tracepoint(link));
+                match (&self.pins, spec.program == ENFORCING_PROGRAM) {
+                    (Some(pins), true) => match pin_link(pins, &spec.program, link) {
+                        Ok(pinned) => self.links.0.push(Link::Pinned(pinned)),
+                        Err(e) => {
+                            tracing::error!(error = %e, "exec enforcement will not outlive this sensor");
+                        }
+                    },
+                    _ => self.links.0.push(Link::Tracepoint(link)),
+                }
             }
             HookKind::RawTracepoint => {
                 let p: &mut RawTracePoint = prog.try_into().map_err(attach_err)?;
@@ -570,6 +624,24 @@ impl Loaded {
         );
         Ok(())
     }
+}
+
+/// Pins an enforcing tracepoint link as this run's, so that it stays attached without us.
+fn pin_link(pins: &Pins, program: &str, link: TracePointLink) -> Result<PinnedLink, LoadError> {
+    let err = |source: Box<dyn std::error::Error + Send + Sync>| LoadError::PinLink {
+        program: program.to_owned(),
+        source,
+    };
+    let fd = FdLink::try_from(link).map_err(|e| err(Box::new(e)))?;
+    let path = pins.link_path(program);
+    let pinned = fd.pin(&path).map_err(|e| {
+        let detail = std::iter::successors(std::error::Error::source(&e), |e| e.source())
+            .map(ToString::to_string)
+            .fold(e.to_string(), |all, s| format!("{all}: {s}"));
+        err(format!("{}: {detail}", path.display()).into())
+    })?;
+    tracing::info!(path = %path.display(), "exec enforcement pinned");
+    Ok(pinned)
 }
 
 /// Loads and attaches everything: the one call `vigil-sensor run` makes.

@@ -5,6 +5,7 @@ pub mod btf;
 pub mod cgroup_link;
 pub mod layout;
 pub mod loader;
+pub mod pins;
 pub mod probe;
 pub mod ringbuf;
 pub mod tracefs;

@@ -1,0 +1,225 @@
+//! Enforcement that outlives the sensor: what is in force (an exec block, a destination
+//! block) stays in force while no sensor runs, after `kill -9` and across restarts, with no
+//! moment in between when a blocked payload runs or a blocked connection goes through.
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    reason = "a test stops loudly at the first thing that fails"
+)]
+
+use std::{
+    io::{BufRead as _, BufReader, Write as _},
+    os::unix::fs::PermissionsExt as _,
+    path::Path,
+    process::Command,
+    time::Duration,
+};
+
+use serde_json::Value;
+use vigil_tests::{
+    HttpServer, Sensor, kernel_tests_enabled,
+    net::{Cgroup, Peer},
+};
+
+/// Tries, every few milliseconds until told to stop on stdin (or for 120 s at most), to
+/// connect to ADDR:PORT and to run PAYLOAD; prints one line per try: the CLOCK_MONOTONIC
+/// time, whether the connection went through and whether the payload ran (its MARKER file
+/// appeared).
+const ATTEMPTS: &str = r#"
+import os, select, socket, subprocess, sys, time
+addr, port, payload, marker = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+print("started", flush=True)
+end = time.monotonic() + 120
+while time.monotonic() < end:
+    if select.select([sys.stdin], [], [], 0)[0]:
+        break
+    connected = False
+    try:
+        s = socket.create_connection((addr, port), timeout=0.3)
+        connected = True
+        s.close()
+    except OSError:
+        pass
+    try:
+        subprocess.run([payload], timeout=0.5, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    ran = os.path.exists(marker)
+    print(time.monotonic_ns(), int(connected), int(ran), flush=True)
+    time.sleep(0.01)
+print("done", flush=True)
+"#;
+
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec it is given.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
+    assert_eq!(rc, 0, "clock_gettime");
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+fn ctl_ok(s: &Sensor, args: &[&str]) -> String {
+    let out = s.ctl(args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Downloads a payload over loopback HTTP and runs it: the shipped policy kills it,
+/// quarantines it and blocks it at exec. Returns the quarantine record.
+fn quarantined_payload(s: &Sensor, dir: &Path, body: &str) -> Value {
+    let srv = dir.join("srv");
+    std::fs::create_dir(&srv).expect("mkdir");
+    std::fs::write(srv.join("p.sh"), body).expect("write");
+    let http = HttpServer::serve(&srv.to_string_lossy(), &[]);
+    let payload = dir.join("payload");
+    let p = payload.display();
+    let st = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "curl -s -o {p} http://127.0.0.1:{}/p.sh && chmod +x {p} && {p}",
+            http.port
+        ))
+        .status()
+        .expect("run the download");
+    assert!(!st.success(), "the payload was stopped: {st}");
+    drop(http);
+    s.wait_action("quarantining the payload", |r| {
+        r["action"] == "quarantine" && r["status"] == "done"
+    })
+}
+
+#[test]
+fn enforcement_never_lapses_through_kill_9_and_restarts() {
+    if !kernel_tests_enabled("enforcement_never_lapses_through_kill_9_and_restarts") {
+        return;
+    }
+    let _one = vigil_tests::one_at_a_time();
+    let port = 7301;
+    let peer = Peer::new(&[port]);
+    let cg = Cgroup::create();
+    let dir = tempfile::Builder::new()
+        .prefix("vigil-e2e-survive-")
+        .tempdir()
+        .expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let mut s = Sensor::start_containing(&["--cgroup", cg.arg()]).expect("sensor");
+
+    // In force: the payload blocked at exec, and the peer's port refused.
+    let marker = dir.path().join("ran");
+    let body = format!("#!/bin/sh\necho ran > {}\nsleep 10\n", marker.display());
+    let q = quarantined_payload(&s, dir.path(), &body);
+    let dest = format!("{}:{port}", peer.addr);
+    let block = ctl_ok(&s, &["block", "--reason", "test: C2", &dest]);
+    let block_id = block
+        .split_whitespace()
+        .next()
+        .expect("an action id")
+        .to_owned();
+    let _ = std::fs::remove_file(&marker);
+    let payload = dir.path().join("payload");
+    std::fs::write(&payload, &body).expect("re-drop the payload");
+    std::fs::set_permissions(&payload, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let pinned = s.status().expect("status")["pins"].clone();
+    assert!(pinned["dir"].is_string(), "enforcement is pinned: {pinned}");
+
+    // A crash: nothing runs in userspace any more.
+    s.crash().expect("kill -9");
+    let mut attempts = cg.python(
+        ATTEMPTS,
+        &[
+            &peer.addr,
+            &port.to_string(),
+            &payload.to_string_lossy(),
+            &marker.to_string_lossy(),
+        ],
+    );
+    let mut out = BufReader::new(attempts.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    out.read_line(&mut line).expect("read");
+    assert_eq!(line.trim(), "started");
+    std::thread::sleep(Duration::from_millis(1500));
+    let down_until = monotonic_ns();
+
+    // Back on the observe policy (what is in force comes from the journal, not the policy;
+    // observing, it does not act on the test's own loop), then a clean stop and a start.
+    let observe = vigil_tests::observe_policy().expect("observe policy");
+    let observe = observe.to_str().expect("utf-8");
+    let s = s
+        .resume(&["--cgroup", cg.arg(), "--policy", observe])
+        .expect("restart after the crash");
+    let adopted = s.status().expect("status")["pins"].clone();
+    assert!(
+        adopted["adopted_maps"] == true && adopted["adopted_links"].as_u64() >= Some(2),
+        "the restarted sensor took over what the crashed one left pinned: {adopted}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let s = s
+        .restart(&["--cgroup", cg.arg(), "--policy", observe])
+        .expect("a clean restart");
+    std::thread::sleep(Duration::from_millis(500));
+
+    let stdin = attempts.stdin.as_mut().expect("stdin");
+    stdin.write_all(b"stop\n").expect("stop the attempts");
+    let mut tries = Vec::new();
+    for l in out.lines() {
+        let l = l.expect("read");
+        if l == "done" {
+            break;
+        }
+        let f: Vec<u64> = l
+            .split_whitespace()
+            .map(|x| x.parse().expect("a number"))
+            .collect();
+        tries.push((f[0], f[1] == 1, f[2] == 1));
+    }
+    let _ = attempts.wait();
+    let while_down = tries.iter().filter(|(t, ..)| *t < down_until).count();
+    let connected = tries.iter().filter(|(_, c, _)| *c).count();
+    let ran = tries.iter().filter(|(.., r)| *r).count();
+    eprintln!(
+        "restart gap: {connected} connections and {ran} runs of the blocked payload got through in {} tries ({while_down} with no sensor running)",
+        tries.len()
+    );
+    assert!(
+        while_down >= 5,
+        "the attempts spanned the time with no sensor: {while_down} tries"
+    );
+    assert_eq!(connected, 0, "a blocked connection went through");
+    assert_eq!(ran, 0, "the blocked payload ran");
+
+    // Nothing in force any more: a clean stop removes every pin.
+    let pins = s.pins();
+    ctl_ok(&s, &["undo", &block_id]);
+    std::fs::remove_file(&payload).expect("make room for the quarantined original");
+    ctl_ok(&s, &["undo", q["id"].as_str().expect("id")]);
+    let mut s = s;
+    s.stop().expect("stop");
+    let left: Vec<_> = walk(&pins);
+    assert!(left.is_empty(), "pins left with nothing in force: {left:?}");
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .flat_map(|e| {
+            let p = e.path();
+            if p.is_dir() {
+                let mut v = walk(&p);
+                v.push(p);
+                v
+            } else {
+                vec![p]
+            }
+        })
+        .collect()
+}
