@@ -209,6 +209,9 @@ pub struct Status {
     /// Where enforcement is pinned, and what this run adopted; None without pins.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pins: Option<crate::kernel::pins::PinStatus>,
+    /// Alerts the log could not write yet (a full disk), and any dropped.
+    #[serde(default)]
+    pub alert_log: crate::triage::alerts::AlertLogStats,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

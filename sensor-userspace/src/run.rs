@@ -219,7 +219,20 @@ impl Running {
             &pipeline.graph,
         );
         records.iter().for_each(log_action);
+        let waiting = self.alert_log.stats().unwritten;
+        if waiting > 0 {
+            match self.alert_log.retry() {
+                Ok(()) => tracing::warn!(
+                    alerts = waiting,
+                    "alerts that could not be written are written now"
+                ),
+                Err(e) => {
+                    tracing::debug!(alerts = waiting, error = %e, "alerts still cannot be written")
+                }
+            }
+        }
     }
+
     fn status<S: Sink>(&self, pipeline: &Pipeline<S, Detection>) -> Status {
         let events = EventKind::ALL
             .iter()
@@ -274,6 +287,7 @@ impl Running {
             actions: self.responder.stats(),
             policy: self.policy_summary(),
             pins: self.loaded.pin_status.clone(),
+            alert_log: self.alert_log.stats(),
         }
     }
 
@@ -722,7 +736,7 @@ impl Running {
         }
         self.alerts_raised += alerts.len() as u64;
         if let Err(e) = self.alert_log.append(&alerts) {
-            tracing::error!(path = %self.alert_log.path().display(), error = %e, "cannot write alerts");
+            tracing::error!(path = %self.alert_log.path().display(), error = %e, waiting = self.alert_log.stats().unwritten, "cannot write alerts: they are kept and retried");
         }
     }
 

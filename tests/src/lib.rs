@@ -201,9 +201,10 @@ impl Sensor {
         Self::start_in(dir, extra, self.observing)
     }
 
-    /// Starts the sensor on `dir` with `extra`; with `observe`, on the observe policy unless
+    /// Starts the sensor on `dir` (its state in `dir/state`, which may be prepared, as a
+    /// small filesystem, say) with `extra`; with `observe`, on the observe policy unless
     /// `extra` names a policy.
-    fn start_in(dir: tempfile::TempDir, extra: &[&str], observe: bool) -> Result<Self> {
+    pub fn start_in(dir: tempfile::TempDir, extra: &[&str], observe: bool) -> Result<Self> {
         let observing = observe && !extra.contains(&"--policy");
         let policy = if observing {
             vec![PathBuf::from("--policy"), observe_policy()?]

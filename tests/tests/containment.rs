@@ -346,6 +346,82 @@ fn freeze_stops_a_tree_and_its_later_children_and_undo_thaws_it() {
     let _ = tree.wait();
 }
 
+/// A cgroup that only looks like one of the sensor's (named `vigil-*`) is not taken for one:
+/// freezing a process in it freezes that process's tree alone, in a group of the sensor's
+/// own, and the undo leaves the foreign group where it was.
+#[test]
+fn a_foreign_vigil_named_cgroup_is_never_taken_for_the_sensors_own() {
+    if !kernel_tests_enabled("a_foreign_vigil_named_cgroup_is_never_taken_for_the_sensors_own") {
+        return;
+    }
+    let _one = vigil_tests::one_at_a_time();
+    let cg = Cgroup::create();
+    let foreign = cg.path.join("vigil-foreign");
+    std::fs::create_dir(&foreign).expect("make the foreign group");
+    let sensor = Sensor::start_with(&["--cgroup", cg.arg()]).expect("sensor");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let writer = |path: &Path| {
+        let code = format!(
+            "import time\nfor i in range(3000):\n    open({:?}, 'a').write('x')\n    time.sleep(0.02)\n",
+            path.to_string_lossy()
+        );
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "echo $$ > {}/cgroup.procs && exec python3 -c \"$0\"",
+                foreign.display()
+            ))
+            .arg(code)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn a writer in the foreign group")
+    };
+    let (target, bystander) = (dir.path().join("target"), dir.path().join("bystander"));
+    let mut t = writer(&target);
+    let mut b = writer(&bystander);
+    let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while size(&target) < 3 || size(&bystander) < 3 {
+        assert!(Instant::now() < deadline, "the writers did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let id = order(
+        &sensor,
+        &["freeze", &t.id().to_string(), "--reason", "test"],
+    );
+    let rec = record(&sensor, &id);
+    assert_eq!(rec["status"], "done", "{rec}");
+    let group = PathBuf::from(rec["undo"]["group"]["path"].as_str().expect("group"));
+    assert_ne!(
+        group, foreign,
+        "the foreign group was taken for the sensor's: {rec}"
+    );
+    assert_eq!(rec["undo"]["group"]["created"], true, "{rec}");
+    let (st, sb) = (size(&target), size(&bystander));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(size(&target), st, "the target is frozen");
+    assert!(
+        size(&bystander) > sb,
+        "the bystander in the foreign group runs on"
+    );
+    let foreign_events =
+        std::fs::read_to_string(foreign.join("cgroup.events")).expect("foreign events");
+    assert!(foreign_events.contains("frozen 0"), "{foreign_events}");
+
+    order(&sensor, &["undo", &id]);
+    assert!(foreign.is_dir(), "the undo left the foreign group alone");
+    let procs = std::fs::read_to_string(foreign.join("cgroup.procs")).expect("procs");
+    assert!(
+        procs.lines().any(|p| p == t.id().to_string()),
+        "the thawed target is back in its own group: {procs}"
+    );
+    for c in [&mut t, &mut b] {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
 #[test]
 fn a_reverse_shell_to_a_remote_peer_gets_its_destination_blocked_and_isolation_waits_for_approval()
 {

@@ -223,3 +223,133 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
         })
         .collect()
 }
+
+/// A tmpfs mounted for the test, unmounted on drop.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(at: &Path, size: &str) -> Self {
+        std::fs::create_dir_all(at).expect("mount point");
+        let st = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(at)
+            .status()
+            .expect("run mount");
+        assert!(st.success(), "mount a tmpfs at {}", at.display());
+        Self(at.to_owned())
+    }
+
+    /// Fills it to the last byte.
+    fn fill(&self) -> std::path::PathBuf {
+        let f = self.0.join("filler");
+        let _ = Command::new("dd")
+            .args(["if=/dev/zero", "bs=64k"])
+            .arg(format!("of={}", f.display()))
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("run dd");
+        f
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// A full disk under the state directory: an action that cannot be journaled is refused and
+/// rolled back (the tree is not left frozen with no record and no undo), alerts wait in
+/// memory and are counted in `status`, and everything is written once space returns.
+#[test]
+fn a_full_disk_refuses_unjournaled_actions_and_keeps_alerts_until_space_returns() {
+    if !kernel_tests_enabled("a_full_disk_refuses_unjournaled_actions") {
+        return;
+    }
+    let _one = vigil_tests::one_at_a_time();
+    let cg = Cgroup::create();
+    let dir = tempfile::Builder::new()
+        .prefix("vigil-e2e-full-")
+        .tempdir()
+        .expect("tempdir");
+    let disk = SmallDisk::mount(&dir.path().join("state"), "4m");
+    let s = Sensor::start_in(dir, &["--cgroup", cg.arg()], true).expect("sensor");
+    let out = tempfile::tempdir().expect("tempdir");
+    let marks = out.path().join("marks");
+    let code = format!(
+        "import time\nfor i in range(3000):\n    open({:?}, 'a').write('x')\n    time.sleep(0.02)\n",
+        marks.to_string_lossy()
+    );
+    let mut writer = cg.python(&code, &[]);
+    let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    while size(&marks) < 3 {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let filler = disk.fill();
+    let before = s.actions().len();
+    let refused = s.ctl(&["freeze", &writer.id().to_string(), "--reason", "test"]);
+    assert!(
+        !refused.status.success(),
+        "a freeze that cannot be journaled is refused"
+    );
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("journal"), "{said}");
+    let grown = size(&marks);
+    std::thread::sleep(Duration::from_millis(400));
+    assert!(size(&marks) > grown, "the refused freeze was rolled back");
+    assert_eq!(s.actions().len(), before, "no record was half written");
+    let st = s.status().expect("status");
+    assert!(
+        st["actions"]["unjournaled"].as_u64() >= Some(1),
+        "{}",
+        st["actions"]
+    );
+
+    // An alert raised meanwhile waits, counted.
+    let read = Command::new("cat")
+        .arg("/etc/shadow")
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("cat");
+    assert!(read.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while s.status().expect("status")["alert_log"]["unwritten"].as_u64() < Some(1) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the unwritten alert is counted: {}",
+            s.status().expect("status")["alert_log"]
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // Space returns: the alert is written, and actions are journaled again.
+    std::fs::remove_file(&filler).expect("free the disk");
+    s.wait_alert("the alert kept while the disk was full", |a| {
+        a["rule"]["id"] == "vigil-credential-read"
+            && a["process"]["exe"]
+                .as_str()
+                .is_some_and(|e| e.ends_with("/cat"))
+    });
+    assert_eq!(s.status().expect("status")["alert_log"]["unwritten"], 0);
+    let id = ctl_ok(
+        &s,
+        &["freeze", &writer.id().to_string(), "--reason", "test"],
+    );
+    let id = id
+        .split_whitespace()
+        .next()
+        .expect("an action id")
+        .to_owned();
+    ctl_ok(&s, &["undo", &id]);
+    let _ = writer.kill();
+    let _ = writer.wait();
+    drop(s);
+    std::thread::sleep(Duration::from_millis(300));
+}

@@ -413,9 +413,17 @@ async fn answer(shared: &Shared, req: &OpRequest, who: &str) -> OpResponse {
             order(shared, host, &cmd).await
         }
         OpRequest::PushRules { set } => {
-            let rules = match crate::services::push::set_rules(&shared.fleet, set) {
-                Ok(n) => n,
-                Err(e) => return err(e),
+            // Loading and testing every rule is CPU work: off the runtime that serves the
+            // hosts, so a hostile set delays no one's telemetry.
+            let (fleet, checked) = (shared.fleet.clone(), set.clone());
+            let rules = match tokio::task::spawn_blocking(move || {
+                crate::services::push::set_rules(&fleet, &checked)
+            })
+            .await
+            {
+                Ok(Ok(n)) => n,
+                Ok(Err(e)) => return err(e),
+                Err(e) => return err(format!("the rule set check did not finish: {e}")),
             };
             let cmd = Command::PushRules {
                 set: set.clone(),

@@ -148,6 +148,8 @@ pub struct Responder {
     prefix: String,
     next: u64,
     restored: usize,
+    /// Actions that could not be journaled.
+    unjournaled: u64,
     /// When the action [`Responder::execute`] is carrying out took hold, if before its record
     /// (see [`Record::effective_ns`]); taken by the record.
     took_hold_ns: Option<u64>,
@@ -163,6 +165,10 @@ pub struct ResponseStats {
     pub restored: usize,
     pub baseline_files: usize,
     pub network: NetStats,
+    /// Actions that could not be journaled (a full disk): each was rolled back where it
+    /// could be, so nothing stays in force without a record.
+    #[serde(default)]
+    pub unjournaled: u64,
 }
 
 fn verb_name(a: Action) -> &'static str {
@@ -358,6 +364,7 @@ impl Responder {
             prefix: format!("{started_ns:x}"),
             next,
             restored: 0,
+            unjournaled: 0,
             took_hold_ns: None,
         };
         let rearm: Vec<(String, Option<FileId>, Option<String>)> = r
@@ -518,6 +525,7 @@ impl Responder {
             in_force: count(State::InForce),
             pending: count(State::Pending),
             restored: self.restored,
+            unjournaled: self.unjournaled,
             baseline_files: self.baseline.len(),
             network: self
                 .net
@@ -566,11 +574,26 @@ impl Responder {
         }
     }
 
+    /// Journals `r`. An action that was carried out but cannot be journaled (a full disk) is
+    /// rolled back by its undo, so that nothing is in force that the journal does not hold
+    /// and no one could undo; one whose undo is impossible (a kill) stands, and the log says
+    /// so. Either way it counts in `status` (`unjournaled`).
     fn append(&mut self, r: Record) -> Option<Record> {
+        let done_act = matches!(r.action, Verb::Act(_))
+            && r.status == Status::Done
+            && r.settles.is_none()
+            && !matches!(r.undo, Undo::Impossible { .. } | Undo::NothingToUndo);
+        let (id, undo) = (r.id.clone(), r.undo.clone());
         match self.journal.append(r) {
             Ok(r) => Some(r.clone()),
             Err(e) => {
-                tracing::error!(error = %e, "cannot journal an action");
+                self.unjournaled += 1;
+                if done_act {
+                    let (status, detail) = self.reverse(&id, &undo);
+                    tracing::error!(action = %id, error = %e, rolled_back = ?status, %detail, "cannot journal an action: it was rolled back, so nothing is in force without a record");
+                } else {
+                    tracing::error!(action = %id, error = %e, "cannot journal an action");
+                }
                 None
             }
         }
@@ -1164,7 +1187,21 @@ impl Responder {
             .as_deref()
             .ok_or_else(|| std::io::Error::other("no cgroup v2 mount"))?;
         let root = members.first().map_or(0, |(p, _)| *p);
-        let (group, created) = match TreeGroup::holding(root, mount, parent, GROUP_PREFIX) {
+        // Only a group one of our own records holds is ours: a foreign `vigil-*` is not.
+        let ours: Vec<&Path> = self
+            .journal
+            .records()
+            .iter()
+            .filter(|r| self.journal.state(&r.id) == Some(State::InForce))
+            .filter_map(|r| match &r.undo {
+                Undo::Thaw { group }
+                | Undo::LiftBlock {
+                    group: Some(group), ..
+                } => Some(group.path.as_path()),
+                _ => None,
+            })
+            .collect();
+        let (group, created) = match TreeGroup::holding(root, mount, &ours) {
             Some(g) => (g, false),
             None => (
                 TreeGroup::create(parent, &format!("{GROUP_PREFIX}{id}"))?,

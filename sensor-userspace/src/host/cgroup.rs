@@ -80,16 +80,13 @@ impl TreeGroup {
         Self { path }
     }
 
-    /// The response's group (named `prefix`...) under `parent` that `pid` is already in, if
-    /// any: a second containment of the same tree joins it rather than pulling the tree out
-    /// (out of a frozen group would thaw it).
-    pub fn holding(pid: u32, mount: &Path, parent: &Path, prefix: &str) -> Option<Self> {
+    /// The group `pid` is already in, when it is one of `ours` (the groups the response's
+    /// own records hold, never a group recognised by its name): a second containment of the
+    /// same tree joins it rather than pulling the tree out (out of a frozen group would thaw
+    /// it).
+    pub fn holding(pid: u32, mount: &Path, ours: &[&Path]) -> Option<Self> {
         let path = mount.join(of_pid(pid)?.trim_start_matches('/'));
-        let named = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with(prefix));
-        (named && path.parent() == Some(parent)).then_some(Self { path })
+        ours.contains(&path.as_path()).then_some(Self { path })
     }
 
     /// Moves each process (with all its threads) in; returns the pids that moved, each with

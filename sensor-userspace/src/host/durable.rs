@@ -48,27 +48,56 @@ impl SyncedFile {
         })
     }
 
-    /// Opens (or creates, mode 0600) the append-only log at `path`.
+    /// Opens (or creates, mode 0600) the append-only log at `path`. A torn last line (a
+    /// power cut or a full disk mid-write) is ended with a newline first, so that it stays
+    /// one unreadable line, counted by readers, and the next record starts a line of its own
+    /// rather than being glued to the fragment and lost with it.
     pub fn open_log(path: &Path) -> std::io::Result<Self> {
         use std::os::unix::fs::OpenOptionsExt as _;
-        let file = std::fs::OpenOptions::new()
+        let mut file = std::fs::OpenOptions::new()
             .create(true)
+            .read(true)
             .append(true)
             .mode(0o600)
             .open(path)?;
+        if ends_torn(&file)? {
+            file.write_all(b"\n")?;
+            file.sync_data()?;
+            tracing::warn!(path = %path.display(), "the last line was torn (a crash or a full disk mid-write): ended it, to be skipped and counted");
+        }
         Self::new(file, path)
     }
 
-    /// Appends `bytes` in one write and asks for a sync. An error is the write's own; a sync
-    /// that fails is logged by the syncer.
+    /// Appends `bytes` in one write and asks for a sync. An error is the write's own, and
+    /// then nothing of `bytes` stays in the file (a write cut short by a full disk is cut
+    /// off again), so a retry never doubles a part; a sync that fails is logged by the
+    /// syncer.
     pub fn append(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        self.file.write_all(bytes)?;
+        let before = self.file.metadata()?.len();
+        if let Err(e) = self.file.write_all(bytes) {
+            if let Err(t) = self.file.set_len(before) {
+                tracing::error!(error = %t, "cannot cut a failed append off the log");
+            }
+            return Err(e);
+        }
         if let Some(tx) = &self.dirty {
             // Full: a sync is already due, and it will cover this write.
             let _ = tx.try_send(());
         }
         Ok(())
     }
+}
+
+/// Whether `file` is not empty and does not end in a newline.
+fn ends_torn(file: &File) -> std::io::Result<bool> {
+    use std::os::unix::fs::FileExt as _;
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(false);
+    }
+    let mut last = [0u8; 1];
+    file.read_exact_at(&mut last, len - 1)?;
+    Ok(last[0] != b'\n')
 }
 
 impl Drop for SyncedFile {
@@ -187,6 +216,25 @@ fn run(job: Job) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_torn_last_line_is_ended_before_the_next_append() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("log.jsonl");
+        std::fs::write(&path, b"{\"a\":1}\n{\"b\":").expect("write a torn log");
+        let mut log = SyncedFile::open_log(&path).expect("open");
+        log.append(b"{\"c\":3}\n").expect("append");
+        drop(log);
+        let read = crate::host::jsonl::read::<serde_json::Value>(&path).expect("read");
+        assert_eq!(read.records.len(), 2, "the record after the tear is kept");
+        assert_eq!(read.records[1]["c"], 3);
+        assert_eq!(read.unreadable, 1, "the fragment is one counted line");
+        assert!(!read.torn);
+        // A whole file is left as it is.
+        let before = std::fs::read(&path).expect("read");
+        drop(SyncedFile::open_log(&path).expect("reopen"));
+        assert_eq!(std::fs::read(&path).expect("read"), before);
+    }
 
     #[test]
     fn appends_are_in_the_file_at_once_and_after_drop() {

@@ -185,10 +185,27 @@ pub enum AlertLogError {
     },
 }
 
-/// `STATE/alerts.jsonl`, append-only, mode 0600.
+/// `STATE/alerts.jsonl`, append-only, mode 0600. Alerts that cannot be written (a full
+/// disk) are kept and written with the next ones or at the next retry, up to
+/// [`UNWRITTEN_MAX`]; beyond that the oldest are dropped, and counted.
 pub struct AlertLog {
     path: PathBuf,
     file: crate::host::durable::SyncedFile,
+    /// Serialized alerts not yet written, oldest first, one line each.
+    unwritten: std::collections::VecDeque<Vec<u8>>,
+    dropped: u64,
+}
+
+/// Most alerts kept in memory while the log cannot be written.
+pub const UNWRITTEN_MAX: usize = 10_000;
+
+/// What the alert log could not write, for `status`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertLogStats {
+    /// Alerts waiting to be written (retried on every tick).
+    pub unwritten: usize,
+    /// Alerts dropped because too many waited.
+    pub dropped: u64,
 }
 
 impl AlertLog {
@@ -202,21 +219,42 @@ impl AlertLog {
         Ok(Self {
             path: path.to_owned(),
             file,
+            unwritten: std::collections::VecDeque::new(),
+            dropped: 0,
         })
     }
 
     /// Appends alerts: an alert written is an alert kept (synced within one sync, off the
-    /// event loop).
+    /// event loop). When the write fails they wait, with any written before, for the next.
     pub fn append(&mut self, alerts: &[Alert]) -> std::io::Result<()> {
-        if alerts.is_empty() {
+        for a in alerts {
+            let mut line = serde_json::to_vec(a)?;
+            line.push(b'\n');
+            if self.unwritten.len() >= UNWRITTEN_MAX {
+                self.unwritten.pop_front();
+                self.dropped += 1;
+            }
+            self.unwritten.push_back(line);
+        }
+        self.retry()
+    }
+
+    /// Writes what waits, in order, all at once or not at all.
+    pub fn retry(&mut self) -> std::io::Result<()> {
+        if self.unwritten.is_empty() {
             return Ok(());
         }
-        let mut buf = Vec::new();
-        for a in alerts {
-            serde_json::to_writer(&mut buf, a)?;
-            buf.push(b'\n');
+        let buf: Vec<u8> = self.unwritten.iter().flatten().copied().collect();
+        self.file.append(&buf)?;
+        self.unwritten.clear();
+        Ok(())
+    }
+
+    pub fn stats(&self) -> AlertLogStats {
+        AlertLogStats {
+            unwritten: self.unwritten.len(),
+            dropped: self.dropped,
         }
-        self.file.append(&buf)
     }
 
     pub fn path(&self) -> &Path {

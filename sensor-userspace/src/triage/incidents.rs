@@ -466,9 +466,17 @@ pub fn story(
 }
 
 impl IncidentBook {
+    /// The book of this host, with the incidents saved at `path` by earlier runs read back
+    /// (so their pending actions can still be approved or denied, and a new incident does
+    /// not overwrite them). A file that cannot be read is moved aside, named in the log, and
+    /// the sensor starts with none.
     pub fn new(host: String, started_ns: u64, policy: Policy, path: Option<PathBuf>) -> Self {
+        let earlier = path
+            .as_deref()
+            .map(|p| read_back(p, started_ns))
+            .unwrap_or_default();
         Self {
-            incidents: Vec::new(),
+            incidents: earlier,
             host,
             id_prefix: format!("{started_ns:x}"),
             next: 0,
@@ -809,6 +817,31 @@ impl Drop for Writer {
     }
 }
 
+/// The incidents saved at `path`; an unreadable file is renamed aside (`.unreadable-<ns>`)
+/// rather than overwritten by the next save.
+fn read_back(path: &Path, started_ns: u64) -> Vec<Incident> {
+    match read(path) {
+        Ok(earlier) => {
+            if !earlier.is_empty() {
+                tracing::info!(path = %path.display(), incidents = earlier.len(), "incidents of earlier runs read back");
+            }
+            earlier
+        }
+        Err(e) => {
+            let aside = path.with_extension(format!("json.unreadable-{started_ns:x}"));
+            match std::fs::rename(path, &aside) {
+                Ok(()) => {
+                    tracing::error!(path = %path.display(), kept = %aside.display(), error = %e, "the saved incidents cannot be read: kept aside, starting with none")
+                }
+                Err(re) => {
+                    tracing::error!(path = %path.display(), error = %e, rename_error = %re, "the saved incidents cannot be read, nor moved aside")
+                }
+            }
+            Vec::new()
+        }
+    }
+}
+
 /// Reads a saved `incidents.json`.
 pub fn read(path: &Path) -> std::io::Result<Vec<Incident>> {
     match std::fs::read_to_string(path) {
@@ -948,6 +981,48 @@ mod tests {
 
     fn book(policy: Policy) -> IncidentBook {
         IncidentBook::new("h".into(), 1, policy, None)
+    }
+
+    #[test]
+    fn a_restart_reads_the_incidents_back_and_keeps_an_unreadable_file_aside() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("incidents.json");
+        let (mut t, g, _, child) = world();
+        let policy = Policy::shipped().expect("policy");
+        let first_id = {
+            let mut b = IncidentBook::new("h".into(), 1, policy.clone(), Some(path.clone()));
+            let f = finding("a", child.pid, child.start, RuleSource::Sigma, Level::High);
+            b.triage(f, &mut t, &g, &BootClock::fixed(0));
+            b.incidents()[0].id.clone()
+        };
+        let mut b = IncidentBook::new("h".into(), 2, policy.clone(), Some(path.clone()));
+        assert!(
+            b.get(&first_id).is_some(),
+            "the earlier run's incident is back"
+        );
+        let f = finding("b", 99, 5, RuleSource::Sigma, Level::High);
+        b.triage(f, &mut t, &g, &BootClock::fixed(0));
+        drop(b);
+        let saved = read(&path).expect("read");
+        assert_eq!(
+            saved.len(),
+            2,
+            "the new incident did not overwrite the earlier one"
+        );
+
+        std::fs::write(&path, b"[{\"id\": \"torn").expect("corrupt");
+        let b = IncidentBook::new("h".into(), 3, policy, Some(path.clone()));
+        assert!(b.incidents().is_empty());
+        let aside: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("list")
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().contains("unreadable"))
+            .collect();
+        assert_eq!(
+            aside.len(),
+            1,
+            "the unreadable file is kept aside, not overwritten"
+        );
     }
 
     #[test]

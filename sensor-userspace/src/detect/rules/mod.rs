@@ -94,6 +94,7 @@ impl LoadReport {
 
 /// Parses one rule file of either kind.
 pub fn parse(text: &str, file: &Path) -> Result<Rule, RuleError> {
+    sigma::rule::check_shape(text, file)?;
     let doc: serde_norway::Value =
         serde_norway::from_str(text).map_err(|e| RuleError::from_yaml(file, &e))?;
     if doc.get("detection").is_some() {

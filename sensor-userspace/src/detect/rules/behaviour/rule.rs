@@ -332,6 +332,7 @@ fn compile_selector(doc: SelectorDoc, in_sequence: bool) -> Result<Selector, (St
 
 impl BehaviourRule {
     pub fn parse(text: &str, file: &Path) -> Result<Self, RuleError> {
+        crate::detect::rules::sigma::rule::check_shape(text, file)?;
         let doc: RuleDoc =
             serde_norway::from_str(text).map_err(|e| RuleError::from_yaml(file, &e))?;
         let invalid = |needle: &str, reason: String| RuleError::Invalid {

@@ -38,6 +38,89 @@ pub enum RuleError {
     },
 }
 
+/// Most bytes in one rule file: the largest SigmaHQ Linux rule is under 10 KB.
+pub const MAX_RULE_BYTES: usize = 1 << 20;
+
+/// Deepest nesting of YAML collections in a rule: real rules nest a handful of levels. The
+/// YAML parser takes time quadratic in the depth, so deeper files are refused before it runs.
+pub const MAX_YAML_DEPTH: usize = 64;
+
+/// Refuses a rule file too large or nested too deep to parse in bounded time, before any
+/// YAML parser sees it.
+pub fn check_shape(text: &str, file: &Path) -> Result<(), RuleError> {
+    let invalid = |line: Option<usize>, reason: String| RuleError::Invalid {
+        file: file.to_owned(),
+        line,
+        reason,
+    };
+    if text.len() > MAX_RULE_BYTES {
+        return Err(invalid(
+            None,
+            format!(
+                "{} bytes: a rule file holds at most {MAX_RULE_BYTES}",
+                text.len()
+            ),
+        ));
+    }
+    match yaml_depth(text) {
+        (depth, line) if depth > MAX_YAML_DEPTH => Err(invalid(
+            Some(line),
+            format!("nested deeper than {MAX_YAML_DEPTH} levels"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// An upper bound of how deep a YAML text nests, and the first line where it is deepest: flow
+/// brackets outside quotes, plus block levels (indentation steps and `- ` entries).
+fn yaml_depth(text: &str) -> (usize, usize) {
+    let mut indents: Vec<usize> = Vec::new();
+    let mut flow = 0usize;
+    let (mut deepest, mut at) = (0usize, 1usize);
+    for (n, line) in text.lines().enumerate() {
+        let body = line.trim_start_matches(' ');
+        if body.is_empty() || body.starts_with('#') {
+            continue;
+        }
+        let indent = line.len() - body.len();
+        if flow == 0 {
+            while indents.last().is_some_and(|&i| i > indent) {
+                indents.pop();
+            }
+            if indents.last() != Some(&indent) {
+                indents.push(indent);
+            }
+        }
+        let dashes = body
+            .split_inclusive(' ')
+            .take_while(|w| w.trim_end() == "-")
+            .count();
+        let mut quote: Option<char> = None;
+        for c in body.chars() {
+            match (quote, c) {
+                (Some(q), c) if c == q => quote = None,
+                (Some(_), _) => {}
+                (None, '\'' | '"') => quote = Some(c),
+                (None, '#') => break,
+                (None, '[' | '{') => {
+                    flow += 1;
+                    let d = indents.len() + dashes + flow;
+                    if d > deepest {
+                        (deepest, at) = (d, n + 1);
+                    }
+                }
+                (None, ']' | '}') => flow = flow.saturating_sub(1),
+                _ => {}
+            }
+        }
+        let d = indents.len() + dashes + flow;
+        if d > deepest {
+            (deepest, at) = (d, n + 1);
+        }
+    }
+    (deepest, at)
+}
+
 impl RuleError {
     /// A YAML syntax (or shape) error, with its place in the file.
     pub fn from_yaml(file: &Path, e: &serde_norway::Error) -> Self {
@@ -202,6 +285,7 @@ fn text_field(doc: &Value, key: &str) -> Option<String> {
 impl SigmaRule {
     // Long by design: the Sigma fields in the order the specification lists them, each checked where it is read.
     pub fn parse(text: &str, file: &Path) -> Result<Self, RuleError> {
+        check_shape(text, file)?;
         let doc: Value =
             serde_norway::from_str(text).map_err(|e| RuleError::from_yaml(file, &e))?;
         let invalid = |needle: &str, reason: String| RuleError::Invalid {
@@ -522,6 +606,41 @@ mod tests {
     use std::{borrow::Cow, collections::HashMap};
 
     use super::*;
+
+    #[test]
+    fn deep_or_huge_yaml_is_refused_quickly_before_the_parser_runs() {
+        let file = Path::new("deep.yml");
+        let flow = format!(
+            "id: x\nmatch:\n  where: {}{}\n",
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        let block: String = (0..500).fold("id: y\nmatch:\n".to_owned(), |mut s, i| {
+            s.push_str(&" ".repeat(2 * (i + 1)));
+            s.push_str("a:\n");
+            s
+        });
+        let dashes = format!("{}x\n", "- ".repeat(10_000));
+        for text in [&flow, &block, &dashes] {
+            let started = std::time::Instant::now();
+            let err = check_shape(text, file).expect_err("refused");
+            assert!(err.to_string().contains("nested deeper"), "{err}");
+            assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        }
+        let huge = "x".repeat(MAX_RULE_BYTES + 1);
+        assert!(check_shape(&huge, file).is_err());
+        // Every shipped rule passes, with room to spare.
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/rules");
+        for e in std::fs::read_dir(&shipped).expect("deploy/rules").flatten() {
+            let text = std::fs::read_to_string(e.path()).expect("read");
+            let (depth, _) = yaml_depth(&text);
+            assert!(
+                depth <= MAX_YAML_DEPTH / 4,
+                "{}: {depth}",
+                e.path().display()
+            );
+        }
+    }
 
     struct Ev(Category, HashMap<&'static str, &'static str>);
     impl SigmaFields for Ev {
