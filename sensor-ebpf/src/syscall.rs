@@ -45,6 +45,11 @@ const AF_UNIX: u16 = 1;
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
 const BPF_PROG_LOAD: u64 = 5;
+/// `BPF_PROG_GET_FD_BY_ID`, `BPF_MAP_GET_FD_BY_ID`, `BPF_LINK_GET_FD_BY_ID`: a handle on an
+/// object another process made (the sensor's own, when someone tampers with it).
+const BPF_PROG_GET_FD_BY_ID: u64 = 13;
+const BPF_MAP_GET_FD_BY_ID: u64 = 14;
+const BPF_LINK_GET_FD_BY_ID: u64 = 30;
 /// Bytes of a path scanned for its file name when checking the sensitive set.
 const NAME_SCAN: usize = 256;
 const REGS_WORDS: usize = REGS_SPAN_MAX as usize / 8;
@@ -541,6 +546,16 @@ fn deliver(sys: Syscall, ret: i64, a: [u64; 6], mut fl: u16, opened: *const u8, 
                     SHORT_STR as u32,
                     a[2] as *const _,
                 );
+            }
+            Syscall::Bpf
+                if matches!(
+                    a[0],
+                    BPF_PROG_GET_FD_BY_ID | BPF_MAP_GET_FD_BY_ID | BPF_LINK_GET_FD_BY_ID
+                ) =>
+            {
+                // The id asked for: the first u32 of the attr for each of these commands.
+                let id: u32 = bpf_probe_read_user(a[1] as *const u32).unwrap_or(0);
+                (&raw mut (*head).extra).cast::<u32>().write_unaligned(id);
             }
             Syscall::Bpf if a[0] == BPF_PROG_LOAD => {
                 let prog_type: u32 = bpf_probe_read_user(a[1] as *const u32).unwrap_or(u32::MAX);

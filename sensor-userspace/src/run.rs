@@ -1019,6 +1019,8 @@ fn assemble(
         crate::act::blocklist::KernelBlocklist::take(&mut loaded.ebpf)?,
     );
     let net = load_network(&mut loaded, opts.cgroup.clone());
+    // Every program is loaded now: their ids, their maps' and the pinned links' are ours.
+    me.add_bpf_objects(loader::own_objects());
     let mut responder = crate::act::Responder::open(
         state.path(),
         enforcer,
@@ -1175,6 +1177,7 @@ async fn event_loop(
     let mut poll = tokio::time::interval(poll_interval);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut ticks = 0u64;
+    let mut watchdog = Watchdog::ready();
     loop {
         // Each turn is timed from the moment its branch fires, not from the wait.
         let turn = tokio::select! {
@@ -1206,6 +1209,7 @@ async fn event_loop(
                 ticks += 1;
                 ring.drain_now(|bytes| pipeline.ingest(bytes));
                 running.on_tick(pipeline, false);
+                watchdog.pet();
                 if let Some(u) = uplink
                     && ticks.is_multiple_of(GRAPH_DELTA_TICKS)
                 {
@@ -1226,6 +1230,42 @@ async fn event_loop(
     }
 }
 
+/// The service manager's watchdog (`WatchdogSec=` in the unit, `sd_notify(3)`): petted from
+/// the event loop's tick, so a loop that stalls (not only a process that dies) is restarted.
+/// Without a service manager asking for it, it does nothing.
+struct Watchdog {
+    every: Option<Duration>,
+    last: Instant,
+}
+
+impl Watchdog {
+    /// Says the sensor is ready, and reads the watchdog's interval.
+    fn ready() -> Self {
+        if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+            tracing::warn!(error = %e, "cannot tell the service manager the sensor is ready");
+        }
+        let every = sd_notify::watchdog_enabled().map(|timeout| timeout / 2);
+        if let Some(e) = every {
+            tracing::info!(
+                every_ms = e.as_millis() as u64,
+                "service manager watchdog on"
+            );
+        }
+        Self {
+            every,
+            last: Instant::now(),
+        }
+    }
+
+    fn pet(&mut self) {
+        let Some(every) = self.every else { return };
+        if self.last.elapsed() >= every {
+            self.last = Instant::now();
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+        }
+    }
+}
+
 /// Drains what is left, runs the remediations still waiting for their writer (now, not
 /// never), closes the uplink and detaches every program.
 async fn shut_down(
@@ -1235,6 +1275,7 @@ async fn shut_down(
     uplink: Option<Uplink>,
     state: &StateDir,
 ) {
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     ring.drain_now(|bytes| pipeline.ingest(bytes));
     running.record_alerts(pipeline);
     running.on_tick(pipeline, true);

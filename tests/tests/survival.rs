@@ -353,3 +353,189 @@ fn a_full_disk_refuses_unjournaled_actions_and_keeps_alerts_until_space_returns(
     drop(s);
     std::thread::sleep(Duration::from_millis(300));
 }
+
+/// Takes a handle, by id, on the eBPF map `MAP_ID` (`bpf(BPF_MAP_GET_FD_BY_ID)`), as any tool
+/// that means to rewrite a map it did not make must.
+const MAP_BY_ID: &str = r#"
+import ctypes, struct, sys
+libc = ctypes.CDLL(None, use_errno=True)
+attr = ctypes.create_string_buffer(struct.pack("I", int(sys.argv[1])) + bytes(124))
+fd = libc.syscall(321, 14, attr, 128)
+print("fd", fd, ctypes.get_errno(), flush=True)
+"#;
+
+/// The map ids a process holds, from its /proc/PID/fdinfo.
+fn map_ids_of(pid: u32) -> Vec<u32> {
+    let dir = format!("/proc/{pid}/fdinfo");
+    std::fs::read_dir(&dir)
+        .expect("fdinfo")
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .filter_map(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("map_id:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .collect()
+}
+
+/// A process that takes a handle on one of the sensor's maps by id raises a critical alert
+/// naming the sensor's object; a handle on a map that is not the sensor's raises none.
+#[test]
+fn a_handle_taken_on_the_sensors_maps_is_a_critical_alert() {
+    if !kernel_tests_enabled("a_handle_taken_on_the_sensors_maps_is_a_critical_alert") {
+        return;
+    }
+    let s = Sensor::start().expect("sensor");
+    let ids = map_ids_of(s.pid());
+    assert!(!ids.is_empty(), "the sensor holds maps");
+    let run = |id: u32| {
+        let out = Command::new("python3")
+            .args(["-c", MAP_BY_ID, &id.to_string()])
+            .output()
+            .expect("run python");
+        let said = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{said}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        said
+    };
+    let target = ids[0];
+    let said = run(target);
+    assert!(!said.starts_with("fd -1"), "the handle was taken: {said}");
+    let alert = s.wait_alert("for the handle on the sensor's map", |a| {
+        a["rule"]["id"] == "vigil-sensor-tampering-bpf"
+    });
+    assert_eq!(alert["rule"]["severity"], "critical", "{alert}");
+    // A handle on a map of the test's own making (alive while it is taken) is seen, and is
+    // not the sensor's: no alert for it.
+    let mine = Command::new("python3")
+        .args([
+            "-c",
+            r#"
+import ctypes, struct
+libc = ctypes.CDLL(None, use_errno=True)
+# BPF_MAP_CREATE: an array of one u32.
+attr = ctypes.create_string_buffer(struct.pack("IIII", 2, 4, 4, 1) + bytes(112))
+fd = libc.syscall(321, 0, attr, 128)
+info = open("/proc/self/fdinfo/%d" % fd).read()
+mid = int([l.split()[1] for l in info.splitlines() if l.startswith("map_id:")][0])
+get = ctypes.create_string_buffer(struct.pack("I", mid) + bytes(124))
+print(mid, libc.syscall(321, 14, get, 128), flush=True)
+"#,
+        ])
+        .output()
+        .expect("make a map and take a handle on it");
+    let said = String::from_utf8_lossy(&mine.stdout).into_owned();
+    assert!(
+        mine.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&mine.stderr)
+    );
+    let mut words = said.split_whitespace();
+    let foreign: u64 = words.next().and_then(|w| w.parse().ok()).expect("a map id");
+    let fd: i64 = words.next().and_then(|w| w.parse().ok()).expect("an fd");
+    assert!(fd >= 0, "the handle on its own map was taken: {said}");
+    let mut s = s;
+    s.wait_event("for the handle on the test's own map", |e| {
+        e["kind"] == "bpf" && e["object_id"].as_u64() == Some(foreign)
+    })
+    .expect("the near miss was seen");
+    std::thread::sleep(Duration::from_millis(300));
+    let tamper = s
+        .alerts()
+        .iter()
+        .filter(|a| a["rule"]["id"] == "vigil-sensor-tampering-bpf")
+        .count();
+    assert_eq!(
+        tamper, 1,
+        "only the handle on the sensor's map raised the alert"
+    );
+}
+
+/// Deletes the first entry of the sensor's destination-block map (found by its name among
+/// the maps the sensor holds, MAP_IDS), as a tamperer with root would.
+const DELETE_FIRST_BLOCK: &str = r#"
+import ctypes, struct, sys
+libc = ctypes.CDLL(None, use_errno=True)
+def bpf(cmd, attr):
+    buf = ctypes.create_string_buffer(attr + bytes(128 - len(attr)))
+    return libc.syscall(321, cmd, buf, 128)
+for mid in map(int, sys.argv[1:]):
+    fd = bpf(14, struct.pack("I", mid))
+    if fd < 0:
+        continue
+    # BPF_OBJ_GET_INFO_BY_FD: struct bpf_map_info, its name at byte 24.
+    info = ctypes.create_string_buffer(128)
+    if bpf(15, struct.pack("IIQ", fd, 128, ctypes.addressof(info))) != 0:
+        continue
+    if info.raw[24:40].split(b"\0")[0] != b"DEST_BLOCKS":
+        continue
+    key = ctypes.create_string_buffer(32)
+    # BPF_MAP_GET_NEXT_KEY with no key: the first one; then BPF_MAP_DELETE_ELEM.
+    if bpf(4, struct.pack("IIQQ", fd, 0, 0, ctypes.addressof(key))) != 0:
+        print("empty", flush=True)
+        sys.exit(0)
+    rc = bpf(3, struct.pack("IIQ", fd, 0, ctypes.addressof(key)))
+    print("deleted" if rc == 0 else "kept", flush=True)
+    sys.exit(0)
+print("none", flush=True)
+"#;
+
+/// Another process deleting a destination block from the kernel's map does not lift it: the
+/// sensor finds the map no longer says what its journal holds, puts the block back, and
+/// counts the repair.
+#[test]
+fn a_block_deleted_from_the_kernel_by_another_process_is_put_back() {
+    if !kernel_tests_enabled("a_block_deleted_from_the_kernel_by_another_process_is_put_back") {
+        return;
+    }
+    let _one = vigil_tests::one_at_a_time();
+    let port = 7302;
+    let peer = Peer::new(&[port]);
+    let cg = Cgroup::create();
+    let s = Sensor::start_with(&["--cgroup", cg.arg()]).expect("sensor");
+    ctl_ok(
+        &s,
+        &[
+            "block",
+            "--reason",
+            "test: C2",
+            &format!("{}:{port}", peer.addr),
+        ],
+    );
+    assert!(
+        !vigil_tests::net::reaches(&vigil_tests::net::probe(&cg, &peer.addr, &[port]), port),
+        "blocked"
+    );
+    let ids: Vec<String> = map_ids_of(s.pid()).iter().map(u32::to_string).collect();
+    let mut args = vec!["-c", DELETE_FIRST_BLOCK];
+    args.extend(ids.iter().map(String::as_str));
+    let out = Command::new("python3")
+        .args(&args)
+        .output()
+        .expect("run the tamperer");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "deleted",
+        "the tamperer deleted the block from the kernel's map: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while s.status().expect("status")["actions"]["repaired"].as_u64() < Some(1) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sensor did not repair the map"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        !vigil_tests::net::reaches(&vigil_tests::net::probe(&cg, &peer.addr, &[port]), port),
+        "blocked again"
+    );
+    s.wait_alert("for the handle the tamperer took", |a| {
+        a["rule"]["id"] == "vigil-sensor-tampering-bpf"
+    });
+}

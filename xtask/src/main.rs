@@ -1,6 +1,7 @@
 //! `cargo xtask`: set up the eBPF toolchain, build, run, test and benchmark Vigil.
 
 mod bench;
+mod fuzz;
 mod run;
 mod setup;
 mod util;
@@ -44,6 +45,15 @@ enum Task {
         /// Extra arguments for `cargo test` (after `--`).
         #[arg(last = true)]
         args: Vec<String>,
+    },
+    /// Run the fuzz targets (tests/fuzz: everything that parses outside input), each for a
+    /// bounded time; installs cargo-fuzz when it is missing. A crash fails the run.
+    Fuzz {
+        /// One target (default: every one).
+        target: Option<String>,
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
     },
     /// Benchmarks, each measured without and with the sensor in one run.
     Bench {
@@ -94,6 +104,10 @@ fn main() -> Result<()> {
                 test.extend(args.iter().map(String::as_str));
             }
             util::run_tests(&test, allow_skip)
+        }
+        Task::Fuzz { target, seconds } => {
+            setup::run()?;
+            fuzz::run(target.as_deref(), seconds)
         }
         Task::Bench { which } => {
             setup::run()?;

@@ -34,6 +34,11 @@ pub trait Enforcer: Send {
     fn settle_adopted(&mut self) -> Result<usize, BlockError> {
         Ok(0)
     }
+    /// Puts back every block held that is missing from the kernel (deleted by another
+    /// process). Returns how many. Entries no action holds go with [`Self::settle_adopted`].
+    fn restore_missing(&mut self) -> Result<usize, BlockError> {
+        Ok(0)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -165,6 +170,24 @@ impl Enforcer for KernelBlocklist {
             self.paths.remove(k)?;
         }
         Ok(inodes.len() + paths.len())
+    }
+
+    fn restore_missing(&mut self) -> Result<usize, BlockError> {
+        let mut restored = 0;
+        for key in self.counts.keys() {
+            let present = match key {
+                Key::Inode(i) => self.inodes.get(i, 0).is_ok(),
+                Key::Path(p) => self.paths.get(p, 0).is_ok(),
+            };
+            if !present {
+                match key {
+                    Key::Inode(i) => self.inodes.insert(i, 1, 0)?,
+                    Key::Path(p) => self.paths.insert(p, 1, 0)?,
+                }
+                restored += 1;
+            }
+        }
+        Ok(restored)
     }
 }
 

@@ -96,6 +96,7 @@ mod tests {
         let me = SensorSelf {
             pid: std::process::id(),
             paths: vec!["/var/lib/vigil/".into()],
+            ..SensorSelf::default()
         };
         assert_eq!(process(1, &policy, &me), Err(Refusal::Init));
         assert_eq!(process(me.pid, &policy, &me), Err(Refusal::Sensor));

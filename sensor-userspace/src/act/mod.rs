@@ -150,6 +150,8 @@ pub struct Responder {
     restored: usize,
     /// Actions that could not be journaled.
     unjournaled: u64,
+    /// Enforcement entries another process changed, put back.
+    repaired: u64,
     /// When the action [`Responder::execute`] is carrying out took hold, if before its record
     /// (see [`Record::effective_ns`]); taken by the record.
     took_hold_ns: Option<u64>,
@@ -169,6 +171,9 @@ pub struct ResponseStats {
     /// could be, so nothing stays in force without a record.
     #[serde(default)]
     pub unjournaled: u64,
+    /// Entries of the kernel's enforcement maps another process changed, put back.
+    #[serde(default)]
+    pub repaired: u64,
 }
 
 fn verb_name(a: Action) -> &'static str {
@@ -365,6 +370,7 @@ impl Responder {
             next,
             restored: 0,
             unjournaled: 0,
+            repaired: 0,
             took_hold_ns: None,
         };
         let rearm: Vec<(String, Option<FileId>, Option<String>)> = r
@@ -429,6 +435,38 @@ impl Responder {
     /// destination block. While it is, the pins stay when the sensor stops.
     pub fn holds_enforcement(&self) -> bool {
         self.enforcer.holds_any() || self.net.as_ref().is_some_and(KernelNetGuard::in_force)
+    }
+
+    /// Compares what is in force in the kernel's maps with what the journal holds, and puts
+    /// it right: a block deleted by another process is put back, an entry no action holds is
+    /// removed, the isolation switch is rewritten. Each repair is logged as tampering and
+    /// counted (`status` actions.repaired).
+    pub fn repair_enforcement(&mut self) -> usize {
+        let exec = self
+            .enforcer
+            .restore_missing()
+            .and_then(|m| Ok(m + self.enforcer.settle_adopted()?))
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "cannot check the exec blocklist");
+                0
+            });
+        let net = match self.net.as_mut().map(KernelNetGuard::repair) {
+            Some(Ok(n)) => n,
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "cannot check the network guard");
+                0
+            }
+            None => 0,
+        };
+        if exec + net > 0 {
+            tracing::error!(
+                exec_blocklist = exec,
+                network = net,
+                "the kernel's enforcement maps were changed by another process: put back as the journal holds them"
+            );
+            self.repaired += (exec + net) as u64;
+        }
+        exec + net
     }
 
     /// Once the journal is folded over maps adopted from an earlier run, removes from them
@@ -526,6 +564,7 @@ impl Responder {
             pending: count(State::Pending),
             restored: self.restored,
             unjournaled: self.unjournaled,
+            repaired: self.repaired,
             baseline_files: self.baseline.len(),
             network: self
                 .net
@@ -554,6 +593,7 @@ impl Responder {
             out.extend(self.second_pass(d, policy, &incident, graph));
         }
         out.extend(self.expire());
+        self.repair_enforcement();
         // Tainted files keep their baseline; the rest take in an administrator's edits.
         self.baseline.refresh();
         out

@@ -115,6 +115,12 @@ impl KernelNetGuard {
     }
 
     fn write(&mut self) -> Result<(), NetGuardError> {
+        let value = self.guard_value();
+        self.guard.set(0, value, 0).map_err(NetGuardError::Guard)
+    }
+
+    /// What `NET_GUARD` holds when it says what this run holds.
+    fn guard_value(&self) -> GuardValue {
         let mut value = GuardValue {
             isolated: u32::from(self.isolations > 0),
             allowed: 0,
@@ -126,7 +132,7 @@ impl KernelNetGuard {
             *slot = Allowed::new(e.addr, e.port.unwrap_or(0));
             value.allowed += 1;
         }
-        self.guard.set(0, value, 0).map_err(NetGuardError::Guard)
+        value
     }
 
     /// Sets what stays reachable while isolated (loopback always does). Applies at once to
@@ -141,6 +147,27 @@ impl KernelNetGuard {
 
     pub fn allowed(&self) -> &[Endpoint] {
         &self.allow
+    }
+
+    /// Makes the kernel's maps say what this run holds again after another process changed
+    /// them: a held destination block put back, one no action holds removed, the guard
+    /// rewritten when it differs. Returns how many entries were wrong.
+    pub fn repair(&mut self) -> Result<usize, NetGuardError> {
+        let mut wrong = 0;
+        for key in self.counts.keys() {
+            if self.blocks.get(key, 0).is_err() {
+                self.blocks
+                    .insert(key, 1, 0)
+                    .map_err(NetGuardError::Settle)?;
+                wrong += 1;
+            }
+        }
+        let expected = self.guard_value();
+        if self.guard.get(&0, 0).ok() != Some(expected) {
+            wrong += 1;
+        }
+        wrong += self.settle_adopted()?;
+        Ok(wrong)
     }
 
     /// Whether an isolation or a destination block is in force.

@@ -32,6 +32,10 @@ pub struct SensorSelf {
     pub pid: u32,
     /// Files and directories (ending in `/`) that belong to the sensor.
     pub paths: Vec<String>,
+    /// The sensor's eBPF programs, maps and links, by kind and id (ids are unique per kind).
+    pub bpf_objects: std::sync::Arc<
+        std::sync::RwLock<std::collections::BTreeSet<(crate::kernel::loader::ObjectKind, u32)>>,
+    >,
 }
 
 impl SensorSelf {
@@ -54,7 +58,28 @@ impl SensorSelf {
         Self {
             pid: std::process::id(),
             paths: out,
+            bpf_objects: Default::default(),
         }
+    }
+
+    /// Records `ids` as the sensor's own eBPF objects (shared by every clone).
+    pub fn add_bpf_objects(
+        &self,
+        ids: impl IntoIterator<Item = (crate::kernel::loader::ObjectKind, u32)>,
+    ) {
+        if let Ok(mut set) = self.bpf_objects.write() {
+            set.extend(ids);
+        }
+    }
+
+    /// Whether the object `BPF_*_GET_FD_BY_ID` (command `cmd`) asks for by `id` is ours.
+    pub fn owns_bpf_object(&self, cmd: u64, id: u32) -> bool {
+        let Some(kind) = crate::kernel::loader::ObjectKind::of_command(cmd) else {
+            return false;
+        };
+        self.bpf_objects
+            .read()
+            .is_ok_and(|s| s.contains(&(kind, id)))
     }
 
     pub fn owns(&self, path: &str) -> bool {
@@ -155,6 +180,10 @@ impl Facts for LiveFacts<'_> {
 
     fn is_sensor_path(&self, path: &str) -> bool {
         self.me.owns(path)
+    }
+
+    fn is_sensor_bpf_object(&self, cmd: u64, id: u32) -> bool {
+        self.me.owns_bpf_object(cmd, id)
     }
 
     fn hash_blocked(&self, path: &str) -> bool {

@@ -196,9 +196,13 @@ fn bpf_command(cmd: u64) -> Option<&'static str> {
         7 => "BPF_OBJ_GET",
         8 => "BPF_PROG_ATTACH",
         9 => "BPF_PROG_DETACH",
+        13 => "BPF_PROG_GET_FD_BY_ID",
+        14 => "BPF_MAP_GET_FD_BY_ID",
         17 => "BPF_RAW_TRACEPOINT_OPEN",
         18 => "BPF_BTF_LOAD",
         28 => "BPF_LINK_CREATE",
+        30 => "BPF_LINK_GET_FD_BY_ID",
+        34 => "BPF_LINK_DETACH",
         _ => return None,
     })
 }
@@ -357,6 +361,7 @@ pub fn interpret(e: &SyscallEvent, pid: u32, r: &dyn Resolver) -> What {
             command: a[0],
             command_name: bpf_command(a[0]).map(str::to_owned),
             prog_type: (a[0] == 5).then(|| u32_at(&e.extra, 0)),
+            object_id: matches!(a[0], 13 | 14 | 30).then(|| u32_at(&e.extra, 0)),
         },
         Syscall::MemfdCreate => What::MemfdCreate {
             name: e.path.clone(),

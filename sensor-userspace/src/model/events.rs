@@ -206,6 +206,9 @@ pub enum What {
         command_name: Option<String>,
         /// For BPF_PROG_LOAD: the BPF_PROG_TYPE_* number.
         prog_type: Option<u32>,
+        /// For BPF_{PROG,MAP,LINK}_GET_FD_BY_ID: the id of the object asked for.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        object_id: Option<u32>,
     },
     MemfdCreate {
         name: Option<String>,

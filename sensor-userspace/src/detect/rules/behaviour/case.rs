@@ -48,6 +48,8 @@ const TEST_SENSOR_PID: u32 = 4242;
 /// The sensor's files in test cases.
 pub(super) const TEST_SENSOR_PATHS: &[&str] =
     &["/var/lib/vigil/", "/etc/vigil/", "/usr/bin/vigil-sensor"];
+/// The ids of the sensor's eBPF programs, maps and links in test cases.
+pub(super) const TEST_SENSOR_BPF_IDS: std::ops::RangeInclusive<u32> = 40..=49;
 const BASE_UNIX_NS: u64 = 1_790_000_000_000_000_000;
 const BASE_BOOT_NS: u64 = 1_000_000_000_000;
 
@@ -247,6 +249,7 @@ fn normalize(mut m: Map<String, Value>, index: usize) -> Result<Event, EventErro
             set(&mut m, "command", json!(5));
             set(&mut m, "command_name", json!("BPF_PROG_LOAD"));
             set(&mut m, "prog_type", Value::Null);
+            set(&mut m, "object_id", Value::Null);
         }
         "memfd_create" => {
             set(&mut m, "name", Value::Null);

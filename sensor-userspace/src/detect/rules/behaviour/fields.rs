@@ -47,6 +47,9 @@ pub trait Facts {
     fn is_sensor_path(&self, path: &str) -> bool;
     /// Whether `path` has the SHA-256 of a quarantined file.
     fn hash_blocked(&self, path: &str) -> bool;
+    /// Whether the object `BPF_*_GET_FD_BY_ID` (command `cmd`) asks for by `id` is one of
+    /// the sensor's own programs, maps or links.
+    fn is_sensor_bpf_object(&self, cmd: u64, id: u32) -> bool;
 }
 
 macro_rules! fields {
@@ -132,6 +135,8 @@ fields! {
     TargetSelf = "target.self": "kill/ptrace: the target is the actor itself",
     BpfCommand = "bpf_command": "bpf: the command's name (BPF_PROG_LOAD, ...)",
     ProgType = "prog_type": "bpf: the program type number",
+    BpfObjectId = "bpf_object_id": "bpf: the program, map or link id a GET_FD_BY_ID command asks for",
+    BpfSensorObject = "bpf_sensor_object": "bpf: the object asked for by id is one of the sensor's own programs, maps or links",
     MemfdName = "memfd_name": "memfd_create: the name",
     Env = "env": "exec: each captured environment variable, NAME=value (LD_PRELOAD, BASH_ENV, HISTFILE...)",
     EnvName = "env.name": "exec: each captured environment variable's name",
@@ -595,6 +600,18 @@ impl<'a> View<'a> {
                 What::Bpf { prog_type, .. } => one(prog_type.map(|t| t.to_string())),
                 _ => Computed::new(),
             },
+            Field::BpfObjectId => match &e.what {
+                What::Bpf { object_id, .. } => one(object_id.map(|t| t.to_string())),
+                _ => Computed::new(),
+            },
+            Field::BpfSensorObject => flag(match &e.what {
+                What::Bpf {
+                    command,
+                    object_id: Some(id),
+                    ..
+                } => Some(self.facts.is_sensor_bpf_object(*command, *id)),
+                _ => None,
+            }),
             Field::MemfdName => match &e.what {
                 What::MemfdCreate { name, .. } => one(name.clone()),
                 _ => Computed::new(),

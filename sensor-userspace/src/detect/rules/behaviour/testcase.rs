@@ -4,7 +4,7 @@
 use ahash::{HashMap, HashMapExt};
 
 use super::{
-    case::{Expect, TEST_SENSOR_PATHS},
+    case::{Expect, TEST_SENSOR_BPF_IDS, TEST_SENSOR_PATHS},
     engine::Engine,
     fields::{Facts, ProcFacts, View},
     rule::BehaviourRule,
@@ -146,6 +146,10 @@ impl Facts for ReplayFacts {
 
     fn is_sensor_path(&self, path: &str) -> bool {
         TEST_SENSOR_PATHS.iter().any(|p| path.starts_with(p))
+    }
+
+    fn is_sensor_bpf_object(&self, _cmd: u64, id: u32) -> bool {
+        TEST_SENSOR_BPF_IDS.contains(&id)
     }
 
     fn hash_blocked(&self, path: &str) -> bool {
