@@ -50,6 +50,21 @@ while time.monotonic() < end:
 print("done", flush=True)
 "#;
 
+/// Execs and file writes as fast as one process makes them, until told to stop on stdin
+/// (or for 120 s at most), in the directory given.
+const STORM: &str = r#"
+import os, select, subprocess, sys, time
+d = sys.argv[1]
+os.makedirs(d, exist_ok=True)
+end = time.monotonic() + 120
+i = 0
+while time.monotonic() < end and not select.select([sys.stdin], [], [], 0)[0]:
+    subprocess.run(["true"])
+    with open(os.path.join(d, "f%d" % (i % 50)), "w") as f:
+        f.write("x")
+    i += 1
+"#;
+
 fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
@@ -130,7 +145,15 @@ fn enforcement_never_lapses_through_kill_9_and_restarts() {
     let pinned = s.status().expect("status")["pins"].clone();
     assert!(pinned["dir"].is_string(), "enforcement is pinned: {pinned}");
 
-    // A crash: nothing runs in userspace any more.
+    // A crash in the middle of an exec and open storm: nothing runs in userspace any more.
+    let journal_before = s.actions();
+    let mut storm = Command::new("python3")
+        .args(["-c", STORM, &dir.path().join("storm").to_string_lossy()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start the storm");
+    std::thread::sleep(Duration::from_millis(500));
     s.crash().expect("kill -9");
     let mut attempts = cg.python(
         ATTEMPTS,
@@ -168,6 +191,34 @@ fn enforcement_never_lapses_through_kill_9_and_restarts() {
 
     let stdin = attempts.stdin.as_mut().expect("stdin");
     stdin.write_all(b"stop\n").expect("stop the attempts");
+    if let Some(mut i) = storm.stdin.take() {
+        let _ = i.write_all(b"stop\n");
+    }
+    let _ = storm.wait();
+
+    // The journal came through whole: what was there before the crash is there, in order,
+    // and no action ran twice.
+    let journal_after = s.actions();
+    assert_eq!(
+        journal_after[..journal_before.len()],
+        journal_before[..],
+        "the records before the crash are intact"
+    );
+    let mut ids: Vec<&str> = journal_after
+        .iter()
+        .filter_map(|r| r["id"].as_str())
+        .collect();
+    let n = ids.len();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), n, "every record is there once");
+    for action in ["quarantine", "block_destination"] {
+        let done = journal_after
+            .iter()
+            .filter(|r| r["action"] == action && r["status"] == "done" && r["settles"].is_null())
+            .count();
+        assert_eq!(done, 1, "{action} ran once");
+    }
     let mut tries = Vec::new();
     for l in out.lines() {
         let l = l.expect("read");

@@ -160,7 +160,12 @@ pub struct Incident {
     pub risk: u8,
     pub severity: Level,
     pub techniques: Vec<String>,
+    /// Its first [`MAX_MEMBERS`] alerts.
     pub alerts: Vec<Member>,
+    /// Alerts that joined after the first [`MAX_MEMBERS`]: counted (and in the alert log),
+    /// not kept here, so a payload retried in a loop cannot make every later alert cost more.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub more_alerts: u64,
     pub decision: Decision,
     pub story: Story,
     /// Low-level signals on its chains.
@@ -174,6 +179,13 @@ pub struct Incident {
     /// The story is older than the last alert.
     #[serde(skip)]
     stale: bool,
+}
+
+/// Most alerts an incident lists; the rest are counted (`more_alerts`).
+pub const MAX_MEMBERS: usize = 256;
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Incident {
@@ -198,15 +210,19 @@ impl Incident {
                 table.pin(*k);
             }
         }
-        self.alerts.push(Member {
-            alert: finding.id.clone(),
-            time_ns: finding.time_ns,
-            rule_id: finding.rule.id.clone(),
-            rule: finding.rule.title.clone(),
-            pid: actor.pid,
-            start: actor.start,
-            risk,
-        });
+        if self.alerts.len() < MAX_MEMBERS {
+            self.alerts.push(Member {
+                alert: finding.id.clone(),
+                time_ns: finding.time_ns,
+                rule_id: finding.rule.id.clone(),
+                rule: finding.rule.title.clone(),
+                pid: actor.pid,
+                start: actor.start,
+                risk,
+            });
+        } else {
+            self.more_alerts += 1;
+        }
         self.updated_ns = self.updated_ns.max(finding.time_ns);
         self.risk = self.risk.max(risk);
         self.severity = self.severity.max(finding.rule.severity);
@@ -713,6 +729,7 @@ impl IncidentBook {
             severity: finding.rule.severity,
             techniques: Vec::new(),
             alerts: Vec::new(),
+            more_alerts: 0,
             decision,
             story: story(actor, &[], table, graph, clock),
             signals: Vec::new(),
@@ -869,6 +886,14 @@ pub fn render(inc: &Incident) -> String {
     if !inc.techniques.is_empty() {
         let _ = writeln!(s, "  techniques: {}", inc.techniques.join(", "));
     }
+    if inc.more_alerts > 0 {
+        let _ = writeln!(
+            s,
+            "  alerts: {} listed, {} more counted (vigil-sensor alerts has every one)",
+            inc.alerts.len(),
+            inc.more_alerts
+        );
+    }
     let rc = &inc.story.root_cause;
     let _ = writeln!(
         s,
@@ -1022,6 +1047,36 @@ mod tests {
             aside.len(),
             1,
             "the unreadable file is kept aside, not overwritten"
+        );
+    }
+
+    #[test]
+    fn a_payload_retried_in_a_loop_keeps_an_incident_bounded() {
+        let (mut t, g, sh, _) = world();
+        let mut b = book(Policy::shipped().expect("policy"));
+        let clock = BootClock::fixed(0);
+        let started = std::time::Instant::now();
+        // Each retry is a new child of the same shell: one incident, ever more alerts.
+        for i in 0..2_000u32 {
+            let child = t.on_fork(&task(100 + i, 1, sh.pid, 1, "payload"));
+            let f = finding(
+                &format!("a{i}"),
+                child.pid,
+                child.start,
+                RuleSource::Sigma,
+                Level::High,
+            );
+            b.triage(f, &mut t, &g, &clock);
+        }
+        assert_eq!(b.incidents().len(), 1);
+        let inc = &b.incidents()[0];
+        assert_eq!(inc.alerts.len(), MAX_MEMBERS);
+        assert_eq!(inc.more_alerts, 2_000 - MAX_MEMBERS as u64);
+        assert!(render(inc).contains("more counted"));
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "triage stays bounded per alert: {:?}",
+            started.elapsed()
         );
     }
 
