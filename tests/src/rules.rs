@@ -47,6 +47,30 @@ pub fn run(script: &str) -> u32 {
     pid
 }
 
+/// Runs a near miss under `sh -c` and asserts that it did what it was meant to (the shell
+/// exited 0), so the silence asserted after it is about something that really ran; returns
+/// the shell's pid.
+pub fn run_ok(script: &str) -> u32 {
+    let child = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(script)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn sh");
+    let pid = child.id();
+    let out = child.wait_with_output().expect("wait sh");
+    assert!(
+        out.status.success(),
+        "the near miss did not run ({}): {script}\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    pid
+}
+
 /// Waits for `rule`'s alert on `real`'s tree; asserts it is the only one there and that the
 /// near miss (`near`, run before) raised none of it.
 pub fn expect_rule(sensor: &Sensor, rule: &str, real: u32, near: Option<u32>) -> Value {

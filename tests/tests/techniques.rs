@@ -15,7 +15,7 @@ use std::process::Command;
 
 use vigil_tests::{
     HttpServer,
-    rules::{expect_rule, path, run, sensor, tmp},
+    rules::{expect_rule, path, run, run_ok, sensor, tmp},
 };
 
 /// A name of this test run's own, for files it makes under /etc.
@@ -30,7 +30,7 @@ fn persistence_in_the_places_the_system_runs_from() {
     };
     let d = tmp();
     // Near miss: the same names, in a project directory.
-    let near = run(&format!(
+    let near = run_ok(&format!(
         "mkdir -p {p}/pam.d {p}/sudoers.d {p}/profile.d && echo x > {p}/pam.d/sshd && echo x > {p}/sudoers.d/a && echo x > {p}/profile.d/a.sh && cat /etc/pam.d/* > /dev/null",
         p = path(&d, "notes")
     ));
@@ -77,7 +77,7 @@ fn persistence_in_the_places_the_system_runs_from() {
         );
     }
     // A job for atd, and a transient timer: the scheduler's own tools.
-    let near = run("at -l >/dev/null 2>&1; systemd-run --help >/dev/null 2>&1; true");
+    let near = run_ok("at -l >/dev/null 2>&1; systemd-run --help >/dev/null 2>&1; true");
     let real = run(&format!(
         "echo true | at -f /dev/null now + 1 hour 2>/dev/null; systemd-run --on-active=3600 {} 2>/dev/null; true",
         path(&d, "x")
@@ -104,7 +104,7 @@ fn privilege_escalation_through_setuid_programs_and_capabilities() {
     // A setuid-root copy of bash, run by nobody with -p: a root shell for an unprivileged user.
     // The near miss: the same copy without the setuid bit.
     let bash = path(&d, "bash");
-    let near = run(&format!(
+    let near = run_ok(&format!(
         "chmod 755 {dir} && cp /bin/bash {bash} && chmod 755 {bash} && setpriv --reuid=65534 --regid=65534 --clear-groups {bash} -p -c 'id -u' "
     ));
     let real = run(&format!(
@@ -117,7 +117,7 @@ fn privilege_escalation_through_setuid_programs_and_capabilities() {
     // File capabilities: cap_setuid on a copy of a program; the near miss grants a harmless
     // one.
     let tool = path(&d, "t");
-    let near = run(&format!(
+    let near = run_ok(&format!(
         "cp /bin/true {tool}2 && setcap cap_net_bind_service+ep {tool}2"
     ));
     let real = run(&format!(
@@ -127,7 +127,7 @@ fn privilege_escalation_through_setuid_programs_and_capabilities() {
     assert_eq!(a["entities"][0], tool);
 
     // A second root: useradd asked for uid 0 (in an empty root, where it fails).
-    let near = run(&format!(
+    let near = run_ok(&format!(
         "useradd --root {dir} -u 1500 vigiltest 2>/dev/null; true"
     ));
     let real = run(&format!(
@@ -144,12 +144,12 @@ fn defense_evasion_families() {
     let d = tmp();
     let f = path(&d, "planted");
     // Timestomping: touch -t; the near miss is a plain touch.
-    let near = run(&format!("touch {f}"));
+    let near = run_ok(&format!("touch {f}"));
     let real = run(&format!("touch -t 201001010000 {f}"));
     expect_rule(&s, "vigil-evasion-timestomp", real, Some(near));
 
     // History switched off for what the shell runs next.
-    let near = run("HISTSIZE=5000 /bin/true");
+    let near = run_ok("HISTSIZE=5000 /bin/true");
     let real = run("HISTFILE=/dev/null /bin/true");
     expect_rule(&s, "vigil-evasion-history-disabled", real, Some(near));
 
@@ -157,7 +157,7 @@ fn defense_evasion_families() {
     // near miss writes a file named like it elsewhere.
     let knob = "/proc/sys/kernel/randomize_va_space";
     let value = std::fs::read_to_string(knob).expect("read sysctl");
-    let near = run(&format!(
+    let near = run_ok(&format!(
         "echo {} > {}",
         value.trim(),
         path(&d, "randomize_va_space")
@@ -166,13 +166,13 @@ fn defense_evasion_families() {
     expect_rule(&s, "vigil-evasion-hardening-sysctl", real, Some(near));
 
     // Stopping the audit daemon (the service manager refuses here: PID 1 is not systemd).
-    let near = run("systemctl status auditd >/dev/null 2>&1; true");
+    let near = run_ok("systemctl status auditd >/dev/null 2>&1; true");
     let real = run("systemctl stop auditd >/dev/null 2>&1; true");
     expect_rule(&s, "vigil-evasion-security-tools-stopped", real, Some(near));
 
     // chattr +i on an authorized_keys file; the near miss on a note.
     let ssh = path(&d, "u/.ssh");
-    let near = run(&format!(
+    let near = run_ok(&format!(
         "mkdir -p {ssh} && echo n > {p} && chattr +i {p} && chattr -i {p}",
         p = path(&d, "u/note.txt")
     ));
@@ -197,7 +197,7 @@ fn defense_evasion_families() {
     let hidden = format!("/tmp/.{}", mine("h"));
     let dots = path(&d, "...");
     let plain = path(&d, "bin");
-    let near = run(&format!(
+    let near = run_ok(&format!(
         "echo x > /tmp/{v}; rm -f /tmp/{v}; mkdir -p {plain} && cp /bin/true {plain}/t && {plain}/t",
         v = mine("v")
     ));
@@ -210,7 +210,7 @@ fn defense_evasion_families() {
     // Masquerading: a copy of sleep called sshd outside the system directories, and a process
     // renaming itself as a kernel worker; the near miss runs the real programs.
     let fake = path(&d, "sshd");
-    let near = run(
+    let near = run_ok(
         "/usr/bin/sleep 0; python3 -c 'import ctypes; ctypes.CDLL(None).prctl(15, b\"reporter\", 0, 0, 0)'",
     );
     let real = run(&format!(
@@ -234,7 +234,7 @@ fn defense_evasion_families() {
                 .find(|p| std::path::Path::new(p).exists()),
         )
         .unwrap_or("/lib/x86_64-linux-gnu/libc.so.6");
-    let near = run(&format!("LD_PRELOAD={libc} /bin/true"));
+    let near = run_ok(&format!("LD_PRELOAD={libc} /bin/true"));
     let real = run(&format!(
         "LD_PRELOAD={} /bin/true 2>/dev/null",
         path(&d, "hook.so")
@@ -250,7 +250,7 @@ fn credential_access_and_discovery() {
     let mut victim = Command::new("sleep").arg("30").spawn().expect("sleep");
     let v = victim.id();
     // Another process's environment; the near miss reads its own.
-    let near = run("cat /proc/self/environ > /dev/null");
+    let near = run_ok("cat /proc/self/environ > /dev/null");
     let real = run(&format!("cat /proc/{v}/environ > /dev/null"));
     let a = expect_rule(&s, "vigil-cred-process-memory", real, Some(near));
     assert_eq!(a["evidence"][0]["target_pid"], v);
@@ -258,14 +258,14 @@ fn credential_access_and_discovery() {
     let _ = victim.wait();
 
     // A burst of look-arounds; the near miss runs one of them five times.
-    let near = run("for i in 1 2 3 4 5; do uname -a > /dev/null; done");
+    let near = run_ok("for i in 1 2 3 4 5; do uname -a > /dev/null; done");
     let real = run(
         "id; uname -a; hostname; ps aux > /dev/null; ss -tan > /dev/null; lsmod > /dev/null 2>&1; true",
     );
     expect_rule(&s, "vigil-discovery-burst", real, Some(near));
 
     // Looking for the sensor and other security tools.
-    let near = run("ps aux | grep -c bash > /dev/null");
+    let near = run_ok("ps aux | grep -c bash > /dev/null");
     let real = run("ps aux | grep -ci 'falco\\|auditd\\|vigil-sensor' > /dev/null; true");
     expect_rule(&s, "vigil-discovery-security-software", real, Some(near));
 }
@@ -277,7 +277,7 @@ fn collection_exfiltration_and_command_and_control() {
     };
     let d = tmp();
     // /etc archived into a hidden file; the near miss archives a project.
-    let near = run(&format!(
+    let near = run_ok(&format!(
         "mkdir -p {p} && echo x > {p}/a && tar czf {p}.tgz -C {p} .",
         p = path(&d, "proj")
     ));
@@ -290,7 +290,7 @@ fn collection_exfiltration_and_command_and_control() {
     // Uploads and a browser's user agent, to a name curl is told lives on loopback (nothing
     // listens on port 9: the connection is refused, no traffic leaves the host).
     let resolve = "--resolve drop.example:9:127.0.0.1";
-    let near = run(&format!(
+    let near = run_ok(&format!(
         "curl -s {resolve} -o /dev/null http://drop.example:9/ ; true"
     ));
     let real = run(&format!(
@@ -304,7 +304,7 @@ fn collection_exfiltration_and_command_and_control() {
     let site = tmp();
     std::fs::write(site.path().join("i.sh"), "exit 0\n").expect("script");
     let http = HttpServer::serve(&site.path().to_string_lossy(), &[]);
-    let near = run(&format!(
+    let near = run_ok(&format!(
         "printf 'exit 0\\n' > {l} && bash {l}",
         l = path(&d, "local.sh")
     ));
@@ -331,7 +331,7 @@ fn impact_and_execution_families() {
     let d = tmp();
     let files = path(&d, "docs");
     // Mass renaming with an added extension; the near miss renames to other names.
-    let near = run(&format!(
+    let near = run_ok(&format!(
         "mkdir -p {files}n && cd {files}n && for i in $(seq 1 25); do echo x > f$i; mv f$i g$i; done"
     ));
     let real = run(&format!(
@@ -342,7 +342,7 @@ fn impact_and_execution_families() {
     // A miner's name and pool options, on a copy of sleep; and a program run from /dev/shm.
     let miner = path(&d, "xmrig");
     let shm = format!("/dev/shm/{}", mine("x"));
-    let near = run("/usr/bin/sleep 0 && /bin/true");
+    let near = run_ok("/usr/bin/sleep 0 && /bin/true");
     let real = run(&format!(
         "cp /usr/bin/sleep {miner} && {miner} 0 -o stratum+tcp://pool.example:3333 2>/dev/null; cp /bin/true {shm} && {shm}; rm -f {shm}"
     ));
@@ -350,12 +350,12 @@ fn impact_and_execution_families() {
     expect_rule(&s, "vigil-exec-from-dev-shm", real, Some(near));
 
     // A shell escaped from find; the near miss runs a command through sh -c.
-    let near = run("find / -maxdepth 0 -exec /bin/sh -c 'true' \\;");
+    let near = run_ok("find / -maxdepth 0 -exec /bin/sh -c 'true' \\;");
     let real = run("find / -maxdepth 0 -exec /bin/sh \\; < /dev/null");
     expect_rule(&s, "vigil-exec-shell-escape", real, Some(near));
 
     // Code decoded and run in one breath; the near miss only decodes.
-    let near = run("python3 -c \"import base64; print(base64.b64decode('aGk='))\"");
+    let near = run_ok("python3 -c \"import base64; print(base64.b64decode('aGk='))\"");
     let real = run("python3 -c \"import base64; exec(base64.b64decode('cHJpbnQoMSk='))\"");
     expect_rule(&s, "vigil-exec-obfuscated-command", real, Some(near));
 }

@@ -85,7 +85,7 @@ fn done_line(log: &str) -> Option<(u64, u64)> {
     let line = log.lines().rev().find(|l| l.starts_with("Done "))?;
     let mut words = line.split_whitespace();
     let runs = words.nth(1)?.parse().ok()?;
-    let secs = words.nth(1)?.parse().ok()?;
+    let secs = words.nth(2)?.parse().ok()?;
     Some((runs, secs))
 }
 
