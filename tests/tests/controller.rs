@@ -893,6 +893,46 @@ fn rules_and_policy_are_checked_before_they_are_pushed_kept_and_caught_up_on_rec
     );
     assert_eq!(rules_in_force(&sensor), shipped, "the rules in force stay");
 
+    // Hostile sets: a Sigma condition nested 5,000 deep and YAML nested 100,000 deep are
+    // refused at once, naming the file, and the controller goes on serving.
+    let deep = set("deep", &[]);
+    let condition = format!("{}selection{}", "(".repeat(5_000), ")".repeat(5_000));
+    std::fs::write(
+        deep.join("deep-condition.yml"),
+        format!(
+            "title: deep\nid: 5e1f0000-0000-4000-8000-000000000001\nlogsource:\n  product: linux\n  category: process_creation\ndetection:\n  selection:\n    Image|endswith: /x\n  condition: {condition}\nlevel: high\n"
+        ),
+    )
+    .expect("write");
+    let why = ctl_refused(&c, &["rules", "push", deep.to_str().expect("utf-8")]);
+    assert!(
+        why.contains("deep-condition.yml") && why.contains("nested"),
+        "{why}"
+    );
+    let yaml = set("yaml", &[]);
+    std::fs::write(
+        yaml.join("deep-yaml.yml"),
+        format!(
+            "id: x\nmatch:\n  where: {}{}\n",
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        ),
+    )
+    .expect("write");
+    let started = Instant::now();
+    let why = ctl_refused(&c, &["rules", "push", yaml.to_str().expect("utf-8")]);
+    assert!(
+        why.contains("deep-yaml.yml") && why.contains("nested"),
+        "{why}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "refused at once: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(c.hosts().len(), 1, "the controller still serves");
+    assert_eq!(rules_in_force(&sensor), shipped, "the rules in force stay");
+
     // A good set is put in force on the connected host.
     let one = set("one", &["setuid-bit.yml"]);
     let out = ctl_ok(&c, &["rules", "push", one.to_str().expect("utf-8")]);
