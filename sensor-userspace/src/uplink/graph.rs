@@ -26,6 +26,12 @@ pub struct GraphBuffer {
     spool: Option<PathBuf>,
 }
 
+/// Whether `bytes` is a graph delta the controller can decode.
+fn decodes(bytes: &[u8]) -> bool {
+    use sensor_common::wire::Versioned as _;
+    sensor_common::wire::Delta::decode(bytes).is_ok()
+}
+
 fn file_of(dir: &Path, seq: u64) -> PathBuf {
     dir.join(format!("{seq:020}.delta"))
 }
@@ -53,6 +59,15 @@ impl GraphBuffer {
         held.sort_unstable();
         for (seq, path) in held {
             match std::fs::read(&path) {
+                // A delta that no longer decodes (a corrupt disk, a file written by hand) would
+                // end every connection the controller takes it on, and be sent again on the
+                // next: set aside, named, and counted as dropped.
+                Ok(d) if !decodes(&d) => {
+                    let aside = path.with_extension("delta.unreadable");
+                    let _ = std::fs::rename(&path, &aside);
+                    b.dropped += 1;
+                    tracing::warn!(path = %path.display(), kept = %aside.display(), "a spooled graph delta does not decode: set aside, counted as dropped");
+                }
                 Ok(d) => {
                     b.bytes += d.len();
                     b.last_seq = b.last_seq.max(seq);
@@ -146,7 +161,54 @@ impl GraphBuffer {
 
 #[cfg(test)]
 mod tests {
+    use sensor_common::wire::{Delta, GRAPH_SCHEMA_VERSION, Versioned as _};
+
     use super::*;
+
+    /// An encoded (empty) delta numbered `n`.
+    fn delta(n: u64) -> Vec<u8> {
+        Delta {
+            version: GRAPH_SCHEMA_VERSION,
+            seq: n,
+            upserted: Vec::new(),
+            removed: Vec::new(),
+            edges: Vec::new(),
+        }
+        .encode()
+        .expect("encode")
+    }
+
+    #[test]
+    fn a_spooled_delta_that_does_not_decode_is_set_aside_and_counted() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let dir = d.path().join("graph-spool");
+        let mut g = GraphBuffer::open(&dir);
+        g.push(delta(1));
+        g.push(delta(2));
+        drop(g);
+        // One file corrupted, one cut short (as a disk fault would leave them).
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .expect("dir")
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        files.sort();
+        std::fs::write(&files[0], b"\xff\x00 not a delta").expect("corrupt");
+        let whole = std::fs::read(&files[1]).expect("read");
+        std::fs::write(&files[1], &whole[..whole.len() / 2]).expect("cut");
+        let mut again = GraphBuffer::open(&dir);
+        assert!(
+            again.unsent().is_empty(),
+            "nothing that cannot decode is sent"
+        );
+        assert_eq!(again.dropped(), 2, "both are counted");
+        let aside = std::fs::read_dir(&dir)
+            .expect("dir")
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".unreadable"))
+            .count();
+        assert_eq!(aside, 2, "kept aside, by name");
+    }
 
     #[test]
     fn deltas_wait_for_their_ack_and_go_again_on_a_new_link() {
@@ -169,16 +231,20 @@ mod tests {
         let d = tempfile::tempdir().expect("tempdir");
         let dir = d.path().join("graph-spool");
         let mut g = GraphBuffer::open(&dir);
-        g.push(vec![1]);
-        g.push(vec![2]);
-        g.push(vec![3]);
+        g.push(delta(1));
+        g.push(delta(2));
+        g.push(delta(3));
         let first = g.unsent()[0].0;
         g.acked(first);
         drop(g);
         let mut again = GraphBuffer::open(&dir);
         let left: Vec<Vec<u8>> = again.unsent().into_iter().map(|(_, d)| d).collect();
-        assert_eq!(left, vec![vec![2], vec![3]], "the acknowledged one is gone");
-        again.push(vec![4]);
+        assert_eq!(
+            left,
+            vec![delta(2), delta(3)],
+            "the acknowledged one is gone"
+        );
+        again.push(delta(4));
         let seqs: Vec<u64> = {
             again.relink();
             again.unsent().into_iter().map(|(s, _)| s).collect()
