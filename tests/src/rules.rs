@@ -26,8 +26,9 @@ pub fn sensor(test: &str) -> Option<Sensor> {
     Some(s)
 }
 
-/// Runs `script` under `sh -c` to completion; returns the shell's pid.
-pub fn run(script: &str) -> u32 {
+/// Runs `script` under `sh -c` to completion, printing what it said; the shell's pid and
+/// how it ended.
+fn sh(script: &str) -> (u32, std::process::Output) {
     let child = Command::new("/bin/sh")
         .arg("-c")
         .arg(script)
@@ -44,29 +45,23 @@ pub fn run(script: &str) -> u32 {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    pid
+    (pid, out)
+}
+
+/// Runs `script` under `sh -c` to completion; returns the shell's pid.
+pub fn run(script: &str) -> u32 {
+    sh(script).0
 }
 
 /// Runs a near miss under `sh -c` and asserts that it did what it was meant to (the shell
 /// exited 0), so the silence asserted after it is about something that really ran; returns
 /// the shell's pid.
 pub fn run_ok(script: &str) -> u32 {
-    let child = Command::new("/bin/sh")
-        .arg("-c")
-        .arg(script)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn sh");
-    let pid = child.id();
-    let out = child.wait_with_output().expect("wait sh");
+    let (pid, out) = sh(script);
     assert!(
         out.status.success(),
-        "the near miss did not run ({}): {script}\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        "the near miss did not run ({}): {script}",
+        out.status
     );
     pid
 }
