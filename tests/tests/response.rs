@@ -304,6 +304,41 @@ fn persistence_remediation_removes_only_the_incidents_line() {
     );
 }
 
+/// A PAM service file of the test's own (no program uses it), written before the sensor
+/// starts so that it is in the baseline; removed on drop.
+struct PamService(std::path::PathBuf);
+
+impl PamService {
+    const LEGIT: &str = "auth required pam_unix.so\naccount required pam_unix.so\n";
+
+    fn new(tag: &str) -> Self {
+        let path =
+            std::path::PathBuf::from(format!("/etc/pam.d/vigil-e2e-{tag}{}", std::process::id()));
+        std::fs::create_dir_all("/etc/pam.d").expect("pam.d");
+        std::fs::write(&path, Self::LEGIT).expect("write the PAM service file");
+        Self(path)
+    }
+}
+
+impl std::ops::Deref for PamService {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::path::Path> for PamService {
+    fn as_ref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for PamService {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 #[test]
 fn a_pam_line_changed_in_place_is_reverted_at_once_and_the_undo_gives_it_back() {
     if !kernel_tests_enabled(
@@ -312,19 +347,7 @@ fn a_pam_line_changed_in_place_is_reverted_at_once_and_the_undo_gives_it_back() 
         return;
     }
     let _one = vigil_tests::one_at_a_time();
-    // A PAM service file of this test's own (no program uses it), known before the sensor
-    // starts: it is in the baseline.
-    let pam = std::path::PathBuf::from(format!("/etc/pam.d/vigil-e2e-{}", std::process::id()));
-    struct Cleanup(std::path::PathBuf);
-    impl Drop for Cleanup {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
-        }
-    }
-    let _cleanup = Cleanup(pam.clone());
-    std::fs::create_dir_all("/etc/pam.d").expect("pam.d");
-    let legit = "auth required pam_unix.so\naccount required pam_unix.so\n";
-    std::fs::write(&pam, legit).expect("write");
+    let (pam, legit) = (PamService::new("a"), PamService::LEGIT);
     let s = Sensor::start_containing(&[]).expect("sensor");
     // sed -i writes its copy beside the file and renames it over: the check becomes a pass.
     let (_, status) = run(&format!(
@@ -360,6 +383,74 @@ fn a_pam_line_changed_in_place_is_reverted_at_once_and_the_undo_gives_it_back() 
     }
 }
 
+#[test]
+fn an_undo_made_while_the_writer_still_runs_is_not_redone_by_the_second_pass() {
+    if !kernel_tests_enabled(
+        "an_undo_made_while_the_writer_still_runs_is_not_redone_by_the_second_pass",
+    ) {
+        return;
+    }
+    let _one = vigil_tests::one_at_a_time();
+    let (pam, legit) = (PamService::new("b"), PamService::LEGIT);
+    let s = Sensor::start_containing(&[]).expect("sensor");
+    // The writer puts pam_permit in place the way `sed -i` does (a copy renamed over the
+    // file), opens the file for writing once more after the sensor has reverted it, then
+    // stays alive: the remediation's second pass waits for it.
+    let linger = Duration::from_secs(4);
+    let writer = Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import os, sys, time\n\
+             p = sys.argv[1]; t = os.path.join(os.path.dirname(p), '.v' + os.path.basename(p))\n\
+             s = open(p).read().replace('auth required pam_unix.so', 'auth sufficient pam_permit.so')\n\
+             f = open(t, 'w'); f.write(s); f.close(); os.rename(t, p)\n\
+             time.sleep(0.5); open(p, 'a').close()\n\
+             time.sleep(float(sys.argv[2]))\n",
+        )
+        .arg(&*pam)
+        .arg(linger.as_secs_f64().to_string())
+        .spawn()
+        .expect("spawn python3");
+    let mut writer = ChildGuard(writer);
+    let started = Instant::now();
+    let done = s.wait_action("the PAM stack remediated", |a| {
+        a["action"] == "remediate"
+            && a["status"] == "done"
+            && (a["undo"]["how"] == "write_back" || a["undo"]["how"] == "restore")
+    });
+    assert_eq!(
+        std::fs::read_to_string(&pam).unwrap_or_default(),
+        legit,
+        "the stack is what it was: {done}"
+    );
+    let still_writing = writer.0.try_wait().expect("try_wait").is_none();
+    let out = s.ctl(&["undo", done["id"].as_str().expect("id")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The sensor stops at once: every remediation still waiting for its writer has its
+    // second pass now. What the operator gave back stays.
+    let mut s = s;
+    s.stop().expect("stop the sensor");
+    let now = std::fs::read_to_string(&pam).unwrap_or_default();
+    assert!(
+        now.contains("pam_permit.so"),
+        "the undone remediation stays undone (writer alive at the undo: {still_writing}, \
+         {:?} after it started): {now:?}",
+        started.elapsed(),
+    );
+}
+
+/// Kills the child when the test stops early.
+struct ChildGuard(std::process::Child);
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
 #[test]
 fn observe_mode_acts_on_nothing_and_records_what_it_would_do() {
     if !kernel_tests_enabled("observe_mode_acts_on_nothing_and_records_what_it_would_do") {

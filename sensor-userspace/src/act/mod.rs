@@ -1405,6 +1405,8 @@ impl Responder {
             });
         }
         let (status, detail) = self.reverse(id, &r.undo);
+        // The operator's word stands: the second pass of what they undid must not redo it.
+        self.deferred.retain(|d| d.record.id != id);
         let rec = Record {
             effective_ns: None,
             id: self.next_id(),
@@ -1502,10 +1504,13 @@ impl Responder {
             }
             Undo::WriteBack { path, content } => {
                 match persistence::write_back(Path::new(path), content) {
-                    Ok(()) => (
-                        Status::Done,
-                        format!("wrote back what {path} held before the remediation"),
-                    ),
+                    Ok(()) => {
+                        self.baseline.accept(path);
+                        (
+                            Status::Done,
+                            format!("wrote back what {path} held before the remediation"),
+                        )
+                    }
                     Err(e) => (Status::Failed, format!("cannot rewrite {path}: {e}")),
                 }
             }
@@ -1536,10 +1541,13 @@ impl Responder {
                 }
             }
             Undo::PutBack { path, lines } => match persistence::put_back(Path::new(path), lines) {
-                Ok(()) => (
-                    Status::Done,
-                    format!("put {} line(s) back into {path}", lines.len()),
-                ),
+                Ok(()) => {
+                    self.baseline.accept(path);
+                    (
+                        Status::Done,
+                        format!("put {} line(s) back into {path}", lines.len()),
+                    )
+                }
                 Err(e) => (Status::Failed, format!("cannot rewrite {path}: {e}")),
             },
         }

@@ -180,6 +180,14 @@ impl Baseline {
         self.tainted.insert(path.to_owned());
     }
 
+    /// An operator gave `path` back what a remediation took from it (an undo): what it holds
+    /// now is what they want, and later remediations measure against it.
+    pub fn accept(&mut self, path: &str) {
+        self.tainted.remove(path);
+        self.files.remove(path);
+        self.read(path);
+    }
+
     /// Takes in changes made without an alert (an administrator's edit).
     pub fn refresh(&mut self) {
         let changed: Vec<String> = self
