@@ -34,7 +34,7 @@ pub struct SensorSelf {
     pub paths: Vec<String>,
     /// The sensor's eBPF programs, maps and links, by kind and id (ids are unique per kind).
     pub bpf_objects: std::sync::Arc<
-        std::sync::RwLock<std::collections::BTreeSet<(crate::kernel::loader::ObjectKind, u32)>>,
+        std::sync::RwLock<std::collections::BTreeSet<(crate::host::bpf_objects::ObjectKind, u32)>>,
     >,
 }
 
@@ -65,7 +65,7 @@ impl SensorSelf {
     /// Records `ids` as the sensor's own eBPF objects (shared by every clone).
     pub fn add_bpf_objects(
         &self,
-        ids: impl IntoIterator<Item = (crate::kernel::loader::ObjectKind, u32)>,
+        ids: impl IntoIterator<Item = (crate::host::bpf_objects::ObjectKind, u32)>,
     ) {
         if let Ok(mut set) = self.bpf_objects.write() {
             set.extend(ids);
@@ -74,7 +74,7 @@ impl SensorSelf {
 
     /// Whether the object `BPF_*_GET_FD_BY_ID` (command `cmd`) asks for by `id` is ours.
     pub fn owns_bpf_object(&self, cmd: u64, id: u32) -> bool {
-        let Some(kind) = crate::kernel::loader::ObjectKind::of_command(cmd) else {
+        let Some(kind) = crate::host::bpf_objects::ObjectKind::of_command(cmd) else {
             return false;
         };
         self.bpf_objects

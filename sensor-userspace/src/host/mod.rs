@@ -2,6 +2,7 @@
 //! the groups that hold a process tree), [`hash`], [`peer`] (who may use a command socket) and [`rpc`] (one JSON line each way over one), the [`state`] directory, [`clock`]s, and
 //! [`durable`] writes and [`jsonl`] reads.
 
+pub mod bpf_objects;
 pub mod cgroup;
 pub mod clock;
 pub mod durable;
