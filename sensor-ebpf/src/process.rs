@@ -57,22 +57,41 @@ pub fn vigil_exec(ctx: TracePointContext) -> u32 {
     if is_own(EventKind::Exec) {
         return 0;
     }
+    let tp = &config().tracepoints;
+    // SAFETY: the current task pointer is valid while this program runs.
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    // SAFETY: bounded reads of the tracepoint's context; `src` points into it (the
+    // `__data_loc` filename).
+    let (loc, src) = unsafe {
+        let loc: u32 = ctx.read_at(tp.exec_filename as usize).unwrap_or(0);
+        let src = ctx.as_ptr().cast::<u8>().add((loc & 0xffff) as usize);
+        (loc, src)
+    };
+    // The image actually executed. Enforcement comes first, before any ring space is
+    // asked for: a full ring (a consumer that crashed, a storm) must never let a blocked
+    // image run.
+    let fl_cfg = &config().files;
+    // SAFETY: probe reads at the offsets BTF gave; a null pointer reads as nothing.
+    let exe = unsafe {
+        let mm = field::<u64>(task, fl_cfg.task_mm) as *const u8;
+        field::<u64>(mm, fl_cfg.mm_exe_file) as *const u8
+    };
+    let exe_inode = inode_of(exe);
+    let blocked = crate::enforce::exec_blocked(exe_inode.ino, exe_inode.dev, src);
+    if blocked {
+        crate::enforce::kill_current();
+    }
     let Some(mut entry) = EVENTS.reserve::<ExecRecord>(0) else {
         count(EventKind::Exec, Counter::RingFull);
         return 0;
     };
-    let tp = &config().tracepoints;
-    // SAFETY: the current task pointer is valid while this program runs.
-    let task = unsafe { bpf_get_current_task() } as *const u8;
     let rec = entry.as_mut_ptr();
     // SAFETY: `rec` points at a reserved, exclusively owned ExecRecord; fields are written
     // through raw pointers without forming references to uninitialised memory, and the
     // context reads are bounded probe reads.
     unsafe {
-        let loc: u32 = ctx.read_at(tp.exec_filename as usize).unwrap_or(0);
         let old_pid: u32 = ctx.read_at(tp.exec_old_pid as usize).unwrap_or(0);
         let src_len = (loc >> 16) as usize;
-        let src = ctx.as_ptr().cast::<u8>().add((loc & 0xffff) as usize);
         let copied = bpf_probe_read_kernel_str(
             (&raw mut (*rec).filename).cast(),
             FILENAME_LEN as u32,
@@ -84,19 +103,13 @@ pub fn vigil_exec(ctx: TracePointContext) -> u32 {
         } else {
             0
         };
-        // The image actually executed, and whether it still has a name on disk.
-        let fl_cfg = &config().files;
-        let mm = field::<u64>(task, fl_cfg.task_mm) as *const u8;
-        let exe = field::<u64>(mm, fl_cfg.mm_exe_file) as *const u8;
-        let exe_inode = inode_of(exe);
         if !exe.is_null() && exe_inode.nlink == 0 {
             fl |= flags::EXE_UNLINKED;
         }
         if !exe.is_null() && dentry_name_starts_with(exe, b"memfd:") {
             fl |= flags::EXE_MEMFD;
         }
-        if crate::enforce::exec_blocked(exe_inode.ino, exe_inode.dev, src) {
-            crate::enforce::kill_current();
+        if blocked {
             fl |= flags::EXEC_BLOCKED;
         }
         (&raw mut (*rec).exe_ino).write(exe_inode.ino);
