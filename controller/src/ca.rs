@@ -107,6 +107,27 @@ impl Authority {
         })
     }
 
+    /// A certificate for the console's HTTPS server, for these DNS names and addresses,
+    /// signed by this CA (browsers and the CLI trust it by trusting `ca.pem`).
+    pub fn console_identity(
+        &self,
+        names: &[String],
+    ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), CaError> {
+        let issuer = Issuer::from_ca_cert_pem(&self.cert_pem, &self.key)?;
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(names.to_vec())?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "Vigil console");
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.not_after = rcgen::date_time_ymd(this_year() + 1, 1, 1);
+        let cert = params.signed_by(&key, &issuer)?;
+        Ok((
+            vec![cert.der().clone(), self.cert_der.clone()],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        ))
+    }
+
     /// The CA's fingerprint, which enrollment tokens carry.
     pub fn fingerprint(&self) -> String {
         fingerprint(&self.cert_der)

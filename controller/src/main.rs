@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 use controller::{
     ca::Authority,
     net::{
+        api,
         ops::{self, OpReply, OpRequest, OpResponse},
         server::{self, Shared},
     },
@@ -28,6 +29,16 @@ struct Cli {
     /// The server's state directory (its store, CA, operator socket).
     #[arg(long, global = true, default_value = DEFAULT_STATE)]
     state: PathBuf,
+    /// Drive a controller elsewhere through its API (`https://HOST:PORT`) instead of the
+    /// local socket; needs `--token`.
+    #[arg(long, global = true, requires = "token", env = "VIGIL_CONTROLLER_URL")]
+    controller_url: Option<String>,
+    /// An API token (`vigil-controller operator token NAME`).
+    #[arg(long, global = true, env = "VIGIL_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// The CA that signed the console's certificate (the controller's `ca.pem`).
+    #[arg(long, global = true, env = "VIGIL_CA")]
+    ca: Option<PathBuf>,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -39,6 +50,19 @@ enum Cmd {
         /// UDP address to listen on (QUIC).
         #[arg(long, default_value = "0.0.0.0:4433")]
         listen: SocketAddr,
+        /// Also serve the console and its API over HTTPS on this TCP address.
+        #[arg(long)]
+        console: Option<SocketAddr>,
+        /// The console's certificate chain (PEM); by default the controller's CA issues one.
+        #[arg(long, requires = "console_key")]
+        console_cert: Option<PathBuf>,
+        #[arg(long, requires = "console_cert")]
+        console_key: Option<PathBuf>,
+    },
+    /// The people who operate the fleet through the console and the API.
+    Operator {
+        #[command(subcommand)]
+        action: OperatorCmd,
     },
     /// Issue a one-time enrollment token (printed as the last line).
     EnrollToken {
@@ -168,6 +192,24 @@ enum Cmd {
 }
 
 #[derive(Subcommand)]
+enum OperatorCmd {
+    /// Make an operator; their one-time password is the last line printed.
+    Add {
+        name: String,
+        #[arg(long, value_parser = ["viewer", "responder", "admin"])]
+        role: String,
+    },
+    /// Remove an operator: their sessions end and their API tokens are revoked.
+    Remove { name: String },
+    /// The operators and their API tokens.
+    List,
+    /// Issue an API token for a script acting as NAME (the last line printed).
+    Token { name: String },
+    /// Revoke an API token by its id.
+    RevokeToken { id: String },
+}
+
+#[derive(Subcommand)]
 enum FleetPolicyCmd {
     /// Check FILE whole, without a server.
     Check { file: PathBuf },
@@ -208,17 +250,68 @@ fn end_progress() {
     }
 }
 
-fn ask(state: &Path, req: &OpRequest) -> Result<OpReply> {
-    ask_with_progress(state, req, &mut |_| {})
+/// Where the operator commands go: the local socket, or a controller's API.
+enum Target {
+    Socket(PathBuf),
+    Api {
+        url: String,
+        token: String,
+        ca: Option<PathBuf>,
+    },
+}
+
+fn ask(target: &Target, req: &OpRequest) -> Result<OpReply> {
+    ask_with_progress(target, req, &mut |_| {})
+}
+
+/// Makes `req` through the API's `/api/v1/op` (one answer, no progress lines).
+fn ask_remote(url: &str, token: &str, ca: Option<&Path>, req: &OpRequest) -> Result<OpReply> {
+    let url = format!("{}/api/v1/op", url.trim_end_matches('/'));
+    let mut tls = ureq::tls::TlsConfig::builder().provider(ureq::tls::TlsProvider::Rustls);
+    if let Some(ca) = ca {
+        let pem =
+            std::fs::read(ca).with_context(|| format!("cannot read the CA {}", ca.display()))?;
+        let cert = ureq::tls::Certificate::from_pem(&pem)
+            .with_context(|| format!("{} is not a PEM certificate", ca.display()))?;
+        tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&[cert.to_owned()]));
+    }
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .tls_config(tls.build())
+        .http_status_as_error(false)
+        .timeout_global(Some(std::time::Duration::from_secs(120)))
+        .build()
+        .into();
+    let mut resp = agent
+        .post(&url)
+        .header("Authorization", &format!("Bearer {token}"))
+        .content_type("application/json")
+        .send(serde_json::to_vec(req)?)
+        .with_context(|| format!("no controller answers at {url}"))?;
+    let status = resp.status();
+    let text = resp
+        .body_mut()
+        .read_to_string()
+        .with_context(|| format!("{url} answered {status} without a readable body"))?;
+    let body: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{url} answered {status} without JSON"))?;
+    if !status.is_success() {
+        let why = body["error"].as_str().unwrap_or("no reason given");
+        bail!("{url} refused the request ({status}): {why}");
+    }
+    serde_json::from_value(body).with_context(|| format!("{url} answered with an unknown reply"))
 }
 
 fn ask_with_progress(
-    state: &Path,
+    target: &Target,
     req: &OpRequest,
     progress: &mut dyn FnMut(&ops::Progress),
 ) -> Result<OpReply> {
-    let socket = state.join("control.sock");
-    let resp = ops::request(&socket, req, progress).with_context(|| {
+    let socket = match target {
+        Target::Socket(socket) => socket,
+        Target::Api { url, token, ca } => return ask_remote(url, token, ca.as_deref(), req),
+    };
+    let state = socket.parent().unwrap_or(Path::new("."));
+    let resp = ops::request(socket, req, progress).with_context(|| {
         format!(
             "no controller answers on {}; is `vigil-controller serve --state {}` running?",
             socket.display(),
@@ -232,7 +325,13 @@ fn ask_with_progress(
     }
 }
 
-async fn serve(state: &Path, listen: SocketAddr) -> Result<()> {
+/// Where the console listens, and with what certificate.
+struct ConsoleOpts {
+    listen: SocketAddr,
+    cert_key: Option<(PathBuf, PathBuf)>,
+}
+
+async fn serve(state: &Path, listen: SocketAddr, console: Option<ConsoleOpts>) -> Result<()> {
     std::fs::create_dir_all(state)
         .with_context(|| format!("cannot create the state directory {}", state.display()))?;
     std::fs::set_permissions(state, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
@@ -249,6 +348,13 @@ async fn serve(state: &Path, listen: SocketAddr) -> Result<()> {
         "vigil-controller serving"
     );
     tokio::spawn(ops::serve(listener, shared.clone()));
+    if let Some(c) = console {
+        let pair = c.cert_key.as_ref().map(|(c, k)| (c.as_path(), k.as_path()));
+        let tls = api::tls_config(&shared, c.listen, pair)?;
+        let l = api::bind(c.listen).await?;
+        tracing::info!(console = %format!("https://{}/", l.local_addr()?), "console serving");
+        tokio::spawn(api::serve(l, tls, shared.clone()));
+    }
     tokio::spawn(reconcile::run(shared.fleet.clone(), host_events));
     tokio::spawn(controller::services::schedule::run(shared.fleet.clone()));
     tokio::spawn(controller::services::autonomy::run(shared.fleet.clone()));
@@ -292,25 +398,43 @@ fn main() -> Result<()> {
         .init();
     let state = cli.state;
     let (req, json) = match cli.command {
-        Cmd::Serve { listen } => {
+        Cmd::Serve {
+            listen,
+            console,
+            console_cert,
+            console_key,
+        } => {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
                 .build()?;
-            return rt.block_on(serve(&state, listen));
+            let console = console.map(|listen| ConsoleOpts {
+                listen,
+                cert_key: console_cert.zip(console_key),
+            });
+            return rt.block_on(serve(&state, listen, console));
         }
         Cmd::FleetPolicy {
             action: FleetPolicyCmd::Check { file },
         } => return check_fleet_policy(&file),
         other => request_of(other)?,
     };
+    let target = match (cli.controller_url, cli.token) {
+        (Some(url), Some(token)) => Target::Api {
+            url,
+            token,
+            ca: cli.ca,
+        },
+        (Some(_), None) => bail!("--controller-url needs --token (or VIGIL_TOKEN)"),
+        (None, _) => Target::Socket(state.join("control.sock")),
+    };
     let long = matches!(req, OpRequest::Hunt { .. } | OpRequest::Sweep { .. });
     let reply = if long {
-        let r = ask_with_progress(&state, &req, &mut show_progress);
+        let r = ask_with_progress(&target, &req, &mut show_progress);
         end_progress();
         r?
     } else {
-        ask(&state, &req)?
+        ask(&target, &req)?
     };
     print_reply(reply, json)
 }
@@ -421,6 +545,16 @@ fn request_of(cmd: Cmd) -> Result<(OpRequest, bool)> {
         Cmd::Deny { host, incident } => (OpRequest::Deny { host, incident }, false),
         Cmd::Notifications => (OpRequest::Notifications, false),
         Cmd::Blocks { json } => (OpRequest::FleetBlocks, json),
+        Cmd::Operator { action } => match action {
+            OperatorCmd::Add { name, role } => {
+                let role = role.parse().map_err(anyhow::Error::msg)?;
+                (OpRequest::OperatorAdd { name, role }, false)
+            }
+            OperatorCmd::Remove { name } => (OpRequest::OperatorRemove { name }, false),
+            OperatorCmd::List => (OpRequest::Operators, false),
+            OperatorCmd::Token { name } => (OpRequest::OperatorToken { name }, false),
+            OperatorCmd::RevokeToken { id } => (OpRequest::TokenRevoke { id }, false),
+        },
     })
 }
 
@@ -492,6 +626,38 @@ fn print_reply(reply: OpReply, json: bool) -> Result<()> {
                 );
             }
         }
+        OpReply::OperatorAdded { operator, password } => {
+            println!(
+                "operator {} ({}) made; their one-time password:",
+                operator.name, operator.role
+            );
+            println!("{password}");
+        }
+        OpReply::OperatorRemoved { name } => println!("operator {name} removed"),
+        OpReply::Operators { operators, tokens } => {
+            for o in &operators {
+                let theirs: Vec<String> = tokens
+                    .iter()
+                    .filter(|t| t.operator == o.name)
+                    .map(|t| format!("{}{}", t.id, if t.revoked { " (revoked)" } else { "" }))
+                    .collect();
+                println!(
+                    "{:<24} {:<10} tokens: {}",
+                    o.name,
+                    o.role.name(),
+                    if theirs.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        theirs.join(", ")
+                    }
+                );
+            }
+        }
+        OpReply::TokenIssued { token, secret } => {
+            println!("API token {} for {}:", token.id, token.operator);
+            println!("{secret}");
+        }
+        OpReply::TokenRevoked { id } => println!("API token {id} revoked"),
         OpReply::FleetBlocks { blocks } if json => print_lines(&blocks)?,
         OpReply::FleetBlocks { blocks } => {
             for b in &blocks {

@@ -1,6 +1,7 @@
 //! `cargo xtask`: set up the eBPF toolchain, build, run, test and benchmark Vigil.
 
 mod bench;
+mod console;
 mod fuzz;
 mod run;
 mod setup;
@@ -20,6 +21,9 @@ struct Cli {
 enum Task {
     /// Install what the eBPF build needs and is missing (idempotent).
     Setup,
+    /// Build the controller's web console (npm, esbuild) into controller/console/dist,
+    /// which the next build of vigil-controller embeds.
+    Console,
     /// Set up, build in release, and run on this host (root): a local controller on its
     /// embedded store, and the sensor enrolled with it.
     Run {
@@ -32,6 +36,9 @@ enum Task {
         /// Where the local controller listens (UDP).
         #[arg(long, default_value = "127.0.0.1:4433")]
         listen: String,
+        /// Where the local controller serves its console and API (HTTPS).
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        console: String,
         /// Extra arguments for `vigil-sensor run`.
         #[arg(last = true)]
         args: Vec<String>,
@@ -65,13 +72,16 @@ enum Task {
 fn main() -> Result<()> {
     match Cli::parse().task {
         Task::Setup => setup::run(),
+        Task::Console => console::build(),
         Task::Run {
             state,
             controller_state,
             listen,
+            console,
             args,
         } => {
             setup::run()?;
+            console::build()?;
             util::cargo(&[
                 "build",
                 "--release",
@@ -81,7 +91,7 @@ fn main() -> Result<()> {
                 "controller",
             ])?;
             util::require_root("cargo xtask run")?;
-            run::both(&state, &controller_state, &listen, &args)
+            run::both(&state, &controller_state, &listen, &console, &args)
         }
         Task::Test { allow_skip, args } => {
             if !util::is_root() && !allow_skip {
@@ -90,6 +100,10 @@ fn main() -> Result<()> {
                 );
             }
             setup::run()?;
+            console::build()?;
+            if util::is_root() {
+                console::chromium()?;
+            }
             // The end-to-end tests run the real binary: build it first.
             util::cargo(&[
                 "build",

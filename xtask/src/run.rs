@@ -23,11 +23,57 @@ impl Drop for Stop {
     }
 }
 
-pub fn both(state: &str, controller_state: &str, listen: &str, args: &[String]) -> Result<()> {
+/// Makes the first operator (an admin named `admin`) when the controller has none, and
+/// says their one-time password; later runs leave the operators as they are.
+fn first_operator(ctl: &Path, controller_state: &str) -> Result<Option<String>> {
+    let list = Command::new(ctl)
+        .args(["operator", "list", "--state", controller_state])
+        .output()?;
+    if !list.status.success() || !list.stdout.is_empty() {
+        return Ok(None);
+    }
+    let out = Command::new(ctl)
+        .args([
+            "operator",
+            "add",
+            "admin",
+            "--role",
+            "admin",
+            "--state",
+            controller_state,
+        ])
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "cannot make the console's first operator: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .map(str::to_owned))
+}
+
+pub fn both(
+    state: &str,
+    controller_state: &str,
+    listen: &str,
+    console: &str,
+    args: &[String],
+) -> Result<()> {
     let release = util::target_dir()?.join("release");
     let ctl = release.join("vigil-controller");
     let controller = Command::new(&ctl)
-        .args(["serve", "--state", controller_state, "--listen", listen])
+        .args([
+            "serve",
+            "--state",
+            controller_state,
+            "--listen",
+            listen,
+            "--console",
+            console,
+        ])
         .stdin(Stdio::null())
         .spawn()
         .with_context(|| format!("cannot start {}", ctl.display()))?;
@@ -45,6 +91,7 @@ pub fn both(state: &str, controller_state: &str, listen: &str, args: &[String]) 
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+    let password = first_operator(&ctl, controller_state)?;
     let mut sensor = Command::new(release.join("vigil-sensor"));
     sensor.args([
         "run",
@@ -73,6 +120,12 @@ pub fn both(state: &str, controller_state: &str, listen: &str, args: &[String]) 
         sensor.args(["--enroll", &token]);
     }
     sensor.args(args);
+    eprintln!(
+        "xtask: console on https://{console}/ (its certificate is signed by {controller_state}/ca.pem){}",
+        password.map_or(String::new(), |p| format!(
+            "; log in as admin with the one-time password {p}"
+        ))
+    );
     eprintln!(
         "xtask: controller on {listen} (state {controller_state}), sensor enrolled with it (events on stdout; \
          `vigil-sensor status --state {state}` and `vigil-controller hosts --state {controller_state}` in another shell; Ctrl-C stops both)"

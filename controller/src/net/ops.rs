@@ -9,7 +9,7 @@ use sensor_userspace::host::rpc::{self, RpcError};
 use serde::{Deserialize, Serialize};
 use tokio::net::{UnixListener, UnixStream};
 
-use crate::{lock, net::server::Shared, now_ns, operator, store::AuditEntry};
+use crate::{lock, net::server::Shared, now_ns, operator, services::operators};
 
 /// A request carries at most a rule set, which must fit a frame to a host anyway.
 const MAX_REQUEST: usize = sensor_common::protocol::MAX_FRAME;
@@ -102,6 +102,95 @@ pub enum OpRequest {
     Notifications,
     /// The fleet blocks in force, with each host's answer.
     FleetBlocks,
+    /// Make an operator of the console and the API; the answer carries a one-time password.
+    OperatorAdd {
+        name: String,
+        role: crate::store::Role,
+    },
+    /// Remove an operator: their sessions end and their API tokens are revoked.
+    OperatorRemove {
+        name: String,
+    },
+    /// The operators and their API tokens.
+    Operators,
+    /// Issue an API token for a script acting as operator `name` (shown once).
+    OperatorToken {
+        name: String,
+    },
+    /// Revoke API token `id`.
+    TokenRevoke {
+        id: String,
+    },
+}
+
+impl OpRequest {
+    /// The least role that may make this request through the API (the local socket is
+    /// root's, and may make every one).
+    pub fn role(&self) -> crate::store::Role {
+        use crate::store::Role;
+        match self {
+            Self::Hosts
+            | Self::Incidents { .. }
+            | Self::Records { .. }
+            | Self::Audit
+            | Self::Hunts
+            | Self::SweepResults { .. }
+            | Self::FleetPolicy { text: None }
+            | Self::Notifications
+            | Self::FleetBlocks => Role::Viewer,
+            Self::Contain { .. }
+            | Self::Release { .. }
+            | Self::Kill { .. }
+            | Self::Quarantine { .. }
+            | Self::Undo { .. }
+            | Self::Hunt { .. }
+            | Self::HuntAdd { .. }
+            | Self::HuntRemove { .. }
+            | Self::Sweep { .. }
+            | Self::Approve { .. }
+            | Self::Deny { .. } => Role::Responder,
+            Self::EnrollToken { .. }
+            | Self::Revoke { .. }
+            | Self::PushRules { .. }
+            | Self::PushPolicy { .. }
+            | Self::FleetPolicy { text: Some(_) }
+            | Self::OperatorAdd { .. }
+            | Self::OperatorRemove { .. }
+            | Self::Operators
+            | Self::OperatorToken { .. }
+            | Self::TokenRevoke { .. } => Role::Admin,
+        }
+    }
+
+    /// Whether it only reads (and so is left out of the audit log).
+    fn reads_only(&self) -> bool {
+        matches!(
+            self,
+            Self::Hosts
+                | Self::Records { .. }
+                | Self::Audit
+                | Self::Incidents { .. }
+                | Self::Hunts
+                | Self::SweepResults { .. }
+                | Self::Hunt { .. }
+                | Self::FleetPolicy { text: None }
+                | Self::Notifications
+                | Self::FleetBlocks
+                | Self::Operators
+        )
+    }
+
+    /// How the audit log names it: a rule set by its version, not its every line.
+    fn audit_text(&self) -> String {
+        match self {
+            Self::PushRules { set } => format!(
+                "{{\"op\":\"push_rules\",\"version\":\"{}\",\"files\":{}}}",
+                set.version,
+                set.files.len()
+            ),
+            other => serde_json::to_string(other).unwrap_or_default(),
+        }
+    }
 }
 
 /// How far a long request has got: `done` of `of` (when known) `what`.
@@ -196,7 +285,7 @@ pub enum OpReply {
         hunts: Vec<crate::store::Standing>,
     },
     Audit {
-        entries: Vec<AuditEntry>,
+        entries: Vec<crate::store::AuditEntry>,
     },
     FleetPolicy {
         policy: crate::services::fleet_policy::FleetPolicy,
@@ -208,6 +297,26 @@ pub enum OpReply {
     },
     FleetBlocks {
         blocks: Vec<crate::store::StoredBlock>,
+    },
+    OperatorAdded {
+        operator: crate::store::Operator,
+        /// Shown this once; the store keeps only its hash.
+        password: String,
+    },
+    OperatorRemoved {
+        name: String,
+    },
+    Operators {
+        operators: Vec<crate::store::Operator>,
+        tokens: Vec<crate::store::ApiToken>,
+    },
+    TokenIssued {
+        token: crate::store::ApiToken,
+        /// Shown this once; the store keeps only its hash.
+        secret: String,
+    },
+    TokenRevoked {
+        id: String,
     },
 }
 
@@ -234,48 +343,43 @@ pub async fn serve(listener: UnixListener, shared: Shared) {
 async fn handle(stream: UnixStream, uid: u32, shared: Shared) -> std::io::Result<()> {
     let who = format!("uid {uid}");
     let (read, mut write) = stream.into_split();
-    let resp = match rpc::read_request::<OpRequest>(read, MAX_REQUEST).await {
-        Ok(OpRequest::Hunt { query }) => hunt(&shared, &query, &mut write).await?,
-        Ok(OpRequest::Sweep { sha256 }) => {
-            let resp = sweep(&shared, &sha256, &mut write).await?;
-            let command = serde_json::json!({"op": "sweep", "sha256": sha256}).to_string();
-            audit(&shared, &who, &command, &resp);
-            resp
+    let req = match rpc::read_request::<OpRequest>(read, MAX_REQUEST).await {
+        Ok(req) => req,
+        Err(e) => return rpc::write_line(&mut write, &err(e)).await,
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let work = execute(&shared, &req, &who, tx);
+    tokio::pin!(work);
+    let resp = loop {
+        tokio::select! {
+            done = &mut work => break done,
+            Some(p) = rx.recv() => rpc::write_line(&mut write, &OpResponse::Progress(p)).await?,
         }
-        Ok(req) => {
-            let resp = answer(&shared, &req, &who).await;
-            let audited = !matches!(
-                req,
-                OpRequest::Hosts
-                    | OpRequest::Records { .. }
-                    | OpRequest::Audit
-                    | OpRequest::Incidents { .. }
-                    | OpRequest::Hunts
-                    | OpRequest::SweepResults { .. }
-                    | OpRequest::Hunt { .. }
-                    | OpRequest::FleetPolicy { text: None }
-                    | OpRequest::Notifications
-                    | OpRequest::FleetBlocks
-            );
-            if audited {
-                let command = match &req {
-                    // The audit log names the set by version, not its every line.
-                    OpRequest::PushRules { set } => format!(
-                        "{{\"op\":\"push_rules\",\"version\":\"{}\",\"files\":{}}}",
-                        set.version,
-                        set.files.len()
-                    ),
-                    other => serde_json::to_string(other).unwrap_or_default(),
-                };
-                audit(&shared, &who, &command, &resp);
-            }
-            resp
-        }
-        Err(e) => OpResponse::Error {
-            message: e.to_string(),
-        },
     };
     rpc::write_line(&mut write, &resp).await
+}
+
+/// Carries out one operator request for `who` (the socket's peer, or an operator of the
+/// API), keeping it and its outcome in the audit log unless it only reads. A long request's
+/// progress goes to `progress` as it is made.
+pub async fn execute(
+    shared: &Shared,
+    req: &OpRequest,
+    who: &str,
+    progress: tokio::sync::mpsc::UnboundedSender<Progress>,
+) -> OpResponse {
+    let resp = match req {
+        OpRequest::Hunt { query } => hunt(shared, query, progress).await,
+        OpRequest::Sweep { sha256 } => sweep(shared, sha256, progress).await,
+        req => answer(shared, req, who).await,
+    };
+    if !req.reads_only() {
+        audit(shared, who, &req.audit_text(), &resp);
+        shared
+            .fleet
+            .changed(crate::services::ChangeKind::Audit, None);
+    }
+    resp
 }
 
 /// Keeps a command and its outcome in the audit log.
@@ -552,6 +656,47 @@ async fn answer(shared: &Shared, req: &OpRequest, who: &str) -> OpResponse {
             Ok(entries) => ok(OpReply::Audit { entries }),
             Err(e) => err(e),
         },
+        OpRequest::OperatorAdd { name, role } => {
+            // The password hash is slow by design: off the runtime.
+            let (store, name, role) = (shared.fleet.store.clone(), name.clone(), *role);
+            match tokio::task::spawn_blocking(move || {
+                operators::add(lock(&store).as_mut(), &name, role)
+            })
+            .await
+            {
+                Ok(Ok((operator, password))) => ok(OpReply::OperatorAdded { operator, password }),
+                Ok(Err(e)) => err(e),
+                Err(e) => err(format!("the operator was not made: {e}")),
+            }
+        }
+        OpRequest::OperatorRemove { name } => {
+            match lock(&shared.fleet.store).remove_operator(name) {
+                Ok(true) => {
+                    shared.sessions.end_all(name);
+                    ok(OpReply::OperatorRemoved { name: name.clone() })
+                }
+                Ok(false) => err(format!("no operator {name}")),
+                Err(e) => err(e),
+            }
+        }
+        OpRequest::Operators => {
+            let s = lock(&shared.fleet.store);
+            match (s.operators(), s.api_tokens()) {
+                (Ok(operators), Ok(tokens)) => ok(OpReply::Operators { operators, tokens }),
+                (Err(e), _) | (_, Err(e)) => err(e),
+            }
+        }
+        OpRequest::OperatorToken { name } => {
+            match operators::issue_token(lock(&shared.fleet.store).as_mut(), name) {
+                Ok((token, secret)) => ok(OpReply::TokenIssued { token, secret }),
+                Err(e) => err(e),
+            }
+        }
+        OpRequest::TokenRevoke { id } => match lock(&shared.fleet.store).revoke_api_token(id) {
+            Ok(true) => ok(OpReply::TokenRevoked { id: id.clone() }),
+            Ok(false) => err(format!("no API token {id}")),
+            Err(e) => err(e),
+        },
     }
 }
 
@@ -571,75 +716,52 @@ fn syntax_error(query: &str, e: &crate::services::hunt::HuntError) -> OpResponse
     ))
 }
 
-/// Runs a hunt on a blocking thread (it scans the store), writing its progress as it goes.
+/// Runs a hunt on a blocking thread (it scans the store), telling its progress as it goes.
 async fn hunt(
     shared: &Shared,
     query: &str,
-    write: &mut tokio::net::unix::OwnedWriteHalf,
-) -> std::io::Result<OpResponse> {
+    progress: tokio::sync::mpsc::UnboundedSender<Progress>,
+) -> OpResponse {
     let q = match crate::services::hunt::parse(query) {
         Ok(q) => q,
-        Err(e) => return Ok(syntax_error(query, &e)),
+        Err(e) => return syntax_error(query, &e),
     };
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let store = shared.fleet.store.clone();
     let task = tokio::task::spawn_blocking(move || {
         let reader = crate::services::reader(&store)?;
         crate::services::hunt::search(reader.as_ref(), &q, &mut |n| {
-            let _ = tx.send(Progress {
+            let _ = progress.send(Progress {
                 done: n as u64,
                 of: None,
                 what: "edges read".into(),
             });
         })
     });
-    let work = async {
-        match task.await {
-            Ok(r) => r.map(OpReply::Hunt).map_err(|e| e.to_string()),
-            Err(e) => Err(format!("the hunt failed: {e}")),
-        }
-    };
-    streaming(write, rx, work).await
+    match task.await {
+        Ok(Ok(o)) => ok(OpReply::Hunt(o)),
+        Ok(Err(e)) => err(e),
+        Err(e) => err(format!("the hunt failed: {e}")),
+    }
 }
 
-/// Runs a hash sweep, writing how many hosts have answered as they do.
+/// Runs a hash sweep, telling how many hosts have answered as they do.
 async fn sweep(
     shared: &Shared,
     sha256: &str,
-    write: &mut tokio::net::unix::OwnedWriteHalf,
-) -> std::io::Result<OpResponse> {
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let work = async {
-        crate::services::sweep::start(&shared.fleet, sha256, None, &mut |done, of| {
-            let _ = tx.send(Progress {
-                done: done as u64,
-                of: Some(of as u64),
-                what: "hosts answered".into(),
-            });
-        })
-        .await
-        .map(OpReply::Sweep)
-    };
-    streaming(write, rx, work).await
-}
-
-/// Awaits `work`, writing the progress it reports as lines before its answer.
-async fn streaming<E: std::fmt::Display>(
-    write: &mut tokio::net::unix::OwnedWriteHalf,
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<Progress>,
-    work: impl std::future::Future<Output = Result<OpReply, E>>,
-) -> std::io::Result<OpResponse> {
-    tokio::pin!(work);
-    let outcome = loop {
-        tokio::select! {
-            done = &mut work => break done,
-            Some(p) = rx.recv() => rpc::write_line(write, &OpResponse::Progress(p)).await?,
-        }
-    };
-    Ok(match outcome {
-        Ok(v) => ok(v),
-        Err(e) => err(e),
+    progress: tokio::sync::mpsc::UnboundedSender<Progress>,
+) -> OpResponse {
+    let swept = crate::services::sweep::start(&shared.fleet, sha256, None, &mut |done, of| {
+        let _ = progress.send(Progress {
+            done: done as u64,
+            of: Some(of as u64),
+            what: "hosts answered".into(),
+        });
     })
+    .await;
+    match swept {
+        Ok(r) => ok(OpReply::Sweep(r)),
+        Err(e) => err(e),
+    }
 }
 
 fn reply(r: Result<CommandReply, crate::services::LinkError>) -> OpResponse {

@@ -26,7 +26,7 @@ use crate::{
     ca::{Authority, fingerprint},
     lock, now_ns,
     services::{
-        Fleet, HostLink, LinkError,
+        ChangeKind, Fleet, HostLink, LinkError,
         reconcile::{Events, HostEvent},
     },
     store::{Host, SharedStore},
@@ -62,6 +62,8 @@ pub struct Shared {
     pub fleet: Fleet,
     pub ca: Arc<Authority>,
     pub hosts: Arc<Connections>,
+    /// The console's operator sessions.
+    pub sessions: Arc<crate::services::operators::Sessions>,
     /// Where host events go (to [`crate::services::reconcile::run`]).
     events: Events,
 }
@@ -79,9 +81,11 @@ impl Shared {
                 store,
                 link: hosts.clone(),
                 notifier: crate::services::notify::Notifier::default(),
+                changes: crate::services::changes(),
             },
             ca: Arc::new(ca),
             hosts,
+            sessions: Arc::default(),
             events,
         };
         (shared, rx)
@@ -225,6 +229,7 @@ async fn handle(conn: Connection, shared: Shared) {
     shared.hosts.insert(&host.id, conn.clone());
     let result = telemetry(&conn, &shared, &host.id).await;
     shared.hosts.remove_if(&host.id, &conn);
+    shared.fleet.changed(ChangeKind::Hosts, Some(&host.id));
     let _ = shared.events.send(HostEvent::Disconnected {
         host: host.id.clone(),
     });
@@ -400,6 +405,13 @@ async fn telemetry(conn: &Connection, shared: &Shared, host: &str) -> Result<(),
                             source,
                         });
                     }
+                    shared.fleet.changed(
+                        match stream {
+                            sensor_common::protocol::Stream::Alerts => ChangeKind::Alerts,
+                            sensor_common::protocol::Stream::Actions => ChangeKind::Actions,
+                        },
+                        Some(host),
+                    );
                     // A new alert: the fleet's own steps start from here.
                     if stream == sensor_common::protocol::Stream::Alerts
                         && let Ok(alert) = serde_json::from_slice(&body)
@@ -425,6 +437,7 @@ async fn telemetry(conn: &Connection, shared: &Shared, host: &str) -> Result<(),
                     if let Err(e) = lock(store).seen(host, &r, now_ns()) {
                         tracing::error!(error = %e, "cannot record a host report");
                     }
+                    shared.fleet.changed(ChangeKind::Hosts, Some(host));
                     // Once per connection: the services reconcile the host from here.
                     if !converging {
                         converging = true;

@@ -10,7 +10,8 @@
 //! - [`reconcile`]: what a host's connection sets going (converge, catch-up), and each alert;
 //! - [`autonomy`]: the fleet's own steps after an alert (fleet blocks, retro-hunts, approval
 //!   deadlines), each kept with its clause of the [`fleet_policy`];
-//! - [`notify`]: telling people (webhook, Slack, PagerDuty), retried and audited.
+//! - [`notify`]: telling people (webhook, Slack, PagerDuty), retried and audited;
+//! - [`operators`]: the people who operate the fleet, their API tokens and console sessions.
 
 use std::{future::Future, pin::Pin, sync::Arc};
 
@@ -23,6 +24,7 @@ pub mod fleet_policy;
 pub mod hunt;
 pub mod incidents;
 pub mod notify;
+pub mod operators;
 pub mod push;
 pub mod reconcile;
 pub mod recovery;
@@ -92,10 +94,50 @@ pub trait HostLink: Send + Sync {
     fn disconnect(&self, host: &str, why: &str);
 }
 
-/// What every service works with: the store, the link to the hosts, and the notifier.
+/// What every service works with: the store, the link to the hosts, the notifier, and where
+/// changes are announced (to the console's live view).
 #[derive(Clone)]
 pub struct Fleet {
     pub store: SharedStore,
     pub link: Arc<dyn HostLink>,
     pub notifier: notify::Notifier,
+    pub changes: Changes,
+}
+
+/// What kind of thing changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeKind {
+    /// A host connected, disconnected, reported or was revoked.
+    Hosts,
+    Alerts,
+    Actions,
+    /// An operator's command (or the fleet's own step) was audited.
+    Audit,
+}
+
+/// One change, for whoever watches (a console's event stream). Nobody watching is fine.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Change {
+    pub what: ChangeKind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+}
+
+/// Where changes are announced; a watcher that falls behind is told it missed some.
+pub type Changes = tokio::sync::broadcast::Sender<Change>;
+
+/// A new announcer of changes.
+pub fn changes() -> Changes {
+    tokio::sync::broadcast::channel(1024).0
+}
+
+impl Fleet {
+    /// Announces a change; nobody listening is not an error.
+    pub fn changed(&self, what: ChangeKind, host: Option<&str>) {
+        let _ = self.changes.send(Change {
+            what,
+            host: host.map(str::to_owned),
+        });
+    }
 }

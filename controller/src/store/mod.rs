@@ -13,8 +13,8 @@ use sensor_common::{
 pub mod model;
 
 pub use model::{
-    Answer, AuditEntry, Closed, Desired, FleetStep, Hit, Host, HostRecord, HostResponse,
-    HuntIncident, Respond, Standing, Step, StoredBlock, Sweep,
+    Answer, ApiToken, AuditEntry, Closed, Desired, FleetStep, Hit, Host, HostRecord, HostResponse,
+    HuntIncident, Operator, Respond, Role, Standing, Step, StoredBlock, Sweep,
 };
 
 /// The store as the controller's tasks share it.
@@ -26,6 +26,8 @@ pub enum StoreError {
     Sql(#[from] rusqlite::Error),
     #[error("store: {0}")]
     Json(#[from] serde_json::Error),
+    #[error("there is already an operator {0}")]
+    OperatorExists(String),
 }
 
 /// Why a token was not accepted. Said to the operator's log, never to the peer.
@@ -96,6 +98,17 @@ pub trait Store: Send {
     fn put_sweep_answer(&mut self, id: &str, answer: &Answer) -> Result<(), StoreError>;
     fn sweep_answers(&self, id: &str) -> Result<Vec<Answer>, StoreError>;
     fn audit_log(&self) -> Result<Vec<AuditEntry>, StoreError>;
+    /// Keeps a new operator; one of the same name is refused, never replaced.
+    fn add_operator(&mut self, operator: &Operator) -> Result<(), StoreError>;
+    /// Forgets an operator and revokes their API tokens; false when there was none.
+    fn remove_operator(&mut self, name: &str) -> Result<bool, StoreError>;
+    fn operator(&self, name: &str) -> Result<Option<Operator>, StoreError>;
+    fn operators(&self) -> Result<Vec<Operator>, StoreError>;
+    fn add_api_token(&mut self, token: &ApiToken) -> Result<(), StoreError>;
+    fn api_token(&self, id: &str) -> Result<Option<ApiToken>, StoreError>;
+    fn api_tokens(&self) -> Result<Vec<ApiToken>, StoreError>;
+    /// Revokes API token `id`; false when there is none.
+    fn revoke_api_token(&mut self, id: &str) -> Result<bool, StoreError>;
     /// Keeps a fleet block; the same block of the same incident is kept once. Its id, and
     /// whether it is new.
     fn add_fleet_block(&mut self, block: &FleetBlock) -> Result<(u64, bool), StoreError>;
@@ -236,6 +249,19 @@ CREATE TABLE IF NOT EXISTS fleet_steps (
     body TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS fleet_steps_by_incident ON fleet_steps (incident);
+CREATE TABLE IF NOT EXISTS operators (
+    name TEXT PRIMARY KEY,
+    role TEXT NOT NULL,
+    created_ns INTEGER NOT NULL,
+    password_hash TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS api_tokens (
+    id TEXT PRIMARY KEY,
+    operator TEXT NOT NULL,
+    created_ns INTEGER NOT NULL,
+    revoked INTEGER NOT NULL DEFAULT 0,
+    secret_hash TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS audit (
     time_ns INTEGER NOT NULL,
     who TEXT NOT NULL,
@@ -799,6 +825,112 @@ impl Store for Sqlite {
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn add_operator(&mut self, o: &Operator) -> Result<(), StoreError> {
+        let added = self.db.execute(
+            "INSERT OR IGNORE INTO operators (name, role, created_ns, password_hash) \
+             VALUES (?1, ?2, ?3, ?4)",
+            params![o.name, o.role.name(), i(o.created_ns), o.password_hash],
+        )?;
+        if added == 0 {
+            return Err(StoreError::OperatorExists(o.name.clone()));
+        }
+        Ok(())
+    }
+
+    fn remove_operator(&mut self, name: &str) -> Result<bool, StoreError> {
+        let tx = self.db.transaction()?;
+        let removed = tx.execute("DELETE FROM operators WHERE name = ?1", [name])?;
+        tx.execute(
+            "UPDATE api_tokens SET revoked = 1 WHERE operator = ?1",
+            [name],
+        )?;
+        tx.commit()?;
+        Ok(removed == 1)
+    }
+
+    fn operator(&self, name: &str) -> Result<Option<Operator>, StoreError> {
+        Ok(self
+            .operators_where("WHERE name = ?1", name)?
+            .into_iter()
+            .next())
+    }
+
+    fn operators(&self) -> Result<Vec<Operator>, StoreError> {
+        self.operators_where("", "")
+    }
+
+    fn add_api_token(&mut self, t: &ApiToken) -> Result<(), StoreError> {
+        self.db.execute(
+            "INSERT INTO api_tokens (id, operator, created_ns, revoked, secret_hash) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![t.id, t.operator, i(t.created_ns), t.revoked, t.secret_hash],
+        )?;
+        Ok(())
+    }
+
+    fn api_token(&self, id: &str) -> Result<Option<ApiToken>, StoreError> {
+        Ok(self.tokens_where("WHERE id = ?1", id)?.into_iter().next())
+    }
+
+    fn api_tokens(&self) -> Result<Vec<ApiToken>, StoreError> {
+        self.tokens_where("", "")
+    }
+
+    fn revoke_api_token(&mut self, id: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .db
+            .execute("UPDATE api_tokens SET revoked = 1 WHERE id = ?1", [id])?
+            == 1)
+    }
+}
+
+impl Sqlite {
+    /// Operators, all or those a one-argument `clause` selects (an unknown role reads as a
+    /// viewer: the least it could be).
+    fn operators_where(&self, clause: &str, arg: &str) -> Result<Vec<Operator>, StoreError> {
+        let sql = format!(
+            "SELECT name, role, created_ns, password_hash FROM operators {clause} ORDER BY name"
+        );
+        let mut st = self.db.prepare(&sql)?;
+        let row = |r: &rusqlite::Row<'_>| {
+            Ok(Operator {
+                name: r.get(0)?,
+                role: r.get::<_, String>(1)?.parse().unwrap_or(Role::Viewer),
+                created_ns: u(r.get(2)?),
+                password_hash: r.get(3)?,
+            })
+        };
+        let rows = if clause.is_empty() {
+            st.query_map([], row)?.collect::<Result<Vec<_>, _>>()?
+        } else {
+            st.query_map([arg], row)?.collect::<Result<Vec<_>, _>>()?
+        };
+        Ok(rows)
+    }
+
+    fn tokens_where(&self, clause: &str, arg: &str) -> Result<Vec<ApiToken>, StoreError> {
+        let sql = format!(
+            "SELECT id, operator, created_ns, revoked, secret_hash FROM api_tokens {clause} \
+             ORDER BY created_ns, id"
+        );
+        let mut st = self.db.prepare(&sql)?;
+        let row = |r: &rusqlite::Row<'_>| {
+            Ok(ApiToken {
+                id: r.get(0)?,
+                operator: r.get(1)?,
+                created_ns: u(r.get(2)?),
+                revoked: r.get::<_, i64>(3)? != 0,
+                secret_hash: r.get(4)?,
+            })
+        };
+        let rows = if clause.is_empty() {
+            st.query_map([], row)?.collect::<Result<Vec<_>, _>>()?
+        } else {
+            st.query_map([arg], row)?.collect::<Result<Vec<_>, _>>()?
+        };
+        Ok(rows)
     }
 }
 

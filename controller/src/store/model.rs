@@ -305,3 +305,68 @@ mod tests {
         assert_eq!(serde_json::to_string(&read).expect("write"), stored);
     }
 }
+
+/// What an operator may do. Ordered: each role may do what the ones before it may.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Reads everything.
+    Viewer,
+    /// Also contains, releases, approves, denies, kills, quarantines, undoes and hunts.
+    Responder,
+    /// Also pushes rules and policy, manages operators and revokes hosts.
+    Admin,
+}
+
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Viewer => "viewer",
+            Self::Responder => "responder",
+            Self::Admin => "admin",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "viewer" => Ok(Self::Viewer),
+            "responder" => Ok(Self::Responder),
+            "admin" => Ok(Self::Admin),
+            other => Err(format!(
+                "no role {other:?}: the roles are viewer, responder and admin"
+            )),
+        }
+    }
+}
+
+/// A person who operates the fleet through the console or the API. The password itself is
+/// never kept: only its argon2 hash (a PHC string).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Operator {
+    pub name: String,
+    pub role: Role,
+    pub created_ns: u64,
+    #[serde(skip_serializing, default)]
+    pub password_hash: String,
+}
+
+/// An API token of an operator, for scripts: it acts with its operator's role. The secret is
+/// kept as its SHA-256 only.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiToken {
+    pub id: String,
+    pub operator: String,
+    pub created_ns: u64,
+    pub revoked: bool,
+    #[serde(skip_serializing, default)]
+    pub secret_hash: String,
+}
