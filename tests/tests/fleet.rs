@@ -15,8 +15,7 @@ use std::{
 
 use serde_json::Value;
 use vigil_tests::{
-    Sensor,
-    fleet::Controller,
+    fleet::{Controller, enrolled, host_group},
     http::Receiver,
     kernel_tests_enabled,
     net::{Cgroup, Peer, probe, reaches},
@@ -58,48 +57,6 @@ fn json_lines(text: &str) -> Vec<Value> {
     text.lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect()
-}
-
-/// A cgroup of its own under the test's (`parent`, which outlives it), standing for one host.
-fn host_group(parent: &Cgroup, name: &str) -> Cgroup {
-    let path = parent.path.join(name);
-    std::fs::create_dir_all(&path).expect("a host's cgroup");
-    Cgroup { path }
-}
-
-/// A sensor contained to `cg` and enrolled with `c`; returns it and its host id.
-fn enrolled(c: &Controller, cg: &Cgroup, policy: Option<&Path>) -> (Sensor, String) {
-    let ids = |hosts: &[Value]| -> Vec<String> {
-        hosts
-            .iter()
-            .filter_map(|h| h["id"].as_str().map(str::to_owned))
-            .collect()
-    };
-    let before = ids(&c.hosts());
-    let (addr, token) = (c.addr.to_string(), c.token(600));
-    let p = policy.map(|p| p.to_string_lossy().into_owned());
-    let mut args = vec![
-        "--cgroup",
-        cg.arg(),
-        "--scope-cgroup",
-        cg.arg(),
-        "--controller",
-        &addr,
-        "--enroll",
-        &token,
-    ];
-    if let Some(p) = &p {
-        args.extend(["--policy", p.as_str()]);
-    }
-    let sensor = Sensor::start_containing(&args).expect("sensor");
-    let hosts = c.wait_hosts("the new sensor online", |h| {
-        h.len() == before.len() + 1 && h.iter().all(|x| x["connected"] == true)
-    });
-    let id = ids(&hosts)
-        .into_iter()
-        .find(|id| !before.contains(id))
-        .expect("the new host's id");
-    (sensor, id)
 }
 
 /// The payload every host sees: a script that works for a while, then leaves a mark.
