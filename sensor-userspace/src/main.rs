@@ -67,6 +67,10 @@ enum Command {
         /// Print JSON (one array).
         #[arg(long)]
         json: bool,
+        /// Show every process of each story's tree (by default exited helpers that did
+        /// nothing of note are folded into a count).
+        #[arg(long)]
+        full: bool,
         /// Only this incident.
         id: Option<String>,
     },
@@ -631,7 +635,7 @@ fn main() -> Result<()> {
                 by: None,
             },
         )?,
-        Command::Incidents { json, id } => {
+        Command::Incidents { json, full, id } => {
             let incidents = match ask(&state, &Request::Incidents) {
                 Ok(Response::Incidents { incidents }) => incidents,
                 Ok(other) => bail!("unexpected response: {other:?}"),
@@ -655,7 +659,10 @@ fn main() -> Result<()> {
                 println!("{}", serde_json::to_string_pretty(&chosen)?);
             } else {
                 for i in chosen {
-                    println!("{}", sensor_userspace::triage::incidents::render(i));
+                    println!(
+                        "{}",
+                        sensor_userspace::triage::incidents::render_with(i, full)
+                    );
                 }
             }
         }

@@ -870,7 +870,100 @@ pub fn read(path: &Path) -> std::io::Result<Vec<Incident>> {
 }
 
 /// An incident for a person: the story as a tree, then the timeline.
+/// One line of the process tree as shown: a process, or uneventful exited helpers folded
+/// into a count (the names of their programs, a few).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TreeRow<'a> {
+    Process(&'a StoryProcess),
+    Folded {
+        depth: usize,
+        count: usize,
+        names: Vec<String>,
+    },
+}
+
+/// What a process did that makes it part of the story: anything but being spawned, running
+/// its image and running as its user; a write to a device (`2>/dev/null`) is nothing.
+fn eventful_pids(story: &Story) -> HashSet<u32> {
+    story
+        .timeline
+        .iter()
+        .filter(|m| {
+            !matches!(m.what.as_str(), "spawned" | "executed" | "ran_as")
+                && !m.target.starts_with("/dev/")
+        })
+        .map(|m| m.pid)
+        .collect()
+}
+
+/// The process tree as a person reads it: the chain from the root cause to each process
+/// that alerted, acted (wrote, connected, changed something) or still runs, with the
+/// exited helpers that did nothing folded under their parent into one count.
+pub fn readable_tree(story: &Story) -> Vec<TreeRow<'_>> {
+    let eventful = eventful_pids(story);
+    let tree = &story.tree;
+    // Each process's parent, from the depth-first order and the depths.
+    let mut parent = vec![None; tree.len()];
+    let mut chain: Vec<usize> = Vec::new();
+    for (i, p) in tree.iter().enumerate() {
+        chain.truncate(p.depth);
+        parent[i] = chain.last().copied();
+        chain.push(i);
+    }
+    let mut keep = vec![false; tree.len()];
+    for (i, p) in tree.iter().enumerate() {
+        if i == 0 || !p.alerts.is_empty() || !p.exited || eventful.contains(&p.pid) {
+            let mut at = Some(i);
+            while let Some(k) = at {
+                if keep[k] {
+                    break;
+                }
+                keep[k] = true;
+                at = parent[k];
+            }
+        }
+    }
+    let mut rows = Vec::new();
+    let mut i = 0;
+    while i < tree.len() {
+        if keep[i] {
+            rows.push(TreeRow::Process(&tree[i]));
+            i += 1;
+            continue;
+        }
+        // A run of folded processes under the same kept ancestor: every one up to the next
+        // kept process or the end of that ancestor's subtree.
+        let depth = tree[i].depth;
+        let (mut count, mut names) = (0, Vec::new());
+        while i < tree.len() && !keep[i] && tree[i].depth >= depth {
+            count += 1;
+            let name = tree[i]
+                .exe
+                .as_deref()
+                .and_then(|e| e.rsplit('/').next())
+                .unwrap_or("?")
+                .to_owned();
+            if names.len() < 4 && !names.contains(&name) {
+                names.push(name);
+            }
+            i += 1;
+        }
+        rows.push(TreeRow::Folded {
+            depth,
+            count,
+            names,
+        });
+    }
+    rows
+}
+
+/// An incident for a person, its process tree folded ([`readable_tree`]).
 pub fn render(inc: &Incident) -> String {
+    render_with(inc, false)
+}
+
+/// An incident for a person; with `full`, every process of its tree.
+pub fn render_with(inc: &Incident, full: bool) -> String {
     use std::fmt::Write as _;
     let mut s = String::new();
     let _ = writeln!(
@@ -903,7 +996,30 @@ pub fn render(inc: &Incident) -> String {
         rc.cmdline
     );
     let _ = writeln!(s, "  process tree:");
-    for p in &inc.story.tree {
+    let rows = if full {
+        inc.story.tree.iter().map(TreeRow::Process).collect()
+    } else {
+        readable_tree(&inc.story)
+    };
+    for row in rows {
+        let p = match row {
+            TreeRow::Process(p) => p,
+            TreeRow::Folded {
+                depth,
+                count,
+                names,
+            } => {
+                let _ = writeln!(
+                    s,
+                    "    {}└─ … {count} exited helper{} that did nothing of note ({}{}); --full shows them",
+                    "  ".repeat(depth),
+                    if count == 1 { "" } else { "s" },
+                    names.join(", "),
+                    if count > names.len() { ", …" } else { "" }
+                );
+                continue;
+            }
+        };
         let marks: Vec<String> = inc
             .alerts
             .iter()
@@ -1291,5 +1407,74 @@ mod tests {
             "a technique is kept once"
         );
         assert_eq!(inc.alerts.len(), 2);
+    }
+
+    #[test]
+    fn exited_helpers_that_did_nothing_fold_into_a_count_and_the_chain_to_what_acted_stays() {
+        let proc_ =
+            |pid: u32, exe: &str, depth: usize, exited: bool, alerts: &[&str]| StoryProcess {
+                pid,
+                start: u64::from(pid),
+                exe: Some(exe.into()),
+                cmdline: exe.into(),
+                euid: Some(1000),
+                depth,
+                exited,
+                alerts: alerts.iter().map(|a| (*a).to_owned()).collect(),
+            };
+        let moment = |pid: u32, what: &str, target: &str| Moment {
+            time_ns: 1,
+            pid,
+            what: what.into(),
+            target: target.into(),
+            ok: true,
+        };
+        // A login shell runs `python` through a pyenv shim: forty helpers, then python,
+        // which connects out and runs curl.
+        let mut tree = vec![
+            proc_(100, "/usr/bin/bash", 0, false, &[]),
+            proc_(101, "/usr/bin/bash", 1, true, &[]),
+        ];
+        let helpers = [
+            "/usr/libexec/pyenv-exec",
+            "/usr/libexec/pyenv-hooks",
+            "/usr/bin/readlink",
+        ];
+        for i in 0..40u32 {
+            tree.push(proc_(200 + i, helpers[i as usize % 3], 2, true, &[]));
+        }
+        tree.push(proc_(300, "/usr/bin/python3.12", 2, true, &["a1"]));
+        tree.push(proc_(301, "/usr/bin/curl", 3, true, &[]));
+        let mut timeline = vec![
+            moment(300, "connected", "203.0.113.7:4444"),
+            moment(301, "wrote", "/tmp/stage2"),
+            moment(205, "wrote", "/dev/null"),
+        ];
+        timeline.extend((200..240).map(|p| moment(p, "executed", "/usr/bin/readlink")));
+        let story = Story {
+            root_cause: tree[0].clone(),
+            tree,
+            timeline,
+            files_written: vec![],
+            connections: vec![],
+            children: 1,
+            blast_radius: BlastRadius::default(),
+        };
+        let rows = readable_tree(&story);
+        let shown: Vec<String> = rows
+            .iter()
+            .map(|r| match r {
+                TreeRow::Process(p) => p.pid.to_string(),
+                TreeRow::Folded { count, .. } => format!("+{count}"),
+            })
+            .collect();
+        assert_eq!(shown, ["100", "101", "+40", "300", "301"]);
+        let TreeRow::Folded { depth, names, .. } = &rows[2] else {
+            panic!("{rows:?}");
+        };
+        assert_eq!(*depth, 2);
+        assert_eq!(names, &["pyenv-exec", "pyenv-hooks", "readlink"]);
+        // The full tree is still there for whoever opens it.
+        assert_eq!(story.tree.len(), 44);
     }
 }
