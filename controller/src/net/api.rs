@@ -609,13 +609,14 @@ fn reason(r: Option<String>, default: &str) -> String {
 
 /// A route whose request is always the same.
 fn fixed(method: fn(Handler) -> MethodRouter<Api>, req: OpRequest) -> MethodRouter<Api> {
-    method(Box::new(move |a, c, _, _| {
+    method(std::sync::Arc::new(move |a, c, _, _| {
         let req = req.clone();
         Box::pin(async move { a.run(&c, req).await })
     }))
 }
 
-/// A route whose request is made from its path's one parameter and its JSON body.
+/// A route whose request is made from its path parameters (one as a string, several as a
+/// tuple) and its JSON body (or query).
 fn shaped<P, B>(
     method: fn(Handler) -> MethodRouter<Api>,
     make: fn(P, B) -> OpRequest,
@@ -624,7 +625,7 @@ where
     P: serde::de::DeserializeOwned + Send + 'static,
     B: serde::de::DeserializeOwned + Send + 'static,
 {
-    method(Box::new(move |a, c, path, body| {
+    method(std::sync::Arc::new(move |a, c, path, body| {
         Box::pin(async move {
             let p: P = match serde_json::from_value(path) {
                 Ok(p) => p,
@@ -641,7 +642,7 @@ where
 
 /// What a route's handler gets: the API, the caller, its path parameters and its body (or
 /// query), both as JSON values for the route to shape.
-type Handler = Box<
+type Handler = std::sync::Arc<
     dyn Fn(
             Api,
             Caller,
@@ -669,7 +670,6 @@ fn path_value(
 
 /// Serves `h` for GET: its query string is the body.
 fn getter(h: Handler) -> MethodRouter<Api> {
-    let h = std::sync::Arc::new(h);
     get(
         move |State(a): State<Api>,
               axum::Extension(c): Caught,
@@ -684,8 +684,7 @@ fn getter(h: Handler) -> MethodRouter<Api> {
     )
 }
 
-fn with_body(h: Handler, method: Method) -> MethodRouter<Api> {
-    let h = std::sync::Arc::new(h);
+fn with_body(h: Handler, method: axum::routing::MethodFilter) -> MethodRouter<Api> {
     let handler = move |State(a): State<Api>,
                         axum::Extension(c): Caught,
                         params: Result<
@@ -711,22 +710,19 @@ fn with_body(h: Handler, method: Method) -> MethodRouter<Api> {
             h(a, c, path_value(params), body).await
         }
     };
-    axum::routing::on(
-        axum::routing::MethodFilter::try_from(method).unwrap_or(axum::routing::MethodFilter::POST),
-        handler,
-    )
+    axum::routing::on(method, handler)
 }
 
 fn poster(h: Handler) -> MethodRouter<Api> {
-    with_body(h, Method::POST)
+    with_body(h, axum::routing::MethodFilter::POST)
 }
 
 fn putter(h: Handler) -> MethodRouter<Api> {
-    with_body(h, Method::PUT)
+    with_body(h, axum::routing::MethodFilter::PUT)
 }
 
 fn deleter(h: Handler) -> MethodRouter<Api> {
-    with_body(h, Method::DELETE)
+    with_body(h, axum::routing::MethodFilter::DELETE)
 }
 
 /// The router: the API (behind [`authenticate`]) and the console's files.
