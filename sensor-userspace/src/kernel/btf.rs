@@ -209,12 +209,12 @@ impl KernelBtf {
                 u32_at(&self.types, m + 4)?,
                 u32_at(&self.types, m + 8)?,
             );
-            let bits = base_bits
-                + if rec.kind_flag {
-                    raw_off & 0x00ff_ffff
-                } else {
-                    raw_off
-                };
+            // A blob whose offsets sum past `u32::MAX` names no member: it is malformed.
+            let bits = base_bits.checked_add(if rec.kind_flag {
+                raw_off & 0x00ff_ffff
+            } else {
+                raw_off
+            })?;
             let name = self.name(name_off);
             if name == member.as_bytes() {
                 return Some(bits);
@@ -393,6 +393,42 @@ mod tests {
         let raw = tiny_btf();
         for cut in [0, 1, 5, 23, 30, raw.len() - 1] {
             assert!(KernelBtf::parse(&raw[..cut]).is_err(), "cut at {cut}");
+        }
+    }
+
+    /// Found by the `btf` fuzz target: an anonymous member near the top of the bit range and a
+    /// member inside it whose offset carries past `u32::MAX` overflowed the sum and panicked.
+    #[test]
+    fn offsets_that_carry_past_the_bit_range_are_errors_not_panics() {
+        let mut raw = tiny_btf();
+        // The union sits at bit offset `u32::MAX - 7` in `s`, and `c`'s struct holds `c` at 64.
+        let types_at = 24;
+        let union_off = types_at + 16 + 24 + 36 + 12 + 12 + 8;
+        raw[union_off..union_off + 4].copy_from_slice(&(u32::MAX - 7).to_le_bytes());
+        let c_off = types_at + 16 + 12 + 8;
+        raw[c_off..c_off + 4].copy_from_slice(&64u32.to_le_bytes());
+        let btf = KernelBtf::parse(&raw).expect("parses");
+        assert!(matches!(
+            btf.member_offset("s", "c"),
+            Err(BtfError::NoMember { .. })
+        ));
+        assert_eq!(btf.member_offset("s", "a").ok(), Some(0));
+    }
+
+    #[test]
+    fn the_fuzzers_pt_regs_blob_is_an_error() {
+        const CRASH: &[u8] = &[
+            159, 235, 255, 255, 0, 0, 0, 0, 0, 0, 0, 0, 103, 0, 0, 0, 50, 0, 0, 0, 38, 0, 0, 0, 18,
+            0, 0, 0, 2, 0, 228, 164, 228, 0, 230, 0, 7, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+            0, 4, 0, 0, 0, 0, 0, 0, 0, 32, 0, 0, 0, 1, 228, 228, 5, 112, 116, 95, 114, 101, 103,
+            115, 0, 3, 0, 0, 0, 228, 228, 228, 228, 251, 20, 0, 0, 0, 0, 0, 0, 0, 201, 201, 201,
+            201, 201, 201, 201, 201, 201, 201, 201, 201, 201, 201, 201, 201, 201, 137, 201, 201, 0,
+            0, 1, 1, 0, 0, 0, 0, 0, 114, 1,
+        ];
+        if let Ok(btf) = KernelBtf::parse(CRASH) {
+            assert!(btf.regs_layout().is_err());
+            assert!(btf.task_layout().is_err());
+            assert!(btf.file_layout().is_err());
         }
     }
 
