@@ -58,6 +58,14 @@ enum Cmd {
         console_cert: Option<PathBuf>,
         #[arg(long, requires = "console_cert")]
         console_key: Option<PathBuf>,
+        /// Keep the graph history this many days (by default, all of it); older
+        /// partitions are dropped, oldest first, and counted.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=36_500))]
+        history_days: Option<u64>,
+        /// Keep at most about this many edges of graph history (to within one partition
+        /// of a million).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        history_max_edges: Option<u64>,
     },
     /// The people who operate the fleet through the console and the API.
     Operator {
@@ -331,7 +339,12 @@ struct ConsoleOpts {
     cert_key: Option<(PathBuf, PathBuf)>,
 }
 
-async fn serve(state: &Path, listen: SocketAddr, console: Option<ConsoleOpts>) -> Result<()> {
+async fn serve(
+    state: &Path,
+    listen: SocketAddr,
+    console: Option<ConsoleOpts>,
+    keep: controller::store::Retention,
+) -> Result<()> {
     std::fs::create_dir_all(state)
         .with_context(|| format!("cannot create the state directory {}", state.display()))?;
     std::fs::set_permissions(state, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
@@ -348,6 +361,10 @@ async fn serve(state: &Path, listen: SocketAddr, console: Option<ConsoleOpts>) -
         "vigil-controller serving"
     );
     tokio::spawn(ops::serve(listener, shared.clone()));
+    tokio::spawn(controller::services::retention::run(
+        shared.fleet.store.clone(),
+        keep,
+    ));
     if let Some(c) = console {
         let pair = c.cert_key.as_ref().map(|(c, k)| (c.as_path(), k.as_path()));
         let tls = api::tls_config(&shared, c.listen, pair)?;
@@ -403,6 +420,8 @@ fn main() -> Result<()> {
             console,
             console_cert,
             console_key,
+            history_days,
+            history_max_edges,
         } => {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -412,7 +431,11 @@ fn main() -> Result<()> {
                 listen,
                 cert_key: console_cert.zip(console_key),
             });
-            return rt.block_on(serve(&state, listen, console));
+            let keep = controller::store::Retention {
+                max_age_ns: history_days.map(|d| d.saturating_mul(86_400 * 1_000_000_000)),
+                max_edges: history_max_edges,
+            };
+            return rt.block_on(serve(&state, listen, console, keep));
         }
         Cmd::FleetPolicy {
             action: FleetPolicyCmd::Check { file },

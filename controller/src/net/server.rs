@@ -64,18 +64,22 @@ pub struct Shared {
     pub hosts: Arc<Connections>,
     /// The console's operator sessions.
     pub sessions: Arc<crate::services::operators::Sessions>,
+    /// Where every connection's graph deltas are committed, together.
+    graph: crate::store::writer::GraphWriter,
     /// Where host events go (to [`crate::services::reconcile::run`]).
     events: Events,
 }
 
 impl Shared {
-    /// The server's shared state, and the host events it will publish.
+    /// The server's shared state, and the host events it will publish. Starts the graph
+    /// writer: call it on the tokio runtime the server runs on.
     pub fn new(
         store: SharedStore,
         ca: Authority,
     ) -> (Self, tokio::sync::mpsc::UnboundedReceiver<HostEvent>) {
         let hosts = Arc::new(Connections::default());
         let (events, rx) = crate::services::reconcile::channel();
+        let graph = crate::store::writer::GraphWriter::start(store.clone());
         let shared = Self {
             fleet: Fleet {
                 store,
@@ -86,6 +90,7 @@ impl Shared {
             ca: Arc::new(ca),
             hosts,
             sessions: Arc::default(),
+            graph,
             events,
         };
         (shared, rx)
@@ -364,6 +369,11 @@ enum StreamEnd {
         seq: u64,
         source: sensor_common::wire::WireError,
     },
+    #[error("cannot store graph delta {seq}: {source}")]
+    Merge {
+        seq: u64,
+        source: crate::store::writer::MergeError,
+    },
     #[error("cannot store {what}: {source}")]
     Store {
         what: String,
@@ -426,11 +436,9 @@ async fn telemetry(conn: &Connection, shared: &Shared, host: &str) -> Result<(),
                     use sensor_common::wire::Versioned as _;
                     let delta = sensor_common::wire::Delta::decode(&delta)
                         .map_err(|source| StreamEnd::BadDelta { seq, source })?;
-                    if let Err(source) = lock(store).apply_delta(host, seq, &delta) {
-                        return Err(StreamEnd::Store {
-                            what: format!("graph delta {seq}"),
-                            source,
-                        });
+                    // Acknowledged (the next step) only once its group is committed.
+                    if let Err(source) = shared.graph.merge(host, seq, delta).await {
+                        return Err(StreamEnd::Merge { seq, source });
                     }
                 }
                 Step::Report(r) => {

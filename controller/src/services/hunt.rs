@@ -27,7 +27,7 @@ use std::collections::HashMap;
 use sensor_common::wire::{Edge, EdgeKind, Endpoint, NodeId, ProcessId, ProcessNode};
 use serde::{Deserialize, Serialize};
 
-use crate::store::{Hit, Step, Store, StoreError};
+use crate::store::{EdgeFilter, Hit, Step, Store, StoreError, TextCond, TextOp};
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 #[error("at {at}: {reason}")]
@@ -93,6 +93,47 @@ pub struct Cond {
 pub struct Query {
     pub target: Target,
     pub conds: Vec<Cond>,
+}
+
+impl Query {
+    /// What the store may skip for this query: its own conditions on the edge's host, target
+    /// (path or address), port and outcome. Each is tested again on every edge the store
+    /// hands over, so this only has to let through a superset; where several conditions name
+    /// one field, an `=` narrows most.
+    pub fn narrowing(&self) -> EdgeFilter {
+        let mut f = EdgeFilter::default();
+        let mut target_is_eq = false;
+        for c in self.conds.iter().filter(|c| c.whose == Whose::Own) {
+            match (c.field.as_str(), c.op) {
+                ("host", Op::Eq) => f.host = Some(c.value.clone()),
+                // Only a port written as the hunt prints it: `= 04444` matches nothing there.
+                ("port", Op::Eq) => {
+                    if let Ok(port) = c.value.parse::<u16>()
+                        && port.to_string() == c.value
+                    {
+                        f.port = Some(port);
+                    }
+                }
+                ("ok", Op::Eq) => f.ok = c.value.parse().ok(),
+                ("path" | "addr", op) if !c.value.is_empty() && !target_is_eq => {
+                    let op = match op {
+                        Op::Eq => TextOp::Eq,
+                        Op::Contains => TextOp::Contains,
+                        Op::StartsWith => TextOp::StartsWith,
+                        Op::EndsWith => TextOp::EndsWith,
+                        Op::Ne => continue,
+                    };
+                    target_is_eq = op == TextOp::Eq;
+                    f.target = Some(TextCond {
+                        op,
+                        value: c.value.clone(),
+                    });
+                }
+                _ => {}
+            }
+        }
+        f
+    }
 }
 
 const PROCESS_FIELDS: &[&str] = &["host", "pid", "exe", "cmdline", "uid", "euid"];
@@ -299,9 +340,51 @@ impl Fleet {
             .collect();
         let mut joins = Lateral::default();
         if lateral {
-            store.scan_edges(Lateral::KINDS, &mut |h, e| joins.add(h, &e))?;
+            store.scan_edges(Lateral::KINDS, &EdgeFilter::default(), &mut |h, e| {
+                joins.add(h, &e);
+            })?;
         }
         Ok(Self::new(store.processes()?).with_lateral(addresses, joins))
+    }
+
+    /// The processes `edges` were made by, and their ancestors on their own hosts: enough
+    /// for every condition but `ancestor.` across hosts (which needs [`Fleet::load`]).
+    pub fn load_for(store: &dyn Store, edges: &[(String, Edge)]) -> Result<Self, StoreError> {
+        let addresses = store
+            .hosts()?
+            .iter()
+            .map(|h| (h.id.clone(), h.report.addresses.clone()))
+            .collect();
+        let mut wanted: HashMap<String, Vec<ProcessId>> = HashMap::new();
+        for (host, e) in edges {
+            if let NodeId::Process(p) = &e.from {
+                wanted.entry(host.clone()).or_default().push(*p);
+            }
+        }
+        let mut procs: HashMap<(String, ProcessId), ProcessNode> = HashMap::new();
+        for _ in 0..=MAX_DEPTH {
+            let mut next: HashMap<String, Vec<ProcessId>> = HashMap::new();
+            for (host, mut ids) in wanted {
+                ids.sort_unstable();
+                ids.dedup();
+                ids.retain(|id| !procs.contains_key(&(host.clone(), *id)));
+                for node in store.processes_of(&host, &ids)? {
+                    if let Some(parent) = node.parent {
+                        next.entry(host.clone()).or_default().push(parent);
+                    }
+                    procs.insert((host.clone(), node.id), node);
+                }
+            }
+            if next.is_empty() {
+                break;
+            }
+            wanted = next;
+        }
+        Ok(Self {
+            procs,
+            addresses,
+            lateral: Lateral::default(),
+        })
     }
 
     /// How many hosts the fleet knows the addresses of (every enrolled one, once loaded).
@@ -310,36 +393,83 @@ impl Fleet {
     }
 }
 
+/// Edges a narrowed search holds at most before it reads the fleet whole instead.
+const NARROWED_MAX: usize = 100_000;
+
 /// How often a search reports its progress, in edges read.
 pub const PROGRESS_EVERY: usize = 100_000;
 
 /// Runs `q` over the store: the fleet's processes, or its edges of the target's kinds,
 /// streamed; `progress` hears the count of edges read every [`PROGRESS_EVERY`].
+///
+/// When the store can narrow the edges (a port, a path, an address, a host named) and no
+/// condition walks ancestors across hosts, only the processes the edges it hands over name
+/// are loaded, with their ancestors: an indicator hunt over millions of edges reads a few
+/// rows, not the fleet.
 pub fn search(
     store: &dyn Store,
     q: &Query,
     progress: &mut dyn FnMut(usize),
 ) -> Result<Outcome, StoreError> {
     let started = std::time::Instant::now();
-    let fleet = Fleet::load(store, Fleet::needs_lateral(q))?;
+    let narrowing = q.narrowing();
     let (mut hits, mut searched) = (Vec::new(), 0usize);
-    if q.target == Target::Processes {
-        hits = fleet.processes(q);
-    } else {
-        store.scan_edges(q.target.kinds(), &mut |h, e| {
-            searched += 1;
-            if searched.is_multiple_of(PROGRESS_EVERY) {
-                progress(searched);
+    let fleet = match narrowed(store, q, &narrowing)? {
+        Some(candidates) => {
+            searched = candidates.len();
+            let fleet = Fleet::load_for(store, &candidates)?;
+            hits = candidates
+                .iter()
+                .filter_map(|(h, e)| fleet.edge_hit(q, h, e))
+                .collect();
+            fleet
+        }
+        None => {
+            let fleet = Fleet::load(store, Fleet::needs_lateral(q))?;
+            if q.target == Target::Processes {
+                hits = fleet.processes(q);
+            } else {
+                store.scan_edges(q.target.kinds(), &narrowing, &mut |h, e| {
+                    searched += 1;
+                    if searched.is_multiple_of(PROGRESS_EVERY) {
+                        progress(searched);
+                    }
+                    hits.extend(fleet.edge_hit(q, h, &e));
+                })?;
             }
-            hits.extend(fleet.edge_hit(q, h, &e));
-        })?;
-    }
+            fleet
+        }
+    };
     Ok(Outcome {
         hits,
         edges_searched: searched,
         hosts: fleet.hosts(),
         millis: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
     })
+}
+
+/// The edges the store narrowed `q` to, when it can narrow them (a host, port, path or
+/// address named), no condition walks ancestors across hosts, and they are at most
+/// [`NARROWED_MAX`]; `None` when the search must read the fleet whole.
+fn narrowed(
+    store: &dyn Store,
+    q: &Query,
+    narrowing: &EdgeFilter,
+) -> Result<Option<Vec<(String, Edge)>>, StoreError> {
+    let narrows =
+        narrowing.host.is_some() || narrowing.port.is_some() || narrowing.target.is_some();
+    if q.target == Target::Processes || !narrows || Fleet::needs_lateral(q) {
+        return Ok(None);
+    }
+    let (mut candidates, mut overflow) = (Vec::new(), false);
+    store.scan_edges(q.target.kinds(), narrowing, &mut |h, e| {
+        if candidates.len() < NARROWED_MAX {
+            candidates.push((h.to_owned(), e));
+        } else {
+            overflow = true;
+        }
+    })?;
+    Ok((!overflow).then_some(candidates))
 }
 
 /// The edges that join hosts: who connected where, who accepted from whom, who listens.
@@ -815,5 +945,151 @@ mod tests {
         assert_eq!(hits[0].target.as_deref(), Some("203.0.113.7:4444"));
         let q = parse("connections where addr = 203.0.113.7").expect("parses");
         assert_eq!(fleet.run(&q, &edges).len(), 2);
+    }
+
+    /// The store narrows a hunt before the hunt tests what is left: for every field, operator
+    /// and value drawn from the data, the hits through the store are those of testing every
+    /// edge in memory.
+    #[test]
+    fn a_narrowed_search_finds_what_a_full_one_finds() {
+        use sensor_common::wire::{Delta, GRAPH_SCHEMA_VERSION, Node};
+
+        use crate::store::Sqlite;
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = Sqlite::open(&dir.path().join("c.db"))
+            .expect("open")
+            .with_partition_edges(7);
+        let exes = ["/usr/sbin/nginx", "/bin/sh", "/usr/bin/curl", "/tmp/.x/nc"];
+        let paths = [
+            "/etc/passwd",
+            "/tmp/.x/nc",
+            "/var/www/index.html",
+            "/tmp/a b",
+        ];
+        let addrs = [
+            "10.0.0.1:4444",
+            "10.0.0.2:443",
+            "[::ffff:10.0.0.1]:80",
+            "[2001:db8::9]:4444",
+        ];
+        let mut everything = Vec::new();
+        let mut procs = Vec::new();
+        for (h, host) in ["h1", "h2"].iter().enumerate() {
+            let mut delta = Delta {
+                version: GRAPH_SCHEMA_VERSION,
+                seq: 1,
+                upserted: Vec::new(),
+                removed: Vec::new(),
+                edges: Vec::new(),
+            };
+            for pid in 1..=6u32 {
+                let node = ProcessNode {
+                    id: ProcessId { pid, start: 1 },
+                    parent: (pid > 1).then_some(ProcessId {
+                        pid: pid - 1,
+                        start: 1,
+                    }),
+                    exe: Some(exes[(pid as usize + h) % exes.len()].into()),
+                    argv: vec![exes[pid as usize % exes.len()].into(), format!("-{pid}")],
+                    uid: pid % 2,
+                    euid: 0,
+                    exited_ns: None,
+                };
+                procs.push((host.to_string(), node.clone()));
+                delta.upserted.push(Node::Process(node));
+            }
+            for n in 0..40u64 {
+                let pid = 1 + (n as u32 * 7 + h as u32) % 6;
+                let (kind, to) = match n % 4 {
+                    0 => (
+                        EdgeKind::Executed,
+                        NodeId::File(paths[n as usize % 4].into()),
+                    ),
+                    1 => (
+                        EdgeKind::Wrote,
+                        NodeId::File(paths[(n as usize / 4) % 4].into()),
+                    ),
+                    _ => (
+                        EdgeKind::Connected,
+                        NodeId::Endpoint(Endpoint::Inet {
+                            protocol: "tcp".into(),
+                            addr: addrs[(n as usize / 2) % 4].parse().expect("addr"),
+                        }),
+                    ),
+                };
+                let e = Edge {
+                    seq: n,
+                    boot_ns: n,
+                    kind,
+                    from: NodeId::Process(ProcessId { pid, start: 1 }),
+                    to,
+                    ok: !n.is_multiple_of(5),
+                };
+                everything.push((host.to_string(), e.clone()));
+                delta.edges.push(e);
+            }
+            store.apply_delta(host, 1, &delta).expect("merge");
+        }
+        let fleet = Fleet::new(procs);
+        let mut values: Vec<String> = vec![
+            "h1".into(),
+            "4444".into(),
+            "04444".into(),
+            "10.0.0.1".into(),
+            "true".into(),
+            "false".into(),
+            "/tmp/".into(),
+            ".x/nc".into(),
+            "nc".into(),
+            "".into(),
+            "/".into(),
+        ];
+        values.extend(paths.iter().map(|p| p.to_string()));
+        values.extend(exes.iter().map(|p| p.to_string()));
+        let key = |hits: &[Hit]| -> Vec<String> {
+            let mut k: Vec<String> = hits
+                .iter()
+                .map(|h| serde_json::to_string(h).expect("json"))
+                .collect();
+            k.sort();
+            k
+        };
+        let mut checked = 0;
+        for target in ["execs", "writes", "connections"] {
+            for field in ["host", "path", "addr", "port", "ok", "exe", "parent.exe"] {
+                for op in ["=", "!=", "contains", "startswith", "endswith"] {
+                    for value in &values {
+                        let text = format!("{target} where {field} {op} \"{value}\"");
+                        let Ok(q) = parse(&text) else { continue };
+                        let through_store = search(&store, &q, &mut |_| {}).expect("search");
+                        let of_kinds: Vec<(String, Edge)> = everything
+                            .iter()
+                            .filter(|(_, e)| q.target.kinds().contains(&e.kind))
+                            .cloned()
+                            .collect();
+                        let (a, b) = (key(&through_store.hits), key(&fleet.run(&q, &of_kinds)));
+                        assert!(
+                            a == b,
+                            "{text}: {} hits through the store, {} in memory",
+                            a.len(),
+                            b.len()
+                        );
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert!(checked > 500, "{checked} queries checked");
+        // Two conditions, one narrowing and one not.
+        let q = parse("connections where port = 4444 and exe != /bin/sh").expect("parse");
+        let connections: Vec<(String, Edge)> = everything
+            .iter()
+            .filter(|(_, e)| e.kind == EdgeKind::Connected)
+            .cloned()
+            .collect();
+        let hits = key(&search(&store, &q, &mut |_| {}).expect("search").hits);
+        assert!(!hits.is_empty());
+        assert_eq!(hits, key(&fleet.run(&q, &connections)));
     }
 }

@@ -28,6 +28,7 @@ pub mod operators;
 pub mod push;
 pub mod reconcile;
 pub mod recovery;
+pub mod retention;
 pub mod schedule;
 pub mod sweep;
 

@@ -54,6 +54,10 @@ fn known_files(store: &dyn Store, host: &str) -> Result<Vec<String>, StoreError>
             EdgeKind::RenamedTo,
             EdgeKind::Chmodded,
         ],
+        &crate::store::EdgeFilter {
+            host: Some(host.to_owned()),
+            ..Default::default()
+        },
         &mut |h, e| {
             if h == host
                 && let NodeId::File(p) = e.to
