@@ -51,6 +51,12 @@ pub enum Which {
         #[arg(long, default_value_t = 100)]
         edges: u32,
     },
+    /// The controller's embedded store alone: edges merged per second (one commit per delta
+    /// beside grouped commits), hunt latency over the history, a merge's wait during a hunt.
+    Store {
+        #[arg(long, default_value_t = 10_000_000)]
+        edges: u64,
+    },
     /// One host's alert to its payload block in force on every connected simulated sensor
     /// (real QUIC, each acknowledging it): p50 and p99 over the rounds.
     Fleet {
@@ -96,8 +102,10 @@ pub fn run(which: Option<Which>) -> Result<()> {
             rss(10_000)?;
             response(200)?;
             controller(1000, 10, 100)?;
+            store(10_000_000)?;
             fleet(1000, 20)
         }
+        Which::Store { edges } => store(edges),
         Which::Fleet { sensors, rounds } => fleet(sensors, rounds),
         Which::Exec { count, rounds } => exec(count, rounds),
         Which::Open { count, rounds } => open(count, rounds),
@@ -1040,6 +1048,19 @@ fn controller(sensors: u32, deltas: u32, edges: u32) -> Result<()> {
     controller_bench(&[
         &sensors.to_string(),
         &deltas.to_string(),
+        &edges.to_string(),
+    ])
+}
+
+/// The store bench (`controller/benches/store.rs`) over `edges` edges of history.
+fn store(edges: u64) -> Result<()> {
+    crate::util::cargo(&[
+        "bench",
+        "--package",
+        "controller",
+        "--bench",
+        "store",
+        "--",
         &edges.to_string(),
     ])
 }

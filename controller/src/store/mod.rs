@@ -333,8 +333,8 @@ impl Sqlite {
         // The history's indexes take inserts all over: a larger page cache keeps them in
         // memory (64 MiB, the writer's only).
         db.pragma_update(None, "cache_size", -65_536)?;
-        // A many-row insert keeps a statement journal to undo itself: in memory, not in a
-        // temporary file written page by page (a third of a merge's time otherwise).
+        // Statement journals and the sorts of long reads in memory, not in temporary files
+        // written page by page.
         db.pragma_update(None, "temp_store", "MEMORY")?;
         // Index pages are rewritten by nearly every commit: copy them back from the log
         // less often (every 64 MiB of log rather than 4 MiB).
