@@ -541,12 +541,24 @@ pub fn scan(
         .prepare("SELECT id FROM partitions ORDER BY id")?
         .query_map([], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
+    // The index the narrowest condition names. Left to itself the planner may walk the whole
+    // partition in id order to save sorting the few rows an index finds.
+    let index = if filter.target.is_some() {
+        "by_target"
+    } else if filter.port.is_some() {
+        "by_port"
+    } else if filter.host.is_some() {
+        "by_host"
+    } else {
+        "by_kind"
+    };
     let mut kinds_by_id: HashMap<i64, EdgeKind> = HashMap::new();
     for partition in partitions {
         let sql = format!(
             "SELECT host, kind, ok, seq, boot_ns, f_type, f_num, f_start, f_str, 0, 0,
                     t_type, t_num, t_start, t_str, t_port, t_proto
-             FROM edges_{partition} WHERE {conds} ORDER BY id"
+             FROM edges_{partition} INDEXED BY edges_{partition}_{index}
+             WHERE {conds} ORDER BY id"
         );
         let mut st = db.prepare(&sql)?;
         let mut rows = st.query(rusqlite::params_from_iter(args.iter()))?;
