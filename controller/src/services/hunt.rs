@@ -333,11 +333,7 @@ impl Fleet {
     /// The fleet's processes from the store, joined across hosts when `lateral` (which reads
     /// the connection edges of the whole history).
     pub fn load(store: &dyn Store, lateral: bool) -> Result<Self, StoreError> {
-        let addresses = store
-            .hosts()?
-            .iter()
-            .map(|h| (h.id.clone(), h.report.addresses.clone()))
-            .collect();
+        let addresses = Self::addresses(store)?;
         let mut joins = Lateral::default();
         if lateral {
             store.scan_edges(Lateral::KINDS, &EdgeFilter::default(), &mut |h, e| {
@@ -347,14 +343,19 @@ impl Fleet {
         Ok(Self::new(store.processes()?).with_lateral(addresses, joins))
     }
 
-    /// The processes `edges` were made by, and their ancestors on their own hosts: enough
-    /// for every condition but `ancestor.` across hosts (which needs [`Fleet::load`]).
-    pub fn load_for(store: &dyn Store, edges: &[(String, Edge)]) -> Result<Self, StoreError> {
-        let addresses = store
+    /// Each enrolled host's addresses.
+    fn addresses(store: &dyn Store) -> Result<HashMap<String, Vec<std::net::IpAddr>>, StoreError> {
+        Ok(store
             .hosts()?
             .iter()
             .map(|h| (h.id.clone(), h.report.addresses.clone()))
-            .collect();
+            .collect())
+    }
+
+    /// The processes `edges` were made by, and their ancestors on their own hosts: enough
+    /// for every condition but `ancestor.` across hosts (which needs [`Fleet::load`]).
+    pub fn load_for(store: &dyn Store, edges: &[(String, Edge)]) -> Result<Self, StoreError> {
+        let addresses = Self::addresses(store)?;
         let mut wanted: HashMap<String, Vec<ProcessId>> = HashMap::new();
         for (host, e) in edges {
             if let NodeId::Process(p) = &e.from {

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use rusqlite::{Connection, OptionalExtension as _, Transaction, params};
 use sensor_common::wire::{Edge, EdgeKind, Endpoint, NodeId, ProcessId};
 
-use super::StoreError;
+use super::{StoreError, i, u};
 
 /// The schema version [`migrate`] brings a store to (`PRAGMA user_version`).
 pub const SCHEMA_VERSION: i64 = 2;
@@ -225,11 +225,7 @@ impl Writer {
         if let Some(&id) = self.ids.get(s) {
             return Ok(id);
         }
-        let found: Option<i64> = tx
-            .prepare_cached("SELECT id FROM strings WHERE s = ?1")?
-            .query_row([s], |r| r.get(0))
-            .optional()?;
-        let id = match found {
+        let id = match string_id(tx, s)? {
             Some(id) => id,
             None => {
                 tx.prepare_cached("INSERT INTO strings (s) VALUES (?1)")?
@@ -252,12 +248,12 @@ fn kind_name(kind: EdgeKind) -> Result<String, StoreError> {
     }
 }
 
-fn i(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-fn u(v: i64) -> u64 {
-    u64::try_from(v).unwrap_or(0)
+/// The dictionary's id of `s`, if it holds it.
+fn string_id(db: &Connection, s: &str) -> Result<Option<i64>, StoreError> {
+    Ok(db
+        .prepare_cached("SELECT id FROM strings WHERE s = ?1")?
+        .query_row([s], |r| r.get(0))
+        .optional()?)
 }
 
 /// A node in columns: (type, number, start, string id, port, protocol id).
@@ -490,12 +486,7 @@ pub fn scan(
         by_id: HashMap::new(),
     };
     // Kinds, hosts and strings the dictionary lacks were never stored: nothing can match.
-    let lookup = |s: &str| -> Result<Option<i64>, StoreError> {
-        Ok(db
-            .prepare_cached("SELECT id FROM strings WHERE s = ?1")?
-            .query_row([s], |r| r.get(0))
-            .optional()?)
-    };
+    let lookup = |s: &str| string_id(db, s);
     let mut kind_ids = Vec::new();
     for k in kinds {
         if let Some(id) = lookup(&kind_name(*k)?)? {
