@@ -10,7 +10,8 @@
 //! - [`store`]: what the controller keeps ([`store::model`]), behind one narrow interface
 //!   (SQLite embedded);
 //! - [`ca`] and [`token`]: the controller's own certificate authority, and the one-time
-//!   enrollment tokens that pin it.
+//!   enrollment tokens that pin it;
+//! - [`metrics`]: what every layer counts for Prometheus, rendered by `net`.
 //!
 //! Builds without aya or a Linux kernel: it imports the wire side of `sensor-common` and the
 //! sensor's rule and policy parsers (`sensor-userspace` without its `kernel` feature).
@@ -31,6 +32,7 @@ pub(crate) fn operator(who: &str) -> String {
 }
 
 pub mod ca;
+pub mod metrics;
 pub mod net;
 pub mod services;
 pub mod store;

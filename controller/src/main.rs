@@ -66,6 +66,10 @@ enum Cmd {
         /// of a million).
         #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
         history_max_edges: Option<u64>,
+        /// Serve Prometheus metrics at http://ADDR/metrics: a PORT alone listens on
+        /// loopback, IP:PORT where named. Off by default.
+        #[arg(long, value_name = "ADDR", value_parser = metrics_addr)]
+        metrics: Option<SocketAddr>,
     },
     /// The people who operate the fleet through the console and the API.
     Operator {
@@ -339,11 +343,21 @@ struct ConsoleOpts {
     cert_key: Option<(PathBuf, PathBuf)>,
 }
 
+/// `--metrics`: a PORT alone is loopback; any other interface is named with its address.
+fn metrics_addr(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(port) = text.parse::<u16>() {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    text.parse()
+        .map_err(|_| format!("{text:?} is neither a port nor an address with a port"))
+}
+
 async fn serve(
     state: &Path,
     listen: SocketAddr,
     console: Option<ConsoleOpts>,
     keep: controller::store::Retention,
+    metrics: Option<SocketAddr>,
 ) -> Result<()> {
     std::fs::create_dir_all(state)
         .with_context(|| format!("cannot create the state directory {}", state.display()))?;
@@ -371,6 +385,15 @@ async fn serve(
         let l = api::bind(c.listen).await?;
         tracing::info!(console = %format!("https://{}/", l.local_addr()?), "console serving");
         tokio::spawn(api::serve(l, tls, shared.clone()));
+    }
+    if let Some(addr) = metrics {
+        let l = controller::net::metrics::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen for metrics on {addr}"))?;
+        tracing::info!(%addr, "serving /metrics");
+        let db = state.join("controller.db");
+        let files = vec![db.clone(), db.with_extension("db-wal")];
+        tokio::spawn(controller::net::metrics::serve(l, shared.clone(), files));
     }
     tokio::spawn(reconcile::run(shared.fleet.clone(), host_events));
     tokio::spawn(controller::services::schedule::run(shared.fleet.clone()));
@@ -422,6 +445,7 @@ fn main() -> Result<()> {
             console_key,
             history_days,
             history_max_edges,
+            metrics,
         } => {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -435,7 +459,7 @@ fn main() -> Result<()> {
                 max_age_ns: history_days.map(|d| d.saturating_mul(86_400 * 1_000_000_000)),
                 max_edges: history_max_edges,
             };
-            return rt.block_on(serve(&state, listen, console, keep));
+            return rt.block_on(serve(&state, listen, console, keep, metrics));
         }
         Cmd::FleetPolicy {
             action: FleetPolicyCmd::Check { file },

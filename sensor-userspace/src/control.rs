@@ -212,6 +212,73 @@ pub struct Status {
     /// Alerts the log could not write yet (a full disk), and any dropped.
     #[serde(default)]
     pub alert_log: crate::triage::alerts::AlertLogStats,
+    /// How full the ring buffer was when it was last drained, and at most.
+    #[serde(default)]
+    pub ring: crate::kernel::ringbuf::RingFill,
+    /// Alerts raised since start, by rule, severity and the verdict on their incident.
+    #[serde(default)]
+    pub alert_counts: Vec<AlertCount>,
+    /// The incidents held now, by severity, verdict and status.
+    #[serde(default)]
+    pub incident_counts: Vec<IncidentCount>,
+    /// The journal's actions, by action and status.
+    #[serde(default)]
+    pub action_counts: Vec<ActionCount>,
+    /// Rule sets and policies refused since start (pushed, or reloaded on SIGHUP).
+    #[serde(default)]
+    pub load_failures: LoadFailures,
+    /// The link to the controller, when the sensor reports to one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uplink: Option<UplinkStatus>,
+}
+
+/// The link to the controller, as `status` reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UplinkStatus {
+    pub controller: std::net::SocketAddr,
+    pub connected: bool,
+    /// Sessions the controller welcomed since start.
+    pub sessions: u64,
+    /// Graph deltas waiting for the controller's acknowledgement (spooled on disk), and
+    /// their size.
+    pub spooled_deltas: u64,
+    pub spooled_bytes: u64,
+    /// Graph deltas dropped: past the spool's bound, or not handed over by a stuck loop.
+    pub graph_deltas_dropped: u64,
+}
+
+/// Alerts of one rule at one severity whose incident had one verdict.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertCount {
+    /// The rule's id, or its title when it has none.
+    pub rule: String,
+    pub severity: crate::detect::rules::sigma::rule::Level,
+    pub verdict: crate::triage::Verdict,
+    pub count: u64,
+}
+
+/// Incidents of one severity, verdict and status.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IncidentCount {
+    pub severity: crate::detect::rules::sigma::rule::Level,
+    pub verdict: crate::triage::Verdict,
+    pub status: crate::triage::incidents::Status,
+    pub count: u64,
+}
+
+/// Journal records of one action (or settlement) and status.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActionCount {
+    pub action: crate::act::journal::Verb,
+    pub status: crate::act::journal::Status,
+    pub count: u64,
+}
+
+/// What the sensor refused to load since it started; what was in force stayed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoadFailures {
+    pub rules: u64,
+    pub policy: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

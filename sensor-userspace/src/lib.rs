@@ -15,6 +15,7 @@
 //!
 //! [`control`] is the daemon's command interface (its requests and replies, and the local
 //! socket that serves them); the uplink carries the same commands from the controller.
+//! [`metrics`] serves the same status to Prometheus.
 //! [`run`] wires the stages into the daemon; the CLI is `main.rs`. [`policy`] is the
 //! operator's strategy, read by every stage from detection on; [`pattern`] is the string
 //! matcher the rules and the policy's exceptions share; [`host`] holds the helpers over the
@@ -44,6 +45,8 @@ pub mod uplink;
 
 #[cfg(feature = "kernel")]
 pub mod control;
+#[cfg(feature = "kernel")]
+pub mod metrics;
 #[cfg(feature = "kernel")]
 pub mod run;
 

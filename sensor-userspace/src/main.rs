@@ -207,6 +207,10 @@ struct RunArgs {
     /// Run without pins: enforcement ends with the process.
     #[arg(long)]
     no_pins: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics: a PORT alone listens on loopback,
+    /// IP:PORT where named. Off by default.
+    #[arg(long, value_name = "ADDR", value_parser = |s: &str| sensor_userspace::metrics::parse_addr(s).map_err(|e| e.to_string()))]
+    metrics: Option<std::net::SocketAddr>,
 }
 
 impl RunArgs {
@@ -243,6 +247,7 @@ impl RunArgs {
             scope: self.scope_cgroup,
             addresses: self.addresses,
             pin_dir: (!self.no_pins).then_some(self.pin_dir),
+            metrics: self.metrics,
         }
     }
 }

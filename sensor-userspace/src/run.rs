@@ -2,6 +2,7 @@
 //! SIGINT or SIGTERM, answering the control socket on the way.
 
 use std::{
+    collections::BTreeMap,
     path::PathBuf,
     time::{Duration, Instant},
 };
@@ -103,6 +104,8 @@ pub struct RunOptions {
     pub addresses: Vec<std::net::IpAddr>,
     /// The bpffs directory enforcement is pinned under; None runs without pins.
     pub pin_dir: Option<PathBuf>,
+    /// Where `/metrics` is served; None serves none.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -138,6 +141,8 @@ pub enum RunError {
     Blocklist(#[from] crate::act::blocklist::BlocklistError),
     #[error("refusing to start with an invalid policy: {0}")]
     Policy(#[from] crate::policy::PolicyError),
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
 }
 
 /// Why a pushed policy was not put in force (the one in force stays).
@@ -185,6 +190,84 @@ fn raise_memlock() {
     }
 }
 
+/// Alerts raised since start, by rule, severity and their incident's verdict.
+#[derive(Default)]
+struct AlertTally(
+    BTreeMap<
+        (
+            String,
+            crate::detect::rules::sigma::rule::Level,
+            crate::triage::Verdict,
+        ),
+        u64,
+    >,
+);
+
+impl AlertTally {
+    /// Counts one alert of `rule`; an alert whose incident is gone counts as recorded.
+    fn count(
+        &mut self,
+        rule: &crate::triage::alerts::RuleRef,
+        verdict: Option<crate::triage::Verdict>,
+    ) {
+        let name = rule.id.clone().unwrap_or_else(|| rule.title.clone());
+        let verdict = verdict.unwrap_or(crate::triage::Verdict::Record);
+        *self.0.entry((name, rule.severity, verdict)).or_default() += 1;
+    }
+
+    fn counts(&self) -> Vec<control::AlertCount> {
+        self.0
+            .iter()
+            .map(|((rule, severity, verdict), &count)| control::AlertCount {
+                rule: rule.clone(),
+                severity: *severity,
+                verdict: *verdict,
+                count,
+            })
+            .collect()
+    }
+}
+
+/// The incidents held, by severity, verdict and status.
+fn incident_counts<'a>(
+    incidents: impl IntoIterator<Item = &'a crate::triage::incidents::Incident>,
+) -> Vec<control::IncidentCount> {
+    let mut by: BTreeMap<_, u64> = BTreeMap::new();
+    for i in incidents {
+        *by.entry((i.severity, i.decision.verdict, i.status))
+            .or_default() += 1;
+    }
+    by.into_iter()
+        .map(
+            |((severity, verdict, status), count)| control::IncidentCount {
+                severity,
+                verdict,
+                status,
+                count,
+            },
+        )
+        .collect()
+}
+
+/// The journal's records, by action (or settlement) and status, in the order first seen.
+fn action_counts(records: &[crate::act::journal::Record]) -> Vec<control::ActionCount> {
+    let mut counts: Vec<control::ActionCount> = Vec::new();
+    for r in records {
+        match counts
+            .iter_mut()
+            .find(|c| c.action == r.action && c.status == r.status)
+        {
+            Some(c) => c.count += 1,
+            None => counts.push(control::ActionCount {
+                action: r.action,
+                status: r.status,
+                count: 1,
+            }),
+        }
+    }
+    counts
+}
+
 struct Running {
     state: StateDir,
     policy: crate::policy::Policy,
@@ -193,6 +276,17 @@ struct Running {
     /// The version of the pushed rule set in force, if that is what runs.
     rules_version: Option<String>,
     alerts_raised: u64,
+    /// Alerts raised since start, by rule, severity and their incident's verdict.
+    alert_tally: AlertTally,
+    /// Rule sets and policies refused since start.
+    load_failures: control::LoadFailures,
+    /// The ring's fill at its last drain, kept for `status`.
+    ring_fill: crate::kernel::ringbuf::RingFill,
+    /// The controller and how the link to it stands, when the sensor reports to one.
+    link: Option<(
+        std::net::SocketAddr,
+        std::sync::Arc<crate::uplink::LinkGauges>,
+    )>,
     alert_log: crate::triage::alerts::AlertLog,
     responder: crate::act::Responder,
     loaded: Loaded,
@@ -288,6 +382,15 @@ impl Running {
             policy: self.policy_summary(),
             pins: self.loaded.pin_status.clone(),
             alert_log: self.alert_log.stats(),
+            ring: self.ring_fill,
+            alert_counts: self.alert_tally.counts(),
+            incident_counts: pipeline
+                .observer()
+                .map(|d| incident_counts(d.incidents.incidents()))
+                .unwrap_or_default(),
+            action_counts: action_counts(self.responder.journal().records()),
+            load_failures: self.load_failures,
+            uplink: self.link.as_ref().map(|(addr, g)| g.status(*addr)),
         }
     }
 
@@ -587,6 +690,7 @@ impl Running {
         let report = match crate::detect::rules::validate_set(set) {
             Ok(r) => r,
             Err(refused) => {
+                self.load_failures.rules += 1;
                 tracing::error!(by, "{refused}; keeping the rules in force");
                 return Response::Error {
                     message: refused.to_string(),
@@ -594,6 +698,7 @@ impl Running {
             }
         };
         if let Err(e) = crate::detect::rules::install_set(set, &pushed_rules(&self.state)) {
+            self.load_failures.rules += 1;
             let message = format!("cannot install rule set {}: {e}", set.version);
             tracing::error!(by, "{message}; keeping the rules in force");
             return Response::Error { message };
@@ -621,6 +726,7 @@ impl Running {
     ) -> Result<crate::policy::PolicySummary, PushError> {
         let path = pushed_policy(&self.state);
         let next = crate::policy::Policy::parse(text, "the pushed policy").inspect_err(|e| {
+            self.load_failures.policy += 1;
             tracing::error!(by, error = %e, "pushed policy refused; keeping the one in force");
         })?;
         let written = path
@@ -673,6 +779,7 @@ impl Running {
                 Ok(self.adopt_policy(pipeline, p))
             }
             Err(e) => {
+                self.load_failures.policy += 1;
                 tracing::error!(error = %e, version = self.policy.version, "policy refused; keeping the one in force");
                 Err(e)
             }
@@ -735,6 +842,13 @@ impl Running {
             });
         }
         self.alerts_raised += alerts.len() as u64;
+        for a in &alerts {
+            let verdict = pipeline
+                .observer()
+                .and_then(|d| d.incidents.get(&a.incident))
+                .map(|i| i.decision.verdict);
+            self.alert_tally.count(&a.finding.rule, verdict);
+        }
         if let Err(e) = self.alert_log.append(&alerts) {
             tracing::error!(path = %self.alert_log.path().display(), error = %e, waiting = self.alert_log.stats().unwritten, "cannot write alerts: they are kept and retried");
         }
@@ -954,6 +1068,18 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     let uplink = opts
         .controller
         .map(|controller| Uplink::start(controller, &opts, &state, ctrl_tx.clone()));
+    running.link = uplink.as_ref().map(|u| (u.controller, u.gauges.clone()));
+    let metrics = match opts.metrics {
+        Some(addr) => {
+            let listener = crate::metrics::bind(addr).await?;
+            tracing::info!(%addr, "serving /metrics");
+            Some(tokio::spawn(crate::metrics::serve(
+                listener,
+                ctrl_tx.clone(),
+            )))
+        }
+        None => None,
+    };
     let server = tokio::spawn(control::serve(listener, ctrl_tx));
     tracing::info!(
         state = %state.path().display(),
@@ -970,6 +1096,9 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
     )
     .await;
     server.abort();
+    if let Some(m) = metrics {
+        m.abort();
+    }
     shut_down(&mut ring, &mut pipeline, running, uplink, &state).await;
     result
 }
@@ -1068,6 +1197,10 @@ fn assemble(
         rules_loaded,
         rules_version,
         alerts_raised: 0,
+        alert_tally: AlertTally::default(),
+        load_failures: control::LoadFailures::default(),
+        ring_fill: crate::kernel::ringbuf::RingFill::default(),
+        link: None,
         alert_log: crate::triage::alerts::AlertLog::open(&state.path().join("alerts.jsonl"))?,
         responder,
         loaded,
@@ -1109,6 +1242,8 @@ struct Uplink {
     graph: mpsc::Sender<Vec<u8>>,
     /// Deltas the loop could not hand to the task (it was stuck), for the controller to know.
     lost: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    controller: std::net::SocketAddr,
+    gauges: std::sync::Arc<crate::uplink::LinkGauges>,
 }
 
 impl Uplink {
@@ -1121,6 +1256,7 @@ impl Uplink {
         let (graph, rx) = mpsc::channel(GRAPH_CHANNEL);
         let lost = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let (stop, stopped) = tokio::sync::oneshot::channel();
+        let gauges = std::sync::Arc::new(crate::uplink::LinkGauges::default());
         let task = tokio::spawn(crate::uplink::run(
             crate::uplink::UplinkOptions {
                 controller,
@@ -1129,6 +1265,7 @@ impl Uplink {
                 graph: rx,
                 graph_lost: lost.clone(),
                 addresses: opts.addresses.clone(),
+                gauges: gauges.clone(),
             },
             ctrl,
             stopped,
@@ -1138,6 +1275,8 @@ impl Uplink {
             task,
             graph,
             lost,
+            controller,
+            gauges,
         }
     }
 
@@ -1194,6 +1333,7 @@ async fn event_loop(
                 // Bring the table up to date before answering about it.
                 ring.drain_now(|bytes| pipeline.ingest(bytes));
                 pipeline.flush();
+                running.ring_fill = ring.fill();
                 let _ = reply.send(running.answer(pipeline, req));
                 running.record_alerts(pipeline);
                 Turn { what: "control request", started }

@@ -31,6 +31,8 @@ pub struct Controller {
     pub addr: SocketAddr,
     /// Where it serves its console and API (HTTPS), when it does.
     pub console: Option<SocketAddr>,
+    /// More arguments to `serve`, kept across restarts.
+    extra: Vec<String>,
 }
 
 fn free_udp_port() -> Result<u16> {
@@ -41,15 +43,20 @@ fn free_udp_port() -> Result<u16> {
 
 impl Controller {
     pub fn start() -> Result<Self> {
-        Self::start_serving(false)
+        Self::start_serving(false, &[])
     }
 
     /// A controller that also serves its console and API on a free loopback TCP port.
     pub fn start_with_console() -> Result<Self> {
-        Self::start_serving(true)
+        Self::start_serving(true, &[])
     }
 
-    fn start_serving(console: bool) -> Result<Self> {
+    /// A controller whose `serve` is also given `extra`.
+    pub fn start_with(extra: &[&str]) -> Result<Self> {
+        Self::start_serving(false, extra)
+    }
+
+    fn start_serving(console: bool, extra: &[&str]) -> Result<Self> {
         let dir = tempfile::Builder::new().prefix("vigil-ctl-").tempdir()?;
         let addr = SocketAddr::from(([127, 0, 0, 1], free_udp_port()?));
         let console = if console {
@@ -65,6 +72,7 @@ impl Controller {
             dir,
             addr,
             console,
+            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
         };
         c.spawn()?;
         Ok(c)
@@ -112,6 +120,7 @@ impl Controller {
         if let Some(console) = self.console {
             cmd.args(["--console", &console.to_string()]);
         }
+        cmd.args(&self.extra);
         let child = cmd
             .env("VIGIL_LOG", "info")
             .stdin(Stdio::null())

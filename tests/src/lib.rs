@@ -18,6 +18,7 @@ use std::{
 pub mod fleet;
 pub mod http;
 pub mod net;
+pub mod prometheus;
 pub mod rules;
 
 use anyhow::{Context as _, Result, bail};
@@ -62,6 +63,31 @@ pub fn kernel_tests_enabled(test: &str) -> bool {
         return false;
     }
     true
+}
+
+/// True when the program at `path` (from Debian's package `package`) is installed. Without it
+/// the test fails, unless skipping was allowed: then it is listed as skipped.
+pub fn program_installed(test: &str, path: &str, package: &str) -> bool {
+    if std::path::Path::new(path).exists() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("VIGIL_ALLOW_SKIP").is_some(),
+        "{test}: {path} is missing: `cargo xtask test` installs Debian's {package}"
+    );
+    skipped(test, &format!("no {package} at {path}"));
+    false
+}
+
+/// Runs 200 concurrent execs with 3 KiB argument vectors and waits for them: more than a
+/// one-page ring buffer can hold.
+pub fn exec_storm() {
+    let script = "big=$(head -c 3000 /dev/zero | tr '\\0' x); for i in $(seq 200); do /bin/true \"$big\" & done; wait";
+    let st = Command::new("/bin/sh")
+        .args(["-c", script])
+        .status()
+        .expect("the exec storm runs");
+    assert!(st.success(), "the exec storm failed: {st}");
 }
 
 /// Says that `test` was skipped and why: on standard error, and in the file

@@ -103,12 +103,7 @@ fn an_attack_appears_live_in_the_console_and_its_isolation_is_approved_and_undon
     if !kernel_tests_enabled(TEST) {
         return;
     }
-    if !Path::new(CHROMIUM).exists() {
-        assert!(
-            std::env::var_os("VIGIL_ALLOW_SKIP").is_some(),
-            "{CHROMIUM} is missing: `cargo xtask test` installs Debian's chromium (apt-get install chromium)"
-        );
-        vigil_tests::skipped(TEST, "no Chromium at /usr/bin/chromium");
+    if !vigil_tests::program_installed(TEST, CHROMIUM, "chromium") {
         return;
     }
     let script = workspace().join("controller/console/tests/e2e.mjs");

@@ -212,12 +212,7 @@ fn a_tiny_ring_buffer_counts_its_drops() {
     // hold them, and every record that did not fit must be counted.
     let sensor = Sensor::start_with(&["--ring-buffer-bytes", "4096"]).expect("sensor starts");
     let before = sensor.status().expect("status");
-    let script = "big=$(head -c 3000 /dev/zero | tr '\\0' x); for i in $(seq 200); do /bin/true \"$big\" & done; wait";
-    let st = Command::new("/bin/sh")
-        .args(["-c", script])
-        .status()
-        .expect("storm");
-    assert!(st.success());
+    vigil_tests::exec_storm();
     std::thread::sleep(std::time::Duration::from_millis(500));
     let after = sensor.status().expect("status");
     let k = |v: &serde_json::Value, f: &str| v["events"]["exec_args"][f].as_u64().unwrap_or(0);

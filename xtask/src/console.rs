@@ -1,15 +1,11 @@
 //! The controller's web console: its front end built (npm, esbuild) into
-//! `controller/console/dist`, which `vigil-controller` embeds; and, for its browser tests,
-//! Debian's Chromium.
+//! `controller/console/dist`, which `vigil-controller` embeds.
 
 use std::{path::Path, process::Command};
 
 use anyhow::{Context as _, Result, bail};
 
 use crate::util;
-
-/// Where the browser tests look for Chromium.
-pub const CHROMIUM: &str = "/usr/bin/chromium";
 
 fn npm(dir: &Path, args: &[&str]) -> Result<()> {
     eprintln!("xtask console: npm {}", args.join(" "));
@@ -37,31 +33,4 @@ pub fn build() -> Result<()> {
         npm(&dir, &["ci", "--no-audit", "--no-fund"])?;
     }
     npm(&dir, &["run", "build"])
-}
-
-/// Installs Debian's Chromium for the browser tests when it is missing (root, apt).
-pub fn chromium() -> Result<()> {
-    if Path::new(CHROMIUM).exists() {
-        return Ok(());
-    }
-    util::require_root("installing chromium for the console's browser tests")?;
-    eprintln!("xtask console: installing chromium (apt-get, once)");
-    let mut update = Command::new("apt-get");
-    update.args(["update", "-qq"]);
-    util::run(update).context("apt-get update failed")?;
-    let mut install = Command::new("apt-get");
-    install
-        .args([
-            "install",
-            "-y",
-            "-qq",
-            "--no-install-recommends",
-            "chromium",
-        ])
-        .env("DEBIAN_FRONTEND", "noninteractive");
-    util::run(install).context("apt-get install chromium failed")?;
-    if !Path::new(CHROMIUM).exists() {
-        bail!("xtask console: chromium was installed but {CHROMIUM} is missing");
-    }
-    Ok(())
 }

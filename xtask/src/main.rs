@@ -1,5 +1,6 @@
 //! `cargo xtask`: set up the eBPF toolchain, build, run, test and benchmark Vigil.
 
+mod apt;
 mod bench;
 mod console;
 mod fuzz;
@@ -102,7 +103,7 @@ fn main() -> Result<()> {
             setup::run()?;
             console::build()?;
             if util::is_root() {
-                console::chromium()?;
+                apt::ensure(apt::FOR_TESTS)?;
             }
             // The end-to-end tests run the real binary: build it first.
             util::cargo(&[

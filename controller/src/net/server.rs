@@ -415,6 +415,7 @@ async fn telemetry(conn: &Connection, shared: &Shared, host: &str) -> Result<(),
                             source,
                         });
                     }
+                    crate::metrics::record_stored(stream.name());
                     shared.fleet.changed(
                         match stream {
                             sensor_common::protocol::Stream::Alerts => ChangeKind::Alerts,

@@ -441,6 +441,9 @@ pub fn search(
             fleet
         }
     };
+    crate::metrics::live()
+        .hunt_seconds
+        .observe(started.elapsed().as_secs_f64());
     Ok(Outcome {
         hits,
         edges_searched: searched,

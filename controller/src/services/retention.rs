@@ -23,12 +23,15 @@ pub async fn run(store: SharedStore, keep: Retention) {
         })
         .await;
         match pass {
-            Ok(Ok(p)) if p.dropped > 0 => tracing::info!(
-                dropped = p.dropped,
-                dropped_total = p.dropped_total,
-                kept = p.kept,
-                "graph history past its bounds dropped, oldest first"
-            ),
+            Ok(Ok(p)) if p.dropped > 0 => {
+                crate::metrics::live().history_pruned.inc_by(p.dropped);
+                tracing::info!(
+                    dropped = p.dropped,
+                    dropped_total = p.dropped_total,
+                    kept = p.kept,
+                    "graph history past its bounds dropped, oldest first"
+                );
+            }
             Ok(Ok(_)) => {}
             Ok(Err(e)) => tracing::error!(error = %e, "cannot prune the graph history"),
             Err(e) => tracing::error!(error = %e, "the history prune panicked"),

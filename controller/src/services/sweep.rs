@@ -129,6 +129,7 @@ pub async fn start(
     size: Option<u64>,
     progress: &mut (dyn FnMut(usize, usize) + Send),
 ) -> Result<Report, SweepError> {
+    let started = std::time::Instant::now();
     let sha256 = sha256.to_ascii_lowercase();
     if !is_sha256(&sha256) {
         return Err(SweepError::NotAHash(sha256));
@@ -153,6 +154,9 @@ pub async fn start(
         answered += 1;
         progress(answered, asked.len());
     }
+    crate::metrics::live()
+        .sweep_seconds
+        .observe(started.elapsed().as_secs_f64());
     results(fleet, &sweep.id)
 }
 

@@ -86,6 +86,7 @@ async fn run(store: SharedStore, mut rx: mpsc::Receiver<Pending>) {
 /// Commits `group` as one transaction; if that fails, each delta alone, so that one delta
 /// the store refuses fails its own stream only.
 fn commit(store: &SharedStore, group: Vec<Pending>) {
+    let started = std::time::Instant::now();
     let mut s = crate::lock(store);
     let all: Vec<(&str, u64, &Delta)> = group
         .iter()
@@ -95,6 +96,11 @@ fn commit(store: &SharedStore, group: Vec<Pending>) {
     drop(all);
     match together {
         Ok(()) => {
+            let m = crate::metrics::live();
+            m.commit_seconds.observe(started.elapsed().as_secs_f64());
+            m.deltas.inc_by(group.len() as u64);
+            m.edges
+                .inc_by(group.iter().map(|p| p.delta.edges.len() as u64).sum());
             for p in group {
                 let _ = p.done.send(Ok(()));
             }

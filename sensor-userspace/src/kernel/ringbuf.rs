@@ -26,6 +26,21 @@ pub enum RingError {
 /// The ring buffer, registered for readiness with tokio.
 pub struct RingReader {
     fd: AsyncFd<RingBuf<MapData>>,
+    fill: RingFill,
+}
+
+/// How much the ring held when it was drained: the bytes one drain took (records and their
+/// 8-byte headers), last time and at most since start. A drain that takes the whole ring's
+/// size means the kernel was about to drop.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RingFill {
+    pub last_bytes: u64,
+    pub peak_bytes: u64,
+}
+
+/// The room one record takes in the ring: its 8-byte header and its body, rounded up to 8.
+fn footprint(len: usize) -> u64 {
+    (8 + len as u64).div_ceil(8) * 8
 }
 
 impl RingReader {
@@ -41,7 +56,10 @@ impl RingReader {
         // registered.
         let fd = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
             .map_err(|e| RingError::Register(e.into()))?;
-        Ok(Self { fd })
+        Ok(Self {
+            fd,
+            fill: RingFill::default(),
+        })
     }
 
     /// Waits until the kernel says records are ready. Readiness is cleared here, *before* the
@@ -55,17 +73,28 @@ impl RingReader {
 
     /// Hands every record available now to `f`, without waiting.
     pub fn drain_now(&mut self, f: impl FnMut(&[u8])) -> usize {
-        drain(self.fd.get_mut(), f)
+        let (n, bytes) = drain(self.fd.get_mut(), f);
+        if n > 0 {
+            self.fill.last_bytes = bytes;
+            self.fill.peak_bytes = self.fill.peak_bytes.max(bytes);
+        }
+        n
+    }
+
+    pub fn fill(&self) -> RingFill {
+        self.fill
     }
 }
 
-fn drain(ring: &mut RingBuf<MapData>, mut f: impl FnMut(&[u8])) -> usize {
-    let mut n = 0;
+/// Hands each record to `f`; returns how many there were and the room they took.
+fn drain(ring: &mut RingBuf<MapData>, mut f: impl FnMut(&[u8])) -> (usize, u64) {
+    let (mut n, mut bytes) = (0, 0);
     while let Some(item) = ring.next() {
+        bytes += footprint(item.len());
         f(&item);
         n += 1;
     }
-    n
+    (n, bytes)
 }
 
 /// The kernel's per-CPU counters, summed over CPUs.

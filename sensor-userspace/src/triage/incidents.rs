@@ -46,7 +46,7 @@ const MAX_TIMELINE: usize = 512;
 /// Most incidents kept; the oldest go first.
 const MAX_INCIDENTS: usize = 1024;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     Open,

@@ -130,7 +130,7 @@ pub fn score(rule: &RuleRef, criticality: Criticality, ctx: &Context) -> Risk {
 }
 
 /// What the policy says to do about an incident.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
     /// Below the escalation threshold: recorded only.

@@ -157,6 +157,11 @@ impl GraphBuffer {
     pub fn dropped(&self) -> u64 {
         self.dropped
     }
+
+    /// The deltas held (spooled, waiting for the controller's acknowledgement) and their bytes.
+    pub fn held(&self) -> (usize, usize) {
+        (self.queue.len(), self.bytes)
+    }
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ pub mod tls;
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
+    sync::atomic::{AtomicU64, Ordering},
     time::{Duration, Instant},
 };
 
@@ -24,7 +25,7 @@ use sensor_common::protocol::{
 use tokio::sync::{mpsc, oneshot};
 
 use self::{graph::GraphBuffer, identity::Identity, tail::Tail};
-use crate::control::{Envelope, Order, Request, Response};
+use crate::control::{Envelope, Order, Request, Response, UplinkStatus};
 
 /// How often new lines are looked for.
 const POLL: Duration = Duration::from_millis(200);
@@ -44,6 +45,49 @@ pub struct UplinkOptions {
     pub graph_lost: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// The addresses the host is known by (empty: its interfaces').
     pub addresses: Vec<std::net::IpAddr>,
+    /// Where the task says how the link stands.
+    pub gauges: std::sync::Arc<LinkGauges>,
+}
+
+/// How the link to the controller stands, kept by the uplink task and read by the sensor's
+/// loop for `status` and `/metrics`.
+#[derive(Debug, Default)]
+pub struct LinkGauges {
+    connected: std::sync::atomic::AtomicBool,
+    sessions: AtomicU64,
+    held_deltas: AtomicU64,
+    held_bytes: AtomicU64,
+    dropped: AtomicU64,
+}
+
+impl LinkGauges {
+    fn hold(&self, graph: &GraphBuffer, lost: &AtomicU64) {
+        let (deltas, bytes) = graph.held();
+        self.held_deltas.store(deltas as u64, Ordering::Relaxed);
+        self.held_bytes.store(bytes as u64, Ordering::Relaxed);
+        self.dropped.store(
+            graph.dropped() + lost.load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
+    }
+
+    fn up(&self, up: bool) {
+        self.connected.store(up, Ordering::Relaxed);
+        if up {
+            self.sessions.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn status(&self, controller: SocketAddr) -> UplinkStatus {
+        UplinkStatus {
+            controller,
+            connected: self.connected.load(Ordering::Relaxed),
+            sessions: self.sessions.load(Ordering::Relaxed),
+            spooled_deltas: self.held_deltas.load(Ordering::Relaxed),
+            spooled_bytes: self.held_bytes.load(Ordering::Relaxed),
+            graph_deltas_dropped: self.dropped.load(Ordering::Relaxed),
+        }
+    }
 }
 
 /// Asks the running sensor (through the control channel) and waits for its answer.
@@ -251,9 +295,11 @@ async fn connected(
             backoff = Duration::from_millis(200);
         }
         // Deltas keep coming while the link is down: into the bounded buffer.
+        opts.gauges.up(false);
         let wake = tokio::time::sleep(backoff);
         tokio::pin!(wake);
         loop {
+            opts.gauges.hold(graph, &opts.graph_lost);
             tokio::select! {
                 () = &mut wake => break,
                 Some(d) = opts.graph.recv() => graph.push(d),
@@ -329,6 +375,7 @@ async fn session(
         Err(e) => return Err(close_reason(&conn, e.into())),
     };
     tracing::info!(controller = %opts.controller, ?held, "connected to the controller");
+    opts.gauges.up(true);
     let mut tails: Vec<Tail> = Stream::ALL
         .iter()
         .map(|&s| {
@@ -367,6 +414,7 @@ async fn session(
     let mut reports = tokio::time::interval(REPORT_EVERY);
     reports.tick().await;
     let result = 'session: loop {
+        opts.gauges.hold(graph, &opts.graph_lost);
         tokio::select! {
             ended = &mut acks => break Err(close_reason(&conn, ended.unwrap_or_else(LinkDown::from))),
             Some(d) = opts.graph.recv() => graph.push(d),
