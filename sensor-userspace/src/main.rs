@@ -36,6 +36,14 @@ struct Cli {
 enum Command {
     /// Load the kernel programs and run the sensor until SIGINT or SIGTERM.
     Run(RunArgs),
+    /// Check that this host can run the sensor (root, BTF, the eBPF program and map types it
+    /// needs, cgroup v2), naming what is missing; exits non-zero when anything is. The
+    /// package's install scripts start the service only when it passes.
+    Check {
+        /// The kernel's BTF.
+        #[arg(long, default_value = "/sys/kernel/btf/vmlinux")]
+        btf: PathBuf,
+    },
     /// Show a running sensor's uptime, hooks and per-kind event and drop counts.
     Status {
         /// Print the raw JSON.
@@ -517,6 +525,13 @@ fn main() -> Result<()> {
                 eprintln!("{bad} lines of {} could not be read", path.display());
             }
         }
+        Command::Check { btf } => {
+            let missing = host_check(&btf);
+            if !missing.is_empty() {
+                bail!("this host cannot run vigil-sensor: {}", missing.join("; "));
+            }
+            println!("this host can run vigil-sensor");
+        }
         Command::Policy {
             action: PolicyCmd::Check { file },
         } => {
@@ -693,4 +708,28 @@ fn main() -> Result<()> {
         },
     }
     Ok(())
+}
+
+/// What this host lacks to run the sensor, each with its reason; empty when it has it all.
+fn host_check(btf: &std::path::Path) -> Vec<String> {
+    let mut missing = Vec::new();
+    if !nix::unistd::geteuid().is_root() {
+        missing.push("root (the sensor loads eBPF programs)".to_owned());
+    }
+    if !btf.is_file() {
+        missing.push(format!(
+            "the kernel's BTF at {} (CONFIG_DEBUG_INFO_BTF)",
+            btf.display()
+        ));
+    }
+    // The probe loads tiny programs: only root can, so without root it says nothing new.
+    if nix::unistd::geteuid().is_root()
+        && let Err(e) = sensor_userspace::kernel::probe::HookSupport::probe().require_baseline()
+    {
+        missing.push(e.to_string());
+    }
+    if sensor_userspace::host::cgroup::mount().is_none() {
+        missing.push("a cgroup v2 mount (containment and scoping use it)".to_owned());
+    }
+    missing
 }

@@ -586,29 +586,43 @@ pub struct HttpServer {
 
 impl HttpServer {
     /// Serves `dir` (with `extra` arguments, such as `--cgi`) once it accepts connections.
+    /// The server binds a port of its own choosing and says which (a port chosen here and
+    /// handed over could be taken by a test beside this one in between).
     pub fn serve(dir: &str, extra: &[&str]) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let child = Command::new("python3")
-            .args(["-m", "http.server"])
+        let mut child = Command::new("python3")
+            .args(["-u", "-m", "http.server"])
             .args(extra)
-            .args(["--bind", "127.0.0.1", &port.to_string()])
+            .args(["--bind", "127.0.0.1", "0"])
             .current_dir(dir)
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .expect("python3 http.server");
+        let out = child.stdout.take().expect("http.server's stdout");
+        let mut line = String::new();
+        let read = BufReader::new(out).read_line(&mut line);
+        // "Serving HTTP on 127.0.0.1 port 43123 (http://127.0.0.1:43123/) ..."
+        let port = line
+            .split_whitespace()
+            .skip_while(|w| *w != "port")
+            .nth(1)
+            .and_then(|p| p.parse::<u16>().ok());
         // Owned from here: dropped (killed and reaped) on every path.
-        let server = Self { child, port };
+        let server = Self {
+            child,
+            port: port.unwrap_or(0),
+        };
+        assert!(
+            read.is_ok() && port.is_some(),
+            "http.server did not say its port: {line:?} ({read:?})"
+        );
         for _ in 0..150 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            if std::net::TcpStream::connect(("127.0.0.1", server.port)).is_ok() {
                 return server;
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        panic!("http.server did not listen on {port}");
+        panic!("http.server did not listen on {}", server.port);
     }
 }
 

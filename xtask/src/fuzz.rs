@@ -106,17 +106,9 @@ fn cargo_fuzz(root: &Path, args: &[&str]) -> Result<()> {
 
 /// Installs cargo-fuzz when `cargo fuzz` is missing.
 fn ensure_cargo_fuzz() -> Result<()> {
-    let present = Command::new("rustup")
-        .args(["run", "nightly", "cargo", "fuzz", "--version"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if present {
-        return Ok(());
-    }
-    println!("== installing cargo-fuzz {CARGO_FUZZ}");
-    let mut cmd = Command::new(util::cargo_bin());
-    cmd.args(["install", "cargo-fuzz", "--locked", "--version", CARGO_FUZZ]);
-    util::run(cmd)
+    let mut check = Command::new("rustup");
+    check.args(["run", "nightly", "cargo", "fuzz", "--version"]);
+    util::install_when_missing(check, "cargo-fuzz", CARGO_FUZZ)
 }
 
 #[cfg(test)]

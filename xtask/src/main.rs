@@ -4,6 +4,7 @@ mod apt;
 mod bench;
 mod console;
 mod fuzz;
+mod package;
 mod run;
 mod setup;
 mod util;
@@ -54,6 +55,9 @@ enum Task {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Build the Debian packages vigil-sensor and vigil-controller (cargo-deb, installed when
+    /// missing) into target/debian/: stripped release binaries, units, conffiles.
+    Package,
     /// Run the fuzz targets (tests/fuzz: everything that parses outside input), each for a
     /// bounded time; installs cargo-fuzz when it is missing. A crash fails the run.
     Fuzz {
@@ -83,14 +87,7 @@ fn main() -> Result<()> {
         } => {
             setup::run()?;
             console::build()?;
-            util::cargo(&[
-                "build",
-                "--release",
-                "--package",
-                "sensor-userspace",
-                "--package",
-                "controller",
-            ])?;
+            release_binaries()?;
             util::require_root("cargo xtask run")?;
             run::both(&state, &controller_state, &listen, &console, &args)
         }
@@ -105,7 +102,8 @@ fn main() -> Result<()> {
             if util::is_root() {
                 apt::ensure(apt::FOR_TESTS)?;
             }
-            // The end-to-end tests run the real binary: build it first.
+            // The end-to-end tests run the real binary: build it first; the package tests
+            // install the real packages.
             util::cargo(&[
                 "build",
                 "--package",
@@ -113,12 +111,20 @@ fn main() -> Result<()> {
                 "--package",
                 "controller",
             ])?;
+            release_binaries()?;
+            package::build()?;
             let mut test = vec!["test", "--workspace", "--exclude", "sensor-ebpf"];
             if !args.is_empty() {
                 test.push("--");
                 test.extend(args.iter().map(String::as_str));
             }
             util::run_tests(&test, allow_skip)
+        }
+        Task::Package => {
+            setup::run()?;
+            console::build()?;
+            release_binaries()?;
+            package::build().map(drop)
         }
         Task::Fuzz { target, seconds } => {
             setup::run()?;
@@ -140,4 +146,16 @@ fn main() -> Result<()> {
             bench::run(which)
         }
     }
+}
+
+/// The release binaries `run` starts and the packages carry.
+fn release_binaries() -> Result<()> {
+    util::cargo(&[
+        "build",
+        "--release",
+        "--package",
+        "sensor-userspace",
+        "--package",
+        "controller",
+    ])
 }

@@ -114,3 +114,15 @@ pub fn require_root(what: &str) -> Result<()> {
     }
     Ok(())
 }
+
+/// Installs `krate` at `version` from crates.io (`cargo install --locked`) unless `check`
+/// runs and succeeds.
+pub fn install_when_missing(mut check: Command, krate: &str, version: &str) -> Result<()> {
+    if check.output().is_ok_and(|o| o.status.success()) {
+        return Ok(());
+    }
+    println!("== installing {krate} {version}");
+    let mut cmd = Command::new(cargo_bin());
+    cmd.args(["install", krate, "--locked", "--version", version]);
+    run(cmd)
+}
