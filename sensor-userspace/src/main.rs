@@ -219,6 +219,14 @@ struct RunArgs {
     /// IP:PORT where named. Off by default.
     #[arg(long, value_name = "ADDR", value_parser = |s: &str| sensor_userspace::metrics::parse_addr(s).map_err(|e| e.to_string()))]
     metrics: Option<std::net::SocketAddr>,
+    /// Also write every alert to FILE (appended; `-` for standard output), as JSON lines in
+    /// --alerts-format: for a SIEM or a log shipper.
+    #[arg(long, value_name = "FILE")]
+    alerts_out: Option<PathBuf>,
+    /// The schema of --alerts-out: Vigil's own, or OCSF (Detection Findings for alerts,
+    /// Incident Findings as incidents open and change).
+    #[arg(long, value_enum, default_value_t, requires = "alerts_out")]
+    alerts_format: sensor_userspace::triage::export::AlertsFormat,
 }
 
 impl RunArgs {
@@ -256,6 +264,7 @@ impl RunArgs {
             addresses: self.addresses,
             pin_dir: (!self.no_pins).then_some(self.pin_dir),
             metrics: self.metrics,
+            alerts_out: self.alerts_out.map(|p| (p, self.alerts_format)),
         }
     }
 }

@@ -106,6 +106,8 @@ pub struct RunOptions {
     pub pin_dir: Option<PathBuf>,
     /// Where `/metrics` is served; None serves none.
     pub metrics: Option<std::net::SocketAddr>,
+    /// Where alerts are also written for a SIEM, and in which schema.
+    pub alerts_out: Option<(PathBuf, crate::triage::export::AlertsFormat)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -288,6 +290,8 @@ struct Running {
         std::sync::Arc<crate::uplink::LinkGauges>,
     )>,
     alert_log: crate::triage::alerts::AlertLog,
+    /// `--alerts-out`, when given.
+    export: Option<crate::triage::export::AlertExport>,
     responder: crate::act::Responder,
     loaded: Loaded,
     stats: KernelStats,
@@ -852,6 +856,13 @@ impl Running {
         if let Err(e) = self.alert_log.append(&alerts) {
             tracing::error!(path = %self.alert_log.path().display(), error = %e, waiting = self.alert_log.stats().unwritten, "cannot write alerts: they are kept and retried");
         }
+        if let Some(x) = &mut self.export {
+            let incidents = pipeline
+                .observer()
+                .map(|d| d.incidents.incidents())
+                .unwrap_or_default();
+            x.write(&alerts, incidents);
+        }
     }
 
     fn graph_answer<S: Sink>(
@@ -1202,6 +1213,11 @@ fn assemble(
         ring_fill: crate::kernel::ringbuf::RingFill::default(),
         link: None,
         alert_log: crate::triage::alerts::AlertLog::open(&state.path().join("alerts.jsonl"))?,
+        export: opts
+            .alerts_out
+            .as_ref()
+            .map(|(path, format)| crate::triage::export::AlertExport::open(path, *format))
+            .transpose()?,
         responder,
         loaded,
         stats,

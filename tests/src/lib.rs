@@ -79,6 +79,20 @@ pub fn program_installed(test: &str, path: &str, package: &str) -> bool {
     false
 }
 
+/// Makes a real alert: a copy of /bin/true named `name` in `dir` with the setuid bit set
+/// (rule `vigil-setuid-bit`); returns its path.
+pub fn setuid_copy(dir: &Path, name: &str) -> String {
+    let path = dir.join(name);
+    std::fs::copy("/bin/true", &path).expect("copy /bin/true");
+    let st = Command::new("chmod")
+        .arg("u+s")
+        .arg(&path)
+        .status()
+        .expect("chmod runs");
+    assert!(st.success(), "chmod u+s {}: {st}", path.display());
+    path.to_string_lossy().into_owned()
+}
+
 /// Runs 200 concurrent execs with 3 KiB argument vectors and waits for them: more than a
 /// one-page ring buffer can hold.
 pub fn exec_storm() {

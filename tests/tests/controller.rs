@@ -29,14 +29,7 @@ use vigil_tests::{
 
 /// Makes a real alert: a setuid bit on a copy of /bin/true (rule `vigil-setuid-bit`).
 fn setuid_alert(dir: &Path, name: &str) {
-    let path = dir.join(name);
-    std::fs::copy("/bin/true", &path).expect("copy");
-    let st = std::process::Command::new("chmod")
-        .arg("u+s")
-        .arg(&path)
-        .status()
-        .expect("chmod");
-    assert!(st.success());
+    vigil_tests::setuid_copy(dir, name);
 }
 
 fn wait<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {

@@ -1,13 +1,14 @@
-//! Metrics as a security engineer reads them: a real Prometheus scrapes a real sensor (with a
-//! one-page ring, so it drops) and a real controller, and the values are read back through
-//! Prometheus' query API, then held against what `status` and the controller say.
+//! Metrics as a security engineer reads them: a real Prometheus scrapes a real sensor enrolled
+//! with a real controller, the controller, and a second sensor with a one-page ring (so that
+//! it drops), and the values are read back through Prometheus' query API, then held against
+//! what `status` says.
 #![allow(
     clippy::expect_used,
     clippy::unwrap_used,
     reason = "a test stops loudly at the first thing that fails"
 )]
 
-use std::{net::SocketAddr, path::Path, process::Command, time::Duration};
+use std::{net::SocketAddr, process::Command, time::Duration};
 
 use vigil_tests::{
     Sensor,
@@ -25,19 +26,6 @@ fn free_port() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
-/// A real alert: the setuid bit on a copy of /bin/true (rule `vigil-setuid-bit`).
-fn setuid_copy(dir: &Path) -> String {
-    let path = dir.join("suid-true");
-    std::fs::copy("/bin/true", &path).expect("copy");
-    let st = Command::new("chmod")
-        .arg("u+s")
-        .arg(&path)
-        .status()
-        .expect("chmod");
-    assert!(st.success());
-    path.to_string_lossy().into_owned()
-}
-
 #[test]
 fn prometheus_reads_the_sensors_drops_and_alerts_and_the_controllers_hosts_and_hunts() {
     const TEST: &str =
@@ -48,7 +36,7 @@ fn prometheus_reads_the_sensors_drops_and_alerts_and_the_controllers_hosts_and_h
     if !vigil_tests::program_installed(TEST, PROMETHEUS, "prometheus") {
         return;
     }
-    let (ctl_metrics, sensor_metrics) = (free_port(), free_port());
+    let (ctl_metrics, sensor_metrics, tiny_metrics) = (free_port(), free_port(), free_port());
     let c = Controller::start_with(&["--metrics", &ctl_metrics.to_string()]).expect("controller");
     let token = c.token(600);
     let sensor = Sensor::start_with(&[
@@ -58,18 +46,28 @@ fn prometheus_reads_the_sensors_drops_and_alerts_and_the_controllers_hosts_and_h
         &token,
         "--metrics",
         &sensor_metrics.to_string(),
+    ])
+    .expect("sensor");
+    // Alone, a one-page ring drops under any load: its own sensor, for the drop counter.
+    let tiny = Sensor::start_with(&[
+        "--metrics",
+        &tiny_metrics.to_string(),
         "--ring-buffer-bytes",
         "4096",
     ])
-    .expect("sensor");
+    .expect("the one-page sensor");
     c.wait_hosts("the sensor online", |h| {
         h.len() == 1 && h[0]["connected"] == true
     });
-    let prom = Prometheus::start(&[("sensor", sensor_metrics), ("controller", ctl_metrics)])
-        .expect("prometheus");
+    let prom = Prometheus::start(&[
+        ("sensor", sensor_metrics),
+        ("controller", ctl_metrics),
+        ("tiny", tiny_metrics),
+    ])
+    .expect("prometheus");
 
-    // Both expositions parse: Prometheus says each target is up.
-    for job in ["sensor", "controller"] {
+    // Every exposition parses: Prometheus says each target is up.
+    for job in ["sensor", "controller", "tiny"] {
         prom.wait(&format!("up{{job=\"{job}\"}}"), |v| v == 1.0);
     }
     prom.wait("vigil_uplink_connected{job=\"sensor\"}", |v| v == 1.0);
@@ -79,7 +77,7 @@ fn prometheus_reads_the_sensors_drops_and_alerts_and_the_controllers_hosts_and_h
 
     // An alert, counted by rule and severity on the sensor, and merged on the controller.
     let dir = tempfile::tempdir().expect("tempdir");
-    let suid = setuid_copy(dir.path());
+    let suid = vigil_tests::setuid_copy(dir.path(), "suid-true");
     sensor.wait_alert("the setuid alert", |a| {
         a["rule"]["id"] == "vigil-setuid-bit" && a["entities"].to_string().contains(&suid)
     });
@@ -111,11 +109,11 @@ fn prometheus_reads_the_sensors_drops_and_alerts_and_the_controllers_hosts_and_h
     // the sensor itself counted.
     vigil_tests::exec_storm();
     let dropped = prom.wait(
-        "vigil_events_dropped_total{job=\"sensor\",kind=\"exec_args\"}",
+        "vigil_events_dropped_total{job=\"tiny\",kind=\"exec_args\"}",
         |v| v > 0.0,
     );
     std::thread::sleep(Duration::from_millis(300));
-    let status = sensor.status().expect("status");
+    let status = tiny.status().expect("status");
     let counted = status["events"]["exec_args"]["dropped"]
         .as_u64()
         .expect("the sensor's own drop count");
@@ -124,7 +122,7 @@ fn prometheus_reads_the_sensors_drops_and_alerts_and_the_controllers_hosts_and_h
         "Prometheus read {} dropped, the sensor counts {counted}",
         dropped.value
     );
-    prom.wait("vigil_ring_buffer_fill_peak_bytes{job=\"sensor\"}", |v| {
+    prom.wait("vigil_ring_buffer_fill_peak_bytes{job=\"tiny\"}", |v| {
         v > 0.0
     });
 

@@ -1,4 +1,5 @@
-//! The JSON-lines event sink (`--events-out FILE|-`).
+//! The JSON-lines event sink (`--events-out FILE|-`), and the writer the alert export
+//! (`--alerts-out`) shares.
 
 use std::{
     fs::OpenOptions,
@@ -10,7 +11,7 @@ use crate::{ingest::pipeline::Sink, model::events::Event};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutputError {
-    #[error("cannot open the events output {path}: {source}")]
+    #[error("cannot open the output {path}: {source}")]
     Open {
         path: PathBuf,
         source: std::io::Error,
@@ -45,6 +46,16 @@ impl JsonLines {
         })
     }
 
+    /// Writes `v` as one line; a failed write is logged once, not returned.
+    pub fn write<T: serde::Serialize + ?Sized>(&mut self, v: &T) {
+        let r = serde_json::to_writer(&mut self.out, v)
+            .map_err(std::io::Error::from)
+            .and_then(|()| self.out.write_all(b"\n"));
+        if let Err(e) = r {
+            self.report(&e);
+        }
+    }
+
     fn report(&mut self, e: &dyn std::fmt::Display) {
         if !self.failed {
             tracing::error!(error = %e, "writing events failed; further write errors are not logged");
@@ -55,12 +66,7 @@ impl JsonLines {
 
 impl Sink for JsonLines {
     fn publish(&mut self, event: &Event) {
-        let r = serde_json::to_writer(&mut self.out, event)
-            .map_err(std::io::Error::from)
-            .and_then(|()| self.out.write_all(b"\n"));
-        if let Err(e) = r {
-            self.report(&e);
-        }
+        self.write(event);
     }
 
     fn flush(&mut self) {

@@ -3,8 +3,10 @@
 
 pub mod alerts;
 pub mod detection;
+pub mod export;
 pub mod incidents;
 pub mod indicators;
+pub mod ocsf;
 
 use serde::{Deserialize, Serialize};
 

@@ -1,0 +1,260 @@
+//! `--alerts-out FILE --alerts-format ocsf`: a real alert, and its incident, as OCSF records a
+//! SIEM accepts: each is checked against the attribute requirements of the schema version
+//! the README names (required attributes present and typed, enumerations in range, the type
+//! uid derived from the class and activity), and against the alert Vigil itself recorded.
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    reason = "a test stops loudly at the first thing that fails"
+)]
+
+use std::{path::Path, time::Duration};
+
+use serde_json::Value;
+use vigil_tests::{Sensor, kernel_tests_enabled};
+
+/// The OCSF version the README names ("OCSF schema version X.Y.Z").
+fn readme_version() -> String {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+            .expect("README.md");
+    let at = readme
+        .find("OCSF schema version ")
+        .expect("the README names the OCSF schema version");
+    readme[at + "OCSF schema version ".len()..]
+        .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .next()
+        .expect("a version")
+        .trim_end_matches('.')
+        .to_owned()
+}
+
+/// What a JSON value must be.
+#[derive(Clone, Copy)]
+enum Kind {
+    Int,
+    Str,
+    Obj,
+    List,
+    Bool,
+}
+
+fn is(v: &Value, k: Kind) -> bool {
+    match k {
+        Kind::Int => v.is_u64() || v.is_i64(),
+        Kind::Str => v.is_string(),
+        Kind::Obj => v.is_object(),
+        Kind::List => v.is_array(),
+        Kind::Bool => v.is_boolean(),
+    }
+}
+
+/// One attribute's requirement: its path (dots into objects), its kind, and the values an
+/// enumeration allows (empty: any).
+struct Attr(&'static str, Kind, &'static [u64]);
+
+fn at<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
+    path.split('.').try_fold(v, |v, k| v.get(k))
+}
+
+fn check(record: &Value, attrs: &[Attr], what: &str) {
+    for Attr(path, kind, allowed) in attrs {
+        let v = at(record, path).unwrap_or_else(|| panic!("{what}: no {path} in {record}"));
+        assert!(is(v, *kind), "{what}: {path} is not of its type: {v}");
+        if !allowed.is_empty() {
+            let n = v.as_u64().unwrap_or(u64::MAX);
+            assert!(
+                allowed.contains(&n),
+                "{what}: {path} = {n} is not one of {allowed:?}"
+            );
+        }
+    }
+}
+
+const SEVERITY: &[u64] = &[0, 1, 2, 3, 4, 5, 6, 99];
+const ACTIVITY: &[u64] = &[1, 2, 3];
+
+/// The base event's and the Finding's required attributes (OCSF 1.8.0).
+const BASE: &[Attr] = &[
+    Attr("activity_id", Kind::Int, ACTIVITY),
+    Attr("category_uid", Kind::Int, &[2]),
+    Attr("severity_id", Kind::Int, SEVERITY),
+    Attr("time", Kind::Int, &[]),
+    Attr("type_uid", Kind::Int, &[]),
+    Attr("metadata", Kind::Obj, &[]),
+    Attr("metadata.version", Kind::Str, &[]),
+    Attr("metadata.product", Kind::Obj, &[]),
+];
+
+/// Detection Finding: required, then the recommended ones Vigil fills.
+const DETECTION: &[Attr] = &[
+    Attr("class_uid", Kind::Int, &[2004]),
+    Attr("finding_info", Kind::Obj, &[]),
+    Attr("finding_info.uid", Kind::Str, &[]),
+    Attr("finding_info.title", Kind::Str, &[]),
+    Attr("finding_info.analytic", Kind::Obj, &[]),
+    Attr(
+        "finding_info.analytic.type_id",
+        Kind::Int,
+        &[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 99],
+    ),
+    Attr("finding_info.analytic.uid", Kind::Str, &[]),
+    Attr("finding_info.attacks", Kind::List, &[]),
+    Attr("metadata.product.name", Kind::Str, &[]),
+    Attr("metadata.product.version", Kind::Str, &[]),
+    Attr("message", Kind::Str, &[]),
+    Attr("status_id", Kind::Int, &[0, 1, 2, 3, 4, 5, 6, 99]),
+    Attr("confidence_id", Kind::Int, &[0, 1, 2, 3, 99]),
+    Attr("is_alert", Kind::Bool, &[]),
+    Attr("evidences", Kind::List, &[]),
+    Attr("resources", Kind::List, &[]),
+];
+
+/// Incident Finding: required, then the recommended ones Vigil fills.
+const INCIDENT: &[Attr] = &[
+    Attr("class_uid", Kind::Int, &[2005]),
+    Attr("finding_info_list", Kind::List, &[]),
+    Attr("status_id", Kind::Int, &[1, 2, 3, 4, 5]),
+    Attr("message", Kind::Str, &[]),
+    Attr("desc", Kind::Str, &[]),
+];
+
+#[test]
+fn alerts_and_incidents_come_out_as_ocsf_findings_that_meet_the_schema() {
+    if !kernel_tests_enabled("alerts_and_incidents_come_out_as_ocsf_findings_that_meet_the_schema")
+    {
+        return;
+    }
+    let version = readme_version();
+    let out = tempfile::tempdir().expect("tempdir");
+    let file = out.path().join("findings.jsonl");
+    let sensor = Sensor::start_with(&[
+        "--alerts-out",
+        &file.to_string_lossy(),
+        "--alerts-format",
+        "ocsf",
+    ])
+    .expect("sensor");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let suid = vigil_tests::setuid_copy(dir.path(), "ocsf-suid-true");
+    let alert = sensor.wait_alert("the setuid alert", |a| {
+        a["rule"]["id"] == "vigil-setuid-bit" && a["entities"].to_string().contains(&suid)
+    });
+    let id = alert["id"].as_str().expect("alert id").to_owned();
+
+    let records = |f: &Path| -> Vec<Value> {
+        std::fs::read_to_string(f)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let (finding, incident, first) = loop {
+        let all = records(&file);
+        let finding = all
+            .iter()
+            .find(|r| r["class_uid"] == 2004 && r["finding_info"]["uid"] == id.as_str())
+            .cloned();
+        let incident = all
+            .iter()
+            .find(|r| {
+                r["class_uid"] == 2005
+                    && r["finding_info_list"]
+                        .as_array()
+                        .is_some_and(|l| l.iter().any(|f| f["uid"] == id.as_str()))
+            })
+            .cloned();
+        // The incident's first record, which the alert may have joined later.
+        let first = all
+            .iter()
+            .find(|r| r["class_uid"] == 2005 && r["unmapped"]["incident"] == alert["incident"])
+            .cloned();
+        if let (Some(f), Some(i), Some(first)) = (finding, incident, first) {
+            break (f, i, first);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no Detection and Incident Finding for alert {id} in {}:\n{all:#?}",
+            file.display()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+
+    for (r, class, what) in [
+        (&finding, DETECTION, "detection"),
+        (&incident, INCIDENT, "incident"),
+    ] {
+        check(r, BASE, what);
+        check(r, class, what);
+        let (class_uid, activity) = (
+            r["class_uid"].as_u64().unwrap(),
+            r["activity_id"].as_u64().unwrap(),
+        );
+        assert_eq!(
+            r["type_uid"].as_u64(),
+            Some(class_uid * 100 + activity),
+            "{what}: type_uid"
+        );
+        assert_eq!(
+            r["metadata"]["version"],
+            version.as_str(),
+            "{what}: the README's schema version"
+        );
+    }
+    assert_eq!(finding["activity_id"], 1, "an alert is a finding created");
+    assert_eq!(
+        first["activity_id"], 1,
+        "the incident's first record is its creation"
+    );
+    check(&first, BASE, "the incident's creation");
+    check(&first, INCIDENT, "the incident's creation");
+
+    // What the finding says is what Vigil recorded.
+    assert_eq!(
+        finding["finding_info"]["analytic"]["uid"],
+        "vigil-setuid-bit"
+    );
+    assert_eq!(finding["finding_info"]["title"], alert["rule"]["title"]);
+    let time_ms = alert["time_ns"].as_u64().unwrap() / 1_000_000;
+    assert_eq!(finding["time"].as_u64(), Some(time_ms));
+    let techniques: Vec<&str> = alert["rule"]["technique"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        !techniques.is_empty(),
+        "the setuid rule names its technique"
+    );
+    for t in &techniques {
+        assert!(
+            finding["finding_info"]["attacks"].to_string().contains(t),
+            "technique {t} in the attacks: {}",
+            finding["finding_info"]["attacks"]
+        );
+    }
+    let evidences = finding["evidences"].as_array().unwrap();
+    assert!(
+        evidences
+            .iter()
+            .any(|e| e["process"]["pid"] == alert["process"]["pid"]),
+        "the alert's process is evidence: {evidences:?}"
+    );
+    for p in alert["payloads"].as_array().into_iter().flatten() {
+        if let Some(h) = p["sha256"].as_str() {
+            assert!(
+                evidences
+                    .iter()
+                    .any(|e| e["file"]["hashes"][0]["value"] == h
+                        && e["file"]["hashes"][0]["algorithm_id"] == 3),
+                "payload {p} is evidence with its SHA-256: {evidences:?}"
+            );
+        }
+    }
+    assert_eq!(finding["unmapped"]["incident"], alert["incident"]);
+    assert_eq!(incident["unmapped"]["incident"], alert["incident"]);
+    // Vigil's own log keeps its own schema.
+    assert!(sensor.alerts().iter().any(|a| a["id"] == id.as_str()));
+}
