@@ -230,6 +230,9 @@ pub struct Status {
     /// The link to the controller, when the sensor reports to one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uplink: Option<UplinkStatus>,
+    /// `--forward`: alerts delivered, failed, given up and dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forward: Option<crate::triage::forward::ForwardStats>,
 }
 
 /// The link to the controller, as `status` reports it.

@@ -227,6 +227,13 @@ struct RunArgs {
     /// Incident Findings as incidents open and change).
     #[arg(long, value_enum, default_value_t, requires = "alerts_out")]
     alerts_format: sensor_userspace::triage::export::AlertsFormat,
+    /// POST every alert to URL as JSON in falcosidekick's input shape (Falco's JSON output),
+    /// retried with backoff; see --forward-queue.
+    #[arg(long, value_name = "URL")]
+    forward: Option<String>,
+    /// Alerts that may wait for --forward; past this, new ones are dropped and counted.
+    #[arg(long, value_name = "N", default_value_t = sensor_userspace::triage::forward::DEFAULT_QUEUE, requires = "forward", value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
+    forward_queue: usize,
 }
 
 impl RunArgs {
@@ -265,6 +272,7 @@ impl RunArgs {
             pin_dir: (!self.no_pins).then_some(self.pin_dir),
             metrics: self.metrics,
             alerts_out: self.alerts_out.map(|p| (p, self.alerts_format)),
+            forward: self.forward.map(|u| (u, self.forward_queue)),
         }
     }
 }

@@ -363,6 +363,29 @@ pub fn render(s: &Status) -> Result<String, std::fmt::Error> {
             u.graph_deltas_dropped,
         );
     }
+    if let Some(f) = &s.forward {
+        m.counter(
+            "forward_delivered",
+            "Alerts delivered to --forward",
+            f.delivered,
+        );
+        m.counter(
+            "forward_failures",
+            "Attempts to deliver to --forward that failed (each retry counts)",
+            f.failed_attempts,
+        );
+        m.counter(
+            "forward_given_up",
+            "Alerts given up after every attempt to --forward failed",
+            f.given_up,
+        );
+        m.counter(
+            "forward_dropped",
+            "Alerts the full --forward queue could not take",
+            f.dropped,
+        );
+        m.gauge("forward_queue", "Alerts waiting for --forward", f.queued);
+    }
     m.encode()
 }
 

@@ -108,6 +108,8 @@ pub struct RunOptions {
     pub metrics: Option<std::net::SocketAddr>,
     /// Where alerts are also written for a SIEM, and in which schema.
     pub alerts_out: Option<(PathBuf, crate::triage::export::AlertsFormat)>,
+    /// Where alerts are POSTed (falcosidekick's input shape), and how many may wait.
+    pub forward: Option<(String, usize)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -145,6 +147,8 @@ pub enum RunError {
     Policy(#[from] crate::policy::PolicyError),
     #[error(transparent)]
     Metrics(#[from] crate::metrics::MetricsError),
+    #[error(transparent)]
+    Forward(#[from] crate::triage::forward::ForwardError),
 }
 
 /// Why a pushed policy was not put in force (the one in force stays).
@@ -292,6 +296,8 @@ struct Running {
     alert_log: crate::triage::alerts::AlertLog,
     /// `--alerts-out`, when given.
     export: Option<crate::triage::export::AlertExport>,
+    /// `--forward`, when given.
+    forward: Option<crate::triage::forward::Forwarder>,
     responder: crate::act::Responder,
     loaded: Loaded,
     stats: KernelStats,
@@ -395,6 +401,10 @@ impl Running {
             action_counts: action_counts(self.responder.journal().records()),
             load_failures: self.load_failures,
             uplink: self.link.as_ref().map(|(addr, g)| g.status(*addr)),
+            forward: self
+                .forward
+                .as_ref()
+                .map(crate::triage::forward::Forwarder::stats),
         }
     }
 
@@ -856,6 +866,9 @@ impl Running {
         if let Err(e) = self.alert_log.append(&alerts) {
             tracing::error!(path = %self.alert_log.path().display(), error = %e, waiting = self.alert_log.stats().unwritten, "cannot write alerts: they are kept and retried");
         }
+        if let Some(f) = &self.forward {
+            f.send(&alerts);
+        }
         if let Some(x) = &mut self.export {
             let incidents = pipeline
                 .observer()
@@ -1213,6 +1226,11 @@ fn assemble(
         ring_fill: crate::kernel::ringbuf::RingFill::default(),
         link: None,
         alert_log: crate::triage::alerts::AlertLog::open(&state.path().join("alerts.jsonl"))?,
+        forward: opts
+            .forward
+            .as_ref()
+            .map(|(url, queue)| crate::triage::forward::Forwarder::start(url, *queue))
+            .transpose()?,
         export: opts
             .alerts_out
             .as_ref()

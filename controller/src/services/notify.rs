@@ -76,16 +76,7 @@ impl Event {
     }
 }
 
-/// RFC 3339 with nanoseconds, UTC, as falcosidekick and PagerDuty read times.
-fn rfc3339(ns: u64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ns))
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| "1970-01-01T00:00:00Z".to_owned())
-}
+use sensor_userspace::triage::forward::rfc3339;
 
 /// A UUID-shaped id derived from what the event is, so a retried delivery carries the same
 /// one and a receiver can drop the duplicate.
@@ -107,16 +98,7 @@ fn event_uuid(target: &str, event: &Event, alert: &str) -> String {
     )
 }
 
-/// Falco's priorities, from Vigil's severities.
-fn falco_priority(l: Level) -> &'static str {
-    match l {
-        Level::Critical => "Critical",
-        Level::High => "Error",
-        Level::Medium => "Warning",
-        Level::Low => "Notice",
-        Level::Informational => "Informational",
-    }
-}
+use sensor_userspace::triage::forward::falco_priority;
 
 fn pagerduty_severity(l: Level) -> &'static str {
     match l {

@@ -4,6 +4,7 @@
 pub mod alerts;
 pub mod detection;
 pub mod export;
+pub mod forward;
 pub mod incidents;
 pub mod indicators;
 pub mod ocsf;

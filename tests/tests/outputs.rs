@@ -1,7 +1,12 @@
-//! `--alerts-out FILE --alerts-format ocsf`: a real alert, and its incident, as OCSF records a
-//! SIEM accepts: each is checked against the attribute requirements of the schema version
-//! the README names (required attributes present and typed, enumerations in range, the type
-//! uid derived from the class and activity), and against the alert Vigil itself recorded.
+//! The outputs a SIEM reads, fed by real alerts:
+//!
+//! - `--alerts-out FILE --alerts-format ocsf`: an alert and its incident as OCSF records,
+//!   checked against the attribute requirements of the schema version the README names
+//!   (required attributes present and typed, enumerations in range, the type uid derived
+//!   from the class and activity), and against the alert Vigil itself recorded;
+//! - `--forward URL`: alerts POSTed in falcosidekick's input shape to a real HTTP receiver
+//!   that fails the first attempts (retried), and to one that is not there (a one-alert
+//!   queue, whose drops are counted).
 #![allow(
     clippy::expect_used,
     clippy::unwrap_used,
@@ -11,7 +16,7 @@
 use std::{path::Path, time::Duration};
 
 use serde_json::Value;
-use vigil_tests::{Sensor, kernel_tests_enabled};
+use vigil_tests::{Sensor, http::Receiver, kernel_tests_enabled};
 
 /// The OCSF version the README names ("OCSF schema version X.Y.Z").
 fn readme_version() -> String {
@@ -257,4 +262,125 @@ fn alerts_and_incidents_come_out_as_ocsf_findings_that_meet_the_schema() {
     assert_eq!(incident["unmapped"]["incident"], alert["incident"]);
     // Vigil's own log keeps its own schema.
     assert!(sensor.alerts().iter().any(|a| a["id"] == id.as_str()));
+}
+
+/// Waits (bounded) until the sensor's `status` passes `pred`; returns that status.
+fn wait_status(sensor: &Sensor, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let st = sensor.status().expect("status");
+        if pred(&st) {
+            return st;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}: {}",
+            st["forward"]
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn forwarded_alerts_arrive_in_falcos_shape_after_retries() {
+    if !kernel_tests_enabled("forwarded_alerts_arrive_in_falcos_shape_after_retries") {
+        return;
+    }
+    // The receiver answers 500 twice: the forwarder must retry, and deliver once.
+    let receiver = Receiver::start(2);
+    let sensor = Sensor::start_with(&["--forward", &receiver.url("/falco")]).expect("sensor");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let suid = vigil_tests::setuid_copy(dir.path(), "forward-suid-true");
+    let alert = sensor.wait_alert("the setuid alert", |a| {
+        a["rule"]["id"] == "vigil-setuid-bit" && a["entities"].to_string().contains(&suid)
+    });
+    let id = alert["id"].as_str().expect("id").to_owned();
+    let st = wait_status(&sensor, "the alert delivered", |_| {
+        receiver
+            .requests()
+            .iter()
+            .any(|r| r.status == 200 && r.body["uuid"] == id.as_str())
+    });
+    let got: Vec<_> = receiver
+        .requests()
+        .into_iter()
+        .filter(|r| r.body["uuid"] == id.as_str())
+        .collect();
+    let delivered: Vec<_> = got.iter().filter(|r| r.status == 200).collect();
+    assert_eq!(delivered.len(), 1, "delivered once: {got:#?}");
+    assert!(
+        st["forward"]["failed_attempts"].as_u64() >= Some(1),
+        "the failed attempts are counted: {}",
+        st["forward"]
+    );
+    let body = &delivered[0].body;
+    assert_eq!(delivered[0].path, "/falco");
+    assert_eq!(body["rule"], alert["rule"]["title"]);
+    assert_eq!(body["priority"], "Error", "high is Falco's Error");
+    assert_eq!(body["hostname"], alert["host"]);
+    assert_eq!(body["output_fields"]["proc.pid"], alert["process"]["pid"]);
+    assert_eq!(body["output_fields"]["vigil.rule_id"], "vigil-setuid-bit");
+    assert_eq!(body["output_fields"]["vigil.incident"], alert["incident"]);
+    let time = body["time"].as_str().expect("time");
+    assert!(
+        time.len() > 20 && time.ends_with('Z') && time.contains('T'),
+        "RFC 3339 time: {time}"
+    );
+    assert!(
+        body["output"]
+            .as_str()
+            .is_some_and(|o| o.contains(&suid) || o.contains("chmod"))
+    );
+}
+
+#[test]
+fn a_forward_queue_that_is_full_drops_and_counts_instead_of_holding_detection_back() {
+    if !kernel_tests_enabled(
+        "a_forward_queue_that_is_full_drops_and_counts_instead_of_holding_detection_back",
+    ) {
+        return;
+    }
+    // Nothing listens there: each alert takes every attempt and its backoff (over a second),
+    // while the queue holds one.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("a port")
+        .local_addr()
+        .expect("its address");
+    let url = format!("http://{closed}/falco");
+    let sensor = Sensor::start_with(&["--forward", &url, "--forward-queue", "1"]).expect("sensor");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let names: Vec<String> = (0..6).map(|i| format!("queue-suid-{i}")).collect();
+    for n in &names {
+        vigil_tests::setuid_copy(dir.path(), n);
+    }
+    for n in &names {
+        sensor.wait_alert(&format!("the alert on {n}"), |a| {
+            a["rule"]["id"] == "vigil-setuid-bit" && a["entities"].to_string().contains(n.as_str())
+        });
+    }
+    let st = wait_status(&sensor, "drops and give-ups counted", |st| {
+        st["forward"]["dropped"].as_u64() >= Some(1)
+            && st["forward"]["given_up"].as_u64() >= Some(1)
+    });
+    let f = &st["forward"];
+    assert_eq!(f["delivered"], 0, "nothing can be delivered there: {f}");
+    assert!(
+        f["failed_attempts"].as_u64() >= Some(4),
+        "a given-up alert took every attempt: {f}"
+    );
+    // Detection went on regardless: every alert is in the sensor's own log.
+    let logged = sensor
+        .alerts()
+        .iter()
+        .filter(|a| {
+            names
+                .iter()
+                .any(|n| a["entities"].to_string().contains(n.as_str()))
+        })
+        .count();
+    assert!(
+        logged >= names.len(),
+        "{logged} of {} alerts logged",
+        names.len()
+    );
 }
