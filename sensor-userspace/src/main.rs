@@ -22,7 +22,7 @@ const DEFAULT_STATE: &str = "/var/lib/vigil";
 )]
 struct Cli {
     /// The sensor's state directory (control socket, journals, identity).
-    #[arg(long, global = true, default_value = DEFAULT_STATE)]
+    #[arg(long, global = true, env = "VIGIL_STATE", default_value = DEFAULT_STATE)]
     state: PathBuf,
     #[command(subcommand)]
     command: Command,

@@ -3,6 +3,7 @@
 mod apt;
 mod bench;
 mod console;
+mod docs;
 mod fuzz;
 mod package;
 mod run;
@@ -55,6 +56,9 @@ enum Task {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Regenerate the command-line reference (docs/src/reference/cli.md) from the binaries'
+    /// help, and build the book (mdBook, installed when missing) into docs/book/.
+    Docs,
     /// Build the Debian packages vigil-sensor and vigil-controller (cargo-deb, installed when
     /// missing) into target/debian/: stripped release binaries, units, conffiles.
     Package,
@@ -104,21 +108,22 @@ fn main() -> Result<()> {
             }
             // The end-to-end tests run the real binary: build it first; the package tests
             // install the real packages.
-            util::cargo(&[
-                "build",
-                "--package",
-                "sensor-userspace",
-                "--package",
-                "controller",
-            ])?;
+            debug_binaries()?;
             release_binaries()?;
             package::build()?;
+            docs::mdbook()?;
             let mut test = vec!["test", "--workspace", "--exclude", "sensor-ebpf"];
             if !args.is_empty() {
                 test.push("--");
                 test.extend(args.iter().map(String::as_str));
             }
             util::run_tests(&test, allow_skip)
+        }
+        Task::Docs => {
+            setup::run()?;
+            docs::mdbook()?;
+            debug_binaries()?;
+            docs::build()
         }
         Task::Package => {
             setup::run()?;
@@ -153,6 +158,17 @@ fn release_binaries() -> Result<()> {
     util::cargo(&[
         "build",
         "--release",
+        "--package",
+        "sensor-userspace",
+        "--package",
+        "controller",
+    ])
+}
+
+/// The debug binaries the end-to-end tests run and the CLI reference is read from.
+fn debug_binaries() -> Result<()> {
+    util::cargo(&[
+        "build",
         "--package",
         "sensor-userspace",
         "--package",
