@@ -142,6 +142,10 @@ struct RunArgs {
     /// Write every event as a JSON line to FILE (appended), or to standard output with `-`.
     #[arg(long, value_name = "FILE|-")]
     events_out: Option<PathBuf>,
+    /// The schema of --events-out: Vigil's own, or OCSF (Process Activity, File System
+    /// Activity and Network Activity records).
+    #[arg(long, value_enum, default_value_t, requires = "events_out")]
+    events_format: sensor_userspace::triage::export::Format,
     /// Size of the kernel ring buffer in bytes (a power of two, at least 4096).
     #[arg(long, default_value_t = 8 << 20)]
     ring_buffer_bytes: u32,
@@ -226,7 +230,7 @@ struct RunArgs {
     /// The schema of --alerts-out: Vigil's own, or OCSF (Detection Findings for alerts,
     /// Incident Findings as incidents open and change).
     #[arg(long, value_enum, default_value_t, requires = "alerts_out")]
-    alerts_format: sensor_userspace::triage::export::AlertsFormat,
+    alerts_format: sensor_userspace::triage::export::Format,
     /// POST every alert to URL as JSON in falcosidekick's input shape (Falco's JSON output),
     /// retried with backoff; see --forward-queue.
     #[arg(long, value_name = "URL")]
@@ -249,6 +253,7 @@ impl RunArgs {
         RunOptions {
             state,
             events_out: self.events_out,
+            events_format: self.events_format,
             ring_buffer_bytes: self.ring_buffer_bytes,
             poll_interval: std::time::Duration::from_millis(self.poll_interval_ms),
             coalesce_ms: self.coalesce_ms,

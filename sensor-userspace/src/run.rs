@@ -73,6 +73,8 @@ fn send_delta<S: Sink>(
 pub struct RunOptions {
     pub state: PathBuf,
     pub events_out: Option<PathBuf>,
+    /// The schema of `events_out`.
+    pub events_format: crate::triage::export::Format,
     pub ring_buffer_bytes: u32,
     /// How often the ring is drained when the kernel has not woken the sensor (the kernel
     /// wakes it only when the ring passes a quarter full): the bound on event latency.
@@ -107,7 +109,7 @@ pub struct RunOptions {
     /// Where `/metrics` is served; None serves none.
     pub metrics: Option<std::net::SocketAddr>,
     /// Where alerts are also written for a SIEM, and in which schema.
-    pub alerts_out: Option<(PathBuf, crate::triage::export::AlertsFormat)>,
+    pub alerts_out: Option<(PathBuf, crate::triage::export::Format)>,
     /// Where alerts are POSTed (falcosidekick's input shape), and how many may wait.
     pub forward: Option<(String, usize)>,
 }
@@ -1137,7 +1139,12 @@ fn assemble(
     policy_path: Option<PathBuf>,
 ) -> Result<(Daemon, Running, RingReader), RunError> {
     let sink: Box<dyn Sink + Send> = match &opts.events_out {
-        Some(path) => Box::new(JsonLines::open(path)?),
+        Some(path) => match opts.events_format {
+            crate::triage::export::Format::Vigil => Box::new(JsonLines::open(path)?),
+            crate::triage::export::Format::Ocsf => {
+                Box::new(crate::triage::ocsf::OcsfEvents::new(JsonLines::open(path)?))
+            }
+        },
         None => Box::new(Discard),
     };
     raise_memlock();

@@ -13,7 +13,7 @@
     reason = "a test stops loudly at the first thing that fails"
 )]
 
-use std::{path::Path, time::Duration};
+use std::{path::Path, process::Command, time::Duration};
 
 use serde_json::Value;
 use vigil_tests::{Sensor, http::Receiver, kernel_tests_enabled};
@@ -32,6 +32,25 @@ fn readme_version() -> String {
         .expect("a version")
         .trim_end_matches('.')
         .to_owned()
+}
+
+/// Checks the type uid is derived from the class and activity, and the schema version is
+/// the README's; returns the class.
+fn header(r: &Value, what: &str, version: &str) -> u64 {
+    let (class_uid, activity) = (
+        r["class_uid"].as_u64().expect("class_uid"),
+        r["activity_id"].as_u64().expect("activity_id"),
+    );
+    assert_eq!(
+        r["type_uid"].as_u64(),
+        Some(class_uid * 100 + activity),
+        "{what}: type_uid"
+    );
+    assert_eq!(
+        r["metadata"]["version"], version,
+        "{what}: the README's schema version"
+    );
+    class_uid
 }
 
 /// What a JSON value must be.
@@ -81,14 +100,21 @@ const ACTIVITY: &[u64] = &[1, 2, 3];
 
 /// The base event's and the Finding's required attributes (OCSF 1.8.0).
 const BASE: &[Attr] = &[
-    Attr("activity_id", Kind::Int, ACTIVITY),
-    Attr("category_uid", Kind::Int, &[2]),
+    Attr("class_uid", Kind::Int, &[]),
+    Attr("category_uid", Kind::Int, &[]),
+    Attr("activity_id", Kind::Int, &[]),
     Attr("severity_id", Kind::Int, SEVERITY),
     Attr("time", Kind::Int, &[]),
     Attr("type_uid", Kind::Int, &[]),
     Attr("metadata", Kind::Obj, &[]),
     Attr("metadata.version", Kind::Str, &[]),
     Attr("metadata.product", Kind::Obj, &[]),
+];
+
+/// The Findings category: its activities.
+const FINDINGS: &[Attr] = &[
+    Attr("category_uid", Kind::Int, &[2]),
+    Attr("activity_id", Kind::Int, ACTIVITY),
 ];
 
 /// Detection Finding: required, then the recommended ones Vigil fills.
@@ -191,21 +217,9 @@ fn alerts_and_incidents_come_out_as_ocsf_findings_that_meet_the_schema() {
         (&incident, INCIDENT, "incident"),
     ] {
         check(r, BASE, what);
+        check(r, FINDINGS, what);
         check(r, class, what);
-        let (class_uid, activity) = (
-            r["class_uid"].as_u64().unwrap(),
-            r["activity_id"].as_u64().unwrap(),
-        );
-        assert_eq!(
-            r["type_uid"].as_u64(),
-            Some(class_uid * 100 + activity),
-            "{what}: type_uid"
-        );
-        assert_eq!(
-            r["metadata"]["version"],
-            version.as_str(),
-            "{what}: the README's schema version"
-        );
+        header(r, what, &version);
     }
     assert_eq!(finding["activity_id"], 1, "an alert is a finding created");
     assert_eq!(
@@ -213,6 +227,7 @@ fn alerts_and_incidents_come_out_as_ocsf_findings_that_meet_the_schema() {
         "the incident's first record is its creation"
     );
     check(&first, BASE, "the incident's creation");
+    check(&first, FINDINGS, "the incident's creation");
     check(&first, INCIDENT, "the incident's creation");
 
     // What the finding says is what Vigil recorded.
@@ -383,4 +398,156 @@ fn a_forward_queue_that_is_full_drops_and_counts_instead_of_holding_detection_ba
         "{logged} of {} alerts logged",
         names.len()
     );
+}
+
+/// Process Activity (System category): required beyond the base event.
+const PROCESS: &[Attr] = &[
+    Attr("category_uid", Kind::Int, &[1]),
+    Attr("actor", Kind::Obj, &[]),
+    Attr("device", Kind::Obj, &[]),
+    Attr("device.type_id", Kind::Int, &[]),
+    Attr("process", Kind::Obj, &[]),
+    Attr("process.pid", Kind::Int, &[]),
+];
+
+/// File System Activity (System category): required beyond the base event.
+const FILE: &[Attr] = &[
+    Attr("category_uid", Kind::Int, &[1]),
+    Attr("actor", Kind::Obj, &[]),
+    Attr("device", Kind::Obj, &[]),
+    Attr("device.type_id", Kind::Int, &[]),
+    Attr("file", Kind::Obj, &[]),
+    Attr("file.name", Kind::Str, &[]),
+    Attr("file.type_id", Kind::Int, &[]),
+];
+
+/// Network Activity: the Network category, and the recommended endpoint Vigil fills.
+const NETWORK: &[Attr] = &[
+    Attr("category_uid", Kind::Int, &[4]),
+    Attr("src_endpoint", Kind::Obj, &[]),
+];
+
+/// What a test looks for among records.
+type Wanted<'a> = Box<dyn Fn(&Value) -> bool + 'a>;
+
+#[test]
+fn events_come_out_as_ocsf_process_file_and_network_activity() {
+    if !kernel_tests_enabled("events_come_out_as_ocsf_process_file_and_network_activity") {
+        return;
+    }
+    let version = readme_version();
+    let sensor = Sensor::start_with(&["--events-format", "ocsf"]).expect("sensor");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("ocsf-events-file");
+    // One process: it is exec'd, creates, renames and deletes a file, and connects.
+    let script = format!(
+        "echo x > {p}; mv {p} {p}.moved; rm {p}.moved; exec 3<>/dev/tcp/127.0.0.1/{port}",
+        p = path.display()
+    );
+    let child = Command::new("bash")
+        .args(["-c", &script])
+        .status()
+        .expect("bash");
+    assert!(child.success());
+    let events = sensor.dir.path().join("events.jsonl");
+    let p = path.to_string_lossy().into_owned();
+    let want: [(&str, Wanted); 5] = [
+        (
+            "an exec of bash",
+            Box::new(|r: &Value| {
+                r["class_uid"] == 1007
+                    && r["activity_id"] == 1
+                    && r["launch_type_id"] == 3
+                    && r["process"]["cmd_line"]
+                        .as_str()
+                        .is_some_and(|c| c.contains("ocsf-events-file"))
+            }),
+        ),
+        (
+            "the file created",
+            Box::new(|r: &Value| {
+                r["class_uid"] == 1001 && r["activity_id"] == 1 && r["file"]["path"] == p.as_str()
+            }),
+        ),
+        (
+            "the file renamed",
+            Box::new(|r: &Value| {
+                r["class_uid"] == 1001 && r["activity_id"] == 5 && r["file"]["path"] == p.as_str()
+            }),
+        ),
+        (
+            "the file deleted",
+            Box::new(|r: &Value| {
+                r["class_uid"] == 1001
+                    && r["activity_id"] == 4
+                    && r["file"]["path"]
+                        .as_str()
+                        .is_some_and(|f| f.ends_with("ocsf-events-file.moved"))
+            }),
+        ),
+        (
+            "the connection",
+            Box::new(|r: &Value| {
+                r["class_uid"] == 4001
+                    && r["activity_id"] == 1
+                    && r["dst_endpoint"]["port"] == port
+                    && r["connection_info"]["direction_id"] == 2
+            }),
+        ),
+    ];
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let found = loop {
+        let lines: Vec<Value> = std::fs::read_to_string(&events)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        let found: Vec<Option<Value>> = want
+            .iter()
+            .map(|(_, pred)| lines.iter().find(|r| pred(r)).cloned())
+            .collect();
+        if found.iter().all(Option::is_some) {
+            break found.into_iter().flatten().collect::<Vec<_>>();
+        }
+        let missing: Vec<&str> = want
+            .iter()
+            .zip(&found)
+            .filter(|(_, f)| f.is_none())
+            .map(|((w, _), _)| *w)
+            .collect();
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no OCSF record for {missing:?} among {} records",
+            lines.len()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    drop(listener);
+    for r in &found {
+        let what = format!("class {}", r["class_uid"]);
+        check(r, BASE, &what);
+        check(
+            r,
+            &[Attr(
+                "activity_id",
+                Kind::Int,
+                &[1, 2, 3, 4, 5, 6, 7, 8, 99],
+            )],
+            &what,
+        );
+        let class_uid = header(r, &what, &version);
+        let class: &[Attr] = match class_uid {
+            1007 => PROCESS,
+            1001 => FILE,
+            4001 => NETWORK,
+            other => panic!("unexpected class {other}"),
+        };
+        check(r, class, &what);
+        assert!(
+            r["unmapped"]["vigil"].is_object(),
+            "the sensor's own event is kept: {r}"
+        );
+    }
 }

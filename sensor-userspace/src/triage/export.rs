@@ -12,25 +12,26 @@ use crate::{
     },
 };
 
-/// The schema of the alert export.
+/// The schema of an output (`--alerts-format`, `--events-format`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum AlertsFormat {
-    /// Vigil's alerts, as `STATE/alerts.jsonl` holds them.
+pub enum Format {
+    /// Vigil's own: alerts as `STATE/alerts.jsonl` holds them, events as documented.
     #[default]
     Vigil,
-    /// OCSF Detection Findings, and Incident Findings as incidents open and change.
+    /// OCSF: alerts as Detection Findings (and incidents as Incident Findings as they open
+    /// and change); events as Process, File System and Network Activity.
     Ocsf,
 }
 
 pub struct AlertExport {
     out: JsonLines,
-    format: AlertsFormat,
+    format: Format,
     /// The last change of each incident written (OCSF), to tell a new one from an update.
     written: HashMap<String, u64>,
 }
 
 impl AlertExport {
-    pub fn open(target: &Path, format: AlertsFormat) -> Result<Self, OutputError> {
+    pub fn open(target: &Path, format: Format) -> Result<Self, OutputError> {
         Ok(Self {
             out: JsonLines::open(target)?,
             format,
@@ -43,11 +44,11 @@ impl AlertExport {
     pub fn write(&mut self, alerts: &[Alert], incidents: &[Incident]) {
         for a in alerts {
             match self.format {
-                AlertsFormat::Vigil => self.out.write(a),
-                AlertsFormat::Ocsf => self.out.write(&ocsf::detection_finding(a)),
+                Format::Vigil => self.out.write(a),
+                Format::Ocsf => self.out.write(&ocsf::detection_finding(a)),
             }
         }
-        if self.format == AlertsFormat::Ocsf {
+        if self.format == Format::Ocsf {
             for i in incidents {
                 let activity = match self.written.insert(i.id.clone(), i.updated_ns) {
                     None => Activity::Create,

@@ -4,6 +4,9 @@
 //! The sensor's incidents do not close (the controller resolves them), so a sensor writes no
 //! Close activity.
 //!
+//! Events (`--events-out FILE --events-format ocsf`) are OCSF activity records of the System
+//! and Network categories: Process Activity, File System Activity, Network Activity.
+//!
 //! What OCSF has no attribute for (the incident an alert joined, the policy's verdict) goes
 //! under `unmapped`, so nothing Vigil knows is lost on the way.
 
@@ -11,6 +14,7 @@ use serde_json::{Value, json};
 
 use crate::{
     detect::rules::{behaviour::rule::Confidence, sigma::rule::Level},
+    model::events::{Event, What},
     triage::{
         Verdict,
         alerts::{Alert, RuleSource},
@@ -287,4 +291,172 @@ pub fn incident_finding(i: &Incident, activity: Activity) -> Value {
             },
         }),
     )
+}
+
+/// An event's class in OCSF: Process Activity, File System Activity or Network Activity.
+/// Events of no file or network kind (a setgid, a mount, a BPF load) are Process Activity
+/// `Other` with their own name, so that nothing the sensor saw is left out.
+pub const PROCESS_ACTIVITY: u32 = 1007;
+pub const FILE_ACTIVITY: u32 = 1001;
+pub const NETWORK_ACTIVITY: u32 = 4001;
+
+/// The class, category, activity id and activity name of `what`.
+fn event_class(what: &What) -> (u32, &'static str, u32, u8, &'static str) {
+    const P: (u32, &str, u32) = (PROCESS_ACTIVITY, "Process Activity", 1);
+    const F: (u32, &str, u32) = (FILE_ACTIVITY, "File System Activity", 1);
+    const N: (u32, &str, u32) = (NETWORK_ACTIVITY, "Network Activity", 4);
+    let (c, a, n) = match what {
+        What::Fork | What::Exec { .. } => (P, 1, "Launch"),
+        What::Exit { .. } => (P, 2, "Terminate"),
+        What::Ptrace { .. } | What::ProcessVm { .. } => (P, 4, "Inject"),
+        What::SetUid { .. } => (P, 5, "Set User ID"),
+        What::Open { create: true, .. } => (F, 1, "Create"),
+        What::Open { write: true, .. } => (F, 3, "Update"),
+        What::Open { .. } => (F, 2, "Read"),
+        What::Unlink { .. } => (F, 4, "Delete"),
+        What::Rename { .. } => (F, 5, "Rename"),
+        What::Xattr { .. } | What::Utimes { .. } | What::SetFlags { .. } => {
+            (F, 6, "Set Attributes")
+        }
+        What::Chmod { .. } | What::Chown { .. } => (F, 7, "Set Security"),
+        What::Connect { .. } | What::Accept { .. } => (N, 1, "Open"),
+        What::Listen { .. } => (N, 7, "Listen"),
+        _ => (P, 99, "Other"),
+    };
+    (c.0, c.1, c.2, a, n)
+}
+
+/// The process an event is about, as OCSF's process object.
+fn event_process(e: &Event) -> Value {
+    let mut p = json!({
+        "pid": e.pid,
+        "name": e.comm,
+        "user": { "uid": e.uid.to_string() },
+        "parent_process": { "pid": e.ppid },
+    });
+    if let Some(exe) = &e.exe {
+        p["file"] = file(exe, None);
+    }
+    if let What::Exec { argv, .. } = &e.what {
+        p["cmd_line"] = json!(argv.join(" "));
+    }
+    p
+}
+
+fn endpoint(a: &std::net::SocketAddr) -> Value {
+    json!({ "ip": a.ip().to_string(), "port": a.port() })
+}
+
+/// An event as an OCSF activity record of its class, from the host `hostname`.
+pub fn event_activity(e: &Event, hostname: &str) -> Value {
+    let (class_uid, class_name, category_uid, activity, activity_name) = event_class(&e.what);
+    let process = event_process(e);
+    let mut v = json!({
+        "category_uid": category_uid,
+        "class_uid": class_uid,
+        "class_name": class_name,
+        "activity_id": activity,
+        "activity_name": activity_name,
+        "type_uid": class_uid * 100 + u32::from(activity),
+        "severity_id": 1,
+        "severity": "Informational",
+        "time": millis(e.time_ns),
+        "status_id": if e.error.is_some() { 2 } else { 1 },
+        "status": if e.error.is_some() { "Failure" } else { "Success" },
+        "metadata": {
+            "version": SCHEMA_VERSION,
+            "product": { "name": "Vigil", "vendor_name": "Vigil", "version": env!("CARGO_PKG_VERSION") },
+            "event_code": crate::detect::rules::behaviour::fields::kind_name(&e.what),
+        },
+        "actor": { "process": process, "user": { "uid": e.uid.to_string() } },
+        "device": host(hostname),
+        "unmapped": { "vigil": e },
+    });
+    if let Some(err) = &e.error {
+        v["status_detail"] = json!(err);
+    }
+    match &e.what {
+        What::Fork => {
+            v["process"] = json!({ "pid": e.pid, "parent_process": { "pid": e.ppid } });
+            v["launch_type_id"] = json!(2);
+            v["launch_type"] = json!("Fork");
+        }
+        What::Exec { .. } => {
+            v["process"] = process;
+            v["launch_type_id"] = json!(3);
+            v["launch_type"] = json!("Exec");
+        }
+        What::Exit { .. } | What::SetUid { .. } | What::Ptrace { .. } | What::ProcessVm { .. } => {
+            v["process"] = process;
+        }
+        What::Open { file: f, .. }
+        | What::Unlink { file: f }
+        | What::Chmod { file: f, .. }
+        | What::Chown { file: f, .. }
+        | What::Xattr { file: f, .. }
+        | What::Utimes { file: f, .. }
+        | What::SetFlags { file: f, .. } => {
+            v["file"] = file(f.path.as_deref().unwrap_or("?"), None);
+        }
+        What::Rename { file: f, to } => {
+            v["file"] = file(f.path.as_deref().unwrap_or("?"), None);
+            v["file_result"] = file(to.path.as_deref().unwrap_or("?"), None);
+        }
+        What::Connect { net } | What::Accept { net } | What::Listen { net, .. } => {
+            let outbound = matches!(e.what, What::Connect { .. });
+            v["connection_info"] = json!({
+                "protocol_name": net.protocol,
+                "direction_id": if outbound { 2 } else { 1 },
+                "direction": if outbound { "Outbound" } else { "Inbound" },
+            });
+            let (local, remote) = (
+                net.local.as_ref().map(endpoint),
+                net.remote.as_ref().map(endpoint),
+            );
+            let (src, dst) = if outbound {
+                (local, remote)
+            } else {
+                (remote, local)
+            };
+            if let Some(s) = src {
+                v["src_endpoint"] = s;
+            }
+            if let Some(d) = dst {
+                v["dst_endpoint"] = d;
+            }
+        }
+        _ => {
+            v["process"] = process;
+        }
+    }
+    if v.get("process").is_none() && class_uid == PROCESS_ACTIVITY {
+        v["process"] = event_process(e);
+    }
+    v
+}
+
+/// `--events-out FILE --events-format ocsf`: events as OCSF activity records.
+pub struct OcsfEvents {
+    out: crate::ingest::output::JsonLines,
+    hostname: String,
+}
+
+impl OcsfEvents {
+    pub fn new(out: crate::ingest::output::JsonLines) -> Self {
+        let hostname = nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_default();
+        Self { out, hostname }
+    }
+}
+
+impl crate::ingest::pipeline::Sink for OcsfEvents {
+    fn publish(&mut self, event: &Event) {
+        self.out.write(&event_activity(event, &self.hostname));
+    }
+
+    fn flush(&mut self) {
+        crate::ingest::pipeline::Sink::flush(&mut self.out);
+    }
 }
