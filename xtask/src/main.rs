@@ -29,23 +29,7 @@ enum Task {
     Console,
     /// Set up, build in release, and run on this host (root): a local controller on its
     /// embedded store, and the sensor enrolled with it.
-    Run {
-        /// State directory for the sensor.
-        #[arg(long, default_value = "/var/lib/vigil")]
-        state: String,
-        /// State directory for the local controller.
-        #[arg(long, default_value = "/var/lib/vigil-controller")]
-        controller_state: String,
-        /// Where the local controller listens (UDP).
-        #[arg(long, default_value = "127.0.0.1:4433")]
-        listen: String,
-        /// Where the local controller serves its console and API (HTTPS).
-        #[arg(long, default_value = "127.0.0.1:8443")]
-        console: String,
-        /// Extra arguments for `vigil-sensor run`.
-        #[arg(last = true)]
-        args: Vec<String>,
-    },
+    Run(run::Local),
     /// Set up, then run every test of the workspace, kernel tests included (root).
     Test {
         /// Without root, run what does not need the kernel and list every kernel test as
@@ -82,18 +66,12 @@ fn main() -> Result<()> {
     match Cli::parse().task {
         Task::Setup => setup::run(),
         Task::Console => console::build(),
-        Task::Run {
-            state,
-            controller_state,
-            listen,
-            console,
-            args,
-        } => {
+        Task::Run(local) => {
             setup::run()?;
             console::build()?;
             release_binaries()?;
             util::require_root("cargo xtask run")?;
-            run::both(&state, &controller_state, &listen, &console, &args)
+            run::both(&local)
         }
         Task::Test { allow_skip, args } => {
             if !util::is_root() && !allow_skip {

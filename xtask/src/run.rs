@@ -55,13 +55,48 @@ fn first_operator(ctl: &Path, controller_state: &str) -> Result<Option<String>> 
         .map(str::to_owned))
 }
 
-pub fn both(
-    state: &str,
-    controller_state: &str,
-    listen: &str,
-    console: &str,
-    args: &[String],
-) -> Result<()> {
+/// Where the local controller and sensor keep their state and serve.
+#[derive(clap::Args)]
+pub struct Local {
+    /// State directory for the sensor.
+    #[arg(long, default_value = "/var/lib/vigil")]
+    state: String,
+    /// State directory for the local controller.
+    #[arg(long, default_value = "/var/lib/vigil-controller")]
+    controller_state: String,
+    /// Where the local controller listens (UDP).
+    #[arg(long, default_value = "127.0.0.1:4433")]
+    listen: String,
+    /// Where the local controller serves its console and API (HTTPS).
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    console: String,
+    /// Where the sensor serves its Prometheus metrics.
+    #[arg(long, default_value = "127.0.0.1:9101")]
+    sensor_metrics: String,
+    /// Where the controller serves its Prometheus metrics.
+    #[arg(long, default_value = "127.0.0.1:9102")]
+    controller_metrics: String,
+    /// Extra arguments for `vigil-sensor run`.
+    #[arg(last = true)]
+    args: Vec<String>,
+}
+
+pub fn both(local: &Local) -> Result<()> {
+    let Local {
+        state,
+        controller_state,
+        listen,
+        console,
+        sensor_metrics,
+        controller_metrics,
+        args,
+    } = local;
+    let (state, controller_state, listen, console) = (
+        state.as_str(),
+        controller_state.as_str(),
+        listen.as_str(),
+        console.as_str(),
+    );
     let release = util::target_dir()?.join("release");
     let ctl = release.join("vigil-controller");
     let controller = Command::new(&ctl)
@@ -73,6 +108,8 @@ pub fn both(
             listen,
             "--console",
             console,
+            "--metrics",
+            controller_metrics,
         ])
         .stdin(Stdio::null())
         .spawn()
@@ -101,6 +138,8 @@ pub fn both(
         "-",
         "--controller",
         listen,
+        "--metrics",
+        sensor_metrics,
     ]);
     if !Path::new(state).join("identity/host_id").exists() {
         let out = Command::new(&ctl)
@@ -129,6 +168,9 @@ pub fn both(
     eprintln!(
         "xtask: controller on {listen} (state {controller_state}), sensor enrolled with it (events on stdout; \
          `vigil-sensor status --state {state}` and `vigil-controller hosts --state {controller_state}` in another shell; Ctrl-C stops both)"
+    );
+    eprintln!(
+        "xtask: metrics on http://{sensor_metrics}/metrics (sensor) and http://{controller_metrics}/metrics (controller)"
     );
     let status = sensor.status().context("cannot start vigil-sensor")?;
     drop(controller);
