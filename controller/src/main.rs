@@ -68,7 +68,7 @@ enum Cmd {
         history_max_edges: Option<u64>,
         /// Serve Prometheus metrics at http://ADDR/metrics: a PORT alone listens on
         /// loopback, IP:PORT where named. Off by default.
-        #[arg(long, value_name = "ADDR", value_parser = metrics_addr)]
+        #[arg(long, value_name = "ADDR", value_parser = |s: &str| sensor_userspace::host::listen::loopback_unless_named(s).map_err(|e| e.to_string()))]
         metrics: Option<SocketAddr>,
     },
     /// The people who operate the fleet through the console and the API.
@@ -341,15 +341,6 @@ fn ask_with_progress(
 struct ConsoleOpts {
     listen: SocketAddr,
     cert_key: Option<(PathBuf, PathBuf)>,
-}
-
-/// `--metrics`: a PORT alone is loopback; any other interface is named with its address.
-fn metrics_addr(text: &str) -> Result<SocketAddr, String> {
-    if let Ok(port) = text.parse::<u16>() {
-        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
-    }
-    text.parse()
-        .map_err(|_| format!("{text:?} is neither a port nor an address with a port"))
 }
 
 async fn serve(

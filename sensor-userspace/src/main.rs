@@ -221,7 +221,7 @@ struct RunArgs {
     no_pins: bool,
     /// Serve Prometheus metrics at http://ADDR/metrics: a PORT alone listens on loopback,
     /// IP:PORT where named. Off by default.
-    #[arg(long, value_name = "ADDR", value_parser = |s: &str| sensor_userspace::metrics::parse_addr(s).map_err(|e| e.to_string()))]
+    #[arg(long, value_name = "ADDR", value_parser = |s: &str| sensor_userspace::host::listen::loopback_unless_named(s).map_err(|e| e.to_string()))]
     metrics: Option<std::net::SocketAddr>,
     /// Also write every alert to FILE (appended; `-` for standard output), as JSON lines in
     /// --alerts-format: for a SIEM or a log shipper.

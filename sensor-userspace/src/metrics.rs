@@ -31,18 +31,6 @@ pub enum MetricsError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("the metrics address {0:?} is neither a port nor an address with a port")]
-    Address(String),
-}
-
-/// Where `--metrics` listens: `PORT` alone is loopback (`127.0.0.1:PORT`); any other
-/// interface must be named with its address.
-pub fn parse_addr(text: &str) -> Result<SocketAddr, MetricsError> {
-    if let Ok(port) = text.parse::<u16>() {
-        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
-    }
-    text.parse()
-        .map_err(|_| MetricsError::Address(text.to_owned()))
 }
 
 type Labels = Vec<(&'static str, String)>;
@@ -434,27 +422,5 @@ pub async fn serve(listener: tokio::net::TcpListener, ctrl: mpsc::Sender<Envelop
         .with_state(ctrl);
     if let Err(e) = axum::serve(listener, app).await {
         tracing::error!(error = %e, "the metrics server stopped");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_bare_port_is_loopback_and_an_address_is_kept() {
-        assert_eq!(
-            parse_addr("9101").ok(),
-            Some(SocketAddr::from(([127, 0, 0, 1], 9101)))
-        );
-        assert_eq!(
-            parse_addr("0.0.0.0:9101").ok(),
-            Some(SocketAddr::from(([0, 0, 0, 0], 9101)))
-        );
-        assert!(matches!(
-            parse_addr("localhost"),
-            Err(MetricsError::Address(_))
-        ));
-        assert!(matches!(parse_addr("70000"), Err(MetricsError::Address(_))));
     }
 }

@@ -827,10 +827,12 @@ impl Running {
         // Decide and act first: the alerts and the journal are on disk before this returns,
         // and nothing else stands between detection and containment.
         for a in &mut alerts {
-            let Some(incident) = pipeline
+            let incident = pipeline
                 .observer()
-                .and_then(|d| d.incidents.get(&a.incident))
-            else {
+                .and_then(|d| d.incidents.get(&a.incident));
+            self.alert_tally
+                .count(&a.finding.rule, incident.map(|i| i.decision.verdict));
+            let Some(incident) = incident else {
                 continue;
             };
             let ctx = crate::act::Context {
@@ -858,13 +860,6 @@ impl Running {
             });
         }
         self.alerts_raised += alerts.len() as u64;
-        for a in &alerts {
-            let verdict = pipeline
-                .observer()
-                .and_then(|d| d.incidents.get(&a.incident))
-                .map(|i| i.decision.verdict);
-            self.alert_tally.count(&a.finding.rule, verdict);
-        }
         if let Err(e) = self.alert_log.append(&alerts) {
             tracing::error!(path = %self.alert_log.path().display(), error = %e, waiting = self.alert_log.stats().unwritten, "cannot write alerts: they are kept and retried");
         }

@@ -59,14 +59,7 @@ impl Controller {
     fn start_serving(console: bool, extra: &[&str]) -> Result<Self> {
         let dir = tempfile::Builder::new().prefix("vigil-ctl-").tempdir()?;
         let addr = SocketAddr::from(([127, 0, 0, 1], free_udp_port()?));
-        let console = if console {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")?
-                .local_addr()?
-                .port();
-            Some(SocketAddr::from(([127, 0, 0, 1], port)))
-        } else {
-            None
-        };
+        let console = console.then(crate::free_tcp_addr);
         let mut c = Self {
             child: None,
             dir,

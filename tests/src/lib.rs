@@ -93,6 +93,15 @@ pub fn setuid_copy(dir: &Path, name: &str) -> String {
     path.to_string_lossy().into_owned()
 }
 
+/// A loopback TCP address free now, for a server a test starts (another test could take it
+/// before that server binds it; a server that can bind port 0 and say its port is safer).
+pub fn free_tcp_addr() -> std::net::SocketAddr {
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback TCP port");
+    std::net::SocketAddr::from(([127, 0, 0, 1], addr.port()))
+}
+
 /// Runs 200 concurrent execs with 3 KiB argument vectors and waits for them: more than a
 /// one-page ring buffer can hold.
 pub fn exec_storm() {

@@ -41,12 +41,7 @@ impl Prometheus {
         }
         let file = dir.path().join("prometheus.yml");
         std::fs::write(&file, config)?;
-        let addr = SocketAddr::from((
-            [127, 0, 0, 1],
-            std::net::TcpListener::bind("127.0.0.1:0")?
-                .local_addr()?
-                .port(),
-        ));
+        let addr = crate::free_tcp_addr();
         let log = std::fs::File::create(dir.path().join("prometheus.log"))?;
         let child = Command::new(PROMETHEUS)
             .arg(format!("--config.file={}", file.display()))

@@ -8,7 +8,7 @@
     reason = "a test stops loudly at the first thing that fails"
 )]
 
-use std::{net::SocketAddr, process::Command, time::Duration};
+use std::{process::Command, time::Duration};
 
 use vigil_tests::{
     Sensor,
@@ -16,15 +16,6 @@ use vigil_tests::{
     kernel_tests_enabled,
     prometheus::{PROMETHEUS, Prometheus},
 };
-
-fn free_port() -> SocketAddr {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("a free port")
-        .local_addr()
-        .expect("its address")
-        .port();
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
 
 #[test]
 fn prometheus_reads_the_sensors_drops_and_alerts_and_the_controllers_hosts_and_hunts() {
@@ -36,7 +27,11 @@ fn prometheus_reads_the_sensors_drops_and_alerts_and_the_controllers_hosts_and_h
     if !vigil_tests::program_installed(TEST, PROMETHEUS, "prometheus") {
         return;
     }
-    let (ctl_metrics, sensor_metrics, tiny_metrics) = (free_port(), free_port(), free_port());
+    let (ctl_metrics, sensor_metrics, tiny_metrics) = (
+        vigil_tests::free_tcp_addr(),
+        vigil_tests::free_tcp_addr(),
+        vigil_tests::free_tcp_addr(),
+    );
     let c = Controller::start_with(&["--metrics", &ctl_metrics.to_string()]).expect("controller");
     let token = c.token(600);
     let sensor = Sensor::start_with(&[

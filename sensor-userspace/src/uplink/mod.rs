@@ -60,15 +60,19 @@ pub struct LinkGauges {
     dropped: AtomicU64,
 }
 
+/// Graph deltas the controller will never get: past the buffer's bound, or never handed over
+/// by a stuck loop.
+fn deltas_dropped(graph: &GraphBuffer, lost: &AtomicU64) -> u64 {
+    graph.dropped() + lost.load(Ordering::Relaxed)
+}
+
 impl LinkGauges {
     fn hold(&self, graph: &GraphBuffer, lost: &AtomicU64) {
         let (deltas, bytes) = graph.held();
         self.held_deltas.store(deltas as u64, Ordering::Relaxed);
         self.held_bytes.store(bytes as u64, Ordering::Relaxed);
-        self.dropped.store(
-            graph.dropped() + lost.load(Ordering::Relaxed),
-            Ordering::Relaxed,
-        );
+        self.dropped
+            .store(deltas_dropped(graph, lost), Ordering::Relaxed);
     }
 
     fn up(&self, up: bool) {
@@ -344,16 +348,18 @@ async fn session(
     ctrl: &mpsc::Sender<Envelope>,
     graph: &mut GraphBuffer,
 ) -> Result<(), LinkDown> {
-    let dropped = |g: &GraphBuffer, o: &UplinkOptions| {
-        g.dropped() + o.graph_lost.load(std::sync::atomic::Ordering::Relaxed)
-    };
     let conn = endpoint
         .connect_with(config.clone(), opts.controller, SERVER_NAME)?
         .await?;
     let (mut send, mut recv) = conn.open_bi().await?;
     let hello = Uplink::Hello {
         host_id: id.host_id.clone(),
-        report: report(ctrl, dropped(graph, opts), &opts.addresses).await,
+        report: report(
+            ctrl,
+            deltas_dropped(graph, &opts.graph_lost),
+            &opts.addresses,
+        )
+        .await,
     };
     write_frame(&mut send, &hello).await?;
     let held = match read_frame::<Downlink, _>(&mut recv).await {
@@ -433,7 +439,7 @@ async fn session(
                 }
             }
             _ = reports.tick() => {
-                let r = Uplink::Report(report(ctrl, dropped(graph, opts), &opts.addresses).await);
+                let r = Uplink::Report(report(ctrl, deltas_dropped(graph, &opts.graph_lost), &opts.addresses).await);
                 if let Err(e) = write_frame(&mut send, &r).await {
                     break Err(close_reason(&conn, e.into()));
                 }
