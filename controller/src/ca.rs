@@ -65,23 +65,33 @@ impl Authority {
     /// Loads the CA from `dir`, or makes it (and the server certificate) on first start.
     pub fn open(dir: &Path) -> Result<Self, CaError> {
         let (key_path, cert_path) = (dir.join("ca.key"), dir.join("ca.pem"));
-        let (key, cert_pem) = if key_path.exists() && cert_path.exists() {
-            let key = KeyPair::from_pem(&read(&key_path)?)?;
-            (key, read(&cert_path)?)
-        } else {
-            let key = KeyPair::generate()?;
-            let mut params = CertificateParams::new(Vec::<String>::new())?;
-            let mut dn = DistinguishedName::new();
-            dn.push(DnType::CommonName, "Vigil controller CA");
-            params.distinguished_name = dn;
-            params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-            params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-            let cert = params.self_signed(&key)?;
-            write_private(&key_path, &key.serialize_pem())?;
-            write_private(&cert_path, &cert.pem())?;
-            tracing::info!(path = %cert_path.display(), "certificate authority created");
-            (key, cert.pem())
-        };
+        if key_path.exists() && cert_path.exists() {
+            return Self::from_pem(&read(&cert_path)?, &read(&key_path)?);
+        }
+        let (cert_pem, key_pem) = Self::generate()?;
+        write_private(&key_path, &key_pem)?;
+        write_private(&cert_path, &cert_pem)?;
+        tracing::info!(path = %cert_path.display(), "certificate authority created");
+        Self::from_pem(&cert_pem, &key_pem)
+    }
+
+    /// A new CA: its certificate and its key, as PEM.
+    pub fn generate() -> Result<(String, String), CaError> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, "Vigil controller CA");
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let cert = params.self_signed(&key)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+
+    /// The CA of this certificate and key (PEM), with a new server certificate.
+    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self, CaError> {
+        let key = KeyPair::from_pem(key_pem)?;
+        let cert_pem = cert_pem.to_owned();
         let cert_der = pem_to_der(&cert_pem)?;
         let (server_chain, server_key) = {
             let issuer = Issuer::from_ca_cert_pem(&cert_pem, &key)?;

@@ -17,7 +17,7 @@ use controller::{
         server::{self, Shared},
     },
     services::reconcile,
-    store::{Sqlite, Store},
+    store::{Backend, Postgres, Sqlite, Store},
 };
 use sensor_common::protocol::Stream;
 
@@ -70,6 +70,11 @@ enum Cmd {
         /// loopback, IP:PORT where named. Off by default.
         #[arg(long, value_name = "ADDR", value_parser = |s: &str| sensor_userspace::host::listen::loopback_unless_named(s).map_err(|e| e.to_string()))]
         metrics: Option<SocketAddr>,
+        /// Where the fleet's state is kept: `embedded` (the default: one SQLite file in the
+        /// state directory), or a PostgreSQL database, postgres://USER@HOST:PORT/DB, which
+        /// several controllers can share (the CA and the enrollment tokens with it).
+        #[arg(long, value_name = "STORE", default_value = "embedded")]
+        store: controller::store::Backend,
     },
     /// The people who operate the fleet through the console and the API.
     Operator {
@@ -349,12 +354,12 @@ async fn serve(
     console: Option<ConsoleOpts>,
     keep: controller::store::Retention,
     metrics: Option<SocketAddr>,
+    backend: Backend,
 ) -> Result<()> {
     std::fs::create_dir_all(state)
         .with_context(|| format!("cannot create the state directory {}", state.display()))?;
     std::fs::set_permissions(state, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
-    let ca = Authority::open(state)?;
-    let store: Box<dyn Store> = Box::new(Sqlite::open(&state.join("controller.db"))?);
+    let (store, ca, files) = open_store(state, &backend)?;
     let (shared, host_events) = Shared::new(Arc::new(Mutex::new(store)), ca);
     let endpoint = server::listen(&shared, listen)?;
     let listener = ops::bind(&state.join("control.sock"))
@@ -382,8 +387,6 @@ async fn serve(
             .await
             .with_context(|| format!("cannot listen for metrics on {addr}"))?;
         tracing::info!(%addr, "serving /metrics");
-        let db = state.join("controller.db");
-        let files = vec![db.clone(), db.with_extension("db-wal")];
         tokio::spawn(controller::net::metrics::serve(l, shared.clone(), files));
     }
     tokio::spawn(reconcile::run(shared.fleet.clone(), host_events));
@@ -401,6 +404,38 @@ async fn serve(
     let _ = std::fs::remove_file(state.join("control.sock"));
     tracing::info!("vigil-controller stopped");
     Ok(())
+}
+
+/// The store, the CA, and the files whose size is the store's (none for a database
+/// elsewhere). With PostgreSQL the CA is the database's, so that every replica enrolls and
+/// serves with the same one; its certificate is also written to the state directory.
+fn open_store(
+    state: &Path,
+    backend: &Backend,
+) -> Result<(Box<dyn Store>, Authority, Vec<PathBuf>)> {
+    match backend {
+        Backend::Embedded => {
+            let db = state.join("controller.db");
+            let store: Box<dyn Store> = Box::new(Sqlite::open(&db)?);
+            let files = vec![db.clone(), db.with_extension("db-wal")];
+            Ok((store, Authority::open(state)?, files))
+        }
+        Backend::Postgres(url) => {
+            let mut pg = Postgres::open(url)
+                .with_context(|| format!("cannot open the PostgreSQL store {url}"))?;
+            let (cert, key) = match pg.authority()? {
+                Some(kept) => kept,
+                None => {
+                    let (cert, key) = Authority::generate()?;
+                    pg.keep_authority(&cert, &key)?
+                }
+            };
+            let ca = Authority::from_pem(&cert, &key)?;
+            sensor_common::protocol::save_private(&state.join("ca.pem"), &cert)
+                .with_context(|| format!("cannot write {}", state.join("ca.pem").display()))?;
+            Ok((Box::new(pg), ca, Vec::new()))
+        }
+    }
 }
 
 fn ns_ago(ns: u64) -> String {
@@ -437,6 +472,7 @@ fn main() -> Result<()> {
             history_days,
             history_max_edges,
             metrics,
+            store,
         } => {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -450,7 +486,7 @@ fn main() -> Result<()> {
                 max_age_ns: history_days.map(|d| d.saturating_mul(86_400 * 1_000_000_000)),
                 max_edges: history_max_edges,
             };
-            return rt.block_on(serve(&state, listen, console, keep, metrics));
+            return rt.block_on(serve(&state, listen, console, keep, metrics, store));
         }
         Cmd::FleetPolicy {
             action: FleetPolicyCmd::Check { file },

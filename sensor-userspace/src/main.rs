@@ -195,10 +195,11 @@ struct RunArgs {
     #[arg(long, value_name = "DIR")]
     cgroup: Option<PathBuf>,
     /// The controller (IP:PORT, UDP) to send alerts and action records to and take
-    /// commands from; it stays reachable while the host is isolated. The sensor runs the
-    /// same without it.
+    /// commands from; it stays reachable while the host is isolated. Repeat it for the
+    /// replicas of one controller sharing a store: they are tried in turn. The sensor runs
+    /// the same without it.
     #[arg(long, value_name = "ADDR")]
-    controller: Option<std::net::SocketAddr>,
+    controller: Vec<std::net::SocketAddr>,
     /// A one-time enrollment token from `vigil-controller enroll-token`, used when the
     /// state directory holds no identity yet.
     #[arg(long, value_name = "TOKEN", requires = "controller", value_parser = sensor_common::protocol::EnrollToken::parse)]
@@ -270,7 +271,7 @@ impl RunArgs {
             rules: self.rules,
             policy: self.policy,
             cgroup: self.cgroup,
-            controller: self.controller,
+            controllers: self.controller,
             enroll: self.enroll,
             scope: self.scope_cgroup,
             addresses: self.addresses,

@@ -95,8 +95,9 @@ pub struct RunOptions {
     /// The cgroup v2 directory the network containment programs watch; None for the root of
     /// the cgroup v2 mount (the whole host).
     pub cgroup: Option<PathBuf>,
-    /// The controller to report to (and that stays reachable during isolation).
-    pub controller: Option<std::net::SocketAddr>,
+    /// The controller's replicas to report to, tried in turn (each stays reachable during
+    /// isolation); empty: none.
+    pub controllers: Vec<std::net::SocketAddr>,
     /// An enrollment token, used when the state directory holds no identity yet.
     pub enroll: Option<sensor_common::protocol::EnrollToken>,
     /// Watch only the processes of this cgroup subtree (one container, or one simulated
@@ -290,9 +291,9 @@ struct Running {
     load_failures: control::LoadFailures,
     /// The ring's fill at its last drain, kept for `status`.
     ring_fill: crate::kernel::ringbuf::RingFill,
-    /// The controller and how the link to it stands, when the sensor reports to one.
+    /// The controller's addresses and how the link stands, when the sensor reports to one.
     link: Option<(
-        std::net::SocketAddr,
+        Vec<std::net::SocketAddr>,
         std::sync::Arc<crate::uplink::LinkGauges>,
     )>,
     alert_log: crate::triage::alerts::AlertLog,
@@ -402,7 +403,7 @@ impl Running {
                 .unwrap_or_default(),
             action_counts: action_counts(self.responder.journal().records()),
             load_failures: self.load_failures,
-            uplink: self.link.as_ref().map(|(addr, g)| g.status(*addr)),
+            uplink: self.link.as_ref().map(|(addrs, g)| g.status(addrs)),
             forward: self
                 .forward
                 .as_ref()
@@ -1086,10 +1087,11 @@ pub async fn run(opts: RunOptions) -> Result<(), RunError> {
 
     let listener = control::bind(&state.control_socket())?;
     let (ctrl_tx, ctrl_rx) = mpsc::channel(16);
-    let uplink = opts
-        .controller
-        .map(|controller| Uplink::start(controller, &opts, &state, ctrl_tx.clone()));
-    running.link = uplink.as_ref().map(|u| (u.controller, u.gauges.clone()));
+    let uplink = (!opts.controllers.is_empty())
+        .then(|| Uplink::start(opts.controllers.clone(), &opts, &state, ctrl_tx.clone()));
+    running.link = uplink
+        .as_ref()
+        .map(|u| (u.controllers.clone(), u.gauges.clone()));
     let metrics = match opts.metrics {
         Some(addr) => {
             let listener = crate::metrics::bind(addr).await?;
@@ -1184,9 +1186,7 @@ fn assemble(
         me.clone(),
         started_ns,
     )?;
-    if let Some(addr) = opts.controller {
-        responder.set_controller(addr);
-    }
+    responder.set_controllers(&opts.controllers);
     responder.apply_policy(&policy);
     adopt_pins(&mut loaded, &mut responder);
     let detector = crate::detect::Detector::new(
@@ -1278,13 +1278,13 @@ struct Uplink {
     graph: mpsc::Sender<Vec<u8>>,
     /// Deltas the loop could not hand to the task (it was stuck), for the controller to know.
     lost: std::sync::Arc<std::sync::atomic::AtomicU64>,
-    controller: std::net::SocketAddr,
+    controllers: Vec<std::net::SocketAddr>,
     gauges: std::sync::Arc<crate::uplink::LinkGauges>,
 }
 
 impl Uplink {
     fn start(
-        controller: std::net::SocketAddr,
+        controllers: Vec<std::net::SocketAddr>,
         opts: &RunOptions,
         state: &StateDir,
         ctrl: mpsc::Sender<control::Envelope>,
@@ -1295,7 +1295,7 @@ impl Uplink {
         let gauges = std::sync::Arc::new(crate::uplink::LinkGauges::default());
         let task = tokio::spawn(crate::uplink::run(
             crate::uplink::UplinkOptions {
-                controller,
+                controllers: controllers.clone(),
                 token: opts.enroll.clone(),
                 state: state.path().to_owned(),
                 graph: rx,
@@ -1311,7 +1311,7 @@ impl Uplink {
             task,
             graph,
             lost,
-            controller,
+            controllers,
             gauges,
         }
     }

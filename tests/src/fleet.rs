@@ -162,6 +162,19 @@ impl Controller {
         Ok(())
     }
 
+    /// Kills the server with SIGKILL, as a crash or the OOM killer would, and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("SIGKILL the controller");
+            child.wait().expect("reap the controller");
+        }
+    }
+
+    /// Starts it again on the same state directory and port, after [`Self::kill`] too.
+    pub fn start_again(&mut self) -> Result<()> {
+        self.spawn()
+    }
+
     /// Starts it again on the same state directory and port.
     pub fn restart(&mut self) -> Result<()> {
         self.stop()?;

@@ -18,6 +18,7 @@ use std::{
 pub mod fleet;
 pub mod http;
 pub mod net;
+pub mod postgres;
 pub mod prometheus;
 pub mod rules;
 

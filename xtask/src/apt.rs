@@ -1,5 +1,6 @@
 //! Debian packages the tests drive for real, installed when missing: Chromium for the
-//! console's browser tests, Prometheus for the metrics test, lintian for the packages.
+//! console's browser tests, Prometheus for the metrics test, lintian for the packages,
+//! PostgreSQL for the controller's shared store.
 
 use std::{path::Path, process::Command};
 
@@ -12,6 +13,7 @@ pub const FOR_TESTS: &[(&str, &str)] = &[
     ("chromium", "/usr/bin/chromium"),
     ("prometheus", "/usr/bin/prometheus"),
     ("lintian", "/usr/bin/lintian"),
+    ("postgresql-15", "/usr/lib/postgresql/15/bin/initdb"),
 ];
 
 /// Installs those of `packages` whose file is missing, in one `apt-get install` (root).

@@ -9,6 +9,9 @@ use crate::store::{Retention, SharedStore};
 /// How often the bounds are checked.
 pub const EVERY: Duration = Duration::from_secs(60);
 
+/// The lease on pruning ([`crate::store::Store::lease`]).
+pub const LEASE: &str = "retention";
+
 /// Applies `keep` now and every [`EVERY`], for as long as the server runs.
 pub async fn run(store: SharedStore, keep: Retention) {
     if keep == Retention::default() {
@@ -18,8 +21,13 @@ pub async fn run(store: SharedStore, keep: Retention) {
     loop {
         tick.tick().await;
         let store = store.clone();
+        // Replicas sharing a store prune it one at a time: the lease's holder.
         let pass = tokio::task::spawn_blocking(move || {
-            crate::lock(&store).prune_history(keep, crate::now_ns())
+            let mut s = crate::lock(&store);
+            if !s.lease(LEASE)? {
+                return Ok(crate::store::Pruned::default());
+            }
+            s.prune_history(keep, crate::now_ns())
         })
         .await;
         match pass {

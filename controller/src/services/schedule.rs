@@ -89,11 +89,23 @@ impl Standing {
 }
 
 /// Runs the standing hunts as they fall due, for as long as the server runs.
+/// The lease on running the standing hunts ([`crate::store::Store::lease`]).
+pub const LEASE: &str = "standing hunts";
+
 pub async fn run(fleet: Fleet) {
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        // Replicas sharing a store run the standing hunts one at a time: the lease's holder.
+        match lock(&fleet.store).lease(LEASE) {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot ask for the standing hunts' lease");
+                continue;
+            }
+        }
         let due: Vec<Standing> = match lock(&fleet.store).hunts() {
             Ok(h) => h.into_iter().filter(|h| h.due(now_ns())).collect(),
             Err(e) => {

@@ -71,7 +71,7 @@ fn partition_ddl(id: i64) -> String {
 
 /// A node's identity in columns: its type, and what names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum NodeType {
+pub(super) enum NodeType {
     Host = 0,
     User = 1,
     Process = 2,
@@ -241,7 +241,7 @@ impl Writer {
     }
 }
 
-fn kind_name(kind: EdgeKind) -> Result<String, StoreError> {
+pub(super) fn kind_name(kind: EdgeKind) -> Result<String, StoreError> {
     match serde_json::to_value(kind)? {
         serde_json::Value::String(s) => Ok(s),
         other => Ok(other.to_string()),
@@ -257,7 +257,7 @@ fn string_id(db: &Connection, s: &str) -> Result<Option<i64>, StoreError> {
 }
 
 /// A node in columns: (type, number, start, string id, port, protocol id).
-type NodeCols = (
+pub(super) type NodeCols = (
     NodeType,
     Option<i64>,
     Option<i64>,
@@ -266,7 +266,19 @@ type NodeCols = (
     Option<i64>,
 );
 
-fn node_cols(dict: &mut Writer, tx: &Transaction<'_>, n: &NodeId) -> Result<NodeCols, StoreError> {
+/// A string a node names, as the dictionary is asked for it (an address is kept apart so a
+/// writer can cache it without making its text).
+pub(super) enum Text<'a> {
+    Str(&'a str),
+    Ip(std::net::IpAddr),
+}
+
+/// `n` in columns, its strings turned into dictionary ids by `id`. One mapping for every
+/// backend.
+pub(super) fn encode_node(
+    n: &NodeId,
+    id: &mut dyn FnMut(Text<'_>) -> Result<i64, StoreError>,
+) -> Result<NodeCols, StoreError> {
     Ok(match n {
         NodeId::Host => (NodeType::Host, None, None, None, None, None),
         NodeId::User(uid) => (
@@ -289,7 +301,7 @@ fn node_cols(dict: &mut Writer, tx: &Transaction<'_>, n: &NodeId) -> Result<Node
             NodeType::File,
             None,
             None,
-            Some(dict.id(tx, path)?),
+            Some(id(Text::Str(path))?),
             None,
             None,
         ),
@@ -302,19 +314,26 @@ fn node_cols(dict: &mut Writer, tx: &Transaction<'_>, n: &NodeId) -> Result<Node
                 NodeType::Inet,
                 mapped,
                 None,
-                Some(dict.address(tx, canonical)?),
+                Some(id(Text::Ip(canonical))?),
                 Some(addr.port()),
-                Some(dict.id(tx, protocol)?),
+                Some(id(Text::Str(protocol))?),
             )
         }
         NodeId::Endpoint(Endpoint::Unix { path }) => (
             NodeType::Unix,
             None,
             None,
-            Some(dict.id(tx, path)?),
+            Some(id(Text::Str(path))?),
             None,
             None,
         ),
+    })
+}
+
+fn node_cols(dict: &mut Writer, tx: &Transaction<'_>, n: &NodeId) -> Result<NodeCols, StoreError> {
+    encode_node(n, &mut |t| match t {
+        Text::Str(s) => dict.id(tx, s),
+        Text::Ip(ip) => dict.address(tx, ip),
     })
 }
 
@@ -394,8 +413,60 @@ impl Names<'_> {
 }
 
 /// A malformed row: a store written by something else, or damaged.
-fn bad(what: &str) -> StoreError {
+pub(super) fn bad(what: &str) -> StoreError {
     StoreError::Corrupt(format!("an edge row with {what}"))
+}
+
+/// A node as an edge row holds it: type, number, start, string id, port, protocol id.
+pub(super) struct RawNode {
+    pub ty: i64,
+    pub num: Option<i64>,
+    pub start: Option<i64>,
+    pub s: Option<i64>,
+    pub port: Option<i64>,
+    pub proto: Option<i64>,
+}
+
+/// The node `raw` names, its strings read through `name`. The inverse of [`encode_node`].
+pub(super) fn decode_node(
+    raw: &RawNode,
+    name: &mut dyn FnMut(i64) -> Result<String, StoreError>,
+) -> Result<NodeId, StoreError> {
+    let mut text =
+        || -> Result<String, StoreError> { name(raw.s.ok_or_else(|| bad("no string"))?) };
+    Ok(
+        match NodeType::from_code(raw.ty).ok_or_else(|| bad("an unknown node type"))? {
+            NodeType::Host => NodeId::Host,
+            NodeType::User => NodeId::User(
+                u32::try_from(raw.num.ok_or_else(|| bad("no uid"))?)
+                    .map_err(|_| bad("a bad uid"))?,
+            ),
+            NodeType::Process => NodeId::Process(ProcessId {
+                pid: u32::try_from(raw.num.ok_or_else(|| bad("no pid"))?)
+                    .map_err(|_| bad("a bad pid"))?,
+                start: u(raw.start.ok_or_else(|| bad("no start"))?),
+            }),
+            NodeType::File => NodeId::File(text()?),
+            NodeType::Unix => NodeId::Endpoint(Endpoint::Unix { path: text()? }),
+            NodeType::Inet => {
+                let ip: std::net::IpAddr = text()?.parse().map_err(|_| bad("a bad address"))?;
+                let ip = match (ip, raw.num) {
+                    (std::net::IpAddr::V4(v4), Some(1)) => {
+                        std::net::IpAddr::V6(v4.to_ipv6_mapped())
+                    }
+                    (ip, _) => ip,
+                };
+                NodeId::Endpoint(Endpoint::Inet {
+                    protocol: name(raw.proto.ok_or_else(|| bad("no protocol"))?)?,
+                    addr: std::net::SocketAddr::new(
+                        ip,
+                        u16::try_from(raw.port.ok_or_else(|| bad("no port"))?)
+                            .map_err(|_| bad("a bad port"))?,
+                    ),
+                })
+            }
+        },
+    )
 }
 
 fn node_from(
@@ -403,50 +474,15 @@ fn node_from(
     row: &rusqlite::Row<'_>,
     at: usize,
 ) -> Result<NodeId, StoreError> {
-    let ty: i64 = row.get(at)?;
-    let num: Option<i64> = row.get(at + 1)?;
-    let start: Option<i64> = row.get(at + 2)?;
-    let s: Option<i64> = row.get(at + 3)?;
-    let text = |names: &mut Names<'_>| -> Result<String, StoreError> {
-        Ok(names.get(s.ok_or_else(|| bad("no string"))?)?.to_owned())
+    let raw = RawNode {
+        ty: row.get(at)?,
+        num: row.get(at + 1)?,
+        start: row.get(at + 2)?,
+        s: row.get(at + 3)?,
+        port: row.get(at + 4)?,
+        proto: row.get(at + 5)?,
     };
-    Ok(
-        match NodeType::from_code(ty).ok_or_else(|| bad("an unknown node type"))? {
-            NodeType::Host => NodeId::Host,
-            NodeType::User => NodeId::User(
-                u32::try_from(num.ok_or_else(|| bad("no uid"))?).map_err(|_| bad("a bad uid"))?,
-            ),
-            NodeType::Process => NodeId::Process(ProcessId {
-                pid: u32::try_from(num.ok_or_else(|| bad("no pid"))?)
-                    .map_err(|_| bad("a bad pid"))?,
-                start: u(start.ok_or_else(|| bad("no start"))?),
-            }),
-            NodeType::File => NodeId::File(text(names)?),
-            NodeType::Unix => NodeId::Endpoint(Endpoint::Unix { path: text(names)? }),
-            NodeType::Inet => {
-                let ip: std::net::IpAddr =
-                    text(names)?.parse().map_err(|_| bad("a bad address"))?;
-                let ip = match (ip, num) {
-                    (std::net::IpAddr::V4(v4), Some(1)) => {
-                        std::net::IpAddr::V6(v4.to_ipv6_mapped())
-                    }
-                    (ip, _) => ip,
-                };
-                let port: Option<i64> = row.get(at + 4)?;
-                let proto: Option<i64> = row.get(at + 5)?;
-                NodeId::Endpoint(Endpoint::Inet {
-                    protocol: names
-                        .get(proto.ok_or_else(|| bad("no protocol"))?)?
-                        .to_owned(),
-                    addr: std::net::SocketAddr::new(
-                        ip,
-                        u16::try_from(port.ok_or_else(|| bad("no port"))?)
-                            .map_err(|_| bad("a bad port"))?,
-                    ),
-                })
-            }
-        },
-    )
+    decode_node(&raw, &mut |id| Ok(names.get(id)?.to_owned()))
 }
 
 /// The SQL that picks the dictionary's strings meeting `c`, with its one argument.
@@ -619,6 +655,29 @@ pub fn migrate(db: &mut Connection, now_ns: u64) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Of `partitions` (id, last merge time, edges; oldest first), those past `keep` at
+/// `now_ns` as (id, edges), and the edges the rest hold. The newest always stays: it is
+/// where edges are appended, and the cap is kept to within one partition.
+pub(super) fn past_bounds(
+    partitions: &[(i64, u64, u64)],
+    keep: Retention,
+    now_ns: u64,
+) -> (Vec<(i64, u64)>, u64) {
+    let mut held: u64 = partitions.iter().map(|p| p.2).sum();
+    let cutoff = keep.max_age_ns.map(|age| now_ns.saturating_sub(age));
+    let mut gone = Vec::new();
+    for &(id, last_ns, edges) in partitions.iter().rev().skip(1).rev() {
+        let too_old = cutoff.is_some_and(|c| last_ns < c);
+        let too_many = keep.max_edges.is_some_and(|max| held > max);
+        if !too_old && !too_many {
+            break;
+        }
+        held -= edges;
+        gone.push((id, edges));
+    }
+    (gone, held)
+}
+
 /// Drops the oldest partitions past `keep`, and counts the edges that went. The newest
 /// partition always stays: it is where edges are appended, and the cap is kept to within
 /// one partition.
@@ -628,18 +687,11 @@ pub fn prune(db: &mut Connection, keep: Retention, now_ns: u64) -> Result<Pruned
         .prepare("SELECT id, last_ns, edges FROM partitions ORDER BY id")?
         .query_map([], |r| Ok((r.get(0)?, u(r.get(1)?), u(r.get(2)?))))?
         .collect::<Result<_, _>>()?;
-    let mut held: u64 = partitions.iter().map(|p| p.2).sum();
-    let cutoff = keep.max_age_ns.map(|age| now_ns.saturating_sub(age));
+    let (gone, held) = past_bounds(&partitions, keep, now_ns);
     let mut dropped = 0u64;
-    for &(id, last_ns, edges) in partitions.iter().rev().skip(1).rev() {
-        let too_old = cutoff.is_some_and(|c| last_ns < c);
-        let too_many = keep.max_edges.is_some_and(|max| held > max);
-        if !too_old && !too_many {
-            break;
-        }
+    for (id, edges) in gone {
         tx.execute_batch(&format!("DROP TABLE edges_{id}"))?;
         tx.execute("DELETE FROM partitions WHERE id = ?1", [id])?;
-        held -= edges;
         dropped += edges;
     }
     tx.execute(

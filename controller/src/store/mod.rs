@@ -1,7 +1,9 @@
-//! The controller's store, behind one narrow interface ([`Store`]) so that a shared
-//! PostgreSQL for several controller replicas can follow. The embedded one is SQLite
-//! (rusqlite, bundled): one file in the state directory, no server to run, and transactions
-//! that are on disk before a record is acknowledged to its sensor.
+//! The controller's store, behind one narrow interface ([`Store`]) with two backends:
+//!
+//! - [`Sqlite`], the embedded default (rusqlite, bundled): one file in the state directory,
+//!   no server to run, and transactions that are on disk before a record is acknowledged to
+//!   its sensor;
+//! - [`Postgres`], one database shared by several controller replicas.
 
 use std::{collections::BTreeMap, path::Path};
 
@@ -12,14 +14,49 @@ use sensor_common::{
 };
 pub mod history;
 pub mod model;
+pub mod postgres;
 pub mod writer;
 
 pub use history::{EdgeFilter, Pruned, Retention, TextCond, TextOp};
+pub use postgres::Postgres;
 
 pub use model::{
     Answer, ApiToken, AuditEntry, Closed, Desired, FleetStep, Hit, Host, HostRecord, HostResponse,
     HuntIncident, Operator, Respond, Role, Standing, Step, StoredBlock, Sweep,
 };
+
+/// Which store a controller keeps its state in (`serve --store`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// SQLite, one file in the state directory.
+    Embedded,
+    /// A PostgreSQL database, by its connection URL.
+    Postgres(String),
+}
+
+/// A `--store` that is neither `embedded` nor a PostgreSQL URL.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{0:?} is not a store: give `embedded` (one SQLite file in the state directory) or a PostgreSQL URL, postgres://USER@HOST:PORT/DATABASE"
+)]
+pub struct BadBackend(String);
+
+impl std::str::FromStr for Backend {
+    type Err = BadBackend;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "embedded" {
+            return Ok(Self::Embedded);
+        }
+        let url = s
+            .strip_prefix("postgres://")
+            .or(s.strip_prefix("postgresql://"));
+        match url {
+            Some(rest) if !rest.is_empty() => Ok(Self::Postgres(s.to_owned())),
+            _ => Err(BadBackend(s.to_owned())),
+        }
+    }
+}
 
 /// The store as the controller's tasks share it.
 pub type SharedStore = std::sync::Arc<std::sync::Mutex<Box<dyn Store>>>;
@@ -30,6 +67,10 @@ pub enum StoreError {
     Sql(#[from] rusqlite::Error),
     #[error("store: {0}")]
     Json(#[from] serde_json::Error),
+    #[error("store (PostgreSQL): {}", postgres::detail(.0))]
+    Postgres(#[from] ::postgres::Error),
+    #[error("this connection of the store is read-only")]
+    ReadOnly,
     #[error("there is already an operator {0}")]
     OperatorExists(String),
     #[error("the store is damaged: {0}")]
@@ -142,7 +183,9 @@ pub trait Store: Send {
     ) -> Result<bool, StoreError>;
     /// Applies a host's graph delta: processes are upserted, edges appended. Nodes aged out
     /// on the host stay: hunts search the history too.
-    fn apply_delta(&mut self, host: &str, seq: u64, delta: &Delta) -> Result<(), StoreError>;
+    fn apply_delta(&mut self, host: &str, seq: u64, delta: &Delta) -> Result<(), StoreError> {
+        self.apply_deltas(&[(host, seq, delta)])
+    }
     /// Several hosts' deltas in one transaction: all of them are durable, or none.
     fn apply_deltas(&mut self, batch: &[(&str, u64, &Delta)]) -> Result<(), StoreError>;
     /// The last graph delta applied for `host` (0 for none).
@@ -166,6 +209,14 @@ pub trait Store: Send {
     ) -> Result<(), StoreError>;
     /// Drops the oldest history past `keep` and counts what went.
     fn prune_history(&mut self, keep: Retention, now_ns: u64) -> Result<Pruned, StoreError>;
+    /// Whether this controller holds the lease on singleton work `name` (standing hunts,
+    /// retention), taking it when no other holds it. A lease is held for as long as the
+    /// controller's store is open, and falls to another replica when it ends. A store no
+    /// other controller shares always holds it.
+    fn lease(&mut self, name: &str) -> Result<bool, StoreError> {
+        let _ = name;
+        Ok(true)
+    }
 }
 
 pub struct Sqlite {
@@ -679,10 +730,6 @@ impl Store for Sqlite {
             params![i(e.time_ns), e.who, e.command, e.outcome],
         )?;
         Ok(())
-    }
-
-    fn apply_delta(&mut self, host: &str, seq: u64, delta: &Delta) -> Result<(), StoreError> {
-        self.apply_deltas(&[(host, seq, delta)])
     }
 
     fn apply_deltas(&mut self, batch: &[(&str, u64, &Delta)]) -> Result<(), StoreError> {

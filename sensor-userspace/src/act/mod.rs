@@ -138,8 +138,8 @@ pub struct Responder {
     net: Option<KernelNetGuard>,
     /// The cgroup v2 mount, for freezing trees.
     cgroups: Option<PathBuf>,
-    /// The controller's address, kept reachable during isolation.
-    controller: Option<Endpoint>,
+    /// The controller's addresses (one per replica), kept reachable during isolation.
+    controllers: Vec<Endpoint>,
     host: String,
     hashes: crate::detect::BlockedHashes,
     vault: Vault,
@@ -358,7 +358,7 @@ impl Responder {
             enforcer,
             net,
             cgroups: crate::host::cgroup::mount(),
-            controller: None,
+            controllers: Vec::new(),
             host: nix::unistd::gethostname()
                 .map(|h| h.to_string_lossy().into_owned())
                 .unwrap_or_else(|_| "unknown".into()),
@@ -527,16 +527,17 @@ impl Responder {
         }
     }
 
-    /// The controller stays reachable while the host is isolated.
-    pub fn set_controller(&mut self, addr: std::net::SocketAddr) {
-        self.controller = Some(Endpoint::from(addr));
+    /// The controller's replicas stay reachable while the host is isolated.
+    pub fn set_controllers(&mut self, addrs: &[std::net::SocketAddr]) {
+        self.controllers = addrs.iter().copied().map(Endpoint::from).collect();
     }
 
     /// Takes a new policy's isolation allow list (loopback and the controller always pass).
     pub fn apply_policy(&mut self, policy: &Policy) {
         let allow: Vec<Endpoint> = self
-            .controller
-            .into_iter()
+            .controllers
+            .iter()
+            .copied()
             .chain(policy.isolation_allow())
             .collect();
         if let Some(net) = self.net.as_mut()

@@ -36,7 +36,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 #[derive(Debug)]
 pub struct UplinkOptions {
-    pub controller: SocketAddr,
+    /// The controller's replicas, tried in turn (at least one).
+    pub controllers: Vec<SocketAddr>,
     pub token: Option<EnrollToken>,
     pub state: PathBuf,
     /// Graph deltas (`wire::Delta`, encoded) from the sensor's loop.
@@ -58,6 +59,8 @@ pub struct LinkGauges {
     held_deltas: AtomicU64,
     held_bytes: AtomicU64,
     dropped: AtomicU64,
+    /// Which of the controller's addresses the link is at.
+    at: std::sync::atomic::AtomicUsize,
 }
 
 /// Graph deltas the controller will never get: past the buffer's bound, or never handed over
@@ -82,9 +85,14 @@ impl LinkGauges {
         }
     }
 
-    pub fn status(&self, controller: SocketAddr) -> UplinkStatus {
+    pub fn status(&self, controllers: &[SocketAddr]) -> UplinkStatus {
+        let at = self.at.load(Ordering::Relaxed);
         UplinkStatus {
-            controller,
+            controller: controllers
+                .get(at)
+                .or(controllers.first())
+                .copied()
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0))),
             connected: self.connected.load(Ordering::Relaxed),
             sessions: self.sessions.load(Ordering::Relaxed),
             spooled_deltas: self.held_deltas.load(Ordering::Relaxed),
@@ -159,6 +167,7 @@ async fn report(
 /// None when the sensor cannot enroll (no token, or the controller refused it).
 async fn identity(opts: &UplinkOptions, endpoint: &quinn::Endpoint) -> Option<Identity> {
     let mut backoff = Duration::from_millis(200);
+    let mut attempt = 0usize;
     loop {
         match Identity::load(&opts.state) {
             Ok(Some(id)) => return Some(id),
@@ -177,19 +186,24 @@ async fn identity(opts: &UplinkOptions, endpoint: &quinn::Endpoint) -> Option<Id
         let hostname = nix::unistd::gethostname()
             .map(|h| h.to_string_lossy().into_owned())
             .unwrap_or_else(|_| "unknown".into());
-        match identity::enroll(endpoint, opts.controller, token, &hostname).await {
+        let addr = opts.controllers[attempt % opts.controllers.len()];
+        attempt += 1;
+        match identity::enroll(endpoint, addr, token, &hostname).await {
             Ok(id) => {
                 if let Err(e) = id.save(&opts.state) {
                     tracing::error!(error = %e, "cannot save the identity; the uplink stays down");
                     return None;
                 }
-                tracing::info!(host = %id.host_id, controller = %opts.controller, "enrolled with the controller");
+                tracing::info!(host = %id.host_id, controller = %addr, "enrolled with the controller");
                 return Some(id);
             }
             Err(e @ identity::IdentityError::Unreachable { .. }) => {
                 tracing::warn!(error = %e, "enrollment will be retried");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+                // The next replica at once; after all of them, a wait that grows.
+                if attempt.is_multiple_of(opts.controllers.len()) {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
             }
             Err(e) => {
                 tracing::error!(error = %e, "enrollment failed; the uplink stays down");
@@ -249,7 +263,11 @@ pub async fn run(
     ctrl: mpsc::Sender<Envelope>,
     stop: oneshot::Receiver<()>,
 ) {
-    let endpoint = match client_endpoint(opts.controller) {
+    let Some(&first) = opts.controllers.first() else {
+        tracing::error!("no controller address; the uplink stays down");
+        return;
+    };
+    let endpoint = match client_endpoint(first) {
         Ok(e) => e,
         Err(e) => {
             tracing::error!(error = %e, "cannot open a UDP socket; the uplink stays down");
@@ -287,15 +305,24 @@ async fn connected(
         }
     };
     let mut backoff = Duration::from_millis(200);
+    let mut at = 0usize;
     loop {
         let started = Instant::now();
-        match session(endpoint, &config, &id, opts, ctrl, graph).await {
-            Ok(()) => tracing::info!("the controller closed the link"),
+        let addr = opts.controllers[at];
+        opts.gauges.at.store(at, Ordering::Relaxed);
+        match session(endpoint, &config, &id, addr, opts, ctrl, graph).await {
+            Ok(()) => tracing::info!(controller = %addr, "the controller closed the link"),
             Err(e) => {
-                tracing::warn!(controller = %opts.controller, error = %e, "controller link down; records wait on disk")
+                tracing::warn!(controller = %addr, error = %e, "controller link down; records wait on disk")
             }
         }
         if started.elapsed() > Duration::from_secs(10) {
+            backoff = Duration::from_millis(200);
+        }
+        // The next replica: what this one held is in the shared store, and the next resumes
+        // from what it says it holds. After every replica was tried, the wait grows.
+        at = (at + 1) % opts.controllers.len();
+        if at != 0 {
             backoff = Duration::from_millis(200);
         }
         // Deltas keep coming while the link is down: into the bounded buffer.
@@ -344,12 +371,13 @@ async fn session(
     endpoint: &quinn::Endpoint,
     config: &quinn::ClientConfig,
     id: &Identity,
+    addr: SocketAddr,
     opts: &mut UplinkOptions,
     ctrl: &mpsc::Sender<Envelope>,
     graph: &mut GraphBuffer,
 ) -> Result<(), LinkDown> {
     let conn = endpoint
-        .connect_with(config.clone(), opts.controller, SERVER_NAME)?
+        .connect_with(config.clone(), addr, SERVER_NAME)?
         .await?;
     let (mut send, mut recv) = conn.open_bi().await?;
     let hello = Uplink::Hello {
@@ -380,7 +408,7 @@ async fn session(
         Ok(None) => return Err(close_reason(&conn, LinkDown::Ended)),
         Err(e) => return Err(close_reason(&conn, e.into())),
     };
-    tracing::info!(controller = %opts.controller, ?held, "connected to the controller");
+    tracing::info!(controller = %addr, ?held, "connected to the controller");
     opts.gauges.up(true);
     let mut tails: Vec<Tail> = Stream::ALL
         .iter()

@@ -1,0 +1,180 @@
+//! Several controller replicas on one PostgreSQL database (a real server from Debian's
+//! packages), with a real sensor that knows them all: it enrolls through one with a token
+//! another issued, moves to the other when the first is killed with SIGKILL, and nothing it
+//! sent is lost or stored twice.
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    reason = "a test or benchmark stops loudly at the first thing that fails"
+)]
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use vigil_tests::{
+    Sensor,
+    fleet::{Controller, host_group},
+    kernel_tests_enabled,
+    net::Cgroup,
+    postgres::{self, Postgres},
+};
+
+fn wait<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn connected(c: &Controller, host: &str) -> bool {
+    c.hosts()
+        .iter()
+        .any(|h| h["id"] == host && h["connected"] == true)
+}
+
+/// The ids of the alerts a controller holds, in order.
+fn alert_ids(c: &Controller) -> Vec<String> {
+    c.records("alerts")
+        .iter()
+        .filter_map(|r| r["body"]["id"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Runs the file at `path` (a copy of /bin/true) inside `cg`.
+fn run_in(cg: &Cgroup, path: &str) {
+    let st = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "echo $$ > {}/cgroup.procs && exec {path}",
+            cg.arg()
+        ))
+        .status()
+        .expect("run");
+    assert!(st.success(), "{path}: {st}");
+}
+
+fn hunt(c: &Controller, q: &str) -> Vec<Value> {
+    let out = c.ctl(&["hunt", q]);
+    assert!(
+        out.status.success(),
+        "hunt {q}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+#[test]
+fn a_sensor_moves_between_replicas_on_one_database_and_loses_nothing() {
+    let test = "replicas on one database";
+    if !kernel_tests_enabled(test) || !postgres::enabled(test) {
+        return;
+    }
+    let pg = Postgres::start().expect("PostgreSQL");
+    let url = pg.database("fleet").expect("a database");
+    let mut a = Controller::start_with(&["--store", &url]).expect("replica A");
+    let b = Controller::start_with(&["--store", &url]).expect("replica B");
+    assert_eq!(
+        a.ca_pem(),
+        b.ca_pem(),
+        "both replicas sign with the one CA the database keeps"
+    );
+
+    // A token B issued, redeemed through A: the sensor tries A first.
+    let token = b.token(600);
+    let parent = Cgroup::create();
+    let cg = host_group(&parent, "replica-host");
+    let (a_addr, b_addr) = (a.addr.to_string(), b.addr.to_string());
+    let sensor = Sensor::start_containing(&[
+        "--cgroup",
+        cg.arg(),
+        "--scope-cgroup",
+        cg.arg(),
+        "--controller",
+        &a_addr,
+        "--controller",
+        &b_addr,
+        "--enroll",
+        &token,
+    ])
+    .expect("sensor");
+    let hosts = a.wait_hosts("the sensor online at A", |h| {
+        h.len() == 1 && h[0]["connected"] == true
+    });
+    let host = hosts[0]["id"].as_str().expect("host id").to_owned();
+    assert_eq!(b.hosts().len(), 1, "B lists the host A enrolled: one store");
+    assert!(!connected(&b, &host), "but B does not hold its connection");
+
+    // An alert and an exec while A holds the link; B reads both from the shared store.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let before = vigil_tests::setuid_copy(dir.path(), "before-kill");
+    run_in(&cg, &before);
+    wait("the first alert, read through B", || {
+        (!alert_ids(&b).is_empty()).then_some(())
+    });
+
+    // A dies without a goodbye; alerts raised meanwhile wait on the sensor's disk.
+    a.kill();
+    for n in 0..3 {
+        let p = vigil_tests::setuid_copy(dir.path(), &format!("after-kill-{n}"));
+        run_in(&cg, &p);
+    }
+    wait("the sensor at B", || connected(&b, &host).then_some(()));
+    let mine = |s: &Sensor| -> Vec<String> {
+        s.alerts()
+            .iter()
+            .filter_map(|a| a["id"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let remote = wait("every alert at B", || {
+        let (r, local) = (alert_ids(&b), mine(&sensor));
+        (local.len() >= 4 && r.len() >= local.len()).then_some(r)
+    });
+    let local = mine(&sensor);
+    assert!(
+        remote.len() <= local.len() && remote[..] == local[..remote.len()],
+        "the same alerts, in order, each once:\nB {remote:?}\nsensor {local:?}"
+    );
+
+    // The graph history A merged and what B merged after are one history, each edge once.
+    for name in ["before-kill", "after-kill-2"] {
+        let q = format!("execs where path endswith \"/{name}\"");
+        let hits = wait(&format!("the exec of {name} in the history"), || {
+            let h = hunt(&b, &q);
+            (!h.is_empty()).then_some(h)
+        });
+        assert_eq!(hits.len(), 1, "{name} ran once: {hits:?}");
+        assert_eq!(hits[0]["host"], host.as_str());
+    }
+
+    // Commands go through the replica holding the link.
+    let out = b.ctl(&["contain", &host, "--reason", "moved to replica B"]);
+    assert!(
+        out.status.success(),
+        "contain through B: {}{}",
+        String::from_utf8_lossy(&out.stderr),
+        b.log()
+    );
+    let record: Value =
+        serde_json::from_slice(out.stdout.split(|c| *c == b'\n').next().unwrap_or_default())
+            .expect("the action record");
+    assert_eq!(record["action"], "isolate");
+    assert_eq!(record["status"], "done");
+    let out = b.ctl(&["release", &host, "--force"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A comes back on the same database and sees everything B took in.
+    a.start_again().expect("A again");
+    assert_eq!(alert_ids(&a), alert_ids(&b), "A reads what B stored");
+    drop(sensor);
+}
