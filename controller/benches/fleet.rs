@@ -245,7 +245,8 @@ struct Server {
 }
 
 impl Server {
-    fn start() -> Res<Self> {
+    /// A controller on the embedded store, or on the PostgreSQL database `store` names.
+    fn start(store: Option<&str>) -> Res<Self> {
         let dir = tempfile::tempdir()?;
         let state = dir.path().join("state");
         let port = std::net::UdpSocket::bind("127.0.0.1:0")?
@@ -255,6 +256,7 @@ impl Server {
         let child = Command::new(bin())
             .args(["serve", "--listen", &addr.to_string(), "--state"])
             .arg(&state)
+            .args(store.map(|url| ["--store", url]).into_iter().flatten())
             .env("VIGIL_LOG", "warn")
             .stdin(Stdio::null())
             .spawn()?;
@@ -342,7 +344,18 @@ fn main() -> Res<()> {
     let sensors = args.first().copied().unwrap_or(1000);
     let deltas = args.get(1).copied().unwrap_or(10);
     let edges = args.get(2).copied().unwrap_or(100);
-    let server = Server::start()?;
+    let raw: Vec<String> = std::env::args().collect();
+    let store = raw
+        .iter()
+        .position(|a| a == "--store")
+        .and_then(|i| raw.get(i + 1))
+        .map(String::as_str);
+    if let Some(url) = store {
+        println!("controller: on PostgreSQL ({url})");
+    } else {
+        println!("controller: on the embedded store");
+    }
+    let server = Server::start(store)?;
     let (state, addr, pid) = (server.state.clone(), server.addr, server.pid());
     let result = (|| -> Res<()> {
         let idle_kib = rss_kib(pid);
@@ -538,7 +551,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 /// `fleet SENSORS ROUNDS`: the time from one host's alert reaching the controller to the
 /// payload block being in force on every connected host, each round a new payload.
 fn fleet_bench(sensors: usize, rounds: usize) -> Res<()> {
-    let server = Server::start()?;
+    let server = Server::start(None)?;
     let addr = server.addr;
     (|| -> Res<()> {
         let ca = server.ca()?;

@@ -1,9 +1,11 @@
-//! The embedded store on its own, without the network: how fast graph deltas are merged (one
+//! A store on its own, without the network: how fast graph deltas are merged (one
 //! transaction each, and grouped the way the server's writer commits them), how long hunts
 //! take over the history, and how long a delta waits to be merged while a hunt reads.
 //!
-//! `cargo bench -p controller --bench store -- [EDGES]` (default 10,000,000). Each figure is
-//! printed as one line `name: value unit`.
+//! `cargo bench -p controller --bench store -- [EDGES] [--store postgres://...]` (default
+//! 10,000,000 edges, the embedded store). Each figure is printed as one line
+//! `name: value unit`, its name prefixed `store_` for the embedded store and `postgres_` for
+//! PostgreSQL, so `cargo xtask bench store` prints both side by side.
 
 use std::{
     net::SocketAddr,
@@ -13,7 +15,7 @@ use std::{
 
 use controller::{
     services::hunt,
-    store::{Host, Sqlite, Store},
+    store::{Host, Postgres, Sqlite, Store},
 };
 use sensor_common::{
     protocol::HostReport,
@@ -147,20 +149,38 @@ fn ms(d: Duration) -> f64 {
 }
 
 fn main() -> Res<()> {
-    let total: usize = std::env::args()
-        .skip(1)
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let total: usize = args
+        .iter()
         .find_map(|a| a.parse().ok())
         .unwrap_or(10_000_000);
+    let url = args
+        .iter()
+        .position(|a| a == "--store")
+        .and_then(|i| args.get(i + 1));
     // On the target's disk, not a tmpfs: commits are fsynced, and that is what is measured.
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR"))?;
     let path = dir.path().join("controller.db");
-    let mut store = Sqlite::open(&path)?;
+    let (store, label): (Box<dyn Store>, &str) = match url {
+        Some(url) => (Box::new(Postgres::open(url)?), "postgres"),
+        None => (Box::new(Sqlite::open(&path)?), "store"),
+    };
+    let size = || std::fs::metadata(&path).map(|m| m.len()).ok();
+    measure(store, label, total, &size)
+}
+
+fn measure(
+    mut store: Box<dyn Store>,
+    label: &str,
+    total: usize,
+    size: &dyn Fn() -> Option<u64>,
+) -> Res<()> {
     for n in 0..HOSTS {
         store.add_host(&host(n))?;
     }
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let deltas = total / PER_DELTA;
-    println!("== store ({total} edges in {deltas} deltas of {PER_DELTA} over {HOSTS} hosts)");
+    println!("== {label} ({total} edges in {deltas} deltas of {PER_DELTA} over {HOSTS} hosts)");
 
     // One transaction per delta, as each sensor's stream used to commit: a small sample.
     let single = 200.min(deltas);
@@ -171,7 +191,7 @@ fn main() -> Res<()> {
     }
     let per_delta = t.elapsed();
     println!(
-        "store_merge_one_commit_per_delta: {:.0} edges/s",
+        "{label}_merge_one_commit_per_delta: {:.0} edges/s",
         (single * PER_DELTA) as f64 / per_delta.as_secs_f64()
     );
 
@@ -193,13 +213,12 @@ fn main() -> Res<()> {
     }
     let grouped = t.elapsed();
     println!(
-        "store_merge_grouped: {:.0} edges/s",
+        "{label}_merge_grouped: {:.0} edges/s",
         ((deltas - single) * PER_DELTA) as f64 / grouped.as_secs_f64()
     );
-    println!(
-        "store_size: {:.0} MiB",
-        std::fs::metadata(&path)?.len() as f64 / (1024.0 * 1024.0)
-    );
+    if let Some(bytes) = size() {
+        println!("{label}_size: {:.0} MiB", bytes as f64 / (1024.0 * 1024.0));
+    }
 
     for q in [
         "connections where port = 4444",
@@ -224,7 +243,7 @@ fn main() -> Res<()> {
             .collect::<Vec<_>>()
             .join("_");
         println!(
-            "store_hunt_{name}: {:.1} ms ({} hits, {} edges read)",
+            "{label}_hunt_{name}: {:.1} ms ({} hits, {} edges read)",
             ms(t.elapsed()),
             out.hits.len(),
             out.edges_searched
@@ -255,12 +274,12 @@ fn main() -> Res<()> {
     let hunt_took = hunting.join().map_err(|_| "the hunt thread panicked")??;
     waits.sort();
     println!(
-        "store_merge_during_hunt_p50: {:.1} ms (the hunt took {:.0} ms)",
+        "{label}_merge_during_hunt_p50: {:.1} ms (the hunt took {:.0} ms)",
         ms(waits[waits.len() / 2]),
         ms(hunt_took)
     );
     println!(
-        "store_merge_during_hunt_max: {:.1} ms",
+        "{label}_merge_during_hunt_max: {:.1} ms",
         ms(waits[waits.len() - 1])
     );
     Ok(())

@@ -390,6 +390,7 @@ async fn serve(
         tokio::spawn(controller::net::metrics::serve(l, shared.clone(), files));
     }
     tokio::spawn(reconcile::run(shared.fleet.clone(), host_events));
+    tokio::spawn(shared.hosts.clone().serve_routed());
     tokio::spawn(controller::services::schedule::run(shared.fleet.clone()));
     tokio::spawn(controller::services::autonomy::run(shared.fleet.clone()));
     let server = tokio::spawn(server::serve(endpoint.clone(), shared));

@@ -153,28 +153,44 @@ fn a_sensor_moves_between_replicas_on_one_database_and_loses_nothing() {
         assert_eq!(hits[0]["host"], host.as_str());
     }
 
-    // Commands go through the replica holding the link.
-    let out = b.ctl(&["contain", &host, "--reason", "moved to replica B"]);
+    // A comes back on the same database and sees everything B took in.
+    a.start_again().expect("A again");
+    assert_eq!(alert_ids(&a), alert_ids(&b), "A reads what B stored");
+    assert!(!connected(&a, &host), "B still holds the link");
+
+    // A command given to A reaches the host through B, which holds its link; its record
+    // comes back to A.
+    let out = a.ctl(&["contain", &host, "--reason", "routed through replica B"]);
     assert!(
         out.status.success(),
-        "contain through B: {}{}",
+        "contain through A: {}\nA: {}\nB: {}",
         String::from_utf8_lossy(&out.stderr),
+        a.log(),
         b.log()
     );
     let record: Value =
         serde_json::from_slice(out.stdout.split(|c| *c == b'\n').next().unwrap_or_default())
             .expect("the action record");
-    assert_eq!(record["action"], "isolate");
-    assert_eq!(record["status"], "done");
+    assert_eq!(record["action"], "isolate", "{record}");
+    assert_eq!(record["status"], "done", "{record}");
+    assert!(
+        a.log()
+            .contains("command routed to the replica holding the host"),
+        "the command went by way of the store:\n{}",
+        a.log()
+    );
+    // And one given to B, which holds the link, runs there.
     let out = b.ctl(&["release", &host, "--force"]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-
-    // A comes back on the same database and sees everything B took in.
-    a.start_again().expect("A again");
-    assert_eq!(alert_ids(&a), alert_ids(&b), "A reads what B stored");
+    let journal = sensor.actions();
+    assert!(
+        journal.iter().any(|r| r["action"] == "isolate"
+            && r["reason"].to_string().contains("routed through replica B")),
+        "the host journaled the routed containment: {journal:?}"
+    );
     drop(sensor);
 }

@@ -1045,24 +1045,28 @@ fn rules() -> Result<()> {
 /// Simulated sensors against a real controller (`controller/benches/fleet.rs`).
 fn controller(sensors: u32, deltas: u32, edges: u32) -> Result<()> {
     println!("== controller ({sensors} simulated sensors, {deltas} deltas of {edges} edges each)");
-    controller_bench(&[
-        &sensors.to_string(),
-        &deltas.to_string(),
-        &edges.to_string(),
-    ])
+    let (sensors, deltas, edges) = (sensors.to_string(), deltas.to_string(), edges.to_string());
+    controller_bench(&[&sensors, &deltas, &edges])?;
+    // The same on PostgreSQL, a server of its own, for the figures side by side.
+    let pg = crate::postgres::Server::start()?;
+    let url = pg.url();
+    controller_bench(&[&sensors, &deltas, &edges, "--store", &url])
 }
 
-/// The store bench (`controller/benches/store.rs`) over `edges` edges of history.
+/// The store bench (`controller/benches/store.rs`) over `edges` edges of history: the
+/// embedded store, then PostgreSQL (a server of its own), their lines side by side.
 fn store(edges: u64) -> Result<()> {
-    crate::util::cargo(&[
-        "bench",
-        "--package",
-        "controller",
-        "--bench",
-        "store",
-        "--",
-        &edges.to_string(),
-    ])
+    let edges = edges.to_string();
+    let bench = |extra: &[&str]| {
+        let mut args = vec!["bench", "--package", "controller", "--bench", "store", "--"];
+        args.push(&edges);
+        args.extend_from_slice(extra);
+        crate::util::cargo(&args)
+    };
+    bench(&[])?;
+    let pg = crate::postgres::Server::start()?;
+    let url = pg.url();
+    bench(&["--store", &url])
 }
 
 /// Fleet blocks to a fleet of simulated sensors (`controller/benches/fleet.rs fleet`).

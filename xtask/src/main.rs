@@ -6,6 +6,7 @@ mod console;
 mod docs;
 mod fuzz;
 mod package;
+mod postgres;
 mod run;
 mod setup;
 mod util;

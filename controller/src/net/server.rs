@@ -77,7 +77,7 @@ impl Shared {
         store: SharedStore,
         ca: Authority,
     ) -> (Self, tokio::sync::mpsc::UnboundedReceiver<HostEvent>) {
-        let hosts = Arc::new(Connections::default());
+        let hosts = Arc::new(Connections::routed_through(store.clone()));
         let (events, rx) = crate::services::reconcile::channel();
         let graph = crate::store::writer::GraphWriter::start(store.clone());
         let shared = Self {
@@ -102,14 +102,126 @@ impl Shared {
 }
 
 /// The connected hosts, by id: the services' [`HostLink`].
-#[derive(Default)]
+///
+/// With a store other replicas share, a command for a host whose connection another replica
+/// holds is left in the store for that replica ([`Self::serve_routed`] runs it there) and
+/// its answer read back, so any replica can command any host.
 pub struct Connections {
     by_host: Mutex<HashMap<String, Connection>>,
+    store: SharedStore,
+    /// This replica's name in the store, unique to this process.
+    me: String,
 }
 
+/// How often a replica looks for commands left for it, and for answers it waits for.
+const ROUTE_POLL: Duration = Duration::from_millis(50);
+
 impl Connections {
+    pub fn routed_through(store: SharedStore) -> Self {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        let host = host.trim();
+        Self {
+            by_host: Mutex::default(),
+            store,
+            me: format!("{host}/{}/{:x}", std::process::id(), now_ns()),
+        }
+    }
+
     fn insert(&self, host: &str, conn: Connection) {
         lock(&self.by_host).insert(host.to_owned(), conn);
+        if let Err(e) = lock(&self.store).hold_connection(host, &self.me) {
+            tracing::error!(host, error = %e, "cannot record which replica holds the host");
+        }
+    }
+
+    /// Runs the commands other replicas left for the hosts this one holds, for as long as the
+    /// server runs.
+    pub async fn serve_routed(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(ROUTE_POLL).await;
+            let taken = lock(&self.store).take_routed(&self.me);
+            let routed = match taken {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read the commands routed here");
+                    continue;
+                }
+            };
+            for (id, host, body) in routed {
+                let this = self.clone();
+                tokio::spawn(async move {
+                    let answer: Result<CommandReply, String> =
+                        match serde_json::from_str::<Command>(&body) {
+                            Ok(cmd) => this.local(&host, &cmd).await.map_err(|e| e.to_string()),
+                            Err(e) => Err(format!("an unreadable routed command: {e}")),
+                        };
+                    let text = serde_json::to_string(&answer)
+                        .unwrap_or_else(|e| format!("{{\"Err\":\"{e}\"}}"));
+                    if let Err(e) = lock(&this.store).answer_routed(id, &text) {
+                        tracing::error!(id, error = %e, "cannot answer a routed command");
+                    }
+                });
+            }
+        }
+    }
+
+    /// `cmd` through this replica's own connection to `host`.
+    async fn local(&self, host: &str, cmd: &Command) -> Result<CommandReply, LinkError> {
+        let conn = lock(&self.by_host).get(host).cloned();
+        let conn = conn.ok_or_else(|| LinkError::NotConnected(host.to_owned()))?;
+        tokio::time::timeout(COMMAND_WAIT, Self::exchange(conn, host, cmd))
+            .await
+            .map_err(|_| LinkError::Timeout {
+                host: host.to_owned(),
+                secs: COMMAND_WAIT.as_secs(),
+            })?
+    }
+
+    /// `cmd` through the replica holding `host`'s connection, if another one does.
+    async fn through_holder(&self, host: &str, cmd: &Command) -> Result<CommandReply, LinkError> {
+        let not_here = || LinkError::NotConnected(host.to_owned());
+        let holder = lock(&self.store).connection_holder(host).ok().flatten();
+        let Some(holder) = holder.filter(|h| *h != self.me) else {
+            return Err(not_here());
+        };
+        let body = serde_json::to_string(cmd).map_err(|_| not_here())?;
+        let id = lock(&self.store)
+            .route_command(&holder, host, &body)
+            .map_err(|_| not_here())?;
+        tracing::info!(host, replica = %holder, "command routed to the replica holding the host");
+        let deadline = tokio::time::Instant::now() + COMMAND_WAIT;
+        loop {
+            tokio::time::sleep(ROUTE_POLL).await;
+            let answer = lock(&self.store).routed_answer(id);
+            match answer {
+                Ok(Some(text)) => {
+                    return match serde_json::from_str::<Result<CommandReply, String>>(&text) {
+                        Ok(Ok(reply)) => Ok(reply),
+                        Ok(Err(why)) => Err(LinkError::Stream {
+                            host: host.to_owned(),
+                            why: format!("through replica {holder}: {why}"),
+                        }),
+                        Err(e) => Err(LinkError::Stream {
+                            host: host.to_owned(),
+                            why: format!("replica {holder} answered unreadably: {e}"),
+                        }),
+                    };
+                }
+                Ok(None) if tokio::time::Instant::now() < deadline => {}
+                Ok(None) => {
+                    return Err(LinkError::Timeout {
+                        host: host.to_owned(),
+                        secs: COMMAND_WAIT.as_secs(),
+                    });
+                }
+                Err(e) => {
+                    return Err(LinkError::Stream {
+                        host: host.to_owned(),
+                        why: format!("the store: {e}"),
+                    });
+                }
+            }
+        }
     }
 
     /// Forgets `host`'s connection if it is still `conn` (a newer one may have replaced it).
@@ -120,6 +232,10 @@ impl Connections {
             .is_some_and(|c| c.stable_id() == conn.stable_id())
         {
             by_host.remove(host);
+            drop(by_host);
+            if let Err(e) = lock(&self.store).drop_connection(host, &self.me) {
+                tracing::error!(host, error = %e, "cannot record that this replica let the host go");
+            }
         }
     }
 
@@ -154,15 +270,11 @@ impl HostLink for Connections {
     }
 
     fn command<'a>(&'a self, host: &'a str, cmd: &'a Command) -> crate::services::Answer<'a> {
-        let conn = lock(&self.by_host).get(host).cloned();
         Box::pin(async move {
-            let conn = conn.ok_or_else(|| LinkError::NotConnected(host.to_owned()))?;
-            tokio::time::timeout(COMMAND_WAIT, Self::exchange(conn, host, cmd))
-                .await
-                .map_err(|_| LinkError::Timeout {
-                    host: host.to_owned(),
-                    secs: COMMAND_WAIT.as_secs(),
-                })?
+            match self.local(host, cmd).await {
+                Err(LinkError::NotConnected(_)) => self.through_holder(host, cmd).await,
+                other => other,
+            }
         })
     }
 

@@ -71,6 +71,8 @@ pub enum StoreError {
     Postgres(#[from] ::postgres::Error),
     #[error("this connection of the store is read-only")]
     ReadOnly,
+    #[error("no other controller shares this store")]
+    NotShared,
     #[error("there is already an operator {0}")]
     OperatorExists(String),
     #[error("the store is damaged: {0}")]
@@ -217,7 +219,56 @@ pub trait Store: Send {
         let _ = name;
         Ok(true)
     }
+
+    // Commands across replicas sharing the store: the replica holding a host's connection
+    // is kept in the store; a command given to another replica is left there for the holder,
+    // which runs it and leaves the answer. A store no other controller shares keeps none of
+    // it, and every command goes to the local connection or to none.
+
+    /// `replica` holds `host`'s connection now.
+    fn hold_connection(&mut self, host: &str, replica: &str) -> Result<(), StoreError> {
+        let _ = (host, replica);
+        Ok(())
+    }
+    /// `replica` no longer holds `host`'s connection (if another holds it now, it stays).
+    fn drop_connection(&mut self, host: &str, replica: &str) -> Result<(), StoreError> {
+        let _ = (host, replica);
+        Ok(())
+    }
+    /// The replica holding `host`'s connection, as last said.
+    fn connection_holder(&self, host: &str) -> Result<Option<String>, StoreError> {
+        let _ = host;
+        Ok(None)
+    }
+    /// Leaves `command` (JSON) for `replica` to run on `host`; its id.
+    fn route_command(
+        &mut self,
+        replica: &str,
+        host: &str,
+        command: &str,
+    ) -> Result<u64, StoreError> {
+        let _ = (replica, host, command);
+        Err(StoreError::NotShared)
+    }
+    /// Takes the commands left for `replica`: (id, host, command JSON).
+    fn take_routed(&mut self, replica: &str) -> Result<Vec<Routed>, StoreError> {
+        let _ = replica;
+        Ok(Vec::new())
+    }
+    /// Leaves the answer (JSON) to routed command `id`.
+    fn answer_routed(&mut self, id: u64, answer: &str) -> Result<(), StoreError> {
+        let _ = (id, answer);
+        Ok(())
+    }
+    /// The answer to routed command `id` once there is one (the command is then forgotten).
+    fn routed_answer(&mut self, id: u64) -> Result<Option<String>, StoreError> {
+        let _ = id;
+        Ok(None)
+    }
 }
+
+/// A command routed to this replica: its id, the host, the command as JSON.
+pub type Routed = (u64, String, String);
 
 pub struct Sqlite {
     db: Connection,

@@ -33,8 +33,29 @@ use super::{
     i, u,
 };
 
-/// The schema version this controller brings a database to.
-pub const SCHEMA_VERSION: i64 = 1;
+/// The schema version this controller brings a database to: the number of [`MIGRATIONS`].
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// The schema's steps, in order: a database at version N has had the first N applied.
+const MIGRATIONS: &[&str] = &[SCHEMA, ROUTING];
+
+/// Version 2: which replica holds each host's connection, and commands left for it.
+const ROUTING: &str = "
+CREATE TABLE connections (
+    host TEXT PRIMARY KEY,
+    replica TEXT NOT NULL,
+    since_ns BIGINT NOT NULL
+);
+CREATE TABLE routed (
+    id BIGSERIAL PRIMARY KEY,
+    replica TEXT NOT NULL,
+    host TEXT NOT NULL,
+    command TEXT NOT NULL,
+    taken BOOLEAN NOT NULL DEFAULT false,
+    answer TEXT
+);
+CREATE INDEX routed_waiting ON routed (replica) WHERE NOT taken;
+";
 
 /// The history is partitioned by merge time into ranges this wide (one hour).
 pub const PARTITION_NS: u64 = 3_600 * 1_000_000_000;
@@ -630,13 +651,20 @@ fn migrate(c: &mut Client) -> Result<(), StoreError> {
             known: SCHEMA_VERSION,
         });
     }
-    if found == 0 {
-        tx.batch_execute(SCHEMA)?;
+    if found < SCHEMA_VERSION {
+        for step in &MIGRATIONS[usize::try_from(found).unwrap_or(0)..] {
+            tx.batch_execute(step)?;
+        }
+        tx.execute("DELETE FROM schema_version", &[])?;
         tx.execute(
             "INSERT INTO schema_version (version) VALUES ($1)",
             &[&SCHEMA_VERSION],
         )?;
-        tracing::info!(version = SCHEMA_VERSION, "PostgreSQL store created");
+        tracing::info!(
+            from = found,
+            to = SCHEMA_VERSION,
+            "PostgreSQL store migrated"
+        );
     }
     tx.commit()?;
     Ok(())
@@ -1431,6 +1459,92 @@ impl Store for Postgres {
             self.leases.insert(name.to_owned());
         }
         Ok(held)
+    }
+
+    fn hold_connection(&mut self, host: &str, replica: &str) -> Result<(), StoreError> {
+        self.execute(
+            "INSERT INTO connections (host, replica, since_ns) VALUES ($1, $2, $3) \
+             ON CONFLICT (host) DO UPDATE SET replica = EXCLUDED.replica, since_ns = EXCLUDED.since_ns",
+            &[&host, &replica, &i(crate::now_ns())],
+        )?;
+        Ok(())
+    }
+
+    fn drop_connection(&mut self, host: &str, replica: &str) -> Result<(), StoreError> {
+        self.execute(
+            "DELETE FROM connections WHERE host = $1 AND replica = $2",
+            &[&host, &replica],
+        )?;
+        Ok(())
+    }
+
+    fn connection_holder(&self, host: &str) -> Result<Option<String>, StoreError> {
+        self.with(|c| {
+            Ok(
+                c.query_opt("SELECT replica FROM connections WHERE host = $1", &[&host])?
+                    .map(|r| r.try_get(0))
+                    .transpose()?,
+            )
+        })
+    }
+
+    fn route_command(
+        &mut self,
+        replica: &str,
+        host: &str,
+        command: &str,
+    ) -> Result<u64, StoreError> {
+        self.with(|c| {
+            let id: i64 = c
+                .query_one(
+                    "INSERT INTO routed (replica, host, command) VALUES ($1, $2, $3) RETURNING id",
+                    &[&replica, &host, &command],
+                )?
+                .try_get(0)?;
+            Ok(u(id))
+        })
+    }
+
+    fn take_routed(&mut self, replica: &str) -> Result<Vec<super::Routed>, StoreError> {
+        self.answer_rows(
+            "UPDATE routed SET taken = true WHERE replica = $1 AND NOT taken \
+             RETURNING id, host, command",
+            &[&replica],
+        )
+    }
+
+    fn answer_routed(&mut self, id: u64, answer: &str) -> Result<(), StoreError> {
+        self.execute(
+            "UPDATE routed SET answer = $2 WHERE id = $1",
+            &[&i(id), &answer],
+        )?;
+        Ok(())
+    }
+
+    fn routed_answer(&mut self, id: u64) -> Result<Option<String>, StoreError> {
+        self.with(|c| {
+            Ok(c.query_opt(
+                "DELETE FROM routed WHERE id = $1 AND answer IS NOT NULL RETURNING answer",
+                &[&i(id)],
+            )?
+            .map(|r| r.try_get(0))
+            .transpose()?)
+        })
+    }
+}
+
+impl Postgres {
+    fn answer_rows(
+        &self,
+        sql: &str,
+        args: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<super::Routed>, StoreError> {
+        self.with(|c| {
+            c.query(sql, args)?
+                .iter()
+                .map(|r| Ok((u(r.try_get(0)?), r.try_get(1)?, r.try_get(2)?)))
+                .collect()
+        })
     }
 }
 
