@@ -108,6 +108,12 @@ impl Shared {
 /// its answer read back, so any replica can command any host.
 pub struct Connections {
     by_host: Mutex<HashMap<String, Connection>>,
+    /// Where connections and commands are routed between replicas: only a store others
+    /// share. With none, nothing here touches the store.
+    routes: Option<Routes>,
+}
+
+struct Routes {
     store: SharedStore,
     /// This replica's name in the store, unique to this process.
     me: String,
@@ -118,28 +124,36 @@ const ROUTE_POLL: Duration = Duration::from_millis(50);
 
 impl Connections {
     pub fn routed_through(store: SharedStore) -> Self {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-        let host = host.trim();
+        let shared = lock(&store).is_shared();
+        let routes = shared.then(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+            Routes {
+                store,
+                me: format!("{}/{}/{:x}", host.trim(), std::process::id(), now_ns()),
+            }
+        });
         Self {
             by_host: Mutex::default(),
-            store,
-            me: format!("{host}/{}/{:x}", std::process::id(), now_ns()),
+            routes,
         }
     }
 
     fn insert(&self, host: &str, conn: Connection) {
         lock(&self.by_host).insert(host.to_owned(), conn);
-        if let Err(e) = lock(&self.store).hold_connection(host, &self.me) {
+        if let Some(r) = &self.routes
+            && let Err(e) = lock(&r.store).hold_connection(host, &r.me)
+        {
             tracing::error!(host, error = %e, "cannot record which replica holds the host");
         }
     }
 
     /// Runs the commands other replicas left for the hosts this one holds, for as long as the
-    /// server runs.
+    /// server runs (at once done without a shared store).
     pub async fn serve_routed(self: Arc<Self>) {
+        let Some(r) = &self.routes else { return };
         loop {
             tokio::time::sleep(ROUTE_POLL).await;
-            let taken = lock(&self.store).take_routed(&self.me);
+            let taken = lock(&r.store).take_routed(&r.me);
             let routed = match taken {
                 Ok(r) => r,
                 Err(e) => {
@@ -157,7 +171,8 @@ impl Connections {
                         };
                     let text = serde_json::to_string(&answer)
                         .unwrap_or_else(|e| format!("{{\"Err\":\"{e}\"}}"));
-                    if let Err(e) = lock(&this.store).answer_routed(id, &text) {
+                    let Some(r) = &this.routes else { return };
+                    if let Err(e) = lock(&r.store).answer_routed(id, &text) {
                         tracing::error!(id, error = %e, "cannot answer a routed command");
                     }
                 });
@@ -180,19 +195,28 @@ impl Connections {
     /// `cmd` through the replica holding `host`'s connection, if another one does.
     async fn through_holder(&self, host: &str, cmd: &Command) -> Result<CommandReply, LinkError> {
         let not_here = || LinkError::NotConnected(host.to_owned());
-        let holder = lock(&self.store).connection_holder(host).ok().flatten();
-        let Some(holder) = holder.filter(|h| *h != self.me) else {
+        let store_failed = |e: &dyn std::fmt::Display| LinkError::Stream {
+            host: host.to_owned(),
+            why: format!("the store: {e}"),
+        };
+        let Some(r) = &self.routes else {
             return Err(not_here());
         };
-        let body = serde_json::to_string(cmd).map_err(|_| not_here())?;
-        let id = lock(&self.store)
+        let holder = lock(&r.store)
+            .connection_holder(host)
+            .map_err(|e| store_failed(&e))?;
+        let Some(holder) = holder.filter(|h| *h != r.me) else {
+            return Err(not_here());
+        };
+        let body = serde_json::to_string(cmd).map_err(|e| store_failed(&e))?;
+        let id = lock(&r.store)
             .route_command(&holder, host, &body)
-            .map_err(|_| not_here())?;
+            .map_err(|e| store_failed(&e))?;
         tracing::info!(host, replica = %holder, "command routed to the replica holding the host");
         let deadline = tokio::time::Instant::now() + COMMAND_WAIT;
         loop {
             tokio::time::sleep(ROUTE_POLL).await;
-            let answer = lock(&self.store).routed_answer(id);
+            let answer = lock(&r.store).routed_answer(id);
             match answer {
                 Ok(Some(text)) => {
                     return match serde_json::from_str::<Result<CommandReply, String>>(&text) {
@@ -214,12 +238,7 @@ impl Connections {
                         secs: COMMAND_WAIT.as_secs(),
                     });
                 }
-                Err(e) => {
-                    return Err(LinkError::Stream {
-                        host: host.to_owned(),
-                        why: format!("the store: {e}"),
-                    });
-                }
+                Err(e) => return Err(store_failed(&e)),
             }
         }
     }
@@ -233,7 +252,9 @@ impl Connections {
         {
             by_host.remove(host);
             drop(by_host);
-            if let Err(e) = lock(&self.store).drop_connection(host, &self.me) {
+            if let Some(r) = &self.routes
+                && let Err(e) = lock(&r.store).drop_connection(host, &r.me)
+            {
                 tracing::error!(host, error = %e, "cannot record that this replica let the host go");
             }
         }

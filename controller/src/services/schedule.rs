@@ -88,10 +88,11 @@ impl Standing {
     }
 }
 
-/// Runs the standing hunts as they fall due, for as long as the server runs.
 /// The lease on running the standing hunts ([`crate::store::Store::lease`]).
 pub const LEASE: &str = "standing hunts";
 
+/// Runs the standing hunts as they fall due, for as long as the server runs (on the replica
+/// holding [`LEASE`]).
 pub async fn run(fleet: Fleet) {
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -225,6 +225,12 @@ pub trait Store: Send {
     // which runs it and leaves the answer. A store no other controller shares keeps none of
     // it, and every command goes to the local connection or to none.
 
+    /// Whether other controllers may share this store (then connections and commands are
+    /// routed through it).
+    fn is_shared(&self) -> bool {
+        false
+    }
+
     /// `replica` holds `host`'s connection now.
     fn hold_connection(&mut self, host: &str, replica: &str) -> Result<(), StoreError> {
         let _ = (host, replica);

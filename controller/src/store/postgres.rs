@@ -60,6 +60,9 @@ CREATE INDEX routed_waiting ON routed (replica) WHERE NOT taken;
 /// The history is partitioned by merge time into ranges this wide (one hour).
 pub const PARTITION_NS: u64 = 3_600 * 1_000_000_000;
 
+/// Dictionary ids a writer keeps at most between batches (it starts over past this).
+const DICTIONARY_CACHE: usize = 500_000;
+
 /// Reader connections kept for reuse.
 const IDLE_READERS: usize = 8;
 
@@ -448,8 +451,14 @@ impl Postgres {
             .ok_or_else(|| StoreError::Corrupt("the authority was not kept".into()))
     }
 
-    /// Ids for every string in `wanted` the dictionary lacks, committed on their own.
+    /// Ids for every string in `wanted` the cache lacks, committed on their own: afterwards
+    /// the cache holds every string of `wanted`.
     fn resolve(&mut self, wanted: BTreeSet<String>) -> Result<(), StoreError> {
+        // A full cache starts over before the lookup, never after it: what this batch needs
+        // is all in it afterwards.
+        if self.ids.len() > DICTIONARY_CACHE {
+            self.ids.clear();
+        }
         let missing: Vec<String> = wanted
             .into_iter()
             .filter(|s| !self.ids.contains_key(s))
@@ -471,9 +480,6 @@ impl Postgres {
                     .collect::<Result<_, _>>()?,
             )
         })?;
-        if self.ids.len() + found.len() > 500_000 {
-            self.ids.clear();
-        }
         self.ids.extend(found);
         Ok(())
     }
@@ -507,15 +513,18 @@ impl Postgres {
     }
 
     fn merge(&mut self, batch: &[(&str, u64, &Delta)], at_ns: u64) -> Result<(), StoreError> {
-        // Every string the batch names, then their ids.
+        // Every string the batch names, then their ids. Kinds are named once each.
         let mut wanted = BTreeSet::new();
+        let mut kinds: HashMap<EdgeKind, String> = HashMap::new();
         for &(host, _, delta) in batch {
             if delta.edges.is_empty() {
                 continue;
             }
             wanted.insert(host.to_owned());
             for e in &delta.edges {
-                wanted.insert(history::kind_name(e.kind)?);
+                if let std::collections::hash_map::Entry::Vacant(v) = kinds.entry(e.kind) {
+                    v.insert(history::kind_name(e.kind)?);
+                }
                 for n in [&e.from, &e.to] {
                     history::encode_node(n, &mut |t| {
                         wanted.insert(text(&t));
@@ -524,6 +533,7 @@ impl Postgres {
                 }
             }
         }
+        wanted.extend(kinds.values().cloned());
         self.resolve(wanted)?;
         let partition = if batch.iter().any(|(_, _, d)| !d.edges.is_empty()) {
             Some(self.partition(at_ns)?)
@@ -537,6 +547,10 @@ impl Postgres {
                 .copied()
                 .ok_or_else(|| StoreError::Corrupt(format!("no dictionary id for {s:?}")))
         };
+        let kind_ids = kinds
+            .iter()
+            .map(|(k, name)| Ok((*k, id(name)?)))
+            .collect::<Result<HashMap<EdgeKind, i64>, StoreError>>()?;
         let mut rows: Vec<[Option<i64>; 15]> = Vec::new();
         let mut oks: Vec<bool> = Vec::new();
         let mut procs: BTreeMap<(&str, i64, i64), String> = BTreeMap::new();
@@ -559,7 +573,7 @@ impl Postgres {
                     rows.push([
                         Some(i(at_ns)),
                         Some(host_id),
-                        Some(id(&history::kind_name(e.kind)?)?),
+                        kind_ids.get(&e.kind).copied(),
                         Some(i(e.seq)),
                         Some(i(e.boot_ns)),
                         Some(f.0 as i64),
@@ -1473,6 +1487,10 @@ impl Store for Postgres {
             self.leases.insert(name.to_owned());
         }
         Ok(held)
+    }
+
+    fn is_shared(&self) -> bool {
+        true
     }
 
     fn hold_connection(&mut self, host: &str, replica: &str) -> Result<(), StoreError> {

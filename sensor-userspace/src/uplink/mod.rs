@@ -33,6 +33,8 @@ const POLL: Duration = Duration::from_millis(200);
 const REPORT_EVERY: Duration = Duration::from_secs(5);
 /// Reconnection waits grow to this.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// The wait before trying the next of several replicas.
+const NEXT_REPLICA: Duration = Duration::from_millis(200);
 
 #[derive(Debug)]
 pub struct UplinkOptions {
@@ -319,15 +321,20 @@ async fn connected(
         if started.elapsed() > Duration::from_secs(10) {
             backoff = Duration::from_millis(200);
         }
-        // The next replica: what this one held is in the shared store, and the next resumes
-        // from what it says it holds. After every replica was tried, the wait grows.
+        // The next replica, after a short wait: what this one held is in the shared store,
+        // and the next resumes from what it says it holds. Once every replica was tried, the
+        // wait grows.
         at = (at + 1) % opts.controllers.len();
-        if at != 0 {
-            backoff = Duration::from_millis(200);
-        }
+        let wait = if at == 0 {
+            let w = backoff;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+            w
+        } else {
+            NEXT_REPLICA
+        };
         // Deltas keep coming while the link is down: into the bounded buffer.
         opts.gauges.up(false);
-        let wake = tokio::time::sleep(backoff);
+        let wake = tokio::time::sleep(wait);
         tokio::pin!(wake);
         loop {
             opts.gauges.hold(graph, &opts.graph_lost);
@@ -336,7 +343,6 @@ async fn connected(
                 Some(d) = opts.graph.recv() => graph.push(d),
             }
         }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
 
