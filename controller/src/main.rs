@@ -766,6 +766,8 @@ fn print_hosts(hosts: &[ops::HostRow]) {
         let (h, r) = (&row.host, &row.host.report);
         let state = if h.revoked {
             "revoked"
+        } else if row.through_replica {
+            "online*"
         } else if row.connected {
             "online"
         } else {
@@ -788,6 +790,9 @@ fn print_hosts(hosts: &[ops::HostRow]) {
             r.isolated,
             r.dropped,
         );
+    }
+    if hosts.iter().any(|r| r.through_replica) {
+        println!("* online through another controller replica sharing the store");
     }
 }
 

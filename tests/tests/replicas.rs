@@ -30,10 +30,26 @@ fn wait<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     }
 }
 
-fn connected(c: &Controller, host: &str) -> bool {
-    c.hosts()
-        .iter()
-        .any(|h| h["id"] == host && h["connected"] == true)
+/// How a controller reaches a host.
+#[derive(Debug, PartialEq)]
+enum Link {
+    Offline,
+    /// Its own connection to the host.
+    Here,
+    /// Through the other replica, which holds the host's connection.
+    ThroughReplica,
+}
+
+fn link(c: &Controller, host: &str) -> Link {
+    let hosts = c.hosts();
+    let Some(h) = hosts.iter().find(|h| h["id"] == host) else {
+        return Link::Offline;
+    };
+    match (h["connected"].as_bool(), h["through_replica"].as_bool()) {
+        (Some(true), Some(true)) => Link::ThroughReplica,
+        (Some(true), Some(false)) => Link::Here,
+        _ => Link::Offline,
+    }
 }
 
 /// The ids of the alerts a controller holds, in order.
@@ -109,7 +125,10 @@ fn a_sensor_moves_between_replicas_on_one_database_and_loses_nothing() {
     });
     let host = hosts[0]["id"].as_str().expect("host id").to_owned();
     assert_eq!(b.hosts().len(), 1, "B lists the host A enrolled: one store");
-    assert!(!connected(&b, &host), "but B does not hold its connection");
+    wait("B to list the host online through A", || {
+        (link(&b, &host) == Link::ThroughReplica).then_some(())
+    });
+    assert_eq!(link(&a, &host), Link::Here, "A holds the connection");
 
     // An alert and an exec while A holds the link; B reads both from the shared store.
     let dir = tempfile::tempdir().expect("tempdir");
@@ -125,7 +144,9 @@ fn a_sensor_moves_between_replicas_on_one_database_and_loses_nothing() {
         let p = vigil_tests::setuid_copy(dir.path(), &format!("after-kill-{n}"));
         run_in(&cg, &p);
     }
-    wait("the sensor at B", || connected(&b, &host).then_some(()));
+    wait("the sensor at B", || {
+        (link(&b, &host) == Link::Here).then_some(())
+    });
     let mine = |s: &Sensor| -> Vec<String> {
         s.alerts()
             .iter()
@@ -156,7 +177,9 @@ fn a_sensor_moves_between_replicas_on_one_database_and_loses_nothing() {
     // A comes back on the same database and sees everything B took in.
     a.start_again().expect("A again");
     assert_eq!(alert_ids(&a), alert_ids(&b), "A reads what B stored");
-    assert!(!connected(&a, &host), "B still holds the link");
+    wait("A to list the host online through B", || {
+        (link(&a, &host) == Link::ThroughReplica).then_some(())
+    });
 
     // A command given to A reaches the host through B, which holds its link; its record
     // comes back to A.
@@ -192,5 +215,19 @@ fn a_sensor_moves_between_replicas_on_one_database_and_loses_nothing() {
             && r["reason"].to_string().contains("routed through replica B")),
         "the host journaled the routed containment: {journal:?}"
     );
+
+    // Revoked through A, the host is cut off by B, which holds its link, and stays out.
+    let out = a.ctl(&["revoke", &host]);
+    assert!(
+        out.status.success(),
+        "revoke through A: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait("B to cut the revoked host off", || {
+        (link(&b, &host) == Link::Offline).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(link(&b, &host), Link::Offline, "the revoked host stays out");
+    assert_eq!(link(&a, &host), Link::Offline);
     drop(sensor);
 }

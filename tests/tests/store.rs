@@ -765,6 +765,78 @@ fn two_replicas_share_one_postgres_database() {
 }
 
 #[test]
+fn a_replica_that_stops_beating_stops_holding_its_hosts_and_a_lost_session_its_leases() {
+    let test = "a_replica_that_stops_beating_stops_holding_its_hosts_and_a_lost_session_its_leases";
+    let Some(pg) = server(test) else { return };
+    let url = pg.database("liveness").expect("database");
+    let mut a = Postgres::open(&url).expect("open");
+    let mut b = Postgres::open(&url).expect("open");
+    a.beat("A").expect("beat");
+    b.beat("B").expect("beat");
+    a.hold_connection("h-1", "A").expect("hold");
+    b.hold_connection("h-2", "B").expect("hold");
+    let held = |s: &Postgres, me: &str| -> Vec<String> {
+        s.held_elsewhere(me).expect("read").into_iter().collect()
+    };
+    assert_eq!(held(&b, "B"), ["h-1"], "B reaches h-1 through A");
+    assert_eq!(held(&a, "A"), ["h-2"]);
+    assert_eq!(
+        b.connection_holder("h-1").expect("read").as_deref(),
+        Some("A")
+    );
+    let left = b.route_command("A", "h-1", "{}").expect("route");
+
+    // A stops beating (killed): past the liveness window its hosts count as offline, and
+    // commands left for it are forgotten at the next beat of any replica.
+    pg.psql(
+        "liveness",
+        &format!(
+            "UPDATE replicas SET beat_ns = beat_ns - {} WHERE name = 'A'",
+            controller::store::REPLICA_ALIVE_NS + 1
+        ),
+    )
+    .expect("age A's beat");
+    pg.psql("liveness", "UPDATE routed SET at_ns = 0")
+        .expect("age the command");
+    assert!(held(&b, "B").is_empty(), "{:?}", held(&b, "B"));
+    assert_eq!(b.connection_holder("h-1").expect("read"), None);
+    b.beat("B").expect("beat");
+    let routed = pg
+        .psql(
+            "liveness",
+            &format!("SELECT count(*) FROM routed WHERE id = {left}"),
+        )
+        .expect("count");
+    assert_eq!(routed.trim(), "0", "the unanswered command is forgotten");
+    // A beats again: its hosts are back.
+    a.beat("A").expect("beat");
+    assert_eq!(held(&b, "B"), ["h-1"]);
+
+    // A lease ends with its session: when the server cuts A's session, A no longer claims
+    // the lease (its next check fails, the one after runs on a new session), and B takes it.
+    assert!(a.lease("standing hunts").expect("lease"));
+    assert!(!b.lease("standing hunts").expect("lease"));
+    pg.psql(
+        "liveness",
+        "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory'",
+    )
+    .expect("cut the lease holder's session");
+    assert!(
+        a.lease("standing hunts").is_err(),
+        "a lost session is not taken for a held lease"
+    );
+    assert!(
+        b.lease("standing hunts").expect("lease"),
+        "the lease falls to B"
+    );
+    assert!(
+        !a.lease("standing hunts").expect("A connects again"),
+        "A, on its new session, does not hold it"
+    );
+    a.hold_connection("h-3", "A").expect("A writes again");
+}
+
+#[test]
 fn a_newer_postgres_schema_is_refused_with_the_reason() {
     let Some(pg) = server("a_newer_postgres_schema_is_refused_with_the_reason") else {
         return;
@@ -781,6 +853,12 @@ fn a_newer_postgres_schema_is_refused_with_the_reason() {
         err.to_string().contains("newer than this controller"),
         "{err}"
     );
+    pg.psql("newer", "UPDATE schema_version SET version = -1")
+        .expect("damage");
+    let err = Postgres::open(&url)
+        .err()
+        .expect("a negative schema version is refused, not migrated again");
+    assert!(err.to_string().contains("never negative"), "{err}");
     let bad = Postgres::open(&pg.url("no_such_db"))
         .err()
         .expect("a missing database is refused");

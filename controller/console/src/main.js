@@ -161,7 +161,7 @@ async function fleetPage() {
       table(
         [
           { title: "Host", cell: (x) => h("div", {}, h("strong", {}, x.hostname), h("div", { class: "muted mono" }, x.id)) },
-          { title: "State", cell: (x) => (x.revoked ? pill("revoked", "bad") : x.connected ? pill("online", "ok") : pill("offline")) },
+          { title: "State", cell: (x) => (x.revoked ? pill("revoked", "bad") : x.connected ? pill(x.through_replica ? "online via replica" : "online", "ok") : pill("offline")) },
           { title: "Isolated", cell: (x) => (x.report?.isolated ? pill("isolated", "crit") : "no") },
           { title: "Sensor", cell: (x) => x.report?.sensor_version || "" },
           { title: "Policy", cell: (x) => x.report?.policy_version ?? "" },

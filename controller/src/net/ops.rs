@@ -227,6 +227,9 @@ pub struct HostRow {
     #[serde(flatten)]
     pub host: crate::store::Host,
     pub connected: bool,
+    /// Connected to another controller replica sharing the store, which commands go through.
+    #[serde(default)]
+    pub through_replica: bool,
 }
 
 /// What a request answers, one variant per kind of answer.
@@ -440,6 +443,7 @@ async fn answer(shared: &Shared, req: &OpRequest, who: &str) -> OpResponse {
                     .into_iter()
                     .map(|host| HostRow {
                         connected: link.is_connected(&host.id),
+                        through_replica: link.through_replica(&host.id),
                         host,
                     })
                     .collect();

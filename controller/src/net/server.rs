@@ -29,7 +29,7 @@ use crate::{
         ChangeKind, Fleet, HostLink, LinkError,
         reconcile::{Events, HostEvent},
     },
-    store::{Host, SharedStore},
+    store::{Host, SharedStore, blocking},
 };
 
 /// How long an enrollment peer has to ask.
@@ -108,6 +108,9 @@ impl Shared {
 /// its answer read back, so any replica can command any host.
 pub struct Connections {
     by_host: Mutex<HashMap<String, Connection>>,
+    /// The hosts other live replicas hold, as last read ([`BEAT`] ago at most): reachable
+    /// through them.
+    elsewhere: Mutex<std::collections::BTreeSet<String>>,
     /// Where connections and commands are routed between replicas: only a store others
     /// share. With none, nothing here touches the store.
     routes: Option<Routes>,
@@ -121,6 +124,8 @@ struct Routes {
 
 /// How often a replica looks for commands left for it, and for answers it waits for.
 const ROUTE_POLL: Duration = Duration::from_millis(50);
+/// How often a replica says it is alive and reads which hosts the others hold.
+const BEAT: Duration = Duration::from_secs(1);
 
 impl Connections {
     pub fn routed_through(store: SharedStore) -> Self {
@@ -134,6 +139,7 @@ impl Connections {
         });
         Self {
             by_host: Mutex::default(),
+            elsewhere: Mutex::default(),
             routes,
         }
     }
@@ -141,19 +147,25 @@ impl Connections {
     fn insert(&self, host: &str, conn: Connection) {
         lock(&self.by_host).insert(host.to_owned(), conn);
         if let Some(r) = &self.routes
-            && let Err(e) = lock(&r.store).hold_connection(host, &r.me)
+            && let Err(e) = blocking(|| lock(&r.store).hold_connection(host, &r.me))
         {
             tracing::error!(host, error = %e, "cannot record which replica holds the host");
         }
     }
 
-    /// Runs the commands other replicas left for the hosts this one holds, for as long as the
-    /// server runs (at once done without a shared store).
+    /// Runs the commands other replicas left for the hosts this one holds, and keeps this
+    /// replica known as alive, for as long as the server runs (at once done without a shared
+    /// store).
     pub async fn serve_routed(self: Arc<Self>) {
         let Some(r) = &self.routes else { return };
+        let mut last_beat: Option<tokio::time::Instant> = None;
         loop {
+            if last_beat.is_none_or(|t| t.elapsed() >= BEAT) {
+                last_beat = Some(tokio::time::Instant::now());
+                self.beat(r);
+            }
             tokio::time::sleep(ROUTE_POLL).await;
-            let taken = lock(&r.store).take_routed(&r.me);
+            let taken = blocking(|| lock(&r.store).take_routed(&r.me));
             let routed = match taken {
                 Ok(r) => r,
                 Err(e) => {
@@ -172,10 +184,40 @@ impl Connections {
                     let text = serde_json::to_string(&answer)
                         .unwrap_or_else(|e| format!("{{\"Err\":\"{e}\"}}"));
                     let Some(r) = &this.routes else { return };
-                    if let Err(e) = lock(&r.store).answer_routed(id, &text) {
+                    if let Err(e) = blocking(|| lock(&r.store).answer_routed(id, &text)) {
                         tracing::error!(id, error = %e, "cannot answer a routed command");
                     }
                 });
+            }
+        }
+    }
+
+    /// Says this replica is alive, reads which hosts the others hold, and cuts off the hosts
+    /// held here that another replica revoked.
+    fn beat(&self, r: &Routes) {
+        let read = blocking(|| {
+            let mut s = lock(&r.store);
+            s.beat(&r.me)?;
+            let revoked: Vec<String> = s
+                .hosts()?
+                .into_iter()
+                .filter(|h| h.revoked)
+                .map(|h| h.id)
+                .collect();
+            Ok::<_, crate::store::StoreError>((s.held_elsewhere(&r.me)?, revoked))
+        });
+        match read {
+            Ok((elsewhere, revoked)) => {
+                *lock(&self.elsewhere) = elsewhere;
+                for host in revoked {
+                    if lock(&self.by_host).contains_key(&host) {
+                        tracing::warn!(%host, "revoked through another replica; cutting it off");
+                        self.disconnect(&host, "this host is revoked");
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot tell the other replicas this one is alive")
             }
         }
     }
@@ -202,21 +244,19 @@ impl Connections {
         let Some(r) = &self.routes else {
             return Err(not_here());
         };
-        let holder = lock(&r.store)
-            .connection_holder(host)
-            .map_err(|e| store_failed(&e))?;
+        let holder =
+            blocking(|| lock(&r.store).connection_holder(host)).map_err(|e| store_failed(&e))?;
         let Some(holder) = holder.filter(|h| *h != r.me) else {
             return Err(not_here());
         };
         let body = serde_json::to_string(cmd).map_err(|e| store_failed(&e))?;
-        let id = lock(&r.store)
-            .route_command(&holder, host, &body)
+        let id = blocking(|| lock(&r.store).route_command(&holder, host, &body))
             .map_err(|e| store_failed(&e))?;
         tracing::info!(host, replica = %holder, "command routed to the replica holding the host");
         let deadline = tokio::time::Instant::now() + COMMAND_WAIT;
         loop {
             tokio::time::sleep(ROUTE_POLL).await;
-            let answer = lock(&r.store).routed_answer(id);
+            let answer = blocking(|| lock(&r.store).routed_answer(id));
             match answer {
                 Ok(Some(text)) => {
                     return match serde_json::from_str::<Result<CommandReply, String>>(&text) {
@@ -253,7 +293,7 @@ impl Connections {
             by_host.remove(host);
             drop(by_host);
             if let Some(r) = &self.routes
-                && let Err(e) = lock(&r.store).drop_connection(host, &r.me)
+                && let Err(e) = blocking(|| lock(&r.store).drop_connection(host, &r.me))
             {
                 tracing::error!(host, error = %e, "cannot record that this replica let the host go");
             }
@@ -280,14 +320,19 @@ impl Connections {
 }
 
 impl HostLink for Connections {
+    /// The hosts connected here or to another live replica (commands reach both).
     fn connected(&self) -> Vec<String> {
-        let mut ids: Vec<String> = lock(&self.by_host).keys().cloned().collect();
-        ids.sort();
-        ids
+        let mut ids: std::collections::BTreeSet<String> = lock(&self.elsewhere).clone();
+        ids.extend(lock(&self.by_host).keys().cloned());
+        ids.into_iter().collect()
     }
 
     fn is_connected(&self, host: &str) -> bool {
-        lock(&self.by_host).contains_key(host)
+        lock(&self.by_host).contains_key(host) || lock(&self.elsewhere).contains(host)
+    }
+
+    fn through_replica(&self, host: &str) -> bool {
+        !lock(&self.by_host).contains_key(host) && lock(&self.elsewhere).contains(host)
     }
 
     fn command<'a>(&'a self, host: &'a str, cmd: &'a Command) -> crate::services::Answer<'a> {
@@ -300,8 +345,10 @@ impl HostLink for Connections {
     }
 
     fn disconnect(&self, host: &str, why: &str) {
-        if let Some(c) = lock(&self.by_host).remove(host) {
+        let conn = lock(&self.by_host).get(host).cloned();
+        if let Some(c) = conn {
             c.close(VarInt::from_u32(close::REVOKED), why.as_bytes());
+            self.remove_if(host, &c);
         }
     }
 }
@@ -398,7 +445,7 @@ fn authenticate(conn: &Connection, shared: &Shared) -> Option<Host> {
         return refuse(close::NO_CERTIFICATE, "a client certificate is required");
     };
     let fp = fingerprint(first);
-    match lock(shared.store()).host_by_fingerprint(&fp) {
+    match blocking(|| lock(shared.store()).host_by_fingerprint(&fp)) {
         Ok(Some(h)) if h.revoked => refuse(close::REVOKED, "this host is revoked"),
         Ok(Some(h)) => Some(h),
         Ok(None) => refuse(close::UNKNOWN_HOST, "no host holds this certificate"),
@@ -420,7 +467,7 @@ async fn enroll(conn: &Connection, shared: &Shared) -> Result<(), FrameIoError> 
         return Ok(());
     };
     let reply = match req? {
-        Some(req) => decide_enrollment(shared, &req),
+        Some(req) => blocking(|| decide_enrollment(shared, &req)),
         None => return Ok(()),
     };
     write_frame(&mut send, &reply).await?;
@@ -531,17 +578,20 @@ async fn telemetry(conn: &Connection, shared: &Shared, host: &str) -> Result<(),
         };
         let store = shared.store();
         let steps = session.on_frame(frame, || {
-            let s = lock(store);
-            let held = s.held(host).unwrap_or_else(|e| {
-                tracing::error!(error = %e, "cannot read what the store holds");
-                Default::default()
-            });
-            (held, s.graph_head(host).unwrap_or(0))
+            blocking(|| {
+                let s = lock(store);
+                let held = s.held(host).unwrap_or_else(|e| {
+                    tracing::error!(error = %e, "cannot read what the store holds");
+                    Default::default()
+                });
+                (held, s.graph_head(host).unwrap_or(0))
+            })
         });
         for step in steps {
             match step {
                 Step::Store { stream, seq, body } => {
-                    if let Err(source) = lock(store).put_record(host, stream, seq, &body) {
+                    let put = blocking(|| lock(store).put_record(host, stream, seq, &body));
+                    if let Err(source) = put {
                         // Not acked: the sensor resends on its next connection.
                         return Err(StreamEnd::Store {
                             what: format!("{} {seq}", stream.name()),
@@ -576,7 +626,7 @@ async fn telemetry(conn: &Connection, shared: &Shared, host: &str) -> Result<(),
                     }
                 }
                 Step::Report(r) => {
-                    if let Err(e) = lock(store).seen(host, &r, now_ns()) {
+                    if let Err(e) = blocking(|| lock(store).seen(host, &r, now_ns())) {
                         tracing::error!(error = %e, "cannot record a host report");
                     }
                     shared.fleet.changed(ChangeKind::Hosts, Some(host));

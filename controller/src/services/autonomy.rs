@@ -243,8 +243,7 @@ async fn deliver(fleet: &Fleet, id: u64, host: &str, block: FleetBlock) -> bool 
 
 /// Gives a host that just connected the fleet blocks still in force it has not answered.
 pub async fn catch_up(fleet: &Fleet, host: &str) {
-    let missed: Vec<_> = lock(&fleet.store)
-        .fleet_blocks(now_ns())
+    let missed: Vec<_> = crate::store::blocking(|| lock(&fleet.store).fleet_blocks(now_ns()))
         .unwrap_or_default()
         .into_iter()
         .filter(|b| !b.hosts.contains_key(host) && b.block.origin_host != host)

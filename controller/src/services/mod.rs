@@ -86,9 +86,12 @@ pub type Answer<'a> = Pin<Box<dyn Future<Output = Result<CommandReply, LinkError
 /// The services' view of the connected hosts: who is connected, a command to one of them,
 /// and cutting one off. The QUIC server implements it.
 pub trait HostLink: Send + Sync {
-    /// Ids of the connected hosts, sorted.
+    /// Ids of the connected hosts, sorted: here or through another controller replica.
     fn connected(&self) -> Vec<String>;
     fn is_connected(&self, host: &str) -> bool;
+    /// Whether `host`'s connection is held by another controller replica (commands to it go
+    /// through that replica).
+    fn through_replica(&self, host: &str) -> bool;
     /// Sends `cmd` to `host` and waits (bounded) for its reply.
     fn command<'a>(&'a self, host: &'a str, cmd: &'a Command) -> Answer<'a>;
     /// Closes `host`'s connection, if it has one, saying `why`.

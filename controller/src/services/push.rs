@@ -93,13 +93,13 @@ pub async fn fan_out(fleet: &Fleet, hosts: &[String], cmd: &Command) -> Vec<Host
 
 /// Brings a host that just said hello in line with the fleet's desired rules and policy.
 pub async fn converge(fleet: &Fleet, host: &str, report: HostReport) {
-    let (rules, policy) = {
+    let (rules, policy) = crate::store::blocking(|| {
         let store = lock(&fleet.store);
         (
             store.desired(Desired::Rules).ok().flatten(),
             store.desired(Desired::Policy).ok().flatten(),
         )
-    };
+    });
     let mut sends = Vec::new();
     if let Some(set) = rules.and_then(|b| rmp_serde::from_slice::<RuleSet>(&b).ok())
         && set.version != report.rules_version

@@ -266,16 +266,17 @@ pub async fn respond(fleet: &Fleet, mut inc: HuntIncident) -> HuntIncident {
 
 /// Carries out the responses still pending for `host` (it just connected).
 pub async fn catch_up(fleet: &Fleet, host: &str) {
-    let waiting: Vec<HuntIncident> = match lock(&fleet.store).hunt_incidents() {
-        Ok(all) => all
-            .into_iter()
-            .filter(|i| i.responses.get(host).is_some_and(HostResponse::is_pending))
-            .collect(),
-        Err(e) => {
-            tracing::error!(error = %e, "cannot read the hunt incidents");
-            return;
-        }
-    };
+    let waiting: Vec<HuntIncident> =
+        match crate::store::blocking(|| lock(&fleet.store).hunt_incidents()) {
+            Ok(all) => all
+                .into_iter()
+                .filter(|i| i.responses.get(host).is_some_and(HostResponse::is_pending))
+                .collect(),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the hunt incidents");
+                return;
+            }
+        };
     for inc in waiting {
         respond(fleet, inc).await;
     }

@@ -190,10 +190,10 @@ pub fn results(fleet: &Fleet, id: &str) -> Result<Report, SweepError> {
 
 /// Asks `host` (it just connected) the recent sweeps it has not answered.
 pub async fn catch_up(fleet: &Fleet, host: &str) {
-    let pending: Vec<Sweep> = {
+    let pending: Vec<Sweep> = crate::store::blocking(|| {
         let store = lock(&fleet.store);
         let Ok(sweeps) = store.sweeps() else {
-            return;
+            return Vec::new();
         };
         let now = now_ns();
         sweeps
@@ -205,7 +205,7 @@ pub async fn catch_up(fleet: &Fleet, host: &str) {
                     .is_ok_and(|a| !a.iter().any(|a| a.host == host))
             })
             .collect()
-    };
+    });
     for s in pending {
         ask(fleet, &s, host).await;
     }

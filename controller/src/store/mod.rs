@@ -5,7 +5,10 @@
 //!   its sensor;
 //! - [`Postgres`], one database shared by several controller replicas.
 
-use std::{collections::BTreeMap, path::Path};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::Path,
+};
 
 use rusqlite::{Connection, OptionalExtension as _, params};
 use sensor_common::{
@@ -59,7 +62,23 @@ impl std::str::FromStr for Backend {
 }
 
 /// The store as the controller's tasks share it.
+/// How long a replica counts as alive after its last [`Store::beat`]: a replica killed
+/// outright stops holding its hosts' connections this long after.
+pub const REPLICA_ALIVE_NS: u64 = 10_000_000_000;
+
 pub type SharedStore = std::sync::Arc<std::sync::Mutex<Box<dyn Store>>>;
+
+/// Runs `f`, which waits for the store (its lock, or its server's answer), without holding
+/// up the other tasks of the runtime thread it is called on: on a multi-threaded runtime the
+/// thread hands its tasks to another first. A thousand sensors connecting while a group
+/// commit holds the store then still finish their QUIC handshakes.
+pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -102,6 +121,12 @@ pub trait Store: Send {
     /// listing), so the read holds no lock the writers need: telemetry is merged while it
     /// runs. It refuses every write.
     fn reader(&self) -> Result<Box<dyn Store>, StoreError>;
+    /// A connection of its own for the graph writer, where the store takes several writers at
+    /// once (PostgreSQL): a group commit then holds no lock the connections' own calls need.
+    /// None: the writer shares this store (SQLite has one writer).
+    fn writer(&self) -> Result<Option<Box<dyn Store>>, StoreError> {
+        Ok(None)
+    }
     fn add_token(&mut self, id: &str, secret_hash: &str, expires_ns: u64)
     -> Result<(), StoreError>;
     /// Marks the token used, if it may be: known, matching, unexpired and unused.
@@ -231,6 +256,18 @@ pub trait Store: Send {
         false
     }
 
+    /// `replica` is alive now: its connections count, and commands are routed to it, until
+    /// [`REPLICA_ALIVE_NS`] after its last beat. Also forgets routed commands left longer
+    /// than that without an answer.
+    fn beat(&mut self, replica: &str) -> Result<(), StoreError> {
+        let _ = replica;
+        Ok(())
+    }
+    /// The hosts whose connection a live replica other than `replica` holds.
+    fn held_elsewhere(&self, replica: &str) -> Result<BTreeSet<String>, StoreError> {
+        let _ = replica;
+        Ok(BTreeSet::new())
+    }
     /// `replica` holds `host`'s connection now.
     fn hold_connection(&mut self, host: &str, replica: &str) -> Result<(), StoreError> {
         let _ = (host, replica);
@@ -241,7 +278,7 @@ pub trait Store: Send {
         let _ = (host, replica);
         Ok(())
     }
-    /// The replica holding `host`'s connection, as last said.
+    /// The live replica holding `host`'s connection, as last said.
     fn connection_holder(&self, host: &str) -> Result<Option<String>, StoreError> {
         let _ = host;
         Ok(None)

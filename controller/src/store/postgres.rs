@@ -12,7 +12,10 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
 };
 
 use postgres::{
@@ -37,7 +40,7 @@ use super::{
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// The schema's steps, in order: a database at version N has had the first N applied.
-const MIGRATIONS: &[&str] = &[SCHEMA, ROUTING];
+const MIGRATIONS: &[&str] = &[SCHEMA, ROUTING, REPLICAS];
 
 /// Version 2: which replica holds each host's connection, and commands left for it.
 const ROUTING: &str = "
@@ -57,11 +60,23 @@ CREATE TABLE routed (
 CREATE INDEX routed_waiting ON routed (replica) WHERE NOT taken;
 ";
 
+/// Which replicas are alive (their connections count), and when a routed command was left.
+const REPLICAS: &str = "
+CREATE TABLE replicas (
+    name TEXT PRIMARY KEY,
+    beat_ns BIGINT NOT NULL
+);
+ALTER TABLE routed ADD COLUMN at_ns BIGINT NOT NULL DEFAULT 0;
+";
+
 /// The history is partitioned by merge time into ranges this wide (one hour).
 pub const PARTITION_NS: u64 = 3_600 * 1_000_000_000;
 
 /// Dictionary ids a writer keeps at most between batches (it starts over past this).
 const DICTIONARY_CACHE: usize = 500_000;
+
+/// How long a lease's holder waits for the server to say its session is alive.
+const LEASE_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Reader connections kept for reuse.
 const IDLE_READERS: usize = 8;
@@ -256,7 +271,31 @@ fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
 }
 
 /// Idle reader connections, shared by a store and its readers.
-type Idle = Arc<Mutex<Vec<Client>>>;
+type Idle = Arc<Mutex<IdleClients>>;
+
+/// The idle reader connections; closed off the runtime when the last store goes.
+#[derive(Default)]
+struct IdleClients(Vec<Client>);
+
+impl Drop for IdleClients {
+    fn drop(&mut self) {
+        let clients = std::mem::take(&mut self.0);
+        off_runtime(move || drop(clients));
+    }
+}
+
+impl std::ops::Deref for IdleClients {
+    type Target = Vec<Client>;
+    fn deref(&self) -> &Vec<Client> {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for IdleClients {
+    fn deref_mut(&mut self) -> &mut Vec<Client> {
+        &mut self.0
+    }
+}
 
 pub struct Postgres {
     url: String,
@@ -272,20 +311,25 @@ pub struct Postgres {
     partition_ns: u64,
     /// The leases this connection holds (session advisory locks).
     leases: BTreeSet<String>,
+    /// Set when the connection was lost and made again: the session's leases went with it.
+    reconnected: AtomicBool,
 }
 
 impl Drop for Postgres {
+    /// Hands a reader's connection back to the idle ones, or closes it. Closing talks to
+    /// the server on the client's own runtime, so it too runs off the controller's.
     fn drop(&mut self) {
-        if !self.read_only {
-            return;
-        }
         let Some(client) = crate::lock(&self.db).take() else {
             return;
         };
-        let mut idle = crate::lock(&self.idle);
-        if idle.len() < IDLE_READERS && !client.is_closed() {
-            idle.push(client);
+        if self.read_only && !client.is_closed() {
+            let mut idle = crate::lock(&self.idle);
+            if idle.len() < IDLE_READERS {
+                idle.push(client);
+                return;
+            }
         }
+        off_runtime(move || drop(client));
     }
 }
 
@@ -304,12 +348,13 @@ impl Postgres {
         Ok(Self {
             url: url.to_owned(),
             db: Mutex::new(Some(client)),
-            idle: Arc::new(Mutex::new(Vec::new())),
+            idle: Idle::default(),
             read_only: false,
             ids: HashMap::new(),
             partitions: BTreeSet::new(),
             partition_ns: PARTITION_NS,
             leases: BTreeSet::new(),
+            reconnected: AtomicBool::new(false),
         })
     }
 
@@ -320,7 +365,9 @@ impl Postgres {
         self
     }
 
-    /// Runs `f` on the connection, off the runtime.
+    /// Runs `f` on the connection, off the runtime. A connection the server closed (a
+    /// restart, a failover) is made again first, so the store outlives the server's restart;
+    /// the call that finds it lost fails, the next one runs on the new connection.
     fn with<T: Send>(
         &self,
         f: impl FnOnce(&mut Client) -> Result<T, StoreError> + Send,
@@ -329,7 +376,38 @@ impl Postgres {
         let client = guard
             .as_mut()
             .ok_or_else(|| StoreError::Corrupt("the connection was handed back".into()))?;
+        if client.is_closed() {
+            *client = self.connect_again()?;
+        }
         off_runtime(move || f(client))
+    }
+
+    /// A new connection in place of a lost one, in this store's mode.
+    fn connect_again(&self) -> Result<Client, StoreError> {
+        let mut c = connect(&self.url)?;
+        if self.read_only {
+            off_runtime(|| {
+                c.batch_execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+            })?;
+        }
+        self.reconnected.store(true, Ordering::Release);
+        tracing::warn!("the PostgreSQL connection was lost; connected again");
+        Ok(c)
+    }
+
+    /// A store of its own connection, sharing this one's idle readers.
+    fn sibling(&self, client: Client, read_only: bool) -> Self {
+        Self {
+            url: self.url.clone(),
+            db: Mutex::new(Some(client)),
+            idle: self.idle.clone(),
+            read_only,
+            ids: HashMap::new(),
+            partitions: BTreeSet::new(),
+            partition_ns: self.partition_ns,
+            leases: BTreeSet::new(),
+            reconnected: AtomicBool::new(false),
+        }
     }
 
     fn json_rows<T: serde::de::DeserializeOwned + Send>(
@@ -673,6 +751,11 @@ fn migrate(c: &mut Client) -> Result<(), StoreError> {
         .map(|r| r.try_get(0))
         .transpose()?
         .unwrap_or(0);
+    if found < 0 {
+        return Err(StoreError::Corrupt(format!(
+            "schema_version holds {found}; a version is never negative"
+        )));
+    }
     if found > SCHEMA_VERSION {
         return Err(StoreError::Newer {
             found,
@@ -905,16 +988,11 @@ impl Store for Postgres {
                 c
             }
         };
-        Ok(Box::new(Self {
-            url: self.url.clone(),
-            db: Mutex::new(Some(client)),
-            idle: self.idle.clone(),
-            read_only: true,
-            ids: HashMap::new(),
-            partitions: BTreeSet::new(),
-            partition_ns: self.partition_ns,
-            leases: BTreeSet::new(),
-        }))
+        Ok(Box::new(self.sibling(client, true)))
+    }
+
+    fn writer(&self) -> Result<Option<Box<dyn Store>>, StoreError> {
+        Ok(Some(Box::new(self.sibling(connect(&self.url)?, false))))
     }
 
     fn add_token(
@@ -1474,6 +1552,14 @@ impl Store for Postgres {
         if self.read_only {
             return Err(StoreError::ReadOnly);
         }
+        // A lease is the session's lock: asking the server now finds a session lost since
+        // (and the lease with it), rather than a later write finding it while another
+        // replica holds the lease too.
+        let alive = self.with(|c| Ok(c.is_valid(LEASE_CHECK)))?;
+        if self.reconnected.swap(false, Ordering::AcqRel) || alive.is_err() {
+            self.leases.clear();
+        }
+        alive?;
         if self.leases.contains(name) {
             return Ok(true);
         }
@@ -1511,12 +1597,46 @@ impl Store for Postgres {
     }
 
     fn connection_holder(&self, host: &str) -> Result<Option<String>, StoreError> {
+        let alive = i(crate::now_ns().saturating_sub(super::REPLICA_ALIVE_NS));
         self.with(|c| {
-            Ok(
-                c.query_opt("SELECT replica FROM connections WHERE host = $1", &[&host])?
-                    .map(|r| r.try_get(0))
-                    .transpose()?,
-            )
+            Ok(c.query_opt(
+                "SELECT c.replica FROM connections c JOIN replicas r ON r.name = c.replica \
+                 WHERE c.host = $1 AND r.beat_ns > $2",
+                &[&host, &alive],
+            )?
+            .map(|r| r.try_get(0))
+            .transpose()?)
+        })
+    }
+
+    fn beat(&mut self, replica: &str) -> Result<(), StoreError> {
+        let now = crate::now_ns();
+        let stale = i(now.saturating_sub(super::REPLICA_ALIVE_NS));
+        self.with(|c| {
+            let mut tx = c.transaction()?;
+            tx.execute(
+                "INSERT INTO replicas (name, beat_ns) VALUES ($1, $2) \
+                 ON CONFLICT (name) DO UPDATE SET beat_ns = EXCLUDED.beat_ns",
+                &[&replica, &i(now)],
+            )?;
+            tx.execute("DELETE FROM routed WHERE at_ns < $1", &[&stale])?;
+            tx.execute("DELETE FROM replicas WHERE beat_ns < $1", &[&stale])?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    fn held_elsewhere(&self, replica: &str) -> Result<BTreeSet<String>, StoreError> {
+        let alive = i(crate::now_ns().saturating_sub(super::REPLICA_ALIVE_NS));
+        self.with(|c| {
+            c.query(
+                "SELECT c.host FROM connections c JOIN replicas r ON r.name = c.replica \
+                 WHERE c.replica <> $1 AND r.beat_ns > $2",
+                &[&replica, &alive],
+            )?
+            .iter()
+            .map(|r| Ok(r.try_get(0)?))
+            .collect()
         })
     }
 
@@ -1529,8 +1649,9 @@ impl Store for Postgres {
         self.with(|c| {
             let id: i64 = c
                 .query_one(
-                    "INSERT INTO routed (replica, host, command) VALUES ($1, $2, $3) RETURNING id",
-                    &[&replica, &host, &command],
+                    "INSERT INTO routed (replica, host, command, at_ns) VALUES ($1, $2, $3, $4) \
+                     RETURNING id",
+                    &[&replica, &host, &command, &i(crate::now_ns())],
                 )?
                 .try_get(0)?;
             Ok(u(id))

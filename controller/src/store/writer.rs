@@ -39,8 +39,18 @@ pub struct GraphWriter {
 }
 
 impl GraphWriter {
-    /// Starts the writer on the current tokio runtime.
+    /// Starts the writer on the current tokio runtime, on a connection of its own where the
+    /// store offers one ([`super::Store::writer`]).
     pub fn start(store: SharedStore) -> Self {
+        let own = crate::lock(&store).writer();
+        let store = match own {
+            Ok(Some(w)) => std::sync::Arc::new(std::sync::Mutex::new(w)),
+            Ok(None) => store,
+            Err(e) => {
+                tracing::warn!(error = %e, "no connection of its own for the graph writer; sharing the store's");
+                store
+            }
+        };
         let (queue, rx) = mpsc::channel(QUEUE);
         tokio::spawn(run(store, rx));
         Self { queue }
