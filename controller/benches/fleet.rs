@@ -23,11 +23,9 @@ use std::{
 };
 
 use controller::net::ops::{self, OpReply, OpRequest, OpResponse};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject as _};
 use sensor_common::{
     protocol::{
-        ALPN, ALPN_ENROLL, Downlink, EnrollReply, EnrollRequest, EnrollToken, HostReport,
-        SERVER_NAME, Uplink, read_frame, write_frame,
+        ALPN, Downlink, EnrollToken, HostReport, SERVER_NAME, Uplink, read_frame, write_frame,
     },
     wire::{
         Delta, Edge, EdgeKind, Endpoint, GRAPH_SCHEMA_VERSION, Node, NodeId, ProcessId,
@@ -35,7 +33,10 @@ use sensor_common::{
     },
 };
 
-type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+#[path = "common/sim.rs"]
+mod sim;
+
+use sim::{Identity, Res, client_config};
 
 fn bin() -> PathBuf {
     // target/release/deps/fleet-* -> target/release/vigil-controller
@@ -62,71 +63,6 @@ fn ask(state: &Path, req: &OpRequest) -> Res<OpReply> {
         OpResponse::Ok(reply) => Ok(reply),
         OpResponse::Error { message } => Err(message.into()),
         OpResponse::Progress(_) => Err("a progress line for an answer".into()),
-    }
-}
-
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-/// TLS trusting the controller's CA (read from its state directory), with or without a client
-/// identity.
-fn client_config(
-    ca: &str,
-    identity: Option<(String, String)>,
-    alpn: &[u8],
-) -> Res<quinn::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(CertificateDer::from_pem_slice(ca.as_bytes())?)?;
-    let b = rustls::ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_root_certificates(roots);
-    let mut cfg = match identity {
-        Some((cert, key)) => b.with_client_auth_cert(
-            vec![CertificateDer::from_pem_slice(cert.as_bytes())?],
-            PrivateKeyDer::from_pem_slice(key.as_bytes())?,
-        )?,
-        None => b.with_no_client_auth(),
-    };
-    cfg.alpn_protocols = vec![alpn.to_vec()];
-    let mut client = quinn::ClientConfig::new(Arc::new(
-        quinn::crypto::rustls::QuicClientConfig::try_from(cfg)?,
-    ));
-    // As the sensor does: a waiting sensor's link must not idle out.
-    let mut transport = quinn::TransportConfig::default();
-    transport.keep_alive_interval(Some(Duration::from_secs(10)));
-    client.transport_config(Arc::new(transport));
-    Ok(client)
-}
-
-/// Enrolls one simulated host: returns (host id, certificate, key).
-async fn enroll(
-    ep: &quinn::Endpoint,
-    addr: SocketAddr,
-    ca: &str,
-    token: &EnrollToken,
-    n: usize,
-) -> Res<(String, String, String)> {
-    let key = rcgen::KeyPair::generate()?;
-    let params = rcgen::CertificateParams::new(Vec::<String>::new())?;
-    let csr = params.serialize_request(&key)?;
-    let conn = ep
-        .connect_with(client_config(ca, None, ALPN_ENROLL)?, addr, SERVER_NAME)?
-        .await?;
-    let (mut send, mut recv) = conn.open_bi().await?;
-    let req = EnrollRequest {
-        token_id: token.id.clone(),
-        secret: token.secret.clone(),
-        hostname: format!("sim-{n}"),
-        csr_der: csr.der().to_vec(),
-    };
-    write_frame(&mut send, &req).await?;
-    let _ = send.finish();
-    match read_frame::<EnrollReply, _>(&mut recv).await? {
-        Some(EnrollReply::Enrolled {
-            host_id, cert_pem, ..
-        }) => Ok((host_id, cert_pem, key.serialize_pem())),
-        other => Err(format!("enrollment {n}: {other:?}").into()),
     }
 }
 
@@ -183,35 +119,53 @@ struct Sim {
     recv: quinn::RecvStream,
 }
 
-async fn connect(
-    ep: &quinn::Endpoint,
-    addr: SocketAddr,
-    ca: &str,
-    id: (String, String, String),
-) -> Res<Sim> {
-    let (host, cert, key) = id;
+async fn connect(ep: &quinn::Endpoint, addr: SocketAddr, ca: &str, id: Identity) -> Res<Sim> {
     let conn = ep
-        .connect_with(
-            client_config(ca, Some((cert, key)), ALPN)?,
-            addr,
-            SERVER_NAME,
-        )?
+        .connect_with(client_config(ca, Some(&id), ALPN)?, addr, SERVER_NAME)?
         .await?;
     let (mut send, mut recv) = conn.open_bi().await?;
     let hello = Uplink::Hello {
-        host_id: host.clone(),
+        host_id: id.host.clone(),
         report: HostReport::default(),
     };
     write_frame(&mut send, &hello).await?;
     match read_frame::<Downlink, _>(&mut recv).await? {
         Some(Downlink::Welcome { .. }) => Ok(Sim {
-            host,
+            host: id.host,
             conn,
             send,
             recv,
         }),
         other => Err(format!("no welcome: {other:?}").into()),
     }
+}
+
+/// Tries a simulated sensor makes to connect before it counts as failed.
+const CONNECT_ATTEMPTS: u32 = 5;
+
+/// Connects as a sensor does: an attempt that fails (a handshake timed out while the server
+/// was busy with thousands of others) is made again after a wait that grows from 200 ms,
+/// spread by sensor so that a fleet does not retry in step. Returns the tries it took.
+async fn connect_as_sensor(
+    ep: &quinn::Endpoint,
+    addr: SocketAddr,
+    ca: &str,
+    id: Identity,
+    n: usize,
+) -> Res<(Sim, u32)> {
+    let mut wait = Duration::from_millis(200);
+    for attempt in 1..=CONNECT_ATTEMPTS {
+        match connect(ep, addr, ca, id.clone()).await {
+            Ok(sim) => return Ok((sim, attempt)),
+            Err(e) if attempt == CONNECT_ATTEMPTS => return Err(e),
+            Err(_) => {
+                let spread = Duration::from_millis((n as u64 * 7919) % 1000);
+                tokio::time::sleep(wait + spread).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+    Err("no attempt was made".into())
 }
 
 /// Sends `deltas` deltas and waits for the last ack.
@@ -285,11 +239,7 @@ impl Server {
     }
 
     /// Enrolls `n` simulated hosts, spread over `eps`, each with a token of its own.
-    async fn enroll_all(
-        &self,
-        eps: &[quinn::Endpoint],
-        n: usize,
-    ) -> Res<Vec<(String, String, String)>> {
+    async fn enroll_all(&self, eps: &[quinn::Endpoint], n: usize) -> Res<Vec<Identity>> {
         let ca = self.ca()?;
         let mut ids = Vec::new();
         for i in 0..n {
@@ -300,7 +250,16 @@ impl Server {
                 OpReply::Token { token, .. } => token,
                 other => return Err(format!("a token was asked for: {other:?}").into()),
             })?;
-            ids.push(enroll(&eps[i % eps.len()], self.addr, &ca, &token, i).await?);
+            ids.push(
+                sim::enroll(
+                    &eps[i % eps.len()],
+                    self.addr,
+                    &ca,
+                    &token,
+                    &format!("sim-{i}"),
+                )
+                .await?,
+            );
         }
         Ok(ids)
     }
@@ -379,12 +338,15 @@ fn main() -> Res<()> {
             for (n, id) in ids.into_iter().enumerate() {
                 let ep = eps[n % eps.len()].clone();
                 let ca = ca.clone();
-                tasks.spawn(async move { (n, connect(&ep, addr, &ca, id).await) });
+                tasks.spawn(async move { (n, connect_as_sensor(&ep, addr, &ca, id, n).await) });
             }
-            let mut failed = 0;
+            let (mut failed, mut retried) = (0, 0);
             while let Some(r) = tasks.join_next().await {
                 match r? {
-                    (n, Ok(s)) => sims.push((n, s)),
+                    (n, Ok((s, attempts))) => {
+                        retried += usize::from(attempts > 1);
+                        sims.push((n, s));
+                    }
                     (n, Err(e)) => {
                         failed += 1;
                         if failed <= 3 {
@@ -396,7 +358,7 @@ fn main() -> Res<()> {
             let held = server.held()?;
             let rss = rss_kib(pid);
             println!(
-                "controller: {held} of {sensors} simulated sensors connected at once ({failed} failed) in {:.1} s; server RSS {:.1} MiB idle, {:.1} MiB with them: {:.1} KiB per connected sensor",
+                "controller: {held} of {sensors} simulated sensors connected at once ({failed} failed after {CONNECT_ATTEMPTS} tries, {retried} needed more than one) in {:.1} s; server RSS {:.1} MiB idle, {:.1} MiB with them: {:.1} KiB per connected sensor",
                 t.elapsed().as_secs_f64(),
                 idle_kib as f64 / 1024.0,
                 rss as f64 / 1024.0,

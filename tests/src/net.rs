@@ -123,7 +123,10 @@ impl Cgroup {
                 (f.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(f[1]))
             })
             .expect("a cgroup2 mount");
-        let path = mount.join(format!("vigil-test-{}", std::process::id()));
+        // One group per call: tests of one binary run side by side, and each removes its own.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = mount.join(format!("vigil-test-{}-{n}", std::process::id()));
         let _ = std::fs::create_dir(&path);
         Self { path }
     }

@@ -358,7 +358,14 @@ fn a_full_disk_refuses_unjournaled_actions_and_keeps_alerts_until_space_returns(
     );
     let mut writer = cg.python(&code, &[]);
     let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while size(&marks) < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the writer never wrote ({:?}):\n{}",
+            writer.try_wait(),
+            s.log()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 
@@ -434,19 +441,24 @@ fd = libc.syscall(321, 14, attr, 128)
 print("fd", fd, ctypes.get_errno(), flush=True)
 "#;
 
-/// The map ids a process holds, from its /proc/PID/fdinfo.
-fn map_ids_of(pid: u32) -> Vec<u32> {
-    let dir = format!("/proc/{pid}/fdinfo");
-    std::fs::read_dir(&dir)
+/// The ids of the eBPF objects of one kind a process holds (`key`: `map_id` or `link_id`),
+/// from its /proc/PID/fdinfo.
+fn object_ids_of(pid: u32, key: &str) -> Vec<u32> {
+    let prefix = format!("{key}:");
+    std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
         .expect("fdinfo")
         .flatten()
         .filter_map(|e| std::fs::read_to_string(e.path()).ok())
         .filter_map(|info| {
             info.lines()
-                .find_map(|l| l.strip_prefix("map_id:"))
+                .find_map(|l| l.strip_prefix(prefix.as_str()))
                 .and_then(|v| v.trim().parse().ok())
         })
         .collect()
+}
+
+fn map_ids_of(pid: u32) -> Vec<u32> {
+    object_ids_of(pid, "map_id")
 }
 
 /// A process that takes a handle on one of the sensor's maps by id raises a critical alert
@@ -554,6 +566,86 @@ for mid in map(int, sys.argv[1:]):
 print("none", flush=True)
 "#;
 
+/// A sensor watching a cgroup of its own, with a peer on `port` blocked as a C2 endpoint.
+struct BlockedPeer {
+    // Dropped in this order: the sensor, the group, the peer, and last the lock that keeps
+    // the other tests that contain out of the way.
+    s: Sensor,
+    cg: Cgroup,
+    peer: Peer,
+    port: u16,
+    _one: std::sync::MutexGuard<'static, ()>,
+}
+
+impl BlockedPeer {
+    fn new(port: u16) -> Self {
+        let one = vigil_tests::one_at_a_time();
+        let peer = Peer::new(&[port]);
+        let cg = Cgroup::create();
+        let s = Sensor::start_with(&["--cgroup", cg.arg()]).expect("sensor");
+        let b = Self {
+            s,
+            cg,
+            peer,
+            port,
+            _one: one,
+        };
+        assert!(b.reaches(), "the peer answers before anything is blocked");
+        let dest = format!("{}:{port}", b.peer.addr);
+        ctl_ok(&b.s, &["block", "--reason", "test: C2", &dest]);
+        assert!(!b.reaches(), "blocked");
+        b
+    }
+
+    fn reaches(&self) -> bool {
+        vigil_tests::net::reaches(
+            &vigil_tests::net::probe(&self.cg, &self.peer.addr, &[self.port]),
+            self.port,
+        )
+    }
+
+    fn repaired(&self) -> u64 {
+        self.s.status().expect("status")["actions"]["repaired"]
+            .as_u64()
+            .unwrap_or(0)
+    }
+
+    /// Runs the tamperer `script` on the ids given, as root; what it printed.
+    fn tamper(&self, script: &str, ids: &[u32]) -> String {
+        let ids: Vec<String> = ids.iter().map(u32::to_string).collect();
+        let out = Command::new("python3")
+            .args(["-c", script])
+            .args(&ids)
+            .output()
+            .expect("run the tamperer");
+        let said = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        assert!(
+            out.status.success(),
+            "the tamperer failed: {said} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        said
+    }
+
+    /// Waits for the sensor to count a repair past `before`, then checks the block holds
+    /// again and the tamperer's handles were a critical alert.
+    fn repaired_past(&self, before: u64, what: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while self.repaired() <= before {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the sensor did not repair {what}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(!self.reaches(), "blocked again once {what} is repaired");
+        let alert = self.s.wait_alert("for the handles the tamperer took", |a| {
+            a["rule"]["id"] == "vigil-sensor-tampering-bpf"
+        });
+        assert_eq!(alert["rule"]["severity"], "critical", "{alert}");
+    }
+}
+
 /// Another process deleting a destination block from the kernel's map does not lift it: the
 /// sensor finds the map no longer says what its journal holds, puts the block back, and
 /// counts the repair.
@@ -562,50 +654,57 @@ fn a_block_deleted_from_the_kernel_by_another_process_is_put_back() {
     if !kernel_tests_enabled("a_block_deleted_from_the_kernel_by_another_process_is_put_back") {
         return;
     }
-    let _one = vigil_tests::one_at_a_time();
-    let port = 7302;
-    let peer = Peer::new(&[port]);
-    let cg = Cgroup::create();
-    let s = Sensor::start_with(&["--cgroup", cg.arg()]).expect("sensor");
-    ctl_ok(
-        &s,
-        &[
-            "block",
-            "--reason",
-            "test: C2",
-            &format!("{}:{port}", peer.addr),
-        ],
-    );
-    assert!(
-        !vigil_tests::net::reaches(&vigil_tests::net::probe(&cg, &peer.addr, &[port]), port),
-        "blocked"
-    );
-    let ids: Vec<String> = map_ids_of(s.pid()).iter().map(u32::to_string).collect();
-    let mut args = vec!["-c", DELETE_FIRST_BLOCK];
-    args.extend(ids.iter().map(String::as_str));
-    let out = Command::new("python3")
-        .args(&args)
-        .output()
-        .expect("run the tamperer");
+    let b = BlockedPeer::new(7302);
+    let before = b.repaired();
+    let said = b.tamper(DELETE_FIRST_BLOCK, &map_ids_of(b.s.pid()));
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "deleted",
-        "the tamperer deleted the block from the kernel's map: {}",
-        String::from_utf8_lossy(&out.stderr)
+        said, "deleted",
+        "the tamperer deleted the block from the kernel's map"
     );
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while s.status().expect("status")["actions"]["repaired"].as_u64() < Some(1) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the sensor did not repair the map"
-        );
-        std::thread::sleep(Duration::from_millis(50));
+    b.repaired_past(before, "the map");
+}
+
+/// Detaches every cgroup link among the link ids given (BPF_LINK_GET_FD_BY_ID, then
+/// BPF_LINK_DETACH), as a tamperer with root would: the links stay, held by the sensor, but
+/// run nothing. Prints how many it detached.
+const DETACH_LINKS: &str = r#"
+import ctypes, struct, sys
+libc = ctypes.CDLL(None, use_errno=True)
+def bpf(cmd, attr):
+    buf = ctypes.create_string_buffer(attr + bytes(128 - len(attr)))
+    return libc.syscall(321, cmd, buf, 128)
+detached = 0
+for lid in map(int, sys.argv[1:]):
+    fd = bpf(30, struct.pack("I", lid))
+    if fd >= 0 and bpf(34, struct.pack("I", fd)) == 0:
+        detached += 1
+print("detached", detached, flush=True)
+"#;
+
+/// Another process detaching the network containment programs from their cgroup does not
+/// lift a destination block for long: the sensor finds its links running nothing, attaches
+/// the programs again, counts the repair, and the handles taken on its links are a critical
+/// alert.
+#[test]
+fn containment_programs_detached_by_another_process_are_attached_again() {
+    if !kernel_tests_enabled("containment_programs_detached_by_another_process_are_attached_again")
+    {
+        return;
     }
+    let b = BlockedPeer::new(7303);
+    let before = b.repaired();
+    let links = object_ids_of(b.s.pid(), "link_id");
+    assert!(!links.is_empty(), "the sensor holds its containment links");
+    let said = b.tamper(DETACH_LINKS, &links);
     assert!(
-        !vigil_tests::net::reaches(&vigil_tests::net::probe(&cg, &peer.addr, &[port]), port),
-        "blocked again"
+        said.starts_with("detached ") && said != "detached 0",
+        "the tamperer detached the sensor's links: {said}"
     );
-    s.wait_alert("for the handle the tamperer took", |a| {
-        a["rule"]["id"] == "vigil-sensor-tampering-bpf"
-    });
+    b.repaired_past(before, "the links");
+    assert!(
+        b.s.log()
+            .contains("detached by another process: attached again"),
+        "the repair says what happened:\n{}",
+        b.s.log()
+    );
 }

@@ -458,6 +458,15 @@ impl Responder {
             }
             None => 0,
         };
+        // Links made since start (containment attaches its programs only while something is
+        // in force) are the sensor's own too: a handle taken on one by id is tampering.
+        if let Some(n) = self.net.as_ref() {
+            self.me.add_bpf_objects(
+                n.link_ids()
+                    .into_iter()
+                    .map(|id| (crate::host::bpf_objects::ObjectKind::Link, id)),
+            );
+        }
         if exec + net > 0 {
             tracing::error!(
                 exec_blocklist = exec,

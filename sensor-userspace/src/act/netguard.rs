@@ -149,11 +149,21 @@ impl KernelNetGuard {
         &self.allow
     }
 
-    /// Makes the kernel's maps say what this run holds again after another process changed
-    /// them: a held destination block put back, one no action holds removed, the guard
-    /// rewritten when it differs. Returns how many entries were wrong.
+    /// Makes the kernel say what this run holds again after another process changed it: a
+    /// program detached from the cgroup attached again, a held destination block put back,
+    /// one no action holds removed, the guard rewritten when it differs. Returns how many
+    /// things were wrong.
     pub fn repair(&mut self) -> Result<usize, NetGuardError> {
         let mut wrong = 0;
+        if let Some(links) = self.links.as_mut() {
+            let again = links
+                .reattach_detached(&self.programs, &self.cgroup, self.pinner.as_ref())
+                .map_err(|e| NetGuardError::Attach(e.to_string()))?;
+            for program in &again {
+                tracing::error!(%program, cgroup = %self.cgroup.display(), "a network containment program was detached by another process: attached again");
+            }
+            wrong += again.len();
+        }
         for key in self.counts.keys() {
             if self.blocks.get(key, 0).is_err() {
                 self.blocks
@@ -168,6 +178,14 @@ impl KernelNetGuard {
         }
         wrong += self.settle_adopted()?;
         Ok(wrong)
+    }
+
+    /// The kernel's ids of the links attached now (none while nothing is in force).
+    pub fn link_ids(&self) -> Vec<u32> {
+        self.links
+            .as_ref()
+            .map(CgroupLinks::ids)
+            .unwrap_or_default()
     }
 
     /// Whether an isolation or a destination block is in force.

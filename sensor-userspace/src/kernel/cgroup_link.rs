@@ -16,8 +16,9 @@ use aya::programs::ProgramFd;
 
 use super::pins::LinkPinner;
 
-/// `BPF_LINK_CREATE` in `enum bpf_cmd`.
+/// `BPF_LINK_CREATE` and `BPF_OBJ_GET_INFO_BY_FD` in `enum bpf_cmd`.
 const BPF_LINK_CREATE: libc::c_long = 28;
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 
 /// Where a cgroup program runs (`enum bpf_attach_type`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,19 +43,72 @@ pub struct CgroupProgram {
 /// later run retires them), so a sensor that dies leaves its containment in place.
 #[derive(Debug)]
 pub struct CgroupLinks {
-    #[expect(dead_code, reason = "held for its close, which detaches")]
+    /// One link per program, in the programs' order: closing one detaches it.
     fds: Vec<OwnedFd>,
-    pins: Vec<PathBuf>,
+    /// Each link's pin, when pinned.
+    pins: Vec<Option<PathBuf>>,
 }
 
 impl CgroupLinks {
     /// Detaches the links: removes their pins, then closes them.
     pub fn release(self) {
-        for pin in &self.pins {
+        for pin in self.pins.iter().flatten() {
             if let Err(e) = std::fs::remove_file(pin) {
                 tracing::error!(path = %pin.display(), error = %e, "cannot remove a link's pin");
             }
         }
+    }
+
+    /// The kernel's ids of the links, from this process's fdinfo.
+    pub fn ids(&self) -> Vec<u32> {
+        self.fds
+            .iter()
+            .filter_map(|fd| {
+                std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).ok()
+            })
+            .filter_map(|info| {
+                info.lines()
+                    .find_map(|l| l.strip_prefix("link_id:"))
+                    .and_then(|v| v.trim().parse().ok())
+            })
+            .collect()
+    }
+
+    /// Attaches again each program whose link another process detached (`BPF_LINK_DETACH`
+    /// on it, by id: the link stays, held by this process, but runs nothing), pinning the new
+    /// link in the old one's place. `programs` and `cgroup` are those [`attach_all`] was given.
+    /// Returns the names of the programs attached again.
+    pub fn reattach_detached(
+        &mut self,
+        programs: &[CgroupProgram],
+        cgroup: &Path,
+        pinner: Option<&LinkPinner>,
+    ) -> Result<Vec<String>, LinkError> {
+        let mut again = Vec::new();
+        for (i, p) in programs.iter().enumerate() {
+            let Some(fd) = self.fds.get(i) else { break };
+            match attached(fd) {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!(program = %p.name, error = %e, "cannot tell whether a containment program is still attached");
+                    continue;
+                }
+            }
+            let dir = open_cgroup(cgroup)?;
+            let fd = create_link(p, &dir, cgroup)?;
+            if let (Some(pinner), Some(slot)) = (pinner, self.pins.get_mut(i)) {
+                match pinner.pin(&p.name, &fd) {
+                    Ok(path) => *slot = Some(path),
+                    Err(e) => {
+                        tracing::error!(error = %e, "network containment will not outlive this sensor");
+                    }
+                }
+            }
+            self.fds[i] = fd;
+            again.push(p.name.clone());
+        }
+        Ok(again)
     }
 }
 
@@ -90,49 +144,109 @@ pub fn attach_all(
     cgroup: &Path,
     pinner: Option<&LinkPinner>,
 ) -> Result<CgroupLinks, LinkError> {
-    let dir = File::open(cgroup).map_err(|source| LinkError::Cgroup {
-        path: cgroup.to_owned(),
-        source,
-    })?;
+    let dir = open_cgroup(cgroup)?;
     let mut links = Vec::with_capacity(programs.len());
     for p in programs {
-        let attr = LinkCreateAttr {
-            prog_fd: p.fd.as_fd().as_raw_fd() as u32,
-            target_fd: dir.as_raw_fd() as u32,
-            attach_type: p.attach as u32,
-            flags: 0,
-            _rest: [0; 12],
-        };
-        // SAFETY: bpf(2) with a zero-padded attr of the size passed; the kernel only reads it.
-        let fd = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_LINK_CREATE,
-                &raw const attr,
-                std::mem::size_of::<LinkCreateAttr>() as u32,
-            )
-        };
-        if fd < 0 {
-            // `links` drops here: what was attached is detached.
-            return Err(LinkError::Attach {
-                program: p.name.clone(),
-                path: cgroup.to_owned(),
-                source: std::io::Error::last_os_error(),
-            });
-        }
-        // SAFETY: the kernel returned a new fd that nothing else owns.
-        links.push(unsafe { OwnedFd::from_raw_fd(fd as i32) });
+        // On an error `links` drops: what was attached is detached.
+        links.push(create_link(p, &dir, cgroup)?);
     }
-    let mut pins = Vec::new();
-    for (p, fd) in programs.iter().zip(&links) {
-        let Some(pinner) = pinner else { break };
-        match pinner.pin(&p.name, fd) {
-            Ok(path) => pins.push(path),
-            Err(e) => {
-                // Unpinned, the link still holds while this process runs.
-                tracing::error!(error = %e, "network containment will not outlive this sensor");
-            }
-        }
-    }
+    let pins = programs
+        .iter()
+        .zip(&links)
+        .map(
+            |(p, fd)| match pinner.map(|pinner| pinner.pin(&p.name, fd)) {
+                Some(Ok(path)) => Some(path),
+                Some(Err(e)) => {
+                    // Unpinned, the link still holds while this process runs.
+                    tracing::error!(error = %e, "network containment will not outlive this sensor");
+                    None
+                }
+                None => None,
+            },
+        )
+        .collect();
     Ok(CgroupLinks { fds: links, pins })
+}
+
+fn open_cgroup(cgroup: &Path) -> Result<File, LinkError> {
+    File::open(cgroup).map_err(|source| LinkError::Cgroup {
+        path: cgroup.to_owned(),
+        source,
+    })
+}
+
+/// A new link of `p` to the cgroup open as `dir` (`cgroup`, for the error).
+fn create_link(p: &CgroupProgram, dir: &File, cgroup: &Path) -> Result<OwnedFd, LinkError> {
+    let attr = LinkCreateAttr {
+        prog_fd: p.fd.as_fd().as_raw_fd() as u32,
+        target_fd: dir.as_raw_fd() as u32,
+        attach_type: p.attach as u32,
+        flags: 0,
+        _rest: [0; 12],
+    };
+    // SAFETY: bpf(2) with a zero-padded attr of the size passed; the kernel only reads it.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_LINK_CREATE,
+            &raw const attr,
+            std::mem::size_of::<LinkCreateAttr>() as u32,
+        )
+    };
+    if fd < 0 {
+        return Err(LinkError::Attach {
+            program: p.name.clone(),
+            path: cgroup.to_owned(),
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    // SAFETY: the kernel returned a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// `union bpf_attr` as `BPF_OBJ_GET_INFO_BY_FD` reads it.
+#[repr(C)]
+struct InfoAttr {
+    bpf_fd: u32,
+    info_len: u32,
+    info: u64,
+    _rest: [u64; 12],
+}
+
+/// The head of `struct bpf_link_info` for a cgroup link: its union starts at byte 16.
+#[repr(C)]
+#[derive(Default)]
+struct CgroupLinkInfo {
+    link_type: u32,
+    id: u32,
+    prog_id: u32,
+    _pad: u32,
+    cgroup_id: u64,
+    attach_type: u32,
+    _pad2: u32,
+}
+
+/// Whether the cgroup link `fd` still runs its program: a link another process detached
+/// names no cgroup (the kernel reports cgroup id 0).
+fn attached(fd: &OwnedFd) -> std::io::Result<bool> {
+    let mut info = CgroupLinkInfo::default();
+    let attr = InfoAttr {
+        bpf_fd: fd.as_raw_fd() as u32,
+        info_len: std::mem::size_of::<CgroupLinkInfo>() as u32,
+        info: (&raw mut info) as u64,
+        _rest: [0; 12],
+    };
+    // SAFETY: bpf(2) writes at most `info_len` bytes at `info`, which points at `info`.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET_INFO_BY_FD,
+            &raw const attr,
+            std::mem::size_of::<InfoAttr>() as u32,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(info.cgroup_id != 0)
 }
