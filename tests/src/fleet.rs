@@ -33,6 +33,8 @@ pub struct Controller {
     pub console: Option<SocketAddr>,
     /// More arguments to `serve`, kept across restarts.
     extra: Vec<String>,
+    /// The network namespace it runs in, when not this one.
+    netns: Option<String>,
 }
 
 fn free_udp_port() -> Result<u16> {
@@ -66,6 +68,25 @@ impl Controller {
             addr,
             console,
             extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+            netns: None,
+        };
+        c.spawn()?;
+        Ok(c)
+    }
+
+    /// A controller run inside `peer`'s network namespace, listening on the peer's address:
+    /// sensors on this host reach it over the veth pair, which [`crate::net::Peer::cut`]
+    /// cuts. Its operator socket is a file in its state directory, so `ctl` works as ever.
+    pub fn start_behind(peer: &crate::net::Peer) -> Result<Self> {
+        let dir = tempfile::Builder::new().prefix("vigil-ctl-").tempdir()?;
+        let ip: std::net::IpAddr = peer.addr.parse().context("the peer's address")?;
+        let mut c = Self {
+            child: None,
+            dir,
+            addr: SocketAddr::new(ip, 4433),
+            console: None,
+            extra: Vec::new(),
+            netns: Some(peer.ns().to_owned()),
         };
         c.spawn()?;
         Ok(c)
@@ -107,7 +128,15 @@ impl Controller {
             .create(true)
             .append(true)
             .open(self.dir.path().join("controller.log"))?;
-        let mut cmd = Command::new(controller_bin());
+        let mut cmd = match &self.netns {
+            None => Command::new(controller_bin()),
+            Some(ns) => {
+                // `ip netns exec` execs the binary: the child is the controller itself.
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(controller_bin());
+                c
+            }
+        };
         cmd.args(["serve", "--listen", &self.addr.to_string(), "--state"])
             .arg(self.state());
         if let Some(console) = self.console {
@@ -208,6 +237,19 @@ impl Controller {
     /// What the hosts sent of `kind` (`alerts` or `actions`), in order.
     pub fn records(&self, kind: &str) -> Vec<Value> {
         crate::json_lines(&self.ctl(&[kind]), &format!("vigil-controller {kind}"))
+    }
+
+    /// The ids of the alerts it holds, in the order it stored them.
+    pub fn alert_ids(&self) -> Vec<String> {
+        self.records("alerts")
+            .iter()
+            .filter_map(|r| r["body"]["id"].as_str().map(str::to_owned))
+            .collect()
+    }
+
+    /// `vigil-controller hunt QUERY`, which must succeed: the hits.
+    pub fn hunt(&self, query: &str) -> Vec<Value> {
+        crate::json_lines(&self.ctl(&["hunt", query]), &format!("hunt {query}"))
     }
 
     /// Waits until `pred` holds of the hosts list.

@@ -25,6 +25,8 @@ pub fn sh(cmd: &str) {
 pub struct Peer {
     ns: String,
     host_if: String,
+    /// The namespace's end of the pair.
+    peer_if: String,
     pub addr: String,
     listeners: Option<Child>,
 }
@@ -73,6 +75,7 @@ impl Peer {
         let mut peer = Self {
             ns: ns.clone(),
             host_if,
+            peer_if: format!("vt{id}n"),
             addr: format!("10.{id}.0.2"),
             listeners: None,
         };
@@ -90,6 +93,24 @@ impl Peer {
         assert_eq!(line.trim(), "listening");
         peer.listeners = Some(child);
         peer
+    }
+}
+
+impl Peer {
+    /// The namespace's name, for `ip netns exec`.
+    pub fn ns(&self) -> &str {
+        &self.ns
+    }
+
+    /// Cuts the link: the namespace's end of the veth pair goes down, so what the host sends
+    /// is dropped on the way, as on a cut cable (no error comes back to the sender).
+    pub fn cut(&self) {
+        sh(&format!("ip -n {} link set {} down", self.ns, self.peer_if));
+    }
+
+    /// Mends what [`Self::cut`] cut.
+    pub fn mend(&self) {
+        sh(&format!("ip -n {} link set {} up", self.ns, self.peer_if));
     }
 }
 
@@ -133,6 +154,19 @@ impl Cgroup {
 
     pub fn arg(&self) -> &str {
         self.path.to_str().expect("utf-8 path")
+    }
+
+    /// Runs the program at `path` inside the group and waits for it, which must succeed.
+    pub fn run(&self, path: &str) {
+        let st = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "echo $$ > {}/cgroup.procs && exec {path}",
+                self.arg()
+            ))
+            .status()
+            .expect("run sh");
+        assert!(st.success(), "{path} in {}: {st}", self.arg());
     }
 
     /// Runs python `code` (with `args`) inside the group; its stdout is piped.

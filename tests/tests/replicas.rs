@@ -52,40 +52,6 @@ fn link(c: &Controller, host: &str) -> Link {
     }
 }
 
-/// The ids of the alerts a controller holds, in order.
-fn alert_ids(c: &Controller) -> Vec<String> {
-    c.records("alerts")
-        .iter()
-        .filter_map(|r| r["body"]["id"].as_str().map(str::to_owned))
-        .collect()
-}
-
-/// Runs the file at `path` (a copy of /bin/true) inside `cg`.
-fn run_in(cg: &Cgroup, path: &str) {
-    let st = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "echo $$ > {}/cgroup.procs && exec {path}",
-            cg.arg()
-        ))
-        .status()
-        .expect("run");
-    assert!(st.success(), "{path}: {st}");
-}
-
-fn hunt(c: &Controller, q: &str) -> Vec<Value> {
-    let out = c.ctl(&["hunt", q]);
-    assert!(
-        out.status.success(),
-        "hunt {q}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
 #[test]
 fn a_sensor_moves_between_replicas_on_one_database_and_loses_nothing() {
     let test = "replicas on one database";
@@ -133,16 +99,16 @@ fn a_sensor_moves_between_replicas_on_one_database_and_loses_nothing() {
     // An alert and an exec while A holds the link; B reads both from the shared store.
     let dir = tempfile::tempdir().expect("tempdir");
     let before = vigil_tests::setuid_copy(dir.path(), "before-kill");
-    run_in(&cg, &before);
+    cg.run(&before);
     wait("the first alert, read through B", || {
-        (!alert_ids(&b).is_empty()).then_some(())
+        (!b.alert_ids().is_empty()).then_some(())
     });
 
     // A dies without a goodbye; alerts raised meanwhile wait on the sensor's disk.
     a.kill();
     for n in 0..3 {
         let p = vigil_tests::setuid_copy(dir.path(), &format!("after-kill-{n}"));
-        run_in(&cg, &p);
+        cg.run(&p);
     }
     wait("the sensor at B", || {
         (link(&b, &host) == Link::Here).then_some(())
@@ -154,7 +120,7 @@ fn a_sensor_moves_between_replicas_on_one_database_and_loses_nothing() {
             .collect()
     };
     let remote = wait("every alert at B", || {
-        let (r, local) = (alert_ids(&b), mine(&sensor));
+        let (r, local) = (b.alert_ids(), mine(&sensor));
         (local.len() >= 4 && r.len() >= local.len()).then_some(r)
     });
     let local = mine(&sensor);
@@ -167,7 +133,7 @@ fn a_sensor_moves_between_replicas_on_one_database_and_loses_nothing() {
     for name in ["before-kill", "after-kill-2"] {
         let q = format!("execs where path endswith \"/{name}\"");
         let hits = wait(&format!("the exec of {name} in the history"), || {
-            let h = hunt(&b, &q);
+            let h = b.hunt(&q);
             (!h.is_empty()).then_some(h)
         });
         assert_eq!(hits.len(), 1, "{name} ran once: {hits:?}");
@@ -176,7 +142,7 @@ fn a_sensor_moves_between_replicas_on_one_database_and_loses_nothing() {
 
     // A comes back on the same database and sees everything B took in.
     a.start_again().expect("A again");
-    assert_eq!(alert_ids(&a), alert_ids(&b), "A reads what B stored");
+    assert_eq!(a.alert_ids(), b.alert_ids(), "A reads what B stored");
     wait("A to list the host online through B", || {
         (link(&a, &host) == Link::ThroughReplica).then_some(())
     });
