@@ -14,11 +14,10 @@ use std::{
 
 use aya::programs::ProgramFd;
 
-use super::pins::LinkPinner;
-
-/// `BPF_LINK_CREATE` and `BPF_OBJ_GET_INFO_BY_FD` in `enum bpf_cmd`.
-const BPF_LINK_CREATE: libc::c_long = 28;
-const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+use super::{
+    bpf_call::{Cmd, bpf},
+    pins::LinkPinner,
+};
 
 /// Where a cgroup program runs (`enum bpf_attach_type`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -184,22 +183,12 @@ fn create_link(p: &CgroupProgram, dir: &File, cgroup: &Path) -> Result<OwnedFd, 
         flags: 0,
         _rest: [0; 12],
     };
-    // SAFETY: bpf(2) with a zero-padded attr of the size passed; the kernel only reads it.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_LINK_CREATE,
-            &raw const attr,
-            std::mem::size_of::<LinkCreateAttr>() as u32,
-        )
-    };
-    if fd < 0 {
-        return Err(LinkError::Attach {
-            program: p.name.clone(),
-            path: cgroup.to_owned(),
-            source: std::io::Error::last_os_error(),
-        });
-    }
+    // SAFETY: a zero-padded `LINK_CREATE` attr; the kernel only reads it.
+    let fd = unsafe { bpf(Cmd::LinkCreate, &attr) }.map_err(|source| LinkError::Attach {
+        program: p.name.clone(),
+        path: cgroup.to_owned(),
+        source,
+    })?;
     // SAFETY: the kernel returned a new fd that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
@@ -236,17 +225,8 @@ fn attached(fd: &OwnedFd) -> std::io::Result<bool> {
         info: (&raw mut info) as u64,
         _rest: [0; 12],
     };
-    // SAFETY: bpf(2) writes at most `info_len` bytes at `info`, which points at `info`.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_OBJ_GET_INFO_BY_FD,
-            &raw const attr,
-            std::mem::size_of::<InfoAttr>() as u32,
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    // SAFETY: the kernel writes at most `info_len` bytes at `info`, which points at `info`,
+    // alive and not otherwise borrowed until the call returns.
+    unsafe { bpf(Cmd::ObjGetInfoByFd, &attr) }?;
     Ok(info.cgroup_id != 0)
 }

@@ -1,6 +1,7 @@
 //! Everything that talks to the kernel: finding tracefs and BTF, resolving the layout facts the
 //! programs need, probing which hooks exist, loading and attaching, and reading the ring buffer.
 
+mod bpf_call;
 pub mod btf;
 pub mod cgroup_link;
 pub mod layout;

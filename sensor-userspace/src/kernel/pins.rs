@@ -32,9 +32,6 @@ pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/vigil";
 /// Where bpffs is mounted when the host boots without it.
 const BPFFS_MOUNT: &str = "/sys/fs/bpf";
 
-/// `BPF_OBJ_PIN` in `enum bpf_cmd`.
-const BPF_OBJ_PIN: libc::c_long = 6;
-
 /// The maps whose content is what is in force, shared by successive runs of one version.
 pub const PINNED_MAPS: [&str; 4] = ["BLOCK_INODES", "BLOCK_PATHS", "NET_GUARD", "DEST_BLOCKS"];
 
@@ -240,19 +237,9 @@ pub fn obj_pin(fd: &impl std::os::fd::AsFd, path: &Path) -> Result<(), PinError>
         path_fd: 0,
         _pad: 0,
     };
-    // SAFETY: bpf(2) with a zero-padded attr of the size passed; the kernel only reads it and
-    // the path it points to, which lives until the call returns.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_OBJ_PIN,
-            &raw const attr,
-            std::mem::size_of::<ObjPinAttr>() as u32,
-        )
-    };
-    if rc < 0 {
-        return Err(err(std::io::Error::last_os_error()));
-    }
+    // SAFETY: a zero-padded `OBJ_PIN` attr; the kernel only reads it and the path it points
+    // to, which lives until the call returns.
+    unsafe { super::bpf_call::bpf(super::bpf_call::Cmd::ObjPin, &attr) }.map_err(err)?;
     Ok(())
 }
 
