@@ -369,8 +369,17 @@ fn a_full_disk_refuses_unjournaled_actions_and_keeps_alerts_until_space_returns(
         std::thread::sleep(Duration::from_millis(20));
     }
 
-    let filler = disk.fill();
+    // The journal must hold nothing yet: a record appended to a file whose last page has
+    // room needs no new block, and is journaled even on a full disk. (Another sensor's
+    // test running at the same time can make this one act on its events.)
     let before = s.actions().len();
+    assert_eq!(
+        before,
+        0,
+        "the journal is empty before the disk fills: {:?}",
+        s.actions()
+    );
+    let filler = disk.fill();
     let refused = s.ctl(&["freeze", &writer.id().to_string(), "--reason", "test"]);
     assert!(
         !refused.status.success(),
