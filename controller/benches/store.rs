@@ -165,16 +165,10 @@ fn main() -> Res<()> {
         Some(url) => (Box::new(Postgres::open(url)?), "postgres"),
         None => (Box::new(Sqlite::open(&path)?), "store"),
     };
-    let size = || std::fs::metadata(&path).map(|m| m.len()).ok();
-    measure(store, label, total, &size)
+    measure(store, label, total)
 }
 
-fn measure(
-    mut store: Box<dyn Store>,
-    label: &str,
-    total: usize,
-    size: &dyn Fn() -> Option<u64>,
-) -> Res<()> {
+fn measure(mut store: Box<dyn Store>, label: &str, total: usize) -> Res<()> {
     for n in 0..HOSTS {
         store.add_host(&host(n))?;
     }
@@ -216,9 +210,12 @@ fn measure(
         "{label}_merge_grouped: {:.0} edges/s",
         ((deltas - single) * PER_DELTA) as f64 / grouped.as_secs_f64()
     );
-    if let Some(bytes) = size() {
-        println!("{label}_size: {:.0} MiB", bytes as f64 / (1024.0 * 1024.0));
-    }
+    let bytes = store.size_bytes()?;
+    println!(
+        "{label}_size: {:.0} MiB ({:.0} bytes per edge)",
+        bytes as f64 / (1024.0 * 1024.0),
+        bytes as f64 / total as f64
+    );
 
     for q in [
         "connections where port = 4444",

@@ -359,7 +359,7 @@ async fn serve(
     std::fs::create_dir_all(state)
         .with_context(|| format!("cannot create the state directory {}", state.display()))?;
     std::fs::set_permissions(state, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
-    let (store, ca, files) = open_store(state, &backend)?;
+    let (store, ca) = open_store(state, &backend)?;
     let (shared, host_events) = Shared::new(Arc::new(Mutex::new(store)), ca);
     let endpoint = server::listen(&shared, listen)?;
     let listener = ops::bind(&state.join("control.sock"))
@@ -387,7 +387,7 @@ async fn serve(
             .await
             .with_context(|| format!("cannot listen for metrics on {addr}"))?;
         tracing::info!(%addr, "serving /metrics");
-        tokio::spawn(controller::net::metrics::serve(l, shared.clone(), files));
+        tokio::spawn(controller::net::metrics::serve(l, shared.clone()));
     }
     tokio::spawn(reconcile::run(shared.fleet.clone(), host_events));
     tokio::spawn(shared.hosts.clone().serve_routed());
@@ -407,19 +407,14 @@ async fn serve(
     Ok(())
 }
 
-/// The store, the CA, and the files whose size is the store's (none for a database
-/// elsewhere). With PostgreSQL the CA is the database's, so that every replica enrolls and
+/// The store and the CA. With PostgreSQL the CA is the database's, so that every replica enrolls and
 /// serves with the same one; its certificate is also written to the state directory.
-fn open_store(
-    state: &Path,
-    backend: &Backend,
-) -> Result<(Box<dyn Store>, Authority, Vec<PathBuf>)> {
+fn open_store(state: &Path, backend: &Backend) -> Result<(Box<dyn Store>, Authority)> {
     match backend {
         Backend::Embedded => {
             let db = state.join("controller.db");
             let store: Box<dyn Store> = Box::new(Sqlite::open(&db)?);
-            let files = vec![db.clone(), db.with_extension("db-wal")];
-            Ok((store, Authority::open(state)?, files))
+            Ok((store, Authority::open(state)?))
         }
         Backend::Postgres(url) => {
             let mut pg = Postgres::open(url)
@@ -434,7 +429,7 @@ fn open_store(
             let ca = Authority::from_pem(&cert, &key)?;
             sensor_common::protocol::save_private(&state.join("ca.pem"), &cert)
                 .with_context(|| format!("cannot write {}", state.join("ca.pem").display()))?;
-            Ok((Box::new(pg), ca, Vec::new()))
+            Ok((Box::new(pg), ca))
         }
     }
 }

@@ -75,7 +75,7 @@ pub struct Snapshot {
     pub revoked: u64,
     /// Hosts whose sensor reports its network isolated.
     pub isolated: u64,
-    /// The store's files (database and write-ahead log), in bytes.
+    /// What the store holds on disk, in bytes ([`crate::store::Store::size_bytes`]).
     pub store_bytes: u64,
     /// Per notification target: deliveries, failed attempts, dead letters.
     pub notifier: Vec<(String, crate::services::notify::Counts)>,
@@ -146,7 +146,7 @@ pub fn render(snapshot: &Snapshot) -> Result<String, std::fmt::Error> {
     gauge(
         &mut r,
         "store_size_bytes",
-        "Bytes of the store's files (database and write-ahead log)",
+        "Bytes the store holds on disk (the embedded database and its log, or the PostgreSQL database)",
         snapshot.store_bytes,
     );
     let delivered = Family::<Labels, Counter>::default();

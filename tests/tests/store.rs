@@ -126,12 +126,21 @@ fn tokens_hosts_and_records_read_back_alike() {
             "{:?}",
             s.host_by_fingerprint("fp-b").expect("by fingerprint")
         ));
+        assert!(
+            s.revoked_hosts().expect("revoked").is_empty(),
+            "nobody is revoked yet"
+        );
         assert_eq!(s.revoke("db-1").expect("revoke"), vec!["b".to_owned()]);
         assert!(
             s.hosts()
                 .expect("hosts")
                 .iter()
                 .any(|h| h.id == "b" && h.revoked)
+        );
+        assert_eq!(
+            s.revoked_hosts().expect("revoked"),
+            vec!["b".to_owned()],
+            "the heartbeat's read names the revoked host alone"
         );
 
         s.put_record("a", Stream::Alerts, 1, br#"{"n":1}"#)
@@ -652,6 +661,36 @@ fn retention_drops_the_oldest_history_first_on_both_stores() {
         assert!(
             !scanned(s.as_ref(), ALL_KINDS, &EdgeFilter::default()).is_empty(),
             "{name}: the newest partition stays"
+        );
+    }
+}
+
+/// `/metrics` and the benchmarks read the store's size from the store itself: on both it is
+/// more than nothing once opened, and grows as history is merged.
+#[test]
+fn both_stores_tell_their_size_and_it_grows_with_history() {
+    let Some(pg) = server("both_stores_tell_their_size_and_it_grows_with_history") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (name, mut s) in stores(&pg, "size", &dir) {
+        let empty = s.size_bytes().expect("size");
+        assert!(
+            empty > 0,
+            "{name}: an open store holds its schema ({empty} bytes)"
+        );
+        // Ten rounds of the scenario's history, each under new sequence numbers.
+        let (_, deltas) = history();
+        for round in 0..10 {
+            for (host, d) in &deltas {
+                s.apply_delta(host, round * 1_000 + d.seq, d)
+                    .expect("merge");
+            }
+        }
+        let full = s.size_bytes().expect("size");
+        assert!(
+            full > empty,
+            "{name}: {empty} bytes before 1,200 edges and {full} after"
         );
     }
 }

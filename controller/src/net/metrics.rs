@@ -1,7 +1,7 @@
 //! `/metrics` on `serve --metrics ADDR` (plain HTTP, loopback unless told otherwise): the
 //! controller's counters and, read at each scrape, its hosts, store size and notifier counts.
 
-use std::{net::SocketAddr, path::PathBuf};
+use std::net::SocketAddr;
 
 use axum::{
     extract::State,
@@ -12,30 +12,21 @@ use axum::{
 use super::server::Shared;
 use crate::{metrics::Snapshot, services::HostLink as _};
 
-#[derive(Clone)]
-struct Scraped {
-    shared: Shared,
-    /// The store's files whose sizes are summed.
-    files: Vec<PathBuf>,
-}
-
 /// Reads what a scrape shows now: hosts by state from the store and the live connections.
-fn snapshot(s: &Scraped) -> Result<Snapshot, crate::store::StoreError> {
-    let hosts = crate::lock(&s.shared.fleet.store).hosts()?;
+fn snapshot(s: &Shared) -> Result<Snapshot, crate::store::StoreError> {
+    let (hosts, store_bytes) = {
+        let store = crate::lock(&s.fleet.store);
+        (store.hosts()?, store.size_bytes()?)
+    };
     let mut snap = Snapshot {
-        store_bytes: s
-            .files
-            .iter()
-            .filter_map(|f| std::fs::metadata(f).ok())
-            .map(|m| m.len())
-            .sum(),
-        notifier: s.shared.fleet.notifier.counts().into_iter().collect(),
+        store_bytes,
+        notifier: s.fleet.notifier.counts().into_iter().collect(),
         ..Snapshot::default()
     };
     for h in &hosts {
         if h.revoked {
             snap.revoked += 1;
-        } else if s.shared.hosts.is_connected(&h.id) {
+        } else if s.hosts.is_connected(&h.id) {
             snap.connected += 1;
         } else {
             snap.offline += 1;
@@ -45,7 +36,7 @@ fn snapshot(s: &Scraped) -> Result<Snapshot, crate::store::StoreError> {
     Ok(snap)
 }
 
-async fn scrape(State(s): State<Scraped>) -> Response {
+async fn scrape(State(s): State<Shared>) -> Response {
     let read = tokio::task::spawn_blocking(move || snapshot(&s)).await;
     let snap = match read {
         Ok(Ok(snap)) => snap,
@@ -77,14 +68,11 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> 
     tokio::net::TcpListener::bind(addr).await
 }
 
-/// Serves `/metrics` until the task is dropped; `store_files` are the store's files on disk.
-pub async fn serve(listener: tokio::net::TcpListener, shared: Shared, store_files: Vec<PathBuf>) {
+/// Serves `/metrics` until the task is dropped.
+pub async fn serve(listener: tokio::net::TcpListener, shared: Shared) {
     let app = axum::Router::new()
         .route("/metrics", axum::routing::get(scrape))
-        .with_state(Scraped {
-            shared,
-            files: store_files,
-        });
+        .with_state(shared);
     if let Err(e) = axum::serve(listener, app).await {
         tracing::error!(error = %e, "the metrics server stopped");
     }

@@ -198,12 +198,7 @@ impl Connections {
         let read = blocking(|| {
             let mut s = lock(&r.store);
             s.beat(&r.me)?;
-            let revoked: Vec<String> = s
-                .hosts()?
-                .into_iter()
-                .filter(|h| h.revoked)
-                .map(|h| h.id)
-                .collect();
+            let revoked = s.revoked_hosts()?;
             Ok::<_, crate::store::StoreError>((s.held_elsewhere(&r.me)?, revoked))
         });
         match read {

@@ -96,6 +96,11 @@ pub enum StoreError {
     OperatorExists(String),
     #[error("the store is damaged: {0}")]
     Corrupt(String),
+    #[error("the store's file {}: {source}", .path.display())]
+    File {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error(
         "the store has schema version {found}, newer than this controller's {known}: run the newer controller, or restore a backup made by this one"
     )]
@@ -139,6 +144,12 @@ pub trait Store: Send {
     fn add_host(&mut self, host: &Host) -> Result<(), StoreError>;
     fn host_by_fingerprint(&self, fingerprint: &str) -> Result<Option<Host>, StoreError>;
     fn hosts(&self) -> Result<Vec<Host>, StoreError>;
+    /// The ids of the revoked hosts alone: what every replica's heartbeat reads, so a fleet
+    /// of thousands is not read whole each beat.
+    fn revoked_hosts(&self) -> Result<Vec<String>, StoreError>;
+    /// The bytes the store holds on disk, for `/metrics` and the benchmarks: the database
+    /// file and its write-ahead log, or the database's size as PostgreSQL counts it.
+    fn size_bytes(&self) -> Result<u64, StoreError>;
     /// Revokes every host with this id or hostname; returns their ids.
     fn revoke(&mut self, id_or_name: &str) -> Result<Vec<String>, StoreError>;
     fn seen(&mut self, id: &str, report: &HostReport, now_ns: u64) -> Result<(), StoreError>;
@@ -738,6 +749,28 @@ impl Store for Sqlite {
 
     fn hosts(&self) -> Result<Vec<Host>, StoreError> {
         self.hosts_where("", "")
+    }
+
+    fn revoked_hosts(&self) -> Result<Vec<String>, StoreError> {
+        let mut st = self
+            .db
+            .prepare_cached("SELECT id FROM hosts WHERE revoked <> 0 ORDER BY id")?;
+        Ok(st.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?)
+    }
+
+    fn size_bytes(&self) -> Result<u64, StoreError> {
+        let mut wal = self.path.clone().into_os_string();
+        wal.push("-wal");
+        let mut total = 0;
+        for (path, needed) in [(self.path.clone(), true), (wal.into(), false)] {
+            match std::fs::metadata(&path) {
+                Ok(m) => total += m.len(),
+                // The log exists only while the database is open for writing.
+                Err(e) if !needed && e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => return Err(StoreError::File { path, source }),
+            }
+        }
+        Ok(total)
     }
 
     fn revoke(&mut self, id_or_name: &str) -> Result<Vec<String>, StoreError> {

@@ -1071,6 +1071,24 @@ impl Store for Postgres {
         self.hosts_where("", "")
     }
 
+    fn revoked_hosts(&self) -> Result<Vec<String>, StoreError> {
+        self.with(|c| {
+            c.query("SELECT id FROM hosts WHERE revoked ORDER BY id", &[])?
+                .iter()
+                .map(|r| Ok(r.try_get(0)?))
+                .collect()
+        })
+    }
+
+    fn size_bytes(&self) -> Result<u64, StoreError> {
+        self.with(|c| {
+            let bytes: i64 = c
+                .query_one("SELECT pg_database_size(current_database())", &[])?
+                .try_get(0)?;
+            Ok(u(bytes))
+        })
+    }
+
     fn revoke(&mut self, id_or_name: &str) -> Result<Vec<String>, StoreError> {
         self.with(|c| {
             Ok(c.query(
