@@ -1,6 +1,7 @@
 //! A real PostgreSQL server from Debian's packages, made for one test: `initdb` in a
 //! temporary directory as the `postgres` user, listening on a loopback port with trust
-//! authentication, stopped when dropped.
+//! authentication, stopped when dropped. The benchmarks (`cargo xtask bench`) start theirs
+//! with it too.
 
 use std::{
     os::unix::{fs::PermissionsExt as _, process::CommandExt as _},

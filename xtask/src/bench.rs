@@ -1048,8 +1048,8 @@ fn controller(sensors: u32, deltas: u32, edges: u32) -> Result<()> {
     let (sensors, deltas, edges) = (sensors.to_string(), deltas.to_string(), edges.to_string());
     controller_bench(&[&sensors, &deltas, &edges])?;
     // The same on PostgreSQL, a server of its own, for the figures side by side.
-    let pg = crate::postgres::Server::start()?;
-    let url = pg.url();
+    let pg = postgres()?;
+    let url = pg.database("vigil")?;
     controller_bench(&[&sensors, &deltas, &edges, "--store", &url])
 }
 
@@ -1064,9 +1064,16 @@ fn store(edges: u64) -> Result<()> {
         crate::util::cargo(&args)
     };
     bench(&[])?;
-    let pg = crate::postgres::Server::start()?;
-    let url = pg.url();
+    let pg = postgres()?;
+    let url = pg.database("vigil")?;
     bench(&["--store", &url])
+}
+
+/// A PostgreSQL server of the benchmark's own (Debian's, installed first where missing),
+/// stopped when dropped.
+fn postgres() -> Result<vigil_tests::postgres::Postgres> {
+    crate::apt::ensure(&[("postgresql-15", "/usr/lib/postgresql/15/bin/initdb")])?;
+    vigil_tests::postgres::Postgres::start()
 }
 
 /// Fleet blocks to a fleet of simulated sensors (`controller/benches/fleet.rs fleet`).

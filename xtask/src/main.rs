@@ -6,7 +6,6 @@ mod console;
 mod docs;
 mod fuzz;
 mod package;
-mod postgres;
 mod run;
 mod setup;
 mod util;
