@@ -137,6 +137,18 @@ syscalls! {
     /// `ioctl(fd, cmd, arg)`: only the inode-flag setters (`FS_IOC_SETFLAGS`,
     /// `FS_IOC_FSSETXATTR`) are delivered, the flags in `extra`.
     Ioctl = 47, "ioctl";
+    /// `tkill(tid, sig)`: a signal to one thread of another process (to the caller's own
+    /// thread group it is not delivered).
+    Tkill = 48, "tkill";
+    /// `tgkill(tgid, tid, sig)`: as `tkill`, naming the thread group (to the caller's own it
+    /// is not delivered: runtimes preempt and wake their own threads this way).
+    Tgkill = 49, "tgkill";
+    /// `pidfd_open(pid, flags)`: a handle on another process; the result is the pidfd.
+    PidfdOpen = 50, "pidfd_open";
+    /// `pidfd_send_signal(pidfd, sig, info, flags)`
+    PidfdSendSignal = 51, "pidfd_send_signal";
+    /// `pidfd_getfd(pidfd, targetfd, flags)`: a copy of another process's descriptor.
+    PidfdGetfd = 52, "pidfd_getfd";
 }
 
 /// `prctl` option that renames the calling thread.

@@ -367,6 +367,12 @@ fn on_exit(ctx: &TracePointContext, sys: Syscall) {
         {
             return;
         }
+        // Signals inside the caller's own thread group (a runtime preempting or waking its
+        // threads, `raise`, `abort`) are not events.
+        Syscall::Tgkill if args[0] as u32 == (bpf_get_current_pid_tgid() >> 32) as u32 => {
+            return;
+        }
+        Syscall::Tkill if args[0] as u32 == bpf_get_current_pid_tgid() as u32 => return,
         _ => {}
     }
     // SAFETY: bounded probe read of the tracepoint record.
@@ -612,6 +618,10 @@ fn deliver(sys: Syscall, ret: i64, a: [u64; 6], mut fl: u16, opened: *const u8, 
                 | Syscall::Unlinkat
                 | Syscall::Utimensat
                 | Syscall::Kill
+                | Syscall::Tkill
+                | Syscall::Tgkill
+                | Syscall::PidfdOpen
+                | Syscall::PidfdSendSignal
         );
         let flags = if hot {
             wakeup()
@@ -684,4 +694,9 @@ hooks! {
     Utimes => vigil_exit_utimes;
     Futimesat => vigil_exit_futimesat;
     Ioctl => vigil_exit_ioctl;
+    Tkill => vigil_exit_tkill;
+    Tgkill => vigil_exit_tgkill;
+    PidfdOpen => vigil_exit_pidfd_open;
+    PidfdSendSignal => vigil_exit_pidfd_send_signal;
+    PidfdGetfd => vigil_exit_pidfd_getfd;
 }

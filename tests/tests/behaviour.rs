@@ -454,6 +454,69 @@ fn signal_to_the_sensor() {
     assert_eq!(a["evidence"][0]["target_pid"], pid);
 }
 
+/// A python script doing `how` with `t` the target's pid: the sensor's for the real thing, a
+/// child of the script's own for the near miss.
+fn at_process(target_is_sensor: Option<u32>, how: &str) -> String {
+    let target = match target_is_sensor {
+        Some(pid) => format!("c=None\nt={pid}"),
+        None => "c=subprocess.Popen(['sleep','5'])\nt=c.pid".to_owned(),
+    };
+    format!(
+        "python3 -c \"import ctypes,os,signal,subprocess\nl=ctypes.CDLL(None,use_errno=True)\n{target}\n{how}\nc and c.kill()\""
+    )
+}
+
+#[test]
+fn signal_to_the_sensor_by_every_call_that_sends_one() {
+    let Some(s) = sensor("signal_to_the_sensor_by_every_call_that_sends_one") else {
+        return;
+    };
+    let pid = s.pid();
+    // SIGSTOP then SIGCONT through each call; the pidfd is closed before the sensor can read
+    // /proc, so only its pidfd_open tells whose it was.
+    let ways = [
+        ("tgkill", "l.syscall(234,t,t,19); l.syscall(234,t,t,18)"),
+        ("tkill", "l.syscall(200,t,19); l.syscall(200,t,18)"),
+        (
+            "pidfd_send_signal",
+            "fd=os.pidfd_open(t); signal.pidfd_send_signal(fd,19); os.close(fd); os.kill(t,18)",
+        ),
+    ];
+    for (n, (call, how)) in ways.iter().enumerate() {
+        // Near miss (the first time): the same calls at a process of the script's own.
+        let near = (n == 0).then(|| {
+            let mut all = String::new();
+            for (_, how) in &ways {
+                all.push_str(how);
+                all.push('\n');
+            }
+            run_ok(&at_process(None, &all))
+        });
+        let real = run(&at_process(Some(pid), how));
+        let a = expect_rule(&s, "vigil-sensor-tampering-signal", real, near);
+        let e = &a["evidence"][0];
+        assert_eq!(e["target_pid"], pid, "{call}: {a}");
+        assert_eq!(e["syscall"], *call, "{call}: {a}");
+    }
+}
+
+#[test]
+fn descriptors_taken_from_the_sensor() {
+    let Some(s) = sensor("descriptors_taken_from_the_sensor") else {
+        return;
+    };
+    let pid = s.pid();
+    // Its descriptor 0 copied out with pidfd_getfd, and the pidfd closed at once.
+    let take = "fd=os.pidfd_open(t); n=l.syscall(438,fd,0,0); os.close(fd); print(n)";
+    let near = run_ok(&at_process(None, take));
+    let real = run(&at_process(Some(pid), take));
+    let a = expect_rule(&s, "vigil-sensor-tampering-fd-theft", real, Some(near));
+    let e = &a["evidence"][0];
+    assert_eq!(e["target_pid"], pid, "{a}");
+    assert_eq!(e["target_fd"], 0, "{a}");
+    assert_eq!(a["rule"]["severity"], "critical");
+}
+
 #[test]
 fn writes_to_the_sensors_files() {
     let Some(s) = sensor("writes_to_the_sensors_files") else {

@@ -21,10 +21,22 @@ const S_ISGID: u32 = 0o2000;
 pub trait Resolver {
     /// The absolute path of `dirfd` (or the cwd for AT_FDCWD) of process `pid`.
     fn dir(&self, pid: u32, dirfd: i32) -> Option<String>;
+    /// The process a pidfd `fd` of process `pid` refers to.
+    fn pidfd_target(&self, pid: u32, fd: i32) -> Option<u32>;
+    /// The process (thread group) thread `tid` belongs to.
+    fn thread_group(&self, tid: u32) -> Option<u32>;
 }
 
 /// Resolves through /proc while the process is alive.
 pub struct ProcResolver;
+
+/// The number after `key` on its line of a /proc status-like file.
+fn proc_number(path: &str, key: &str) -> Option<u32> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.trim().parse().ok())
+}
 
 impl Resolver for ProcResolver {
     fn dir(&self, pid: u32, dirfd: i32) -> Option<String> {
@@ -37,6 +49,15 @@ impl Resolver for ProcResolver {
             .ok()
             .map(|p| p.to_string_lossy().into_owned())
     }
+
+    fn pidfd_target(&self, pid: u32, fd: i32) -> Option<u32> {
+        // A pidfd's fdinfo names its process ("Pid: -1" once it has been reaped).
+        proc_number(&format!("/proc/{pid}/fdinfo/{fd}"), "Pid:").filter(|p| *p > 0)
+    }
+
+    fn thread_group(&self, tid: u32) -> Option<u32> {
+        proc_number(&format!("/proc/{tid}/status"), "Tgid:")
+    }
 }
 
 /// Resolves nothing: relative paths stay relative.
@@ -44,6 +65,14 @@ pub struct NoResolver;
 
 impl Resolver for NoResolver {
     fn dir(&self, _: u32, _: i32) -> Option<String> {
+        None
+    }
+
+    fn pidfd_target(&self, _: u32, _: i32) -> Option<u32> {
+        None
+    }
+
+    fn thread_group(&self, _: u32) -> Option<u32> {
         None
     }
 }
@@ -377,6 +406,33 @@ pub fn interpret(e: &SyscallEvent, pid: u32, r: &dyn Resolver) -> What {
             target_pid: i64::from(int(a[0])),
             signal: a[1],
         },
+        Syscall::Tkill => {
+            let tid = a[0] as u32;
+            What::Kill {
+                // A thread's process, while it lives; its own id otherwise (a process's
+                // first thread has the process's id).
+                target_pid: i64::from(r.thread_group(tid).unwrap_or(tid)),
+                signal: a[1],
+            }
+        }
+        Syscall::Tgkill => What::Kill {
+            target_pid: i64::from(int(a[0])),
+            signal: a[2],
+        },
+        Syscall::PidfdOpen => What::PidfdOpen {
+            target_pid: i64::from(int(a[0])),
+        },
+        Syscall::PidfdSendSignal => match r.pidfd_target(pid, int(a[0])) {
+            Some(target) => What::Kill {
+                target_pid: i64::from(target),
+                signal: a[1],
+            },
+            None => What::PidfdSignal { signal: a[1] },
+        },
+        Syscall::PidfdGetfd => What::PidfdGetfd {
+            target_pid: r.pidfd_target(pid, int(a[0])).map(i64::from),
+            target_fd: int(a[1]),
+        },
         Syscall::Setxattr
         | Syscall::Lsetxattr
         | Syscall::Fsetxattr
@@ -701,6 +757,14 @@ mod tests {
         fn dir(&self, _: u32, _: i32) -> Option<String> {
             Some(self.0.to_owned())
         }
+
+        fn pidfd_target(&self, _: u32, _: i32) -> Option<u32> {
+            None
+        }
+
+        fn thread_group(&self, _: u32) -> Option<u32> {
+            None
+        }
     }
 
     fn event(call: Syscall, args: [u64; 6], path: &str) -> SyscallEvent {
@@ -717,6 +781,58 @@ mod tests {
             extra: [0; sensor_common::limits::EXTRA_LEN],
             repeats: 0,
         }
+    }
+
+    #[test]
+    fn every_way_to_signal_another_process_is_a_kill_of_that_process() {
+        struct Threads;
+        impl Resolver for Threads {
+            fn dir(&self, _: u32, _: i32) -> Option<String> {
+                None
+            }
+            fn pidfd_target(&self, _: u32, fd: i32) -> Option<u32> {
+                (fd == 5).then_some(4242)
+            }
+            fn thread_group(&self, tid: u32) -> Option<u32> {
+                (tid == 4250).then_some(4242)
+            }
+        }
+        let call = |c: Syscall, args: [u64; 6]| interpret(&event(c, args, ""), 1, &Threads);
+        let stop = 19;
+        let kill = |target_pid| What::Kill {
+            target_pid,
+            signal: stop,
+        };
+        assert_eq!(call(Syscall::Kill, [4242, stop, 0, 0, 0, 0]), kill(4242));
+        assert_eq!(
+            call(Syscall::Tkill, [4250, stop, 0, 0, 0, 0]),
+            kill(4242),
+            "a thread's signal is its process's"
+        );
+        assert_eq!(
+            call(Syscall::Tgkill, [4242, 4250, stop, 0, 0, 0]),
+            kill(4242)
+        );
+        assert_eq!(
+            call(Syscall::PidfdSendSignal, [5, stop, 0, 0, 0, 0]),
+            kill(4242)
+        );
+        assert_eq!(
+            call(Syscall::PidfdSendSignal, [6, stop, 0, 0, 0, 0]),
+            What::PidfdSignal { signal: stop },
+            "an unknown pidfd is said to be one, not taken for a process"
+        );
+        assert_eq!(
+            call(Syscall::PidfdGetfd, [5, 7, 0, 0, 0, 0]),
+            What::PidfdGetfd {
+                target_pid: Some(4242),
+                target_fd: 7
+            }
+        );
+        assert_eq!(
+            call(Syscall::PidfdOpen, [4242, 0, 0, 0, 0, 0]),
+            What::PidfdOpen { target_pid: 4242 }
+        );
     }
 
     #[test]

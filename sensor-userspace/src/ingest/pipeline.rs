@@ -168,6 +168,7 @@ pub struct Pipeline<S: Sink, O: Observer = NoObserver> {
     pending: HashMap<u32, PendingArgs>,
     pending_env: HashMap<u32, PendingEnv>,
     known_files: KnownFiles,
+    pidfds: super::pidfds::Pidfds,
     /// The environment variables captured at exec (the kernel selects by their first bytes);
     /// None keeps whatever the kernel sent.
     env_names: Option<std::collections::HashSet<String>>,
@@ -249,6 +250,7 @@ impl<S: Sink> Pipeline<S, NoObserver> {
             pending: HashMap::new(),
             pending_env: HashMap::new(),
             known_files: KnownFiles::default(),
+            pidfds: Default::default(),
             env_names: None,
             seen: EventKind::ALL.iter().map(|k| (k.name(), 0)).collect(),
             decode_errors: 0,
@@ -307,6 +309,7 @@ impl<S: Sink, O: Observer> Pipeline<S, O> {
             pending: self.pending,
             pending_env: self.pending_env,
             known_files: self.known_files,
+            pidfds: self.pidfds,
             env_names: self.env_names,
             seen: self.seen,
             decode_errors: self.decode_errors,
@@ -476,6 +479,9 @@ impl<S: Sink, O: Observer> Pipeline<S, O> {
                 let key = self.table.on_exit(&task, boot_ns, status);
                 self.pending.remove(&task.pid);
                 self.pending_env.remove(&task.pid);
+                if task.pid == task.tgid {
+                    self.pidfds.forget(task.tgid);
+                }
                 self.publish(What::Exit { exit: status }, boot_ns, task.pid, key, None);
             }
             KernelEvent::Syscall {
@@ -484,12 +490,19 @@ impl<S: Sink, O: Observer> Pipeline<S, O> {
                 call,
             } => {
                 let key = self.table.touch(&task);
-                let mut what = interpret(&call, task.tgid, self.resolver.as_ref());
+                let resolver = self.pidfds.over(self.resolver.as_ref());
+                let mut what = interpret(&call, task.tgid, &resolver);
+                self.pidfds.learn(task.tgid, &what, call.ret);
                 self.known_files.resolve(&mut what);
                 self.known_files.learn(&what);
                 let target = match &what {
                     What::Ptrace { target_pid, .. }
                     | What::Kill { target_pid, .. }
+                    | What::PidfdOpen { target_pid }
+                    | What::PidfdGetfd {
+                        target_pid: Some(target_pid),
+                        ..
+                    }
                     | What::ProcessVm { target_pid, .. } => u32::try_from(*target_pid)
                         .ok()
                         .and_then(|t| self.table.live(t))

@@ -220,8 +220,27 @@ pub enum What {
         fstype: Option<String>,
         flags: u64,
     },
+    /// A signal to another process: `kill`, `tkill` and `tgkill` (the target is the thread's
+    /// process), and `pidfd_send_signal` when the pidfd's process is known.
     Kill {
         target_pid: i64,
+        signal: u64,
+    },
+    /// A pidfd taken on a process (`pidfd_open`).
+    PidfdOpen {
+        target_pid: i64,
+    },
+    /// One of another process's descriptors copied out through a pidfd (`pidfd_getfd`): its
+    /// open files, sockets and eBPF links become the caller's. `target_pid` is None when the
+    /// pidfd's process could not be told (the pidfd closed before it was read, and its
+    /// `pidfd_open` was not seen).
+    PidfdGetfd {
+        target_pid: Option<i64>,
+        target_fd: i32,
+    },
+    /// A signal sent through a pidfd whose process could not be told (one that could is a
+    /// [`What::Kill`]).
+    PidfdSignal {
         signal: u64,
     },
     /// setxattr/removexattr and their l- and f- forms.

@@ -486,16 +486,20 @@ impl Graph {
                     ok,
                 );
             }
-            What::Ptrace { .. } | What::Kill { .. } => {
-                let kind = if matches!(what, What::Ptrace { .. }) {
-                    EdgeKind::Traced
-                } else {
+            // Taking another process's descriptors needs the rights ptrace needs, and gives
+            // as much: the graph draws it as tracing.
+            What::Ptrace { .. } | What::Kill { .. } | What::PidfdGetfd { .. } => {
+                let kind = if matches!(what, What::Kill { .. }) {
                     EdgeKind::Signalled
+                } else {
+                    EdgeKind::Traced
                 };
                 if let Some(t) = target {
                     self.add_edge(boot_ns, kind, me, NodeId::Process(t), ok);
                 }
             }
+            // A handle alone, or a signal whose target is not known: nothing to draw.
+            What::PidfdOpen { .. } | What::PidfdSignal { .. } => {}
             What::ModuleLoad { file: f, .. } => match f.as_ref().and_then(file_node) {
                 Some((id, _)) => {
                     self.add_edge(boot_ns, EdgeKind::LoadedModule, me, id, ok);

@@ -85,6 +85,9 @@ fn syscall_of(kind: &str) -> Option<&'static str> {
         "memfd_create" => "memfd_create",
         "mount" => "mount",
         "kill" => "kill",
+        "pidfd_open" => "pidfd_open",
+        "pidfd_getfd" => "pidfd_getfd",
+        "pidfd_signal" => "pidfd_send_signal",
         "xattr" => "setxattr",
         "process_vm" => "process_vm_readv",
         "set_name" => "prctl",
@@ -264,6 +267,12 @@ fn normalize(mut m: Map<String, Value>, index: usize) -> Result<Event, EventErro
             set(&mut m, "signal", json!(9));
             set(&mut m, "target_pid", json!(1));
         }
+        "pidfd_open" => set(&mut m, "target_pid", json!(1)),
+        "pidfd_getfd" => {
+            set(&mut m, "target_pid", json!(1));
+            set(&mut m, "target_fd", json!(0));
+        }
+        "pidfd_signal" => set(&mut m, "signal", json!(9)),
         "xattr" => {
             set(&mut m, "name", json!("user.test"));
             set(&mut m, "set", json!(true));

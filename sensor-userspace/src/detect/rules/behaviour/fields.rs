@@ -196,6 +196,9 @@ pub fn kind_name(what: &What) -> &'static str {
         What::MemfdCreate { .. } => "memfd_create",
         What::Mount { .. } => "mount",
         What::Kill { .. } => "kill",
+        What::PidfdOpen { .. } => "pidfd_open",
+        What::PidfdGetfd { .. } => "pidfd_getfd",
+        What::PidfdSignal { .. } => "pidfd_signal",
         What::Xattr { .. } => "xattr",
         What::ProcessVm { .. } => "process_vm",
         What::SetName { .. } => "set_name",
@@ -227,6 +230,9 @@ pub const KINDS: &[&str] = &[
     "memfd_create",
     "mount",
     "kill",
+    "pidfd_open",
+    "pidfd_getfd",
+    "pidfd_signal",
     "xattr",
     "process_vm",
     "set_name",
@@ -369,6 +375,11 @@ impl<'a> View<'a> {
         match &self.event.what {
             What::Ptrace { target_pid, .. }
             | What::Kill { target_pid, .. }
+            | What::PidfdOpen { target_pid }
+            | What::PidfdGetfd {
+                target_pid: Some(target_pid),
+                ..
+            }
             | What::ProcessVm { target_pid, .. } => Some(*target_pid),
             What::Open {
                 target_pid: Some(t),
