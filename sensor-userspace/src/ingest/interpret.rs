@@ -748,24 +748,36 @@ pub fn error_name(ret: i64) -> Option<String> {
     Some(format!("{:?}", nix::errno::Errno::from_raw(-ret as i32)))
 }
 
+/// A resolver that knows what it is told: every directory is `dir`, one pidfd and one thread
+/// have the process given.
+#[cfg(test)]
+#[derive(Default)]
+pub(crate) struct Fixed {
+    pub dir: Option<&'static str>,
+    /// (descriptor, the process it names)
+    pub pidfd: Option<(i32, u32)>,
+    /// (thread, its process)
+    pub thread: Option<(u32, u32)>,
+}
+
+#[cfg(test)]
+impl Resolver for Fixed {
+    fn dir(&self, _: u32, _: i32) -> Option<String> {
+        self.dir.map(str::to_owned)
+    }
+
+    fn pidfd_target(&self, _: u32, fd: i32) -> Option<u32> {
+        self.pidfd.filter(|(f, _)| *f == fd).map(|(_, p)| p)
+    }
+
+    fn thread_group(&self, tid: u32) -> Option<u32> {
+        self.thread.filter(|(t, _)| *t == tid).map(|(_, p)| p)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    struct Dir(&'static str);
-    impl Resolver for Dir {
-        fn dir(&self, _: u32, _: i32) -> Option<String> {
-            Some(self.0.to_owned())
-        }
-
-        fn pidfd_target(&self, _: u32, _: i32) -> Option<u32> {
-            None
-        }
-
-        fn thread_group(&self, _: u32) -> Option<u32> {
-            None
-        }
-    }
 
     fn event(call: Syscall, args: [u64; 6], path: &str) -> SyscallEvent {
         SyscallEvent {
@@ -785,19 +797,12 @@ mod tests {
 
     #[test]
     fn every_way_to_signal_another_process_is_a_kill_of_that_process() {
-        struct Threads;
-        impl Resolver for Threads {
-            fn dir(&self, _: u32, _: i32) -> Option<String> {
-                None
-            }
-            fn pidfd_target(&self, _: u32, fd: i32) -> Option<u32> {
-                (fd == 5).then_some(4242)
-            }
-            fn thread_group(&self, tid: u32) -> Option<u32> {
-                (tid == 4250).then_some(4242)
-            }
-        }
-        let call = |c: Syscall, args: [u64; 6]| interpret(&event(c, args, ""), 1, &Threads);
+        let known = Fixed {
+            pidfd: Some((5, 4242)),
+            thread: Some((4250, 4242)),
+            ..Fixed::default()
+        };
+        let call = |c: Syscall, args: [u64; 6]| interpret(&event(c, args, ""), 1, &known);
         let stop = 19;
         let kill = |target_pid| What::Kill {
             target_pid,
@@ -842,7 +847,11 @@ mod tests {
             [(-100i64) as u64, 0, 0o1101, 0o644, 0, 0],
             "../etc/./cron.d/x",
         );
-        match interpret(&e, 1, &Dir("/var/tmp")) {
+        let var_tmp = Fixed {
+            dir: Some("/var/tmp"),
+            ..Fixed::default()
+        };
+        match interpret(&e, 1, &var_tmp) {
             What::Open {
                 file,
                 write,

@@ -112,20 +112,12 @@ mod tests {
 
     #[test]
     fn proc_is_asked_first() {
-        struct Proc;
-        impl Resolver for Proc {
-            fn dir(&self, _: u32, _: i32) -> Option<String> {
-                None
-            }
-            fn pidfd_target(&self, _: u32, _: i32) -> Option<u32> {
-                Some(1)
-            }
-            fn thread_group(&self, _: u32) -> Option<u32> {
-                None
-            }
-        }
+        let proc = crate::ingest::interpret::Fixed {
+            pidfd: Some((5, 1)),
+            ..Default::default()
+        };
         let mut p = Pidfds::default();
         p.learn(100, &What::PidfdOpen { target_pid: 4242 }, 5);
-        assert_eq!(p.over(&Proc).pidfd_target(100, 5), Some(1));
+        assert_eq!(p.over(&proc).pidfd_target(100, 5), Some(1));
     }
 }
