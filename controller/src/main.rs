@@ -407,8 +407,9 @@ async fn serve(
     Ok(())
 }
 
-/// The store and the CA. With PostgreSQL the CA is the database's, so that every replica enrolls and
-/// serves with the same one; its certificate is also written to the state directory.
+/// The store and the CA. With PostgreSQL the CA is the database's, so that every replica
+/// enrolls and serves with the same one; its certificate is also written to the state
+/// directory.
 fn open_store(state: &Path, backend: &Backend) -> Result<(Box<dyn Store>, Authority)> {
     match backend {
         Backend::Embedded => {

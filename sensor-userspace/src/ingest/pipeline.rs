@@ -495,24 +495,11 @@ impl<S: Sink, O: Observer> Pipeline<S, O> {
                 self.pidfds.learn(task.tgid, &what, call.ret);
                 self.known_files.resolve(&mut what);
                 self.known_files.learn(&what);
-                let target = match &what {
-                    What::Ptrace { target_pid, .. }
-                    | What::Kill { target_pid, .. }
-                    | What::PidfdOpen { target_pid }
-                    | What::PidfdGetfd {
-                        target_pid: Some(target_pid),
-                        ..
-                    }
-                    | What::ProcessVm { target_pid, .. } => u32::try_from(*target_pid)
-                        .ok()
-                        .and_then(|t| self.table.live(t))
-                        .map(|p| p.key),
-                    What::Open {
-                        target_pid: Some(t),
-                        ..
-                    } => self.table.live(*t).map(|p| p.key),
-                    _ => None,
-                };
+                let target = what
+                    .target_pid()
+                    .and_then(|t| u32::try_from(t).ok())
+                    .and_then(|t| self.table.live(t))
+                    .map(|p| p.key);
                 // A non-blocking connect returns EINPROGRESS: under way, not failed (python
                 // with a timeout, curl and Go all connect that way).
                 let ok = call.ret >= 0

@@ -279,6 +279,28 @@ pub enum What {
     },
 }
 
+impl What {
+    /// The other process the call acts on: traced, signalled, its memory or descriptors
+    /// reached, a pidfd taken on it, or its /proc files read.
+    pub fn target_pid(&self) -> Option<i64> {
+        match self {
+            What::Ptrace { target_pid, .. }
+            | What::Kill { target_pid, .. }
+            | What::PidfdOpen { target_pid }
+            | What::PidfdGetfd {
+                target_pid: Some(target_pid),
+                ..
+            }
+            | What::ProcessVm { target_pid, .. } => Some(*target_pid),
+            What::Open {
+                target_pid: Some(t),
+                ..
+            } => Some(i64::from(*t)),
+            _ => None,
+        }
+    }
+}
+
 /// The script file an interpreter was started on.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Script {

@@ -372,21 +372,7 @@ impl<'a> View<'a> {
     }
 
     fn target_pid(&self) -> Option<i64> {
-        match &self.event.what {
-            What::Ptrace { target_pid, .. }
-            | What::Kill { target_pid, .. }
-            | What::PidfdOpen { target_pid }
-            | What::PidfdGetfd {
-                target_pid: Some(target_pid),
-                ..
-            }
-            | What::ProcessVm { target_pid, .. } => Some(*target_pid),
-            What::Open {
-                target_pid: Some(t),
-                ..
-            } => Some(i64::from(*t)),
-            _ => None,
-        }
+        self.event.what.target_pid()
     }
 
     // Long by design: one arm per field of the rule language, each a line or two; splitting it would scatter the table.
